@@ -1,0 +1,2 @@
+//! HELPER-C: implement.
+fn main() {}

@@ -1,0 +1,357 @@
+//! The topic bus: one topic per symbol holding its latest quote and seq, and the wake-up path
+//! from a publish to the sessions that wait for that symbol.
+//!
+//! Architecture invariants:
+//! - **A publish costs the same whatever the number of listeners.** [`Bus::publish`] stores the
+//!   new quote in the topic's slot, bumps its seq and, if the topic is not already queued, pushes
+//!   its id onto the dispatch queue: O(1), no allocation per listener, no lock held by sessions.
+//! - **Nobody is handed an unbounded queue.** A topic keeps only its latest value. Sessions are
+//!   *woken*, never sent quotes: a session that wants to hear about the next change of a symbol
+//!   *arms* it ([`Topic::arm`]); the dispatcher task fires each armed registration once, telling
+//!   the session which topic changed. A session re-arms a symbol only when it is ready for that
+//!   symbol again (its throttle interval elapsed), so the wake-up work is proportional to what is
+//!   delivered, not to what is published, and a session holds at most one registration per topic.
+//! - **Topics are never removed** and are only created by feeds (never by client input), so the
+//!   topic table is bounded by the feeds' configured symbols.
+//!
+//! A distributed backend (Redis pub/sub, a later issue) implements [`Publisher`]: feeds publish
+//! through it, it forwards to the shared channel and applies what arrives to this local topic
+//! table with [`Bus::apply`]. Sessions only ever read the local table, so neither feeds nor
+//! sessions change when the backend does.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, RwLock, Weak};
+
+use arc_swap::ArcSwapOption;
+use tokio::sync::{Notify, watch};
+
+use crate::quote::{PublishedQuote, Quote, QuoteDraft, now_micros};
+
+/// Index of a topic in the bus's table.
+pub type TopicId = u32;
+
+/// Reference data of a symbol, as `/api/symbols` lists it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SymbolInfo {
+    pub name: String,
+    pub sector: String,
+    /// The feed that publishes this symbol.
+    pub feed: Arc<str>,
+}
+
+/// Why a symbol could not be registered.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum BusError {
+    #[error("symbol '{symbol}' is published by two feeds: '{first}' and '{second}' (give one of them a symbol suffix)")]
+    DuplicateSymbol { symbol: String, first: String, second: String },
+}
+
+/// Where feeds publish quotes. The in-process [`Bus`] implements it directly.
+pub trait Publisher: Send + Sync {
+    /// Declares a symbol before its first quote. Fails when another feed already owns it.
+    fn register(&self, symbol: &str, info: SymbolInfo) -> Result<Arc<Topic>, BusError>;
+    /// Publishes the next quote of `topic`; returns the seq it was given.
+    fn publish(&self, topic: &Topic, draft: &QuoteDraft) -> u64;
+}
+
+/// What a session shares with the bus: a wake-up and the list of topics that fired.
+///
+/// The dirty list holds at most one entry per topic the session armed, and a session arms a
+/// topic at most once until it fires, so it is bounded by the number of topics.
+#[derive(Debug, Default)]
+pub struct SessionSignal {
+    pub notify: Notify,
+    dirty: Mutex<Vec<TopicId>>,
+}
+
+impl SessionSignal {
+    fn fire(&self, topic: TopicId) {
+        self.dirty.lock().expect("dirty lock").push(topic);
+        self.notify.notify_one();
+    }
+
+    /// Moves the ids of the topics that fired since the last call into `into`.
+    pub fn take_dirty(&self, into: &mut Vec<TopicId>) {
+        let mut dirty = self.dirty.lock().expect("dirty lock");
+        into.append(&mut dirty);
+    }
+}
+
+#[derive(Debug, Default)]
+struct Waiters {
+    armed: Vec<Weak<SessionSignal>>,
+    /// Length at which dead registrations (closed sessions) are swept out; doubles with the
+    /// number of live ones so sweeping stays amortised O(1) per registration.
+    sweep_at: usize,
+}
+
+/// One symbol's topic.
+#[derive(Debug)]
+pub struct Topic {
+    pub id: TopicId,
+    pub symbol: Arc<str>,
+    pub info: SymbolInfo,
+    latest: ArcSwapOption<PublishedQuote>,
+    /// Seq of the latest published quote (0 = none yet). Written by the topic's single feed.
+    seq: AtomicU64,
+    waiters: Mutex<Waiters>,
+    /// Whether the topic is on the dispatch queue already.
+    queued: AtomicBool,
+    /// Number of sessions subscribed (explicitly or by wildcard).
+    subscribers: AtomicUsize,
+}
+
+impl Topic {
+    fn new(id: TopicId, symbol: Arc<str>, info: SymbolInfo) -> Topic {
+        Topic {
+            id,
+            symbol,
+            info,
+            latest: ArcSwapOption::empty(),
+            seq: AtomicU64::new(0),
+            waiters: Mutex::new(Waiters { armed: Vec::new(), sweep_at: 64 }),
+            queued: AtomicBool::new(false),
+            subscribers: AtomicUsize::new(0),
+        }
+    }
+
+    /// Seq of the latest quote, 0 before the first.
+    pub fn seq(&self) -> u64 {
+        self.seq.load(Ordering::Acquire)
+    }
+
+    /// The latest quote, if any was published.
+    pub fn latest(&self) -> Option<Arc<PublishedQuote>> {
+        self.latest.load_full()
+    }
+
+    /// Asks to be woken once at the next publish of this topic. The caller must check
+    /// [`Topic::seq`] *after* arming, so that a publish racing with the call is not missed.
+    pub fn arm(&self, signal: &Arc<SessionSignal>) {
+        let mut waiters = self.waiters.lock().expect("waiters lock");
+        if waiters.armed.len() >= waiters.sweep_at {
+            waiters.armed.retain(|w| w.strong_count() > 0);
+            waiters.sweep_at = (waiters.armed.len() * 2).max(64);
+        }
+        waiters.armed.push(Arc::downgrade(signal));
+    }
+
+    pub fn subscriber_added(&self) {
+        self.subscribers.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn subscriber_removed(&self) {
+        self.subscribers.fetch_sub(1, Ordering::Relaxed);
+    }
+
+    pub fn subscribers(&self) -> usize {
+        self.subscribers.load(Ordering::Relaxed)
+    }
+}
+
+/// The in-process bus: the topic table plus the dispatch queue.
+pub struct Bus {
+    topics: RwLock<Vec<Arc<Topic>>>,
+    by_symbol: RwLock<HashMap<Arc<str>, TopicId>>,
+    dispatch_queue: Mutex<Vec<TopicId>>,
+    dispatch_wake: Notify,
+    /// Number of topics; changes tell wildcard subscribers to pick up new symbols.
+    topic_count: watch::Sender<usize>,
+    quotes_published: AtomicU64,
+}
+
+impl Default for Bus {
+    fn default() -> Self {
+        Bus::new()
+    }
+}
+
+impl Bus {
+    pub fn new() -> Bus {
+        Bus {
+            topics: RwLock::new(Vec::new()),
+            by_symbol: RwLock::new(HashMap::new()),
+            dispatch_queue: Mutex::new(Vec::new()),
+            dispatch_wake: Notify::new(),
+            topic_count: watch::channel(0).0,
+            quotes_published: AtomicU64::new(0),
+        }
+    }
+
+    /// The topic of `symbol` (already uppercased), if a feed publishes it.
+    pub fn topic(&self, symbol: &str) -> Option<Arc<Topic>> {
+        let id = *self.by_symbol.read().expect("symbol table lock").get(symbol)?;
+        self.topic_by_id(id)
+    }
+
+    pub fn topic_by_id(&self, id: TopicId) -> Option<Arc<Topic>> {
+        self.topics.read().expect("topic table lock").get(id as usize).cloned()
+    }
+
+    /// Every topic, in registration order.
+    pub fn topics(&self) -> Vec<Arc<Topic>> {
+        self.topics.read().expect("topic table lock").clone()
+    }
+
+    pub fn topic_count(&self) -> usize {
+        *self.topic_count.borrow()
+    }
+
+    /// A receiver that changes whenever a topic is added.
+    pub fn watch_topics(&self) -> watch::Receiver<usize> {
+        self.topic_count.subscribe()
+    }
+
+    pub fn quotes_published(&self) -> u64 {
+        self.quotes_published.load(Ordering::Relaxed)
+    }
+
+    /// Stores a quote stamped elsewhere (by this bus's [`Publisher::publish`], or by a remote
+    /// node for a distributed backend) and schedules the wake-up of armed sessions.
+    pub fn apply(&self, topic: &Topic, quote: Quote) {
+        let seq = quote.seq;
+        topic.latest.store(Some(Arc::new(PublishedQuote::new(quote))));
+        topic.seq.store(seq, Ordering::Release);
+        self.quotes_published.fetch_add(1, Ordering::Relaxed);
+        if !topic.queued.swap(true, Ordering::AcqRel) {
+            self.dispatch_queue.lock().expect("dispatch lock").push(topic.id);
+            self.dispatch_wake.notify_one();
+        }
+    }
+
+    /// The dispatcher: fires the armed registrations of every topic that changed. Runs for the
+    /// life of the server; spawn it once.
+    pub async fn run_dispatcher(self: Arc<Self>) {
+        let mut batch: Vec<TopicId> = Vec::new();
+        let mut fired: Vec<Weak<SessionSignal>> = Vec::new();
+        loop {
+            self.dispatch_wake.notified().await;
+            std::mem::swap(&mut batch, &mut *self.dispatch_queue.lock().expect("dispatch lock"));
+            let topics = self.topics.read().expect("topic table lock").clone();
+            for id in batch.drain(..) {
+                let topic = &topics[id as usize];
+                // Cleared before taking the registrations: a publish from here on queues the
+                // topic again, so no change is left without a wake-up.
+                topic.queued.store(false, Ordering::Release);
+                std::mem::swap(&mut fired, &mut topic.waiters.lock().expect("waiters lock").armed);
+                for waiter in fired.drain(..) {
+                    if let Some(signal) = waiter.upgrade() {
+                        signal.fire(id);
+                    }
+                }
+            }
+        }
+    }
+}
+
+impl Publisher for Bus {
+    fn register(&self, symbol: &str, info: SymbolInfo) -> Result<Arc<Topic>, BusError> {
+        let mut by_symbol = self.by_symbol.write().expect("symbol table lock");
+        let mut topics = self.topics.write().expect("topic table lock");
+        if let Some(&id) = by_symbol.get(symbol) {
+            let existing = &topics[id as usize];
+            return Err(BusError::DuplicateSymbol {
+                symbol: symbol.to_string(),
+                first: existing.info.feed.to_string(),
+                second: info.feed.to_string(),
+            });
+        }
+        let id = topics.len() as TopicId;
+        let symbol: Arc<str> = symbol.into();
+        let topic = Arc::new(Topic::new(id, symbol.clone(), info));
+        topics.push(topic.clone());
+        by_symbol.insert(symbol, id);
+        let count = topics.len();
+        drop(topics);
+        drop(by_symbol);
+        self.topic_count.send_replace(count);
+        Ok(topic)
+    }
+
+    fn publish(&self, topic: &Topic, draft: &QuoteDraft) -> u64 {
+        // One feed owns a topic, so read-then-store cannot race with another publisher.
+        let seq = topic.seq.load(Ordering::Relaxed) + 1;
+        let quote = Quote::from_draft(topic.symbol.clone(), seq, now_micros(), draft);
+        self.apply(topic, quote);
+        seq
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn info(feed: &str) -> SymbolInfo {
+        SymbolInfo { name: "Test".into(), sector: "Tech".into(), feed: feed.into() }
+    }
+
+    fn draft(last: f64) -> QuoteDraft {
+        QuoteDraft {
+            ts: 0,
+            last,
+            bid: last - 0.01,
+            ask: last + 0.01,
+            size: 1,
+            volume: 1,
+            open: last,
+            high: last,
+            low: last,
+            prev_close: last,
+            decimals: 2,
+        }
+    }
+
+    #[test]
+    fn duplicate_symbol_names_both_feeds() {
+        let bus = Bus::new();
+        bus.register("AAPL", info("sim")).unwrap();
+        let err = bus.register("AAPL", info("replay")).unwrap_err();
+        assert_eq!(err.to_string(), "symbol 'AAPL' is published by two feeds: 'sim' and 'replay' (give one of them a symbol suffix)");
+    }
+
+    #[test]
+    fn publish_keeps_latest_and_counts_seq() {
+        let bus = Bus::new();
+        let topic = bus.register("AAPL", info("sim")).unwrap();
+        assert_eq!(topic.seq(), 0);
+        assert!(topic.latest().is_none());
+        assert_eq!(bus.publish(&topic, &draft(1.0)), 1);
+        assert_eq!(bus.publish(&topic, &draft(2.0)), 2);
+        let latest = topic.latest().unwrap();
+        assert_eq!((latest.quote.seq, latest.quote.last), (2, 2.0));
+    }
+
+    #[tokio::test]
+    async fn armed_sessions_are_woken_once_per_registration() {
+        let bus = Arc::new(Bus::new());
+        tokio::spawn(bus.clone().run_dispatcher());
+        let topic = bus.register("AAPL", info("sim")).unwrap();
+        let signal = Arc::new(SessionSignal::default());
+        topic.arm(&signal);
+        bus.publish(&topic, &draft(1.0));
+        signal.notify.notified().await;
+        let mut dirty = Vec::new();
+        signal.take_dirty(&mut dirty);
+        assert_eq!(dirty, vec![topic.id]);
+        // Not re-armed: further publishes do not reach the session.
+        bus.publish(&topic, &draft(2.0));
+        bus.publish(&topic, &draft(3.0));
+        tokio::task::yield_now().await;
+        let dispatcher_done = tokio::time::timeout(std::time::Duration::from_millis(50), signal.notify.notified()).await;
+        assert!(dispatcher_done.is_err(), "an unarmed session must not be woken");
+        signal.take_dirty(&mut dirty);
+        assert_eq!(dirty, vec![topic.id]);
+    }
+
+    #[test]
+    fn dead_registrations_are_swept() {
+        let bus = Bus::new();
+        let topic = bus.register("AAPL", info("sim")).unwrap();
+        for _ in 0..10_000 {
+            let signal = Arc::new(SessionSignal::default());
+            topic.arm(&signal);
+        }
+        assert!(topic.waiters.lock().unwrap().armed.len() <= 128);
+    }
+}

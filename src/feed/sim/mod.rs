@@ -1,0 +1,2 @@
+//! The simulated feed (runtime). The model lives in [`model`].
+pub mod model;

@@ -1,0 +1,1 @@
+//! HELPER-B: the simulation model (see feed/sim/mod.rs for the runtime that drives it).
