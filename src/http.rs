@@ -1,1 +1,185 @@
-//! TODO
+//! The REST API and the route table.
+//!
+//! - `GET /api/symbols` — every symbol with name, sector, feed and last price.
+//! - `GET /api/quotes?symbols=A,B`, `GET /api/quotes/{symbol}` — latest quotes.
+//! - `GET /api/feeds`, `POST /api/feeds/{name}/control` — feed state and control.
+//! - `GET /healthz` (alive), `GET /readyz` (feeds started and not shutting down).
+//! - `GET /ws` — the WebSocket upgrade ([`crate::ws`]).
+//!
+//! Errors are JSON objects `{"error": code, "message": text}` whose message names the symbol,
+//! feed or field at fault.
+
+use std::sync::atomic::Ordering;
+
+use actix_web::http::StatusCode;
+use actix_web::{HttpRequest, HttpResponse, web};
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+
+use crate::feed::{ControlAction, ControlError, FeedState};
+use crate::feed::replay::timestamp::parse_timestamp;
+use crate::server::AppState;
+
+/// Registers every route.
+pub fn routes(cfg: &mut web::ServiceConfig) {
+    cfg.route("/ws", web::get().to(crate::ws::upgrade))
+        .route("/healthz", web::get().to(healthz))
+        .route("/readyz", web::get().to(readyz))
+        .route("/api/symbols", web::get().to(symbols))
+        .route("/api/quotes", web::get().to(quotes))
+        .route("/api/quotes/{symbol}", web::get().to(quote))
+        .route("/api/feeds", web::get().to(feeds))
+        .route("/api/feeds/{name}/control", web::post().to(control))
+        .default_service(web::to(not_found));
+}
+
+fn error(status: StatusCode, code: &str, message: impl Into<String>) -> HttpResponse {
+    HttpResponse::build(status).json(json!({"error": code, "message": message.into()}))
+}
+
+async fn not_found(req: HttpRequest) -> HttpResponse {
+    error(StatusCode::NOT_FOUND, "not_found", format!("no route for {} {}", req.method(), req.path()))
+}
+
+async fn healthz() -> HttpResponse {
+    HttpResponse::Ok().json(json!({"status": "ok"}))
+}
+
+async fn readyz(state: web::Data<AppState>) -> HttpResponse {
+    let feeds_started = state.feeds.iter().all(|f| f.status().state != FeedState::Starting);
+    if state.ready.load(Ordering::Acquire) && feeds_started && !*state.shutdown.borrow() {
+        HttpResponse::Ok().json(json!({"status": "ready"}))
+    } else {
+        let reason = if feeds_started { "shutting down" } else { "feeds starting" };
+        HttpResponse::ServiceUnavailable().json(json!({"status": "not_ready", "reason": reason}))
+    }
+}
+
+#[derive(Serialize)]
+struct SymbolEntry<'a> {
+    symbol: &'a str,
+    name: &'a str,
+    sector: &'a str,
+    feed: &'a str,
+    last: Option<f64>,
+    seq: u64,
+}
+
+async fn symbols(state: web::Data<AppState>) -> HttpResponse {
+    let topics = state.bus.topics();
+    let latest: Vec<_> = topics.iter().map(|t| t.latest()).collect();
+    let entries: Vec<SymbolEntry> = topics
+        .iter()
+        .zip(&latest)
+        .map(|(t, q)| SymbolEntry {
+            symbol: &t.symbol,
+            name: &t.info.name,
+            sector: &t.info.sector,
+            feed: &t.info.feed,
+            last: q.as_ref().map(|q| q.quote.last),
+            seq: t.seq(),
+        })
+        .collect();
+    HttpResponse::Ok().json(entries)
+}
+
+#[derive(Deserialize)]
+struct QuotesQuery {
+    symbols: Option<String>,
+}
+
+/// Latest quotes of the listed symbols (all symbols when none are listed); unknown ones are
+/// listed under `unknown` rather than failing the whole request.
+async fn quotes(state: web::Data<AppState>, query: web::Query<QuotesQuery>) -> HttpResponse {
+    let mut found: Vec<Value> = Vec::new();
+    let mut unknown: Vec<String> = Vec::new();
+    let requested: Vec<String> = match &query.symbols {
+        Some(list) => list.split(',').map(|s| s.trim().to_ascii_uppercase()).filter(|s| !s.is_empty()).collect(),
+        None => state.bus.topics().iter().map(|t| t.symbol.to_string()).collect(),
+    };
+    if requested.len() > 10_000 {
+        return error(StatusCode::BAD_REQUEST, "bad_request", "at most 10000 symbols per request");
+    }
+    for symbol in requested {
+        match state.bus.topic(&symbol) {
+            Some(topic) => {
+                if let Some(q) = topic.latest() {
+                    // The quote's JSON is already rendered for WebSocket clients: reuse it.
+                    found.push(serde_json::from_str(q.json()).unwrap_or(Value::Null));
+                }
+            }
+            None => unknown.push(symbol),
+        }
+    }
+    HttpResponse::Ok().json(json!({"quotes": found, "unknown": unknown}))
+}
+
+async fn quote(state: web::Data<AppState>, path: web::Path<String>) -> HttpResponse {
+    let symbol = path.into_inner().trim().to_ascii_uppercase();
+    match state.bus.topic(&symbol) {
+        Some(topic) => match topic.latest() {
+            Some(q) => HttpResponse::Ok().content_type("application/json").body(q.json().to_string()),
+            None => error(StatusCode::NOT_FOUND, "no_quote_yet", format!("symbol '{symbol}' has not been published yet")),
+        },
+        None => error(StatusCode::NOT_FOUND, "unknown_symbol", format!("unknown symbol '{}'", truncate(&symbol, 32))),
+    }
+}
+
+async fn feeds(state: web::Data<AppState>) -> HttpResponse {
+    let statuses: Vec<_> = state.feeds.iter().map(|f| f.status()).collect();
+    HttpResponse::Ok().json(statuses)
+}
+
+/// Body of `POST /api/feeds/{name}/control`.
+#[derive(Debug, Deserialize)]
+#[serde(tag = "action", rename_all = "lowercase", deny_unknown_fields)]
+enum ControlBody {
+    Pause,
+    Resume,
+    Seek { to: Value },
+    Speed { value: f64 },
+}
+
+async fn control(state: web::Data<AppState>, path: web::Path<String>, body: web::Bytes) -> HttpResponse {
+    let name = path.into_inner();
+    let Some(feed) = state.feeds.iter().find(|f| *f.name == *name) else {
+        let known: Vec<&str> = state.feeds.iter().map(|f| &*f.name).collect();
+        return error(StatusCode::NOT_FOUND, "unknown_feed", format!("unknown feed '{}'; feeds: {}", truncate(&name, 32), known.join(", ")));
+    };
+    let body: ControlBody = match serde_json::from_slice(&body) {
+        Ok(body) => body,
+        Err(e) => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                "bad_request",
+                format!("{e}; expected {{\"action\":\"pause\"}}, {{\"action\":\"resume\"}}, {{\"action\":\"seek\",\"to\":\"2008-09-15\"}} or {{\"action\":\"speed\",\"value\":3600}}"),
+            );
+        }
+    };
+    let action = match body {
+        ControlBody::Pause => ControlAction::Pause,
+        ControlBody::Resume => ControlAction::Resume,
+        ControlBody::Speed { value } => ControlAction::Speed(value),
+        ControlBody::Seek { to } => {
+            let parsed = match &to {
+                Value::String(text) => parse_timestamp(text).map_err(|e| e.to_string()),
+                Value::Number(n) => n.as_f64().map(|v| parse_timestamp(&v.to_string()).map_err(|e| e.to_string())).unwrap_or_else(|| Err("not a number".into())),
+                _ => Err("field 'to' must be a date, a datetime or a Unix timestamp".to_string()),
+            };
+            match parsed {
+                Ok(ms) => ControlAction::Seek(ms),
+                Err(message) => return error(StatusCode::BAD_REQUEST, "bad_request", format!("seek 'to': {message}")),
+            }
+        }
+    };
+    match feed.control(action).await {
+        Ok(status) => HttpResponse::Ok().json(status),
+        Err(e @ ControlError::Stopped(_)) => error(StatusCode::SERVICE_UNAVAILABLE, "feed_stopped", e.to_string()),
+        Err(e @ ControlError::Unsupported(..)) => error(StatusCode::CONFLICT, "unsupported", e.to_string()),
+        Err(e) => error(StatusCode::BAD_REQUEST, "bad_request", e.to_string()),
+    }
+}
+
+fn truncate(text: &str, max_chars: usize) -> String {
+    text.chars().take(max_chars).collect()
+}

@@ -20,6 +20,7 @@
 pub mod bus;
 pub mod config;
 pub mod feed;
+pub mod healthcheck;
 pub mod http;
 pub mod metrics;
 pub mod quote;

@@ -1,1 +1,162 @@
-//! TODO
+//! Wiring: builds the bus and the feeds from a [`Config`], serves HTTP and WebSocket on one
+//! port, and shuts everything down in order.
+//!
+//! Shutdown is designed, not bolted on: actix's own signal handling is disabled so that on
+//! SIGINT/SIGTERM this module first turns `/readyz` to 503, then tells every session (a `watch`
+//! that each session loop selects on) to close with 1001 "going away" — sessions never wait on a
+//! stalled socket for more than a second — and then stops the HTTP server with a bounded
+//! timeout, so the process exits within `shutdown_timeout`.
+
+use std::net::TcpListener;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::time::Duration;
+
+use actix_web::{App, HttpServer, web};
+use tokio::sync::{broadcast, watch};
+
+use crate::bus::Bus;
+use crate::config::{Config, MAX_THROTTLE_MS};
+use crate::feed::{self, FeedEvent, FeedHandle};
+use crate::metrics::Metrics;
+use crate::ws::session::SessionLimits;
+use crate::ws::socket::SocketProbe;
+
+/// What handlers and sessions share.
+pub struct AppState {
+    pub config: Arc<Config>,
+    pub limits: Arc<SessionLimits>,
+    pub bus: Arc<Bus>,
+    pub feeds: Vec<FeedHandle>,
+    pub feed_events: broadcast::Sender<FeedEvent>,
+    /// Changes on every start, so clients can tell a restart (seq back to 1) from a gap.
+    pub instance: String,
+    pub shutdown: watch::Receiver<bool>,
+    pub ready: AtomicBool,
+    /// Open WebSocket connections (for the connection limit).
+    pub connections: AtomicUsize,
+    pub metrics: Metrics,
+}
+
+/// Why the server could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("cannot listen on {addr}: {source}")]
+    Bind { addr: std::net::SocketAddr, source: std::io::Error },
+    #[error(transparent)]
+    Feed(#[from] feed::StartError),
+    #[error("{0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// A started server: where it listens, and how to stop it.
+pub struct RunningServer {
+    pub addr: std::net::SocketAddr,
+    pub state: Arc<AppState>,
+    server: actix_web::dev::ServerHandle,
+    shutdown: watch::Sender<bool>,
+    join: tokio::task::JoinHandle<std::io::Result<()>>,
+}
+
+impl RunningServer {
+    /// Graceful shutdown: not ready, sessions closed with 1001, server stopped. Returns when
+    /// the server has stopped (at most `shutdown_timeout` plus a second).
+    pub async fn shutdown(self) {
+        self.state.ready.store(false, Ordering::Release);
+        let _ = self.shutdown.send(true);
+        // Sessions close their sockets (bounded by 1 s each, concurrently); give them that
+        // second before stopping the server, whose own timeout then bounds the rest.
+        let deadline = tokio::time::Instant::now() + Duration::from_millis(1100);
+        while self.state.connections.load(Ordering::Acquire) > 0 && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        self.server.stop(true).await;
+        let _ = self.join.await;
+    }
+
+    /// Waits until the server stops by itself.
+    pub async fn wait(self) -> std::io::Result<()> {
+        self.join.await.unwrap_or(Ok(()))
+    }
+}
+
+/// Builds the feeds, binds the listener and starts serving. Must be called inside an actix
+/// system (`#[actix_web::main]` or `actix_web::rt::System`).
+pub async fn start(config: Config) -> Result<RunningServer, StartError> {
+    let config = Arc::new(config);
+    let metrics = Metrics::new();
+    let bus = Arc::new(Bus::new());
+    let (feed_events, _) = broadcast::channel(64);
+    let feeds = feed::start_feeds(&config, bus.clone(), feed_events.clone()).await?;
+    tokio::spawn(bus.clone().run_dispatcher());
+
+    let (shutdown_tx, shutdown_rx) = watch::channel(false);
+    let limits = SessionLimits {
+        default_throttle_ms: config.throttle_ms,
+        min_throttle_ms: config.min_throttle_ms,
+        max_throttle_ms: MAX_THROTTLE_MS,
+        max_symbols: config.max_symbols,
+        max_frame_bytes: config.max_frame_bytes,
+        max_message_bytes: config.max_message_bytes,
+        rate_limit: config.rate_limit,
+        rate_burst: config.rate_burst,
+        slow_consumer_timeout: Duration::from_secs_f64(config.slow_consumer_timeout),
+        ping_interval: Duration::from_secs_f64(config.ping_interval),
+        idle_timeout: Duration::from_secs_f64(config.idle_timeout),
+    };
+    let state = Arc::new(AppState {
+        config: config.clone(),
+        limits: Arc::new(limits),
+        bus,
+        feeds,
+        feed_events,
+        instance: instance_id(),
+        shutdown: shutdown_rx,
+        ready: AtomicBool::new(true),
+        connections: AtomicUsize::new(0),
+        metrics,
+    });
+
+    let listener = TcpListener::bind(config.bind).map_err(|source| StartError::Bind { addr: config.bind, source })?;
+    let addr = listener.local_addr()?;
+    let send_buffer = config.send_buffer_bytes;
+    let data = web::Data::from(state.clone());
+    let server = HttpServer::new(move || App::new().app_data(data.clone()).configure(crate::http::routes))
+        .on_connect(move |connection, extensions| {
+            if let Some(stream) = connection.downcast_ref::<actix_web::rt::net::TcpStream>() {
+                if let Some(probe) = SocketProbe::on_accept(stream, send_buffer) {
+                    extensions.insert(probe);
+                }
+            }
+        })
+        .workers(config.workers)
+        // Above the connection limit, so that excess upgrades get a 503, not a refused connect.
+        .max_connections(config.max_connections + 1024)
+        .backlog(4096)
+        .disable_signals()
+        .shutdown_timeout(config.shutdown_timeout.ceil() as u64)
+        .listen(listener)?
+        .run();
+    let handle = server.handle();
+    let join = actix_web::rt::spawn(server);
+    tracing::info!(%addr, instance = %state.instance, seed = config.seed, "tickerfeed listening; WebSocket at ws://{addr}/ws");
+    Ok(RunningServer { addr, state, server: handle, shutdown: shutdown_tx, join })
+}
+
+/// Runs until SIGINT or SIGTERM, then shuts down gracefully.
+pub async fn run_until_signal(config: Config) -> Result<(), StartError> {
+    let server = start(config).await?;
+    let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT: shutting down"),
+        _ = terminate.recv() => tracing::info!("SIGTERM: shutting down"),
+    }
+    server.shutdown().await;
+    Ok(())
+}
+
+/// A new id per process start: time and pid, in hex.
+fn instance_id() -> String {
+    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_nanos();
+    format!("{:x}-{:x}", nanos as u64, std::process::id())
+}

@@ -14,13 +14,43 @@ pub mod sim;
 pub mod universe;
 
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use serde::Serialize;
+use tokio::time::Instant;
+
+use serde::{Deserialize, Serialize};
 use tokio::sync::{broadcast, mpsc, oneshot};
 
+/// Why the feeds could not start. Each message names the file, line or symbol at fault.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error(transparent)]
+    Bus(#[from] crate::bus::BusError),
+    #[error(transparent)]
+    Universe(#[from] universe::UniverseError),
+    #[error(transparent)]
+    Replay(#[from] replay::format::ReplayError),
+    #[error("feed '{feed}': {message}")]
+    Invalid { feed: String, message: String },
+}
+
+/// Starts every configured feed: loads its data (errors stop startup), registers its symbols
+/// on the bus (a symbol published by two feeds is an error naming both), spawns its task.
+pub async fn start_feeds(config: &crate::config::Config, bus: Arc<crate::bus::Bus>, events: broadcast::Sender<FeedEvent>) -> Result<Vec<FeedHandle>, StartError> {
+    let publisher: Arc<dyn crate::bus::Publisher> = bus;
+    let mut handles = Vec::new();
+    for feed in &config.feeds {
+        let handle = match feed.kind {
+            FeedKind::Sim => sim::start(feed, publisher.clone(), events.clone())?,
+            FeedKind::Replay => replay::start(feed, publisher.clone(), events.clone())?,
+        };
+        handles.push(handle);
+    }
+    Ok(handles)
+}
+
 /// Which adapter a feed is.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum FeedKind {
     Sim,

@@ -1,1 +1,1 @@
-//! HELPER-A: implement.
+//! STUB

@@ -1,0 +1,352 @@
+//! Protocol v1 messages: one enum each way, so the whole wire format reads in one file.
+//!
+//! Client messages are parsed in two steps so that a malformed request still gets an error that
+//! echoes its `id`: first as a loose JSON object (to find `id` and `op`), then into the typed
+//! [`ClientOp`]. Quote batches are not built through serde: the quotes inside are already JSON
+//! (rendered once per quote for every recipient), so [`QuoteFrameBuilder`] splices them.
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::feed::FeedStatus;
+
+/// Protocol version announced in `welcome`.
+pub const PROTOCOL_VERSION: u32 = 1;
+/// Longest accepted string `id`.
+pub const MAX_ID_CHARS: usize = 64;
+
+/// A request id, echoed in the reply: a number or a short string.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum RequestId {
+    Number(serde_json::Number),
+    Text(String),
+}
+
+/// Client → server.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ClientOp {
+    /// `{"op":"subscribe","symbols":[..],"throttle_ms":250,"snapshot":true,"id":1}`
+    Subscribe { id: Option<RequestId>, symbols: Vec<String>, throttle_ms: Option<u64>, snapshot: Option<bool> },
+    /// `{"op":"unsubscribe","symbols":[..]}`
+    Unsubscribe { id: Option<RequestId>, symbols: Vec<String> },
+    /// `{"op":"list"}`
+    List { id: Option<RequestId> },
+    /// `{"op":"ping"}`
+    Ping { id: Option<RequestId> },
+}
+
+/// The ops a client may send, for `unknown_op` messages.
+pub const KNOWN_OPS: &[&str] = &["subscribe", "unsubscribe", "list", "ping"];
+
+/// Error codes of the `error` message and of `rejected` entries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ErrorCode {
+    /// Not JSON, not an object, or fields of the wrong type.
+    BadRequest,
+    UnknownOp,
+    /// Binary frames are not part of the protocol.
+    UnsupportedFrame,
+    TooManySymbols,
+    RateLimited,
+    UnknownSymbol,
+    InvalidSymbol,
+}
+
+impl ErrorCode {
+    pub const ALL: &[ErrorCode] = &[
+        ErrorCode::BadRequest,
+        ErrorCode::UnknownOp,
+        ErrorCode::UnsupportedFrame,
+        ErrorCode::TooManySymbols,
+        ErrorCode::RateLimited,
+        ErrorCode::UnknownSymbol,
+        ErrorCode::InvalidSymbol,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ErrorCode::BadRequest => "bad_request",
+            ErrorCode::UnknownOp => "unknown_op",
+            ErrorCode::UnsupportedFrame => "unsupported_frame",
+            ErrorCode::TooManySymbols => "too_many_symbols",
+            ErrorCode::RateLimited => "rate_limited",
+            ErrorCode::UnknownSymbol => "unknown_symbol",
+            ErrorCode::InvalidSymbol => "invalid_symbol",
+        }
+    }
+}
+
+/// A symbol the server would not subscribe, and why.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Rejected {
+    pub symbol: String,
+    pub code: ErrorCode,
+}
+
+/// Server → client, except quote batches (see [`QuoteFrameBuilder`]).
+#[derive(Debug, Clone, Serialize)]
+#[serde(tag = "type", rename_all = "lowercase")]
+pub enum ServerMessage<'a> {
+    Welcome {
+        protocol: u32,
+        server: &'a str,
+        instance: &'a str,
+        throttle_ms: u64,
+        min_throttle_ms: u64,
+        max_symbols: usize,
+        max_frame_bytes: usize,
+    },
+    Subscribed {
+        #[serde(skip_serializing_if = "Option::is_none")]
+        id: Option<RequestId>,
+        throttle_ms: u64,
+        symbols: Vec<String>,
+        rejected: Vec<Rejected>,
+    },
+    Unsubscribed {
+        #[serde(skip_serializing_if = "Option::is_none")]
+        id: Option<RequestId>,
+        symbols: Vec<String>,
+    },
+    Subscriptions {
+        #[serde(skip_serializing_if = "Option::is_none")]
+        id: Option<RequestId>,
+        symbols: Vec<String>,
+    },
+    Pong {
+        #[serde(skip_serializing_if = "Option::is_none")]
+        id: Option<RequestId>,
+        ts: i64,
+    },
+    Feed(&'a FeedStatus),
+    Error {
+        #[serde(skip_serializing_if = "Option::is_none")]
+        id: Option<RequestId>,
+        code: ErrorCode,
+        message: String,
+    },
+}
+
+impl ServerMessage<'_> {
+    pub fn to_json(&self) -> String {
+        // Every variant is plain data: serialisation cannot fail.
+        serde_json::to_string(self).expect("server message serialises")
+    }
+}
+
+/// A client message that could not be turned into a [`ClientOp`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct ParseFailure {
+    pub id: Option<RequestId>,
+    pub code: ErrorCode,
+    pub message: String,
+}
+
+/// Parses one client text frame. On failure, the error carries the request's `id` whenever the
+/// frame was a JSON object with a usable one, whatever else was wrong with it.
+pub fn parse_client_message(text: &str) -> Result<ClientOp, ParseFailure> {
+    let value: Value = serde_json::from_str(text).map_err(|e| ParseFailure {
+        id: None,
+        code: ErrorCode::BadRequest,
+        message: format!("malformed JSON: {e}"),
+    })?;
+    let Value::Object(object) = &value else {
+        return Err(ParseFailure { id: None, code: ErrorCode::BadRequest, message: "a message must be a JSON object".into() });
+    };
+    let id = match object.get("id") {
+        None | Some(Value::Null) => None,
+        Some(Value::Number(n)) => Some(RequestId::Number(n.clone())),
+        Some(Value::String(s)) if s.chars().count() <= MAX_ID_CHARS => Some(RequestId::Text(s.clone())),
+        Some(Value::String(_)) => {
+            return Err(ParseFailure { id: None, code: ErrorCode::BadRequest, message: format!("field 'id': a string id has at most {MAX_ID_CHARS} characters") });
+        }
+        Some(_) => {
+            return Err(ParseFailure { id: None, code: ErrorCode::BadRequest, message: "field 'id' must be a number or a string".into() });
+        }
+    };
+    let fail = |code, message: String| ParseFailure { id: id.clone(), code, message };
+    let op = match object.get("op") {
+        Some(Value::String(op)) => op.as_str(),
+        Some(_) => return Err(fail(ErrorCode::BadRequest, "field 'op' must be a string".into())),
+        None => return Err(fail(ErrorCode::BadRequest, "missing field 'op'".into())),
+    };
+    if !KNOWN_OPS.contains(&op) {
+        return Err(fail(ErrorCode::UnknownOp, format!("unknown op '{}'; expected one of: {}", truncate(op, 32), KNOWN_OPS.join(", "))));
+    }
+    // Fields are read by hand rather than through serde so that an error names the field and
+    // what it should be, which is what a client developer needs to fix the request.
+    let allowed: &[&str] = match op {
+        "subscribe" => &["op", "id", "symbols", "throttle_ms", "snapshot"],
+        "unsubscribe" => &["op", "id", "symbols"],
+        _ => &["op", "id"],
+    };
+    if let Some(unknown) = object.keys().find(|k| !allowed.contains(&k.as_str())) {
+        return Err(fail(ErrorCode::BadRequest, format!("op '{op}': unknown field '{}'; allowed: {}", truncate(unknown, 32), allowed.join(", "))));
+    }
+    let symbols = || -> Result<Vec<String>, ParseFailure> {
+        match object.get("symbols") {
+            Some(Value::Array(items)) => items
+                .iter()
+                .map(|item| match item {
+                    Value::String(s) => Ok(s.clone()),
+                    _ => Err(fail(ErrorCode::BadRequest, format!("op '{op}': field 'symbols' must be an array of strings"))),
+                })
+                .collect(),
+            Some(_) => Err(fail(ErrorCode::BadRequest, format!("op '{op}': field 'symbols' must be an array of strings"))),
+            None => Err(fail(ErrorCode::BadRequest, format!("op '{op}': missing field 'symbols'"))),
+        }
+    };
+    match op {
+        "subscribe" => {
+            let throttle_ms = match object.get("throttle_ms") {
+                None | Some(Value::Null) => None,
+                Some(Value::Number(n)) if n.as_u64().is_some() => n.as_u64(),
+                Some(_) => return Err(fail(ErrorCode::BadRequest, "op 'subscribe': field 'throttle_ms' must be a non-negative integer (milliseconds)".into())),
+            };
+            let snapshot = match object.get("snapshot") {
+                None | Some(Value::Null) => None,
+                Some(Value::Bool(b)) => Some(*b),
+                Some(_) => return Err(fail(ErrorCode::BadRequest, "op 'subscribe': field 'snapshot' must be true or false".into())),
+            };
+            Ok(ClientOp::Subscribe { id: id.clone(), symbols: symbols()?, throttle_ms, snapshot })
+        }
+        "unsubscribe" => Ok(ClientOp::Unsubscribe { id: id.clone(), symbols: symbols()? }),
+        "list" => Ok(ClientOp::List { id: id.clone() }),
+        _ => Ok(ClientOp::Ping { id: id.clone() }),
+    }
+}
+
+fn truncate(text: &str, max_chars: usize) -> String {
+    text.chars().take(max_chars).collect()
+}
+
+/// Builds `quotes` frames from already-serialised quotes, splitting before a frame would pass
+/// `max_frame_bytes`. A single quote larger than the limit still goes out alone: it is never
+/// dropped (quotes are a few hundred bytes; the limit is kilobytes).
+pub struct QuoteFrameBuilder {
+    max_frame_bytes: usize,
+    prefix: &'static str,
+    current: String,
+    count: usize,
+    frames: Vec<(String, usize)>,
+}
+
+const LIVE_PREFIX: &str = r#"{"type":"quotes","quotes":["#;
+const SNAPSHOT_PREFIX: &str = r#"{"type":"quotes","snapshot":true,"quotes":["#;
+const SUFFIX: &str = "]}";
+
+impl QuoteFrameBuilder {
+    pub fn new(max_frame_bytes: usize, snapshot: bool) -> QuoteFrameBuilder {
+        let prefix = if snapshot { SNAPSHOT_PREFIX } else { LIVE_PREFIX };
+        QuoteFrameBuilder { max_frame_bytes, prefix, current: String::new(), count: 0, frames: Vec::new() }
+    }
+
+    pub fn push(&mut self, quote_json: &str) {
+        let needed = quote_json.len() + 1;
+        if self.count > 0 && self.current.len() + needed + SUFFIX.len() > self.max_frame_bytes {
+            self.finish_frame();
+        }
+        if self.count == 0 {
+            self.current.reserve(self.max_frame_bytes.min(4096));
+            self.current.push_str(self.prefix);
+        } else {
+            self.current.push(',');
+        }
+        self.current.push_str(quote_json);
+        self.count += 1;
+    }
+
+    fn finish_frame(&mut self) {
+        self.current.push_str(SUFFIX);
+        self.frames.push((std::mem::take(&mut self.current), self.count));
+        self.count = 0;
+    }
+
+    /// The frames, each with the number of quotes it holds.
+    pub fn finish(mut self) -> Vec<(String, usize)> {
+        if self.count > 0 {
+            self.finish_frame();
+        }
+        self.frames
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_every_op() {
+        assert_eq!(
+            parse_client_message(r#"{"op":"subscribe","symbols":["AAPL","msft"],"throttle_ms":250,"snapshot":true,"id":1}"#).unwrap(),
+            ClientOp::Subscribe {
+                id: Some(RequestId::Number(1.into())),
+                symbols: vec!["AAPL".into(), "msft".into()],
+                throttle_ms: Some(250),
+                snapshot: Some(true)
+            }
+        );
+        assert!(matches!(parse_client_message(r#"{"op":"unsubscribe","symbols":["*"]}"#), Ok(ClientOp::Unsubscribe { .. })));
+        assert!(matches!(parse_client_message(r#"{"op":"list","id":"a"}"#), Ok(ClientOp::List { id: Some(RequestId::Text(_)) })));
+        assert!(matches!(parse_client_message(r#"{"op":"ping"}"#), Ok(ClientOp::Ping { id: None })));
+    }
+
+    #[test]
+    fn errors_echo_a_usable_id() {
+        let err = parse_client_message(r#"{"op":"subscribe","symbols":"AAPL","id":7}"#).unwrap_err();
+        assert_eq!((err.id, err.code), (Some(RequestId::Number(7.into())), ErrorCode::BadRequest));
+        assert!(err.message.contains("symbols"), "{}", err.message);
+        let err = parse_client_message(r#"{"op":"dance","id":"x"}"#).unwrap_err();
+        assert_eq!((err.id, err.code), (Some(RequestId::Text("x".into())), ErrorCode::UnknownOp));
+        let err = parse_client_message(r#"{"id":3}"#).unwrap_err();
+        assert_eq!((err.id, err.code), (Some(RequestId::Number(3.into())), ErrorCode::BadRequest));
+        let err = parse_client_message(r#"{"op":"ping","id":[1]}"#).unwrap_err();
+        assert_eq!((err.id, err.code), (None, ErrorCode::BadRequest));
+        let err = parse_client_message("{nope").unwrap_err();
+        assert_eq!((err.id, err.code), (None, ErrorCode::BadRequest));
+        let err = parse_client_message(r#"{"op":"subscribe","symbols":["A"],"throttle_ms":-5,"id":2}"#).unwrap_err();
+        assert_eq!(err.id, Some(RequestId::Number(2.into())));
+        let long_id = "x".repeat(65);
+        let err = parse_client_message(&format!(r#"{{"op":"ping","id":"{long_id}"}}"#)).unwrap_err();
+        assert_eq!(err.id, None);
+    }
+
+    #[test]
+    fn messages_serialise_as_documented() {
+        let msg = ServerMessage::Subscribed {
+            id: Some(RequestId::Number(1.into())),
+            throttle_ms: 250,
+            symbols: vec!["AAPL".into()],
+            rejected: vec![Rejected { symbol: "ZZZZ".into(), code: ErrorCode::UnknownSymbol }],
+        };
+        assert_eq!(
+            msg.to_json(),
+            r#"{"type":"subscribed","id":1,"throttle_ms":250,"symbols":["AAPL"],"rejected":[{"symbol":"ZZZZ","code":"unknown_symbol"}]}"#
+        );
+        let msg = ServerMessage::Pong { id: None, ts: 5 };
+        assert_eq!(msg.to_json(), r#"{"type":"pong","ts":5}"#);
+    }
+
+    #[test]
+    fn frames_split_at_the_byte_limit_and_parse() {
+        let quote = r#"{"symbol":"AAPL","seq":1}"#;
+        let mut builder = QuoteFrameBuilder::new(100, false);
+        for _ in 0..10 {
+            builder.push(quote);
+        }
+        let frames = builder.finish();
+        assert!(frames.len() > 1);
+        assert_eq!(frames.iter().map(|(_, n)| n).sum::<usize>(), 10);
+        for (frame, count) in &frames {
+            assert!(frame.len() <= 100, "{} bytes", frame.len());
+            let value: Value = serde_json::from_str(frame).unwrap();
+            assert_eq!(value["quotes"].as_array().unwrap().len(), *count);
+        }
+        let mut builder = QuoteFrameBuilder::new(100, true);
+        builder.push(quote);
+        let frames = builder.finish();
+        assert_eq!(frames[0].0, r#"{"type":"quotes","snapshot":true,"quotes":[{"symbol":"AAPL","seq":1}]}"#);
+    }
+}
