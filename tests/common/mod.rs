@@ -1,0 +1,145 @@
+//! Test harness: starts the real server on 127.0.0.1:0 inside the test's actix system and talks
+//! to it with a real WebSocket client (tokio-tungstenite) and plain HTTP/1.1 over TCP.
+
+#![allow(dead_code)]
+
+use std::time::Duration;
+
+use clap::Parser;
+use futures_util::{SinkExt, StreamExt};
+use serde_json::Value;
+use tickerfeed::config::{Cli, Config, FileConfig};
+use tickerfeed::server::{self, RunningServer};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::{MaybeTlsStream, WebSocketStream, connect_async};
+
+/// How long any single expected event may take before a test fails.
+pub const EVENT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// A configuration from command-line style arguments (bind is always 127.0.0.1:0).
+pub fn config(args: &[&str]) -> Config {
+    let mut all = vec!["tickerfeed", "--bind", "127.0.0.1:0", "--seed", "7", "--workers", "1"];
+    all.extend_from_slice(args);
+    Config::resolve(Cli::try_parse_from(all).expect("test arguments parse"), FileConfig::default()).expect("test config is valid")
+}
+
+pub async fn start(args: &[&str]) -> RunningServer {
+    server::start(config(args)).await.expect("server starts")
+}
+
+pub fn repo_path(relative: &str) -> String {
+    format!("{}/{relative}", env!("CARGO_MANIFEST_DIR"))
+}
+
+pub type Socket = WebSocketStream<MaybeTlsStream<TcpStream>>;
+
+/// A WebSocket client speaking protocol v1.
+pub struct Client {
+    pub ws: Socket,
+}
+
+impl Client {
+    pub async fn connect(server: &RunningServer) -> Client {
+        Client::connect_path(server, "/ws").await
+    }
+
+    pub async fn connect_path(server: &RunningServer, path: &str) -> Client {
+        let url = format!("ws://{}{path}", server.addr);
+        let (ws, _) = tokio::time::timeout(EVENT_TIMEOUT, connect_async(url)).await.expect("connect in time").expect("upgrade succeeds");
+        Client { ws }
+    }
+
+    /// Connects and consumes the welcome message, returning it.
+    pub async fn connect_welcomed(server: &RunningServer) -> (Client, Value) {
+        let mut client = Client::connect(server).await;
+        let welcome = client.recv_type("welcome").await;
+        (client, welcome)
+    }
+
+    pub async fn send(&mut self, value: Value) {
+        self.ws.send(Message::Text(value.to_string().into())).await.expect("send");
+    }
+
+    pub async fn send_text(&mut self, text: &str) {
+        self.ws.send(Message::Text(text.to_string().into())).await.expect("send");
+    }
+
+    /// The next message of any kind, within [`EVENT_TIMEOUT`].
+    pub async fn next_message(&mut self) -> Message {
+        self.next_message_within(EVENT_TIMEOUT).await.expect("a message in time")
+    }
+
+    pub async fn next_message_within(&mut self, timeout: Duration) -> Option<Message> {
+        match tokio::time::timeout(timeout, self.ws.next()).await {
+            Ok(Some(Ok(message))) => Some(message),
+            Ok(Some(Err(e))) => panic!("websocket error: {e}"),
+            Ok(None) => panic!("connection ended"),
+            Err(_) => None,
+        }
+    }
+
+    /// The next JSON text message (pings and pongs skipped).
+    pub async fn recv(&mut self) -> Value {
+        loop {
+            match self.next_message().await {
+                Message::Text(text) => return serde_json::from_str(&text).expect("server sends JSON"),
+                Message::Ping(_) | Message::Pong(_) => continue,
+                other => panic!("expected a text message, got {other:?}"),
+            }
+        }
+    }
+
+    /// Skips messages until one of type `kind` arrives (quotes and feed messages may come in
+    /// between replies).
+    pub async fn recv_type(&mut self, kind: &str) -> Value {
+        loop {
+            let value = self.recv().await;
+            if value["type"] == kind {
+                return value;
+            }
+        }
+    }
+
+    /// Reads until the connection closes; returns the close code and reason.
+    pub async fn recv_close(&mut self) -> (u16, String) {
+        loop {
+            match tokio::time::timeout(EVENT_TIMEOUT, self.ws.next()).await.expect("close in time") {
+                Some(Ok(Message::Close(Some(frame)))) => return (frame.code.into(), frame.reason.to_string()),
+                Some(Ok(Message::Close(None))) => return (1005, String::new()),
+                Some(Ok(_)) => continue,
+                Some(Err(e)) => panic!("expected a close frame, got error {e}"),
+                None => panic!("connection ended without a close frame"),
+            }
+        }
+    }
+}
+
+/// A plain HTTP/1.1 request; returns the status and the body.
+pub async fn http(server: &RunningServer, method: &str, path: &str, body: Option<&str>) -> (u16, String) {
+    let mut stream = TcpStream::connect(server.addr).await.expect("connect");
+    let body = body.unwrap_or("");
+    let request = format!(
+        "{method} {path} HTTP/1.1\r\nHost: {}\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        server.addr,
+        body.len()
+    );
+    stream.write_all(request.as_bytes()).await.expect("write request");
+    let mut response = Vec::new();
+    tokio::time::timeout(EVENT_TIMEOUT, stream.read_to_end(&mut response)).await.expect("response in time").expect("read response");
+    let response = String::from_utf8_lossy(&response).to_string();
+    let status = response.split_whitespace().nth(1).and_then(|s| s.parse().ok()).expect("status line");
+    let body = response.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default();
+    (status, body)
+}
+
+pub async fn http_json(server: &RunningServer, method: &str, path: &str, body: Option<&str>) -> (u16, Value) {
+    let (status, body) = http(server, method, path, body).await;
+    (status, serde_json::from_str(&body).unwrap_or_else(|e| panic!("{path}: body is not JSON ({e}): {body}")))
+}
+
+/// Symbols of a quotes frame.
+pub fn quote_symbols(frame: &Value) -> Vec<String> {
+    frame["quotes"].as_array().expect("quotes array").iter().map(|q| q["symbol"].as_str().unwrap().to_string()).collect()
+}

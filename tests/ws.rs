@@ -1,0 +1,266 @@
+//! Protocol v1 end to end: a real server, a real WebSocket client.
+
+mod common;
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use common::{Client, http_json, quote_symbols, start};
+use serde_json::{Value, json};
+use tokio_tungstenite::tungstenite::Message;
+
+#[actix_web::test]
+async fn welcome_subscribe_and_snapshot() {
+    let server = start(&[]).await;
+    let (mut client, welcome) = Client::connect_welcomed(&server).await;
+    assert_eq!(welcome["protocol"], 1);
+    assert_eq!(welcome["throttle_ms"], 250);
+    assert_eq!(welcome["min_throttle_ms"], 0);
+    assert_eq!(welcome["max_symbols"], 1000);
+    assert_eq!(welcome["max_frame_bytes"], 16384);
+    assert!(welcome["server"].as_str().unwrap().starts_with("tickerfeed "));
+    assert_eq!(welcome["instance"].as_str().unwrap(), server.state.instance);
+
+    // Wait until AAPL has a price, so that a snapshot exists.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while server.state.bus.topic("AAPL").unwrap().seq() == 0 {
+        assert!(Instant::now() < deadline, "the sim feed publishes AAPL");
+        tokio::task::yield_now().await;
+        actix_web::rt::time::sleep(Duration::from_millis(5)).await;
+    }
+    client.send(json!({"op":"subscribe","symbols":["aapl"," MSFT "],"throttle_ms":100,"id":1})).await;
+    let subscribed = client.recv().await;
+    assert_eq!(subscribed["type"], "subscribed");
+    assert_eq!(subscribed["id"], 1);
+    assert_eq!(subscribed["throttle_ms"], 100);
+    assert_eq!(subscribed["symbols"], json!(["AAPL", "MSFT"]));
+    assert_eq!(subscribed["rejected"], json!([]));
+    // Right after `subscribed`: the snapshot, flagged, holding nothing but the new symbols.
+    let snapshot = client.recv().await;
+    assert_eq!(snapshot["type"], "quotes");
+    assert_eq!(snapshot["snapshot"], true);
+    let symbols = quote_symbols(&snapshot);
+    assert!(symbols.contains(&"AAPL".to_string()), "{symbols:?}");
+    assert!(symbols.iter().all(|s| s == "AAPL" || s == "MSFT"));
+    let quote = &snapshot["quotes"][0];
+    for field in ["symbol", "seq", "ts", "pt", "last", "bid", "ask", "size", "volume", "open", "high", "low", "prev_close", "change", "change_pct"] {
+        assert!(!quote[field].is_null(), "quote has {field}: {quote}");
+    }
+    assert!(quote["bid"].as_f64() < quote["ask"].as_f64());
+    assert!(quote["low"].as_f64() <= quote["last"].as_f64() && quote["last"].as_f64() <= quote["high"].as_f64());
+    server.shutdown().await;
+}
+
+#[actix_web::test]
+async fn query_string_subscribes_at_connect() {
+    let server = start(&[]).await;
+    let mut client = Client::connect_path(&server, "/ws?symbols=AAPL,zzzz,../etc&throttle_ms=500").await;
+    assert_eq!(client.recv().await["type"], "welcome");
+    let subscribed = client.recv().await;
+    assert_eq!(subscribed["type"], "subscribed");
+    assert_eq!(subscribed["throttle_ms"], 500);
+    assert_eq!(subscribed["symbols"], json!(["AAPL"]));
+    assert_eq!(subscribed["rejected"], json!([{"symbol":"ZZZZ","code":"unknown_symbol"},{"symbol":"../etc","code":"invalid_symbol"}]));
+    server.shutdown().await;
+}
+
+/// Receive times of each symbol's deliveries over `window`, plus every quote seen.
+async fn collect(client: &mut Client, window: Duration) -> (HashMap<String, Vec<Instant>>, Vec<Value>) {
+    let mut times: HashMap<String, Vec<Instant>> = HashMap::new();
+    let mut quotes = Vec::new();
+    let end = Instant::now() + window;
+    while let Some(message) = client.next_message_within(end.saturating_duration_since(Instant::now())).await {
+        let Message::Text(text) = message else { continue };
+        let value: Value = serde_json::from_str(&text).unwrap();
+        if value["type"] != "quotes" {
+            continue;
+        }
+        let now = Instant::now();
+        for quote in value["quotes"].as_array().unwrap() {
+            times.entry(quote["symbol"].as_str().unwrap().to_string()).or_default().push(now);
+            quotes.push(quote.clone());
+        }
+    }
+    (times, quotes)
+}
+
+#[actix_web::test]
+async fn throttle_limits_each_symbol_and_seq_increases() {
+    let server = start(&["--sim-rate", "20000"]).await;
+    let (mut client, _) = Client::connect_welcomed(&server).await;
+    client.send(json!({"op":"subscribe","symbols":["AAPL","MSFT"],"throttle_ms":200,"snapshot":false})).await;
+    client.recv_type("subscribed").await;
+    let window = Duration::from_millis(1500);
+    let (times, quotes) = collect(&mut client, window).await;
+    for (symbol, deliveries) in &times {
+        // At most one per interval: 1.5 s at 200 ms is at most 8 deliveries (first at once).
+        assert!(deliveries.len() <= 9, "{symbol}: {} deliveries in {window:?}", deliveries.len());
+        assert!(deliveries.len() >= 5, "{symbol}: only {} deliveries: updates must keep flowing", deliveries.len());
+        for pair in deliveries.windows(2) {
+            // Receive times carry scheduling jitter; sending is throttled exactly.
+            let gap = pair[1] - pair[0];
+            assert!(gap >= Duration::from_millis(170), "{symbol}: two deliveries {gap:?} apart with a 200 ms throttle");
+        }
+    }
+    let mut last_seq: HashMap<&str, u64> = HashMap::new();
+    let mut merged = 0;
+    for quote in &quotes {
+        let symbol = quote["symbol"].as_str().unwrap();
+        let seq = quote["seq"].as_u64().unwrap();
+        if let Some(previous) = last_seq.insert(symbol, seq) {
+            assert!(seq > previous, "{symbol}: seq {seq} after {previous}");
+            merged += seq - previous - 1;
+        }
+    }
+    assert!(merged > 0, "at 20,000 quotes/s a 200 ms throttle must merge updates");
+    server.shutdown().await;
+}
+
+#[actix_web::test]
+async fn throttle_zero_sends_every_change_in_order_batched() {
+    let server = start(&["--sim-rate", "2000"]).await;
+    let (mut client, _) = Client::connect_welcomed(&server).await;
+    client.send(json!({"op":"subscribe","symbols":["*"],"throttle_ms":0})).await;
+    let subscribed = client.recv_type("subscribed").await;
+    assert_eq!(subscribed["symbols"], json!(["*"]));
+    let (_, quotes) = collect(&mut client, Duration::from_millis(1000)).await;
+    let mut last_seq: HashMap<&str, u64> = HashMap::new();
+    let mut gaps = 0u64;
+    for quote in &quotes {
+        let symbol = quote["symbol"].as_str().unwrap();
+        let seq = quote["seq"].as_u64().unwrap();
+        if let Some(previous) = last_seq.insert(symbol, seq) {
+            assert!(seq > previous, "{symbol}: seq {seq} after {previous}");
+            gaps += seq - previous - 1;
+        }
+    }
+    assert!(quotes.len() > 500, "a reading client gets the feed: {} quotes", quotes.len());
+    // A client that keeps up with 2,000 quotes/s loses (almost) nothing to conflation.
+    assert!(gaps * 20 < quotes.len() as u64, "{gaps} merged of {}", quotes.len());
+    server.shutdown().await;
+}
+
+#[actix_web::test]
+async fn latest_value_always_arrives_when_the_feed_goes_quiet() {
+    let server = start(&["--sim-rate", "5000"]).await;
+    let (mut client, _) = Client::connect_welcomed(&server).await;
+    client.send(json!({"op":"subscribe","symbols":["AAPL"],"throttle_ms":1000})).await;
+    client.recv_type("subscribed").await;
+    client.recv_type("quotes").await;
+    let (status, paused) = http_json(&server, "POST", "/api/feeds/sim/control", Some(r#"{"action":"pause"}"#)).await;
+    assert_eq!((status, paused["state"].as_str()), (200, Some("paused")));
+    let (_, latest) = http_json(&server, "GET", "/api/quotes/AAPL", None).await;
+    let final_seq = latest["seq"].as_u64().unwrap();
+    // The feed is silent now: the last published AAPL quote must still be delivered.
+    loop {
+        let frame = client.recv().await;
+        if frame["type"] == "quotes" {
+            let seq = frame["quotes"][0]["seq"].as_u64().unwrap();
+            assert!(seq <= final_seq);
+            if seq == final_seq {
+                break;
+            }
+        }
+    }
+    server.shutdown().await;
+}
+
+#[actix_web::test]
+async fn unsubscribe_list_and_wildcard() {
+    let server = start(&["--sim-rate", "5000"]).await;
+    let (mut client, _) = Client::connect_welcomed(&server).await;
+    client.send(json!({"op":"subscribe","symbols":["AAPL","MSFT"],"throttle_ms":0,"snapshot":false})).await;
+    client.recv_type("subscribed").await;
+    client.send(json!({"op":"unsubscribe","symbols":["aapl"],"id":"u1"})).await;
+    let unsubscribed = client.recv_type("unsubscribed").await;
+    assert_eq!(unsubscribed["id"], "u1");
+    assert_eq!(unsubscribed["symbols"], json!(["MSFT"]));
+    // Everything after the reply is MSFT only.
+    let (times, _) = collect(&mut client, Duration::from_millis(500)).await;
+    assert!(!times.contains_key("AAPL"), "no AAPL after unsubscribing");
+    assert!(times.contains_key("MSFT"));
+
+    client.send(json!({"op":"subscribe","symbols":["*"],"throttle_ms":0,"snapshot":false})).await;
+    let subscribed = client.recv_type("subscribed").await;
+    assert_eq!(subscribed["symbols"], json!(["MSFT", "*"]));
+    let (times, _) = collect(&mut client, Duration::from_millis(500)).await;
+    assert!(times.len() > 2, "the wildcard delivers every symbol: {:?}", times.keys());
+    client.send(json!({"op":"unsubscribe","symbols":["*"]})).await;
+    assert_eq!(client.recv_type("unsubscribed").await["symbols"], json!(["MSFT"]));
+    client.send(json!({"op":"list","id":9})).await;
+    let list = client.recv_type("subscriptions").await;
+    assert_eq!((list["id"].clone(), list["symbols"].clone()), (json!(9), json!(["MSFT"])));
+    client.send(json!({"op":"ping","id":10})).await;
+    let pong = client.recv_type("pong").await;
+    assert_eq!(pong["id"], 10);
+    assert!(pong["ts"].as_i64().unwrap() > 1_700_000_000_000);
+    server.shutdown().await;
+}
+
+#[actix_web::test]
+async fn bad_input_gets_errors_and_changes_nothing() {
+    let server = start(&[]).await;
+    let (mut client, _) = Client::connect_welcomed(&server).await;
+    client.send(json!({"op":"subscribe","symbols":["AAPL"],"snapshot":false})).await;
+    client.recv_type("subscribed").await;
+
+    let cases: Vec<(String, Value, &str)> = vec![
+        ("{not json".into(), Value::Null, "bad_request"),
+        ("[1,2]".into(), Value::Null, "bad_request"),
+        (r#"{"op":"subscribe","symbols":"AAPL","id":1}"#.into(), json!(1), "bad_request"),
+        (r#"{"op":"subscribe","symbols":["MSFT"],"throttle_ms":"fast","id":"t"}"#.into(), json!("t"), "bad_request"),
+        (r#"{"op":"fly","id":2}"#.into(), json!(2), "unknown_op"),
+        (r#"{"symbols":["AAPL"],"id":3}"#.into(), json!(3), "bad_request"),
+        (r#"{"op":"list","extra":true,"id":4}"#.into(), json!(4), "bad_request"),
+    ];
+    for (text, id, code) in cases {
+        client.send_text(&text).await;
+        let error = client.recv_type("error").await;
+        assert_eq!(error["code"], code, "{text} -> {error}");
+        assert_eq!(error["id"], id, "{text} -> {error}");
+        assert!(!error["message"].as_str().unwrap().is_empty());
+    }
+    client.ws.send_binary(vec![1u8, 2, 3]).await;
+    let error = client.recv_type("error").await;
+    assert_eq!(error["code"], "bad_request");
+    assert!(error["message"].as_str().unwrap().contains("binary"));
+
+    client.send(json!({"op":"subscribe","symbols":["NOPE","bad/sym","MSFT"],"id":5})).await;
+    let subscribed = client.recv_type("subscribed").await;
+    assert_eq!(subscribed["symbols"], json!(["AAPL", "MSFT"]), "valid symbols subscribe despite rejected ones");
+    assert_eq!(subscribed["rejected"], json!([{"symbol":"NOPE","code":"unknown_symbol"},{"symbol":"bad/sym","code":"invalid_symbol"}]));
+
+    client.send(json!({"op":"list"})).await;
+    assert_eq!(client.recv_type("subscriptions").await["symbols"], json!(["AAPL", "MSFT"]));
+    server.shutdown().await;
+}
+
+trait SendBinary {
+    async fn send_binary(&mut self, data: Vec<u8>);
+}
+
+impl SendBinary for common::Socket {
+    async fn send_binary(&mut self, data: Vec<u8>) {
+        use futures_util::SinkExt;
+        self.send(Message::Binary(data.into())).await.unwrap();
+    }
+}
+
+#[actix_web::test]
+async fn websocket_ping_gets_its_payload_back() {
+    let server = start(&[]).await;
+    let (mut client, _) = Client::connect_welcomed(&server).await;
+    use futures_util::SinkExt;
+    client.ws.send(Message::Ping(b"hello".to_vec().into())).await.unwrap();
+    loop {
+        match client.next_message().await {
+            Message::Pong(payload) => {
+                assert_eq!(&payload[..], b"hello");
+                break;
+            }
+            Message::Close(_) => panic!("closed"),
+            _ => {}
+        }
+    }
+    server.shutdown().await;
+}
