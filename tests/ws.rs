@@ -146,22 +146,28 @@ async fn latest_value_always_arrives_when_the_feed_goes_quiet() {
     let (mut client, _) = Client::connect_welcomed(&server).await;
     client.send(json!({"op":"subscribe","symbols":["AAPL"],"throttle_ms":1000})).await;
     client.recv_type("subscribed").await;
-    client.recv_type("quotes").await;
+    let first = client.recv_type("quotes").await;
+    let mut received = first["quotes"][0]["seq"].as_u64().unwrap();
+    // Let the feed move past what the client has, inside the client's throttle interval.
+    loop {
+        let (_, latest) = http_json(&server, "GET", "/api/quotes/AAPL", None).await;
+        if latest["seq"].as_u64().unwrap() > received {
+            break;
+        }
+    }
     let (status, paused) = http_json(&server, "POST", "/api/feeds/sim/control", Some(r#"{"action":"pause"}"#)).await;
     assert_eq!((status, paused["state"].as_str()), (200, Some("paused")));
     let (_, latest) = http_json(&server, "GET", "/api/quotes/AAPL", None).await;
     let final_seq = latest["seq"].as_u64().unwrap();
     // The feed is silent now: the last published AAPL quote must still be delivered.
-    loop {
+    assert!(final_seq > received, "the feed moved on while the client was throttled");
+    while received < final_seq {
         let frame = client.recv().await;
         if frame["type"] == "quotes" {
-            let seq = frame["quotes"][0]["seq"].as_u64().unwrap();
-            assert!(seq <= final_seq);
-            if seq == final_seq {
-                break;
-            }
+            received = frame["quotes"][0]["seq"].as_u64().unwrap();
         }
     }
+    assert_eq!(received, final_seq);
     server.shutdown().await;
 }
 

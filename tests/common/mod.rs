@@ -94,8 +94,9 @@ impl Client {
     /// Skips messages until one of type `kind` arrives (quotes and feed messages may come in
     /// between replies).
     pub async fn recv_type(&mut self, kind: &str) -> Value {
+        let deadline = tokio::time::Instant::now() + EVENT_TIMEOUT;
         loop {
-            let value = self.recv().await;
+            let value = tokio::time::timeout_at(deadline, self.recv()).await.unwrap_or_else(|_| panic!("no '{kind}' message in time"));
             if value["type"] == kind {
                 return value;
             }
