@@ -8,7 +8,7 @@ use std::time::Duration;
 use clap::Parser;
 use futures_util::{SinkExt, StreamExt};
 use serde_json::Value;
-use tickerfeed::config::{Cli, Config, FileConfig};
+use tickerfeed::config::{Cli, Config};
 use tickerfeed::server::{self, RunningServer};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -20,9 +20,14 @@ pub const EVENT_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// A configuration from command-line style arguments (bind is always 127.0.0.1:0).
 pub fn config(args: &[&str]) -> Config {
+    try_config(args).expect("test config is valid")
+}
+
+/// Like [`config`], but returns the error of an invalid configuration.
+pub fn try_config(args: &[&str]) -> Result<Config, tickerfeed::config::ConfigError> {
     let mut all = vec!["tickerfeed", "--bind", "127.0.0.1:0", "--seed", "7", "--workers", "1"];
     all.extend_from_slice(args);
-    Config::resolve(Cli::try_parse_from(all).expect("test arguments parse"), FileConfig::default()).expect("test config is valid")
+    Config::load(Cli::try_parse_from(all).expect("test arguments parse"))
 }
 
 pub async fn start(args: &[&str]) -> RunningServer {
