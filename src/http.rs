@@ -9,6 +9,7 @@
 //! Errors are JSON objects `{"error": code, "message": text}` whose message names the symbol,
 //! feed or field at fault.
 
+use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
 use actix_web::http::StatusCode;
@@ -18,6 +19,7 @@ use serde_json::{Value, json};
 
 use crate::feed::{ControlAction, ControlError, FeedState};
 use crate::feed::replay::timestamp::parse_timestamp;
+use crate::quote::PublishedQuote;
 use crate::server::AppState;
 
 /// Registers every route.
@@ -91,7 +93,7 @@ struct QuotesQuery {
 /// Latest quotes of the listed symbols (all symbols when none are listed); unknown ones are
 /// listed under `unknown` rather than failing the whole request.
 async fn quotes(state: web::Data<AppState>, query: web::Query<QuotesQuery>) -> HttpResponse {
-    let mut found: Vec<Value> = Vec::new();
+    let mut found: Vec<Arc<PublishedQuote>> = Vec::new();
     let mut unknown: Vec<String> = Vec::new();
     let requested: Vec<String> = match &query.symbols {
         Some(list) => list.split(',').map(|s| s.trim().to_ascii_uppercase()).filter(|s| !s.is_empty()).collect(),
@@ -104,14 +106,25 @@ async fn quotes(state: web::Data<AppState>, query: web::Query<QuotesQuery>) -> H
         match state.bus.topic(&symbol) {
             Some(topic) => {
                 if let Some(q) = topic.latest() {
-                    // The quote's JSON is already rendered for WebSocket clients: reuse it.
-                    found.push(serde_json::from_str(q.json()).unwrap_or(Value::Null));
+                    found.push(q);
                 }
             }
             None => unknown.push(symbol),
         }
     }
-    HttpResponse::Ok().json(json!({"quotes": found, "unknown": unknown}))
+    // The quotes' JSON is already rendered for WebSocket clients: splice it, which also keeps
+    // the documented field order.
+    let mut body = String::from(r#"{"quotes":["#);
+    for (i, q) in found.iter().enumerate() {
+        if i > 0 {
+            body.push(',');
+        }
+        body.push_str(q.json());
+    }
+    body.push_str(r#"],"unknown":"#);
+    body.push_str(&serde_json::to_string(&unknown).unwrap_or_else(|_| "[]".into()));
+    body.push('}');
+    HttpResponse::Ok().content_type("application/json").body(body)
 }
 
 async fn quote(state: web::Data<AppState>, path: web::Path<String>) -> HttpResponse {

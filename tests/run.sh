@@ -1,0 +1,66 @@
+#!/usr/bin/env bash
+# The one full test command. Installs what it needs on a fresh Debian machine, then runs:
+#   1. cargo test (unit and integration tests against the real server);
+#   2. a smoke test of the release binary as a user runs it: start with no configuration,
+#      serve REST and WebSocket (checked with the load generator), stop on SIGTERM in time.
+# Later suites (metrics with a real Prometheus, browser, interop) are added here.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+root=$(pwd)
+artifacts="$root/tests/artifacts"
+mkdir -p "$artifacts"
+
+step() { printf '\n== %s\n' "$*"; }
+
+need() {
+  # need COMMAND DEBIAN-PACKAGE: install the package when the command is missing.
+  if ! command -v "$1" >/dev/null 2>&1; then
+    step "installing $2"
+    if [ "$(id -u)" = 0 ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$2" >/dev/null
+    else sudo apt-get update -qq && sudo DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$2" >/dev/null; fi
+  fi
+}
+need curl curl
+
+step "cargo test"
+cargo test --all-targets 2>&1 | tee "$artifacts/cargo-test.log" | grep -E '^(test result|running|error|failures:|---- )' || true
+if grep -qE '^test result: FAILED|^error(\[|:)' "$artifacts/cargo-test.log"; then
+  echo "cargo test failed; see tests/artifacts/cargo-test.log"; exit 1
+fi
+grep -q '^test result: ok' "$artifacts/cargo-test.log" || { echo "cargo test ran no test"; exit 1; }
+
+step "release build"
+cargo build --release --bins
+
+step "smoke: the release binary with no configuration"
+port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+./target/release/tickerfeed --bind "127.0.0.1:$port" >"$artifacts/smoke-server.log" 2>&1 &
+server=$!
+trap 'kill $server 2>/dev/null || true' EXIT
+for _ in $(seq 1 100); do
+  curl -sf "http://127.0.0.1:$port/readyz" >/dev/null && break
+  sleep 0.1
+done
+curl -sf "http://127.0.0.1:$port/readyz" >/dev/null || { echo "server not ready"; cat "$artifacts/smoke-server.log"; exit 1; }
+symbols=$(curl -sf "http://127.0.0.1:$port/api/symbols" | python3 -c 'import json,sys; print(len(json.load(sys.stdin)))')
+echo "symbols served: $symbols"
+[ "$symbols" -ge 90 ] || { echo "expected the ~100-symbol default universe"; exit 1; }
+./target/release/loadgen --url "ws://127.0.0.1:$port/ws" --clients 50 --symbols 10 --throttle-ms 0 --duration 3 --warmup 1 \
+  --server-pid "$server" --json "$artifacts/smoke-loadgen.json" | tee "$artifacts/smoke-loadgen.txt"
+python3 - "$artifacts/smoke-loadgen.json" <<'PY'
+import json, sys
+report = json.load(open(sys.argv[1]))
+print("smoke figures:", {k: report.get(k) for k in ("connected", "failed_connects", "quotes_per_sec", "ordering_errors")})
+assert report["failed_connects"] == 0, "failed connects"
+assert report["ordering_errors"] == 0, "ordering errors"
+assert report["quotes_per_sec"] > 100, "quotes must flow"
+PY
+step "smoke: SIGTERM stops the server within 5 s"
+kill -TERM "$server"
+for _ in $(seq 1 60); do kill -0 "$server" 2>/dev/null || break; sleep 0.1; done
+if kill -0 "$server" 2>/dev/null; then echo "server still running 6 s after SIGTERM"; exit 1; fi
+wait "$server" || true
+trap - EXIT
+
+echo
+echo "ALL TESTS PASSED"
