@@ -443,7 +443,7 @@ impl Session {
     fn extend_wildcard(&mut self) {
         let all = self.state.bus.topics();
         if all.len() > self.known_topics {
-            let throttle = self.limits.default_throttle_ms as u32;
+            let Some(throttle) = self.subs.wildcard_throttle_ms() else { return };
             let new = &all[self.known_topics..];
             self.known_topics = all.len();
             self.subs.subscribe(new, throttle, false, true, Instant::now());

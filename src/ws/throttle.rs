@@ -112,6 +112,11 @@ impl SubscriptionSet {
         self.explicit_count + usize::from(self.wildcard_throttle_ms.is_some())
     }
 
+    /// Throttle of the `*` subscription, if there is one.
+    pub fn wildcard_throttle_ms(&self) -> Option<u32> {
+        self.wildcard_throttle_ms
+    }
+
     pub fn has_wildcard(&self) -> bool {
         self.wildcard_throttle_ms.is_some()
     }
