@@ -1,2 +1,0 @@
-//! HELPER-C: implement.
-fn main() {}

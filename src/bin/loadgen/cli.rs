@@ -1,0 +1,165 @@
+//! Command line of the load generator.
+
+use std::path::PathBuf;
+
+use anyhow::{Result, bail};
+use clap::Parser;
+
+/// Load generator for the tickerfeed WebSocket server (protocol v1).
+///
+/// Opens `--clients` reading connections (plus `--stall` connections that subscribe and then
+/// never read), subscribes each to `--symbols` random symbols, waits `--warmup` seconds and then
+/// measures for `--duration` seconds: delivered quotes/s, frames/s, bytes/s, end-to-end latency
+/// (receive time − the quote's `pt` publish time, same host clock), per-symbol seq ordering,
+/// snapshot latency of fresh connections (probes), server RSS and the load generator's own CPU.
+///
+/// Exit status: 0 = clean run; 1 = the run finished but a connect failed, a client was
+/// disconnected, or quotes arrived out of order (see "FAILED:" lines; --allow-errors turns this
+/// into 0); 2 = could not run at all (bad arguments, unreachable server, fd limit too low).
+#[derive(Parser, Debug, Clone)]
+#[command(name = "loadgen", version, about, long_about, max_term_width = 100)]
+pub struct Args {
+    /// WebSocket endpoint of the server; the symbol list is fetched from GET /api/symbols on the
+    /// same host and port (plain ws:// only, no TLS).
+    #[arg(long, env = "LOADGEN_URL", default_value = "ws://127.0.0.1:8080/ws")]
+    pub url: String,
+
+    /// Number of well-behaved clients: they read and check every frame.
+    #[arg(long, default_value_t = 100)]
+    pub clients: usize,
+
+    /// Symbols per client (K), drawn without repetition from the universe. Ignored by
+    /// --wildcard clients.
+    #[arg(long, default_value_t = 10, value_name = "K")]
+    pub symbols: usize,
+
+    /// Clients subscribe to "*" (every symbol) instead of K symbols.
+    #[arg(long)]
+    pub wildcard: bool,
+
+    /// `throttle_ms` sent in each subscribe (0 = every update). Omitted when not given, so the
+    /// server's default applies.
+    #[arg(long, value_name = "MS")]
+    pub throttle_ms: Option<u64>,
+
+    /// Clients subscribe with `"snapshot":false` (probes always ask for a snapshot).
+    #[arg(long)]
+    pub no_snapshot: bool,
+
+    /// Length of the measured period, in seconds (fractions allowed).
+    #[arg(long, default_value_t = 10.0, value_name = "SECS")]
+    pub duration: f64,
+
+    /// Seconds to wait after every client has subscribed before measuring; latency samples
+    /// and the rates only cover the measured period.
+    #[arg(long, default_value_t = 2.0, value_name = "SECS")]
+    pub warmup: f64,
+
+    /// New connections per second while ramping up (0 = as fast as possible).
+    #[arg(long, default_value_t = 500.0, value_name = "PER_SEC")]
+    pub connect_rate: f64,
+
+    /// Per-connection limit, in seconds, for TCP connect + handshake + welcome + subscribed.
+    #[arg(long, default_value_t = 10.0, value_name = "SECS")]
+    pub connect_timeout: f64,
+
+    /// Extra clients that connect, subscribe, read up to `subscribed` and then never read
+    /// again (socket kept open until the end) — slow consumers the server must cope with.
+    #[arg(long, default_value_t = 0, value_name = "N")]
+    pub stall: usize,
+
+    /// Stalled clients subscribe to "*" instead of K symbols.
+    #[arg(long)]
+    pub stall_wildcard: bool,
+
+    /// SO_RCVBUF of stalled clients, in KiB (the kernel doubles it and enforces a minimum).
+    /// Small values make the server notice a stalled reader sooner; default: kernel autotuning,
+    /// which lets several MiB pile up per stalled client first.
+    #[arg(long, value_name = "KIB")]
+    pub stall_rcvbuf_kib: Option<u32>,
+
+    /// Sample the server's resident memory (VmRSS in /proc/PID/status) every second.
+    #[arg(long, value_name = "PID")]
+    pub server_pid: Option<u32>,
+
+    /// Seed for the symbol choice; a given seed gives every client the same symbols each run.
+    #[arg(long, default_value_t = 1)]
+    pub seed: u64,
+
+    /// Choose symbols with Zipf popularity of exponent S (rank = position in the symbol list)
+    /// instead of uniformly. S = 0 is uniform; S ≈ 1 is a typical "few hot symbols" mix.
+    #[arg(long, value_name = "S")]
+    pub zipf: Option<f64>,
+
+    /// Use these symbols instead of fetching GET /api/symbols.
+    #[arg(long, value_delimiter = ',', value_name = "SYM,SYM,...")]
+    pub symbol_list: Option<Vec<String>>,
+
+    /// Also write the report as JSON to FILE ("-" = stdout, replacing the table).
+    #[arg(long, value_name = "FILE")]
+    pub json: Option<PathBuf>,
+
+    /// During the measured period, open a fresh connection this often and time its
+    /// welcome and first snapshot frame (0 = no probes).
+    #[arg(long, default_value_t = 1000, value_name = "MS")]
+    pub probe_interval_ms: u64,
+
+    /// A probe slower than this (subscribe → first snapshot frame) counts as slow.
+    #[arg(long, default_value_t = 100, value_name = "MS")]
+    pub probe_slow_ms: u64,
+
+    /// Tokio worker threads. The benchmark pins the load generator to one core, hence 1.
+    #[arg(long, default_value_t = 1, value_name = "N")]
+    pub threads: usize,
+
+    /// WebSocket read buffer per connection, in KiB. It is allocated eagerly, so it bounds
+    /// memory per connection; larger means fewer read syscalls when a client falls behind.
+    #[arg(long, default_value_t = 32, value_name = "KIB")]
+    pub read_buffer_kib: usize,
+
+    /// Exit 0 even if connects failed, clients were disconnected or seq order was violated.
+    #[arg(long)]
+    pub allow_errors: bool,
+
+    /// No progress lines on stderr.
+    #[arg(long, short)]
+    pub quiet: bool,
+}
+
+impl Args {
+    /// Checks what clap cannot express; fails with a message naming the option.
+    pub fn validate(&self) -> Result<()> {
+        if !(self.duration.is_finite() && self.duration > 0.0) {
+            bail!("--duration must be > 0 seconds");
+        }
+        if !(self.warmup.is_finite() && self.warmup >= 0.0) {
+            bail!("--warmup must be >= 0 seconds");
+        }
+        if !(self.connect_rate.is_finite() && self.connect_rate >= 0.0) {
+            bail!("--connect-rate must be >= 0");
+        }
+        if !(self.connect_timeout.is_finite() && self.connect_timeout > 0.0) {
+            bail!("--connect-timeout must be > 0 seconds");
+        }
+        if let Some(s) = self.zipf
+            && !(s.is_finite() && s >= 0.0)
+        {
+            bail!("--zipf exponent must be >= 0");
+        }
+        if self.threads == 0 {
+            bail!("--threads must be >= 1");
+        }
+        if self.read_buffer_kib == 0 {
+            bail!("--read-buffer-kib must be >= 1");
+        }
+        if self.clients + self.stall == 0 {
+            bail!("nothing to do: --clients and --stall are both 0");
+        }
+        let needs_k =
+            (self.clients > 0 && !self.wildcard) || (self.stall > 0 && !self.stall_wildcard);
+        if needs_k && self.symbols == 0 {
+            bail!("--symbols must be >= 1 (or use --wildcard / --stall-wildcard)");
+        }
+        Ok(())
+    }
+}

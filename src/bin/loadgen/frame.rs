@@ -1,0 +1,350 @@
+//! Cheap parsing of server frames and the per-client seq-order check.
+//!
+//! Every frame a reading client receives goes through [`process`], so it is the load
+//! generator's hot path. `quotes` frames are read by the hand-written scanner in
+//! [`crate::scan`] (about 3× faster); anything it declines is deserialised by serde into
+//! borrowed structs holding only the fields the measurements need (`type`, `snapshot`, and
+//! per quote `symbol`, `seq`, `pt`) — no `serde_json::Value`, no owned strings.
+
+use std::borrow::Cow;
+use std::collections::HashMap;
+use std::hash::{BuildHasherDefault, Hasher};
+
+use serde::Deserialize;
+use serde::de::IgnoredAny;
+
+use crate::scan;
+use crate::stats::WorkerStats;
+
+/// A frame as the hot path sees it. Strict about `quotes` (it must be an array of quotes), so
+/// frames of other types that happen to carry a differently-shaped `quotes` or `snapshot`
+/// field fail here and fall back to [`Head`].
+#[derive(Deserialize)]
+pub struct Frame<'a> {
+    #[serde(rename = "type", borrow)]
+    pub kind: Cow<'a, str>,
+    #[serde(default)]
+    pub snapshot: Option<bool>,
+    #[serde(default, borrow)]
+    pub quotes: Vec<QuoteLite<'a>>,
+}
+
+/// The fields of a quote the load generator uses; everything else is skipped unparsed.
+#[derive(Deserialize, Debug, Clone, PartialEq)]
+pub struct QuoteLite<'a> {
+    /// `Cow` borrows from the frame unless the string contains escapes (it never should).
+    #[serde(borrow)]
+    pub symbol: Cow<'a, str>,
+    #[serde(default)]
+    pub seq: Option<u64>,
+    /// Server publish time, µs since the Unix epoch.
+    #[serde(default)]
+    pub pt: Option<i64>,
+}
+
+/// Only the message type: the fallback when [`Frame`] does not fit.
+#[derive(Deserialize)]
+pub struct Head<'a> {
+    #[serde(rename = "type", borrow)]
+    pub kind: Cow<'a, str>,
+}
+
+/// The `subscribed` acknowledgement (one per connection, so owned data is fine).
+#[derive(Deserialize, Debug, Default, Clone)]
+pub struct SubAck {
+    /// Only the count matters; `IgnoredAny` elements make this a Vec of zero-sized values.
+    #[serde(default)]
+    pub symbols: Vec<IgnoredAny>,
+    #[serde(default)]
+    pub rejected: Vec<String>,
+}
+
+/// What the caller needs to know about a processed frame (the counting is already done).
+#[derive(Debug, PartialEq)]
+pub enum Event {
+    Quotes,
+    Subscribed {
+        symbols: usize,
+        rejected: usize,
+        first_rejected: Option<String>,
+    },
+    Welcome,
+    /// `{"type":"error",...}` from the server.
+    Error,
+    Other,
+    Unparseable,
+}
+
+/// FNV-1a: symbols are short and trusted, so a DoS-resistant SipHash buys nothing here.
+#[derive(Default)]
+pub struct Fnv(u64);
+
+impl Hasher for Fnv {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        let mut h = if self.0 == 0 {
+            0xcbf2_9ce4_8422_2325
+        } else {
+            self.0
+        };
+        for &b in bytes {
+            h ^= u64::from(b);
+            h = h.wrapping_mul(0x0100_0000_01b3);
+        }
+        self.0 = h;
+    }
+}
+
+/// Last seq seen per symbol on one connection.
+///
+/// The protocol promises that `seq` strictly increases per symbol in what one client receives
+/// (gaps are fine: throttling merges updates), snapshot quotes included.
+#[derive(Default)]
+pub struct SeqTracker {
+    last: HashMap<Box<str>, u64, BuildHasherDefault<Fnv>>,
+}
+
+impl SeqTracker {
+    /// Records `seq` for `symbol`; returns false if it does not exceed the last one seen.
+    /// On a violation the remembered value stays at the maximum, so one stale quote counts as
+    /// one error rather than making every following (correct) quote look wrong.
+    pub fn observe(&mut self, symbol: &str, seq: u64) -> bool {
+        match self.last.get_mut(symbol) {
+            Some(last) if seq <= *last => false,
+            Some(last) => {
+                *last = seq;
+                true
+            }
+            None => {
+                self.last.insert(symbol.into(), seq);
+                true
+            }
+        }
+    }
+
+    #[cfg(test)]
+    pub fn symbols_seen(&self) -> usize {
+        self.last.len()
+    }
+}
+
+/// Counts one text frame into `stats` and checks seq order.
+///
+/// `now_us` is the receive time (µs since the epoch, read once per frame); latency is recorded
+/// for live (non-snapshot) quotes only and only when `record_latency` (measured period).
+pub fn process(
+    text: &str,
+    seq: &mut SeqTracker,
+    stats: &mut WorkerStats,
+    now_us: i64,
+    record_latency: bool,
+) -> Event {
+    let c = &mut stats.counters;
+    c.frames += 1;
+    c.bytes += text.len() as u64;
+    // Fast path for the frames that matter; serde below is the reference for everything else.
+    if let Some(f) = scan::scan_quotes(text) {
+        let quotes = f.quotes.iter().map(|q| (q.symbol, q.seq, q.pt));
+        count_quotes(
+            f.snapshot,
+            f.quotes.len(),
+            quotes,
+            seq,
+            stats,
+            now_us,
+            record_latency,
+        );
+        return Event::Quotes;
+    }
+    let frame: Frame = match serde_json::from_str(text) {
+        Ok(f) => f,
+        Err(_) => {
+            // Not a quotes-shaped frame: find out its type alone.
+            return match serde_json::from_str::<Head>(text) {
+                Ok(h) if h.kind != "quotes" => count_other(text, &h.kind, stats),
+                _ => {
+                    stats.counters.parse_errors += 1;
+                    Event::Unparseable
+                }
+            };
+        }
+    };
+    if frame.kind != "quotes" {
+        return count_other(text, &frame.kind, stats);
+    }
+    let quotes = frame.quotes.iter().map(|q| (&*q.symbol, q.seq, q.pt));
+    count_quotes(
+        frame.snapshot.unwrap_or(false),
+        frame.quotes.len(),
+        quotes,
+        seq,
+        stats,
+        now_us,
+        record_latency,
+    );
+    Event::Quotes
+}
+
+/// The accounting of one `quotes` frame, whichever parser read it.
+fn count_quotes<'q>(
+    snapshot: bool,
+    n: usize,
+    quotes: impl Iterator<Item = (&'q str, Option<u64>, Option<i64>)>,
+    seq: &mut SeqTracker,
+    stats: &mut WorkerStats,
+    now_us: i64,
+    record_latency: bool,
+) {
+    let c = &mut stats.counters;
+    c.quote_frames += 1;
+    if snapshot {
+        c.snapshot_frames += 1;
+        c.quotes_snapshot += n as u64;
+    } else {
+        c.quotes_live += n as u64;
+    }
+    for (symbol, s, pt) in quotes {
+        if let Some(s) = s
+            && !seq.observe(symbol, s)
+        {
+            stats.counters.ordering_errors += 1;
+        }
+        if !snapshot
+            && record_latency
+            && let Some(pt) = pt
+        {
+            let lat = now_us - pt;
+            if lat < 0 {
+                // Receive before publish: only possible with clock skew (server on another
+                // host). Recorded as 0 and counted so the report can say so.
+                stats.counters.negative_latency += 1;
+            }
+            stats.latency.saturating_record(lat.max(0) as u64);
+        }
+    }
+}
+
+fn count_other(text: &str, kind: &str, stats: &mut WorkerStats) -> Event {
+    let c = &mut stats.counters;
+    match kind {
+        "subscribed" => {
+            c.subscribed_msgs += 1;
+            let ack: SubAck = serde_json::from_str(text).unwrap_or_default();
+            Event::Subscribed {
+                symbols: ack.symbols.len(),
+                rejected: ack.rejected.len(),
+                first_rejected: ack.rejected.into_iter().next(),
+            }
+        }
+        "welcome" => {
+            c.other_msgs += 1;
+            Event::Welcome
+        }
+        "feed" => {
+            c.feed_msgs += 1;
+            Event::Other
+        }
+        "pong" => {
+            c.pong_msgs += 1;
+            Event::Other
+        }
+        "error" => {
+            c.error_msgs += 1;
+            Event::Error
+        }
+        _ => {
+            c.other_msgs += 1;
+            Event::Other
+        }
+    }
+}
+
+/// The `welcome` message, kept for the report. Every field optional: a newer server may
+/// drop or add fields without breaking the load generator.
+#[derive(Deserialize, serde::Serialize, Debug, Clone, Default, PartialEq)]
+pub struct Welcome {
+    #[serde(default)]
+    pub protocol: Option<u64>,
+    #[serde(default)]
+    pub server: Option<String>,
+    #[serde(default)]
+    pub instance: Option<String>,
+    #[serde(default)]
+    pub throttle_ms: Option<u64>,
+    #[serde(default)]
+    pub min_throttle_ms: Option<u64>,
+    #[serde(default)]
+    pub max_symbols: Option<u64>,
+    #[serde(default)]
+    pub max_frame_bytes: Option<u64>,
+}
+
+/// Parses a frame that must be `welcome`; `Err` carries a short description otherwise.
+pub fn parse_welcome(text: &str) -> Result<Welcome, String> {
+    match serde_json::from_str::<Head>(text) {
+        Ok(h) if h.kind == "welcome" => {
+            serde_json::from_str(text).map_err(|e| format!("bad welcome: {e}"))
+        }
+        Ok(h) => Err(format!(
+            "expected welcome, got type {:?}: {}",
+            h.kind,
+            truncate(text, 200)
+        )),
+        Err(e) => Err(format!(
+            "expected welcome, got unparseable frame ({e}): {}",
+            truncate(text, 200)
+        )),
+    }
+}
+
+/// Classifies a frame for the snapshot probe without touching any statistics.
+#[derive(Debug, PartialEq)]
+pub enum ProbeEvent {
+    Subscribed,
+    SnapshotQuotes,
+    LiveQuotes,
+    Error,
+    Other,
+}
+
+pub fn probe_classify(text: &str) -> ProbeEvent {
+    #[derive(Deserialize)]
+    struct ProbeHead<'a> {
+        #[serde(rename = "type", borrow)]
+        kind: Cow<'a, str>,
+        #[serde(default)]
+        snapshot: Option<bool>,
+        // Skipped, not collected.
+        #[serde(default)]
+        #[allow(dead_code)]
+        quotes: Option<IgnoredAny>,
+    }
+    let (kind, snapshot) = match serde_json::from_str::<ProbeHead>(text) {
+        Ok(h) => (h.kind.into_owned(), h.snapshot.unwrap_or(false)),
+        Err(_) => match serde_json::from_str::<Head>(text) {
+            Ok(h) => (h.kind.into_owned(), false),
+            Err(_) => return ProbeEvent::Other,
+        },
+    };
+    match kind.as_str() {
+        "subscribed" => ProbeEvent::Subscribed,
+        "quotes" if snapshot => ProbeEvent::SnapshotQuotes,
+        "quotes" => ProbeEvent::LiveQuotes,
+        "error" => ProbeEvent::Error,
+        _ => ProbeEvent::Other,
+    }
+}
+
+/// Shortens `s` to at most `max` bytes (on a char boundary) for error messages.
+pub fn truncate(s: &str, max: usize) -> String {
+    if s.len() <= max {
+        return s.to_string();
+    }
+    let mut end = max;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}…", &s[..end])
+}

@@ -1,0 +1,101 @@
+//! `loadgen`: the load generator and correctness checker for the tickerfeed WebSocket server.
+//!
+//! It opens many client connections from one process (one task per connection on a tokio
+//! runtime with `--threads` workers, 1 by default because the benchmark pins it to one core),
+//! subscribes each to K random symbols, and measures what the server delivers: quotes/s,
+//! frames/s, bytes/s, end-to-end latency of live quotes (receive time − the quote's `pt`), the
+//! time a fresh connection waits for its snapshot, server RSS, and its own CPU use — so a run
+//! that was limited by the client rather than the server can be recognised. It also checks
+//! the protocol promise that `seq` strictly increases per symbol on every connection, and can
+//! add "stalled" clients that never read, to exercise the server's slow-consumer handling.
+//!
+//! Modules:
+//! - [`cli`]: command line.
+//! - [`run`]: the phases of a run (ramp-up, warm-up, measurement, shutdown) and the verdict.
+//! - [`client`]: reading clients, stalled clients and snapshot probes.
+//! - [`frame`]: classification and accounting of server frames; the seq-order check.
+//! - [`scan`]: the fast hand-written scanner for `quotes` frames (serde is the fallback).
+//! - [`stats`]: per-worker counters and latency histograms.
+//! - [`symbols`]: seeded choice of each client's symbols (uniform or Zipf).
+//! - [`net`]: target resolution, WebSocket connect, the HTTP GET for `/api/symbols`.
+//! - [`sys`]: fd limit, getrusage, /proc RSS.
+//! - [`report`]: the report (table and JSON).
+//!
+//! Exit status: 0 OK, 1 run completed with failures (see `FAILED:` lines), 2 could not run.
+
+mod cli;
+mod client;
+mod frame;
+mod net;
+mod report;
+mod run;
+mod scan;
+mod stats;
+mod symbols;
+mod sys;
+
+#[cfg(test)]
+mod tests;
+
+use std::io::Write;
+use std::process::ExitCode;
+
+use anyhow::{Context, Result};
+use clap::Parser;
+
+use crate::cli::Args;
+use crate::report::Report;
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    match main_inner(&args) {
+        Ok(report) => {
+            if report.ok {
+                ExitCode::SUCCESS
+            } else if args.allow_errors {
+                eprintln!("loadgen: failures ignored (--allow-errors)");
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(1)
+            }
+        }
+        Err(e) => {
+            eprintln!("loadgen: error: {e:#}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn main_inner(args: &Args) -> Result<Report> {
+    args.validate()?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(args.threads)
+        .thread_name("loadgen-worker")
+        .enable_all()
+        .build()
+        .context("building the tokio runtime")?;
+    let report = runtime.block_on(run::run(args))?;
+    // Connection tasks that missed the close deadline were aborted; don't wait on anything.
+    runtime.shutdown_background();
+    emit(args, &report)?;
+    Ok(report)
+}
+
+/// Prints the table (unless the JSON goes to stdout) and writes the JSON file.
+fn emit(args: &Args, report: &Report) -> Result<()> {
+    let json_to_stdout = args.json.as_deref().is_some_and(|p| p.as_os_str() == "-");
+    let mut out = std::io::stdout().lock();
+    if json_to_stdout {
+        serde_json::to_writer_pretty(&mut out, report)?;
+        writeln!(out)?;
+    } else {
+        write!(out, "{}", report.table())?;
+    }
+    out.flush()?;
+    if let Some(path) = args.json.as_deref().filter(|_| !json_to_stdout) {
+        let mut text = serde_json::to_string_pretty(report)?;
+        text.push('\n');
+        std::fs::write(path, text).with_context(|| format!("writing {}", path.display()))?;
+    }
+    Ok(())
+}

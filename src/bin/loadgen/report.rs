@@ -1,0 +1,380 @@
+//! The run's result: a serialisable report, its human-readable table, and the verdict.
+
+use std::fmt::Write as _;
+
+use serde::Serialize;
+
+use crate::frame::Welcome;
+
+#[derive(Serialize, Debug, Clone)]
+pub struct Report {
+    /// False if any failure below was found (the exit status is then 1 unless --allow-errors).
+    pub ok: bool,
+    /// Reasons for a non-zero exit status.
+    pub failures: Vec<String>,
+    /// Things worth knowing that do not fail the run (client-bound, clock skew, slow probes…).
+    pub warnings: Vec<String>,
+    pub config: ConfigEcho,
+    /// The first `welcome` received; null if no client got that far.
+    pub server: Option<Welcome>,
+    /// Open-file soft limit after raising it to the hard limit.
+    pub fd_limit: u64,
+    /// Size of the symbol universe the clients chose from.
+    pub symbols_available: usize,
+    pub clients: ClientStats,
+    /// Traffic received by the reading clients during the measured period.
+    pub measured: Throughput,
+    /// Live quote latency (receive time − `pt`) during the measured period, in ms.
+    pub latency_ms: Latency,
+    pub probe: ProbeStats,
+    /// Message counts over the whole run (setup, warm-up and measured period).
+    pub messages: Messages,
+    /// Null without --server-pid.
+    pub server_rss_mib: Option<Rss>,
+    pub loadgen: LoadgenStats,
+}
+
+#[derive(Serialize, Debug, Clone)]
+pub struct ConfigEcho {
+    pub url: String,
+    pub clients: usize,
+    pub symbols_per_client: usize,
+    pub wildcard: bool,
+    pub throttle_ms: Option<u64>,
+    pub snapshot: bool,
+    pub duration_s: f64,
+    pub warmup_s: f64,
+    pub connect_rate: f64,
+    pub stall: usize,
+    pub stall_wildcard: bool,
+    pub seed: u64,
+    pub zipf: Option<f64>,
+    pub probe_interval_ms: u64,
+    pub threads: usize,
+}
+
+#[derive(Serialize, Debug, Clone, Default)]
+pub struct ClientStats {
+    pub requested: usize,
+    pub connected: u64,
+    pub failed: u64,
+    /// Reading clients whose connection was lost before the end of the run.
+    pub disconnected: u64,
+    pub stall_requested: usize,
+    pub stall_connected: u64,
+    pub stall_failed: u64,
+    /// Seconds from the first connect to the last client subscribed (or failed).
+    pub ramp_s: f64,
+    /// Symbols acknowledged / rejected in `subscribed`, summed over reading clients.
+    pub subscribed_symbols: u64,
+    pub rejected_symbols: u64,
+    pub connect_errors: Vec<String>,
+    pub disconnect_reasons: Vec<String>,
+    pub rejected_examples: Vec<String>,
+}
+
+#[derive(Serialize, Debug, Clone, Default)]
+pub struct Throughput {
+    /// Actual length of the measured period.
+    pub duration_s: f64,
+    /// Quotes delivered (live + snapshot).
+    pub quotes: u64,
+    pub quotes_live: u64,
+    pub quotes_snapshot: u64,
+    pub quotes_per_s: f64,
+    /// Text frames of any type.
+    pub frames: u64,
+    pub frames_per_s: f64,
+    pub quote_frames: u64,
+    /// quotes / quote_frames: how much batching/conflation the server does.
+    pub quotes_per_frame: f64,
+    /// WebSocket payload bytes.
+    pub bytes: u64,
+    /// 10^6 payload bytes per second.
+    pub mb_per_s: f64,
+}
+
+#[derive(Serialize, Debug, Clone, Default)]
+pub struct Latency {
+    pub samples: u64,
+    pub p50: f64,
+    pub p90: f64,
+    pub p99: f64,
+    pub p999: f64,
+    pub max: f64,
+    pub mean: f64,
+}
+
+#[derive(Serialize, Debug, Clone, Default)]
+pub struct ProbeStats {
+    /// Probes started during the measured period.
+    pub count: usize,
+    /// Probes that received a snapshot frame.
+    pub ok: usize,
+    /// Probes that errored or timed out.
+    pub failed: usize,
+    /// Probes that got live quotes but no snapshot frame first.
+    pub no_snapshot: usize,
+    /// subscribe → first snapshot frame longer than slow_threshold_ms.
+    pub slow: usize,
+    pub slow_threshold_ms: u64,
+    /// TCP connect → welcome.
+    pub welcome_p50_ms: Option<f64>,
+    pub welcome_max_ms: Option<f64>,
+    /// subscribe → subscribed.
+    pub ack_p50_ms: Option<f64>,
+    pub ack_max_ms: Option<f64>,
+    /// subscribe → first snapshot quotes frame.
+    pub snapshot_p50_ms: Option<f64>,
+    pub snapshot_max_ms: Option<f64>,
+    pub errors: Vec<String>,
+}
+
+#[derive(Serialize, Debug, Clone, Default)]
+pub struct Messages {
+    pub ordering_errors: u64,
+    pub error: u64,
+    pub feed: u64,
+    pub pong: u64,
+    pub subscribed: u64,
+    pub other: u64,
+    pub parse_errors: u64,
+    /// Live quotes received before their `pt` (clock skew), recorded as 0 ms.
+    pub negative_latency: u64,
+}
+
+#[derive(Serialize, Debug, Clone, Default)]
+pub struct Rss {
+    /// At the start of the measured period (after connect, subscribe and warm-up).
+    pub start: Option<f64>,
+    /// At the end of the measured period.
+    pub end: Option<f64>,
+    /// Highest sample over the whole run (sampled every second).
+    pub max: Option<f64>,
+}
+
+#[derive(Serialize, Debug, Clone, Default)]
+pub struct LoadgenStats {
+    pub threads: usize,
+    /// CPU seconds (user, system) during the measured period.
+    pub cpu_user_s: f64,
+    pub cpu_sys_s: f64,
+    /// (user + system) / measured wall time × 100: 100 = one core fully busy.
+    pub cpu_pct_one_core: f64,
+    /// CPU seconds over the whole process lifetime.
+    pub cpu_total_s: f64,
+    /// The load generator used ≥ 80 % of its worker threads' capacity: the numbers may
+    /// describe the client rather than the server.
+    pub client_bound: bool,
+}
+
+fn opt_ms(v: Option<f64>) -> String {
+    v.map_or_else(|| "-".to_string(), |x| format!("{x:.2}"))
+}
+
+fn opt_mib(v: Option<f64>) -> String {
+    v.map_or_else(|| "-".to_string(), |x| format!("{x:.1}"))
+}
+
+impl Report {
+    /// The human-readable table.
+    pub fn table(&self) -> String {
+        let mut s = String::new();
+        let c = &self.clients;
+        let m = &self.measured;
+        let l = &self.latency_ms;
+        let p = &self.probe;
+        let g = &self.messages;
+        let w = |s: &mut String, k: &str, v: String| {
+            let _ = writeln!(s, "  {k:<28} {v}");
+        };
+        let _ = writeln!(s, "tickerfeed loadgen report");
+        if let Some(sv) = &self.server {
+            w(
+                &mut s,
+                "server",
+                format!(
+                    "{} (instance {}, protocol {}, default throttle {} ms)",
+                    sv.server.as_deref().unwrap_or("?"),
+                    sv.instance.as_deref().unwrap_or("?"),
+                    sv.protocol.map_or("?".into(), |x| x.to_string()),
+                    sv.throttle_ms.map_or("?".into(), |x| x.to_string())
+                ),
+            );
+        }
+        let cfg = &self.config;
+        w(
+            &mut s,
+            "load",
+            format!(
+                "{} clients × {} (of {} symbols{}), throttle {}, {} stalled{}, {} thread(s)",
+                cfg.clients,
+                if cfg.wildcard {
+                    "\"*\"".to_string()
+                } else {
+                    format!("{} symbols", cfg.symbols_per_client)
+                },
+                self.symbols_available,
+                cfg.zipf.map_or(String::new(), |z| format!(", zipf {z}")),
+                cfg.throttle_ms
+                    .map_or("server default".into(), |t| format!("{t} ms")),
+                cfg.stall,
+                if cfg.stall_wildcard { " (\"*\")" } else { "" },
+                cfg.threads
+            ),
+        );
+        let _ = writeln!(s, "connections");
+        w(
+            &mut s,
+            "clients connected/failed",
+            format!("{} / {} of {}", c.connected, c.failed, c.requested),
+        );
+        w(
+            &mut s,
+            "stalled connected/failed",
+            format!(
+                "{} / {} of {}",
+                c.stall_connected, c.stall_failed, c.stall_requested
+            ),
+        );
+        w(
+            &mut s,
+            "disconnected during run",
+            c.disconnected.to_string(),
+        );
+        w(
+            &mut s,
+            "ramp-up",
+            format!("{:.2} s (fd limit {})", c.ramp_s, self.fd_limit),
+        );
+        w(
+            &mut s,
+            "symbols subscribed/rejected",
+            format!("{} / {}", c.subscribed_symbols, c.rejected_symbols),
+        );
+        let _ = writeln!(s, "throughput (measured {:.2} s)", m.duration_s);
+        w(
+            &mut s,
+            "quotes/s",
+            format!(
+                "{:.0}  ({} live, {} snapshot)",
+                m.quotes_per_s, m.quotes_live, m.quotes_snapshot
+            ),
+        );
+        w(&mut s, "frames/s", format!("{:.0}", m.frames_per_s));
+        w(
+            &mut s,
+            "quotes per frame",
+            format!("{:.2}", m.quotes_per_frame),
+        );
+        w(&mut s, "MB/s (payload)", format!("{:.2}", m.mb_per_s));
+        let _ = writeln!(s, "latency, live quotes (receive − pt), ms");
+        w(
+            &mut s,
+            "p50 / p99 / p99.9 / max",
+            format!(
+                "{:.3} / {:.3} / {:.3} / {:.3}   (p90 {:.3}, mean {:.3}, n={})",
+                l.p50, l.p99, l.p999, l.max, l.p90, l.mean, l.samples
+            ),
+        );
+        let _ = writeln!(s, "snapshot probes (fresh connections)");
+        w(
+            &mut s,
+            "probes ok/failed/no-snap",
+            format!("{} / {} / {} of {}", p.ok, p.failed, p.no_snapshot, p.count),
+        );
+        w(
+            &mut s,
+            "connect→welcome p50/max",
+            format!(
+                "{} / {} ms",
+                opt_ms(p.welcome_p50_ms),
+                opt_ms(p.welcome_max_ms)
+            ),
+        );
+        w(
+            &mut s,
+            "subscribe→ack p50/max",
+            format!("{} / {} ms", opt_ms(p.ack_p50_ms), opt_ms(p.ack_max_ms)),
+        );
+        w(
+            &mut s,
+            "subscribe→snapshot p50/max",
+            format!(
+                "{} / {} ms",
+                opt_ms(p.snapshot_p50_ms),
+                opt_ms(p.snapshot_max_ms)
+            ),
+        );
+        w(
+            &mut s,
+            "slow probes",
+            format!("{} (> {} ms)", p.slow, p.slow_threshold_ms),
+        );
+        let _ = writeln!(s, "correctness (whole run)");
+        w(&mut s, "ordering errors", g.ordering_errors.to_string());
+        w(
+            &mut s,
+            "messages",
+            format!(
+                "error {}, feed {}, pong {}, other {}, unparseable {}",
+                g.error, g.feed, g.pong, g.other, g.parse_errors
+            ),
+        );
+        let _ = writeln!(s, "resources");
+        match &self.server_rss_mib {
+            Some(r) => w(
+                &mut s,
+                "server RSS start/end/max",
+                format!(
+                    "{} / {} / {} MiB",
+                    opt_mib(r.start),
+                    opt_mib(r.end),
+                    opt_mib(r.max)
+                ),
+            ),
+            None => w(&mut s, "server RSS", "- (no --server-pid)".into()),
+        }
+        let lg = &self.loadgen;
+        w(
+            &mut s,
+            "loadgen CPU",
+            format!(
+                "{:.1}% of one core (user {:.2} s, sys {:.2} s){}",
+                lg.cpu_pct_one_core,
+                lg.cpu_user_s,
+                lg.cpu_sys_s,
+                if lg.client_bound {
+                    "  << CLIENT-BOUND"
+                } else {
+                    ""
+                }
+            ),
+        );
+        for x in &self.warnings {
+            let _ = writeln!(s, "WARNING: {x}");
+        }
+        for x in &self.failures {
+            let _ = writeln!(s, "FAILED: {x}");
+        }
+        let _ = writeln!(
+            s,
+            "{}",
+            if self.ok {
+                "result: OK"
+            } else {
+                "result: FAILED"
+            }
+        );
+        s
+    }
+}
+
+/// Sorted-sample percentile (nearest rank), for the handful of probe timings.
+pub fn percentile(sorted: &[f64], q: f64) -> Option<f64> {
+    if sorted.is_empty() {
+        return None;
+    }
+    let rank = ((q * sorted.len() as f64).ceil() as usize).clamp(1, sorted.len());
+    Some(sorted[rank - 1])
+}

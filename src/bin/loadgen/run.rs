@@ -1,0 +1,657 @@
+//! The orchestration of one run: setup → ramp-up → warm-up → measured period → shutdown.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail};
+use tokio::sync::{mpsc, oneshot, watch};
+use tokio::task::JoinSet;
+use tokio::time::{Instant, MissedTickBehavior, sleep, sleep_until, timeout_at};
+
+use crate::cli::Args;
+use crate::client::{self, PHASE_DONE, PHASE_MEASURE, ProbeSample, Role, Shared, SubSpec};
+use crate::net::{self, Target};
+use crate::report::{
+    ClientStats, ConfigEcho, Latency, LoadgenStats, Messages, ProbeStats, Report, Rss, Throughput,
+    percentile,
+};
+use crate::stats::Counters;
+use crate::symbols::{Popularity, Rng, SymbolChooser};
+use crate::sys;
+
+/// Total time allowed for closing every connection at the end.
+const CLOSE_GRACE: Duration = Duration::from_secs(2);
+/// A probe that has not seen its snapshot after this long is counted as failed.
+const PROBE_TIMEOUT: Duration = Duration::from_secs(5);
+/// Loadgen CPU above this share of its worker threads flags the run as client-bound.
+const CLIENT_BOUND_PCT: f64 = 80.0;
+
+/// Progress line on stderr (unless --quiet).
+macro_rules! progress {
+    ($quiet:expr, $($arg:tt)*) => { if !$quiet { eprintln!("[loadgen] {}", format!($($arg)*)); } };
+}
+
+/// Descriptors the run needs: one per connection plus probes in flight plus a reserve.
+pub fn fds_needed(args: &Args) -> u64 {
+    let probes_in_flight = if args.probe_interval_ms == 0 {
+        0
+    } else {
+        PROBE_TIMEOUT.as_millis() as u64 / args.probe_interval_ms.max(1) + 1
+    };
+    (args.clients + args.stall) as u64 + probes_in_flight + sys::FD_RESERVE
+}
+
+/// Runs the whole benchmark. Errors are reserved for "could not run at all"; problems seen
+/// during the run end up in `Report::failures`.
+pub async fn run(args: &Args) -> Result<Report> {
+    args.validate()?;
+    let quiet = args.quiet;
+    let cpu_at_start = sys::cpu_times();
+
+    // --- Limits -------------------------------------------------------------------------
+    let fd_limit = sys::raise_nofile_limit()?;
+    let needed = fds_needed(args);
+    progress!(
+        quiet,
+        "open-file limit {fd_limit}: room for about {} connections",
+        fd_limit.saturating_sub(sys::FD_RESERVE)
+    );
+    if needed > fd_limit {
+        bail!(
+            "{} connections need about {needed} file descriptors but the limit is {fd_limit} (already raised to the \
+             hard limit); raise it with `ulimit -n` / `ulimit -Hn` or LimitNOFILE=, or use fewer --clients/--stall",
+            args.clients + args.stall
+        );
+    }
+    let total = args.clients + args.stall;
+    if let Some(ports) = sys::ephemeral_ports()
+        && total as u64 > ports
+    {
+        bail!(
+            "{total} connections to one server address exceed the {ports} local ephemeral ports \
+             (/proc/sys/net/ipv4/ip_local_port_range)"
+        );
+    }
+
+    // --- Target and symbols --------------------------------------------------------------
+    let target = Arc::new(Target::resolve(&args.url, args.read_buffer_kib * 1024).await?);
+    let universe = match &args.symbol_list {
+        Some(list) => {
+            let mut seen = std::collections::HashSet::new();
+            list.iter()
+                .map(|s| s.trim().to_string())
+                .filter(|s| !s.is_empty() && seen.insert(s.clone()))
+                .collect()
+        }
+        None => net::fetch_symbols(&target, Duration::from_secs(10))
+            .await
+            .context(
+                "could not get the symbol list (is the server up? --symbol-list skips this)",
+            )?,
+    };
+    if universe.is_empty() {
+        bail!("the symbol list is empty");
+    }
+    let needs_k = (args.clients > 0 && !args.wildcard) || (args.stall > 0 && !args.stall_wildcard);
+    if needs_k && args.symbols > universe.len() {
+        bail!(
+            "--symbols {} exceeds the {} symbols available",
+            args.symbols,
+            universe.len()
+        );
+    }
+    let symbols_available = universe.len();
+    let popularity = args.zipf.map_or(Popularity::Uniform, Popularity::Zipf);
+    let chooser = SymbolChooser::new(universe, popularity);
+    progress!(
+        quiet,
+        "{} symbols; target {} ({})",
+        symbols_available,
+        args.url,
+        target.addr
+    );
+
+    let shared = Arc::new(Shared::default());
+    let (shutdown_tx, shutdown_rx) = watch::channel::<Option<Instant>>(None);
+    let throttle_ms = args.throttle_ms;
+    let spec_for = |wildcard: bool, snapshot: bool, rng: &mut Rng| SubSpec {
+        symbols: if wildcard || args.symbols == 0 {
+            vec!["*".to_string()]
+        } else {
+            chooser.choose(rng, args.symbols)
+        },
+        throttle_ms,
+        snapshot,
+        rcvbuf: None,
+    };
+
+    // --- Server RSS sampler (whole run, every second) ---------------------------------------
+    let rss_max = Arc::new(AtomicU64::new(0));
+    let rss_task = args.server_pid.map(|pid| {
+        let rss_max = rss_max.clone();
+        let mut stop = shutdown_rx.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_secs(1));
+            tick.set_missed_tick_behavior(MissedTickBehavior::Skip);
+            loop {
+                tokio::select! {
+                    _ = tick.tick() => {
+                        if let Some(b) = sys::vm_rss_bytes(pid) { rss_max.fetch_max(b, Ordering::Relaxed); }
+                    }
+                    _ = stop.wait_for(|s| s.is_some()) => break,
+                }
+            }
+        })
+    });
+    let sample_rss = |pid: Option<u32>| {
+        let b = pid.and_then(sys::vm_rss_bytes);
+        if let Some(b) = b {
+            rss_max.fetch_max(b, Ordering::Relaxed);
+        }
+        b.map(mib)
+    };
+    if let Some(pid) = args.server_pid
+        && sys::vm_rss_bytes(pid).is_none()
+    {
+        progress!(quiet, "warning: cannot read VmRSS of pid {pid}");
+    }
+
+    // --- Ramp-up ---------------------------------------------------------------------------
+    // Each task holds a clone of `ready_tx` until it is subscribed (or has failed); recv()
+    // returns None once every task has dropped its clone — even one that panicked.
+    let (ready_tx, mut ready_rx) = mpsc::channel::<()>(1);
+    let connect_timeout = Duration::from_secs_f64(args.connect_timeout);
+    let gap = if args.connect_rate > 0.0 {
+        Duration::from_secs_f64(1.0 / args.connect_rate)
+    } else {
+        Duration::ZERO
+    };
+    let mut tasks = JoinSet::new();
+    let ramp_start = Instant::now();
+    let mut next_progress = ramp_start + Duration::from_secs(1);
+    progress!(
+        quiet,
+        "connecting {} clients + {} stalled at {} conn/s",
+        args.clients,
+        args.stall,
+        args.connect_rate
+    );
+    for i in 0..total {
+        if !gap.is_zero() {
+            sleep_until(ramp_start + gap * i as u32).await;
+        }
+        let role = if i < args.clients {
+            Role::Reader
+        } else {
+            Role::Stalled
+        };
+        let mut rng = Rng::derive(args.seed, i as u64);
+        let spec = match role {
+            Role::Reader => spec_for(args.wildcard, !args.no_snapshot, &mut rng),
+            Role::Stalled => SubSpec {
+                rcvbuf: args.stall_rcvbuf_kib.map(|k| k.saturating_mul(1024)),
+                ..spec_for(args.stall_wildcard, !args.no_snapshot, &mut rng)
+            },
+        };
+        tasks.spawn(client::client_task(
+            shared.clone(),
+            target.clone(),
+            spec,
+            role,
+            connect_timeout,
+            ready_tx.clone(),
+            shutdown_rx.clone(),
+        ));
+        if Instant::now() >= next_progress {
+            next_progress += Duration::from_secs(1);
+            progress_ramp(&shared, quiet, i + 1);
+        }
+    }
+    drop(ready_tx);
+    loop {
+        tokio::select! {
+            r = ready_rx.recv() => if r.is_none() { break },
+            _ = sleep_until(next_progress) => {
+                next_progress += Duration::from_secs(1);
+                progress_ramp(&shared, quiet, total);
+            }
+        }
+    }
+    let ramp_s = ramp_start.elapsed().as_secs_f64();
+    progress_ramp(&shared, quiet, total);
+    if let Some(w) = shared.welcome.get()
+        && let Some(max) = w.max_symbols
+        && !args.wildcard
+        && args.symbols as u64 > max
+    {
+        progress!(
+            quiet,
+            "warning: --symbols {} exceeds the server's max_symbols {max}",
+            args.symbols
+        );
+    }
+
+    // Nothing to measure if nobody got in (the report then says why).
+    let nobody = shared.connected.load(Ordering::Relaxed)
+        + shared.stall_connected.load(Ordering::Relaxed)
+        == 0;
+    if nobody {
+        progress!(
+            quiet,
+            "no connection succeeded; skipping warm-up and measurement"
+        );
+    }
+
+    // --- Warm-up ----------------------------------------------------------------------------
+    if args.warmup > 0.0 && !nobody {
+        progress!(quiet, "warming up for {} s", args.warmup);
+        sleep(Duration::from_secs_f64(args.warmup)).await;
+    }
+
+    // --- Measured period ----------------------------------------------------------------------
+    let rss_start = sample_rss(args.server_pid);
+    let c0 = shared.stats.totals();
+    let cpu0 = sys::cpu_times();
+    let t0 = Instant::now();
+    shared.phase.store(PHASE_MEASURE, Ordering::Relaxed);
+    progress!(quiet, "measuring for {} s", args.duration);
+
+    let (probe_stop_tx, probe_stop_rx) = oneshot::channel::<Instant>();
+    let probe_task = (args.probe_interval_ms > 0 && !nobody).then(|| {
+        let mut rng = Rng::derive(args.seed, u64::MAX);
+        // Probes look like the clients (same K, same wildcard), always with a snapshot.
+        let specs: Vec<SubSpec> = (0..256)
+            .map(|_| {
+                spec_for(
+                    args.wildcard || (args.clients == 0 && args.stall_wildcard),
+                    true,
+                    &mut rng,
+                )
+            })
+            .collect();
+        tokio::spawn(probe_loop(
+            target.clone(),
+            specs,
+            Duration::from_millis(args.probe_interval_ms),
+            probe_stop_rx,
+        ))
+    });
+
+    let end = t0
+        + if nobody {
+            Duration::ZERO
+        } else {
+            Duration::from_secs_f64(args.duration)
+        };
+    let mut last = (t0, c0);
+    if !nobody {
+        loop {
+            let next = (last.0 + Duration::from_secs(1)).min(end);
+            sleep_until(next).await;
+            let now = Instant::now();
+            let c = shared.stats.totals();
+            let dt = (now - last.0).as_secs_f64().max(1e-9);
+            let d = c - last.1;
+            progress!(
+                quiet,
+                "t={:>5.1}s  {:>9.0} quotes/s  {:>8.0} frames/s  {:>6.2} MB/s  conns {}  disc {}  order-err {}{}",
+                (now - t0).as_secs_f64(),
+                d.quotes_live as f64 / dt,
+                d.frames as f64 / dt,
+                d.bytes as f64 / dt / 1e6,
+                shared
+                    .connected
+                    .load(Ordering::Relaxed)
+                    .saturating_sub(shared.disconnects.load(Ordering::Relaxed)),
+                shared.disconnects.load(Ordering::Relaxed),
+                c.ordering_errors,
+                args.server_pid
+                    .and_then(sys::vm_rss_bytes)
+                    .map_or(String::new(), |b| format!("  rss {:.1} MiB", mib(b)))
+            );
+            last = (now, c);
+            if now >= end {
+                break;
+            }
+        }
+    }
+
+    shared.phase.store(PHASE_DONE, Ordering::Relaxed);
+    // (Never 0: it divides the rates.)
+    let measured_s = t0.elapsed().as_secs_f64().max(1e-6);
+    let c1 = shared.stats.totals();
+    let cpu1 = sys::cpu_times();
+    let rss_end = sample_rss(args.server_pid);
+
+    // --- Shutdown ---------------------------------------------------------------------------
+    let deadline = Instant::now() + CLOSE_GRACE;
+    let _ = shutdown_tx.send(Some(deadline));
+    let _ = probe_stop_tx.send(deadline);
+    progress!(quiet, "closing connections");
+    while let Ok(Some(_)) =
+        timeout_at(deadline + Duration::from_millis(100), tasks.join_next()).await
+    {}
+    let stragglers = tasks.len();
+    tasks.abort_all();
+    let probes = match probe_task {
+        Some(t) => t.await.unwrap_or_default(),
+        None => Vec::new(),
+    };
+    if let Some(t) = rss_task {
+        let _ = t.await;
+    }
+    if stragglers > 0 {
+        progress!(
+            quiet,
+            "{stragglers} connections did not close within {CLOSE_GRACE:?}; dropped"
+        );
+    }
+
+    // --- Report -----------------------------------------------------------------------------
+    let hist = shared.stats.merged_latency();
+    let d = c1 - c0;
+    let ms = |us: u64| us as f64 / 1000.0;
+    let latency = if hist.is_empty() {
+        Latency::default()
+    } else {
+        Latency {
+            samples: hist.len(),
+            p50: ms(hist.value_at_quantile(0.5)),
+            p90: ms(hist.value_at_quantile(0.9)),
+            p99: ms(hist.value_at_quantile(0.99)),
+            p999: ms(hist.value_at_quantile(0.999)),
+            max: ms(hist.max()),
+            mean: hist.mean() / 1000.0,
+        }
+    };
+    let quotes = d.quotes_live + d.quotes_snapshot;
+    let measured = Throughput {
+        duration_s: measured_s,
+        quotes,
+        quotes_live: d.quotes_live,
+        quotes_snapshot: d.quotes_snapshot,
+        quotes_per_s: quotes as f64 / measured_s,
+        frames: d.frames,
+        frames_per_s: d.frames as f64 / measured_s,
+        quote_frames: d.quote_frames,
+        quotes_per_frame: if d.quote_frames > 0 {
+            quotes as f64 / d.quote_frames as f64
+        } else {
+            0.0
+        },
+        bytes: d.bytes,
+        mb_per_s: d.bytes as f64 / measured_s / 1e6,
+    };
+    let probe = probe_stats(&probes, args.probe_slow_ms);
+    let cpu_user_s = (cpu1.user.saturating_sub(cpu0.user)).as_secs_f64();
+    let cpu_sys_s = (cpu1.sys.saturating_sub(cpu0.sys)).as_secs_f64();
+    let cpu_pct = 100.0 * (cpu_user_s + cpu_sys_s) / measured_s;
+    let cpu_end = sys::cpu_times();
+    let loadgen = LoadgenStats {
+        threads: args.threads,
+        cpu_user_s,
+        cpu_sys_s,
+        cpu_pct_one_core: cpu_pct,
+        cpu_total_s: (cpu_end.user + cpu_end.sys)
+            .saturating_sub(cpu_at_start.user + cpu_at_start.sys)
+            .as_secs_f64(),
+        client_bound: cpu_pct >= CLIENT_BOUND_PCT * args.threads as f64,
+    };
+    let lock =
+        |m: &std::sync::Mutex<Vec<String>>| m.lock().unwrap_or_else(|e| e.into_inner()).clone();
+    let clients = ClientStats {
+        requested: args.clients,
+        connected: shared.connected.load(Ordering::Relaxed),
+        failed: shared.failed.load(Ordering::Relaxed),
+        disconnected: shared.disconnects.load(Ordering::Relaxed),
+        stall_requested: args.stall,
+        stall_connected: shared.stall_connected.load(Ordering::Relaxed),
+        stall_failed: shared.stall_failed.load(Ordering::Relaxed),
+        ramp_s,
+        subscribed_symbols: shared.subscribed_symbols.load(Ordering::Relaxed),
+        rejected_symbols: shared.rejected_symbols.load(Ordering::Relaxed),
+        connect_errors: lock(&shared.connect_errors),
+        disconnect_reasons: lock(&shared.disconnect_reasons),
+        rejected_examples: lock(&shared.rejected_examples),
+    };
+    let messages = Messages {
+        ordering_errors: c1.ordering_errors,
+        error: c1.error_msgs,
+        feed: c1.feed_msgs,
+        pong: c1.pong_msgs,
+        subscribed: c1.subscribed_msgs,
+        other: c1.other_msgs,
+        parse_errors: c1.parse_errors,
+        negative_latency: c1.negative_latency,
+    };
+    let server_rss_mib = args.server_pid.map(|_| {
+        let m = rss_max.load(Ordering::Relaxed);
+        Rss {
+            start: rss_start,
+            end: rss_end,
+            max: (m > 0).then(|| mib(m)),
+        }
+    });
+
+    let mut report = Report {
+        ok: true,
+        failures: Vec::new(),
+        warnings: Vec::new(),
+        config: ConfigEcho {
+            url: args.url.clone(),
+            clients: args.clients,
+            symbols_per_client: args.symbols,
+            wildcard: args.wildcard,
+            throttle_ms: args.throttle_ms,
+            snapshot: !args.no_snapshot,
+            duration_s: args.duration,
+            warmup_s: args.warmup,
+            connect_rate: args.connect_rate,
+            stall: args.stall,
+            stall_wildcard: args.stall_wildcard,
+            seed: args.seed,
+            zipf: args.zipf,
+            probe_interval_ms: args.probe_interval_ms,
+            threads: args.threads,
+        },
+        server: shared.welcome.get().cloned(),
+        fd_limit,
+        symbols_available,
+        clients,
+        measured,
+        latency_ms: latency,
+        probe,
+        messages,
+        server_rss_mib,
+        loadgen,
+    };
+    judge(&mut report, &d);
+    Ok(report)
+}
+
+fn mib(bytes: u64) -> f64 {
+    bytes as f64 / (1024.0 * 1024.0)
+}
+
+fn progress_ramp(shared: &Shared, quiet: bool, started: usize) {
+    progress!(
+        quiet,
+        "started {started}: connected {} (+{} stalled), failed {} (+{} stalled)",
+        shared.connected.load(Ordering::Relaxed),
+        shared.stall_connected.load(Ordering::Relaxed),
+        shared.failed.load(Ordering::Relaxed),
+        shared.stall_failed.load(Ordering::Relaxed)
+    );
+}
+
+/// Fills in failures (exit status 1) and warnings.
+fn judge(r: &mut Report, measured: &Counters) {
+    let c = &r.clients;
+    let first = |v: &Vec<String>| {
+        v.first()
+            .map_or(String::new(), |e| format!(" (first: {e})"))
+    };
+    if c.failed > 0 {
+        r.failures.push(format!(
+            "{} of {} client connections failed{}",
+            c.failed,
+            c.requested,
+            first(&c.connect_errors)
+        ));
+    }
+    if c.stall_failed > 0 {
+        r.failures.push(format!(
+            "{} of {} stalled-client connections failed{}",
+            c.stall_failed,
+            c.stall_requested,
+            first(&c.connect_errors)
+        ));
+    }
+    if c.requested > 0 && c.connected == 0 {
+        r.failures.push("no client connected".into());
+    }
+    if c.disconnected > 0 {
+        r.failures.push(format!(
+            "{} reading clients lost their connection during the run{}",
+            c.disconnected,
+            first(&c.disconnect_reasons)
+        ));
+    }
+    if r.messages.ordering_errors > 0 {
+        r.failures.push(format!(
+            "{} quotes arrived with seq ≤ the previous seq of their symbol",
+            r.messages.ordering_errors
+        ));
+    }
+    if r.clients.connected > 0 && r.measured.quotes_live == 0 {
+        r.warnings.push(
+            "no live quotes were received during the measured period (is the feed running?)".into(),
+        );
+    }
+    if r.loadgen.client_bound {
+        r.warnings.push(format!(
+            "the load generator used {:.0}% of one core with {} thread(s): results may be client-bound",
+            r.loadgen.cpu_pct_one_core, r.loadgen.threads
+        ));
+    }
+    if measured.negative_latency > 0 {
+        r.warnings.push(format!(
+            "{} quotes were received before their pt (clock skew?); recorded as 0 ms",
+            measured.negative_latency
+        ));
+    }
+    if r.messages.parse_errors > 0 {
+        r.warnings.push(format!(
+            "{} frames could not be parsed",
+            r.messages.parse_errors
+        ));
+    }
+    if r.messages.error > 0 {
+        r.warnings.push(format!(
+            "the server sent {} error messages",
+            r.messages.error
+        ));
+    }
+    if r.clients.rejected_symbols > 0 {
+        r.warnings.push(format!(
+            "the server rejected {} subscribed symbols{}",
+            r.clients.rejected_symbols,
+            first(&r.clients.rejected_examples)
+        ));
+    }
+    if r.probe.failed > 0 {
+        r.warnings.push(format!(
+            "{} of {} snapshot probes failed{}",
+            r.probe.failed,
+            r.probe.count,
+            first(&r.probe.errors)
+        ));
+    }
+    if r.probe.slow > 0 {
+        r.warnings.push(format!(
+            "{} of {} snapshot probes took > {} ms",
+            r.probe.slow, r.probe.count, r.probe.slow_threshold_ms
+        ));
+    }
+    r.ok = r.failures.is_empty();
+}
+
+/// Starts a probe every `interval` until told to stop, then waits for the ones still running
+/// until the given deadline (the rest count as failed).
+async fn probe_loop(
+    target: Arc<Target>,
+    specs: Vec<SubSpec>,
+    interval: Duration,
+    mut stop: oneshot::Receiver<Instant>,
+) -> Vec<ProbeSample> {
+    let mut tick = tokio::time::interval(interval);
+    // A slow server must not cause a burst of catch-up probes.
+    tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    let mut running = JoinSet::new();
+    let mut samples = Vec::new();
+    let mut n = 0usize;
+    let deadline = loop {
+        tokio::select! {
+            d = &mut stop => break d.unwrap_or_else(|_| Instant::now()),
+            _ = tick.tick() => {
+                let target = target.clone();
+                let spec = specs[n % specs.len()].clone();
+                n += 1;
+                running.spawn(async move { client::probe_once(&target, &spec, PROBE_TIMEOUT).await });
+            }
+            Some(Ok(s)) = running.join_next(), if !running.is_empty() => samples.push(s),
+        }
+    };
+    while let Ok(Some(r)) = timeout_at(deadline, running.join_next()).await {
+        if let Ok(s) = r {
+            samples.push(s);
+        }
+    }
+    for _ in 0..running.len() {
+        samples.push(ProbeSample {
+            error: Some("still running at the end of the run".into()),
+            ..Default::default()
+        });
+    }
+    running.abort_all();
+    samples
+}
+
+fn probe_stats(samples: &[ProbeSample], slow_ms: u64) -> ProbeStats {
+    let sorted_ms = |f: &dyn Fn(&ProbeSample) -> Option<Duration>| {
+        let mut v: Vec<f64> = samples
+            .iter()
+            .filter_map(f)
+            .map(|d| d.as_secs_f64() * 1000.0)
+            .collect();
+        v.sort_by(f64::total_cmp);
+        v
+    };
+    let welcome = sorted_ms(&|s| s.welcome);
+    let ack = sorted_ms(&|s| s.ack);
+    let snap = sorted_ms(&|s| s.snapshot);
+    let mut errors: Vec<String> = samples.iter().filter_map(|s| s.error.clone()).collect();
+    let failed = errors.len();
+    errors.truncate(5);
+    ProbeStats {
+        count: samples.len(),
+        ok: snap.len(),
+        failed,
+        no_snapshot: samples
+            .iter()
+            .filter(|s| s.no_snapshot && s.error.is_none())
+            .count(),
+        slow: snap.iter().filter(|&&x| x > slow_ms as f64).count()
+            // A probe that timed out after the subscribe was sent was certainly slow too.
+            + samples.iter().filter(|s| s.snapshot.is_none() && s.ack.is_some() && s.error.is_some()).count(),
+        slow_threshold_ms: slow_ms,
+        welcome_p50_ms: percentile(&welcome, 0.5),
+        welcome_max_ms: welcome.last().copied(),
+        ack_p50_ms: percentile(&ack, 0.5),
+        ack_max_ms: ack.last().copied(),
+        snapshot_p50_ms: percentile(&snap, 0.5),
+        snapshot_max_ms: snap.last().copied(),
+        errors,
+    }
+}

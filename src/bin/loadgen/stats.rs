@@ -1,0 +1,172 @@
+//! Counters and the latency histogram, kept per worker thread and merged when read.
+//!
+//! A histogram per connection would cost ~100 KiB × thousands of clients, and one histogram
+//! behind a global lock would be contended by every frame once there are several worker
+//! threads. So each worker thread lazily creates its own [`WorkerStats`] and registers it with
+//! the run's [`StatsRegistry`]; the hot path locks only its own thread's (uncontended) mutex,
+//! once per frame. Readers (progress line, report) lock each worker in turn and sum.
+
+use std::cell::RefCell;
+use std::ops::Sub;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use hdrhistogram::Histogram;
+
+/// Highest latency the histogram tracks exactly, µs (one hour); larger values saturate.
+const LATENCY_MAX_US: u64 = 3_600_000_000;
+
+/// Plain counters of received traffic. Monotonic; rates are differences of two snapshots.
+#[derive(Debug, Default, Clone, Copy, PartialEq)]
+pub struct Counters {
+    /// Text frames of any type.
+    pub frames: u64,
+    /// WebSocket payload bytes of those frames.
+    pub bytes: u64,
+    /// Frames of type `quotes` (live and snapshot).
+    pub quote_frames: u64,
+    pub snapshot_frames: u64,
+    pub quotes_live: u64,
+    pub quotes_snapshot: u64,
+    pub ordering_errors: u64,
+    pub subscribed_msgs: u64,
+    pub error_msgs: u64,
+    pub feed_msgs: u64,
+    pub pong_msgs: u64,
+    /// Any other type, `welcome` included, and binary frames.
+    pub other_msgs: u64,
+    pub parse_errors: u64,
+    /// Live quotes received "before" their publish time (clock skew); recorded as 0 µs.
+    pub negative_latency: u64,
+}
+
+impl Counters {
+    fn add(&mut self, o: &Counters) {
+        self.frames += o.frames;
+        self.bytes += o.bytes;
+        self.quote_frames += o.quote_frames;
+        self.snapshot_frames += o.snapshot_frames;
+        self.quotes_live += o.quotes_live;
+        self.quotes_snapshot += o.quotes_snapshot;
+        self.ordering_errors += o.ordering_errors;
+        self.subscribed_msgs += o.subscribed_msgs;
+        self.error_msgs += o.error_msgs;
+        self.feed_msgs += o.feed_msgs;
+        self.pong_msgs += o.pong_msgs;
+        self.other_msgs += o.other_msgs;
+        self.parse_errors += o.parse_errors;
+        self.negative_latency += o.negative_latency;
+    }
+}
+
+impl Sub for Counters {
+    type Output = Counters;
+    fn sub(self, o: Counters) -> Counters {
+        Counters {
+            frames: self.frames - o.frames,
+            bytes: self.bytes - o.bytes,
+            quote_frames: self.quote_frames - o.quote_frames,
+            snapshot_frames: self.snapshot_frames - o.snapshot_frames,
+            quotes_live: self.quotes_live - o.quotes_live,
+            quotes_snapshot: self.quotes_snapshot - o.quotes_snapshot,
+            ordering_errors: self.ordering_errors - o.ordering_errors,
+            subscribed_msgs: self.subscribed_msgs - o.subscribed_msgs,
+            error_msgs: self.error_msgs - o.error_msgs,
+            feed_msgs: self.feed_msgs - o.feed_msgs,
+            pong_msgs: self.pong_msgs - o.pong_msgs,
+            other_msgs: self.other_msgs - o.other_msgs,
+            parse_errors: self.parse_errors - o.parse_errors,
+            negative_latency: self.negative_latency - o.negative_latency,
+        }
+    }
+}
+
+/// One worker thread's share of the statistics.
+pub struct WorkerStats {
+    pub counters: Counters,
+    /// Live-quote latency in µs, measured period only.
+    pub latency: Histogram<u64>,
+}
+
+impl WorkerStats {
+    pub fn new() -> WorkerStats {
+        WorkerStats {
+            counters: Counters::default(),
+            latency: new_latency_histogram(),
+        }
+    }
+}
+
+pub fn new_latency_histogram() -> Histogram<u64> {
+    // 3 significant digits: ±0.1 % — far finer than anything we report.
+    Histogram::new_with_bounds(1, LATENCY_MAX_US, 3).expect("static histogram bounds are valid")
+}
+
+/// Distinguishes runs (tests start several in one process) so a thread never writes into the
+/// statistics of a run it cached earlier.
+static NEXT_RUN_ID: AtomicU64 = AtomicU64::new(1);
+
+thread_local! {
+    static LOCAL: RefCell<Option<(u64, Arc<Mutex<WorkerStats>>)>> = const { RefCell::new(None) };
+}
+
+/// All worker shares of one run.
+pub struct StatsRegistry {
+    id: u64,
+    workers: Mutex<Vec<Arc<Mutex<WorkerStats>>>>,
+}
+
+impl Default for StatsRegistry {
+    fn default() -> Self {
+        StatsRegistry {
+            id: NEXT_RUN_ID.fetch_add(1, Ordering::Relaxed),
+            workers: Mutex::new(Vec::new()),
+        }
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    // A panicking client task must not take the statistics down with it.
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+impl StatsRegistry {
+    /// Runs `f` on the calling thread's share, creating and registering it on first use.
+    /// `f` must not call `with` again (the thread-local is borrowed meanwhile).
+    pub fn with<R>(&self, f: impl FnOnce(&mut WorkerStats) -> R) -> R {
+        LOCAL.with(|cell| {
+            let mut slot = cell.borrow_mut();
+            if !matches!(&*slot, Some((id, _)) if *id == self.id) {
+                let share = Arc::new(Mutex::new(WorkerStats::new()));
+                lock(&self.workers).push(share.clone());
+                *slot = Some((self.id, share));
+            }
+            let share = &slot.as_ref().expect("just set").1;
+            f(&mut lock(share))
+        })
+    }
+
+    /// Sum of all counters so far.
+    pub fn totals(&self) -> Counters {
+        let mut sum = Counters::default();
+        for w in lock(&self.workers).iter() {
+            sum.add(&lock(w).counters);
+        }
+        sum
+    }
+
+    /// All latency histograms merged.
+    pub fn merged_latency(&self) -> Histogram<u64> {
+        let mut h = new_latency_histogram();
+        for w in lock(&self.workers).iter() {
+            // Same bounds everywhere, so adding cannot fail.
+            let _ = h.add(&lock(w).latency);
+        }
+        h
+    }
+
+    #[cfg(test)]
+    pub fn worker_count(&self) -> usize {
+        lock(&self.workers).len()
+    }
+}

@@ -1,0 +1,949 @@
+//! Unit tests of the pieces, and end-to-end runs against a tiny mock tickerfeed server.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use clap::Parser;
+use futures_util::{SinkExt, StreamExt};
+use serde_json::{Value, json};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpListener;
+use tokio_tungstenite::tungstenite::Message;
+
+use crate::cli::Args;
+use crate::client::{SubSpec, now_us, subscribe_text};
+use crate::frame::{self, Event, ProbeEvent, SeqTracker};
+use crate::net;
+use crate::stats::{StatsRegistry, WorkerStats};
+use crate::symbols::{Popularity, Rng, SymbolChooser};
+use crate::sys;
+
+// ---------------------------------------------------------------------------------------------
+// Frame parsing and seq order
+
+fn quote(sym: &str, seq: u64, pt: i64) -> Value {
+    json!({"symbol": sym, "seq": seq, "ts": pt / 1000, "pt": pt, "last": 231.52, "bid": 231.5,
+           "ask": 231.54, "size": 100, "volume": 1834200, "open": 229.1, "high": 232.0,
+           "low": 228.75, "prev_close": 228.9, "change": 2.62, "change_pct": 1.14})
+}
+
+/// A quote exactly as the server writes it (field order = wire order of `Quote`).
+fn wire_quote(sym: &str, seq: u64, pt: i64) -> String {
+    format!(
+        r#"{{"symbol":"{sym}","seq":{seq},"ts":{},"pt":{pt},"last":231.52,"bid":231.5,"ask":231.54,"size":100,"volume":1834200,"open":229.1,"high":232.0,"low":228.75,"prev_close":228.9,"change":2.62,"change_pct":1.14}}"#,
+        pt / 1000
+    )
+}
+
+#[test]
+fn live_quotes_are_counted_and_timed() {
+    let mut st = WorkerStats::new();
+    let mut seq = SeqTracker::default();
+    let now = 1_764_100_000_500_000i64;
+    let text = json!({"type": "quotes", "quotes": [quote("AAPL", 5, now - 1500), quote("MSFT", 9, now - 2500)]}).to_string();
+    assert_eq!(
+        frame::process(&text, &mut seq, &mut st, now, true),
+        Event::Quotes
+    );
+    let c = st.counters;
+    assert_eq!(
+        (c.frames, c.quote_frames, c.quotes_live, c.quotes_snapshot),
+        (1, 1, 2, 0)
+    );
+    assert_eq!(c.bytes, text.len() as u64);
+    assert_eq!(st.latency.len(), 2);
+    assert_eq!(st.latency.min(), 1500);
+    assert!(st.latency.equivalent(st.latency.max(), 2500));
+    // Outside the measured period: counted, not timed.
+    let text = json!({"type": "quotes", "quotes": [quote("AAPL", 6, now)]}).to_string();
+    frame::process(&text, &mut seq, &mut st, now, false);
+    assert_eq!(st.counters.quotes_live, 3);
+    assert_eq!(st.latency.len(), 2);
+}
+
+#[test]
+fn snapshot_quotes_are_not_timed() {
+    let mut st = WorkerStats::new();
+    let mut seq = SeqTracker::default();
+    let text =
+        json!({"type": "quotes", "snapshot": true, "quotes": [quote("AAPL", 5, 1)]}).to_string();
+    frame::process(&text, &mut seq, &mut st, 10_000_000, true);
+    assert_eq!(
+        (
+            st.counters.quotes_snapshot,
+            st.counters.snapshot_frames,
+            st.counters.quotes_live
+        ),
+        (1, 1, 0)
+    );
+    assert!(st.latency.is_empty());
+    // The snapshot seq counts for ordering: a live quote must come after it.
+    let text = json!({"type": "quotes", "quotes": [quote("AAPL", 5, 2)]}).to_string();
+    frame::process(&text, &mut seq, &mut st, 10_000_000, true);
+    assert_eq!(st.counters.ordering_errors, 1);
+}
+
+#[test]
+fn ordering_errors_are_per_symbol_and_counted_once() {
+    let mut st = WorkerStats::new();
+    let mut seq = SeqTracker::default();
+    let mut feed = |quotes: Vec<Value>| {
+        let text = json!({"type": "quotes", "quotes": quotes}).to_string();
+        frame::process(&text, &mut seq, &mut st, 0, false);
+    };
+    feed(vec![quote("A", 10, 0), quote("B", 3, 0)]);
+    feed(vec![quote("A", 12, 0), quote("B", 4, 0)]); // gaps are fine
+    feed(vec![quote("A", 12, 0)]); // duplicate → error
+    feed(vec![quote("A", 11, 0)]); // going back → error
+    feed(vec![quote("A", 13, 0), quote("B", 5, 0)]); // fine again: the max (12) was kept
+    assert_eq!(st.counters.ordering_errors, 2);
+    assert_eq!(st.counters.quotes_live, 8);
+
+    let mut t = SeqTracker::default();
+    assert!(t.observe("X", 1));
+    assert!(t.observe("Y", 1));
+    assert!(!t.observe("X", 1));
+    assert!(t.observe("X", 100));
+    assert_eq!(t.symbols_seen(), 2);
+}
+
+#[test]
+fn other_message_types_are_counted_not_failed() {
+    let mut st = WorkerStats::new();
+    let mut seq = SeqTracker::default();
+    let mut p = |v: Value| frame::process(&v.to_string(), &mut seq, &mut st, 0, true);
+    assert_eq!(p(json!({"type": "welcome", "protocol": 1})), Event::Welcome);
+    // A feed status whose `quotes` is a number must not break the strict quotes parser.
+    assert_eq!(
+        p(json!({"type": "feed", "name": "sim", "quotes": 1234, "snapshot": "x"})),
+        Event::Other
+    );
+    assert_eq!(p(json!({"type": "pong", "id": 3})), Event::Other);
+    assert_eq!(
+        p(json!({"type": "error", "code": "bad_request", "message": "nope"})),
+        Event::Error
+    );
+    assert_eq!(p(json!({"type": "something_new"})), Event::Other);
+    assert_eq!(
+        p(
+            json!({"type": "subscribed", "id": 1, "throttle_ms": 0, "symbols": ["A", "B"], "rejected": ["ZZZ"]})
+        ),
+        Event::Subscribed {
+            symbols: 2,
+            rejected: 1,
+            first_rejected: Some("ZZZ".into())
+        }
+    );
+    assert_eq!(
+        frame::process("not json", &mut seq, &mut st, 0, true),
+        Event::Unparseable
+    );
+    assert_eq!(
+        frame::process(
+            r#"{"type":"quotes","quotes":7}"#,
+            &mut seq,
+            &mut st,
+            0,
+            true
+        ),
+        Event::Unparseable
+    );
+    let c = st.counters;
+    assert_eq!(
+        (
+            c.feed_msgs,
+            c.pong_msgs,
+            c.error_msgs,
+            c.other_msgs,
+            c.subscribed_msgs,
+            c.parse_errors
+        ),
+        (1, 1, 1, 2, 1, 2)
+    );
+    assert_eq!(c.frames, 8);
+}
+
+#[test]
+fn negative_latency_is_clamped_and_counted() {
+    let mut st = WorkerStats::new();
+    let mut seq = SeqTracker::default();
+    let text = json!({"type": "quotes", "quotes": [quote("A", 1, 2_000)]}).to_string();
+    frame::process(&text, &mut seq, &mut st, 1_000, true);
+    assert_eq!(st.counters.negative_latency, 1);
+    assert_eq!(st.latency.len(), 1);
+    assert_eq!(st.latency.max(), 0);
+}
+
+#[test]
+fn welcome_and_probe_classification() {
+    let w = frame::parse_welcome(
+        r#"{"type":"welcome","protocol":1,"server":"tickerfeed 0.1.0","instance":"abc","throttle_ms":250,"min_throttle_ms":0,"max_symbols":1000,"max_frame_bytes":16384,"future":true}"#,
+    )
+    .unwrap();
+    assert_eq!(w.server.as_deref(), Some("tickerfeed 0.1.0"));
+    assert_eq!(
+        (w.max_symbols, w.max_frame_bytes, w.throttle_ms),
+        (Some(1000), Some(16384), Some(250))
+    );
+    assert!(frame::parse_welcome(r#"{"type":"quotes","quotes":[]}"#).is_err());
+    assert!(frame::parse_welcome("garbage").is_err());
+
+    assert_eq!(
+        frame::probe_classify(r#"{"type":"subscribed","id":1}"#),
+        ProbeEvent::Subscribed
+    );
+    assert_eq!(
+        frame::probe_classify(r#"{"type":"quotes","snapshot":true,"quotes":[{"symbol":"A"}]}"#),
+        ProbeEvent::SnapshotQuotes
+    );
+    assert_eq!(
+        frame::probe_classify(r#"{"type":"quotes","quotes":[]}"#),
+        ProbeEvent::LiveQuotes
+    );
+    assert_eq!(
+        frame::probe_classify(r#"{"type":"error"}"#),
+        ProbeEvent::Error
+    );
+    assert_eq!(
+        frame::probe_classify(r#"{"type":"feed","snapshot":{}}"#),
+        ProbeEvent::Other
+    );
+}
+
+#[test]
+fn subscribe_message_format() {
+    let spec = SubSpec {
+        symbols: vec!["AAPL".into(), "MSFT".into()],
+        throttle_ms: Some(0),
+        snapshot: true,
+        rcvbuf: None,
+    };
+    let v: Value = serde_json::from_str(&subscribe_text(&spec, 1)).unwrap();
+    assert_eq!(
+        v,
+        json!({"op": "subscribe", "symbols": ["AAPL", "MSFT"], "throttle_ms": 0, "snapshot": true, "id": 1})
+    );
+    let spec = SubSpec {
+        symbols: vec!["*".into()],
+        throttle_ms: None,
+        snapshot: false,
+        rcvbuf: Some(4096),
+    };
+    let v: Value = serde_json::from_str(&subscribe_text(&spec, 7)).unwrap();
+    assert_eq!(
+        v,
+        json!({"op": "subscribe", "symbols": ["*"], "snapshot": false, "id": 7})
+    );
+}
+
+#[test]
+fn stats_registry_merges_threads() {
+    let reg = Arc::new(StatsRegistry::default());
+    std::thread::scope(|s| {
+        for t in 0..3u64 {
+            let reg = reg.clone();
+            s.spawn(move || {
+                for i in 0..100 {
+                    reg.with(|w| {
+                        w.counters.frames += 1;
+                        w.latency.saturating_record(1000 * (t + 1) + i);
+                    });
+                }
+            });
+        }
+    });
+    reg.with(|w| w.counters.frames += 1);
+    assert_eq!(reg.worker_count(), 4);
+    assert_eq!(reg.totals().frames, 301);
+    assert_eq!(reg.merged_latency().len(), 300);
+    // A second registry on the same thread gets its own share.
+    let other = StatsRegistry::default();
+    other.with(|w| w.counters.frames += 5);
+    assert_eq!(other.totals().frames, 5);
+    assert_eq!(reg.totals().frames, 301);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Symbols, HTTP, system helpers, CLI
+
+#[test]
+fn chooser_picks_distinct_deterministic_symbols() {
+    let universe: Vec<String> = (0..50).map(|i| format!("S{i}")).collect();
+    for pop in [Popularity::Uniform, Popularity::Zipf(1.2)] {
+        let ch = SymbolChooser::new(universe.clone(), pop.clone());
+        for i in 0..200 {
+            let a = ch.choose(&mut Rng::derive(7, i), 10);
+            let b = ch.choose(&mut Rng::derive(7, i), 10);
+            assert_eq!(a, b, "same seed, same symbols");
+            let mut d = a.clone();
+            d.sort();
+            d.dedup();
+            assert_eq!(d.len(), 10, "distinct: {a:?}");
+        }
+        assert_eq!(
+            ch.choose(&mut Rng::new(1), 80).len(),
+            50,
+            "K is capped at the universe"
+        );
+    }
+    // Zipf favours the head of the list; uniform does not.
+    let count_s0 = |pop| {
+        let ch = SymbolChooser::new(universe.clone(), pop);
+        (0..2000)
+            .filter(|&i| {
+                ch.choose(&mut Rng::derive(3, i), 5)
+                    .contains(&"S0".to_string())
+            })
+            .count()
+    };
+    let (uni, zipf) = (
+        count_s0(Popularity::Uniform),
+        count_s0(Popularity::Zipf(1.0)),
+    );
+    assert!(
+        (100..300).contains(&uni),
+        "uniform: S0 in {uni} of 2000 (expected ~200)"
+    );
+    assert!(zipf > 1000, "zipf: S0 in {zipf} of 2000");
+}
+
+#[test]
+fn http_response_parsing() {
+    let body = br#"[{"symbol":"AAPL","name":"Apple"},{"symbol":"MSFT"}]"#;
+    let head = format!(
+        "HTTP/1.0 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n",
+        body.len()
+    );
+    let plain = [head.as_bytes(), body, b"trailing junk"].concat();
+    assert_eq!(net::parse_http_response(&plain).unwrap(), body);
+    let chunked = b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n5\r\n[{\"sy\r\n2f;ext=1\r\nmbol\":\"AAPL\",\"name\":\"Apple\"},{\"symbol\":\"MSFT\"}]\r\n0\r\n\r\n";
+    assert_eq!(net::parse_http_response(chunked).unwrap(), body);
+    assert!(net::parse_http_response(b"HTTP/1.1 404 Not Found\r\n\r\nnope").is_err());
+    assert!(net::parse_http_response(b"garbage").is_err());
+    assert_eq!(net::parse_symbols(body).unwrap(), vec!["AAPL", "MSFT"]);
+    assert_eq!(
+        net::parse_symbols(br#"["A","B","A"]"#).unwrap(),
+        vec!["A", "B"]
+    );
+    assert!(net::parse_symbols(br#"{"symbols":[]}"#).is_err());
+}
+
+#[test]
+fn vm_rss_parsing() {
+    let status = "Name:\ttickerfeed\nVmPeak:\t  999 kB\nVmRSS:\t   20480 kB\nThreads:\t4\n";
+    assert_eq!(sys::parse_vm_rss(status), Some(20480 * 1024));
+    assert_eq!(sys::parse_vm_rss("Name: x\n"), None);
+    // Our own process certainly has an RSS.
+    assert!(sys::vm_rss_bytes(std::process::id()).unwrap() > 0);
+    let before = sys::cpu_times();
+    let mut x = 0u64;
+    for i in 0..5_000_000u64 {
+        x = x.wrapping_mul(31).wrapping_add(i);
+    }
+    std::hint::black_box(x);
+    assert!(sys::cpu_times().user >= before.user);
+    assert!(sys::raise_nofile_limit().unwrap() >= 64);
+}
+
+#[test]
+fn cli_parses_the_documented_flags() {
+    let a = Args::try_parse_from([
+        "loadgen",
+        "--url",
+        "ws://127.0.0.1:8080/ws",
+        "--clients",
+        "1000",
+        "--symbols",
+        "10",
+        "--throttle-ms",
+        "0",
+        "--duration",
+        "10",
+        "--warmup",
+        "2",
+        "--connect-rate",
+        "500",
+        "--stall",
+        "20",
+        "--stall-wildcard",
+        "--wildcard",
+        "--server-pid",
+        "42",
+        "--seed",
+        "1",
+        "--json",
+        "out.json",
+        "--probe-interval-ms",
+        "1000",
+        "--zipf",
+        "1.1",
+        "--symbol-list",
+        "AAPL,MSFT",
+        "--threads",
+        "2",
+        "--allow-errors",
+    ])
+    .unwrap();
+    assert_eq!(
+        (a.clients, a.symbols, a.stall, a.threads),
+        (1000, 10, 20, 2)
+    );
+    assert_eq!(a.throttle_ms, Some(0));
+    assert_eq!(
+        a.symbol_list.as_deref(),
+        Some(&["AAPL".to_string(), "MSFT".to_string()][..])
+    );
+    assert!(a.stall_wildcard && a.wildcard && a.allow_errors);
+    a.validate().unwrap();
+    let bad = Args::try_parse_from(["loadgen", "--duration", "0"]).unwrap();
+    assert!(bad.validate().is_err());
+    let defaults = Args::try_parse_from(["loadgen"]).unwrap();
+    assert_eq!(defaults.throttle_ms, None);
+    assert_eq!(defaults.threads, 1);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Mock server
+
+#[derive(Clone)]
+struct MockOpts {
+    symbols: Vec<String>,
+    /// Live frame interval per connection.
+    tick: Duration,
+    /// Every Nth live frame repeats the previous seq of its first symbol.
+    dup_every: Option<u64>,
+    /// Close every connection after this many live frames.
+    close_after: Option<u64>,
+    /// Answer subscribe with an error instead of `subscribed`.
+    refuse: bool,
+}
+
+impl Default for MockOpts {
+    fn default() -> Self {
+        MockOpts {
+            symbols: (0..20).map(|i| format!("SYM{i}")).collect(),
+            tick: Duration::from_millis(5),
+            dup_every: None,
+            close_after: None,
+            refuse: false,
+        }
+    }
+}
+
+struct Mock {
+    addr: SocketAddr,
+    connections: Arc<AtomicUsize>,
+    closes_received: Arc<AtomicUsize>,
+}
+
+/// Serves `/ws` (WebSocket) and `GET /api/symbols` (chunked, to exercise the decoder) on one
+/// port, like the real server.
+async fn start_mock(opts: MockOpts) -> Mock {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let connections = Arc::new(AtomicUsize::new(0));
+    let closes_received = Arc::new(AtomicUsize::new(0));
+    let (conns, closes) = (connections.clone(), closes_received.clone());
+    tokio::spawn(async move {
+        loop {
+            let Ok((stream, _)) = listener.accept().await else {
+                return;
+            };
+            let (opts, conns, closes) = (opts.clone(), conns.clone(), closes.clone());
+            tokio::spawn(async move {
+                let mut peek = [0u8; 32];
+                let n = stream.peek(&mut peek).await.unwrap_or(0);
+                if peek[..n].starts_with(b"GET /api/symbols") {
+                    serve_symbols(stream, &opts.symbols).await;
+                } else {
+                    conns.fetch_add(1, Ordering::Relaxed);
+                    let _ = serve_ws(stream, opts, closes).await;
+                }
+            });
+        }
+    });
+    Mock {
+        addr,
+        connections,
+        closes_received,
+    }
+}
+
+async fn serve_symbols(mut stream: tokio::net::TcpStream, symbols: &[String]) {
+    let mut req = Vec::new();
+    let mut buf = [0u8; 1024];
+    while !req.windows(4).any(|w| w == b"\r\n\r\n") {
+        let n = stream.read(&mut buf).await.unwrap();
+        if n == 0 {
+            return;
+        }
+        req.extend_from_slice(&buf[..n]);
+    }
+    let body = serde_json::to_vec(
+        &symbols
+            .iter()
+            .map(|s| json!({"symbol": s, "name": "x"}))
+            .collect::<Vec<_>>(),
+    )
+    .unwrap();
+    let mut resp =
+        b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n"
+            .to_vec();
+    for chunk in body.chunks(17) {
+        resp.extend_from_slice(format!("{:x}\r\n", chunk.len()).as_bytes());
+        resp.extend_from_slice(chunk);
+        resp.extend_from_slice(b"\r\n");
+    }
+    resp.extend_from_slice(b"0\r\n\r\n");
+    let _ = stream.write_all(&resp).await;
+    let _ = stream.shutdown().await;
+}
+
+async fn serve_ws(
+    stream: tokio::net::TcpStream,
+    opts: MockOpts,
+    closes: Arc<AtomicUsize>,
+) -> anyhow::Result<()> {
+    // Like the real server should: without TCP_NODELAY, `subscribed` + snapshot (two small
+    // writes) meet Nagle + delayed ACK and the probe sees ~40 ms.
+    stream.set_nodelay(true)?;
+    let mut ws = tokio_tungstenite::accept_async(stream).await?;
+    ws.send(Message::text(
+        json!({"type":"welcome","protocol":1,"server":"mock 0.0.0","instance":"mock-1","throttle_ms":250,
+               "min_throttle_ms":0,"max_symbols":1000,"max_frame_bytes":16384})
+        .to_string(),
+    ))
+    .await?;
+    let sub: Value = loop {
+        match ws.next().await {
+            Some(Ok(Message::Text(t))) => break serde_json::from_str(&t)?,
+            Some(Ok(_)) => continue,
+            _ => return Ok(()),
+        }
+    };
+    assert_eq!(sub["op"], "subscribe");
+    if opts.refuse {
+        ws.send(Message::text(
+            json!({"type":"error","id":sub["id"],"code":"too_many","message":"no"}).to_string(),
+        ))
+        .await?;
+        return Ok(());
+    }
+    let wanted: Vec<String> = serde_json::from_value(sub["symbols"].clone())?;
+    let (symbols, rejected): (Vec<String>, Vec<String>) = if wanted == ["*"] {
+        (opts.symbols.clone(), vec![])
+    } else {
+        wanted.into_iter().partition(|s| opts.symbols.contains(s))
+    };
+    ws.send(Message::text(
+        json!({"type":"subscribed","id":sub["id"],"throttle_ms":sub["throttle_ms"],"symbols":symbols,"rejected":rejected})
+            .to_string(),
+    ))
+    .await?;
+    let mut seqs: HashMap<String, u64> = symbols.iter().map(|s| (s.clone(), 100)).collect();
+    if sub["snapshot"] == true {
+        let quotes: Vec<Value> = symbols
+            .iter()
+            .map(|s| quote(s, seqs[s], now_us()))
+            .collect();
+        ws.send(Message::text(
+            json!({"type":"quotes","snapshot":true,"quotes":quotes}).to_string(),
+        ))
+        .await?;
+    }
+    ws.send(Message::text(
+        json!({"type":"feed","name":"sim","quotes":5,"state":"running"}).to_string(),
+    ))
+    .await?;
+    let mut tick = tokio::time::interval(opts.tick);
+    let mut n = 0u64;
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {
+                n += 1;
+                if opts.close_after.is_some_and(|c| n > c) {
+                    ws.close(None).await?;
+                    return Ok(());
+                }
+                let dup = opts.dup_every.is_some_and(|d| n % d == 0);
+                let quotes: Vec<Value> = symbols.iter().take(3).enumerate().map(|(i, s)| {
+                    let seq = seqs.get_mut(s).unwrap();
+                    if !(dup && i == 0) {
+                        *seq += 1 + n % 3; // gaps, as throttling produces
+                    }
+                    quote(s, *seq, now_us())
+                }).collect();
+                ws.send(Message::text(json!({"type":"quotes","quotes":quotes}).to_string())).await?;
+            }
+            msg = ws.next() => match msg {
+                Some(Ok(Message::Close(_))) => {
+                    closes.fetch_add(1, Ordering::Relaxed);
+                    // tungstenite queues the close reply; flush it.
+                    let _ = ws.flush().await;
+                    return Ok(());
+                }
+                Some(Ok(_)) => {}
+                _ => return Ok(()),
+            },
+        }
+    }
+}
+
+fn args_for(mock: &Mock, extra: &[&str]) -> Args {
+    let url = format!("ws://{}/ws", mock.addr);
+    let mut v = vec!["loadgen", "--url", url.as_str(), "--quiet"];
+    // Test defaults, unless the test sets the option itself.
+    for (flag, value) in [
+        ("--duration", "1"),
+        ("--warmup", "0.2"),
+        ("--connect-rate", "0"),
+    ] {
+        if !extra.contains(&flag) {
+            v.extend_from_slice(&[flag, value]);
+        }
+    }
+    v.extend_from_slice(extra);
+    Args::try_parse_from(v).unwrap()
+}
+
+// ---------------------------------------------------------------------------------------------
+// End-to-end runs
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn end_to_end_against_mock() {
+    let mock = start_mock(MockOpts::default()).await;
+    let args = args_for(
+        &mock,
+        &[
+            "--clients",
+            "8",
+            "--symbols",
+            "4",
+            "--throttle-ms",
+            "0",
+            "--stall",
+            "2",
+            "--stall-rcvbuf-kib",
+            "4",
+            "--probe-interval-ms",
+            "200",
+        ],
+    );
+    let r = crate::run::run(&args).await.unwrap();
+    eprintln!("{}", r.table());
+    assert!(r.ok, "failures: {:?}", r.failures);
+    assert_eq!(
+        r.symbols_available, 20,
+        "symbols fetched over HTTP (chunked)"
+    );
+    assert_eq!(
+        (
+            r.clients.connected,
+            r.clients.failed,
+            r.clients.disconnected
+        ),
+        (8, 0, 0)
+    );
+    assert_eq!((r.clients.stall_connected, r.clients.stall_failed), (2, 0));
+    assert_eq!(r.clients.subscribed_symbols, 32);
+    assert_eq!(r.messages.ordering_errors, 0);
+    assert_eq!(
+        r.messages.feed, 8,
+        "one feed message per reading connection (stalled ones never read it)"
+    );
+    assert!(r.measured.quotes_live > 500, "quotes: {:?}", r.measured);
+    assert!((r.measured.quotes_per_frame - 3.0).abs() < 1e-9);
+    assert!(r.latency_ms.samples > 0 && r.latency_ms.samples <= r.measured.quotes_live + 100);
+    assert!(r.latency_ms.p50 >= 0.0 && r.latency_ms.max < 1000.0);
+    assert!(r.probe.count >= 3, "probes: {:?}", r.probe);
+    assert_eq!(r.probe.ok, r.probe.count, "probes: {:?}", r.probe);
+    assert!(r.probe.snapshot_p50_ms.is_some() && r.probe.welcome_max_ms.is_some());
+    assert_eq!(
+        r.server.as_ref().unwrap().instance.as_deref(),
+        Some("mock-1")
+    );
+    // Every reader and stalled client (and every probe) sent a close frame.
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert_eq!(mock.connections.load(Ordering::Relaxed), 10 + r.probe.count);
+    assert!(
+        mock.closes_received.load(Ordering::Relaxed) >= 8,
+        "closes: {}",
+        mock.closes_received.load(Ordering::Relaxed)
+    );
+    let json: Value = serde_json::to_value(&r).unwrap();
+    for key in [
+        "ok",
+        "clients",
+        "measured",
+        "latency_ms",
+        "probe",
+        "messages",
+        "loadgen",
+        "server_rss_mib",
+    ] {
+        assert!(json.get(key).is_some(), "JSON lacks {key}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wildcard_with_rss_and_symbol_list() {
+    let mock = start_mock(MockOpts::default()).await;
+    let pid = std::process::id().to_string();
+    let args = args_for(
+        &mock,
+        &[
+            "--clients",
+            "3",
+            "--wildcard",
+            "--symbol-list",
+            "SYM1,SYM2",
+            "--server-pid",
+            &pid,
+            "--probe-interval-ms",
+            "0",
+        ],
+    );
+    let r = crate::run::run(&args).await.unwrap();
+    assert!(r.ok, "failures: {:?}", r.failures);
+    assert_eq!(r.symbols_available, 2);
+    assert_eq!(
+        r.clients.subscribed_symbols, 60,
+        "wildcard: all 20 mock symbols each"
+    );
+    let rss = r.server_rss_mib.unwrap();
+    assert!(rss.start.unwrap() > 0.0 && rss.max.unwrap() >= rss.start.unwrap());
+    assert_eq!(r.probe.count, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ordering_errors_fail_the_run() {
+    let mock = start_mock(MockOpts {
+        dup_every: Some(10),
+        ..Default::default()
+    })
+    .await;
+    let args = args_for(
+        &mock,
+        &[
+            "--clients",
+            "2",
+            "--symbols",
+            "3",
+            "--probe-interval-ms",
+            "0",
+        ],
+    );
+    let r = crate::run::run(&args).await.unwrap();
+    assert!(!r.ok);
+    assert!(r.messages.ordering_errors > 0);
+    assert!(
+        r.failures.iter().any(|f| f.contains("seq")),
+        "{:?}",
+        r.failures
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failed_connects_and_disconnects_fail_the_run() {
+    // Nothing listens on this port: every connect fails fast.
+    let dead = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("ws://{}/ws", dead.local_addr().unwrap());
+    drop(dead);
+    let args = Args::try_parse_from([
+        "loadgen",
+        "--url",
+        &url,
+        "--quiet",
+        "--clients",
+        "3",
+        "--symbol-list",
+        "A,B",
+        "--symbols",
+        "1",
+        "--duration",
+        "0.3",
+        "--warmup",
+        "0",
+        "--probe-interval-ms",
+        "100",
+    ])
+    .unwrap();
+    let r = crate::run::run(&args).await.unwrap();
+    assert_eq!((r.clients.connected, r.clients.failed), (0, 3));
+    assert!(
+        !r.ok && r.failures.iter().any(|f| f.contains("failed")),
+        "{:?}",
+        r.failures
+    );
+    assert_eq!(r.probe.count, 0, "no probes when nothing connected");
+
+    // The server refuses the subscription.
+    let mock = start_mock(MockOpts {
+        refuse: true,
+        ..Default::default()
+    })
+    .await;
+    let r = crate::run::run(&args_for(
+        &mock,
+        &[
+            "--clients",
+            "2",
+            "--probe-interval-ms",
+            "0",
+            "--duration",
+            "0.2",
+        ],
+    ))
+    .await
+    .unwrap();
+    assert_eq!(r.clients.failed, 2);
+    assert!(
+        r.clients.connect_errors[0].contains("error"),
+        "{:?}",
+        r.clients.connect_errors
+    );
+
+    // The server drops everyone shortly after subscribing.
+    let mock = start_mock(MockOpts {
+        close_after: Some(20),
+        ..Default::default()
+    })
+    .await;
+    let r = crate::run::run(&args_for(
+        &mock,
+        &["--clients", "2", "--probe-interval-ms", "0"],
+    ))
+    .await
+    .unwrap();
+    assert_eq!(r.clients.disconnected, 2);
+    assert!(!r.ok);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn setup_errors_are_errors() {
+    let r = crate::run::run(
+        &Args::try_parse_from(["loadgen", "--url", "wss://x/ws", "--quiet"]).unwrap(),
+    )
+    .await;
+    assert!(format!("{:#}", r.unwrap_err()).contains("wss"));
+    let r = crate::run::run(
+        &Args::try_parse_from(["loadgen", "--url", "http://x/ws", "--quiet"]).unwrap(),
+    )
+    .await;
+    assert!(r.is_err());
+    let mock = start_mock(MockOpts::default()).await;
+    let r = crate::run::run(&args_for(&mock, &["--symbols", "50"])).await;
+    assert!(format!("{:#}", r.unwrap_err()).contains("exceeds"));
+    let r = crate::run::run(&args_for(&mock, &["--clients", "100000000"])).await;
+    assert!(r.is_err());
+}
+
+/// Scale smoke test (a few thousand sockets; run with `--ignored`): ramp-up at full speed,
+/// every client subscribed, clean shutdown within the grace period.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+#[ignore]
+async fn many_clients() {
+    let mock = start_mock(MockOpts {
+        tick: Duration::from_millis(200),
+        ..Default::default()
+    })
+    .await;
+    let args = args_for(
+        &mock,
+        &[
+            "--clients",
+            "3000",
+            "--symbols",
+            "5",
+            "--stall",
+            "50",
+            "--duration",
+            "2",
+            "--connect-rate",
+            "2000",
+        ],
+    );
+    let t = std::time::Instant::now();
+    let r = crate::run::run(&args).await.unwrap();
+    eprintln!("{}", r.table());
+    assert!(r.ok, "failures: {:?}", r.failures);
+    assert_eq!(r.clients.connected, 3000);
+    assert!(
+        t.elapsed() < Duration::from_secs(10),
+        "took {:?}",
+        t.elapsed()
+    );
+}
+
+/// Hot-path cost (run with `--ignored --nocapture`): ns per 10-quote live frame.
+#[test]
+#[ignore]
+fn bench_process() {
+    let now = now_us();
+    let mut st = WorkerStats::new();
+    let mut seq = SeqTracker::default();
+    let frames: Vec<String> = (0..1000u64)
+        .map(|i| {
+            let quotes: Vec<String> = (0..10)
+                .map(|s| wire_quote(&format!("SYM{s}"), i + 1, now - 700))
+                .collect();
+            format!(r#"{{"type":"quotes","quotes":[{}]}}"#, quotes.join(","))
+        })
+        .collect();
+    let t = std::time::Instant::now();
+    let rounds = 200;
+    for r in 0..rounds {
+        if r > 0 {
+            seq = SeqTracker::default();
+        }
+        for f in &frames {
+            frame::process(f, &mut seq, &mut st, now, true);
+        }
+    }
+    let per = t.elapsed().as_nanos() as f64 / (rounds * frames.len()) as f64;
+    eprintln!(
+        "{per:.0} ns per frame ({} bytes, 10 quotes): {:.0} ns per quote",
+        frames[0].len(),
+        per / 10.0
+    );
+    let t = std::time::Instant::now();
+    for _ in 0..rounds {
+        for f in &frames {
+            std::hint::black_box(serde_json::from_str::<serde::de::IgnoredAny>(f).unwrap());
+        }
+    }
+    let base = t.elapsed().as_nanos() as f64 / (rounds * frames.len()) as f64;
+    eprintln!("baseline serde_json IgnoredAny: {base:.0} ns per frame");
+    let t = std::time::Instant::now();
+    for _ in 0..rounds {
+        for f in &frames {
+            std::hint::black_box(crate::scan::scan_quotes(f).unwrap());
+        }
+    }
+    let scan = t.elapsed().as_nanos() as f64 / (rounds * frames.len()) as f64;
+    eprintln!("scan alone: {scan:.0} ns per frame");
+    let t = std::time::Instant::now();
+    for _ in 0..rounds {
+        for f in &frames {
+            std::hint::black_box(serde_json::from_str::<frame::Frame>(f).unwrap());
+        }
+    }
+    let serde = t.elapsed().as_nanos() as f64 / (rounds * frames.len()) as f64;
+    eprintln!("serde borrowed Frame alone: {serde:.0} ns per frame");
+    let t = std::time::Instant::now();
+    let mut n = 0usize;
+    for _ in 0..rounds {
+        for f in &frames {
+            n += std::hint::black_box(f.as_bytes())
+                .iter()
+                .filter(|&&c| c == b'}')
+                .count();
+        }
+    }
+    let bytes = t.elapsed().as_nanos() as f64 / (rounds * frames.len()) as f64;
+    eprintln!("byte loop: {bytes:.0} ns per frame ({n})");
+    assert_eq!(st.counters.ordering_errors, 0);
+}
