@@ -30,7 +30,7 @@ use crate::server::AppState;
 
 /// Bytes a session may have in the server's own buffers (actix-ws channel plus actix-http's
 /// write buffer) before it stops producing quote frames.
-pub const SERVER_BUFFER_BUDGET: u64 = 48 * 1024;
+pub const SERVER_BUFFER_BUDGET: u64 = 32 * 1024;
 /// Below this many unconfirmed bytes a frame is sent without asking the kernel.
 const FAST_PATH_BYTES: u64 = 16 * 1024;
 /// Kernel bytes not yet on the wire above which the socket counts as backed up.
