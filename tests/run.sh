@@ -50,16 +50,21 @@ echo "symbols served: $symbols"
 python3 - "$artifacts/smoke-loadgen.json" <<'PY'
 import json, sys
 report = json.load(open(sys.argv[1]))
-print("smoke figures:", {k: report.get(k) for k in ("connected", "failed_connects", "quotes_per_sec", "ordering_errors")})
-assert report["failed_connects"] == 0, "failed connects"
-assert report["ordering_errors"] == 0, "ordering errors"
-assert report["quotes_per_sec"] > 100, "quotes must flow"
+clients, measured, messages = report["clients"], report["measured"], report["messages"]
+print("smoke figures:", clients["connected"], "connected,", clients["failed"], "failed,",
+      round(measured["quotes_per_s"]), "quotes/s,", messages["ordering_errors"], "ordering errors")
+assert report["ok"], report["failures"]
+assert clients["connected"] == 50 and clients["failed"] == 0, "every client connects"
+assert messages["ordering_errors"] == 0, "ordering errors"
+assert measured["quotes_per_s"] > 100, "quotes must flow"
+assert report["probe"]["ok"] > 0 and report["probe"]["slow"] == 0, "new clients get snapshots fast"
 PY
 step "smoke: SIGTERM stops the server within 5 s"
 kill -TERM "$server"
-for _ in $(seq 1 60); do kill -0 "$server" 2>/dev/null || break; sleep 0.1; done
-if kill -0 "$server" 2>/dev/null; then echo "server still running 6 s after SIGTERM"; exit 1; fi
-wait "$server" || true
+for _ in $(seq 1 50); do kill -0 "$server" 2>/dev/null || break; sleep 0.1; done
+if kill -0 "$server" 2>/dev/null; then echo "server still running 5 s after SIGTERM"; exit 1; fi
+status=0; wait "$server" || status=$?
+[ "$status" = 0 ] || { echo "server exited with $status after SIGTERM"; cat "$artifacts/smoke-server.log"; exit 1; }
 trap - EXIT
 
 echo
