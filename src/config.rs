@@ -253,7 +253,7 @@ pub struct Config {
 /// Longest throttle a client may ask for.
 pub const MAX_THROTTLE_MS: u64 = 60_000;
 /// Default intrabar ticks per OHLC bar.
-pub const DEFAULT_TICKS_PER_BAR: usize = 12;
+pub use crate::feed::replay::format::DEFAULT_TICKS_PER_BAR;
 
 /// A configuration value that cannot be used.
 #[derive(Debug, thiserror::Error)]

@@ -199,3 +199,21 @@ fn the_binary_exits_non_zero_naming_a_bad_file() {
     assert_eq!(output.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&output.stderr).contains("throttle_ms"));
 }
+
+#[actix_web::test]
+async fn fixed_interval_pacing_spaces_rows() {
+    let stocks = repo_path("feeds/stocks.csv");
+    let server = start(&["--replay", &stocks, "--interval-ms", "20"]).await;
+    let started = std::time::Instant::now();
+    loop {
+        let published = feed_status(&server, "replay").await["quotes_published"].as_u64().unwrap();
+        if published >= 30 {
+            break;
+        }
+    }
+    // 30 rows at 20 ms each cannot be published in less than 29 intervals.
+    assert!(started.elapsed() >= Duration::from_millis(29 * 20), "{:?}", started.elapsed());
+    let status = feed_status(&server, "replay").await;
+    assert_eq!(status["state"], "running");
+    server.shutdown().await;
+}

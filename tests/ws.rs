@@ -270,3 +270,18 @@ async fn websocket_ping_gets_its_payload_back() {
     }
     server.shutdown().await;
 }
+
+#[actix_web::test]
+async fn rejected_list_is_bounded() {
+    let server = start(&[]).await;
+    let (mut client, _) = Client::connect_welcomed(&server).await;
+    let mut symbols: Vec<String> = (0..300).map(|i| format!("Z{i}")).collect();
+    symbols.push("AAPL".into());
+    client.send(json!({"op":"subscribe","symbols":symbols,"snapshot":false})).await;
+    let subscribed = client.recv_type("subscribed").await;
+    assert_eq!(subscribed["symbols"], json!(["AAPL"]));
+    assert_eq!(subscribed["rejected"].as_array().unwrap().len(), tickerfeed::ws::session::MAX_REJECTED_LISTED);
+    client.send(json!({"op":"ping","id":1})).await;
+    assert_eq!(client.recv_type("pong").await["id"], 1);
+    server.shutdown().await;
+}

@@ -313,6 +313,24 @@ impl DayStats {
         rolled
     }
 
+    /// The quote of the trade just recorded with [`DayStats::trade`], with these session
+    /// statistics.
+    pub fn draft(&self, ts: i64, bid: f64, ask: f64, size: u64, decimals: u8) -> crate::quote::QuoteDraft {
+        crate::quote::QuoteDraft {
+            ts,
+            last: self.last,
+            bid,
+            ask,
+            size,
+            volume: self.volume,
+            open: self.open,
+            high: self.high,
+            low: self.low,
+            prev_close: self.prev_close,
+            decimals,
+        }
+    }
+
     /// Overrides the cumulative volume when the source provides it (tick files with `volume`).
     pub fn set_volume(&mut self, volume: u64) {
         self.volume = volume;

@@ -36,7 +36,10 @@ const FAST_PATH_BYTES: u64 = 16 * 1024;
 /// Kernel bytes not yet on the wire above which the socket counts as backed up.
 const KERNEL_UNSENT_LIMIT: u64 = 16 * 1024;
 /// Control replies waiting to be sent, at most; a client that lets more pile up is closed.
-pub const OUTBOX_LIMIT_BYTES: usize = 16 * 1024;
+pub const OUTBOX_LIMIT_BYTES: usize = 32 * 1024;
+/// Entries listed in a `subscribed` message's `rejected`, at most (the rest are dropped from
+/// the list, not subscribed either), so a reply stays small whatever the request held.
+pub const MAX_REJECTED_LISTED: usize = 100;
 /// How long a closing connection may take to flush its close frame before it is dropped.
 const CLOSE_FLUSH_TIMEOUT: Duration = Duration::from_secs(1);
 /// Longest wait between checks of a backed-up socket.
@@ -406,18 +409,23 @@ impl Session {
         let mut rejected = Vec::new();
         let mut topics: Vec<Arc<Topic>> = Vec::new();
         let mut wildcard = false;
+        let reject = |rejected: &mut Vec<Rejected>, entry: Rejected| {
+            if rejected.len() < MAX_REJECTED_LISTED && !rejected.contains(&entry) {
+                rejected.push(entry);
+            }
+        };
         for raw in requested {
             let symbol = raw.trim().to_ascii_uppercase();
             if symbol == "*" {
                 wildcard = true;
             } else if !valid_symbol(&symbol) {
-                rejected.push(Rejected { symbol: truncate(raw, 32), code: ErrorCode::InvalidSymbol });
+                reject(&mut rejected, Rejected { symbol: truncate(raw, 32), code: ErrorCode::InvalidSymbol });
             } else if let Some(topic) = self.state.bus.topic(&symbol) {
                 if !topics.iter().any(|t| t.id == topic.id) {
                     topics.push(topic);
                 }
             } else {
-                rejected.push(Rejected { symbol, code: ErrorCode::UnknownSymbol });
+                reject(&mut rejected, Rejected { symbol, code: ErrorCode::UnknownSymbol });
             }
         }
         let new_explicit = topics.iter().filter(|t| !self.subs.is_explicit(t.id)).count();
@@ -513,6 +521,9 @@ impl Session {
                 }
                 Room::Channel => {
                     self.waiting_for_channel = true;
+                    // Also look again on a timer: a channel that never drains must still end
+                    // in a slow-consumer close.
+                    self.retry_at = Some(now + MAX_RETRY);
                     return self.check_stall(now);
                 }
             }

@@ -24,7 +24,7 @@ use self::format::{FileOptions, load_file};
 use super::{ControlAction, ControlError, ControlRequest, DayStats, FeedControl, FeedEvent, FeedHandle, FeedKind, FeedState, FeedStatus, Pacer, StartError, control_pair, iso_millis, utc_day};
 use crate::bus::{Publisher, SymbolInfo, Topic};
 use crate::config::FeedConfig;
-use crate::quote::{QuoteDraft, synthetic_spread};
+use crate::quote::synthetic_spread;
 
 /// Rows published between yields to the executor when replaying as fast as possible.
 const BATCH: usize = 1024;
@@ -235,19 +235,7 @@ impl Replay {
             (Some(bid), Some(ask)) if bid < ask => (bid, ask),
             _ => synthetic_spread(row.price, SYNTHETIC_SPREAD, symbol.decimals),
         };
-        let draft = QuoteDraft {
-            ts: row.ts,
-            last: row.price,
-            bid,
-            ask,
-            size: row.size,
-            volume: symbol.stats.volume,
-            open: symbol.stats.open,
-            high: symbol.stats.high,
-            low: symbol.stats.low,
-            prev_close: symbol.stats.prev_close,
-            decimals: symbol.decimals,
-        };
+        let draft = symbol.stats.draft(row.ts, bid, ask, row.size, symbol.decimals);
         self.publisher.publish(&symbol.topic, &draft);
         self.published += 1;
     }

@@ -23,7 +23,7 @@ use super::universe::{Instrument, default_universe, load_universe};
 use super::{ControlAction, ControlError, ControlRequest, DayStats, FeedControl, FeedEvent, FeedHandle, FeedKind, FeedState, FeedStatus, StartError, control_pair};
 use crate::bus::{Publisher, SymbolInfo, Topic};
 use crate::config::FeedConfig;
-use crate::quote::{QuoteDraft, decimals_of_tick, now_millis};
+use crate::quote::{decimals_of_tick, now_millis};
 
 /// Ticks published between yields to the executor.
 const BATCH: usize = 1024;
@@ -95,19 +95,7 @@ async fn run(mut model: SimModel, instruments: Vec<Instrument>, topics: Vec<Arc<
             lag = (now - due).as_secs_f64();
             let symbol = &mut symbols[tick.index];
             symbol.stats.trade(0, tick.last, tick.size);
-            let draft = QuoteDraft {
-                ts: now_millis(),
-                last: tick.last,
-                bid: tick.bid,
-                ask: tick.ask,
-                size: tick.size,
-                volume: symbol.stats.volume,
-                open: symbol.stats.open,
-                high: symbol.stats.high,
-                low: symbol.stats.low,
-                prev_close: symbol.stats.prev_close,
-                decimals: symbol.decimals,
-            };
+            let draft = symbol.stats.draft(now_millis(), tick.bid, tick.ask, tick.size, symbol.decimals);
             publisher.publish(&symbol.topic, &draft);
             published += 1;
             tick = model.next_tick();
