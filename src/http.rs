@@ -4,6 +4,7 @@
 //! - `GET /api/quotes?symbols=A,B`, `GET /api/quotes/{symbol}` — latest quotes.
 //! - `GET /api/feeds`, `POST /api/feeds/{name}/control` — feed state and control.
 //! - `GET /healthz` (alive), `GET /readyz` (feeds started and not shutting down).
+//! - `GET /metrics` — Prometheus text format ([`crate::metrics`]).
 //! - `GET /ws` — the WebSocket upgrade ([`crate::ws`]).
 //!
 //! Errors are JSON objects `{"error": code, "message": text}` whose message names the symbol,
@@ -26,6 +27,7 @@ use crate::server::AppState;
 pub fn routes(cfg: &mut web::ServiceConfig) {
     cfg.route("/ws", web::get().to(crate::ws::upgrade))
         .route("/healthz", web::get().to(healthz))
+        .route("/metrics", web::get().to(metrics))
         .route("/readyz", web::get().to(readyz))
         .route("/api/symbols", web::get().to(symbols))
         .route("/api/quotes", web::get().to(quotes))
@@ -41,6 +43,64 @@ fn error(status: StatusCode, code: &str, message: impl Into<String>) -> HttpResp
 
 async fn not_found(req: HttpRequest) -> HttpResponse {
     error(StatusCode::NOT_FOUND, "not_found", format!("no route for {} {}", req.method(), req.path()))
+}
+
+async fn metrics(state: web::Data<AppState>) -> HttpResponse {
+    HttpResponse::Ok().content_type(crate::metrics::Metrics::content_type()).body(state.metrics.render(&state))
+}
+
+/// Middleware recording every request by matched route pattern (never the raw path, whose
+/// values are unbounded), method and status.
+pub struct RequestMetrics;
+
+impl<S, B> actix_web::dev::Transform<S, actix_web::dev::ServiceRequest> for RequestMetrics
+where
+    S: actix_web::dev::Service<actix_web::dev::ServiceRequest, Response = actix_web::dev::ServiceResponse<B>, Error = actix_web::Error> + 'static,
+    B: 'static,
+{
+    type Response = actix_web::dev::ServiceResponse<B>;
+    type Error = actix_web::Error;
+    type Transform = RequestMetricsService<S>;
+    type InitError = ();
+    type Future = std::future::Ready<Result<Self::Transform, ()>>;
+
+    fn new_transform(&self, service: S) -> Self::Future {
+        std::future::ready(Ok(RequestMetricsService { service: std::rc::Rc::new(service) }))
+    }
+}
+
+pub struct RequestMetricsService<S> {
+    service: std::rc::Rc<S>,
+}
+
+impl<S, B> actix_web::dev::Service<actix_web::dev::ServiceRequest> for RequestMetricsService<S>
+where
+    S: actix_web::dev::Service<actix_web::dev::ServiceRequest, Response = actix_web::dev::ServiceResponse<B>, Error = actix_web::Error> + 'static,
+    B: 'static,
+{
+    type Response = actix_web::dev::ServiceResponse<B>;
+    type Error = actix_web::Error;
+    type Future = std::pin::Pin<Box<dyn std::future::Future<Output = Result<Self::Response, Self::Error>>>>;
+
+    actix_web::dev::forward_ready!(service);
+
+    fn call(&self, req: actix_web::dev::ServiceRequest) -> Self::Future {
+        let service = self.service.clone();
+        Box::pin(async move {
+            let started = std::time::Instant::now();
+            let state = req.app_data::<web::Data<AppState>>().cloned();
+            let method = req.method().as_str().to_string();
+            let result = service.call(req).await;
+            if let Some(state) = state {
+                let (route, status) = match &result {
+                    Ok(res) => (res.request().match_pattern().unwrap_or_else(|| "unmatched".into()), res.status().as_u16()),
+                    Err(e) => ("unmatched".to_string(), e.as_response_error().status_code().as_u16()),
+                };
+                state.metrics.http_request(&route, &method, status, started.elapsed());
+            }
+            result
+        })
+    }
 }
 
 async fn healthz() -> HttpResponse {

@@ -1,26 +1,351 @@
-//! The Prometheus registry of this server.
+//! Prometheus metrics: what an operator asks at 3 a.m. — how many clients, is the feed alive,
+//! how far behind are we, who is being dropped and why.
 //!
-//! The server owns its own [`prometheus::Registry`] (no global default registry, so tests that
-//! start several servers in one process do not share counters). The metrics themselves are
-//! added by the observability issue; this module is where they will live.
+//! The server owns its own [`Registry`] (no global default registry, so tests that start several
+//! servers in one process do not share counters); every name carries the `tickerfeed_` prefix
+//! and base units. No label takes values from clients or symbols: labels are transports, feeds
+//! (configured), reasons, ops and codes (fixed lists), HTTP route patterns, methods and status
+//! codes. Label values known in advance are created at start, so a series exists at zero before
+//! its first event.
+//!
+//! Cost on the hot path: the WebSocket session updates metrics once per *frame* (atomic adds on
+//! pre-resolved handles, no lock, no hash lookup), never per quote per session. Values that
+//! already exist elsewhere — connection and subscription counts, feed state and counters — are
+//! read at scrape time instead of being maintained twice. Building without the default
+//! `metrics` feature turns the hot-path updates into no-ops, to measure their cost.
 
-use prometheus::Registry;
+use std::sync::Mutex;
+use std::time::Duration;
 
-/// The server's metrics.
-#[derive(Clone)]
-pub struct Metrics {
-    pub registry: Registry,
+use prometheus::{Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry, TextEncoder};
+
+use crate::feed::{FeedHandle, FeedKind, FeedState};
+use crate::ws::protocol::ErrorCode;
+
+/// Why a WebSocket connection ended, as the `reason` label of `tickerfeed_disconnects_total`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DisconnectReason {
+    ClientClose,
+    SlowConsumer,
+    IdleTimeout,
+    ProtocolError,
+    /// Closed or refused for exceeding a limit (message size, connection count).
+    Limit,
+    Shutdown,
 }
 
-impl Metrics {
-    pub fn new() -> Metrics {
-        let registry = Registry::new_custom(Some("tickerfeed".into()), None).expect("the prefix is a valid metric name");
-        Metrics { registry }
+impl DisconnectReason {
+    pub const ALL: [DisconnectReason; 6] = [
+        DisconnectReason::ClientClose,
+        DisconnectReason::SlowConsumer,
+        DisconnectReason::IdleTimeout,
+        DisconnectReason::ProtocolError,
+        DisconnectReason::Limit,
+        DisconnectReason::Shutdown,
+    ];
+
+    pub fn label(self) -> &'static str {
+        match self {
+            DisconnectReason::ClientClose => "client_close",
+            DisconnectReason::SlowConsumer => "slow_consumer",
+            DisconnectReason::IdleTimeout => "idle_timeout",
+            DisconnectReason::ProtocolError => "protocol_error",
+            DisconnectReason::Limit => "limit",
+            DisconnectReason::Shutdown => "shutdown",
+        }
     }
 }
 
-impl Default for Metrics {
-    fn default() -> Self {
-        Metrics::new()
+/// Client message kinds, as the `op` label of `tickerfeed_client_messages_total`.
+pub const OPS: [&str; 5] = ["subscribe", "unsubscribe", "list", "ping", "invalid"];
+
+/// Feed states, as the `state` label of `tickerfeed_feed_state`.
+const FEED_STATES: [(FeedState, &str); 4] = [(FeedState::Starting, "starting"), (FeedState::Running, "running"), (FeedState::Paused, "paused"), (FeedState::Finished, "finished")];
+
+/// HTTP methods kept as label values; anything else is `other`.
+const METHODS: [&str; 7] = ["GET", "POST", "HEAD", "PUT", "DELETE", "OPTIONS", "PATCH"];
+
+/// The server's metrics.
+pub struct Metrics {
+    pub registry: Registry,
+    ws_connections: IntGauge,
+    ws_opened: IntCounter,
+    disconnects: Vec<IntCounter>,
+    subscriptions: IntGauge,
+    subscribed_symbols: IntGauge,
+    quotes_published: IntCounterVec,
+    quotes_delivered: IntCounter,
+    quotes_conflated: IntCounter,
+    frames_sent: IntCounter,
+    sent_bytes: IntCounter,
+    client_messages: Vec<IntCounter>,
+    client_errors: Vec<IntCounter>,
+    delivery_latency: Histogram,
+    frame_quotes: Histogram,
+    feed_state: IntGaugeVec,
+    replay_clock: prometheus::GaugeVec,
+    rows_skipped: IntCounterVec,
+    feed_lag: prometheus::GaugeVec,
+    feed_speed: prometheus::GaugeVec,
+    http_requests: IntCounterVec,
+    http_duration: HistogramVec,
+    /// Serialises scrape-time refreshes, which turn absolute feed counters into increments.
+    refresh: Mutex<()>,
+}
+
+/// Delivery latency buckets (seconds): from a quarter millisecond, where a keeping-up client
+/// sits on loopback, to 5 s, where a stalled one ends up.
+const LATENCY_BUCKETS: &[f64] = &[0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0];
+/// Quotes per frame: 1 for a quiet throttled client, hundreds for a wildcard firehose.
+const FRAME_BUCKETS: &[f64] = &[1.0, 2.0, 5.0, 10.0, 20.0, 50.0, 100.0, 200.0, 500.0];
+/// HTTP handling time: REST answers take microseconds to milliseconds.
+const HTTP_BUCKETS: &[f64] = &[0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0];
+
+fn register<C: prometheus::core::Collector + Clone + 'static>(registry: &Registry, collector: C) -> C {
+    // Names are static and unique: registration cannot fail.
+    registry.register(Box::new(collector.clone())).expect("metric registers");
+    collector
+}
+
+impl Metrics {
+    /// Creates every metric, with series for the given feeds initialised at zero.
+    pub fn new(feeds: &[(String, FeedKind)]) -> Metrics {
+        let registry = Registry::new_custom(Some("tickerfeed".into()), None).expect("the prefix is a valid metric name");
+        let r = &registry;
+        let connections = register(r, IntGaugeVec::new(Opts::new("connections", "Open client connections, by transport."), &["transport"]).unwrap());
+        let opened = register(r, IntCounterVec::new(Opts::new("connections_opened_total", "Client connections opened, by transport."), &["transport"]).unwrap());
+        let disconnects = register(r, IntCounterVec::new(Opts::new("disconnects_total", "Client connections ended, by reason."), &["reason"]).unwrap());
+        let client_messages = register(r, IntCounterVec::new(Opts::new("client_messages_total", "Messages received from clients, by op (invalid: not a valid request)."), &["op"]).unwrap());
+        let client_errors = register(r, IntCounterVec::new(Opts::new("client_errors_total", "Errors and rejected symbols sent to clients, by code."), &["code"]).unwrap());
+        let quotes_published = register(r, IntCounterVec::new(Opts::new("quotes_published_total", "Quotes published onto the bus, by feed."), &["feed"]).unwrap());
+        let feed_state = register(r, IntGaugeVec::new(Opts::new("feed_state", "1 for the state each feed is in, 0 for the others."), &["feed", "state"]).unwrap());
+        let replay_clock = register(r, prometheus::GaugeVec::new(Opts::new("feed_replay_clock_seconds", "Historical time a replay feed has reached, Unix seconds."), &["feed"]).unwrap());
+        let rows_skipped = register(r, IntCounterVec::new(Opts::new("feed_rows_skipped_total", "Replay rows skipped as unusable, by feed."), &["feed"]).unwrap());
+        let feed_lag = register(r, prometheus::GaugeVec::new(Opts::new("feed_lag_seconds", "How far behind its schedule a feed publishes."), &["feed"]).unwrap());
+        let feed_speed = register(r, prometheus::GaugeVec::new(Opts::new("feed_speed", "Replay: history seconds per wall second; sim: model time scale."), &["feed"]).unwrap());
+        let http_requests = register(r, IntCounterVec::new(Opts::new("http_requests_total", "HTTP requests, by matched route pattern, method and status."), &["route", "method", "status"]).unwrap());
+        let http_duration = register(
+            r,
+            HistogramVec::new(HistogramOpts::new("http_request_duration_seconds", "Time to answer an HTTP request (for /ws: the upgrade, not the connection's life).").buckets(HTTP_BUCKETS.to_vec()), &["route", "method"]).unwrap(),
+        );
+        let build_info = register(r, IntGaugeVec::new(Opts::new("build_info", "Version and git commit of this build; always 1."), &["version", "commit"]).unwrap());
+        build_info.with_label_values(&[env!("CARGO_PKG_VERSION"), option_env!("TICKERFEED_GIT_COMMIT").unwrap_or("unknown")]).set(1);
+        #[cfg(target_os = "linux")]
+        registry.register(Box::new(prometheus::process_collector::ProcessCollector::for_self())).expect("process metrics register");
+
+        for (name, kind) in feeds {
+            quotes_published.with_label_values(&[name]);
+            rows_skipped.with_label_values(&[name]);
+            feed_lag.with_label_values(&[name]);
+            feed_speed.with_label_values(&[name]);
+            for (_, state) in FEED_STATES {
+                feed_state.with_label_values(&[name, state]);
+            }
+            if *kind == FeedKind::Replay {
+                replay_clock.with_label_values(&[name]);
+            }
+        }
+        Metrics {
+            ws_connections: connections.with_label_values(&["websocket"]),
+            ws_opened: opened.with_label_values(&["websocket"]),
+            disconnects: DisconnectReason::ALL.iter().map(|r| disconnects.with_label_values(&[r.label()])).collect(),
+            subscriptions: register(r, IntGauge::new("subscriptions", "Subscriptions: (session, symbol) pairs, a wildcard counting each symbol it covers.").unwrap()),
+            subscribed_symbols: register(r, IntGauge::new("subscribed_symbols", "Symbols with at least one subscriber.").unwrap()),
+            quotes_delivered: register(r, IntCounter::new("quotes_delivered_total", "Quotes sent to clients (snapshots included).").unwrap()),
+            quotes_conflated: register(r, IntCounter::new("quotes_conflated_total", "Quotes merged away by throttling and conflation: published but superseded before a client got them.").unwrap()),
+            frames_sent: register(r, IntCounter::new("frames_sent_total", "WebSocket frames handed to client sockets.").unwrap()),
+            sent_bytes: register(r, IntCounter::new("sent_bytes_total", "Bytes handed to client sockets, WebSocket framing included.").unwrap()),
+            client_messages: OPS.iter().map(|op| client_messages.with_label_values(&[op])).collect(),
+            client_errors: ErrorCode::ALL.iter().map(|c| client_errors.with_label_values(&[c.as_str()])).collect(),
+            delivery_latency: register(
+                r,
+                Histogram::with_opts(
+                    HistogramOpts::new("delivery_latency_seconds", "Time from when a quote could be delivered (published, and the client's throttle interval over) to when its frame was handed to the socket; per frame, of its longest-waiting quote.")
+                        .buckets(LATENCY_BUCKETS.to_vec()),
+                )
+                .unwrap(),
+            ),
+            frame_quotes: register(r, Histogram::with_opts(HistogramOpts::new("frame_quotes", "Quotes per quote frame.").buckets(FRAME_BUCKETS.to_vec())).unwrap()),
+            quotes_published,
+            feed_state,
+            replay_clock,
+            rows_skipped,
+            feed_lag,
+            feed_speed,
+            http_requests,
+            http_duration,
+            refresh: Mutex::new(()),
+            registry,
+        }
+    }
+
+    /// A WebSocket connection was accepted.
+    pub fn connection_opened(&self) {
+        self.ws_opened.inc();
+    }
+
+    pub fn disconnected(&self, reason: DisconnectReason) {
+        self.disconnects[reason as usize].inc();
+    }
+
+    /// A client message, by index into [`OPS`].
+    pub fn client_message(&self, op: &str) {
+        let index = OPS.iter().position(|o| *o == op).unwrap_or(OPS.len() - 1);
+        self.client_messages[index].inc();
+    }
+
+    pub fn client_error(&self, code: ErrorCode) {
+        if let Some(index) = ErrorCode::ALL.iter().position(|c| *c == code) {
+            self.client_errors[index].inc();
+        }
+    }
+
+    /// A quote frame was handed to a socket. Called once per frame: the per-quote work was
+    /// summed by the caller.
+    #[inline]
+    pub fn quote_frame(&self, quotes: usize, conflated: u64, wire_bytes: u64, longest_wait: Option<Duration>) {
+        if cfg!(feature = "metrics") {
+            self.quotes_delivered.inc_by(quotes as u64);
+            self.quotes_conflated.inc_by(conflated);
+            self.frames_sent.inc();
+            self.sent_bytes.inc_by(wire_bytes);
+            self.frame_quotes.observe(quotes as f64);
+            if let Some(wait) = longest_wait {
+                self.delivery_latency.observe(wait.as_secs_f64());
+            }
+        }
+    }
+
+    /// Any other frame (control replies, pings) was handed to a socket.
+    #[inline]
+    pub fn other_frame(&self, wire_bytes: u64) {
+        if cfg!(feature = "metrics") {
+            self.frames_sent.inc();
+            self.sent_bytes.inc_by(wire_bytes);
+        }
+    }
+
+    /// An HTTP request was answered.
+    pub fn http_request(&self, route: &str, method: &str, status: u16, elapsed: Duration) {
+        let method = METHODS.iter().find(|m| **m == method).copied().unwrap_or("other");
+        self.http_requests.with_label_values(&[route, method, &status.to_string()]).inc();
+        self.http_duration.with_label_values(&[route, method]).observe(elapsed.as_secs_f64());
+    }
+
+    /// Brings scrape-time values up to date and renders the text exposition format.
+    pub fn render(&self, state: &crate::server::AppState) -> String {
+        {
+            let _guard = self.refresh.lock().expect("metrics refresh lock");
+            self.ws_connections.set(state.connections.load(std::sync::atomic::Ordering::Acquire) as i64);
+            let topics = state.bus.topics();
+            let mut pairs = 0usize;
+            let mut subscribed = 0usize;
+            for topic in &topics {
+                let n = topic.subscribers();
+                pairs += n;
+                subscribed += usize::from(n > 0);
+            }
+            self.subscriptions.set(pairs as i64);
+            self.subscribed_symbols.set(subscribed as i64);
+            for feed in &state.feeds {
+                self.refresh_feed(feed);
+            }
+        }
+        let mut buffer = Vec::new();
+        // Encoding gathered families into memory cannot fail.
+        TextEncoder::new().encode(&self.registry.gather(), &mut buffer).expect("metrics encode");
+        String::from_utf8(buffer).expect("the text format is UTF-8")
+    }
+
+    fn refresh_feed(&self, feed: &FeedHandle) {
+        let status = feed.status();
+        let name = &*status.name;
+        let published = self.quotes_published.with_label_values(&[name]);
+        published.inc_by(status.quotes_published.saturating_sub(published.get()));
+        let skipped = self.rows_skipped.with_label_values(&[name]);
+        skipped.inc_by(status.rows_skipped.saturating_sub(skipped.get()));
+        for (state, label) in FEED_STATES {
+            self.feed_state.with_label_values(&[name, label]).set(i64::from(status.state == state));
+        }
+        self.feed_lag.with_label_values(&[name]).set(status.lag_seconds);
+        self.feed_speed.with_label_values(&[name]).set(status.speed);
+        if status.kind == FeedKind::Replay {
+            if let Some(clock) = status.clock {
+                self.replay_clock.with_label_values(&[name]).set(clock as f64 / 1000.0);
+            }
+        }
+    }
+
+    /// The content type of [`Metrics::render`]'s output.
+    pub fn content_type() -> &'static str {
+        prometheus::TEXT_FORMAT
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn value(text: &str, series: &str) -> f64 {
+        text.lines()
+            .find(|l| l.starts_with(series) && l[series.len()..].starts_with(' '))
+            .and_then(|l| l.rsplit(' ').next())
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_else(|| panic!("series {series} not found"))
+    }
+
+    fn gather(metrics: &Metrics) -> String {
+        let mut buffer = Vec::new();
+        TextEncoder::new().encode(&metrics.registry.gather(), &mut buffer).unwrap();
+        String::from_utf8(buffer).unwrap()
+    }
+
+    #[test]
+    fn known_label_values_start_at_zero() {
+        let metrics = Metrics::new(&[("sim".into(), FeedKind::Sim), ("history".into(), FeedKind::Replay)]);
+        let text = gather(&metrics);
+        for reason in DisconnectReason::ALL {
+            assert_eq!(value(&text, &format!("tickerfeed_disconnects_total{{reason=\"{}\"}}", reason.label())), 0.0);
+        }
+        for op in OPS {
+            assert_eq!(value(&text, &format!("tickerfeed_client_messages_total{{op=\"{op}\"}}")), 0.0);
+        }
+        for code in ErrorCode::ALL {
+            assert_eq!(value(&text, &format!("tickerfeed_client_errors_total{{code=\"{}\"}}", code.as_str())), 0.0);
+        }
+        assert_eq!(value(&text, "tickerfeed_feed_state{feed=\"history\",state=\"paused\"}"), 0.0);
+        assert_eq!(value(&text, "tickerfeed_quotes_published_total{feed=\"sim\"}"), 0.0);
+        assert!(text.contains("tickerfeed_feed_replay_clock_seconds{feed=\"history\"}"));
+        assert!(!text.contains("tickerfeed_feed_replay_clock_seconds{feed=\"sim\"}"), "only replay feeds have a clock");
+        assert!(text.contains("tickerfeed_build_info{commit="));
+        assert!(text.contains("tickerfeed_process_resident_memory_bytes"));
+    }
+
+    #[test]
+    fn counters_move_with_their_events() {
+        let metrics = Metrics::new(&[]);
+        metrics.disconnected(DisconnectReason::SlowConsumer);
+        metrics.client_message("ping");
+        metrics.client_message("no such op");
+        metrics.client_error(ErrorCode::RateLimited);
+        metrics.http_request("/api/quotes/{symbol}", "GET", 404, Duration::from_millis(1));
+        metrics.http_request("/api/feeds", "BREW", 200, Duration::from_millis(1));
+        metrics.quote_frame(7, 3, 1500, Some(Duration::from_millis(2)));
+        metrics.other_frame(100);
+        let text = gather(&metrics);
+        assert_eq!(value(&text, "tickerfeed_disconnects_total{reason=\"slow_consumer\"}"), 1.0);
+        assert_eq!(value(&text, "tickerfeed_client_messages_total{op=\"ping\"}"), 1.0);
+        assert_eq!(value(&text, "tickerfeed_client_messages_total{op=\"invalid\"}"), 1.0);
+        assert_eq!(value(&text, "tickerfeed_client_errors_total{code=\"rate_limited\"}"), 1.0);
+        assert_eq!(value(&text, "tickerfeed_http_requests_total{method=\"GET\",route=\"/api/quotes/{symbol}\",status=\"404\"}"), 1.0);
+        assert_eq!(value(&text, "tickerfeed_http_requests_total{method=\"other\",route=\"/api/feeds\",status=\"200\"}"), 1.0);
+        if cfg!(feature = "metrics") {
+            assert_eq!(value(&text, "tickerfeed_quotes_delivered_total"), 7.0);
+            assert_eq!(value(&text, "tickerfeed_quotes_conflated_total"), 3.0);
+            assert_eq!(value(&text, "tickerfeed_frames_sent_total"), 2.0);
+            assert_eq!(value(&text, "tickerfeed_sent_bytes_total"), 1600.0);
+            assert_eq!(value(&text, "tickerfeed_delivery_latency_seconds_count"), 1.0);
+            assert_eq!(value(&text, "tickerfeed_frame_quotes_bucket{le=\"10\"}"), 1.0);
+        }
     }
 }

@@ -84,7 +84,7 @@ impl RunningServer {
 /// system (`#[actix_web::main]` or `actix_web::rt::System`).
 pub async fn start(config: Config) -> Result<RunningServer, StartError> {
     let config = Arc::new(config);
-    let metrics = Metrics::new();
+    let metrics = Metrics::new(&config.feeds.iter().map(|f| (f.name.clone(), f.kind)).collect::<Vec<_>>());
     let bus = Arc::new(Bus::new());
     let (feed_events, _) = broadcast::channel(64);
     let feeds = feed::start_feeds(&config, bus.clone(), feed_events.clone()).await?;
@@ -121,7 +121,7 @@ pub async fn start(config: Config) -> Result<RunningServer, StartError> {
     let addr = listener.local_addr()?;
     let send_buffer = config.send_buffer_bytes;
     let data = web::Data::from(state.clone());
-    let server = HttpServer::new(move || App::new().app_data(data.clone()).configure(crate::http::routes))
+    let server = HttpServer::new(move || App::new().app_data(data.clone()).wrap(crate::http::RequestMetrics).configure(crate::http::routes))
         .on_connect(move |connection, extensions| {
             if let Some(stream) = connection.downcast_ref::<actix_web::rt::net::TcpStream>() {
                 if let Some(probe) = SocketProbe::on_accept(stream, send_buffer) {

@@ -48,6 +48,7 @@ pub async fn upgrade(req: HttpRequest, body: web::Payload, state: web::Data<AppS
     let previous = state.connections.fetch_add(1, Ordering::AcqRel);
     let slot = ConnectionSlot(state.clone());
     if previous >= max {
+        state.metrics.disconnected(crate::metrics::DisconnectReason::Limit);
         return Ok(HttpResponse::ServiceUnavailable()
             .insert_header(("Retry-After", "5"))
             .json(serde_json::json!({"error": "too_many_connections", "message": format!("the server is at its limit of {max} WebSocket connections")})));
@@ -64,10 +65,12 @@ pub async fn upgrade(req: HttpRequest, body: web::Payload, state: web::Data<AppS
     let probe = req.conn_data::<SocketProbe>().copied();
     let (response, ws, stream) = actix_ws::handle(&req, body)?;
     let stream = stream.max_frame_size(state.config.max_message_bytes).aggregate_continuations().max_continuation_size(state.config.max_message_bytes);
+    state.metrics.connection_opened();
     actix_web::rt::spawn(async move {
         let _slot = slot;
-        let end = Session::new(state, ws, probe).run(stream, initial).await;
-        tracing::debug!(reason = end.label(), "session ended: {end:?}");
+        let end = Session::new(state.clone(), ws, probe).run(stream, initial).await;
+        state.metrics.disconnected(end.reason());
+        tracing::debug!(reason = end.reason().label(), "session ended: {end:?}");
     });
     Ok(response)
 }

@@ -36,6 +36,18 @@ pub enum ClientOp {
     Ping { id: Option<RequestId> },
 }
 
+impl ClientOp {
+    /// The op's name, as sent.
+    pub fn name(&self) -> &'static str {
+        match self {
+            ClientOp::Subscribe { .. } => "subscribe",
+            ClientOp::Unsubscribe { .. } => "unsubscribe",
+            ClientOp::List { .. } => "list",
+            ClientOp::Ping { .. } => "ping",
+        }
+    }
+}
+
 /// The ops a client may send, for `unknown_op` messages.
 pub const KNOWN_OPS: &[&str] = &["subscribe", "unsubscribe", "list", "ping"];
 

@@ -25,6 +25,7 @@ use super::socket::{SendLedger, SocketProbe, frame_wire_bytes};
 use super::throttle::SubscriptionSet;
 use crate::bus::{SessionSignal, Topic, TopicId};
 use crate::feed::FeedEvent;
+use crate::metrics::DisconnectReason;
 use crate::quote::now_millis;
 use crate::server::AppState;
 
@@ -95,14 +96,15 @@ impl End {
         }
     }
 
-    /// Label of the disconnect reason.
-    pub fn label(&self) -> &'static str {
+    /// The disconnect reason reported in metrics.
+    pub fn reason(&self) -> DisconnectReason {
         match self {
-            End::ClientClose(_) | End::ClientGone => "client_close",
-            End::SlowConsumer => "slow_consumer",
-            End::IdleTimeout => "idle_timeout",
-            End::ProtocolError(_) | End::MessageTooBig => "protocol_error",
-            End::Shutdown => "shutdown",
+            End::ClientClose(_) | End::ClientGone => DisconnectReason::ClientClose,
+            End::SlowConsumer => DisconnectReason::SlowConsumer,
+            End::IdleTimeout => DisconnectReason::IdleTimeout,
+            End::ProtocolError(_) => DisconnectReason::ProtocolError,
+            End::MessageTooBig => DisconnectReason::Limit,
+            End::Shutdown => DisconnectReason::Shutdown,
         }
     }
 }
@@ -346,6 +348,7 @@ impl Session {
     }
 
     fn error(&mut self, id: Option<RequestId>, code: ErrorCode, message: String) {
+        self.state.metrics.client_error(code);
         self.queue_text(ServerMessage::Error { id, code, message }.to_json());
     }
 
@@ -353,18 +356,21 @@ impl Session {
     fn on_message(&mut self, message: AggregatedMessage, now: Instant) -> Option<End> {
         match message {
             AggregatedMessage::Text(text) => {
+                let parsed = parse_client_message(&text);
+                self.state.metrics.client_message(parsed.as_ref().map_or("invalid", ClientOp::name));
                 if !self.bucket.take(now) {
-                    let id = parse_client_message(&text).map_or_else(|f| f.id, |op| op_id(&op));
+                    let id = parsed.map_or_else(|f| f.id, |op| op_id(&op));
                     let message = format!("more than {} messages per second (bursts of {})", self.limits.rate_limit, self.limits.rate_burst);
                     self.error(id, ErrorCode::RateLimited, message);
                     return None;
                 }
-                match parse_client_message(&text) {
+                match parsed {
                     Ok(op) => self.on_op(op),
                     Err(failure) => self.error(failure.id, failure.code, failure.message),
                 }
             }
             AggregatedMessage::Binary(_) => {
+                self.state.metrics.client_message("invalid");
                 if self.bucket.take(now) {
                     self.error(None, ErrorCode::BadRequest, "binary frames are not supported: send JSON text frames".into());
                 }
@@ -442,6 +448,9 @@ impl Session {
             let all = self.state.bus.topics();
             self.known_topics = all.len();
             self.subs.subscribe(&all, throttle, snapshot, true, now);
+        }
+        for entry in &rejected {
+            self.state.metrics.client_error(entry.code);
         }
         let symbols = self.subs.symbol_list();
         self.queue_text(ServerMessage::Subscribed { id, throttle_ms: throttle as u64, symbols, rejected }.to_json());
@@ -532,13 +541,19 @@ impl Session {
                 if let Outgoing::Text(t) = &outgoing {
                     self.outbox_bytes -= t.len();
                 }
+                self.state.metrics.other_frame(outgoing.wire_bytes());
                 self.hand_over(outgoing)?;
                 continue;
             }
             let snapshot = self.subs.has_snapshot_pending();
             let frame = self.build_frame(now, snapshot);
+            let (conflated, longest_wait) = self.subs.take_delivery_stats();
             match frame {
-                Some(text) => self.hand_over(Outgoing::Text(text))?,
+                Some((text, quotes)) => {
+                    let outgoing = Outgoing::Text(text);
+                    self.state.metrics.quote_frame(quotes, conflated, outgoing.wire_bytes(), longest_wait);
+                    self.hand_over(outgoing)?
+                }
                 None => continue,
             }
         }
@@ -547,7 +562,7 @@ impl Session {
     }
 
     /// Builds one frame of due quotes (at most `max_frame_bytes`).
-    fn build_frame(&mut self, now: Instant, snapshot: bool) -> Option<String> {
+    fn build_frame(&mut self, now: Instant, snapshot: bool) -> Option<(String, usize)> {
         let max = self.limits.max_frame_bytes;
         let mut builder = QuoteFrameBuilder::new(max, snapshot);
         let mut bytes = 48usize;
@@ -567,7 +582,7 @@ impl Session {
         } else {
             self.subs.take_due(now, take);
         }
-        builder.finish().into_iter().next().map(|(text, _)| text)
+        builder.finish().into_iter().next()
     }
 
     fn check_stall(&self, now: Instant) -> Result<(), End> {

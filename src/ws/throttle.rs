@@ -70,6 +70,10 @@ pub struct SubscriptionSet {
     wildcard_throttle_ms: Option<u32>,
     explicit_count: usize,
     signal: Arc<SessionSignal>,
+    /// Since the last [`SubscriptionSet::take_delivery_stats`]: quotes merged away (seq gaps of
+    /// live deliveries) and the longest a delivered quote waited, in µs.
+    conflated: u64,
+    longest_wait_us: Option<u64>,
 }
 
 /// What a subscribe call changed.
@@ -91,6 +95,8 @@ impl SubscriptionSet {
             wildcard_throttle_ms: None,
             explicit_count: 0,
             signal,
+            conflated: 0,
+            longest_wait_us: None,
         }
     }
 
@@ -367,8 +373,19 @@ impl SubscriptionSet {
         self.drain_queue(now, true, &mut take)
     }
 
+    /// Quotes merged away and the longest wait of a delivered quote since the last call.
+    /// The wait runs from when the quote became deliverable — published, and its throttle
+    /// interval over — so a client's own throttle is not counted as server latency.
+    pub fn take_delivery_stats(&mut self) -> (u64, Option<std::time::Duration>) {
+        let stats = (self.conflated, self.longest_wait_us.map(std::time::Duration::from_micros));
+        self.conflated = 0;
+        self.longest_wait_us = None;
+        stats
+    }
+
     fn drain_queue(&mut self, now: Instant, snapshot: bool, take: &mut dyn FnMut(&Arc<PublishedQuote>) -> bool) -> usize {
         let now_us = self.micros(now);
+        let wall_us = crate::quote::now_micros();
         let mut queue = std::mem::take(if snapshot { &mut self.snapshot_queue } else { &mut self.due });
         let mut taken = 0;
         let mut consumed = 0;
@@ -385,6 +402,14 @@ impl SubscriptionSet {
                     }
                     consumed += 1;
                     taken += 1;
+                    let sub = &self.subs[i];
+                    if !snapshot && sub.last_sent_seq > 0 {
+                        self.conflated += quote.quote.seq - sub.last_sent_seq - 1;
+                        let since_allowed = now_us.saturating_sub(sub.next_allowed_us);
+                        let since_published = wall_us.saturating_sub(quote.quote.pt).max(0) as u64;
+                        let wait = since_allowed.min(since_published);
+                        self.longest_wait_us = Some(self.longest_wait_us.map_or(wait, |w| w.max(wait)));
+                    }
                     self.record_delivery(i, quote.quote.seq, now_us);
                 }
                 _ => {

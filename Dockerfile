@@ -1,0 +1,55 @@
+# tickerfeed container image.
+#
+#   docker build -t tickerfeed .
+#   docker run --rm -p 127.0.0.1:8080:8080 tickerfeed
+#   docker run --rm -p 127.0.0.1:8081:8080 tickerfeed --config /app/feeds/demo-replay.toml
+#
+# Stage 1 builds the release binaries; dependencies are compiled in their own layer from
+# Cargo.toml and Cargo.lock alone, so editing src/ does not rebuild them.
+# Stage 2 is a slim Debian with the binaries, the feeds/ data and a non-root user.
+
+FROM rust:1.95-bookworm AS build
+WORKDIR /src
+
+# Dependency layer: the manifest, the lock file and stub targets (the lib and both binaries).
+COPY Cargo.toml Cargo.lock ./
+RUN mkdir -p src/bin/loadgen \
+ && echo 'fn main() {}' > src/main.rs \
+ && echo 'fn main() {}' > src/bin/loadgen/main.rs \
+ && : > src/lib.rs \
+ && cargo build --release --locked --bins \
+ && rm -rf src target/release/tickerfeed target/release/loadgen \
+    target/release/deps/tickerfeed-* target/release/deps/libtickerfeed-* \
+    target/release/deps/loadgen-* target/release/.fingerprint/tickerfeed-*
+
+# The real sources. feeds/universe.csv is compiled into the binary (include_str!).
+COPY src ./src
+COPY feeds ./feeds
+# Recorded in tickerfeed_build_info{commit}: docker build --build-arg TICKERFEED_GIT_COMMIT=$(git rev-parse --short HEAD) .
+ARG TICKERFEED_GIT_COMMIT=unknown
+ENV TICKERFEED_GIT_COMMIT=${TICKERFEED_GIT_COMMIT}
+RUN touch src/main.rs src/lib.rs src/bin/loadgen/main.rs \
+ && cargo build --release --locked --bins \
+ && install -D -m 0755 target/release/tickerfeed /out/tickerfeed \
+ && install -D -m 0755 target/release/loadgen /out/loadgen
+
+FROM debian:bookworm-slim AS runtime
+RUN apt-get update \
+ && apt-get install -y --no-install-recommends ca-certificates \
+ && rm -rf /var/lib/apt/lists/* \
+ && groupadd --system --gid 10001 tickerfeed \
+ && useradd --system --uid 10001 --gid tickerfeed --home-dir /app --shell /usr/sbin/nologin tickerfeed
+COPY --from=build /out/tickerfeed /out/loadgen /usr/local/bin/
+# Shipped configurations and data: --config /app/feeds/demo-replay.toml replays the history
+# (paths inside a config file are relative to that file).
+COPY --chown=root:root feeds /app/feeds
+WORKDIR /app
+USER tickerfeed:tickerfeed
+ENV TICKERFEED_BIND=0.0.0.0:8080
+EXPOSE 8080
+HEALTHCHECK --interval=10s --timeout=3s --start-period=5s --retries=3 \
+  CMD ["tickerfeed", "healthcheck", "--url", "http://127.0.0.1:8080"]
+# SIGTERM closes every connection within --shutdown-timeout (5 s), inside Docker's 10 s grace.
+STOPSIGNAL SIGTERM
+ENTRYPOINT ["tickerfeed"]
+CMD []

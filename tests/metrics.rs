@@ -1,0 +1,140 @@
+//! Every counter moves when its event happens, end to end.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::{Client, http, start};
+use futures_util::SinkExt;
+use serde_json::json;
+use tickerfeed::server::RunningServer;
+use tokio_tungstenite::tungstenite::Message;
+
+/// The value of one series in a real scrape of /metrics.
+async fn metric(server: &RunningServer, series: &str) -> f64 {
+    let (status, text) = http(server, "GET", "/metrics", None).await;
+    assert_eq!(status, 200);
+    series_value(&text, series)
+}
+
+fn series_value(text: &str, series: &str) -> f64 {
+    text.lines()
+        .find(|l| l.starts_with(series) && l[series.len()..].starts_with(' '))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("series {series} not in the scrape"))
+}
+
+/// Polls a series until it reaches `at_least` (the event is asynchronous to the test).
+async fn wait_for(server: &RunningServer, series: &str, at_least: f64) -> f64 {
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let value = metric(server, series).await;
+        if value >= at_least {
+            return value;
+        }
+        assert!(Instant::now() < deadline, "{series} stayed at {value}, expected at least {at_least}");
+        actix_web::rt::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[actix_web::test]
+async fn session_counters_move_with_their_events() {
+    let server = start(&["--sim-rate", "20000", "--slow-consumer-timeout", "1"]).await;
+    let (_, content_type) = {
+        let mut stream = tokio::net::TcpStream::connect(server.addr).await.unwrap();
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        stream.write_all(b"GET /metrics HTTP/1.0\r\n\r\n").await.unwrap();
+        let mut response = String::new();
+        stream.read_to_string(&mut response).await.unwrap();
+        let header = response.lines().find(|l| l.to_ascii_lowercase().starts_with("content-type:")).unwrap_or_default().to_string();
+        (response, header)
+    };
+    assert!(content_type.contains("text/plain; version=0.0.4"), "{content_type}");
+
+    // Deliveries, frames, bytes, conflation, latency, messages by op.
+    let (mut client, _) = Client::connect_welcomed(&server).await;
+    assert_eq!(metric(&server, "tickerfeed_connections{transport=\"websocket\"}").await, 1.0);
+    assert_eq!(metric(&server, "tickerfeed_connections_opened_total{transport=\"websocket\"}").await, 1.0);
+    client.send(json!({"op":"subscribe","symbols":["AAPL","MSFT"],"throttle_ms":100})).await;
+    client.recv_type("subscribed").await;
+    for _ in 0..5 {
+        client.recv_type("quotes").await;
+    }
+    assert_eq!(metric(&server, "tickerfeed_client_messages_total{op=\"subscribe\"}").await, 1.0);
+    assert!(metric(&server, "tickerfeed_quotes_delivered_total").await >= 5.0);
+    assert!(metric(&server, "tickerfeed_frames_sent_total").await >= 6.0);
+    assert!(metric(&server, "tickerfeed_sent_bytes_total").await > 1000.0);
+    assert!(metric(&server, "tickerfeed_quotes_conflated_total").await > 0.0, "a 100 ms throttle at 20,000 quotes/s merges updates");
+    assert!(metric(&server, "tickerfeed_delivery_latency_seconds_count").await > 0.0);
+    assert!(metric(&server, "tickerfeed_frame_quotes_count").await > 0.0);
+    assert_eq!(metric(&server, "tickerfeed_subscriptions").await, 2.0);
+    assert_eq!(metric(&server, "tickerfeed_subscribed_symbols").await, 2.0);
+
+    // Errors by code.
+    client.send_text("{nope").await;
+    client.recv_type("error").await;
+    client.send(json!({"op":"subscribe","symbols":["NOPE"]})).await;
+    client.recv_type("subscribed").await;
+    assert_eq!(metric(&server, "tickerfeed_client_messages_total{op=\"invalid\"}").await, 1.0);
+    assert_eq!(metric(&server, "tickerfeed_client_errors_total{code=\"bad_request\"}").await, 1.0);
+    assert_eq!(metric(&server, "tickerfeed_client_errors_total{code=\"unknown_symbol\"}").await, 1.0);
+
+    // Disconnect reasons: client close, limit (oversized message), slow consumer.
+    client.ws.send(Message::Close(None)).await.unwrap();
+    wait_for(&server, "tickerfeed_disconnects_total{reason=\"client_close\"}", 1.0).await;
+    let (mut big, _) = Client::connect_welcomed(&server).await;
+    big.send_text(&"x".repeat(5000)).await;
+    wait_for(&server, "tickerfeed_disconnects_total{reason=\"limit\"}", 1.0).await;
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(4096).unwrap();
+    let stream = socket.connect(server.addr).await.unwrap();
+    let (mut stalled, _) = tokio_tungstenite::client_async(format!("ws://{}/ws", server.addr), stream).await.unwrap();
+    stalled.send(Message::Text(json!({"op":"subscribe","symbols":["*"],"throttle_ms":0}).to_string().into())).await.unwrap();
+    wait_for(&server, "tickerfeed_disconnects_total{reason=\"slow_consumer\"}", 1.0).await;
+    drop(stalled);
+    server.shutdown().await;
+
+    // A silent peer.
+    let server = start(&["--idle-timeout", "0.5", "--ping-interval", "0.2"]).await;
+    let (_silent, _) = Client::connect_welcomed(&server).await;
+    wait_for(&server, "tickerfeed_disconnects_total{reason=\"idle_timeout\"}", 1.0).await;
+    server.shutdown().await;
+}
+
+#[actix_web::test]
+async fn http_and_feed_metrics() {
+    let config_file = common::repo_path("feeds/demo-replay.toml");
+    let server = start(&["--config", &config_file]).await;
+    http(&server, "GET", "/api/quotes/AAPL", None).await;
+    http(&server, "GET", "/api/quotes/ZZZZ", None).await;
+    http(&server, "GET", "/no/such/path", None).await;
+    http(&server, "POST", "/api/feeds/history/control", Some(r#"{"action":"pause"}"#)).await;
+    let (_, text) = http(&server, "GET", "/metrics", None).await;
+    // Route patterns, never raw paths.
+    assert!(series_value(&text, "tickerfeed_http_requests_total{method=\"GET\",route=\"/api/quotes/{symbol}\",status=\"404\"}") >= 1.0);
+    assert_eq!(series_value(&text, "tickerfeed_http_requests_total{method=\"GET\",route=\"unmatched\",status=\"404\"}"), 1.0);
+    assert!(!text.contains("ZZZZ") && !text.contains("/no/such/path"));
+    assert!(series_value(&text, "tickerfeed_http_request_duration_seconds_count{method=\"GET\",route=\"/api/quotes/{symbol}\"}") >= 1.0);
+    assert_eq!(series_value(&text, "tickerfeed_feed_state{feed=\"history\",state=\"paused\"}"), 1.0);
+    assert_eq!(series_value(&text, "tickerfeed_feed_state{feed=\"history\",state=\"running\"}"), 0.0);
+    assert_eq!(series_value(&text, "tickerfeed_feed_state{feed=\"sim\",state=\"running\"}"), 1.0);
+    assert!(series_value(&text, "tickerfeed_feed_replay_clock_seconds{feed=\"history\"}") >= 946_684_800.0, "the clock is in history");
+    assert_eq!(series_value(&text, "tickerfeed_feed_speed{feed=\"history\"}"), 86400.0);
+    assert_eq!(series_value(&text, "tickerfeed_feed_rows_skipped_total{feed=\"history\"}"), 0.0);
+    wait_for(&server, "tickerfeed_quotes_published_total{feed=\"sim\"}", 1.0).await;
+    assert!(series_value(&text, "tickerfeed_process_open_fds") > 0.0);
+    server.shutdown().await;
+}
+
+#[actix_web::test]
+async fn refused_upgrades_count_as_limit_and_shutdown_as_shutdown() {
+    let server = start(&["--max-connections", "1"]).await;
+    let (_a, _) = Client::connect_welcomed(&server).await;
+    let refused = tokio_tungstenite::connect_async(format!("ws://{}/ws", server.addr)).await;
+    assert!(refused.is_err());
+    assert_eq!(metric(&server, "tickerfeed_disconnects_total{reason=\"limit\"}").await, 1.0);
+    let state = server.state.clone();
+    server.shutdown().await;
+    assert_eq!(series_value(&state.metrics.render(&state), "tickerfeed_disconnects_total{reason=\"shutdown\"}"), 1.0);
+}
