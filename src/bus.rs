@@ -26,6 +26,7 @@ use std::sync::{Arc, Mutex, RwLock, Weak};
 use arc_swap::ArcSwapOption;
 use tokio::sync::{Notify, watch};
 
+use crate::history::{Bar, History, Resolution};
 use crate::quote::{PublishedQuote, Quote, QuoteDraft, now_micros};
 
 /// Index of a topic in the bus's table.
@@ -100,6 +101,8 @@ pub struct Topic {
     queued: AtomicBool,
     /// Number of sessions subscribed (explicitly or by wildcard).
     subscribers: AtomicUsize,
+    /// Recent bars for chart backfill; written by the topic's feed on publish.
+    history: Mutex<History>,
 }
 
 impl Topic {
@@ -113,6 +116,7 @@ impl Topic {
             waiters: Mutex::new(Waiters { armed: Vec::new(), sweep_at: 64 }),
             queued: AtomicBool::new(false),
             subscribers: AtomicUsize::new(0),
+            history: Mutex::new(History::new()),
         }
     }
 
@@ -135,6 +139,11 @@ impl Topic {
             waiters.sweep_at = (waiters.armed.len() * 2).max(64);
         }
         waiters.armed.push(Arc::downgrade(signal));
+    }
+
+    /// The last `limit` bars of this symbol and the seq of the latest quote they include.
+    pub fn history(&self, resolution: Resolution, limit: usize) -> Vec<Bar> {
+        self.history.lock().expect("history lock").bars(resolution, limit)
     }
 
     pub fn subscriber_added(&self) {
@@ -211,6 +220,7 @@ impl Bus {
     /// node for a distributed backend) and schedules the wake-up of armed sessions.
     pub fn apply(&self, topic: &Topic, quote: Quote) {
         let seq = quote.seq;
+        topic.history.lock().expect("history lock").record(&quote);
         topic.latest.store(Some(Arc::new(PublishedQuote::new(quote))));
         topic.seq.store(seq, Ordering::Release);
         self.quotes_published.fetch_add(1, Ordering::Relaxed);

@@ -5,7 +5,9 @@
 //! - `GET /api/feeds`, `POST /api/feeds/{name}/control` — feed state and control.
 //! - `GET /healthz` (alive), `GET /readyz` (feeds started and not shutting down).
 //! - `GET /metrics` — Prometheus text format ([`crate::metrics`]).
+//! - `GET /api/history/{symbol}?resolution=1s|1m&limit=N` — recent bars ([`crate::history`]).
 //! - `GET /ws` — the WebSocket upgrade ([`crate::ws`]).
+//! - `GET /`, `GET /{file}` — the browser dashboard ([`crate::web`]).
 //!
 //! Errors are JSON objects `{"error": code, "message": text}` whose message names the symbol,
 //! feed or field at fault.
@@ -20,6 +22,7 @@ use serde_json::{Value, json};
 
 use crate::feed::{ControlAction, ControlError, FeedState};
 use crate::feed::replay::timestamp::parse_timestamp;
+use crate::history::Resolution;
 use crate::quote::PublishedQuote;
 use crate::server::AppState;
 
@@ -34,6 +37,10 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         .route("/api/quotes/{symbol}", web::get().to(quote))
         .route("/api/feeds", web::get().to(feeds))
         .route("/api/feeds/{name}/control", web::post().to(control))
+        .route("/api/history/{symbol}", web::get().to(history))
+        .route("/", web::get().to(crate::web::index))
+        .route("/web/{path:.*}", web::get().to(crate::web::file))
+        .route("/{file}", web::get().to(crate::web::file))
         .default_service(web::to(not_found));
 }
 
@@ -196,6 +203,27 @@ async fn quote(state: web::Data<AppState>, path: web::Path<String>) -> HttpRespo
         },
         None => error(StatusCode::NOT_FOUND, "unknown_symbol", format!("unknown symbol '{}'", truncate(&symbol, 32))),
     }
+}
+
+#[derive(Deserialize)]
+struct HistoryQuery {
+    resolution: Option<String>,
+    limit: Option<usize>,
+}
+
+/// Recent bars of one symbol for chart backfill; each bar carries the seq of its last quote.
+async fn history(state: web::Data<AppState>, path: web::Path<String>, query: web::Query<HistoryQuery>) -> HttpResponse {
+    let symbol = path.into_inner().trim().to_ascii_uppercase();
+    let Some(topic) = state.bus.topic(&symbol) else {
+        return error(StatusCode::NOT_FOUND, "unknown_symbol", format!("unknown symbol '{}'", truncate(&symbol, 32)));
+    };
+    let text = query.resolution.as_deref().unwrap_or("1s");
+    let Some(resolution) = Resolution::parse(text) else {
+        return error(StatusCode::BAD_REQUEST, "bad_request", format!("resolution '{}': expected 1s or 1m", truncate(text, 16)));
+    };
+    let bars = topic.history(resolution, query.limit.unwrap_or(usize::MAX));
+    let seq = bars.last().map_or(0, |b| b.seq);
+    HttpResponse::Ok().json(json!({"symbol": symbol, "resolution": resolution, "seq": seq, "bars": bars}))
 }
 
 async fn feeds(state: web::Data<AppState>) -> HttpResponse {

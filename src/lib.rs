@@ -12,7 +12,9 @@
 //! - [`ws`]: the WebSocket protocol v1 — message types ([`ws::protocol`]), per-symbol throttling
 //!   and conflation ([`ws::throttle`]), socket backpressure ([`ws::socket`]) and the session
 //!   loop ([`ws::session`]).
-//! - [`http`]: the REST API (symbols, quotes, feeds and their control, health).
+//! - [`history`]: bounded per-symbol bars for chart backfill.
+//! - [`http`]: the REST API (symbols, quotes, history, feeds and their control, health).
+//! - [`web`]: the browser dashboard's files, embedded in the binary at build time.
 //! - [`config`]: command line, environment and TOML configuration.
 //! - [`server`]: wires everything together, runs the HTTP server, handles shutdown.
 //! - [`metrics`]: the Prometheus registry.
@@ -21,8 +23,10 @@ pub mod bus;
 pub mod config;
 pub mod feed;
 pub mod healthcheck;
+pub mod history;
 pub mod http;
 pub mod metrics;
 pub mod quote;
 pub mod server;
+pub mod web;
 pub mod ws;

@@ -12,6 +12,10 @@
       The scraped /metrics of a sim-only server and of a sim + replay server have every expected
       metric family with the expected type and pre-initialised label values.
 
+  check.py ready --prom URL --sim URL --replay URL
+      Waits until Prometheus has scraped both servers a few times (before the load starts, so
+      that the rise of every counter, slow_consumer disconnects included, lands in rate()).
+
   check.py live --prom URL --sim URL --replay URL --dashboard FILE --alerts-json FILE --artifacts DIR
       Against a real Prometheus scraping both servers while load generators run: targets up, a
       REST pause/resume seen through the metrics, every dashboard and alert expression parses and
@@ -218,14 +222,19 @@ def cmd_static(args):
     if "instance" not in names:
         fail("grafana: dashboard has no instance variable")
     for provider in data[dash_files[0]]["providers"]:
-        path = provider.get("options", {}).get("path")
+        path = (provider.get("options", {}).get("path") or "").rstrip("/")
         source = host_path(path) if path else None
-        if not source or not os.path.exists(source):
-            fail(f"grafana: dashboard provider path {path} is not a mounted directory")
-        elif not any(f.endswith(".json") for f in os.listdir(source)) if os.path.isdir(source) else not source.endswith(".json"):
-            fail(f"grafana: dashboard provider path {path} holds no dashboard")
+        # The JSON files Grafana finds there: a mounted directory's, or files mounted into it.
+        found = []
+        if source and os.path.isdir(source):
+            found = [os.path.join(source, f) for f in os.listdir(source) if f.endswith(".json")]
+        found += [s for t, s in grafana_mounts.items() if t.startswith(path + "/") and t.endswith(".json") and os.path.isfile(s)]
+        if not path or not found:
+            fail(f"grafana: dashboard provider path {path!r} holds no mounted dashboard")
+        elif os.path.realpath(dashboard_file) not in {os.path.realpath(f) for f in found}:
+            fail(f"grafana: dashboard provider path {path} does not hold dashboards/grafana/tickerfeed.json")
         else:
-            ok(f"grafana: dashboard provider reads {path}")
+            ok(f"grafana: dashboard provider reads {path}: {', '.join(os.path.relpath(f, repo) for f in found)}")
     provider_paths = [p.get("options", {}).get("path", "") for p in data[dash_files[0]]["providers"]]
     if home and not any(home.startswith(p.rstrip("/") + "/") for p in provider_paths):
         fail(f"grafana: home dashboard {home} is outside the provisioned dashboard paths {provider_paths}")
@@ -477,6 +486,18 @@ def finite_values(result):
     return [v for v in values if math.isfinite(v)]
 
 
+def cmd_ready(args):
+    """Before any load: both targets up with a few samples, so every counter's rise is seen."""
+    prom = Prom(args.prom)
+    instances = {urllib.parse.urlparse(u).netloc for u in (args.sim, args.replay)}
+
+    def scraped():
+        result = prom.vector('count_over_time(tickerfeed_disconnects_total{job="tickerfeed",reason="slow_consumer"}[1m]) >= 3')
+        return instances <= {s["metric"].get("instance") for s in result}
+
+    poll("Prometheus has ≥ 3 scrapes of both servers before the load starts", 30, scraped)
+
+
 def cmd_live(args):
     prom = Prom(args.prom)
     os.makedirs(args.artifacts, exist_ok=True)
@@ -636,6 +657,10 @@ def main():
     p = sub.add_parser("metrics")
     p.add_argument("--sim", required=True)
     p.add_argument("--replay", required=True)
+    p = sub.add_parser("ready")
+    p.add_argument("--prom", required=True)
+    p.add_argument("--sim", required=True)
+    p.add_argument("--replay", required=True)
     p = sub.add_parser("live")
     p.add_argument("--prom", required=True)
     p.add_argument("--sim", required=True, help="base URL of the sim-only server")
@@ -645,7 +670,7 @@ def main():
     p.add_argument("--artifacts", required=True)
     p.add_argument("--rate-interval", default="10s", help="value of $__rate_interval")
     args = parser.parse_args()
-    {"static": cmd_static, "metrics": cmd_metrics, "live": cmd_live}[args.command](args)
+    {"static": cmd_static, "metrics": cmd_metrics, "ready": cmd_ready, "live": cmd_live}[args.command](args)
     finish()
 
 

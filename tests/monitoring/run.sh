@@ -173,6 +173,11 @@ done
 python3 "$here/check.py" metrics --sim "$artifacts/scrape-sim.txt" --replay "$artifacts/scrape-replay.txt"
 
 # ---------------------------------------------------------------------------------------------
+step "Prometheus scrapes both servers"
+python3 "$here/check.py" ready --prom "http://127.0.0.1:$prom_port" \
+  --sim "http://127.0.0.1:$sim_port" --replay "http://127.0.0.1:$replay_port"
+
+# ---------------------------------------------------------------------------------------------
 step "load on both servers; the dashboard and alert expressions against Prometheus"
 # Reading clients, plus stalled wildcard clients with a tiny receive buffer: the server closes
 # them as slow_consumer about 1 s after they stop reading. The replay server's clients use a
