@@ -11,24 +11,32 @@
 FROM rust:1.95-bookworm AS build
 WORKDIR /src
 
-# Dependency layer: the manifest, the lock file and stub targets (the lib and both binaries).
+# Dependency layer: the manifest, the lock file and stub targets (the build script, the lib
+# and both binaries), so only a Cargo.toml or Cargo.lock change rebuilds the dependencies.
 COPY Cargo.toml Cargo.lock ./
 RUN mkdir -p src/bin/loadgen \
+ && echo 'fn main() {}' > src/build.rs \
  && echo 'fn main() {}' > src/main.rs \
  && echo 'fn main() {}' > src/bin/loadgen/main.rs \
  && : > src/lib.rs \
  && cargo build --release --locked --bins \
  && rm -rf src target/release/tickerfeed target/release/loadgen \
     target/release/deps/tickerfeed-* target/release/deps/libtickerfeed-* \
-    target/release/deps/loadgen-* target/release/.fingerprint/tickerfeed-*
+    target/release/deps/loadgen-* target/release/.fingerprint/tickerfeed-* \
+    target/release/build/tickerfeed-*
 
-# The real sources. feeds/universe.csv is compiled into the binary (include_str!).
+# The real sources. Compiled into the binary: feeds/universe.csv (include_str!) and the browser
+# dashboard dashboards/web/ (src/build.rs embeds it; .dockerignore keeps only that part of
+# dashboards/).
 COPY src ./src
 COPY feeds ./feeds
-# Recorded in tickerfeed_build_info{commit}: docker build --build-arg TICKERFEED_GIT_COMMIT=$(git rev-parse --short HEAD) .
+COPY dashboards ./dashboards
+# Recorded in tickerfeed_build_info{commit} (there is no .git in the build context):
+#   docker build --build-arg TICKERFEED_GIT_COMMIT=$(git rev-parse --short=12 HEAD) .
 ARG TICKERFEED_GIT_COMMIT=unknown
 ENV TICKERFEED_GIT_COMMIT=${TICKERFEED_GIT_COMMIT}
-RUN touch src/main.rs src/lib.rs src/bin/loadgen/main.rs \
+# touch: COPY keeps the files' old mtimes, which would look older than the stubs' builds.
+RUN find src -name '*.rs' -exec touch {} + \
  && cargo build --release --locked --bins \
  && install -D -m 0755 target/release/tickerfeed /out/tickerfeed \
  && install -D -m 0755 target/release/loadgen /out/loadgen

@@ -38,3 +38,47 @@ async fn symbols_quotes_health() {
     assert_eq!((status, missing["error"].as_str()), (404, Some("not_found")));
     server.shutdown().await;
 }
+
+#[actix_web::test]
+async fn history_backfill_joins_the_live_stream() {
+    let server = start(&["--sim-rate", "5000"]).await;
+    let (mut client, _) = common::Client::connect_welcomed(&server).await;
+    client.send(serde_json::json!({"op":"subscribe","symbols":["AAPL"],"throttle_ms":0,"snapshot":false})).await;
+    client.recv_type("subscribed").await;
+    // Let a few bars form.
+    while server.state.bus.topic("AAPL").unwrap().history(tickerfeed::history::Resolution::Second, usize::MAX).len() < 2 {
+        client.recv_type("quotes").await;
+    }
+    let (status, history) = http_json(&server, "GET", "/api/history/aapl?limit=50", None).await;
+    assert_eq!(status, 200);
+    assert_eq!((history["symbol"].as_str(), history["resolution"].as_str()), (Some("AAPL"), Some("1s")));
+    let bars = history["bars"].as_array().unwrap();
+    assert!(bars.len() >= 2 && bars.len() <= 50);
+    for pair in bars.windows(2) {
+        assert!(pair[0]["t"].as_i64() < pair[1]["t"].as_i64());
+        assert!(pair[0]["seq"].as_u64() < pair[1]["seq"].as_u64());
+    }
+    for bar in bars {
+        let (low, high) = (bar["low"].as_f64().unwrap(), bar["high"].as_f64().unwrap());
+        for field in ["open", "close"] {
+            let v = bar[field].as_f64().unwrap();
+            assert!(low <= v && v <= high, "{bar}");
+        }
+    }
+    let backfill_seq = history["seq"].as_u64().unwrap();
+    assert_eq!(backfill_seq, bars.last().unwrap()["seq"].as_u64().unwrap());
+    // Live quotes continue from there: the stream reaches backfill_seq + 1 or beyond, and the
+    // quote that carries backfill_seq (if still in flight) is the only overlap to skip.
+    loop {
+        let frame = client.recv_type("quotes").await;
+        let seq = frame["quotes"][0]["seq"].as_u64().unwrap();
+        if seq > backfill_seq {
+            break;
+        }
+    }
+    let (status, _) = http_json(&server, "GET", "/api/history/AAPL?resolution=1m", None).await;
+    assert_eq!(status, 200);
+    assert_eq!(http_json(&server, "GET", "/api/history/AAPL?resolution=7m", None).await.0, 400);
+    assert_eq!(http_json(&server, "GET", "/api/history/NOPE", None).await.0, 404);
+    server.shutdown().await;
+}
