@@ -67,5 +67,8 @@ status=0; wait "$server" || status=$?
 [ "$status" = 0 ] || { echo "server exited with $status after SIGTERM"; cat "$artifacts/smoke-server.log"; exit 1; }
 trap - EXIT
 
+step "monitoring: Prometheus config and alerts, Grafana dashboard, compose stack against a real Prometheus"
+bash tests/monitoring/run.sh
+
 echo
 echo "ALL TESTS PASSED"

@@ -55,11 +55,9 @@ pub const KNOWN_OPS: &[&str] = &["subscribe", "unsubscribe", "list", "ping"];
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum ErrorCode {
-    /// Not JSON, not an object, or fields of the wrong type.
+    /// Not JSON, not an object, fields of the wrong type, or a binary frame.
     BadRequest,
     UnknownOp,
-    /// Binary frames are not part of the protocol.
-    UnsupportedFrame,
     TooManySymbols,
     RateLimited,
     UnknownSymbol,
@@ -70,7 +68,6 @@ impl ErrorCode {
     pub const ALL: &[ErrorCode] = &[
         ErrorCode::BadRequest,
         ErrorCode::UnknownOp,
-        ErrorCode::UnsupportedFrame,
         ErrorCode::TooManySymbols,
         ErrorCode::RateLimited,
         ErrorCode::UnknownSymbol,
@@ -81,7 +78,6 @@ impl ErrorCode {
         match self {
             ErrorCode::BadRequest => "bad_request",
             ErrorCode::UnknownOp => "unknown_op",
-            ErrorCode::UnsupportedFrame => "unsupported_frame",
             ErrorCode::TooManySymbols => "too_many_symbols",
             ErrorCode::RateLimited => "rate_limited",
             ErrorCode::UnknownSymbol => "unknown_symbol",

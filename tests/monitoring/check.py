@@ -115,11 +115,13 @@ def cmd_static(args):
                 fail(f"compose: {name}: named volume {source} is not declared")
         for port in service.get("ports", []):
             text = port if isinstance(port, str) else f"{port.get('host_ip', '')}:{port.get('published')}:{port.get('target')}"
+            # Short syntax without an address reads "8080:8080"; long syntax without host_ip ":8080:8080".
             if not str(text).startswith("127.0.0.1:"):
                 fail(f"compose: {name}: port {text} is not published on 127.0.0.1 only")
     expected_ports = {"tickerfeed": "8080", "tickerfeed-replay": "8081", "prometheus": "9090", "grafana": "3000"}
     for name, port in expected_ports.items():
-        published = [str(p).split(":")[1] for p in services.get(name, {}).get("ports", []) if isinstance(p, str)]
+        published = [str(p.get("published")) if isinstance(p, dict) else str(p).split(":")[-2]
+                     for p in services.get(name, {}).get("ports", [])]
         if port not in published:
             fail(f"compose: {name} does not publish port {port} (has {published})")
     replay_cmd = services.get("tickerfeed-replay", {}).get("command") or []

@@ -37,8 +37,8 @@ need() {
     step "installing $2"
     local sudo=""
     [ "$(id -u)" = 0 ] || sudo=sudo
-    $sudo apt-get update -qq
-    $sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$2" >/dev/null
+    { $sudo apt-get update -qq && $sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "$2"; } \
+      >>"$artifacts/apt.log" 2>&1 || { tail -n 20 "$artifacts/apt.log"; die "could not install $2"; }
     command -v "$1" >/dev/null 2>&1 || die "$2 installed but $1 not found"
   fi
 }
