@@ -82,3 +82,16 @@ async fn history_backfill_joins_the_live_stream() {
     assert_eq!(http_json(&server, "GET", "/api/history/NOPE", None).await.0, 404);
     server.shutdown().await;
 }
+
+#[actix_web::test]
+async fn the_dashboard_is_built_into_the_binary() {
+    let server = start(&[]).await;
+    let (status, page) = http(&server, "GET", "/", None).await;
+    assert_eq!(status, 200);
+    assert!(page.contains("<html") && page.contains("/app.js"), "the page links its module");
+    for file in ["/app.js", "/style.css", "/favicon.svg", "/web/js/connection.js"] {
+        assert_eq!(http(&server, "GET", file, None).await.0, 200, "{file} is served");
+    }
+    assert_eq!(http(&server, "GET", "/nothing.js", None).await.0, 404);
+    server.shutdown().await;
+}

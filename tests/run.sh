@@ -2,8 +2,9 @@
 # The one full test command. Installs what it needs on a fresh Debian machine, then runs:
 #   1. cargo test (unit and integration tests against the real server);
 #   2. a smoke test of the release binary as a user runs it: start with no configuration,
-#      serve REST and WebSocket (checked with the load generator), stop on SIGTERM in time.
-# Later suites (metrics with a real Prometheus, browser, interop) are added here.
+#      serve REST and WebSocket (checked with the load generator), stop on SIGTERM in time;
+#   3. the browser dashboard in a real headless Chromium (tests/e2e/run.sh);
+#   4. monitoring against a real Prometheus (tests/monitoring/run.sh).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$(pwd)
@@ -66,6 +67,9 @@ if kill -0 "$server" 2>/dev/null; then echo "server still running 5 s after SIGT
 status=0; wait "$server" || status=$?
 [ "$status" = 0 ] || { echo "server exited with $status after SIGTERM"; cat "$artifacts/smoke-server.log"; exit 1; }
 trap - EXIT
+
+step "browser: dashboard end to end in headless Chromium"
+bash tests/e2e/run.sh
 
 step "monitoring: Prometheus config and alerts, Grafana dashboard, compose stack against a real Prometheus"
 bash tests/monitoring/run.sh

@@ -1,0 +1,348 @@
+// tickerfeed dashboard: wires the protocol client (js/connection.js) to the watchlist table
+// (js/watchlist.js), the chart (js/chart.js) and the replay controls (js/replay.js).
+//
+// State kept in localStorage: the watchlist, the selected symbol, the throttle, the chart bar
+// widths and the theme. Every REST request is made only while the WebSocket is up, so a server
+// restart shows up in the console as WebSocket connection failures and nothing else.
+
+import { Connection } from '/web/js/connection.js';
+import { Watchlist } from '/web/js/watchlist.js';
+import { Chart } from '/web/js/chart.js';
+import { ReplayPanel } from '/web/js/replay.js';
+import * as fmt from '/web/js/format.js';
+
+const DEFAULT_SYMBOLS = ['AAPL', 'MSFT', 'NVDA', 'AMZN', 'GOOGL', 'META', 'TSLA', 'JPM', 'SPX.H'];
+const THROTTLES = [100, 250, 1000, 5000];
+const FEEDS_POLL_MS = 1000;
+
+const $ = (id) => document.getElementById(id);
+
+// --- preferences -------------------------------------------------------------------------------
+
+const store = {
+  get(key, fallback) {
+    try { const v = localStorage.getItem(`tickerfeed.${key}`); return v === null ? fallback : JSON.parse(v); }
+    catch { return fallback; }
+  },
+  set(key, value) {
+    try { localStorage.setItem(`tickerfeed.${key}`, JSON.stringify(value)); } catch { /* private mode */ }
+  },
+};
+
+const storedThrottle = store.get('throttle', 250);
+const throttleMs = THROTTLES.includes(storedThrottle) ? storedThrottle : 250;
+
+// --- components --------------------------------------------------------------------------------
+
+const conn = new Connection({ throttleMs });
+const watchlist = new Watchlist(document.querySelector('#watchlist tbody'), {
+  onSelect: (symbol) => select(symbol),
+  onRemove: (symbol) => removeSymbol(symbol),
+});
+const chart = new Chart($('chart'), $('chart-readout'));
+const replay = new ReplayPanel($('replay'), {
+  onStatus: (status, command) => {
+    setFeed(status);
+    // After a seek the event time jumps: the chart starts again from the history.
+    if (command.action === 'seek' && symbolFeed(chart.symbol) === status.name) setTimeout(() => chart.reload(), 300);
+  },
+  announce: (text) => say(text),
+});
+
+let knownSymbols = null;               // Map symbol -> {name, sector, feed, ...} from /api/symbols
+const feeds = new Map();               // feed name -> last status
+
+// --- helpers -----------------------------------------------------------------------------------
+
+async function getJSON(path) {
+  const res = await fetch(path);
+  if (!res.ok) throw new Error(`${path}: ${res.status}`);
+  return res.json();
+}
+
+/** Polite announcement for screen readers (and a visible message under the add form). */
+function say(text) {
+  $('add-message').textContent = text;
+  clearTimeout(say.timer);
+  say.timer = setTimeout(() => { $('add-message').textContent = ''; }, 5000);
+}
+
+function symbolFeed(symbol) { return knownSymbols?.get(symbol)?.feed ?? null; }
+function isReplaySymbol(symbol) { return feeds.get(symbolFeed(symbol))?.kind === 'replay'; }
+
+function persistWatchlist() { store.set('watchlist', watchlist.symbols); }
+
+function updateCount() {
+  const n = watchlist.symbols.length;
+  $('watch-count').textContent = `(${n})`;
+  $('empty').hidden = n > 0;
+}
+
+// --- symbols: add, remove, select ------------------------------------------------------------------
+
+function addSymbols(symbols, { persist = true } = {}) {
+  const added = symbols.filter((s) => watchlist.add(s));
+  if (!added.length) return added;
+  conn.subscribe(added);
+  if (conn.connected) added.forEach(backfillSparkline);
+  if (persist) persistWatchlist();
+  updateCount();
+  return added;
+}
+
+function removeSymbol(symbol) {
+  if (!watchlist.remove(symbol)) return;
+  conn.unsubscribe([symbol]);
+  persistWatchlist();
+  updateCount();
+  say(`Removed ${symbol}`);
+  if (chart.symbol === symbol) {
+    const next = watchlist.symbols[0];
+    if (next) select(next); else { chart.clear(); $('chart-symbol').textContent = '–'; $('chart-name').textContent = ''; }
+  }
+}
+
+function chartInterval(symbol) {
+  return isReplaySymbol(symbol) ? store.get('interval.replay', 86_400_000) : store.get('interval.live', 5000);
+}
+
+function select(symbol) {
+  if (!watchlist.has(symbol)) return;
+  // The charted symbol comes at full rate (throttle 0) so its bars get every high and low; the
+  // one charted before goes back to the common throttle.
+  if (chart.symbol && chart.symbol !== symbol && watchlist.has(chart.symbol)) conn.setSymbolThrottle(chart.symbol, null);
+  conn.setSymbolThrottle(symbol, 0);
+  watchlist.select(symbol);
+  store.set('selected', symbol);
+  const intervalMs = chartInterval(symbol);
+  $('chart-interval').value = String(intervalMs);
+  $('chart-symbol').textContent = symbol;
+  $('chart-name').textContent = knownSymbols?.get(symbol)?.name ?? '';
+  chart.show(symbol, { intervalMs });
+}
+
+async function backfillSparkline(symbol) {
+  if (knownSymbols && !knownSymbols.has(symbol)) return;   // would be a 404
+  try {
+    const h = await getJSON(`/api/history/${encodeURIComponent(symbol)}?resolution=1s&limit=120`);
+    watchlist.seedSparkline(symbol, h.bars.map((b) => b.close));
+  } catch { /* the sparkline fills from live quotes */ }
+}
+
+async function loadSymbols() {
+  const list = await getJSON('/api/symbols');
+  knownSymbols = new Map(list.map((s) => [s.symbol, s]));
+  watchlist.setMeta(list);
+  const datalist = $('symbol-list');
+  datalist.replaceChildren(...list.map((s) => new Option(s.name ? `${s.name} · ${s.feed}` : s.feed, s.symbol)));
+  if (chart.symbol) $('chart-name').textContent = knownSymbols.get(chart.symbol)?.name ?? '';
+  return list;
+}
+
+// --- feeds ---------------------------------------------------------------------------------------
+
+function setFeed(status) {
+  const before = feeds.get(status.name);
+  feeds.set(status.name, status);
+  watchlist.setFeedState(status.name, status.state);
+  if (status.kind === 'replay') replay.update([status]);
+  if (!before || before.state !== status.state) renderFeedBadges();
+}
+
+function renderFeedBadges() {
+  const el = $('feed-badges');
+  el.replaceChildren(...[...feeds.values()].map((f) => {
+    const b = document.createElement('span');
+    b.className = 'badge feed-badge';
+    b.dataset.state = f.state;
+    b.dataset.feed = f.name;
+    b.textContent = `${f.name} ${f.state}`;
+    b.title = `feed ${f.name} (${f.kind}): ${f.state}`;
+    return b;
+  }));
+}
+
+async function refreshFeeds() {
+  try {
+    const list = await getJSON('/api/feeds');
+    list.forEach(setFeed);
+  } catch { /* next poll */ }
+}
+
+// Replay clocks move continuously but `feed` messages only come on state changes: poll while
+// there is a replay feed, the socket is up and the page is visible.
+setInterval(() => {
+  if (conn.connected && replay.names.length && !document.hidden) refreshFeeds();
+}, FEEDS_POLL_MS);
+
+// --- connection events ---------------------------------------------------------------------------
+
+let firstWelcome = true;
+
+conn.addEventListener('instance', (e) => {
+  if (e.detail.previous) {
+    // The server restarted: seq numbering starts again, and its history too.
+    watchlist.resetSeries();
+    say('The server restarted: data reloaded');
+  }
+});
+
+conn.addEventListener('welcome', async (e) => {
+  const w = e.detail;
+  $('server-info').textContent = `${w.server} · protocol ${w.protocol} · instance ${w.instance}`;
+  const restarted = !firstWelcome && conn.welcomeInstance !== w.instance;
+  conn.welcomeInstance = w.instance;
+  const wasFirst = firstWelcome;
+  firstWelcome = false;
+  await refreshFeeds();
+  if (restarted) {
+    try { await loadSymbols(); } catch { /* keep the old list */ }
+  }
+  if (wasFirst || restarted) {
+    watchlist.symbols.forEach(backfillSparkline);
+    if (restarted) chart.reload();
+  }
+});
+
+conn.addEventListener('quotes', (e) => {
+  const quotes = e.detail.quotes;
+  watchlist.push(quotes);
+  if (chart.symbol) for (const q of quotes) if (q.symbol === chart.symbol) chart.onQuote(q);
+});
+
+conn.addEventListener('subscribed', (e) => {
+  for (const r of e.detail.rejected ?? []) watchlist.markUnavailable(r.symbol, r.code);
+});
+
+conn.addEventListener('feed', (e) => setFeed(e.detail));
+
+conn.addEventListener('error', (e) => say(`Server: ${e.detail.message}`));
+
+conn.addEventListener('state', () => renderStatus());
+
+// --- status bar ----------------------------------------------------------------------------------
+
+function renderStatus() {
+  const el = $('status');
+  const state = conn.state;
+  el.dataset.state = state;
+  let text;
+  if (state === 'connected') {
+    const paused = [...feeds.values()].filter((f) => f.state === 'paused').map((f) => f.name);
+    text = paused.length ? `connected · ${paused.join(', ')} paused` : 'connected';
+  } else if (state === 'reconnecting') {
+    const wait = conn.retryAt ? Math.max(0, conn.retryAt - performance.now()) : 0;
+    text = wait > 300 ? `connection lost · retrying in ${Math.ceil(wait / 1000)} s` : 'connection lost · reconnecting…';
+  } else if (state === 'offline') {
+    text = 'offline';
+  } else {
+    text = 'connecting…';
+  }
+  const t = $('status-text');
+  if (t.textContent !== text) t.textContent = text;
+}
+
+let lastTick = performance.now();
+setInterval(() => {
+  const now = performance.now();
+  const secs = (now - lastTick) / 1000;
+  lastTick = now;
+  $('msg-rate').textContent = Math.round(conn.stats.messages / secs).toLocaleString('en-US');
+  $('quote-rate').textContent = Math.round(conn.stats.quotes / secs).toLocaleString('en-US');
+  conn.stats.messages = 0;
+  conn.stats.quotes = 0;
+  renderStatus();
+  // Tab title: the charted symbol and its price.
+  const q = watchlist.rows.get(chart.symbol)?.quote;
+  document.title = q ? `${chart.symbol} ${fmt.price(q.last, watchlist.rows.get(chart.symbol).decimals)} · tickerfeed` : 'tickerfeed';
+}, 1000);
+
+// Age of the newest quote, from its server publish time `pt` (µs) and the server clock.
+setInterval(() => {
+  const pt = conn.stats.newestPt;
+  const el = $('quote-age');
+  if (!pt) { el.textContent = '–'; return; }
+  const ageMs = conn.serverNow() - pt / 1000;
+  el.textContent = fmt.age(ageMs);
+  el.dataset.stale = ageMs > 5000 ? 'true' : 'false';
+}, 250);
+
+// --- controls ------------------------------------------------------------------------------------
+
+$('throttle').value = String(throttleMs);
+$('throttle').addEventListener('change', (e) => {
+  const ms = Number(e.target.value);
+  conn.setThrottle(ms);
+  store.set('throttle', ms);
+  say(`Throttle ${e.target.selectedOptions[0].textContent}`);
+});
+
+$('chart-interval').addEventListener('change', (e) => {
+  const ms = Number(e.target.value);
+  if (!chart.symbol) return;
+  store.set(isReplaySymbol(chart.symbol) ? 'interval.replay' : 'interval.live', ms);
+  chart.show(chart.symbol, { intervalMs: ms });
+});
+
+$('add-form').addEventListener('submit', (e) => {
+  e.preventDefault();
+  const input = $('add-symbol');
+  const symbol = input.value.trim().toUpperCase();
+  if (!symbol) return;
+  if (knownSymbols && !knownSymbols.has(symbol)) {
+    say(`${symbol} is not a symbol of this server`);
+    return;
+  }
+  if (watchlist.has(symbol)) {
+    say(`${symbol} is already in the watchlist`);
+    watchlist.focus(symbol);
+    return;
+  }
+  addSymbols([symbol]);
+  input.value = '';
+  say(`Added ${symbol}`);
+  if (!chart.symbol) select(symbol);
+});
+
+function applyTheme(theme) {
+  document.documentElement.dataset.theme = theme;
+  $('theme-toggle').setAttribute('aria-pressed', String(theme === 'light'));
+  watchlist.themeChanged();
+  chart.readColors();
+}
+$('theme-toggle').addEventListener('click', () => {
+  const theme = document.documentElement.dataset.theme === 'light' ? 'dark' : 'light';
+  store.set('theme', theme);
+  localStorage.setItem('tickerfeed.theme', theme);   // read raw by the inline script in <head>
+  applyTheme(theme);
+});
+$('theme-toggle').setAttribute('aria-pressed', String(document.documentElement.dataset.theme === 'light'));
+
+// --- start ---------------------------------------------------------------------------------------
+
+async function start() {
+  const saved = store.get('watchlist', null);
+  let list = null;
+  try { list = await loadSymbols(); } catch { /* server down: the connection retries */ }
+  let initial;
+  if (Array.isArray(saved)) {
+    initial = saved.filter((s) => typeof s === 'string');
+  } else {
+    // First visit: the defaults this server has.
+    initial = list ? DEFAULT_SYMBOLS.filter((s) => knownSymbols.has(s)) : DEFAULT_SYMBOLS.slice(0, -1);
+    if (list && !initial.length) initial = list.slice(0, 8).map((s) => s.symbol);
+  }
+  addSymbols(initial, { persist: Array.isArray(saved) });
+  if (list) for (const s of initial) if (!knownSymbols.has(s)) watchlist.markUnavailable(s, 'unknown_symbol');
+  updateCount();
+  if (list) await refreshFeeds();   // so a replayed symbol opens with daily bars
+  const selected = store.get('selected', null);
+  const first = watchlist.has(selected) ? selected : watchlist.symbols[0];
+  if (first) select(first);
+  conn.start();
+}
+
+start();
+
+// For the curious (and the end-to-end tests): the live objects.
+window.tickerfeed = { conn, watchlist, chart, replay, feeds };

@@ -1,0 +1,232 @@
+// The WebSocket side of the tickerfeed protocol (v1), as a reusable client.
+//
+// - One socket at ws(s)://<page host>/ws; JSON text frames.
+// - Reconnects after any drop with exponential backoff and full jitter (0.5 s doubling to 8 s),
+//   and resubscribes every wanted symbol at the wanted throttle once `welcome` arrives.
+// - One throttle for every symbol (the selector), and per-symbol overrides (the charted symbol
+//   at 0); each distinct throttle is one `subscribe`, since re-subscribing changes it.
+// - Tracks the server `instance` from `welcome`: a new instance means the server restarted and
+//   every symbol's `seq` starts again at 1, so per-symbol seq tracking is reset (event `instance`).
+// - Drops quotes whose seq is not above the last one seen for that symbol (duplicates after a
+//   resubscribe snapshot); gaps are normal (the server merges updates under throttling).
+// - Heartbeat: an application `ping` every 10 s; no message for 25 s closes the socket so a
+//   half-open connection is noticed. A paused feed sends no quotes but the pongs still flow, so
+//   it is never mistaken for a dead connection.
+// - Estimates the server-clock offset from ping/pong so "age of the newest quote" (from `pt`,
+//   µs of server publish time) is right even when the two clocks differ.
+//
+// Events (EventTarget, `event.detail`):
+//   state     {state: 'connecting'|'connected'|'reconnecting'|'offline', retryIn?: ms}
+//   welcome   the welcome message
+//   instance  {instance, previous}   (the server restarted; fired before `welcome`)
+//   quotes    {quotes: Quote[], snapshot: boolean}   (already de-duplicated by seq)
+//   feed      a feed status message
+//   subscribed / unsubscribed / error   the server messages
+
+const BACKOFF_MIN_MS = 500;
+const BACKOFF_MAX_MS = 8000;
+const PING_EVERY_MS = 10_000;
+const SILENCE_LIMIT_MS = 25_000;
+
+export class Connection extends EventTarget {
+  /** @param {{url?: string, throttleMs?: number}} options */
+  constructor({ url, throttleMs = 250 } = {}) {
+    super();
+    this.url = url ?? `${location.protocol === 'https:' ? 'wss' : 'ws'}://${location.host}/ws`;
+    this.throttleMs = throttleMs;
+    this.symbols = new Set();      // what the page wants, whatever the connection state
+    this.overrides = new Map();    // symbol -> its own throttle (e.g. the charted one at 0)
+    this.lastSeq = new Map();      // symbol -> last seq applied (for this server instance)
+    this.instance = null;          // server instance of the current seq numbering
+    this.welcome = null;
+    this.state = 'connecting';
+    this.ws = null;
+    this.attempt = 0;              // consecutive failed attempts, for the backoff
+    this.retryTimer = 0;
+    this.pingTimer = 0;
+    this.nextId = 1;
+    this.pings = new Map();        // ping id -> performance.now() when sent
+    this.clockOffsetMs = 0;        // server clock - local clock, from ping/pong
+    this.lastMessageAt = 0;
+    // Counters for the status bar (read and reset by the app once per second).
+    this.stats = { messages: 0, quotes: 0, bytes: 0, totalMessages: 0, totalQuotes: 0, dropped: 0, newestPt: 0 };
+    addEventListener('online', () => { if (this.state !== 'connected') this.connectNow(); });
+    addEventListener('offline', () => this.#setState('offline'));
+  }
+
+  /** Opens the socket (call once). */
+  start() { this.#open(); }
+
+  /** Subscribes to more symbols (additive); sent at once when connected, else on connect. */
+  subscribe(symbols) {
+    const fresh = symbols.filter((s) => !this.symbols.has(s));
+    fresh.forEach((s) => this.symbols.add(s));
+    this.#subscribe(fresh, true);
+  }
+
+  unsubscribe(symbols) {
+    const known = symbols.filter((s) => this.symbols.delete(s));
+    known.forEach((s) => { this.lastSeq.delete(s); this.overrides.delete(s); });
+    if (known.length) this.#send({ op: 'unsubscribe', symbols: known, id: this.nextId++ });
+  }
+
+  /** Changes the throttle of every subscription: re-subscribing changes it server-side. */
+  setThrottle(ms) {
+    this.throttleMs = ms;
+    this.#subscribe([...this.symbols].filter((s) => !this.overrides.has(s)), false);
+  }
+
+  /**
+   * Gives one symbol its own throttle (null: back to the common one). The dashboard charts its
+   * selected symbol at 0, so bars see every update's high and low, not one quote per interval.
+   */
+  setSymbolThrottle(symbol, ms) {
+    if (ms === null) this.overrides.delete(symbol); else this.overrides.set(symbol, ms);
+    if (this.symbols.has(symbol)) this.#subscribe([symbol], false);
+  }
+
+  throttleOf(symbol) { return this.overrides.get(symbol) ?? this.throttleMs; }
+
+  /** One `subscribe` per distinct throttle among `symbols`. */
+  #subscribe(symbols, snapshot) {
+    const groups = new Map();
+    for (const s of symbols) {
+      const ms = this.throttleOf(s);
+      if (!groups.has(ms)) groups.set(ms, []);
+      groups.get(ms).push(s);
+    }
+    for (const [ms, list] of groups) {
+      this.#send({ op: 'subscribe', symbols: list, throttle_ms: ms, snapshot, id: this.nextId++ });
+    }
+  }
+
+  /** Skips the backoff wait (e.g. the browser came back online). */
+  connectNow() {
+    if (this.ws && this.ws.readyState <= WebSocket.OPEN) return;
+    clearTimeout(this.retryTimer);
+    this.#open();
+  }
+
+  get connected() { return this.ws?.readyState === WebSocket.OPEN && this.welcome !== null; }
+
+  /** The server's clock now (ms since the epoch), from the ping/pong offset. */
+  serverNow() { return Date.now() + this.clockOffsetMs; }
+
+  #open() {
+    this.welcome = null;
+    this.#setState(this.attempt === 0 && !this.instance ? 'connecting' : 'reconnecting');
+    let ws;
+    try {
+      ws = new WebSocket(this.url);
+    } catch {
+      this.#scheduleRetry();
+      return;
+    }
+    this.ws = ws;
+    ws.onmessage = (event) => this.#onMessage(event.data);
+    ws.onclose = () => {
+      if (this.ws !== ws) return;
+      clearInterval(this.pingTimer);
+      this.ws = null;
+      this.welcome = null;
+      this.#scheduleRetry();
+    };
+    // Errors are always followed by close; the browser itself logs the failed connection.
+    ws.onerror = () => {};
+  }
+
+  #scheduleRetry() {
+    // Full jitter: a random wait in [0, min(max, min * 2^attempt)], at least 250 ms, so a
+    // restarted server is not hit by every dashboard in the same millisecond.
+    const cap = Math.min(BACKOFF_MAX_MS, BACKOFF_MIN_MS * 2 ** this.attempt);
+    const wait = Math.max(250, Math.random() * cap);
+    this.attempt++;
+    this.retryAt = performance.now() + wait;
+    this.#setState(navigator.onLine === false ? 'offline' : 'reconnecting', { retryIn: wait });
+    clearTimeout(this.retryTimer);
+    this.retryTimer = setTimeout(() => this.#open(), wait);
+  }
+
+  #onMessage(text) {
+    this.lastMessageAt = performance.now();
+    this.stats.messages++;
+    this.stats.totalMessages++;
+    this.stats.bytes += text.length;
+    let msg;
+    try { msg = JSON.parse(text); } catch { return; }
+    switch (msg.type) {
+      case 'quotes': return this.#onQuotes(msg);
+      case 'welcome': return this.#onWelcome(msg);
+      case 'pong': return this.#onPong(msg);
+      case 'feed': return this.#emit('feed', msg);
+      case 'subscribed':
+      case 'unsubscribed':
+      case 'subscriptions':
+      case 'error':
+        return this.#emit(msg.type, msg);
+    }
+  }
+
+  #onWelcome(msg) {
+    if (msg.instance !== this.instance) {
+      const previous = this.instance;
+      this.instance = msg.instance;
+      this.lastSeq.clear();
+      this.#emit('instance', { instance: msg.instance, previous });
+    }
+    this.welcome = msg;
+    this.attempt = 0;
+    this.#setState('connected');
+    this.#subscribe([...this.symbols], true);
+    this.#ping();
+    clearInterval(this.pingTimer);
+    this.pingTimer = setInterval(() => {
+      if (performance.now() - this.lastMessageAt > SILENCE_LIMIT_MS) this.ws?.close(4000, 'silent');
+      else this.#ping();
+    }, PING_EVERY_MS);
+    this.#emit('welcome', msg);
+  }
+
+  #ping() {
+    const id = this.nextId++;
+    this.pings.set(id, performance.now());
+    this.#send({ op: 'ping', id });
+  }
+
+  #onPong(msg) {
+    const sent = this.pings.get(msg.id);
+    if (sent === undefined) return;
+    this.pings.delete(msg.id);
+    const now = performance.now();
+    // The server read its clock about halfway through the round trip.
+    const localAtPong = Date.now() - (now - sent) / 2;
+    this.clockOffsetMs = msg.ts - localAtPong;
+    this.rttMs = now - sent;
+  }
+
+  #onQuotes(msg) {
+    const fresh = [];
+    for (const q of msg.quotes) {
+      const last = this.lastSeq.get(q.symbol) ?? 0;
+      if (q.seq <= last) { this.stats.dropped++; continue; }
+      this.lastSeq.set(q.symbol, q.seq);
+      if (q.pt > this.stats.newestPt) this.stats.newestPt = q.pt;
+      fresh.push(q);
+    }
+    this.stats.quotes += fresh.length;
+    this.stats.totalQuotes += fresh.length;
+    if (fresh.length) this.#emit('quotes', { quotes: fresh, snapshot: msg.snapshot === true });
+  }
+
+  #send(msg) {
+    // While disconnected nothing is queued: `welcome` triggers a full resubscribe.
+    if (this.ws?.readyState === WebSocket.OPEN && this.welcome) this.ws.send(JSON.stringify(msg));
+  }
+
+  #setState(state, extra = {}) {
+    this.state = state;
+    this.#emit('state', { state, ...extra });
+  }
+
+  #emit(type, detail) { this.dispatchEvent(new CustomEvent(type, { detail })); }
+}

@@ -1,0 +1,135 @@
+// Shared plumbing of the end-to-end tests: free loopback ports, tickerfeed servers started and
+// stopped per test file, a headless Chromium (system package, driven by playwright-core), one
+// fresh browser context per test with console and network failures recorded.
+
+import { spawn } from 'node:child_process';
+import { createServer } from 'node:net';
+import { createWriteStream, mkdirSync } from 'node:fs';
+import { dirname, join, resolve } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { chromium } from 'playwright-core';
+
+export const here = dirname(fileURLToPath(import.meta.url));
+export const root = resolve(here, '../..');
+export const artifacts = join(root, 'tests/artifacts/e2e');
+mkdirSync(artifacts, { recursive: true });
+
+export const BIN = process.env.TICKERFEED_BIN || join(root, 'target/release/tickerfeed');
+export const CHROMIUM = process.env.CHROMIUM || '/usr/bin/chromium';
+
+/** A port nobody listens on right now (127.0.0.1). */
+export function freePort() {
+  return new Promise((ok, fail) => {
+    const s = createServer();
+    s.unref();
+    s.on('error', fail);
+    s.listen(0, '127.0.0.1', () => {
+      const { port } = s.address();
+      s.close(() => ok(port));
+    });
+  });
+}
+
+/**
+ * Starts tickerfeed on 127.0.0.1:port and waits until /readyz answers 200 (10 s at most).
+ * @returns {Promise<{port: number, url: string, proc: import('node:child_process').ChildProcess, stop(): Promise<number|null>}>}
+ */
+export async function startServer({ name, port, args = [] }) {
+  port ??= await freePort();
+  const log = createWriteStream(join(artifacts, `${name}-server.log`), { flags: 'w' });
+  const proc = spawn(BIN, ['--bind', `127.0.0.1:${port}`, ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
+  proc.stdout.pipe(log, { end: false });
+  proc.stderr.pipe(log, { end: false });
+  const exited = new Promise((ok) => proc.once('exit', (code, signal) => ok(code ?? signal)));
+  const url = `http://127.0.0.1:${port}`;
+  const deadline = Date.now() + 10_000;
+  for (;;) {
+    if (proc.exitCode !== null) throw new Error(`tickerfeed exited with ${proc.exitCode}; see ${name}-server.log`);
+    try {
+      const res = await fetch(`${url}/readyz`);
+      if (res.ok) break;
+    } catch { /* not listening yet */ }
+    if (Date.now() > deadline) { proc.kill('SIGKILL'); throw new Error('tickerfeed not ready within 10 s'); }
+    await sleep(50);
+  }
+  return {
+    port, url, proc,
+    /** SIGTERM, then wait for the exit (SIGKILL after 8 s). Resolves to the exit code. */
+    async stop() {
+      if (proc.exitCode === null && proc.signalCode === null) proc.kill('SIGTERM');
+      const timer = setTimeout(() => proc.kill('SIGKILL'), 8000);
+      const code = await exited;
+      clearTimeout(timer);
+      return code;
+    },
+  };
+}
+
+export async function launchBrowser() {
+  return chromium.launch({
+    executablePath: CHROMIUM,
+    headless: true,
+    args: ['--headless', '--no-sandbox', '--disable-gpu', '--no-first-run', '--disable-background-networking',
+      '--disable-component-update', '--disable-sync'],
+    timeout: 30_000,
+  });
+}
+
+/**
+ * A page in a new browser context, with every console message, page error, failed request and
+ * HTTP error response recorded (`page.log`).
+ */
+export async function openPage(browser, { viewport = { width: 1440, height: 900 }, storage } = {}) {
+  const context = await browser.newContext({ viewport, deviceScaleFactor: 1 });
+  context.setDefaultTimeout(10_000);
+  if (storage) {
+    // Seeds localStorage before the page's scripts run (first navigation only).
+    await context.addInitScript((entries) => {
+      if (sessionStorage.getItem('e2e-seeded')) return;
+      sessionStorage.setItem('e2e-seeded', '1');
+      for (const [k, v] of Object.entries(entries)) localStorage.setItem(k, v);
+    }, storage);
+  }
+  const page = await context.newPage();
+  const log = { console: [], errors: [], failed: [] };
+  page.on('console', (m) => log.console.push({ type: m.type(), text: m.text(), at: Date.now() }));
+  page.on('pageerror', (e) => log.errors.push({ text: String(e), at: Date.now() }));
+  page.on('requestfailed', (r) => log.failed.push({ url: r.url(), error: r.failure()?.errorText, at: Date.now() }));
+  page.on('response', (r) => { if (r.status() >= 400) log.failed.push({ url: r.url(), status: r.status(), at: Date.now() }); });
+  page.log = log;
+  return { context, page };
+}
+
+/** Console errors and page errors, as text lines. */
+export function consoleErrors(log, since = 0) {
+  return [
+    ...log.console.filter((m) => m.type === 'error' && m.at >= since).map((m) => m.text),
+    ...log.errors.filter((e) => e.at >= since).map((e) => `pageerror: ${e.text}`),
+  ];
+}
+
+/** Waits until the dashboard says connected. */
+export async function waitConnected(page, timeout = 10_000) {
+  await page.waitForSelector('#status[data-state="connected"]', { timeout });
+}
+
+/** The text of one cell of a watchlist row (`cls` like 'c-last'). */
+export function cell(page, symbol, cls) {
+  return page.locator(`#watchlist tbody tr[data-symbol="${symbol}"] td.${cls}`);
+}
+
+/** Symbols of the watchlist rows, in order. */
+export function rowSymbols(page) {
+  return page.$$eval('#watchlist tbody tr', (rows) => rows.map((r) => r.dataset.symbol));
+}
+
+/** Polls an async predicate (Node side) until it holds; throws after `timeout` ms. */
+export async function until(predicate, { timeout = 5000, interval = 50, message = 'condition' } = {}) {
+  const deadline = Date.now() + timeout;
+  for (;;) {
+    if (await predicate()) return;
+    if (Date.now() > deadline) throw new Error(`timed out after ${timeout} ms waiting for ${message}`);
+    await sleep(interval);
+  }
+}
