@@ -3,7 +3,7 @@
 
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { startServer, launchBrowser, openPage, consoleErrors, waitConnected, cell, rowSymbols } from './helpers.mjs';
+import { startServer, launchBrowser, openPage, consoleErrors, waitConnected, cell, rowSymbols, until } from './helpers.mjs';
 
 let server, browser;
 before(async () => {
@@ -148,6 +148,36 @@ test('the chart draws the selected symbol and follows new quotes', async () => {
     assert.ok(ordered, 'bars in strictly increasing time');
     assert.deepEqual(consoleErrors(page.log), []);
     assert.deepEqual(page.log.failed, []);
+  } finally {
+    await context.close();
+  }
+});
+
+test('the throttle selector re-subscribes; the theme toggles and persists', async () => {
+  const { context, page } = await openPage(browser);
+  try {
+    // Watch what the page sends on its WebSocket.
+    const sent = [];
+    page.on('websocket', (ws) => ws.on('framesent', (frame) => {
+      try { sent.push(JSON.parse(frame.payload)); } catch { /* not JSON */ }
+    }));
+    await page.goto(server.url);
+    await waitConnected(page);
+    await page.selectOption('#throttle', '5000');
+    await until(
+      () => sent.some((m) => m.op === 'subscribe' && m.throttle_ms === 5000 && m.symbols.length >= 5),
+      { message: 'a subscribe with throttle_ms 5000 for the watchlist' },
+    );
+    // Light theme, kept across a reload.
+    assert.equal(await page.getAttribute('html', 'data-theme'), 'dark', 'dark by default');
+    await page.click('#theme-toggle');
+    assert.equal(await page.getAttribute('html', 'data-theme'), 'light');
+    assert.equal(await page.getAttribute('#theme-toggle', 'aria-pressed'), 'true');
+    await page.reload();
+    await waitConnected(page);
+    assert.equal(await page.getAttribute('html', 'data-theme'), 'light', 'the theme survives a reload');
+    assert.equal(await page.$eval('#throttle', (s) => s.value), '5000', 'the throttle survives a reload');
+    assert.deepEqual(consoleErrors(page.log), [], 'no console error');
   } finally {
     await context.close();
   }
