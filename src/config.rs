@@ -130,6 +130,25 @@ pub struct Cli {
 /// Subcommands besides running the server.
 #[derive(Debug, Clone, clap::Subcommand)]
 pub enum Command {
+    /// Write a reproducible tick file (timestamp,symbol,price,size,bid,ask,volume) from the
+    /// simulation, for benchmarks: replay it with --replay FILE --interval-ms MS --loop.
+    Gen {
+        /// Seed of the simulation.
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+        /// Number of symbols (the default universe first, then synthetic S0102, S0103, ...).
+        #[arg(long, default_value_t = 500)]
+        symbols: usize,
+        /// Number of quotes to write.
+        #[arg(long, default_value_t = 1_000_000)]
+        quotes: u64,
+        /// Quotes per second of event time (the spacing of the timestamps).
+        #[arg(long, default_value_t = 5000.0)]
+        rate: f64,
+        /// Output file [default: standard output].
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
     /// Ask a running server's /healthz and exit 0 if it answers 200 (for container health checks).
     Healthcheck {
         /// Base URL of the server.

@@ -17,11 +17,14 @@
 //! - [`web`]: the browser dashboard's files, embedded in the binary at build time.
 //! - [`config`]: command line, environment and TOML configuration.
 //! - [`server`]: wires everything together, runs the HTTP server, handles shutdown.
-//! - [`metrics`]: the Prometheus registry.
+//! - [`metrics`]: the Prometheus metrics.
+//! - [`tickgen`]: `tickerfeed gen`, reproducible tick files for benchmarks.
+//! - [`healthcheck`]: `tickerfeed healthcheck`, for container health checks.
 
 pub mod bus;
 pub mod config;
 pub mod feed;
+pub mod tickgen;
 pub mod healthcheck;
 pub mod history;
 pub mod http;

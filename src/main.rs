@@ -9,8 +9,19 @@ fn main() -> std::process::ExitCode {
     tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
         .init();
-    if let Some(Command::Healthcheck { url }) = &cli.command {
-        return tickerfeed::healthcheck::run(url);
+    match &cli.command {
+        Some(Command::Healthcheck { url }) => return tickerfeed::healthcheck::run(url),
+        Some(Command::Gen { seed, symbols, quotes, rate, out }) => {
+            let options = tickerfeed::tickgen::GenOptions { seed: *seed, symbols: *symbols, quotes: *quotes, rate: *rate, ..Default::default() };
+            return match write_gen(&options, out.as_deref()) {
+                Ok(()) => std::process::ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("tickerfeed gen: {e}");
+                    std::process::ExitCode::FAILURE
+                }
+            };
+        }
+        None => {}
     }
     let config = match Config::load(cli) {
         Ok(config) => config,
@@ -27,4 +38,17 @@ fn main() -> std::process::ExitCode {
             std::process::ExitCode::FAILURE
         }
     }
+}
+
+fn write_gen(options: &tickerfeed::tickgen::GenOptions, out: Option<&std::path::Path>) -> std::io::Result<()> {
+    match out {
+        Some(path) => {
+            let file = std::fs::File::create(path).map_err(|e| std::io::Error::new(e.kind(), format!("{}: {e}", path.display())))?;
+            tickerfeed::tickgen::generate(options, &mut std::io::BufWriter::new(file))?;
+        }
+        None => {
+            tickerfeed::tickgen::generate(options, &mut std::io::BufWriter::new(std::io::stdout().lock()))?;
+        }
+    }
+    Ok(())
 }
