@@ -53,6 +53,7 @@ io.on('connection', (socket) => {
   });
   socket.emit('welcome', welcome);
   socket.onAny((event, payload) => {
+    if (payload === undefined) return session.handle({ op: event }); // e.g. 42["ping"]
     if (payload === null || typeof payload !== 'object' || Array.isArray(payload)) {
       return session.handle(payload);
     }
