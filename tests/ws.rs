@@ -84,6 +84,21 @@ async fn collect(client: &mut Client, window: Duration) -> (HashMap<String, Vec<
     (times, quotes)
 }
 
+/// Asserts that each symbol's seq strictly increases; returns the updates merged (seq gaps).
+fn merged_updates(quotes: &[Value]) -> u64 {
+    let mut last_seq: HashMap<&str, u64> = HashMap::new();
+    let mut merged = 0;
+    for quote in quotes {
+        let symbol = quote["symbol"].as_str().unwrap();
+        let seq = quote["seq"].as_u64().unwrap();
+        if let Some(previous) = last_seq.insert(symbol, seq) {
+            assert!(seq > previous, "{symbol}: seq {seq} after {previous}");
+            merged += seq - previous - 1;
+        }
+    }
+    merged
+}
+
 #[actix_web::test]
 async fn throttle_limits_each_symbol_and_seq_increases() {
     let server = start(&["--sim-rate", "20000"]).await;
@@ -102,16 +117,7 @@ async fn throttle_limits_each_symbol_and_seq_increases() {
             assert!(gap >= Duration::from_millis(170), "{symbol}: two deliveries {gap:?} apart with a 200 ms throttle");
         }
     }
-    let mut last_seq: HashMap<&str, u64> = HashMap::new();
-    let mut merged = 0;
-    for quote in &quotes {
-        let symbol = quote["symbol"].as_str().unwrap();
-        let seq = quote["seq"].as_u64().unwrap();
-        if let Some(previous) = last_seq.insert(symbol, seq) {
-            assert!(seq > previous, "{symbol}: seq {seq} after {previous}");
-            merged += seq - previous - 1;
-        }
-    }
+    let merged = merged_updates(&quotes);
     assert!(merged > 0, "at 20,000 quotes/s a 200 ms throttle must merge updates");
     server.shutdown().await;
 }
@@ -124,16 +130,7 @@ async fn throttle_zero_sends_every_change_in_order_batched() {
     let subscribed = client.recv_type("subscribed").await;
     assert_eq!(subscribed["symbols"], json!(["*"]));
     let (_, quotes) = collect(&mut client, Duration::from_millis(1000)).await;
-    let mut last_seq: HashMap<&str, u64> = HashMap::new();
-    let mut gaps = 0u64;
-    for quote in &quotes {
-        let symbol = quote["symbol"].as_str().unwrap();
-        let seq = quote["seq"].as_u64().unwrap();
-        if let Some(previous) = last_seq.insert(symbol, seq) {
-            assert!(seq > previous, "{symbol}: seq {seq} after {previous}");
-            gaps += seq - previous - 1;
-        }
-    }
+    let gaps = merged_updates(&quotes);
     assert!(quotes.len() > 500, "a reading client gets the feed: {} quotes", quotes.len());
     // A client that keeps up with 2,000 quotes/s loses (almost) nothing to conflation.
     assert!(gaps * 20 < quotes.len() as u64, "{gaps} merged of {}", quotes.len());
