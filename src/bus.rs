@@ -167,7 +167,6 @@ pub struct Bus {
     dispatch_wake: Notify,
     /// Number of topics; changes tell wildcard subscribers to pick up new symbols.
     topic_count: watch::Sender<usize>,
-    quotes_published: AtomicU64,
 }
 
 impl Default for Bus {
@@ -184,7 +183,6 @@ impl Bus {
             dispatch_queue: Mutex::new(Vec::new()),
             dispatch_wake: Notify::new(),
             topic_count: watch::channel(0).0,
-            quotes_published: AtomicU64::new(0),
         }
     }
 
@@ -212,10 +210,6 @@ impl Bus {
         self.topic_count.subscribe()
     }
 
-    pub fn quotes_published(&self) -> u64 {
-        self.quotes_published.load(Ordering::Relaxed)
-    }
-
     /// Stores a quote stamped elsewhere (by this bus's [`Publisher::publish`], or by a remote
     /// node for a distributed backend) and schedules the wake-up of armed sessions.
     pub fn apply(&self, topic: &Topic, quote: Quote) {
@@ -223,7 +217,6 @@ impl Bus {
         topic.history.lock().expect("history lock").record(&quote);
         topic.latest.store(Some(Arc::new(PublishedQuote::new(quote))));
         topic.seq.store(seq, Ordering::Release);
-        self.quotes_published.fetch_add(1, Ordering::Relaxed);
         if !topic.queued.swap(true, Ordering::AcqRel) {
             self.dispatch_queue.lock().expect("dispatch lock").push(topic.id);
             self.dispatch_wake.notify_one();

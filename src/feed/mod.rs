@@ -218,20 +218,15 @@ pub struct Pacer {
     anchor_feed_ms: f64,
     /// Feed milliseconds per wall millisecond; 0 = as fast as possible.
     speed: f64,
-    paused: bool,
 }
 
 impl Pacer {
     pub fn new(now: Instant, feed_ms: f64, speed: f64) -> Pacer {
-        Pacer { anchor_wall: now, anchor_feed_ms: feed_ms, speed, paused: false }
+        Pacer { anchor_wall: now, anchor_feed_ms: feed_ms, speed }
     }
 
     pub fn speed(&self) -> f64 {
         self.speed
-    }
-
-    pub fn is_paused(&self) -> bool {
-        self.paused
     }
 
     /// The wall time at which feed time `feed_ms` is due; `None` when due at once (speed 0).
@@ -250,13 +245,9 @@ impl Pacer {
         self.speed = speed;
     }
 
-    pub fn pause(&mut self) {
-        self.paused = true;
-    }
-
-    /// Resumes at `feed_ms` (the next row's time) from `now`.
+    /// Resumes after a pause at `feed_ms` (the next row's time) from `now`: the pause's length
+    /// is not caught up in a burst.
     pub fn resume(&mut self, now: Instant, feed_ms: f64) {
-        self.paused = false;
         self.reanchor(now, feed_ms, self.speed);
     }
 

@@ -117,7 +117,6 @@ pub struct SendLedger {
     baseline: Option<u64>,
     confirmed_written: u64,
     last_unsent: u64,
-    last_queued: u64,
 }
 
 impl Default for SendLedger {
@@ -128,7 +127,7 @@ impl Default for SendLedger {
 
 impl SendLedger {
     pub fn new() -> SendLedger {
-        SendLedger { handed: 0, baseline: None, confirmed_written: 0, last_unsent: 0, last_queued: 0 }
+        SendLedger { handed: 0, baseline: None, confirmed_written: 0, last_unsent: 0 }
     }
 
     pub fn handed(&mut self, wire_bytes: u64) {
@@ -136,7 +135,8 @@ impl SendLedger {
     }
 
     /// Bytes handed since the last time the kernel was asked: an upper bound on what is in the
-    /// server's buffers without a system call.
+    /// server's own buffers (actix channel and write buffer) without a system call, and exactly
+    /// that right after [`SendLedger::observe`].
     pub fn unconfirmed(&self) -> u64 {
         self.handed.saturating_sub(self.confirmed_written)
     }
@@ -148,13 +148,7 @@ impl SendLedger {
         let advanced = written > self.confirmed_written;
         self.confirmed_written = self.confirmed_written.max(written);
         self.last_unsent = progress.unsent;
-        self.last_queued = progress.queued;
         advanced
-    }
-
-    /// Bytes in the server's own buffers (actix channel and write buffer), as last observed.
-    pub fn in_server(&self) -> u64 {
-        self.unconfirmed()
     }
 
     /// Kernel bytes not yet sent, as last observed.
@@ -162,10 +156,6 @@ impl SendLedger {
         self.last_unsent
     }
 
-    /// Kernel send queue (unsent plus unacknowledged), as last observed.
-    pub fn kernel_queued(&self) -> u64 {
-        self.last_queued
-    }
 }
 
 #[cfg(test)]
@@ -187,10 +177,10 @@ mod tests {
         ledger.handed(1000);
         assert_eq!(ledger.unconfirmed(), 1000);
         assert!(ledger.observe(KernelProgress { written: 780, unsent: 100, queued: 300 }));
-        assert_eq!(ledger.in_server(), 400);
+        assert_eq!(ledger.unconfirmed(), 400);
         assert!(!ledger.observe(KernelProgress { written: 780, unsent: 100, queued: 300 }));
         assert!(ledger.observe(KernelProgress { written: 1180, unsent: 0, queued: 0 }));
-        assert_eq!(ledger.in_server(), 0);
+        assert_eq!(ledger.unconfirmed(), 0);
     }
 
     #[tokio::test]

@@ -1120,29 +1120,4 @@ mod tests {
             assert_eq!(file.decimals[&Arc::<str>::from(symbol)], decimals, "{name}");
         }
     }
-
-    /// `cargo test --release --lib feed::replay::format::tests::million_rows -- --ignored --nocapture`
-    #[test]
-    #[ignore = "performance check; run in release"]
-    fn million_rows() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("big.csv");
-        {
-            let mut out = std::io::BufWriter::new(File::create(&path).unwrap());
-            writeln!(out, "timestamp,symbol,price,size,bid,ask,volume").unwrap();
-            for i in 0..1_000_000u64 {
-                let symbol = ["AAPL", "MSFT", "EURUSD", "SPY"][(i % 4) as usize];
-                let ms = 1_700_000_000_000 + i * 37;
-                let secs = ms / 1000;
-                let stamp = chrono::DateTime::from_timestamp(secs as i64, ((ms % 1000) * 1_000_000) as u32).unwrap();
-                let price = 100.0 + (i % 1000) as f64 / 100.0;
-                writeln!(out, "{},{symbol},{price:.2},100,{:.2},{:.2},{}", stamp.format("%Y-%m-%dT%H:%M:%S%.3fZ"), price - 0.01, price + 0.01, i * 100).unwrap();
-            }
-        }
-        let started = std::time::Instant::now();
-        let file = load_file(&path, &FileOptions::default()).unwrap();
-        let elapsed = started.elapsed();
-        println!("loaded {} ticks in {elapsed:?}", file.ticks.len());
-        assert_eq!((file.ticks.len(), file.rows_skipped), (1_000_000, 0));
-    }
 }

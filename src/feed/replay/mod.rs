@@ -261,7 +261,6 @@ impl Replay {
                     let _ = request.reply.send(Ok(self.control.status()));
                     return;
                 }
-                self.pacer.pause();
                 let status = self.control.update(true, |s| {
                     s.state = FeedState::Paused;
                     s.lag_seconds = 0.0;
