@@ -25,6 +25,7 @@
 
 mod cli;
 mod client;
+mod eio;
 mod frame;
 mod net;
 mod report;
@@ -33,6 +34,7 @@ mod scan;
 mod stats;
 mod symbols;
 mod sys;
+mod timing;
 
 #[cfg(test)]
 mod tests;

@@ -13,12 +13,13 @@ use crate::cli::Args;
 use crate::client::{self, PHASE_DONE, PHASE_MEASURE, ProbeSample, Role, Shared, SubSpec};
 use crate::net::{self, Target};
 use crate::report::{
-    ClientStats, ConfigEcho, Latency, LoadgenStats, Messages, ProbeStats, Report, Rss, Throughput,
-    percentile,
+    ClientStats, ConfigEcho, Latency, LoadgenStats, Messages, ObserverStats, ProbeStats, Report,
+    Rss, ThrottleStats, Throughput, percentile,
 };
 use crate::stats::Counters;
 use crate::symbols::{Popularity, Rng, SymbolChooser};
 use crate::sys;
+use crate::timing::ObserverLog;
 
 /// Total time allowed for closing every connection at the end.
 const CLOSE_GRACE: Duration = Duration::from_secs(2);
@@ -75,7 +76,11 @@ pub async fn run(args: &Args) -> Result<Report> {
     }
 
     // --- Target and symbols --------------------------------------------------------------
-    let target = Arc::new(Target::resolve(&args.url, args.read_buffer_kib * 1024).await?);
+    let target = Arc::new(
+        Target::resolve(&args.url, args.read_buffer_kib * 1024)
+            .await?
+            .with_protocol(args.protocol),
+    );
     let universe = match &args.symbol_list {
         Some(list) => {
             let mut seen = std::collections::HashSet::new();
@@ -112,7 +117,11 @@ pub async fn run(args: &Args) -> Result<Report> {
         target.addr
     );
 
-    let shared = Arc::new(Shared::default());
+    let observer_log = args.observer_on().then(|| Arc::new(ObserverLog::default()));
+    let shared = Arc::new(Shared {
+        observer: observer_log.clone(),
+        ..Shared::default()
+    });
     let (shutdown_tx, shutdown_rx) = watch::channel::<Option<Instant>>(None);
     let throttle_ms = args.throttle_ms;
     let spec_for = |wildcard: bool, snapshot: bool, rng: &mut Rng| SubSpec {
@@ -157,11 +166,42 @@ pub async fn run(args: &Args) -> Result<Report> {
         progress!(quiet, "warning: cannot read VmRSS of pid {pid}");
     }
 
+    // --- Observer ----------------------------------------------------------------------------
+    // Subscribed before any client, so it has every quote a client can be missing.
+    let mut observer_symbols = 0usize;
+    let observer_task = match &observer_log {
+        None => None,
+        Some(log) => {
+            let symbols = observer_symbols_for(args, &chooser, &spec_for);
+            observer_symbols = if symbols == ["*"] {
+                symbols_available
+            } else {
+                symbols.len()
+            };
+            progress!(
+                quiet,
+                "observer: {} symbols at throttle 0",
+                observer_symbols
+            );
+            let (otx, mut orx) = mpsc::channel::<()>(1);
+            let task = tokio::spawn(client::observer_task(
+                target.clone(),
+                symbols,
+                log.clone(),
+                connect_timeout_of(args),
+                otx,
+                shutdown_rx.clone(),
+            ));
+            let _ = orx.recv().await; // ready (or failed)
+            Some(task)
+        }
+    };
+
     // --- Ramp-up ---------------------------------------------------------------------------
     // Each task holds a clone of `ready_tx` until it is subscribed (or has failed); recv()
     // returns None once every task has dropped its clone — even one that panicked.
     let (ready_tx, mut ready_rx) = mpsc::channel::<()>(1);
-    let connect_timeout = Duration::from_secs_f64(args.connect_timeout);
+    let connect_timeout = connect_timeout_of(args);
     let gap = if args.connect_rate > 0.0 {
         Duration::from_secs_f64(1.0 / args.connect_rate)
     } else {
@@ -186,7 +226,12 @@ pub async fn run(args: &Args) -> Result<Report> {
         } else {
             Role::Stalled
         };
-        let mut rng = Rng::derive(args.seed, i as u64);
+        // Global client index: the same symbols whatever the number of processes.
+        let global = match role {
+            Role::Reader => args.client_offset + i,
+            Role::Stalled => args.all_clients() + (i - args.clients),
+        };
+        let mut rng = Rng::derive(args.seed, global as u64);
         let spec = match role {
             Role::Reader => spec_for(args.wildcard, !args.no_snapshot, &mut rng),
             Role::Stalled => SubSpec {
@@ -341,6 +386,15 @@ pub async fn run(args: &Args) -> Result<Report> {
     if let Some(t) = rss_task {
         let _ = t.await;
     }
+    let observer_error = match observer_task {
+        Some(t) => match timeout_at(deadline + Duration::from_millis(200), t).await {
+            Ok(Ok(Ok(()))) => None,
+            Ok(Ok(Err(e))) => Some(format!("{e:#}")),
+            Ok(Err(e)) => Some(format!("observer task: {e}")),
+            Err(_) => None, // did not close in time: not a measurement problem
+        },
+        None => None,
+    };
     if stragglers > 0 {
         progress!(
             quiet,
@@ -349,21 +403,23 @@ pub async fn run(args: &Args) -> Result<Report> {
     }
 
     // --- Report -----------------------------------------------------------------------------
-    let hist = shared.stats.merged_latency();
     let d = c1 - c0;
-    let ms = |us: u64| us as f64 / 1000.0;
-    let latency = if hist.is_empty() {
-        Latency::default()
-    } else {
-        Latency {
-            samples: hist.len(),
-            p50: ms(hist.value_at_quantile(0.5)),
-            p90: ms(hist.value_at_quantile(0.9)),
-            p99: ms(hist.value_at_quantile(0.99)),
-            p999: ms(hist.value_at_quantile(0.999)),
-            max: ms(hist.max()),
-            mean: hist.mean() / 1000.0,
-        }
+    let latency = latency_of(&shared.stats.merged_latency());
+    let latency_throttled = latency_of(&shared.stats.merged(|w| &w.latency_throttled));
+    let staleness = latency_of(&shared.stats.merged(|w| &w.staleness));
+    let observer = observer_log.as_ref().map(|log| ObserverStats {
+        symbols: observer_symbols,
+        frames: log.frames.load(Ordering::Relaxed),
+        quotes: log.quotes.load(Ordering::Relaxed),
+        gaps: log.gaps.load(Ordering::Relaxed),
+        gap_quotes: log.gap_quotes.load(Ordering::Relaxed),
+        error: observer_error,
+    });
+    let throttle = ThrottleStats {
+        throttle_ms: args.throttle_ms,
+        staleness_missing: d.staleness_missing,
+        unexplained_gaps: d.unexplained_gaps,
+        gaps_unjudged: d.gap_unknown,
     };
     let quotes = d.quotes_live + d.quotes_snapshot;
     let measured = Throughput {
@@ -454,6 +510,9 @@ pub async fn run(args: &Args) -> Result<Report> {
             zipf: args.zipf,
             probe_interval_ms: args.probe_interval_ms,
             threads: args.threads,
+            protocol: args.protocol,
+            processes: args.processes,
+            observer: args.observer_on(),
         },
         server: shared.welcome.get().cloned(),
         fd_limit,
@@ -461,6 +520,10 @@ pub async fn run(args: &Args) -> Result<Report> {
         clients,
         measured,
         latency_ms: latency,
+        latency_throttled_ms: latency_throttled,
+        staleness_ms: staleness,
+        throttle,
+        observer,
         probe,
         messages,
         server_rss_mib,
@@ -468,6 +531,49 @@ pub async fn run(args: &Args) -> Result<Report> {
     };
     judge(&mut report, &d);
     Ok(report)
+}
+
+fn connect_timeout_of(args: &Args) -> Duration {
+    Duration::from_secs_f64(args.connect_timeout)
+}
+
+/// Percentiles of a µs histogram, in ms.
+pub fn latency_of(hist: &hdrhistogram::Histogram<u64>) -> Latency {
+    let ms = |us: u64| us as f64 / 1000.0;
+    if hist.is_empty() {
+        return Latency::default();
+    }
+    Latency {
+        samples: hist.len(),
+        p50: ms(hist.value_at_quantile(0.5)),
+        p90: ms(hist.value_at_quantile(0.9)),
+        p99: ms(hist.value_at_quantile(0.99)),
+        p999: ms(hist.value_at_quantile(0.999)),
+        max: ms(hist.max()),
+        mean: hist.mean() / 1000.0,
+    }
+}
+
+/// What the observer subscribes to: the union of every reading client's symbols (over all
+/// processes), or "*" for wildcard clients or a union too large for one subscribe.
+fn observer_symbols_for(
+    args: &Args,
+    chooser: &SymbolChooser,
+    spec_for: &dyn Fn(bool, bool, &mut Rng) -> SubSpec,
+) -> Vec<String> {
+    const MAX_UNION: usize = 1000;
+    if args.wildcard || args.symbols == 0 {
+        return vec!["*".to_string()];
+    }
+    let mut seen = std::collections::BTreeSet::new();
+    for g in 0..args.all_clients() {
+        let mut rng = Rng::derive(args.seed, g as u64);
+        seen.extend(spec_for(false, true, &mut rng).symbols);
+        if seen.len() > MAX_UNION || seen.len() == chooser.len() {
+            return vec!["*".to_string()];
+        }
+    }
+    seen.into_iter().collect()
 }
 
 fn mib(bytes: u64) -> f64 {

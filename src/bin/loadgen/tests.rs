@@ -134,7 +134,8 @@ fn other_message_types_are_counted_not_failed() {
         Event::Subscribed {
             symbols: 2,
             rejected: 1,
-            first_rejected: Some("ZZZ".into())
+            first_rejected: Some("ZZZ".into()),
+            throttle_ms: Some(0)
         }
     );
     assert_eq!(
@@ -946,4 +947,59 @@ fn bench_process() {
     let bytes = t.elapsed().as_nanos() as f64 / (rounds * frames.len()) as f64;
     eprintln!("byte loop: {bytes:.0} ns per frame ({n})");
     assert_eq!(st.counters.ordering_errors, 0);
+}
+
+#[test]
+fn throttled_latency_and_staleness_through_process() {
+    use crate::timing::ObserverLog;
+    // Observer saw A: 10 @1.000 s, 11 @1.100 s, 12 @1.250 s, 13 @1.400 s.
+    let log = Arc::new(ObserverLog::default());
+    log.record(
+        false,
+        [
+            ("A", 10, 1_000_000),
+            ("A", 11, 1_100_000),
+            ("A", 12, 1_250_000),
+            ("A", 13, 1_400_000),
+        ]
+        .into_iter(),
+    );
+    let mut st = WorkerStats::new();
+    let mut seq = SeqTracker::default();
+    seq.throttle_us = 200_000;
+    seq.observer = Some(log);
+    let frame_of =
+        |s: u64, pt: i64| json!({"type":"quotes","quotes":[quote("A", s, pt)]}).to_string();
+    // 10 received at 1.001 s: first delivery → throttled = plain = 1 ms; no staleness sample.
+    frame::process(&frame_of(10, 1_000_000), &mut seq, &mut st, 1_001_000, true);
+    // 13 received at 1.402 s: due max(1.4, 1.001 + 0.2) = 1.4 → throttled 2 ms; staleness
+    // = 1.402 − pt(11) = 302 ms; last skipped 12 at 1.25 s ≤ 1.001 + 0.2 + 0.05 → explained.
+    frame::process(&frame_of(13, 1_400_000), &mut seq, &mut st, 1_402_000, true);
+    assert_eq!(st.latency_throttled.len(), 2);
+    assert!(
+        st.latency_throttled
+            .equivalent(st.latency_throttled.max(), 2_000)
+    );
+    assert!(
+        st.latency_throttled
+            .equivalent(st.latency_throttled.min(), 1_000)
+    );
+    assert_eq!(st.staleness.len(), 1);
+    assert!(st.staleness.equivalent(st.staleness.max(), 302_000));
+    assert_eq!(st.counters.unexplained_gaps, 0);
+    // 14 (unknown to the observer) published at 1.5 s, received 1.7 s: consecutive, so
+    // staleness = 1.7 − 1.5 = 200 ms; throttled: due max(1.5, 1.402 + 0.2 = 1.602) → 98 ms.
+    frame::process(&frame_of(14, 1_500_000), &mut seq, &mut st, 1_700_000, true);
+    assert!(st.staleness.equivalent(st.staleness.min(), 200_000));
+    assert_eq!(st.staleness.len(), 2);
+    assert!(
+        st.latency_throttled
+            .equivalent(st.latency_throttled.max(), 98_000)
+    );
+    // 17: 15 unknown to the observer → missing staleness and an unjudged gap.
+    frame::process(&frame_of(17, 1_900_000), &mut seq, &mut st, 1_950_000, true);
+    assert_eq!(
+        (st.counters.staleness_missing, st.counters.gap_unknown),
+        (1, 1)
+    );
 }
