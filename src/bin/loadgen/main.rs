@@ -27,6 +27,7 @@ mod cli;
 mod client;
 mod eio;
 mod frame;
+mod multi;
 mod net;
 mod report;
 mod run;
@@ -68,7 +69,15 @@ fn main() -> ExitCode {
     }
 }
 
-fn main_inner(args: &Args) -> Result<Report> {
+fn main_inner(cli: &Args) -> Result<Report> {
+    // A --processes child: its arguments come from the parent; it reports in a file only.
+    let child;
+    let args = if cli.child_index.is_some() {
+        child = multi::child_args(cli)?;
+        &child
+    } else {
+        cli
+    };
     args.validate()?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(args.threads)
@@ -79,7 +88,9 @@ fn main_inner(args: &Args) -> Result<Report> {
     let report = runtime.block_on(run::run(args))?;
     // Connection tasks that missed the close deadline were aborted; don't wait on anything.
     runtime.shutdown_background();
-    emit(args, &report)?;
+    if args.child_index.is_none() {
+        emit(args, &report)?;
+    }
     Ok(report)
 }
 

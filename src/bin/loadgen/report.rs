@@ -204,8 +204,12 @@ pub struct LoadgenStats {
     /// CPU seconds over the whole process lifetime.
     pub cpu_total_s: f64,
     /// The load generator used ≥ 80 % of its worker threads' capacity: the numbers may
-    /// describe the client rather than the server.
+    /// describe the client rather than the server. With --processes: any one process was.
     pub client_bound: bool,
+    /// Load generator processes (--processes); the CPU figures above are their sums.
+    pub processes: usize,
+    /// The busiest process's CPU, % of one core (measured period).
+    pub cpu_pct_max_process: f64,
 }
 
 fn opt_ms(v: Option<f64>) -> String {
