@@ -20,6 +20,16 @@
 //! - [`net`]: target resolution, WebSocket connect, the HTTP GET for `/api/symbols`.
 //! - [`sys`]: fd limit, getrusage, /proc RSS.
 //! - [`report`]: the report (table and JSON).
+//! - [`timing`]: throttled latency, staleness and unexplained gaps; the observer's record.
+//! - [`eio`]: Engine.IO v4 / Socket.IO framing for `--protocol socketio`.
+//! - [`multi`]: `--processes N`: child processes, the common start, merging their results.
+//!
+//! With a throttle (`--throttle-ms` > 0, or `--observer`) one extra unthrottled observer
+//! connection records what is published, so each delivery can be judged: throttled latency
+//! (receive − max(pt, previous delivery + throttle)), staleness (receive − pt of the oldest
+//! quote the client did not yet have) and gaps the throttle cannot explain. With
+//! `--processes N` only the parent has the observer, so staleness and the gap check cover the
+//! parent's share of the clients; throttled latency covers all of them.
 //!
 //! Exit status: 0 OK, 1 run completed with failures (see `FAILED:` lines), 2 could not run.
 
