@@ -16,7 +16,7 @@ use clap::Parser;
 /// Exit status: 0 = clean run; 1 = the run finished but a connect failed, a client was
 /// disconnected, or quotes arrived out of order (see "FAILED:" lines; --allow-errors turns this
 /// into 0); 2 = could not run at all (bad arguments, unreachable server, fd limit too low).
-#[derive(Parser, Debug, Clone)]
+#[derive(Parser, Debug, Clone, serde::Serialize, serde::Deserialize)]
 #[command(name = "loadgen", version, about, long_about, max_term_width = 100)]
 pub struct Args {
     /// WebSocket endpoint of the server; the symbol list is fetched from GET /api/symbols on the
@@ -124,6 +124,66 @@ pub struct Args {
     /// No progress lines on stderr.
     #[arg(long, short)]
     pub quiet: bool,
+
+    /// Wire protocol: tickerfeed v1, or Socket.IO (Engine.IO v4 over WebSocket at
+    /// /socket.io/?EIO=4&transport=websocket on the host and port of --url).
+    #[arg(long, value_enum, default_value_t = Protocol::V1)]
+    pub protocol: Protocol,
+
+    /// Open one extra unthrottled connection (throttle 0, the union of the clients' symbols)
+    /// that records what is published, for staleness and unexplained gaps. Default: on when
+    /// --throttle-ms > 0.
+    #[arg(long)]
+    pub observer: bool,
+
+    /// No observer connection (no staleness, no unexplained-gap check).
+    #[arg(long)]
+    pub no_observer: bool,
+
+    /// Spread the --clients over N processes (this one and N−1 children of the same binary)
+    /// that measure the same wall-clock window; the report merges them. --stall, probes and
+    /// the observer stay in this process. Needed beyond one core or ~20 000 descriptors.
+    #[arg(long, default_value_t = 1, value_name = "N")]
+    pub processes: usize,
+
+    /// (internal) This process is child I of a --processes run.
+    #[arg(long, hide = true, value_name = "I")]
+    pub child_index: Option<usize>,
+
+    /// (internal) Where a child writes its raw results.
+    #[arg(long, hide = true, value_name = "FILE")]
+    pub child_json: Option<PathBuf>,
+
+    /// (internal) Global index of this process's first client (keeps symbol choices equal to
+    /// a one-process run).
+    #[arg(long, hide = true, default_value_t = 0)]
+    pub client_offset: usize,
+
+    /// (internal) Total reading clients over all processes (0 = --clients).
+    #[arg(long, hide = true, default_value_t = 0)]
+    pub clients_total: usize,
+}
+
+/// Wire protocol of the clients.
+#[derive(
+    clap::ValueEnum,
+    Clone,
+    Copy,
+    Debug,
+    PartialEq,
+    Eq,
+    Default,
+    serde::Serialize,
+    serde::Deserialize,
+)]
+#[serde(rename_all = "lowercase")]
+pub enum Protocol {
+    /// tickerfeed protocol v1: JSON text frames at --url.
+    #[default]
+    V1,
+    /// Socket.IO v5 over Engine.IO v4 (WebSocket transport only) at /socket.io/ on the host and
+    /// port of --url; events carry the v1 objects.
+    Socketio,
 }
 
 impl Args {
@@ -152,6 +212,15 @@ impl Args {
         if self.read_buffer_kib == 0 {
             bail!("--read-buffer-kib must be >= 1");
         }
+        if self.processes == 0 {
+            bail!("--processes must be >= 1");
+        }
+        if self.processes > 1 && self.clients < self.processes {
+            bail!(
+                "--processes {} needs at least as many --clients",
+                self.processes
+            );
+        }
         if self.clients + self.stall == 0 {
             bail!("nothing to do: --clients and --stall are both 0");
         }
@@ -161,5 +230,20 @@ impl Args {
             bail!("--symbols must be >= 1 (or use --wildcard / --stall-wildcard)");
         }
         Ok(())
+    }
+
+    /// Whether this process runs the observer connection.
+    pub fn observer_on(&self) -> bool {
+        self.child_index.is_none()
+            && (self.observer || (!self.no_observer && self.throttle_ms.is_some_and(|t| t > 0)))
+    }
+
+    /// Reading clients over all processes.
+    pub fn all_clients(&self) -> usize {
+        if self.clients_total > 0 {
+            self.clients_total
+        } else {
+            self.clients
+        }
     }
 }

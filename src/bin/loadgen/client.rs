@@ -5,15 +5,15 @@ use std::sync::{Mutex, OnceLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use anyhow::{Result, anyhow, bail};
-use futures_util::{SinkExt, StreamExt};
+use futures_util::StreamExt;
 use serde::Serialize;
 use tokio::sync::{mpsc, watch};
 use tokio::time::{Instant, timeout, timeout_at};
-use tokio_tungstenite::tungstenite::Message;
 
 use crate::frame::{self, Event, ProbeEvent, SeqTracker, Welcome};
-use crate::net::{self, Target, Ws};
+use crate::net::{Conn, Incoming, Target};
 use crate::stats::StatsRegistry;
+use crate::timing::ObserverLog;
 
 /// Run phases (0, the default, is setup and warm-up); latency is recorded only in `MEASURE`.
 pub const PHASE_MEASURE: u8 = 1;
@@ -43,6 +43,8 @@ pub struct Shared {
     pub connect_errors: Mutex<Vec<String>>,
     pub disconnect_reasons: Mutex<Vec<String>>,
     pub rejected_examples: Mutex<Vec<String>>,
+    /// The observer's record (set before any client starts), shared by every reader.
+    pub observer: Option<std::sync::Arc<ObserverLog>>,
 }
 
 fn keep_example(list: &Mutex<Vec<String>>, msg: String) {
@@ -62,11 +64,19 @@ pub fn now_us() -> i64 {
 
 impl Shared {
     /// Processes one text frame of a client connection into the calling worker's statistics.
-    fn handle(&self, text: &str, seq: &mut SeqTracker) -> Event {
+    /// `wire_len` is the size of the WebSocket frame (larger than `text` with Socket.IO).
+    fn handle(&self, text: &str, wire_len: usize, seq: &mut SeqTracker) -> Event {
         let now = now_us();
         let measuring = self.phase.load(Ordering::Relaxed) == PHASE_MEASURE;
-        self.stats
-            .with(|st| frame::process(text, seq, st, now, measuring))
+        self.stats.with(|st| {
+            st.counters.bytes += wire_len.saturating_sub(text.len()) as u64;
+            frame::process(text, seq, st, now, measuring)
+        })
+    }
+
+    /// Engine.IO housekeeping frames count as frames of another type.
+    fn count_control(&self, len: usize) {
+        self.count_binary(len);
     }
 
     fn count_binary(&self, len: usize) {
@@ -130,6 +140,8 @@ pub async fn client_task(
     mut shutdown: Shutdown,
 ) {
     let mut seq = SeqTracker::default();
+    seq.throttle_us = spec.throttle_ms.unwrap_or(0) as i64 * 1000;
+    seq.observer = shared.observer.clone();
     let setup = timeout(connect_timeout, setup(&shared, &target, &spec, &mut seq)).await;
     let (mut ws, subscribed) = match setup {
         Ok(Ok(x)) => x,
@@ -150,6 +162,7 @@ pub async fn client_task(
                 symbols,
                 rejected,
                 first_rejected,
+                throttle_ms,
             } = subscribed
             {
                 shared
@@ -160,6 +173,10 @@ pub async fn client_task(
                     .fetch_add(rejected as u64, Ordering::Relaxed);
                 if let Some(r) = first_rejected {
                     keep_example(&shared.rejected_examples, r);
+                }
+                // The server's word on the throttle it applies beats what we asked for.
+                if let Some(t) = throttle_ms {
+                    seq.throttle_us = t as i64 * 1000;
                 }
             }
         }
@@ -209,27 +226,28 @@ async fn setup(
     target: &Target,
     spec: &SubSpec,
     seq: &mut SeqTracker,
-) -> Result<(Ws, Event)> {
-    let mut ws = net::connect(target, spec.rcvbuf).await?;
-    let welcome = net::read_welcome(&mut ws).await?;
+) -> Result<(Conn, Event)> {
+    let (mut ws, welcome) = Conn::open(target, spec.rcvbuf).await?;
     let _ = shared.welcome.set(welcome);
-    ws.send(Message::text(subscribe_text(spec, 1))).await?;
+    ws.send_op("subscribe", subscribe_text(spec, 1)).await?;
     loop {
         match ws.next().await {
-            Some(Ok(Message::Text(t))) => match shared.handle(&t, seq) {
-                ev @ Event::Subscribed { .. } => return Ok((ws, ev)),
-                Event::Error => bail!(
-                    "server error instead of subscribed: {}",
-                    frame::truncate(&t, 300)
-                ),
-                _ => {}
-            },
-            Some(Ok(Message::Binary(b))) => shared.count_binary(b.len()),
-            Some(Ok(Message::Close(f))) => {
-                bail!("server closed the connection before subscribed: {f:?}")
+            Some(Ok(Incoming::Text { frame, start, end })) => {
+                match shared.handle(&frame[start..end], frame.len(), seq) {
+                    ev @ Event::Subscribed { .. } => return Ok((ws, ev)),
+                    Event::Error => bail!(
+                        "server error instead of subscribed: {}",
+                        frame::truncate(&frame, 300)
+                    ),
+                    _ => {}
+                }
             }
-            Some(Ok(_)) => {}
-            Some(Err(e)) => return Err(anyhow!(e).context("reading subscribed")),
+            Some(Ok(Incoming::Binary(n))) => shared.count_binary(n),
+            Some(Ok(Incoming::Control(n))) => shared.count_control(n),
+            Some(Ok(Incoming::Closed(f))) => {
+                bail!("server closed the connection before subscribed: {f}")
+            }
+            Some(Err(e)) => return Err(e.context("reading subscribed")),
             None => bail!("connection ended before subscribed"),
         }
     }
@@ -238,7 +256,7 @@ async fn setup(
 /// Reads until shutdown (returns true) or until the connection is lost (false, counted).
 async fn read_loop(
     shared: &Shared,
-    ws: &mut Ws,
+    ws: &mut Conn,
     seq: &mut SeqTracker,
     shutdown: &mut Shutdown,
 ) -> bool {
@@ -250,11 +268,13 @@ async fn read_loop(
             biased;
             _ = &mut stop => break None,
             msg = ws.next() => match msg {
-                Some(Ok(Message::Text(t))) => { shared.handle(&t, seq); }
-                Some(Ok(Message::Binary(b))) => shared.count_binary(b.len()),
-                Some(Ok(Message::Close(f))) => break Some(format!("server closed: {f:?}")),
-                Some(Ok(_)) => {} // ping/pong: tungstenite answers pings itself
-                Some(Err(e)) => break Some(format!("read error: {e}")),
+                Some(Ok(Incoming::Text { frame, start, end })) => {
+                    shared.handle(&frame[start..end], frame.len(), seq);
+                }
+                Some(Ok(Incoming::Binary(n))) => shared.count_binary(n),
+                Some(Ok(Incoming::Control(n))) => shared.count_control(n),
+                Some(Ok(Incoming::Closed(f))) => break Some(format!("server closed: {f}")),
+                Some(Err(e)) => break Some(format!("read error: {e:#}")),
                 None => break Some("connection ended".to_string()),
             },
         }
@@ -271,7 +291,8 @@ async fn read_loop(
 
 /// Close handshake, bounded by `deadline`. With `drain`, reads (and discards) until the
 /// server's close frame so it sees a clean close rather than a reset.
-async fn close(ws: &mut Ws, deadline: Instant, drain: bool) {
+async fn close(conn: &mut Conn, deadline: Instant, drain: bool) {
+    let ws = &mut conn.ws;
     if timeout_at(deadline, ws.close(None)).await.is_err() || !drain {
         return;
     }
@@ -283,6 +304,70 @@ async fn close(ws: &mut Ws, deadline: Instant, drain: bool) {
         }
     })
     .await;
+}
+
+/// The unthrottled observer: subscribes at throttle 0 and records every (symbol, seq, pt) it
+/// receives into `log` until shutdown. Its traffic is not counted as client traffic.
+pub async fn observer_task(
+    target: std::sync::Arc<Target>,
+    symbols: Vec<String>,
+    log: std::sync::Arc<ObserverLog>,
+    connect_timeout: Duration,
+    ready: mpsc::Sender<()>,
+    mut shutdown: Shutdown,
+) -> Result<()> {
+    let spec = SubSpec {
+        symbols,
+        throttle_ms: Some(0),
+        snapshot: true,
+        rcvbuf: None,
+    };
+    let mut ws = timeout(connect_timeout, async {
+        let (mut ws, _) = Conn::open(&target, None).await?;
+        ws.send_op("subscribe", subscribe_text(&spec, 1)).await?;
+        anyhow::Ok(ws)
+    })
+    .await
+    .map_err(|_| anyhow!("observer setup timed out"))??;
+    drop(ready);
+    loop {
+        let stop = shutdown.wait_for(|s| s.is_some());
+        tokio::select! {
+            biased;
+            _ = stop => break,
+            msg = ws.next() => match msg {
+                Some(Ok(Incoming::Text { frame, start, end })) => record_observed(&log, &frame[start..end]),
+                Some(Ok(Incoming::Closed(f))) => bail!("observer: server closed: {f}"),
+                Some(Ok(_)) => {}
+                Some(Err(e)) => return Err(e.context("observer read")),
+                None => bail!("observer: connection ended"),
+            },
+        }
+    }
+    let deadline = shutdown_deadline(&shutdown);
+    close(&mut ws, deadline, true).await;
+    Ok(())
+}
+
+fn record_observed(log: &ObserverLog, text: &str) {
+    fn with_seq_pt(q: (&str, Option<u64>, Option<i64>)) -> Option<(&str, u64, i64)> {
+        Some((q.0, q.1?, q.2?))
+    }
+    if let Some(f) = crate::scan::scan_quotes(text) {
+        let it = f
+            .quotes
+            .iter()
+            .filter_map(|q| with_seq_pt((q.symbol, q.seq, q.pt)));
+        log.record(f.snapshot, it);
+    } else if let Ok(f) = serde_json::from_str::<frame::Frame>(text)
+        && f.kind == "quotes"
+    {
+        let it = f
+            .quotes
+            .iter()
+            .filter_map(|q| with_seq_pt((&q.symbol, q.seq, q.pt)));
+        log.record(f.snapshot.unwrap_or(false), it);
+    }
 }
 
 /// One snapshot probe's timings; `None` where the step was not reached.
@@ -304,7 +389,7 @@ pub async fn probe_once(target: &Target, spec: &SubSpec, limit: Duration) -> Pro
     let mut sample = ProbeSample::default();
     let t0 = Instant::now();
     let deadline = t0 + limit;
-    let mut conn: Option<Ws> = None;
+    let mut conn: Option<Conn> = None;
     let res = timeout_at(
         deadline,
         probe_steps(target, spec, t0, &mut sample, &mut conn),
@@ -326,22 +411,23 @@ async fn probe_steps(
     spec: &SubSpec,
     t0: Instant,
     sample: &mut ProbeSample,
-    conn: &mut Option<Ws>,
+    conn: &mut Option<Conn>,
 ) -> Result<()> {
-    let ws = conn.insert(net::connect(target, None).await?);
-    net::read_welcome(ws).await?;
+    let (ws, _) = Conn::open(target, None).await?;
+    let ws = conn.insert(ws);
     sample.welcome = Some(t0.elapsed());
     let t1 = Instant::now();
-    ws.send(Message::text(subscribe_text(spec, 1))).await?;
+    ws.send_op("subscribe", subscribe_text(spec, 1)).await?;
     loop {
-        let text = match ws.next().await {
-            Some(Ok(Message::Text(t))) => t,
-            Some(Ok(Message::Close(f))) => bail!("server closed the probe: {f:?}"),
+        let (frame, start, end) = match ws.next().await {
+            Some(Ok(Incoming::Text { frame, start, end })) => (frame, start, end),
+            Some(Ok(Incoming::Closed(f))) => bail!("server closed the probe: {f}"),
             Some(Ok(_)) => continue,
-            Some(Err(e)) => return Err(anyhow!(e)),
+            Some(Err(e)) => return Err(e),
             None => bail!("probe connection ended"),
         };
-        match frame::probe_classify(&text) {
+        let text = &frame[start..end];
+        match frame::probe_classify(text) {
             ProbeEvent::Subscribed => sample.ack = Some(t1.elapsed()),
             ProbeEvent::SnapshotQuotes => {
                 sample.snapshot = Some(t1.elapsed());
@@ -351,7 +437,7 @@ async fn probe_steps(
                 sample.no_snapshot = true;
                 return Ok(());
             }
-            ProbeEvent::Error => bail!("server error: {}", frame::truncate(&text, 300)),
+            ProbeEvent::Error => bail!("server error: {}", frame::truncate(text, 300)),
             ProbeEvent::Other => {}
         }
     }

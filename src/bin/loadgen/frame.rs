@@ -9,12 +9,14 @@
 use std::borrow::Cow;
 use std::collections::HashMap;
 use std::hash::{BuildHasherDefault, Hasher};
+use std::sync::Arc;
 
 use serde::Deserialize;
 use serde::de::IgnoredAny;
 
 use crate::scan;
 use crate::stats::WorkerStats;
+use crate::timing::{self, ObserverLog};
 
 /// A frame as the hot path sees it. Strict about `quotes` (it must be an array of quotes), so
 /// frames of other types that happen to carry a differently-shaped `quotes` or `snapshot`
@@ -57,6 +59,9 @@ pub struct SubAck {
     pub symbols: Vec<IgnoredAny>,
     #[serde(default)]
     pub rejected: Vec<String>,
+    /// The effective throttle the server applies to this subscription.
+    #[serde(default)]
+    pub throttle_ms: Option<u64>,
 }
 
 /// What the caller needs to know about a processed frame (the counting is already done).
@@ -67,6 +72,7 @@ pub enum Event {
         symbols: usize,
         rejected: usize,
         first_rejected: Option<String>,
+        throttle_ms: Option<u64>,
     },
     Welcome,
     /// `{"type":"error",...}` from the server.
@@ -97,29 +103,49 @@ impl Hasher for Fnv {
     }
 }
 
-/// Last seq seen per symbol on one connection.
+/// Per symbol on one connection: the last (highest) seq delivered and when it was received.
+#[derive(Clone, Copy)]
+pub struct Last {
+    pub seq: u64,
+    /// Receive time of that delivery, µs since the epoch.
+    pub rx: i64,
+}
+
+/// Last seq seen per symbol on one connection, plus what the throttle-aware measurements need.
 ///
 /// The protocol promises that `seq` strictly increases per symbol in what one client receives
 /// (gaps are fine: throttling merges updates), snapshot quotes included.
 #[derive(Default)]
 pub struct SeqTracker {
-    last: HashMap<Box<str>, u64, BuildHasherDefault<Fnv>>,
+    last: HashMap<Box<str>, Last, BuildHasherDefault<Fnv>>,
+    /// Effective throttle of this connection (from `subscribed`), µs.
+    pub throttle_us: i64,
+    /// The unthrottled observer's record, for staleness and unexplained gaps.
+    pub observer: Option<Arc<ObserverLog>>,
 }
 
 impl SeqTracker {
     /// Records `seq` for `symbol`; returns false if it does not exceed the last one seen.
     /// On a violation the remembered value stays at the maximum, so one stale quote counts as
     /// one error rather than making every following (correct) quote look wrong.
+    #[cfg(test)]
     pub fn observe(&mut self, symbol: &str, seq: u64) -> bool {
+        self.deliver(symbol, seq, 0).0
+    }
+
+    /// As [`Self::observe`], also recording the receive time; returns (in order, the previous
+    /// delivery of the symbol if any).
+    pub fn deliver(&mut self, symbol: &str, seq: u64, now: i64) -> (bool, Option<Last>) {
         match self.last.get_mut(symbol) {
-            Some(last) if seq <= *last => false,
+            Some(last) if seq <= last.seq => (false, Some(*last)),
             Some(last) => {
-                *last = seq;
-                true
+                let prev = *last;
+                *last = Last { seq, rx: now };
+                (true, Some(prev))
             }
             None => {
-                self.last.insert(symbol.into(), seq);
-                true
+                self.last.insert(symbol.into(), Last { seq, rx: now });
+                (true, None)
             }
         }
     }
@@ -205,23 +231,47 @@ fn count_quotes<'q>(
     } else {
         c.quotes_live += n as u64;
     }
+    let throttle_us = seq.throttle_us;
+    let observer = seq.observer.clone();
+    let rings = match &observer {
+        Some(o) if record_latency && !snapshot => Some(o.lock()),
+        _ => None,
+    };
     for (symbol, s, pt) in quotes {
-        if let Some(s) = s
-            && !seq.observe(symbol, s)
-        {
+        let (in_order, prev) = match s {
+            Some(s) => seq.deliver(symbol, s, now_us),
+            None => (true, None),
+        };
+        if !in_order {
             stats.counters.ordering_errors += 1;
         }
-        if !snapshot
-            && record_latency
-            && let Some(pt) = pt
-        {
-            let lat = now_us - pt;
-            if lat < 0 {
-                // Receive before publish: only possible with clock skew (server on another
-                // host). Recorded as 0 and counted so the report can say so.
-                stats.counters.negative_latency += 1;
+        if snapshot || !record_latency {
+            continue;
+        }
+        let Some(pt) = pt else { continue };
+        let lat = now_us - pt;
+        if lat < 0 {
+            // Receive before publish: only possible with clock skew (server on another
+            // host). Recorded as 0 and counted so the report can say so.
+            stats.counters.negative_latency += 1;
+        }
+        stats.latency.saturating_record(lat.max(0) as u64);
+        if !in_order {
+            continue;
+        }
+        let thr = timing::throttled_latency_us(now_us, pt, prev.map(|p| p.rx), throttle_us);
+        stats.latency_throttled.saturating_record(thr.max(0) as u64);
+        if let (Some(rings), Some(prev), Some(s)) = (&rings, prev, s) {
+            let look = |q| timing::lookup(rings, symbol, q);
+            match timing::staleness_us(now_us, prev.seq, s, pt, look) {
+                Some(st) => stats.staleness.saturating_record(st.max(0) as u64),
+                None => stats.counters.staleness_missing += 1,
             }
-            stats.latency.saturating_record(lat.max(0) as u64);
+            match timing::gap_unexplained(prev.rx, prev.seq, s, throttle_us, look) {
+                Some(true) => stats.counters.unexplained_gaps += 1,
+                Some(false) => {}
+                None => stats.counters.gap_unknown += 1,
+            }
         }
     }
 }
@@ -236,6 +286,7 @@ fn count_other(text: &str, kind: &str, stats: &mut WorkerStats) -> Event {
                 symbols: ack.symbols.len(),
                 rejected: ack.rejected.len(),
                 first_rejected: ack.rejected.into_iter().next(),
+                throttle_ms: ack.throttle_ms,
             }
         }
         "welcome" => {

@@ -20,12 +20,24 @@
 //! - [`net`]: target resolution, WebSocket connect, the HTTP GET for `/api/symbols`.
 //! - [`sys`]: fd limit, getrusage, /proc RSS.
 //! - [`report`]: the report (table and JSON).
+//! - [`timing`]: throttled latency, staleness and unexplained gaps; the observer's record.
+//! - [`eio`]: Engine.IO v4 / Socket.IO framing for `--protocol socketio`.
+//! - [`multi`]: `--processes N`: child processes, the common start, merging their results.
+//!
+//! With a throttle (`--throttle-ms` > 0, or `--observer`) one extra unthrottled observer
+//! connection records what is published, so each delivery can be judged: throttled latency
+//! (receive − max(pt, previous delivery + throttle)), staleness (receive − pt of the oldest
+//! quote the client did not yet have) and gaps the throttle cannot explain. With
+//! `--processes N` only the parent has the observer, so staleness and the gap check cover the
+//! parent's share of the clients; throttled latency covers all of them.
 //!
 //! Exit status: 0 OK, 1 run completed with failures (see `FAILED:` lines), 2 could not run.
 
 mod cli;
 mod client;
+mod eio;
 mod frame;
+mod multi;
 mod net;
 mod report;
 mod run;
@@ -33,6 +45,7 @@ mod scan;
 mod stats;
 mod symbols;
 mod sys;
+mod timing;
 
 #[cfg(test)]
 mod tests;
@@ -66,7 +79,15 @@ fn main() -> ExitCode {
     }
 }
 
-fn main_inner(args: &Args) -> Result<Report> {
+fn main_inner(cli: &Args) -> Result<Report> {
+    // A --processes child: its arguments come from the parent; it reports in a file only.
+    let child;
+    let args = if cli.child_index.is_some() {
+        child = multi::child_args(cli)?;
+        &child
+    } else {
+        cli
+    };
     args.validate()?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(args.threads)
@@ -77,7 +98,9 @@ fn main_inner(args: &Args) -> Result<Report> {
     let report = runtime.block_on(run::run(args))?;
     // Connection tasks that missed the close deadline were aborted; don't wait on anything.
     runtime.shutdown_background();
-    emit(args, &report)?;
+    if args.child_index.is_none() {
+        emit(args, &report)?;
+    }
     Ok(report)
 }
 

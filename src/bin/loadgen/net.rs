@@ -5,15 +5,17 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use anyhow::{Context, Result, anyhow, bail, ensure};
-use futures_util::StreamExt;
+use futures_util::{SinkExt, StreamExt};
 use serde::Deserialize;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpSocket, TcpStream};
 use tokio_tungstenite::WebSocketStream;
-use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::http::Uri;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
+use tokio_tungstenite::tungstenite::{Message, Utf8Bytes};
 
+use crate::cli::Protocol;
+use crate::eio::{self, Packet};
 use crate::frame::{self, Welcome};
 
 pub type Ws = WebSocketStream<TcpStream>;
@@ -27,6 +29,9 @@ pub struct Target {
     pub authority: String,
     pub addr: SocketAddr,
     pub ws_config: WebSocketConfig,
+    pub protocol: Protocol,
+    /// The URL actually connected to (the Socket.IO endpoint with `--protocol socketio`).
+    pub ws_url: String,
 }
 
 impl Target {
@@ -61,7 +66,19 @@ impl Target {
             authority,
             addr,
             ws_config: WebSocketConfig::default().read_buffer_size(read_buffer),
+            protocol: Protocol::V1,
+            ws_url: url.to_string(),
         })
+    }
+
+    /// Switches the wire protocol (and with it the endpoint path for Socket.IO).
+    pub fn with_protocol(mut self, protocol: Protocol) -> Target {
+        self.protocol = protocol;
+        self.ws_url = match protocol {
+            Protocol::V1 => self.url.clone(),
+            Protocol::Socketio => eio::socketio_url(&self.url),
+        };
+        self
     }
 
     /// `http://host:port` for the REST API, derived from the WebSocket URL.
@@ -90,7 +107,7 @@ pub async fn connect(target: &Target, rcvbuf: Option<u32>) -> Result<Ws> {
         .with_context(|| format!("TCP connect to {}", target.addr))?;
     stream.set_nodelay(true)?;
     let (ws, _response) = tokio_tungstenite::client_async_with_config(
-        target.url.as_str(),
+        target.ws_url.as_str(),
         stream,
         Some(target.ws_config),
     )
@@ -99,17 +116,152 @@ pub async fn connect(target: &Target, rcvbuf: Option<u32>) -> Result<Ws> {
     Ok(ws)
 }
 
-/// Reads the first message, which must be `welcome`.
-pub async fn read_welcome(ws: &mut Ws) -> Result<Welcome> {
-    loop {
-        match ws.next().await {
-            Some(Ok(Message::Text(t))) => return frame::parse_welcome(&t).map_err(|e| anyhow!(e)),
-            Some(Ok(Message::Close(f))) => {
-                bail!("server closed the connection before welcome: {f:?}")
+/// A connection speaking either protocol: v1 JSON frames, or the same objects wrapped in
+/// Socket.IO events (see [`crate::eio`]).
+pub struct Conn {
+    pub ws: Ws,
+    pub protocol: Protocol,
+}
+
+/// What [`Conn::next`] read.
+pub enum Incoming {
+    /// A v1 message: `&frame[start..end]` is the JSON object; `frame.len()` is the wire size.
+    Text {
+        frame: Utf8Bytes,
+        start: usize,
+        end: usize,
+    },
+    /// Engine.IO / Socket.IO housekeeping (ping answered already, pong, open...): wire size.
+    Control(usize),
+    Binary(usize),
+    /// The server closed (WebSocket close, Engine.IO close or Socket.IO disconnect).
+    Closed(String),
+}
+
+impl Conn {
+    /// Connect and complete the handshake up to and including `welcome`.
+    pub async fn open(target: &Target, rcvbuf: Option<u32>) -> Result<(Conn, Welcome)> {
+        let ws = connect(target, rcvbuf).await?;
+        let mut conn = Conn {
+            ws,
+            protocol: target.protocol,
+        };
+        if conn.protocol == Protocol::Socketio {
+            conn.socketio_handshake().await?;
+        }
+        let welcome = loop {
+            match conn.next().await {
+                Some(Ok(Incoming::Text { frame, start, end })) => {
+                    break frame::parse_welcome(&frame[start..end]).map_err(|e| anyhow!(e))?;
+                }
+                Some(Ok(Incoming::Closed(why))) => {
+                    bail!("server closed the connection before welcome: {why}")
+                }
+                Some(Ok(_)) => continue,
+                Some(Err(e)) => return Err(e.context("reading welcome")),
+                None => bail!("connection ended before welcome"),
             }
-            Some(Ok(_)) => continue, // ping/pong
-            Some(Err(e)) => return Err(anyhow!(e).context("reading welcome")),
-            None => bail!("connection ended before welcome"),
+        };
+        Ok((conn, welcome))
+    }
+
+    /// `0{open}` from the server, `40` from us, `40{sid}` back.
+    async fn socketio_handshake(&mut self) -> Result<()> {
+        let open = self
+            .raw_text()
+            .await
+            .context("reading the Engine.IO open packet")?;
+        match eio::decode(&open) {
+            Packet::Open(_) => {}
+            _ => bail!(
+                "expected the Engine.IO open packet, got {}",
+                frame::truncate(&open, 200)
+            ),
+        }
+        self.ws.send(Message::text(eio::CONNECT)).await?;
+        loop {
+            let t = self
+                .raw_text()
+                .await
+                .context("reading the Socket.IO connect ack")?;
+            match eio::decode(&t) {
+                Packet::Connect(_) => return Ok(()),
+                Packet::Ping(d) => {
+                    let pong = format!("{}{d}", eio::PONG);
+                    self.ws.send(Message::text(pong)).await?;
+                }
+                Packet::ConnectError(e) => bail!("Socket.IO connect refused: {e}"),
+                _ => bail!(
+                    "expected the Socket.IO connect ack, got {}",
+                    frame::truncate(&t, 200)
+                ),
+            }
+        }
+    }
+
+    async fn raw_text(&mut self) -> Result<Utf8Bytes> {
+        loop {
+            match self.ws.next().await {
+                Some(Ok(Message::Text(t))) => return Ok(t),
+                Some(Ok(Message::Close(f))) => bail!("server closed: {f:?}"),
+                Some(Ok(_)) => continue,
+                Some(Err(e)) => return Err(anyhow!(e)),
+                None => bail!("connection ended"),
+            }
+        }
+    }
+
+    /// Sends a client op (`json` = the v1 object).
+    pub async fn send_op(&mut self, op: &str, json: String) -> Result<()> {
+        let text = match self.protocol {
+            Protocol::V1 => json,
+            Protocol::Socketio => eio::encode_event(op, &json),
+        };
+        self.ws.send(Message::text(text)).await?;
+        Ok(())
+    }
+
+    /// The next message; Engine.IO pings are answered here.
+    pub async fn next(&mut self) -> Option<Result<Incoming>> {
+        loop {
+            let msg = match self.ws.next().await? {
+                Ok(m) => m,
+                Err(e) => return Some(Err(anyhow!(e))),
+            };
+            let frame = match msg {
+                Message::Text(t) => t,
+                Message::Binary(b) => return Some(Ok(Incoming::Binary(b.len()))),
+                Message::Close(f) => return Some(Ok(Incoming::Closed(format!("{f:?}")))),
+                _ => continue, // ping/pong: tungstenite answers pings itself
+            };
+            if self.protocol == Protocol::V1 {
+                let end = frame.len();
+                return Some(Ok(Incoming::Text {
+                    frame,
+                    start: 0,
+                    end,
+                }));
+            }
+            let len = frame.len();
+            let (start, end) = match eio::decode(&frame) {
+                Packet::Event { payload, .. } => {
+                    let start = payload.as_ptr() as usize - frame.as_ptr() as usize;
+                    (start, start + payload.len())
+                }
+                Packet::Ping(d) => {
+                    let pong = format!("{}{d}", eio::PONG);
+                    if let Err(e) = self.ws.send(Message::text(pong)).await {
+                        return Some(Err(anyhow!(e)));
+                    }
+                    return Some(Ok(Incoming::Control(len)));
+                }
+                Packet::Close => return Some(Ok(Incoming::Closed("Engine.IO close".into()))),
+                Packet::Disconnect => {
+                    return Some(Ok(Incoming::Closed("Socket.IO disconnect".into())));
+                }
+                _ => return Some(Ok(Incoming::Control(len))),
+            };
+            return Some(Ok(Incoming::Text { frame, start, end }));
         }
     }
 }

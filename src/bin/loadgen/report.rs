@@ -26,6 +26,15 @@ pub struct Report {
     pub measured: Throughput,
     /// Live quote latency (receive time − `pt`) during the measured period, in ms.
     pub latency_ms: Latency,
+    /// receive − max(pt, previous delivery of the symbol + throttle), live quotes, measured
+    /// period, ms: the latency the throttle does not excuse.
+    pub latency_throttled_ms: Latency,
+    /// receive − pt of the oldest quote the client did not yet have (per the observer), at
+    /// each live delivery of the measured period, ms. Empty without an observer.
+    pub staleness_ms: Latency,
+    pub throttle: ThrottleStats,
+    /// The unthrottled observer connection; null without one.
+    pub observer: Option<ObserverStats>,
     pub probe: ProbeStats,
     /// Message counts over the whole run (setup, warm-up and measured period).
     pub messages: Messages,
@@ -51,6 +60,37 @@ pub struct ConfigEcho {
     pub zipf: Option<f64>,
     pub probe_interval_ms: u64,
     pub threads: usize,
+    pub protocol: crate::cli::Protocol,
+    pub processes: usize,
+    pub observer: bool,
+}
+
+/// Throttle-aware checks of the measured period (see the `timing` module).
+#[derive(Serialize, serde::Deserialize, Debug, Clone, Default)]
+pub struct ThrottleStats {
+    pub throttle_ms: Option<u64>,
+    /// Deliveries after a gap whose oldest missed quote the observer did not have (no
+    /// staleness sample).
+    pub staleness_missing: u64,
+    /// Seq gaps although the last skipped quote was published > throttle + 50 ms after the
+    /// previous delivery. Reported, not a failure (a conflating server may skip under
+    /// backpressure).
+    pub unexplained_gaps: u64,
+    /// Gaps that could not be judged (the observer lacked the last skipped quote).
+    pub gaps_unjudged: u64,
+}
+
+#[derive(Serialize, Debug, Clone, Default)]
+pub struct ObserverStats {
+    /// Symbols subscribed (all of them for "*").
+    pub symbols: usize,
+    pub frames: u64,
+    pub quotes: u64,
+    /// Seq gaps the observer itself saw (it may be conflated under load), and the quotes
+    /// they skipped: those publish times are unknown.
+    pub gaps: u64,
+    pub gap_quotes: u64,
+    pub error: Option<String>,
 }
 
 #[derive(Serialize, Debug, Clone, Default)]
@@ -164,8 +204,12 @@ pub struct LoadgenStats {
     /// CPU seconds over the whole process lifetime.
     pub cpu_total_s: f64,
     /// The load generator used ≥ 80 % of its worker threads' capacity: the numbers may
-    /// describe the client rather than the server.
+    /// describe the client rather than the server. With --processes: any one process was.
     pub client_bound: bool,
+    /// Load generator processes (--processes); the CPU figures above are their sums.
+    pub processes: usize,
+    /// The busiest process's CPU, % of one core (measured period).
+    pub cpu_pct_max_process: f64,
 }
 
 fn opt_ms(v: Option<f64>) -> String {
@@ -277,6 +321,48 @@ impl Report {
                 l.p50, l.p99, l.p999, l.max, l.p90, l.mean, l.samples
             ),
         );
+        let lt = &self.latency_throttled_ms;
+        w(
+            &mut s,
+            "throttled p50/p99/p99.9/max",
+            format!(
+                "{:.3} / {:.3} / {:.3} / {:.3}   (n={})",
+                lt.p50, lt.p99, lt.p999, lt.max, lt.samples
+            ),
+        );
+        if let Some(o) = &self.observer {
+            let st = &self.staleness_ms;
+            w(
+                &mut s,
+                "staleness p50/p99/p99.9/max",
+                format!(
+                    "{:.3} / {:.3} / {:.3} / {:.3}   (n={}, missing {})",
+                    st.p50, st.p99, st.p999, st.max, st.samples, self.throttle.staleness_missing
+                ),
+            );
+            w(
+                &mut s,
+                "unexplained gaps",
+                format!(
+                    "{} (unjudged {})",
+                    self.throttle.unexplained_gaps, self.throttle.gaps_unjudged
+                ),
+            );
+            w(
+                &mut s,
+                "observer",
+                format!(
+                    "{} symbols, {} quotes, {} gaps ({} quotes skipped){}",
+                    o.symbols,
+                    o.quotes,
+                    o.gaps,
+                    o.gap_quotes,
+                    o.error
+                        .as_deref()
+                        .map_or(String::new(), |e| format!(", error: {e}"))
+                ),
+            );
+        }
         let _ = writeln!(s, "snapshot probes (fresh connections)");
         w(
             &mut s,

@@ -11,14 +11,16 @@ use tokio::time::{Instant, MissedTickBehavior, sleep, sleep_until, timeout_at};
 
 use crate::cli::Args;
 use crate::client::{self, PHASE_DONE, PHASE_MEASURE, ProbeSample, Role, Shared, SubSpec};
+use crate::multi::{self, ProcResult};
 use crate::net::{self, Target};
 use crate::report::{
-    ClientStats, ConfigEcho, Latency, LoadgenStats, Messages, ProbeStats, Report, Rss, Throughput,
-    percentile,
+    ClientStats, ConfigEcho, Latency, LoadgenStats, Messages, ObserverStats, ProbeStats, Report,
+    Rss, ThrottleStats, Throughput, percentile,
 };
-use crate::stats::Counters;
+use crate::stats::{self, Counters};
 use crate::symbols::{Popularity, Rng, SymbolChooser};
 use crate::sys;
+use crate::timing::ObserverLog;
 
 /// Total time allowed for closing every connection at the end.
 const CLOSE_GRACE: Duration = Duration::from_secs(2);
@@ -44,10 +46,19 @@ pub fn fds_needed(args: &Args) -> u64 {
 
 /// Runs the whole benchmark. Errors are reserved for "could not run at all"; problems seen
 /// during the run end up in `Report::failures`.
-pub async fn run(args: &Args) -> Result<Report> {
-    args.validate()?;
-    let quiet = args.quiet;
+pub async fn run(args_in: &Args) -> Result<Report> {
+    args_in.validate()?;
     let cpu_at_start = sys::cpu_times();
+    let is_child = args_in.child_index.is_some();
+    // With --processes N the children start first (they ramp in parallel with this process);
+    // `args` is this process's share from here on, `args_in` the whole run.
+    let (own_args, mut children) = if args_in.processes > 1 && !is_child {
+        multi::spawn_children(args_in)?
+    } else {
+        (args_in.clone(), Vec::new())
+    };
+    let args = &own_args;
+    let quiet = args.quiet;
 
     // --- Limits -------------------------------------------------------------------------
     let fd_limit = sys::raise_nofile_limit()?;
@@ -75,7 +86,11 @@ pub async fn run(args: &Args) -> Result<Report> {
     }
 
     // --- Target and symbols --------------------------------------------------------------
-    let target = Arc::new(Target::resolve(&args.url, args.read_buffer_kib * 1024).await?);
+    let target = Arc::new(
+        Target::resolve(&args.url, args.read_buffer_kib * 1024)
+            .await?
+            .with_protocol(args.protocol),
+    );
     let universe = match &args.symbol_list {
         Some(list) => {
             let mut seen = std::collections::HashSet::new();
@@ -112,7 +127,11 @@ pub async fn run(args: &Args) -> Result<Report> {
         target.addr
     );
 
-    let shared = Arc::new(Shared::default());
+    let observer_log = args.observer_on().then(|| Arc::new(ObserverLog::default()));
+    let shared = Arc::new(Shared {
+        observer: observer_log.clone(),
+        ..Shared::default()
+    });
     let (shutdown_tx, shutdown_rx) = watch::channel::<Option<Instant>>(None);
     let throttle_ms = args.throttle_ms;
     let spec_for = |wildcard: bool, snapshot: bool, rng: &mut Rng| SubSpec {
@@ -157,11 +176,42 @@ pub async fn run(args: &Args) -> Result<Report> {
         progress!(quiet, "warning: cannot read VmRSS of pid {pid}");
     }
 
+    // --- Observer ----------------------------------------------------------------------------
+    // Subscribed before any client, so it has every quote a client can be missing.
+    let mut observer_symbols = 0usize;
+    let observer_task = match &observer_log {
+        None => None,
+        Some(log) => {
+            let symbols = observer_symbols_for(args, &chooser, &spec_for);
+            observer_symbols = if symbols == ["*"] {
+                symbols_available
+            } else {
+                symbols.len()
+            };
+            progress!(
+                quiet,
+                "observer: {} symbols at throttle 0",
+                observer_symbols
+            );
+            let (otx, mut orx) = mpsc::channel::<()>(1);
+            let task = tokio::spawn(client::observer_task(
+                target.clone(),
+                symbols,
+                log.clone(),
+                connect_timeout_of(args),
+                otx,
+                shutdown_rx.clone(),
+            ));
+            let _ = orx.recv().await; // ready (or failed)
+            Some(task)
+        }
+    };
+
     // --- Ramp-up ---------------------------------------------------------------------------
     // Each task holds a clone of `ready_tx` until it is subscribed (or has failed); recv()
     // returns None once every task has dropped its clone — even one that panicked.
     let (ready_tx, mut ready_rx) = mpsc::channel::<()>(1);
-    let connect_timeout = Duration::from_secs_f64(args.connect_timeout);
+    let connect_timeout = connect_timeout_of(args);
     let gap = if args.connect_rate > 0.0 {
         Duration::from_secs_f64(1.0 / args.connect_rate)
     } else {
@@ -186,7 +236,12 @@ pub async fn run(args: &Args) -> Result<Report> {
         } else {
             Role::Stalled
         };
-        let mut rng = Rng::derive(args.seed, i as u64);
+        // Global client index: the same symbols whatever the number of processes.
+        let global = match role {
+            Role::Reader => args.client_offset + i,
+            Role::Stalled => args.all_clients() + (i - args.clients),
+        };
+        let mut rng = Rng::derive(args.seed, global as u64);
         let spec = match role {
             Role::Reader => spec_for(args.wildcard, !args.no_snapshot, &mut rng),
             Role::Stalled => SubSpec {
@@ -232,10 +287,13 @@ pub async fn run(args: &Args) -> Result<Report> {
         );
     }
 
-    // Nothing to measure if nobody got in (the report then says why).
+    // Nothing to measure if nobody got in (the report then says why). With several processes
+    // every one takes part in the common window regardless.
     let nobody = shared.connected.load(Ordering::Relaxed)
         + shared.stall_connected.load(Ordering::Relaxed)
-        == 0;
+        == 0
+        && children.is_empty()
+        && !is_child;
     if nobody {
         progress!(
             quiet,
@@ -244,7 +302,27 @@ pub async fn run(args: &Args) -> Result<Report> {
     }
 
     // --- Warm-up ----------------------------------------------------------------------------
-    if args.warmup > 0.0 && !nobody {
+    // Several processes: everyone ready → a common wall-clock start = now + warm-up.
+    let start_wall = if is_child {
+        Some(multi::child_ready_and_wait().await?)
+    } else if !children.is_empty() {
+        progress!(quiet, "waiting for {} child processes", children.len());
+        multi::wait_ready(&mut children).await?;
+        let start = client::now_us() + (args.warmup * 1e6) as i64;
+        multi::send_start(&mut children, start).await?;
+        Some(start)
+    } else {
+        None
+    };
+    if let Some(start) = start_wall {
+        progress!(
+            quiet,
+            "all processes ready; warming up for {} s",
+            args.warmup
+        );
+        let wait_us = (start - client::now_us()).max(0) as u64;
+        sleep(Duration::from_micros(wait_us)).await;
+    } else if args.warmup > 0.0 && !nobody {
         progress!(quiet, "warming up for {} s", args.warmup);
         sleep(Duration::from_secs_f64(args.warmup)).await;
     }
@@ -341,6 +419,15 @@ pub async fn run(args: &Args) -> Result<Report> {
     if let Some(t) = rss_task {
         let _ = t.await;
     }
+    let observer_error = match observer_task {
+        Some(t) => match timeout_at(deadline + Duration::from_millis(200), t).await {
+            Ok(Ok(Ok(()))) => None,
+            Ok(Ok(Err(e))) => Some(format!("{e:#}")),
+            Ok(Err(e)) => Some(format!("observer task: {e}")),
+            Err(_) => None, // did not close in time: not a measurement problem
+        },
+        None => None,
+    };
     if stragglers > 0 {
         progress!(
             quiet,
@@ -348,22 +435,67 @@ pub async fn run(args: &Args) -> Result<Report> {
         );
     }
 
-    // --- Report -----------------------------------------------------------------------------
-    let hist = shared.stats.merged_latency();
-    let d = c1 - c0;
-    let ms = |us: u64| us as f64 / 1000.0;
-    let latency = if hist.is_empty() {
-        Latency::default()
-    } else {
-        Latency {
-            samples: hist.len(),
-            p50: ms(hist.value_at_quantile(0.5)),
-            p90: ms(hist.value_at_quantile(0.9)),
-            p99: ms(hist.value_at_quantile(0.99)),
-            p999: ms(hist.value_at_quantile(0.999)),
-            max: ms(hist.max()),
-            mean: hist.mean() / 1000.0,
-        }
+    // --- Results of this process, then of all processes ---------------------------------
+    let lock =
+        |m: &std::sync::Mutex<Vec<String>>| m.lock().unwrap_or_else(|e| e.into_inner()).clone();
+    let cpu_end = sys::cpu_times();
+    let own = ProcResult {
+        measured_s,
+        measured: c1 - c0,
+        total: c1,
+        latency: stats::histogram_to_pairs(&shared.stats.merged_latency()),
+        latency_throttled: stats::histogram_to_pairs(
+            &shared.stats.merged(|w| &w.latency_throttled),
+        ),
+        staleness: stats::histogram_to_pairs(&shared.stats.merged(|w| &w.staleness)),
+        connected: shared.connected.load(Ordering::Relaxed),
+        failed: shared.failed.load(Ordering::Relaxed),
+        disconnected: shared.disconnects.load(Ordering::Relaxed),
+        subscribed_symbols: shared.subscribed_symbols.load(Ordering::Relaxed),
+        rejected_symbols: shared.rejected_symbols.load(Ordering::Relaxed),
+        ramp_s,
+        connect_errors: lock(&shared.connect_errors),
+        disconnect_reasons: lock(&shared.disconnect_reasons),
+        rejected_examples: lock(&shared.rejected_examples),
+        cpu_user_s: (cpu1.user.saturating_sub(cpu0.user)).as_secs_f64(),
+        cpu_sys_s: (cpu1.sys.saturating_sub(cpu0.sys)).as_secs_f64(),
+        cpu_total_s: (cpu_end.user + cpu_end.sys)
+            .saturating_sub(cpu_at_start.user + cpu_at_start.sys)
+            .as_secs_f64(),
+        threads: args.threads,
+        welcome: shared.welcome.get().cloned(),
+    };
+    if let Some(path) = &args.child_json {
+        multi::write_result(path, &own)?;
+    }
+    let mut results = vec![own];
+    if !children.is_empty() {
+        progress!(
+            quiet,
+            "collecting the results of {} children",
+            children.len()
+        );
+        results.extend(multi::collect(children, CLOSE_GRACE + Duration::from_secs(15)).await?);
+    }
+    let m = multi::merge(&results, measured_s, CLIENT_BOUND_PCT);
+    let d = m.measured;
+    let c1 = m.total;
+    let latency = latency_of(&m.latency);
+    let latency_throttled = latency_of(&m.latency_throttled);
+    let staleness = latency_of(&m.staleness);
+    let observer = observer_log.as_ref().map(|log| ObserverStats {
+        symbols: observer_symbols,
+        frames: log.frames.load(Ordering::Relaxed),
+        quotes: log.quotes.load(Ordering::Relaxed),
+        gaps: log.gaps.load(Ordering::Relaxed),
+        gap_quotes: log.gap_quotes.load(Ordering::Relaxed),
+        error: observer_error,
+    });
+    let throttle = ThrottleStats {
+        throttle_ms: args.throttle_ms,
+        staleness_missing: d.staleness_missing,
+        unexplained_gaps: d.unexplained_gaps,
+        gaps_unjudged: d.gap_unknown,
     };
     let quotes = d.quotes_live + d.quotes_snapshot;
     let measured = Throughput {
@@ -384,36 +516,31 @@ pub async fn run(args: &Args) -> Result<Report> {
         mb_per_s: d.bytes as f64 / measured_s / 1e6,
     };
     let probe = probe_stats(&probes, args.probe_slow_ms);
-    let cpu_user_s = (cpu1.user.saturating_sub(cpu0.user)).as_secs_f64();
-    let cpu_sys_s = (cpu1.sys.saturating_sub(cpu0.sys)).as_secs_f64();
-    let cpu_pct = 100.0 * (cpu_user_s + cpu_sys_s) / measured_s;
-    let cpu_end = sys::cpu_times();
+    let cpu_pct = 100.0 * (m.cpu_user_s + m.cpu_sys_s) / measured_s;
     let loadgen = LoadgenStats {
         threads: args.threads,
-        cpu_user_s,
-        cpu_sys_s,
+        cpu_user_s: m.cpu_user_s,
+        cpu_sys_s: m.cpu_sys_s,
         cpu_pct_one_core: cpu_pct,
-        cpu_total_s: (cpu_end.user + cpu_end.sys)
-            .saturating_sub(cpu_at_start.user + cpu_at_start.sys)
-            .as_secs_f64(),
-        client_bound: cpu_pct >= CLIENT_BOUND_PCT * args.threads as f64,
+        cpu_total_s: m.cpu_total_s,
+        client_bound: m.client_bound,
+        processes: results.len(),
+        cpu_pct_max_process: m.cpu_pct_max_process,
     };
-    let lock =
-        |m: &std::sync::Mutex<Vec<String>>| m.lock().unwrap_or_else(|e| e.into_inner()).clone();
     let clients = ClientStats {
-        requested: args.clients,
-        connected: shared.connected.load(Ordering::Relaxed),
-        failed: shared.failed.load(Ordering::Relaxed),
-        disconnected: shared.disconnects.load(Ordering::Relaxed),
+        requested: args_in.clients,
+        connected: m.connected,
+        failed: m.failed,
+        disconnected: m.disconnected,
         stall_requested: args.stall,
         stall_connected: shared.stall_connected.load(Ordering::Relaxed),
         stall_failed: shared.stall_failed.load(Ordering::Relaxed),
-        ramp_s,
-        subscribed_symbols: shared.subscribed_symbols.load(Ordering::Relaxed),
-        rejected_symbols: shared.rejected_symbols.load(Ordering::Relaxed),
-        connect_errors: lock(&shared.connect_errors),
-        disconnect_reasons: lock(&shared.disconnect_reasons),
-        rejected_examples: lock(&shared.rejected_examples),
+        ramp_s: m.ramp_s,
+        subscribed_symbols: m.subscribed_symbols,
+        rejected_symbols: m.rejected_symbols,
+        connect_errors: m.connect_errors,
+        disconnect_reasons: m.disconnect_reasons,
+        rejected_examples: m.rejected_examples,
     };
     let messages = Messages {
         ordering_errors: c1.ordering_errors,
@@ -440,27 +567,34 @@ pub async fn run(args: &Args) -> Result<Report> {
         warnings: Vec::new(),
         config: ConfigEcho {
             url: args.url.clone(),
-            clients: args.clients,
+            clients: args_in.clients,
             symbols_per_client: args.symbols,
             wildcard: args.wildcard,
             throttle_ms: args.throttle_ms,
             snapshot: !args.no_snapshot,
             duration_s: args.duration,
             warmup_s: args.warmup,
-            connect_rate: args.connect_rate,
+            connect_rate: args_in.connect_rate,
             stall: args.stall,
             stall_wildcard: args.stall_wildcard,
             seed: args.seed,
             zipf: args.zipf,
             probe_interval_ms: args.probe_interval_ms,
             threads: args.threads,
+            protocol: args.protocol,
+            processes: args_in.processes,
+            observer: args.observer_on(),
         },
-        server: shared.welcome.get().cloned(),
+        server: m.welcome.clone(),
         fd_limit,
         symbols_available,
         clients,
         measured,
         latency_ms: latency,
+        latency_throttled_ms: latency_throttled,
+        staleness_ms: staleness,
+        throttle,
+        observer,
         probe,
         messages,
         server_rss_mib,
@@ -468,6 +602,49 @@ pub async fn run(args: &Args) -> Result<Report> {
     };
     judge(&mut report, &d);
     Ok(report)
+}
+
+fn connect_timeout_of(args: &Args) -> Duration {
+    Duration::from_secs_f64(args.connect_timeout)
+}
+
+/// Percentiles of a µs histogram, in ms.
+pub fn latency_of(hist: &hdrhistogram::Histogram<u64>) -> Latency {
+    let ms = |us: u64| us as f64 / 1000.0;
+    if hist.is_empty() {
+        return Latency::default();
+    }
+    Latency {
+        samples: hist.len(),
+        p50: ms(hist.value_at_quantile(0.5)),
+        p90: ms(hist.value_at_quantile(0.9)),
+        p99: ms(hist.value_at_quantile(0.99)),
+        p999: ms(hist.value_at_quantile(0.999)),
+        max: ms(hist.max()),
+        mean: hist.mean() / 1000.0,
+    }
+}
+
+/// What the observer subscribes to: the union of every reading client's symbols (over all
+/// processes), or "*" for wildcard clients or a union too large for one subscribe.
+fn observer_symbols_for(
+    args: &Args,
+    chooser: &SymbolChooser,
+    spec_for: &dyn Fn(bool, bool, &mut Rng) -> SubSpec,
+) -> Vec<String> {
+    const MAX_UNION: usize = 1000;
+    if args.wildcard || args.symbols == 0 {
+        return vec!["*".to_string()];
+    }
+    let mut seen = std::collections::BTreeSet::new();
+    for g in 0..args.all_clients() {
+        let mut rng = Rng::derive(args.seed, g as u64);
+        seen.extend(spec_for(false, true, &mut rng).symbols);
+        if seen.len() > MAX_UNION || seen.len() == chooser.len() {
+            return vec!["*".to_string()];
+        }
+    }
+    seen.into_iter().collect()
 }
 
 fn mib(bytes: u64) -> f64 {
@@ -531,8 +708,8 @@ fn judge(r: &mut Report, measured: &Counters) {
     }
     if r.loadgen.client_bound {
         r.warnings.push(format!(
-            "the load generator used {:.0}% of one core with {} thread(s): results may be client-bound",
-            r.loadgen.cpu_pct_one_core, r.loadgen.threads
+            "the load generator used {:.0}% of one core with {} thread(s) (busiest of {} process(es)): results may be client-bound",
+            r.loadgen.cpu_pct_max_process, r.loadgen.threads, r.loadgen.processes
         ));
     }
     if measured.negative_latency > 0 {

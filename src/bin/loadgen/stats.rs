@@ -17,7 +17,7 @@ use hdrhistogram::Histogram;
 const LATENCY_MAX_US: u64 = 3_600_000_000;
 
 /// Plain counters of received traffic. Monotonic; rates are differences of two snapshots.
-#[derive(Debug, Default, Clone, Copy, PartialEq)]
+#[derive(Debug, Default, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Counters {
     /// Text frames of any type.
     pub frames: u64,
@@ -38,10 +38,16 @@ pub struct Counters {
     pub parse_errors: u64,
     /// Live quotes received "before" their publish time (clock skew); recorded as 0 µs.
     pub negative_latency: u64,
+    /// Live deliveries after a gap whose oldest missed quote the observer did not have.
+    pub staleness_missing: u64,
+    /// Seq gaps the throttle cannot explain (see [`crate::timing`]).
+    pub unexplained_gaps: u64,
+    /// Seq gaps that could not be judged (the observer lacked the last skipped quote).
+    pub gap_unknown: u64,
 }
 
 impl Counters {
-    fn add(&mut self, o: &Counters) {
+    pub fn add(&mut self, o: &Counters) {
         self.frames += o.frames;
         self.bytes += o.bytes;
         self.quote_frames += o.quote_frames;
@@ -56,6 +62,9 @@ impl Counters {
         self.other_msgs += o.other_msgs;
         self.parse_errors += o.parse_errors;
         self.negative_latency += o.negative_latency;
+        self.staleness_missing += o.staleness_missing;
+        self.unexplained_gaps += o.unexplained_gaps;
+        self.gap_unknown += o.gap_unknown;
     }
 }
 
@@ -77,6 +86,9 @@ impl Sub for Counters {
             other_msgs: self.other_msgs - o.other_msgs,
             parse_errors: self.parse_errors - o.parse_errors,
             negative_latency: self.negative_latency - o.negative_latency,
+            staleness_missing: self.staleness_missing - o.staleness_missing,
+            unexplained_gaps: self.unexplained_gaps - o.unexplained_gaps,
+            gap_unknown: self.gap_unknown - o.gap_unknown,
         }
     }
 }
@@ -86,6 +98,10 @@ pub struct WorkerStats {
     pub counters: Counters,
     /// Live-quote latency in µs, measured period only.
     pub latency: Histogram<u64>,
+    /// Throttled latency (see [`crate::timing`]), µs, measured period only.
+    pub latency_throttled: Histogram<u64>,
+    /// Staleness at each live delivery, µs (only with an observer).
+    pub staleness: Histogram<u64>,
 }
 
 impl WorkerStats {
@@ -93,6 +109,8 @@ impl WorkerStats {
         WorkerStats {
             counters: Counters::default(),
             latency: new_latency_histogram(),
+            latency_throttled: new_latency_histogram(),
+            staleness: new_latency_histogram(),
         }
     }
 }
@@ -157,10 +175,15 @@ impl StatsRegistry {
 
     /// All latency histograms merged.
     pub fn merged_latency(&self) -> Histogram<u64> {
+        self.merged(|w| &w.latency)
+    }
+
+    /// One kind of histogram, merged over the workers.
+    pub fn merged(&self, pick: impl Fn(&WorkerStats) -> &Histogram<u64>) -> Histogram<u64> {
         let mut h = new_latency_histogram();
         for w in lock(&self.workers).iter() {
             // Same bounds everywhere, so adding cannot fail.
-            let _ = h.add(&lock(w).latency);
+            let _ = h.add(pick(&lock(w)));
         }
         h
     }
@@ -168,5 +191,23 @@ impl StatsRegistry {
     #[cfg(test)]
     pub fn worker_count(&self) -> usize {
         lock(&self.workers).len()
+    }
+}
+
+/// A histogram as (value, count) pairs of its non-empty buckets: the compact form children
+/// send to the parent. Each value is the highest equivalent value of its bucket, so recording
+/// it into a histogram of the same bounds lands in the same bucket: the round trip is exact.
+#[allow(dead_code)] // used by --processes (next step)
+pub fn histogram_to_pairs(h: &Histogram<u64>) -> Vec<[u64; 2]> {
+    h.iter_recorded()
+        .map(|v| [v.value_iterated_to(), v.count_at_value()])
+        .collect()
+}
+
+/// Adds serialised (value, count) pairs into `h`.
+#[allow(dead_code)]
+pub fn add_pairs(h: &mut Histogram<u64>, pairs: &[[u64; 2]]) {
+    for &[v, n] in pairs {
+        h.saturating_record_n(v, n);
     }
 }

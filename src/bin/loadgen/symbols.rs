@@ -72,6 +72,10 @@ impl SymbolChooser {
         }
     }
 
+    pub fn len(&self) -> usize {
+        self.universe.len()
+    }
+
     /// K distinct symbols (all of them if K ≥ universe size), in no particular order.
     pub fn choose(&self, rng: &mut Rng, k: usize) -> Vec<String> {
         let n = self.universe.len();

@@ -134,7 +134,8 @@ fn other_message_types_are_counted_not_failed() {
         Event::Subscribed {
             symbols: 2,
             rejected: 1,
-            first_rejected: Some("ZZZ".into())
+            first_rejected: Some("ZZZ".into()),
+            throttle_ms: Some(0)
         }
     );
     assert_eq!(
@@ -435,6 +436,8 @@ impl Default for MockOpts {
 
 struct Mock {
     addr: SocketAddr,
+    /// Engine.IO pongs received (Socket.IO connections get a ping after `subscribed`).
+    pongs: Arc<AtomicUsize>,
     connections: Arc<AtomicUsize>,
     closes_received: Arc<AtomicUsize>,
 }
@@ -446,13 +449,15 @@ async fn start_mock(opts: MockOpts) -> Mock {
     let addr = listener.local_addr().unwrap();
     let connections = Arc::new(AtomicUsize::new(0));
     let closes_received = Arc::new(AtomicUsize::new(0));
-    let (conns, closes) = (connections.clone(), closes_received.clone());
+    let pongs = Arc::new(AtomicUsize::new(0));
+    let (conns, closes, pongs2) = (connections.clone(), closes_received.clone(), pongs.clone());
     tokio::spawn(async move {
         loop {
             let Ok((stream, _)) = listener.accept().await else {
                 return;
             };
-            let (opts, conns, closes) = (opts.clone(), conns.clone(), closes.clone());
+            let (opts, conns, closes, pongs) =
+                (opts.clone(), conns.clone(), closes.clone(), pongs2.clone());
             tokio::spawn(async move {
                 let mut peek = [0u8; 32];
                 let n = stream.peek(&mut peek).await.unwrap_or(0);
@@ -460,13 +465,15 @@ async fn start_mock(opts: MockOpts) -> Mock {
                     serve_symbols(stream, &opts.symbols).await;
                 } else {
                     conns.fetch_add(1, Ordering::Relaxed);
-                    let _ = serve_ws(stream, opts, closes).await;
+                    let sio = peek[..n].starts_with(b"GET /socket.io/");
+                    let _ = serve_ws(stream, opts, closes, sio.then_some(pongs)).await;
                 }
             });
         }
     });
     Mock {
         addr,
+        pongs,
         connections,
         closes_received,
     }
@@ -506,19 +513,46 @@ async fn serve_ws(
     stream: tokio::net::TcpStream,
     opts: MockOpts,
     closes: Arc<AtomicUsize>,
+    // Some = Socket.IO mode, counting Engine.IO pongs.
+    sio_pongs: Option<Arc<AtomicUsize>>,
 ) -> anyhow::Result<()> {
     // Like the real server should: without TCP_NODELAY, `subscribed` + snapshot (two small
     // writes) meet Nagle + delayed ACK and the probe sees ~40 ms.
     stream.set_nodelay(true)?;
     let mut ws = tokio_tungstenite::accept_async(stream).await?;
-    ws.send(Message::text(
+    let sio = sio_pongs.is_some();
+    // v1 object → wire text (a Socket.IO event named after its type in Socket.IO mode).
+    let wrap = |v: Value| -> Message {
+        if sio {
+            let kind = v["type"].as_str().unwrap_or("message").to_string();
+            Message::text(json!([kind, v]).to_string().replacen('[', "42[", 1))
+        } else {
+            Message::text(v.to_string())
+        }
+    };
+    if sio {
+        ws.send(Message::text(
+            r#"0{"sid":"mock","upgrades":[],"pingInterval":25000,"pingTimeout":20000,"maxPayload":1000000}"#,
+        ))
+        .await?;
+        match ws.next().await {
+            Some(Ok(Message::Text(t))) if t.as_str() == "40" => {}
+            other => anyhow::bail!("expected 40, got {other:?}"),
+        }
+        ws.send(Message::text(r#"40{"sid":"mock-sio"}"#)).await?;
+    }
+    ws.send(wrap(
         json!({"type":"welcome","protocol":1,"server":"mock 0.0.0","instance":"mock-1","throttle_ms":250,
-               "min_throttle_ms":0,"max_symbols":1000,"max_frame_bytes":16384})
-        .to_string(),
+               "min_throttle_ms":0,"max_symbols":1000,"max_frame_bytes":16384}),
     ))
     .await?;
     let sub: Value = loop {
         match ws.next().await {
+            Some(Ok(Message::Text(t))) if sio => {
+                let v: Value = serde_json::from_str(t.strip_prefix("42").expect("an event"))?;
+                assert_eq!(v[0], "subscribe");
+                break v[1].clone();
+            }
             Some(Ok(Message::Text(t))) => break serde_json::from_str(&t)?,
             Some(Ok(_)) => continue,
             _ => return Ok(()),
@@ -526,8 +560,8 @@ async fn serve_ws(
     };
     assert_eq!(sub["op"], "subscribe");
     if opts.refuse {
-        ws.send(Message::text(
-            json!({"type":"error","id":sub["id"],"code":"too_many","message":"no"}).to_string(),
+        ws.send(wrap(
+            json!({"type":"error","id":sub["id"],"code":"too_many","message":"no"}),
         ))
         .await?;
         return Ok(());
@@ -538,24 +572,26 @@ async fn serve_ws(
     } else {
         wanted.into_iter().partition(|s| opts.symbols.contains(s))
     };
-    ws.send(Message::text(
-        json!({"type":"subscribed","id":sub["id"],"throttle_ms":sub["throttle_ms"],"symbols":symbols,"rejected":rejected})
-            .to_string(),
+    ws.send(wrap(
+        json!({"type":"subscribed","id":sub["id"],"throttle_ms":sub["throttle_ms"],"symbols":symbols,"rejected":rejected}),
     ))
     .await?;
+    if sio {
+        ws.send(Message::text("2")).await?; // Engine.IO ping: the client must answer 3
+    }
     let mut seqs: HashMap<String, u64> = symbols.iter().map(|s| (s.clone(), 100)).collect();
     if sub["snapshot"] == true {
         let quotes: Vec<Value> = symbols
             .iter()
             .map(|s| quote(s, seqs[s], now_us()))
             .collect();
-        ws.send(Message::text(
-            json!({"type":"quotes","snapshot":true,"quotes":quotes}).to_string(),
+        ws.send(wrap(
+            json!({"type":"quotes","snapshot":true,"quotes":quotes}),
         ))
         .await?;
     }
-    ws.send(Message::text(
-        json!({"type":"feed","name":"sim","quotes":5,"state":"running"}).to_string(),
+    ws.send(wrap(
+        json!({"type":"feed","name":"sim","quotes":5,"state":"running"}),
     ))
     .await?;
     let mut tick = tokio::time::interval(opts.tick);
@@ -576,7 +612,7 @@ async fn serve_ws(
                     }
                     quote(s, *seq, now_us())
                 }).collect();
-                ws.send(Message::text(json!({"type":"quotes","quotes":quotes}).to_string())).await?;
+                ws.send(wrap(json!({"type":"quotes","quotes":quotes}))).await?;
             }
             msg = ws.next() => match msg {
                 Some(Ok(Message::Close(_))) => {
@@ -584,6 +620,11 @@ async fn serve_ws(
                     // tungstenite queues the close reply; flush it.
                     let _ = ws.flush().await;
                     return Ok(());
+                }
+                Some(Ok(Message::Text(t))) if t.as_str() == "3" => {
+                    if let Some(p) = &sio_pongs {
+                        p.fetch_add(1, Ordering::Relaxed);
+                    }
                 }
                 Some(Ok(_)) => {}
                 _ => return Ok(()),
@@ -946,4 +987,187 @@ fn bench_process() {
     let bytes = t.elapsed().as_nanos() as f64 / (rounds * frames.len()) as f64;
     eprintln!("byte loop: {bytes:.0} ns per frame ({n})");
     assert_eq!(st.counters.ordering_errors, 0);
+}
+
+#[test]
+fn throttled_latency_and_staleness_through_process() {
+    use crate::timing::ObserverLog;
+    // Observer saw A: 10 @1.000 s, 11 @1.100 s, 12 @1.250 s, 13 @1.400 s.
+    let log = Arc::new(ObserverLog::default());
+    log.record(
+        false,
+        [
+            ("A", 10, 1_000_000),
+            ("A", 11, 1_100_000),
+            ("A", 12, 1_250_000),
+            ("A", 13, 1_400_000),
+        ]
+        .into_iter(),
+    );
+    let mut st = WorkerStats::new();
+    let mut seq = SeqTracker::default();
+    seq.throttle_us = 200_000;
+    seq.observer = Some(log);
+    let frame_of =
+        |s: u64, pt: i64| json!({"type":"quotes","quotes":[quote("A", s, pt)]}).to_string();
+    // 10 received at 1.001 s: first delivery → throttled = plain = 1 ms; no staleness sample.
+    frame::process(&frame_of(10, 1_000_000), &mut seq, &mut st, 1_001_000, true);
+    // 13 received at 1.402 s: due max(1.4, 1.001 + 0.2) = 1.4 → throttled 2 ms; staleness
+    // = 1.402 − pt(11) = 302 ms; last skipped 12 at 1.25 s ≤ 1.001 + 0.2 + 0.05 → explained.
+    frame::process(&frame_of(13, 1_400_000), &mut seq, &mut st, 1_402_000, true);
+    assert_eq!(st.latency_throttled.len(), 2);
+    assert!(
+        st.latency_throttled
+            .equivalent(st.latency_throttled.max(), 2_000)
+    );
+    assert!(
+        st.latency_throttled
+            .equivalent(st.latency_throttled.min(), 1_000)
+    );
+    assert_eq!(st.staleness.len(), 1);
+    assert!(st.staleness.equivalent(st.staleness.max(), 302_000));
+    assert_eq!(st.counters.unexplained_gaps, 0);
+    // 14 (unknown to the observer) published at 1.5 s, received 1.7 s: consecutive, so
+    // staleness = 1.7 − 1.5 = 200 ms; throttled: due max(1.5, 1.402 + 0.2 = 1.602) → 98 ms.
+    frame::process(&frame_of(14, 1_500_000), &mut seq, &mut st, 1_700_000, true);
+    assert!(st.staleness.equivalent(st.staleness.min(), 200_000));
+    assert_eq!(st.staleness.len(), 2);
+    assert!(
+        st.latency_throttled
+            .equivalent(st.latency_throttled.max(), 98_000)
+    );
+    // 17: 15 unknown to the observer → missing staleness and an unjudged gap.
+    frame::process(&frame_of(17, 1_900_000), &mut seq, &mut st, 1_950_000, true);
+    assert_eq!(
+        (st.counters.staleness_missing, st.counters.gap_unknown),
+        (1, 1)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn socketio_against_mock() {
+    let mock = start_mock(MockOpts::default()).await;
+    let args = args_for(
+        &mock,
+        &[
+            "--protocol",
+            "socketio",
+            "--clients",
+            "4",
+            "--symbols",
+            "3",
+            "--throttle-ms",
+            "20",
+            "--probe-interval-ms",
+            "300",
+        ],
+    );
+    assert!(args.observer_on(), "throttle > 0 turns the observer on");
+    let r = crate::run::run(&args).await.unwrap();
+    eprintln!("{}", r.table());
+    assert!(r.ok, "failures: {:?}", r.failures);
+    assert_eq!((r.clients.connected, r.clients.failed), (4, 0));
+    assert_eq!(r.clients.subscribed_symbols, 12);
+    assert_eq!(r.messages.feed, 4);
+    assert_eq!(r.messages.parse_errors, 0);
+    assert!(r.measured.quotes_live > 100, "quotes: {:?}", r.measured);
+    assert!(r.latency_throttled_ms.samples > 0);
+    assert!(r.probe.ok >= 1 && r.probe.failed == 0, "{:?}", r.probe);
+    let o = r.observer.as_ref().expect("observer");
+    assert!(o.quotes > 0 && o.error.is_none(), "{o:?}");
+    // Every reader, the observer and the probes answered the ping.
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert!(mock.pongs.load(Ordering::Relaxed) >= 5);
+    assert_eq!(
+        r.server.as_ref().unwrap().instance.as_deref(),
+        Some("mock-1")
+    );
+}
+
+#[test]
+fn histogram_pairs_round_trip_and_merge() {
+    use crate::multi::{ProcResult, merge, share};
+    use crate::stats::{add_pairs, histogram_to_pairs, new_latency_histogram};
+    let mut a = new_latency_histogram();
+    let mut b = new_latency_histogram();
+    for v in [1u64, 5, 1000, 1001, 250_000, 3_000_000] {
+        a.record(v).unwrap();
+    }
+    for v in [7u64, 1000, 999_999] {
+        b.record_n(v, 3).unwrap();
+    }
+    // Round trip is exact (same buckets, same counts).
+    let mut back = new_latency_histogram();
+    add_pairs(&mut back, &histogram_to_pairs(&a));
+    assert_eq!(back, a);
+    // Merging via pairs = merging histograms.
+    let ra = ProcResult {
+        latency: histogram_to_pairs(&a),
+        measured: crate::stats::Counters {
+            frames: 10,
+            ..Default::default()
+        },
+        connected: 3,
+        cpu_user_s: 0.9,
+        threads: 1,
+        ..Default::default()
+    };
+    let rb = ProcResult {
+        latency: histogram_to_pairs(&b),
+        measured: crate::stats::Counters {
+            frames: 5,
+            ..Default::default()
+        },
+        connected: 2,
+        cpu_user_s: 0.2,
+        threads: 1,
+        ramp_s: 2.5,
+        ..Default::default()
+    };
+    let m = merge(&[ra, rb], 1.0, 80.0);
+    let mut direct = a.clone();
+    direct.add(&b).unwrap();
+    assert_eq!(m.latency, direct);
+    assert_eq!(m.latency.len(), 15);
+    assert_eq!(m.measured.frames, 15);
+    assert_eq!(m.connected, 5);
+    assert_eq!(m.ramp_s, 2.5);
+    assert!((m.cpu_user_s - 1.1).abs() < 1e-9);
+    assert!((m.cpu_pct_max_process - 90.0).abs() < 1e-9);
+    assert!(m.client_bound, "one process at 90 % of its one thread");
+    // Client shares add up and differ by at most one.
+    for (total, n) in [(10, 3), (200, 2), (5, 5), (7, 4)] {
+        let v: Vec<usize> = (0..n).map(|k| share(total, n, k)).collect();
+        assert_eq!(v.iter().sum::<usize>(), total);
+        assert!(v.iter().max().unwrap() - v.iter().min().unwrap() <= 1);
+    }
+}
+
+#[test]
+fn child_arguments_round_trip() {
+    let a = Args::try_parse_from([
+        "loadgen",
+        "--clients",
+        "10",
+        "--processes",
+        "2",
+        "--protocol",
+        "socketio",
+        "--throttle-ms",
+        "200",
+        "--symbols",
+        "3",
+    ])
+    .unwrap();
+    a.validate().unwrap();
+    let text = serde_json::to_string(&a).unwrap();
+    let b: Args = serde_json::from_str(&text).unwrap();
+    assert_eq!(format!("{a:?}"), format!("{b:?}"));
+    assert_eq!(b.protocol, crate::cli::Protocol::Socketio);
+    assert!(
+        Args::try_parse_from(["loadgen", "--processes", "3", "--clients", "2"])
+            .unwrap()
+            .validate()
+            .is_err()
+    );
 }
