@@ -30,14 +30,6 @@ fn quote(sym: &str, seq: u64, pt: i64) -> Value {
            "low": 228.75, "prev_close": 228.9, "change": 2.62, "change_pct": 1.14})
 }
 
-/// A quote exactly as the server writes it (field order = wire order of `Quote`).
-fn wire_quote(sym: &str, seq: u64, pt: i64) -> String {
-    format!(
-        r#"{{"symbol":"{sym}","seq":{seq},"ts":{},"pt":{pt},"last":231.52,"bid":231.5,"ask":231.54,"size":100,"volume":1834200,"open":229.1,"high":232.0,"low":228.75,"prev_close":228.9,"change":2.62,"change_pct":1.14}}"#,
-        pt / 1000
-    )
-}
-
 #[test]
 fn live_quotes_are_counted_and_timed() {
     let mut st = WorkerStats::new();
@@ -882,112 +874,6 @@ async fn setup_errors_are_errors() {
     assert!(r.is_err());
 }
 
-/// Scale smoke test (a few thousand sockets; run with `--ignored`): ramp-up at full speed,
-/// every client subscribed, clean shutdown within the grace period.
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-#[ignore]
-async fn many_clients() {
-    let mock = start_mock(MockOpts {
-        tick: Duration::from_millis(200),
-        ..Default::default()
-    })
-    .await;
-    let args = args_for(
-        &mock,
-        &[
-            "--clients",
-            "3000",
-            "--symbols",
-            "5",
-            "--stall",
-            "50",
-            "--duration",
-            "2",
-            "--connect-rate",
-            "2000",
-        ],
-    );
-    let t = std::time::Instant::now();
-    let r = crate::run::run(&args).await.unwrap();
-    eprintln!("{}", r.table());
-    assert!(r.ok, "failures: {:?}", r.failures);
-    assert_eq!(r.clients.connected, 3000);
-    assert!(
-        t.elapsed() < Duration::from_secs(10),
-        "took {:?}",
-        t.elapsed()
-    );
-}
-
-/// Hot-path cost (run with `--ignored --nocapture`): ns per 10-quote live frame.
-#[test]
-#[ignore]
-fn bench_process() {
-    let now = now_us();
-    let mut st = WorkerStats::new();
-    let mut seq = SeqTracker::default();
-    let frames: Vec<String> = (0..1000u64)
-        .map(|i| {
-            let quotes: Vec<String> = (0..10)
-                .map(|s| wire_quote(&format!("SYM{s}"), i + 1, now - 700))
-                .collect();
-            format!(r#"{{"type":"quotes","quotes":[{}]}}"#, quotes.join(","))
-        })
-        .collect();
-    let t = std::time::Instant::now();
-    let rounds = 200;
-    for r in 0..rounds {
-        if r > 0 {
-            seq = SeqTracker::default();
-        }
-        for f in &frames {
-            frame::process(f, &mut seq, &mut st, now, true);
-        }
-    }
-    let per = t.elapsed().as_nanos() as f64 / (rounds * frames.len()) as f64;
-    eprintln!(
-        "{per:.0} ns per frame ({} bytes, 10 quotes): {:.0} ns per quote",
-        frames[0].len(),
-        per / 10.0
-    );
-    let t = std::time::Instant::now();
-    for _ in 0..rounds {
-        for f in &frames {
-            std::hint::black_box(serde_json::from_str::<serde::de::IgnoredAny>(f).unwrap());
-        }
-    }
-    let base = t.elapsed().as_nanos() as f64 / (rounds * frames.len()) as f64;
-    eprintln!("baseline serde_json IgnoredAny: {base:.0} ns per frame");
-    let t = std::time::Instant::now();
-    for _ in 0..rounds {
-        for f in &frames {
-            std::hint::black_box(crate::scan::scan_quotes(f).unwrap());
-        }
-    }
-    let scan = t.elapsed().as_nanos() as f64 / (rounds * frames.len()) as f64;
-    eprintln!("scan alone: {scan:.0} ns per frame");
-    let t = std::time::Instant::now();
-    for _ in 0..rounds {
-        for f in &frames {
-            std::hint::black_box(serde_json::from_str::<frame::Frame>(f).unwrap());
-        }
-    }
-    let serde = t.elapsed().as_nanos() as f64 / (rounds * frames.len()) as f64;
-    eprintln!("serde borrowed Frame alone: {serde:.0} ns per frame");
-    let t = std::time::Instant::now();
-    let mut n = 0usize;
-    for _ in 0..rounds {
-        for f in &frames {
-            n += std::hint::black_box(f.as_bytes())
-                .iter()
-                .filter(|&&c| c == b'}')
-                .count();
-        }
-    }
-    let bytes = t.elapsed().as_nanos() as f64 / (rounds * frames.len()) as f64;
-    eprintln!("byte loop: {bytes:.0} ns per frame ({n})");
-    assert_eq!(st.counters.ordering_errors, 0);
-}
 
 #[test]
 fn throttled_latency_and_staleness_through_process() {
