@@ -4,7 +4,8 @@
 #   2. a smoke test of the release binary as a user runs it: start with no configuration,
 #      serve REST and WebSocket (checked with the load generator), stop on SIGTERM in time;
 #   3. the browser dashboard in a real headless Chromium (tests/e2e/run.sh);
-#   4. monitoring against a real Prometheus (tests/monitoring/run.sh).
+#   4. the benchmark's peer servers (tests/bench/peers/smoke.mjs);
+#   5. monitoring against a real Prometheus (tests/monitoring/run.sh).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$(pwd)
@@ -70,6 +71,9 @@ trap - EXIT
 
 step "browser: dashboard end to end in headless Chromium"
 bash tests/e2e/run.sh
+
+step "bench peers: Node ws, uWebSockets.js and Socket.IO servers speak protocol v1"
+(cd tests/bench/peers && npm ci --no-audit --no-fund --loglevel=error && timeout 300 node smoke.mjs)
 
 step "monitoring: Prometheus config and alerts, Grafana dashboard, compose stack against a real Prometheus"
 bash tests/monitoring/run.sh
