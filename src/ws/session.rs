@@ -193,6 +193,8 @@ pub struct Session {
     stalled_since: Option<Instant>,
     fired: Vec<TopicId>,
     known_topics: usize,
+    /// Whether the kernel was asked already during the current flush.
+    probed_this_flush: bool,
 }
 
 impl Session {
@@ -222,6 +224,7 @@ impl Session {
             stalled_since: None,
             fired: Vec::new(),
             known_topics: 0,
+            probed_this_flush: false,
             state,
         }
     }
@@ -471,13 +474,19 @@ impl Session {
     fn room_for(&mut self, bytes: u64, now: Instant) -> Room {
         if let Some(probe) = &self.probe {
             if self.ledger.unconfirmed() + bytes > FAST_PATH_BYTES || self.ledger.kernel_unsent() > KERNEL_UNSENT_LIMIT {
-                match probe.progress() {
-                    Some(progress) => {
-                        if self.ledger.observe(progress) {
-                            self.stalled_since = None;
+                // Only actix's dispatcher for this connection moves bytes from the server's
+                // buffers to the kernel, and it runs on this same worker thread, not during a
+                // flush: a second reading within one flush would return the same figures.
+                if !self.probed_this_flush {
+                    self.probed_this_flush = true;
+                    match probe.progress() {
+                        Some(progress) => {
+                            if self.ledger.observe(progress) {
+                                self.stalled_since = None;
+                            }
                         }
+                        None => return Room::Yes,
                     }
-                    None => return Room::Yes,
                 }
                 let unconfirmed = self.ledger.unconfirmed();
                 let fits = unconfirmed == 0 || unconfirmed + bytes <= SERVER_BUFFER_BUDGET;
@@ -506,6 +515,7 @@ impl Session {
     /// Sends what is due while there is room: control messages, then snapshots, then quotes.
     fn flush(&mut self) -> Result<(), End> {
         let now = Instant::now();
+        self.probed_this_flush = false;
         if self.ping_due {
             self.ping_due = false;
             self.outbox.push_back(Outgoing::Ping);
