@@ -5,10 +5,10 @@
 //! frame is copied twice on the way (into the channel's encoder, then into the write buffer).
 //! Instead, the upgrade response carries an [`OutboundBody`] that actix-http *pulls* from:
 //! actix-http polls a response body only while its write buffer for the connection holds less
-//! than 32 KiB, so being polled is the signal that the client keeps up, with no system call and
-//! no guesswork. When polled, the body turns whatever is due into WebSocket frames written
+//! than a threshold, so being polled is the signal that the client keeps up, with no system call and
+//! no guesswork (the threshold is [`WRITE_BUFFER_BYTES`]). When polled, the body turns whatever is due into WebSocket frames written
 //! straight into the chunk it returns — control replies first, then snapshots, then live quotes,
-//! at most [`CHUNK_BYTES`] plus one frame per poll — and when nothing is due it registers its
+//! at most [`CHUNK_BYTES`] per poll — and when nothing is due it registers its
 //! waker with the session's [`SessionSignal`] (woken by the bus and by the session task) and a
 //! timer for the next throttle deadline.
 //!
@@ -16,8 +16,8 @@
 //! - **A session's output costs at most one write buffer.** Nothing is produced ahead of the
 //!   socket: a client that stops reading leaves actix-http's write buffer full, its body is no
 //!   longer polled, and its due symbols stay due (conflating) instead of piling up as frames.
-//!   Server memory per stalled client is at most the write buffer (32 KiB) plus one chunk,
-//!   and control replies waiting in the outbox are capped by the session at
+//!   Server memory per stalled client is at most [`WRITE_BUFFER_BYTES`] plus one chunk
+//!   ([`CHUNK_BYTES`]) in the write buffer, and control replies waiting in the outbox are capped by the session at
 //!   [`OUTBOX_LIMIT_BYTES`].
 //! - **Delivery does not involve the session task.** A publish wakes the body directly; the
 //!   session task only handles what the client sends, pings and timeouts.
@@ -41,7 +41,11 @@ use super::throttle::SubscriptionSet;
 use crate::bus::{SessionSignal, TopicId};
 use crate::server::AppState;
 
-/// Frames are added to a chunk while it holds less than this.
+/// actix-http's write buffer threshold for every connection (set on the server): it polls a
+/// body for more only while the buffer holds less than this.
+pub const WRITE_BUFFER_BYTES: usize = 16 * 1024;
+/// Most bytes of quote frames returned by one poll, so the write buffer of a client that
+/// stops reading holds at most [`WRITE_BUFFER_BYTES`] + this = 32 KiB.
 pub const CHUNK_BYTES: usize = 16 * 1024;
 /// Control replies waiting to be sent, at most; a client that lets more pile up is closed.
 pub const OUTBOX_LIMIT_BYTES: usize = 32 * 1024;
@@ -225,9 +229,13 @@ impl Output {
     }
 
     /// Appends one frame of due quotes (or snapshot quotes) of at most `max_frame_bytes`
-    /// (a single larger quote still goes out alone). Returns the number of quotes.
+    /// and of what is left of the chunk's budget (a single larger quote still goes out alone).
+    /// Returns the number of quotes.
     fn put_quote_frame(&mut self, buf: &mut BytesMut, now: Instant, snapshot: bool) -> usize {
-        let max = self.max_frame_bytes;
+        // A frame also ends where the chunk's budget does, so a chunk never exceeds
+        // CHUNK_BYTES (but for a lone quote larger than that) and the write buffer it lands in
+        // stays under WRITE_BUFFER_BYTES + CHUNK_BYTES.
+        let max = self.max_frame_bytes.min(CHUNK_BYTES.saturating_sub(buf.len())).max(LIVE_PREFIX.len() + SUFFIX.len());
         let start = buf.len();
         // Room for the header of a frame of `max` bytes; moved if the frame ends up smaller
         // than 126 bytes or a lone oversized quote makes it longer.
