@@ -166,6 +166,13 @@ impl SubscriptionSet {
             self.wildcard_throttle_ms = Some(throttle_ms);
         }
         let now_us = self.micros(now);
+        // Exact capacities: a session costs its subscriptions, not a doubling's slack (a
+        // 10-symbol session would otherwise carry 16 slots).
+        let new = topics.iter().filter(|t| self.find(t.id).is_none()).count();
+        self.subs.reserve_exact(new);
+        if snapshot {
+            self.snapshot_queue.reserve_exact(new);
+        }
         for topic in topics {
             match self.find(topic.id) {
                 Some(i) => {
