@@ -45,6 +45,9 @@ pub struct ProcResult {
     pub disconnected: u64,
     pub subscribed_symbols: u64,
     pub rejected_symbols: u64,
+    /// Reading clients with a live quote during the measured period.
+    #[serde(default)]
+    pub delivering: u64,
     pub ramp_s: f64,
     pub connect_errors: Vec<String>,
     pub disconnect_reasons: Vec<String>,
@@ -69,6 +72,7 @@ pub struct Merged {
     pub disconnected: u64,
     pub subscribed_symbols: u64,
     pub rejected_symbols: u64,
+    pub delivering: u64,
     /// The slowest process's ramp.
     pub ramp_s: f64,
     pub connect_errors: Vec<String>,
@@ -97,6 +101,7 @@ pub fn merge(results: &[ProcResult], measured_s: f64, bound_pct: f64) -> Merged 
         disconnected: 0,
         subscribed_symbols: 0,
         rejected_symbols: 0,
+        delivering: 0,
         ramp_s: 0.0,
         connect_errors: Vec::new(),
         disconnect_reasons: Vec::new(),
@@ -126,6 +131,7 @@ pub fn merge(results: &[ProcResult], measured_s: f64, bound_pct: f64) -> Merged 
         m.disconnected += r.disconnected;
         m.subscribed_symbols += r.subscribed_symbols;
         m.rejected_symbols += r.rejected_symbols;
+        m.delivering += r.delivering;
         m.ramp_s = m.ramp_s.max(r.ramp_s);
         keep(&mut m.connect_errors, &r.connect_errors);
         keep(&mut m.disconnect_reasons, &r.disconnect_reasons);
@@ -181,6 +187,9 @@ pub fn spawn_children(args: &Args) -> Result<(Args, Vec<ChildProc>)> {
         c.connect_rate = rate;
         c.stall = 0;
         c.probe_interval_ms = 0;
+        // Churn belongs to the parent, like the probes; --settle stays, so a child's clients
+        // are still connected when the parent samples RSS after it.
+        c.churn = 0.0;
         c.server_pid = None;
         c.json = None;
         c.processes = 1;
