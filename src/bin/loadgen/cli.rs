@@ -98,6 +98,14 @@ pub struct Args {
     #[arg(long, default_value_t = 0.0, value_name = "SECS")]
     pub settle: f64,
 
+    /// The server starts with its feed paused: once every client is subscribed (in every
+    /// --processes child too), POST `{"action":"resume"}` to PATH on the server's host and
+    /// port, then warm up and measure. Clients then connect without competing with the feed, so
+    /// a server that accepts slowly while it is busy still gets every client before the window.
+    /// tickerfeed: /api/feeds/replay/control (the bench peers answer the same path).
+    #[arg(long, value_name = "PATH")]
+    pub resume_feed: Option<String>,
+
     /// The feed is expected to be paused: no live quote during the measured period is normal,
     /// so neither zero quotes nor clients without deliveries are warned about.
     #[arg(long)]
@@ -235,6 +243,11 @@ impl Args {
         }
         if self.churn > 0.0 && !self.wildcard && self.symbols == 0 {
             bail!("--churn needs --symbols >= 1 (or --wildcard)");
+        }
+        if let Some(path) = &self.resume_feed
+            && !path.starts_with('/')
+        {
+            bail!("--resume-feed must be a path starting with '/' (got {path:?})");
         }
         if self.threads == 0 {
             bail!("--threads must be >= 1");

@@ -67,6 +67,7 @@ pub struct ConfigEcho {
     pub observer: bool,
     pub churn: f64,
     pub settle_s: f64,
+    pub resume_feed: Option<String>,
     pub idle: bool,
 }
 

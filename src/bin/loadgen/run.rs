@@ -317,12 +317,16 @@ pub async fn run(args_in: &Args) -> Result<Report> {
     } else if !children.is_empty() {
         progress!(quiet, "waiting for {} child processes", children.len());
         multi::wait_ready(&mut children).await?;
+        resume_feed(args, &target).await?;
         let start = client::now_us() + (args.warmup * 1e6) as i64;
         multi::send_start(&mut children, start).await?;
         Some(start)
     } else {
         None
     };
+    if start_wall.is_none() && !is_child {
+        resume_feed(args, &target).await?;
+    }
     if let Some(start) = start_wall {
         progress!(
             quiet,
@@ -640,6 +644,7 @@ pub async fn run(args_in: &Args) -> Result<Report> {
             observer: args.observer_on(),
             churn: args.churn,
             settle_s: args.settle,
+            resume_feed: args_in.resume_feed.clone(),
             idle: args.idle,
         },
         server: ServerStats {
@@ -665,6 +670,23 @@ pub async fn run(args_in: &Args) -> Result<Report> {
     };
     judge(&mut report, &d);
     Ok(report)
+}
+
+/// `--resume-feed`: the feed was paused while the clients connected; start it now. A server
+/// that does not resume cannot be measured, so this is an error (exit status 2).
+async fn resume_feed(args: &Args, target: &Target) -> Result<()> {
+    let Some(path) = &args.resume_feed else {
+        return Ok(());
+    };
+    progress!(args.quiet, "resuming the feed: POST {path}");
+    tokio::time::timeout(
+        Duration::from_secs(10),
+        net::http_post_json(target, path, r#"{"action":"resume"}"#),
+    )
+    .await
+    .map_err(|_| anyhow::anyhow!("POST {path} timed out after 10 s"))?
+    .with_context(|| format!("resuming the feed (--resume-feed {path})"))?;
+    Ok(())
 }
 
 fn connect_timeout_of(args: &Args) -> Duration {

@@ -446,6 +446,8 @@ impl Default for MockOpts {
 
 struct Mock {
     addr: SocketAddr,
+    /// `{"action":"resume"}` POSTs received at /api/feeds/replay/control.
+    resumes: Arc<AtomicUsize>,
     /// Engine.IO pongs received (Socket.IO connections get a ping after `subscribed`).
     pongs: Arc<AtomicUsize>,
     connections: Arc<AtomicUsize>,
@@ -460,7 +462,9 @@ async fn start_mock(opts: MockOpts) -> Mock {
     let connections = Arc::new(AtomicUsize::new(0));
     let closes_received = Arc::new(AtomicUsize::new(0));
     let pongs = Arc::new(AtomicUsize::new(0));
+    let resumes = Arc::new(AtomicUsize::new(0));
     let (conns, closes, pongs2) = (connections.clone(), closes_received.clone(), pongs.clone());
+    let resumes2 = resumes.clone();
     tokio::spawn(async move {
         loop {
             let Ok((stream, _)) = listener.accept().await else {
@@ -468,10 +472,13 @@ async fn start_mock(opts: MockOpts) -> Mock {
             };
             let (opts, conns, closes, pongs) =
                 (opts.clone(), conns.clone(), closes.clone(), pongs2.clone());
+            let resumes = resumes2.clone();
             tokio::spawn(async move {
                 let mut peek = [0u8; 32];
                 let n = stream.peek(&mut peek).await.unwrap_or(0);
-                if peek[..n].starts_with(b"GET /api/symbols") {
+                if peek[..n].starts_with(b"POST ") {
+                    serve_control(stream, resumes).await;
+                } else if peek[..n].starts_with(b"GET /api/symbols") {
                     serve_symbols(stream, &opts.symbols).await;
                 } else {
                     conns.fetch_add(1, Ordering::Relaxed);
@@ -483,10 +490,41 @@ async fn start_mock(opts: MockOpts) -> Mock {
     });
     Mock {
         addr,
+        resumes,
         pongs,
         connections,
         closes_received,
     }
+}
+
+/// The feed control endpoint. Answers with a Content-Length and then keeps the connection
+/// open (as some servers do despite `Connection: close`): the client must stop reading at the
+/// end of the body, not wait for the close.
+async fn serve_control(mut stream: tokio::net::TcpStream, resumes: Arc<AtomicUsize>) {
+    let mut req = Vec::new();
+    let mut buf = [0u8; 1024];
+    while !net::response_complete(&[b"HTTP/1.1 200 OK\r\n".as_slice(), &req].concat()[..]) {
+        // (A request parses like a response here: headers, then Content-Length bytes.)
+        let n = stream.read(&mut buf).await.unwrap_or(0);
+        if n == 0 {
+            return;
+        }
+        req.extend_from_slice(&buf[..n]);
+    }
+    let text = String::from_utf8_lossy(&req);
+    let ok = text.starts_with("POST /api/feeds/replay/control ") && text.contains(r#""resume""#);
+    let (status, body) = if ok {
+        resumes.fetch_add(1, Ordering::Relaxed);
+        ("200 OK", r#"{"name":"replay","state":"running"}"#)
+    } else {
+        ("404 Not Found", r#"{"error":"unknown_feed"}"#)
+    };
+    let resp = format!(
+        "HTTP/1.1 {status}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    let _ = stream.write_all(resp.as_bytes()).await;
+    tokio::time::sleep(Duration::from_secs(30)).await;
 }
 
 async fn serve_symbols(mut stream: tokio::net::TcpStream, symbols: &[String]) {
@@ -1284,4 +1322,100 @@ async fn idle_clients_without_quotes_are_not_delivering() {
     let r = crate::run::run(&args_for(&mock, &idle)).await.unwrap();
     assert!(r.ok && r.config.idle);
     assert!(r.warnings.is_empty(), "{:?}", r.warnings);
+}
+
+#[test]
+fn http_response_completeness() {
+    use crate::net::response_complete;
+    assert!(!response_complete(
+        b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n"
+    ));
+    assert!(!response_complete(
+        b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nabc"
+    ));
+    assert!(response_complete(
+        b"HTTP/1.1 200 OK\r\ncontent-length:5\r\n\r\nabcde"
+    ));
+    let chunked = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n";
+    assert!(!response_complete(chunked));
+    assert!(response_complete(&[&chunked[..], b"0\r\n\r\n"].concat()));
+    // Neither: only the server's close ends the body.
+    assert!(!response_complete(b"HTTP/1.0 200 OK\r\n\r\nbody"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn resume_feed_posts_once_after_every_client_is_subscribed() {
+    let mock = start_mock(MockOpts::default()).await;
+    let base = [
+        "--clients",
+        "4",
+        "--symbols",
+        "2",
+        "--probe-interval-ms",
+        "0",
+    ];
+    let mut with = base.to_vec();
+    with.extend(["--resume-feed", "/api/feeds/replay/control"]);
+    let r = tokio::time::timeout(
+        Duration::from_secs(20),
+        crate::run::run(&args_for(&mock, &with)),
+    )
+    .await
+    .expect("the POST must not wait for the server to close")
+    .unwrap();
+    assert!(r.ok, "{:?}", r.failures);
+    assert_eq!(mock.resumes.load(Ordering::Relaxed), 1);
+    assert_eq!(
+        r.config.resume_feed.as_deref(),
+        Some("/api/feeds/replay/control")
+    );
+    // A server that does not know the path: the run cannot be measured.
+    let mut bad = base.to_vec();
+    bad.extend(["--resume-feed", "/api/feeds/nope/control"]);
+    let e = crate::run::run(&args_for(&mock, &bad)).await.unwrap_err();
+    let msg = format!("{e:#}");
+    assert!(
+        msg.contains("--resume-feed /api/feeds/nope/control") && msg.contains("404"),
+        "{msg}"
+    );
+    assert_eq!(mock.resumes.load(Ordering::Relaxed), 1);
+    let e = Args::try_parse_from(["loadgen", "--resume-feed", "api/x"])
+        .unwrap()
+        .validate()
+        .unwrap_err();
+    assert!(e.to_string().contains("--resume-feed"), "{e}");
+}
+
+#[test]
+fn children_leave_churn_resume_and_server_to_the_parent() {
+    let a = Args::try_parse_from([
+        "loadgen",
+        "--clients",
+        "5",
+        "--processes",
+        "2",
+        "--resume-feed",
+        "/api/feeds/replay/control",
+        "--churn",
+        "10",
+        "--settle",
+        "3",
+        "--server-pid",
+        "42",
+        "--stall",
+        "7",
+        "--connect-rate",
+        "1000",
+    ])
+    .unwrap();
+    let c = crate::multi::child_share(&a, 1, 3, "/tmp/x.json".into());
+    assert_eq!((c.clients, c.client_offset, c.clients_total), (2, 3, 5));
+    assert_eq!((c.churn, c.stall, c.server_pid), (0.0, 0, None));
+    assert_eq!(c.resume_feed, None, "one resume, by the parent");
+    assert_eq!(
+        c.settle, 3.0,
+        "children stay connected while the parent settles"
+    );
+    assert_eq!(c.connect_rate, 500.0);
+    c.validate().unwrap();
 }
