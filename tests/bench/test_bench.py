@@ -147,9 +147,17 @@ class Figures(unittest.TestCase):
         self.assertEqual(by_prefix("max connections"), ["**missed**"])  # 1,000 not delivering
 
     def test_targets_with_missing_scenarios_are_not_measured(self):
-        only = {k: v for k, v in self.sc.items() if k == "firehose"}
-        rows = bench.targets({"firehose": {"tickerfeed": {"quotes_per_server_cpu_s": 1.0}}}, only)
+        rows = bench.targets({"firehose": {"tickerfeed": {"quotes_per_server_cpu_s": 1.0}}}, self.sc)
         self.assertTrue(all(r["verdict"] == "not measured" for r in rows), rows)
+        self.assertTrue(any("10,000 connections" in r["target"] for r in rows), rows)
+
+    def test_servers_start_paused_and_loadgen_resumes(self):
+        cmd = bench.server_command("ws", 9000, 5000.0, True, Path("t.csv"))
+        self.assertEqual(cmd[-3:], ["--rate", "5000", "--paused"])
+        self.assertNotIn("--paused", bench.server_command("uws", 9000, 5000.0, False, Path("t.csv")))
+        tf = bench.server_command("tickerfeed", 9000, 100_000.0, True, Path("t.csv"))
+        self.assertEqual(tf[tf.index("--interval-ms") + 1], "0.01")
+        self.assertIn(str(bench.TICKERFEED_MAX_CONNECTIONS), tf)
 
 
 class Outputs(unittest.TestCase):
