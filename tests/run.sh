@@ -4,7 +4,8 @@
 #   2. a smoke test of the release binary as a user runs it: start with no configuration,
 #      serve REST and WebSocket (checked with the load generator), stop on SIGTERM in time;
 #   3. the browser dashboard in a real headless Chromium (tests/e2e/run.sh);
-#   4. the benchmark's peer servers (tests/bench/peers/smoke.mjs);
+#   4. the benchmark's peer servers (tests/bench/peers/smoke.mjs), and the side-by-side bench
+#      driver: its unit tests and a smoke run of all six scenarios at tiny scale;
 #   5. monitoring against a real Prometheus (tests/monitoring/run.sh).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -74,6 +75,11 @@ bash tests/e2e/run.sh
 
 step "bench peers: Node ws, uWebSockets.js and Socket.IO servers speak protocol v1"
 (cd tests/bench/peers && npm ci --no-audit --no-fund --loglevel=error && timeout 300 node smoke.mjs)
+
+step "bench: the side-by-side driver (unit tests, then all six scenarios × four servers at tiny scale)"
+python3 tests/bench/test_bench.py
+rm -rf "$artifacts/bench-smoke"
+timeout 600 tests/bench/run.sh --smoke --out "$artifacts/bench-smoke"
 
 step "monitoring: Prometheus config and alerts, Grafana dashboard, compose stack against a real Prometheus"
 bash tests/monitoring/run.sh

@@ -78,9 +78,38 @@ pub struct Args {
     #[arg(long, value_name = "KIB")]
     pub stall_rcvbuf_kib: Option<u32>,
 
-    /// Sample the server's resident memory (VmRSS in /proc/PID/status) every second.
+    /// The server's process: its resident memory (VmRSS in /proc/PID/status) is sampled
+    /// before the first connection, every second, and at the start and end of the measured
+    /// period; its CPU time (/proc/PID/stat) over exactly the measured period gives the
+    /// headline figure, delivered quotes per server CPU-second.
     #[arg(long, value_name = "PID")]
     pub server_pid: Option<u32>,
+
+    /// During the measured period, also open RATE short-lived connections per second: each
+    /// connects, subscribes like a client (K symbols, same throttle), waits for `subscribed`
+    /// and the snapshot, then closes cleanly. Attempts, successes and failures (by reason) are
+    /// reported; failed churn connects are a measurement, not a failure of the run.
+    #[arg(long, default_value_t = 0.0, value_name = "RATE")]
+    pub churn: f64,
+
+    /// After the measured period (and the churn) ends, keep the clients connected for SECS more
+    /// seconds and sample the server's RSS again (`rss_after_settle`): does memory come back
+    /// once the churn stops?
+    #[arg(long, default_value_t = 0.0, value_name = "SECS")]
+    pub settle: f64,
+
+    /// The server starts with its feed paused: once every client is subscribed (in every
+    /// --processes child too), POST `{"action":"resume"}` to PATH on the server's host and
+    /// port, then warm up and measure. Clients then connect without competing with the feed, so
+    /// a server that accepts slowly while it is busy still gets every client before the window.
+    /// tickerfeed: /api/feeds/replay/control (the bench peers answer the same path).
+    #[arg(long, value_name = "PATH")]
+    pub resume_feed: Option<String>,
+
+    /// The feed is expected to be paused: no live quote during the measured period is normal,
+    /// so neither zero quotes nor clients without deliveries are warned about.
+    #[arg(long)]
+    pub idle: bool,
 
     /// Seed for the symbol choice; a given seed gives every client the same symbols each run.
     #[arg(long, default_value_t = 1)]
@@ -205,6 +234,20 @@ impl Args {
             && !(s.is_finite() && s >= 0.0)
         {
             bail!("--zipf exponent must be >= 0");
+        }
+        if !(self.churn.is_finite() && self.churn >= 0.0) {
+            bail!("--churn must be >= 0 connections per second");
+        }
+        if !(self.settle.is_finite() && self.settle >= 0.0) {
+            bail!("--settle must be >= 0 seconds");
+        }
+        if self.churn > 0.0 && !self.wildcard && self.symbols == 0 {
+            bail!("--churn needs --symbols >= 1 (or --wildcard)");
+        }
+        if let Some(path) = &self.resume_feed
+            && !path.starts_with('/')
+        {
+            bail!("--resume-feed must be a path starting with '/' (got {path:?})");
         }
         if self.threads == 0 {
             bail!("--threads must be >= 1");

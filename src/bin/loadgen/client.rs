@@ -39,6 +39,8 @@ pub struct Shared {
     /// Symbols acknowledged / rejected in `subscribed`, summed over reading clients.
     pub subscribed_symbols: AtomicU64,
     pub rejected_symbols: AtomicU64,
+    /// Reading clients that received a live quote frame during the measured period.
+    pub delivering: AtomicU64,
     pub welcome: OnceLock<Welcome>,
     pub connect_errors: Mutex<Vec<String>>,
     pub disconnect_reasons: Mutex<Vec<String>>,
@@ -263,13 +265,23 @@ async fn read_loop(
     // One pinned future instead of a fresh `changed()` per frame.
     let stop = shutdown.wait_for(|s| s.is_some());
     tokio::pin!(stop);
+    // Counted once per client, at its first live quote of the measured period, so the count
+    // is complete when the period ends (no need to wait for the tasks to finish).
+    let mut delivering = false;
     let lost = loop {
         tokio::select! {
             biased;
             _ = &mut stop => break None,
             msg = ws.next() => match msg {
                 Some(Ok(Incoming::Text { frame, start, end })) => {
-                    shared.handle(&frame[start..end], frame.len(), seq);
+                    let event = shared.handle(&frame[start..end], frame.len(), seq);
+                    if !delivering
+                        && event == (Event::Quotes { snapshot: false })
+                        && shared.phase.load(Ordering::Relaxed) == PHASE_MEASURE
+                    {
+                        delivering = true;
+                        shared.delivering.fetch_add(1, Ordering::Relaxed);
+                    }
                 }
                 Some(Ok(Incoming::Binary(n))) => shared.count_binary(n),
                 Some(Ok(Incoming::Control(n))) => shared.count_control(n),
@@ -440,5 +452,105 @@ async fn probe_steps(
             ProbeEvent::Error => bail!("server error: {}", frame::truncate(text, 300)),
             ProbeEvent::Other => {}
         }
+    }
+}
+
+/// One --churn connection's outcome.
+#[derive(Debug, Default, Clone)]
+pub struct ChurnSample {
+    /// Connect → snapshot (or `subscribed` when no snapshot was asked for); `None` on failure.
+    pub setup: Option<Duration>,
+    pub error: Option<String>,
+    /// The close handshake completed in time (meaningful for successful ones only).
+    pub clean_close: bool,
+}
+
+/// How long a churn connection waits for the server's close frame after its own.
+const CHURN_CLOSE_LIMIT: Duration = Duration::from_secs(2);
+
+/// A short-lived client: connect, subscribe like the steady clients, wait for `subscribed`
+/// and (when asked for) the snapshot, then close with a full close handshake, so the server
+/// goes through its normal session teardown rather than a reset.
+pub async fn churn_once(target: &Target, spec: &SubSpec, limit: Duration) -> ChurnSample {
+    let t0 = Instant::now();
+    let mut conn: Option<Conn> = None;
+    let res = timeout_at(t0 + limit, churn_steps(target, spec, &mut conn)).await;
+    let mut sample = ChurnSample::default();
+    match res {
+        Ok(Ok(())) => sample.setup = Some(t0.elapsed()),
+        Ok(Err(e)) => sample.error = Some(format!("{e:#}")),
+        Err(_) => sample.error = Some(format!("timed out after {limit:?}")),
+    }
+    if let Some(mut ws) = conn {
+        let deadline = Instant::now() + CHURN_CLOSE_LIMIT;
+        sample.clean_close = close_handshake(&mut ws, deadline).await;
+    }
+    sample
+}
+
+async fn churn_steps(target: &Target, spec: &SubSpec, conn: &mut Option<Conn>) -> Result<()> {
+    let (ws, _) = Conn::open(target, None).await?;
+    let ws = conn.insert(ws);
+    ws.send_op("subscribe", subscribe_text(spec, 1)).await?;
+    let mut acked = false;
+    loop {
+        let (frame, start, end) = match ws.next().await {
+            Some(Ok(Incoming::Text { frame, start, end })) => (frame, start, end),
+            Some(Ok(Incoming::Closed(f))) => bail!("server closed the connection: {f}"),
+            Some(Ok(_)) => continue,
+            Some(Err(e)) => return Err(e),
+            None => bail!("connection ended"),
+        };
+        let text = &frame[start..end];
+        match frame::probe_classify(text) {
+            ProbeEvent::Subscribed if !spec.snapshot => return Ok(()),
+            ProbeEvent::Subscribed => acked = true,
+            // A live frame first means the server had nothing to snapshot: still served.
+            ProbeEvent::SnapshotQuotes | ProbeEvent::LiveQuotes if acked => return Ok(()),
+            ProbeEvent::Error => bail!("server error reply: {}", frame::truncate(text, 300)),
+            _ => {}
+        }
+    }
+}
+
+/// Sends a close frame and reads until the server's; true if it arrived by `deadline`.
+async fn close_handshake(conn: &mut Conn, deadline: Instant) -> bool {
+    let ws = &mut conn.ws;
+    if timeout_at(deadline, ws.close(None)).await.is_err() {
+        return false;
+    }
+    timeout_at(deadline, async {
+        while let Some(m) = ws.next().await {
+            match m {
+                Ok(m) if m.is_close() => return true,
+                Ok(_) => {}
+                // tungstenite reports the end of a completed close handshake this way.
+                Err(tokio_tungstenite::tungstenite::Error::ConnectionClosed) => return true,
+                Err(_) => return false,
+            }
+        }
+        // The stream ends once the server's close frame has been processed.
+        true
+    })
+    .await
+    .unwrap_or(false)
+}
+
+/// The kind of a churn failure, from its message (the report counts failures by kind).
+pub fn failure_kind(message: &str) -> &'static str {
+    if message.starts_with("timed out") {
+        "timeout"
+    } else if message.starts_with("TCP connect") {
+        "connect"
+    } else if message.starts_with("WebSocket handshake") {
+        "handshake"
+    } else if message.contains("server error reply") {
+        "error_reply"
+    } else if message.contains("closed") || message.contains("connection ended") {
+        "closed"
+    } else if message.starts_with("still running") {
+        "unfinished"
+    } else {
+        "other"
     }
 }

@@ -67,7 +67,10 @@ pub struct SubAck {
 /// What the caller needs to know about a processed frame (the counting is already done).
 #[derive(Debug, PartialEq)]
 pub enum Event {
-    Quotes,
+    /// A `quotes` frame (live, or the snapshot after `subscribed`).
+    Quotes {
+        snapshot: bool,
+    },
     Subscribed {
         symbols: usize,
         rejected: usize,
@@ -182,7 +185,9 @@ pub fn process(
             now_us,
             record_latency,
         );
-        return Event::Quotes;
+        return Event::Quotes {
+            snapshot: f.snapshot,
+        };
     }
     let frame: Frame = match serde_json::from_str(text) {
         Ok(f) => f,
@@ -201,8 +206,9 @@ pub fn process(
         return count_other(text, &frame.kind, stats);
     }
     let quotes = frame.quotes.iter().map(|q| (&*q.symbol, q.seq, q.pt));
+    let snapshot = frame.snapshot.unwrap_or(false);
     count_quotes(
-        frame.snapshot.unwrap_or(false),
+        snapshot,
         frame.quotes.len(),
         quotes,
         seq,
@@ -210,7 +216,7 @@ pub fn process(
         now_us,
         record_latency,
     );
-    Event::Quotes
+    Event::Quotes { snapshot }
 }
 
 /// The accounting of one `quotes` frame, whichever parser read it.

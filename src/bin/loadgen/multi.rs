@@ -6,8 +6,9 @@
 //! - the child's arguments travel in the `LOADGEN_CHILD_ARGS` environment variable (JSON of
 //!   [`Args`]), with `--child-index I --child-json FILE` on its command line;
 //! - child → parent `READY` once all its clients are subscribed (or failed);
-//! - parent → child `START <µs since epoch>` once every process is ready: the common start
-//!   of the measured window (now + warm-up);
+//! - parent → child `START <µs since epoch>` once every process is ready (and, with
+//!   `--resume-feed`, the feed resumed): the common start of the measured window (now +
+//!   warm-up);
 //! - the child measures, closes, writes its [`ProcResult`] to FILE and exits.
 //!
 //! `--stall`, the probes, the observer and the server RSS sampler stay in the parent.
@@ -45,6 +46,9 @@ pub struct ProcResult {
     pub disconnected: u64,
     pub subscribed_symbols: u64,
     pub rejected_symbols: u64,
+    /// Reading clients with a live quote during the measured period.
+    #[serde(default)]
+    pub delivering: u64,
     pub ramp_s: f64,
     pub connect_errors: Vec<String>,
     pub disconnect_reasons: Vec<String>,
@@ -69,6 +73,7 @@ pub struct Merged {
     pub disconnected: u64,
     pub subscribed_symbols: u64,
     pub rejected_symbols: u64,
+    pub delivering: u64,
     /// The slowest process's ramp.
     pub ramp_s: f64,
     pub connect_errors: Vec<String>,
@@ -97,6 +102,7 @@ pub fn merge(results: &[ProcResult], measured_s: f64, bound_pct: f64) -> Merged 
         disconnected: 0,
         subscribed_symbols: 0,
         rejected_symbols: 0,
+        delivering: 0,
         ramp_s: 0.0,
         connect_errors: Vec::new(),
         disconnect_reasons: Vec::new(),
@@ -126,6 +132,7 @@ pub fn merge(results: &[ProcResult], measured_s: f64, bound_pct: f64) -> Merged 
         m.disconnected += r.disconnected;
         m.subscribed_symbols += r.subscribed_symbols;
         m.rejected_symbols += r.rejected_symbols;
+        m.delivering += r.delivering;
         m.ramp_s = m.ramp_s.max(r.ramp_s);
         keep(&mut m.connect_errors, &r.connect_errors);
         keep(&mut m.disconnect_reasons, &r.disconnect_reasons);
@@ -173,23 +180,8 @@ pub fn spawn_children(args: &Args) -> Result<(Args, Vec<ChildProc>)> {
         let json =
             std::env::temp_dir().join(format!("loadgen-{}-child{i}.json", std::process::id()));
         let _ = std::fs::remove_file(&json);
-        let mut c = args.clone();
-        c.clients = share(args.clients, n, i);
-        c.client_offset = offset;
-        c.clients_total = args.clients;
+        let c = child_share(args, i, offset, json.clone());
         offset += c.clients;
-        c.connect_rate = rate;
-        c.stall = 0;
-        c.probe_interval_ms = 0;
-        c.server_pid = None;
-        c.json = None;
-        c.processes = 1;
-        c.child_index = Some(i);
-        c.child_json = Some(json.clone());
-        c.quiet = true;
-        c.observer = false;
-        c.no_observer = true;
-        c.allow_errors = true;
         let mut child = tokio::process::Command::new(&exe)
             .arg("--child-index")
             .arg(i.to_string())
@@ -213,6 +205,33 @@ pub fn spawn_children(args: &Args) -> Result<(Args, Vec<ChildProc>)> {
         });
     }
     Ok((own, children))
+}
+
+/// The arguments of child `i` of a `--processes` run, whose first client has the global index
+/// `offset`: its share of the reading clients, nothing that belongs to the parent alone.
+pub fn child_share(args: &Args, i: usize, offset: usize, json: PathBuf) -> Args {
+    let n = args.processes;
+    let mut c = args.clone();
+    c.clients = share(args.clients, n, i);
+    c.client_offset = offset;
+    c.clients_total = args.clients;
+    c.connect_rate = args.connect_rate / n as f64;
+    c.stall = 0;
+    c.probe_interval_ms = 0;
+    // Churn belongs to the parent, like the probes; --settle stays, so a child's clients are
+    // still connected when the parent samples RSS after it.
+    c.churn = 0.0;
+    c.resume_feed = None; // the parent resumes it, once, when every process is ready
+    c.server_pid = None;
+    c.json = None;
+    c.processes = 1;
+    c.child_index = Some(i);
+    c.child_json = Some(json);
+    c.quiet = true;
+    c.observer = false;
+    c.no_observer = true;
+    c.allow_errors = true;
+    c
 }
 
 /// The arguments of a child: from [`CHILD_ARGS_ENV`], with the command line's child fields.

@@ -291,6 +291,55 @@ pub async fn http_get(target: &Target, path: &str) -> Result<Vec<u8>> {
     parse_http_response(&buf).with_context(|| format!("GET {}{path}", target.http_base()))
 }
 
+/// Minimal HTTP POST of a JSON body (`--resume-feed`). Reads until the response is complete
+/// (by Content-Length or the last chunk) rather than until the server closes, so a server that
+/// keeps the connection open despite `Connection: close` cannot hang the run.
+pub async fn http_post_json(target: &Target, path: &str, body: &str) -> Result<Vec<u8>> {
+    let mut s = TcpStream::connect(target.addr)
+        .await
+        .with_context(|| format!("TCP connect to {}", target.addr))?;
+    let req = format!(
+        "POST {path} HTTP/1.1\r\nHost: {}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nUser-Agent: tickerfeed-loadgen\r\nConnection: close\r\n\r\n{body}",
+        target.authority,
+        body.len()
+    );
+    s.write_all(req.as_bytes()).await?;
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 4096];
+    while !response_complete(&buf) {
+        let n = s.read(&mut chunk).await?;
+        if n == 0 {
+            break;
+        }
+        buf.extend_from_slice(&chunk[..n]);
+    }
+    parse_http_response(&buf).with_context(|| format!("POST {}{path}", target.http_base()))
+}
+
+/// Whether `buf` holds a whole HTTP response: the headers and then Content-Length bytes, or a
+/// chunked body through its last chunk. Without either, only the server's close ends it.
+pub fn response_complete(buf: &[u8]) -> bool {
+    let Some(end) = find(buf, b"\r\n\r\n") else {
+        return false;
+    };
+    let body = &buf[end + 4..];
+    let head = String::from_utf8_lossy(&buf[..end]);
+    for line in head.split("\r\n").skip(1) {
+        let Some((k, v)) = line.split_once(':') else {
+            continue;
+        };
+        let (k, v) = (k.trim(), v.trim());
+        if k.eq_ignore_ascii_case("content-length") {
+            return v.parse::<usize>().is_ok_and(|n| body.len() >= n);
+        }
+        if k.eq_ignore_ascii_case("transfer-encoding") && v.to_ascii_lowercase().contains("chunked")
+        {
+            return body.ends_with(b"0\r\n\r\n") && decode_chunked(body).is_ok();
+        }
+    }
+    false
+}
+
 fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
     hay.windows(needle.len()).position(|w| w == needle)
 }

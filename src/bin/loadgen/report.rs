@@ -15,8 +15,8 @@ pub struct Report {
     /// Things worth knowing that do not fail the run (client-bound, clock skew, slow probes…).
     pub warnings: Vec<String>,
     pub config: ConfigEcho,
-    /// The first `welcome` received; null if no client got that far.
-    pub server: Option<Welcome>,
+    /// The server: its `welcome` and, with --server-pid, its CPU over the measured period.
+    pub server: ServerStats,
     /// Open-file soft limit after raising it to the hard limit.
     pub fd_limit: u64,
     /// Size of the symbol universe the clients chose from.
@@ -36,6 +36,8 @@ pub struct Report {
     /// The unthrottled observer connection; null without one.
     pub observer: Option<ObserverStats>,
     pub probe: ProbeStats,
+    /// Short-lived connections opened during the measured period (--churn); null without.
+    pub churn: Option<ChurnStats>,
     /// Message counts over the whole run (setup, warm-up and measured period).
     pub messages: Messages,
     /// Null without --server-pid.
@@ -63,6 +65,49 @@ pub struct ConfigEcho {
     pub protocol: crate::cli::Protocol,
     pub processes: usize,
     pub observer: bool,
+    pub churn: f64,
+    pub settle_s: f64,
+    pub resume_feed: Option<String>,
+    pub idle: bool,
+}
+
+/// The server under test. The `welcome` fields sit at the top level of this object (as they
+/// did when `server` was the welcome alone); the CPU figures need --server-pid.
+#[derive(Serialize, Debug, Clone, Default)]
+pub struct ServerStats {
+    /// The first `welcome` received (absent if no client got that far).
+    #[serde(flatten)]
+    pub welcome: Option<Welcome>,
+    pub pid: Option<u32>,
+    /// utime + stime of the server process over exactly the measured period (from
+    /// /proc/PID/stat at its start and end), seconds; resolution one clock tick (10 ms).
+    pub cpu_s: Option<f64>,
+    /// cpu_s / measured wall time × 100: 100 = one core fully busy.
+    pub cpu_pct: Option<f64>,
+}
+
+/// --churn: connections that connect, subscribe, get their snapshot and close.
+#[derive(Serialize, Debug, Clone, Default)]
+pub struct ChurnStats {
+    /// Requested connections per second.
+    pub rate: f64,
+    /// Connections started during the measured period, and that divided by its length.
+    pub attempted: u64,
+    pub attempted_per_s: f64,
+    /// Reached `subscribed` (and the snapshot, when asked for) in time.
+    pub ok: u64,
+    pub failed: u64,
+    /// Failures by kind: connect, handshake (e.g. an HTTP 503 at the connection limit),
+    /// timeout, closed, error_reply, unfinished (still running when the run ended), other.
+    pub failure_kinds: std::collections::BTreeMap<String, u64>,
+    /// A few failure messages as examples.
+    pub errors: Vec<String>,
+    /// Successful connections whose close handshake did not complete within its deadline.
+    pub unclean_closes: u64,
+    /// Connect → snapshot (or `subscribed` without snapshot) of the successful ones, ms.
+    pub setup_p50_ms: Option<f64>,
+    pub setup_p99_ms: Option<f64>,
+    pub setup_max_ms: Option<f64>,
 }
 
 /// Throttle-aware checks of the measured period (see the `timing` module).
@@ -108,6 +153,9 @@ pub struct ClientStats {
     /// Symbols acknowledged / rejected in `subscribed`, summed over reading clients.
     pub subscribed_symbols: u64,
     pub rejected_symbols: u64,
+    /// Reading clients that received at least one live quote frame during the measured
+    /// period: with a running feed, every connected client should.
+    pub delivering: u64,
     pub connect_errors: Vec<String>,
     pub disconnect_reasons: Vec<String>,
     pub rejected_examples: Vec<String>,
@@ -132,6 +180,9 @@ pub struct Throughput {
     pub bytes: u64,
     /// 10^6 payload bytes per second.
     pub mb_per_s: f64,
+    /// quotes / server.cpu_s: delivered quotes per server CPU-second, the headline figure. It
+    /// stays meaningful when the load generator is the bottleneck. Needs --server-pid.
+    pub quotes_per_server_cpu_s: Option<f64>,
 }
 
 #[derive(Serialize, Debug, Clone, Default)]
@@ -183,14 +234,25 @@ pub struct Messages {
     pub negative_latency: u64,
 }
 
+/// Server resident memory, MiB.
 #[derive(Serialize, Debug, Clone, Default)]
 pub struct Rss {
+    /// Before the first connection of the run (the observer's included).
+    pub before: Option<f64>,
     /// At the start of the measured period (after connect, subscribe and warm-up).
     pub start: Option<f64>,
     /// At the end of the measured period.
     pub end: Option<f64>,
     /// Highest sample over the whole run (sampled every second).
     pub max: Option<f64>,
+    /// Lowest and highest sample of the measured period (start and end included).
+    pub measured_min: Option<f64>,
+    pub measured_max: Option<f64>,
+    /// After --settle seconds past the measured period (null without --settle).
+    pub after_settle: Option<f64>,
+    /// Every sample of the run as [seconds since the start of the measured period, MiB]:
+    /// negative during ramp-up and warm-up, beyond the duration during --settle.
+    pub series: Vec<[f64; 2]>,
 }
 
 #[derive(Serialize, Debug, Clone, Default)]
@@ -233,7 +295,7 @@ impl Report {
             let _ = writeln!(s, "  {k:<28} {v}");
         };
         let _ = writeln!(s, "tickerfeed loadgen report");
-        if let Some(sv) = &self.server {
+        if let Some(sv) = &self.server.welcome {
             w(
                 &mut s,
                 "server",
@@ -293,6 +355,11 @@ impl Report {
         );
         w(
             &mut s,
+            "delivering in the window",
+            format!("{} of {} connected", c.delivering, c.connected),
+        );
+        w(
+            &mut s,
             "symbols subscribed/rejected",
             format!("{} / {}", c.subscribed_symbols, c.rejected_symbols),
         );
@@ -312,6 +379,9 @@ impl Report {
             format!("{:.2}", m.quotes_per_frame),
         );
         w(&mut s, "MB/s (payload)", format!("{:.2}", m.mb_per_s));
+        if let Some(q) = m.quotes_per_server_cpu_s {
+            w(&mut s, "quotes per server CPU-s", format!("{q:.0}"));
+        }
         let _ = writeln!(s, "latency, live quotes (receive − pt), ms");
         w(
             &mut s,
@@ -397,6 +467,35 @@ impl Report {
             "slow probes",
             format!("{} (> {} ms)", p.slow, p.slow_threshold_ms),
         );
+        if let Some(ch) = &self.churn {
+            let _ = writeln!(s, "churn ({} connections/s asked)", ch.rate);
+            w(
+                &mut s,
+                "attempted/ok/failed",
+                format!(
+                    "{} / {} / {} ({:.0}/s; unclean closes {})",
+                    ch.attempted, ch.ok, ch.failed, ch.attempted_per_s, ch.unclean_closes
+                ),
+            );
+            if !ch.failure_kinds.is_empty() {
+                let kinds: Vec<String> = ch
+                    .failure_kinds
+                    .iter()
+                    .map(|(k, n)| format!("{k} {n}"))
+                    .collect();
+                w(&mut s, "failures by kind", kinds.join(", "));
+            }
+            w(
+                &mut s,
+                "setup p50/p99/max",
+                format!(
+                    "{} / {} / {} ms",
+                    opt_ms(ch.setup_p50_ms),
+                    opt_ms(ch.setup_p99_ms),
+                    opt_ms(ch.setup_max_ms)
+                ),
+            );
+        }
         let _ = writeln!(s, "correctness (whole run)");
         w(&mut s, "ordering errors", g.ordering_errors.to_string());
         w(
@@ -409,17 +508,29 @@ impl Report {
         );
         let _ = writeln!(s, "resources");
         match &self.server_rss_mib {
-            Some(r) => w(
-                &mut s,
-                "server RSS start/end/max",
-                format!(
-                    "{} / {} / {} MiB",
-                    opt_mib(r.start),
-                    opt_mib(r.end),
-                    opt_mib(r.max)
-                ),
-            ),
+            Some(r) => {
+                w(
+                    &mut s,
+                    "server RSS before/start/end",
+                    format!(
+                        "{} / {} / {} MiB (max {}{})",
+                        opt_mib(r.before),
+                        opt_mib(r.start),
+                        opt_mib(r.end),
+                        opt_mib(r.max),
+                        r.after_settle
+                            .map_or(String::new(), |x| format!(", after settle {x:.1}"))
+                    ),
+                );
+            }
             None => w(&mut s, "server RSS", "- (no --server-pid)".into()),
+        }
+        if let (Some(cpu), Some(pct)) = (self.server.cpu_s, self.server.cpu_pct) {
+            w(
+                &mut s,
+                "server CPU (measured)",
+                format!("{cpu:.2} s = {pct:.1}% of one core"),
+            );
         }
         let lg = &self.loadgen;
         w(

@@ -1,7 +1,7 @@
 //! The orchestration of one run: setup → ramp-up → warm-up → measured period → shutdown.
 
-use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
@@ -10,12 +10,14 @@ use tokio::task::JoinSet;
 use tokio::time::{Instant, MissedTickBehavior, sleep, sleep_until, timeout_at};
 
 use crate::cli::Args;
-use crate::client::{self, PHASE_DONE, PHASE_MEASURE, ProbeSample, Role, Shared, SubSpec};
+use crate::client::{
+    self, ChurnSample, PHASE_DONE, PHASE_MEASURE, ProbeSample, Role, Shared, SubSpec,
+};
 use crate::multi::{self, ProcResult};
 use crate::net::{self, Target};
 use crate::report::{
-    ClientStats, ConfigEcho, Latency, LoadgenStats, Messages, ObserverStats, ProbeStats, Report,
-    Rss, ThrottleStats, Throughput, percentile,
+    ChurnStats, ClientStats, ConfigEcho, Latency, LoadgenStats, Messages, ObserverStats,
+    ProbeStats, Report, Rss, ServerStats, ThrottleStats, Throughput, percentile,
 };
 use crate::stats::{self, Counters};
 use crate::symbols::{Popularity, Rng, SymbolChooser};
@@ -34,14 +36,16 @@ macro_rules! progress {
     ($quiet:expr, $($arg:tt)*) => { if !$quiet { eprintln!("[loadgen] {}", format!($($arg)*)); } };
 }
 
-/// Descriptors the run needs: one per connection plus probes in flight plus a reserve.
+/// Descriptors the run needs: one per connection plus probes and churn connections in flight
+/// (at worst each lives until its timeout) plus a reserve.
 pub fn fds_needed(args: &Args) -> u64 {
     let probes_in_flight = if args.probe_interval_ms == 0 {
         0
     } else {
         PROBE_TIMEOUT.as_millis() as u64 / args.probe_interval_ms.max(1) + 1
     };
-    (args.clients + args.stall) as u64 + probes_in_flight + sys::FD_RESERVE
+    let churn_in_flight = (args.churn * args.connect_timeout).ceil() as u64;
+    (args.clients + args.stall) as u64 + probes_in_flight + churn_in_flight + sys::FD_RESERVE
 }
 
 /// Runs the whole benchmark. Errors are reserved for "could not run at all"; problems seen
@@ -146,9 +150,10 @@ pub async fn run(args_in: &Args) -> Result<Report> {
     };
 
     // --- Server RSS sampler (whole run, every second) ---------------------------------------
-    let rss_max = Arc::new(AtomicU64::new(0));
+    // Every sample is kept with its time, so the report can show the series ("is it flat?").
+    let rss_samples: Arc<Mutex<Vec<(Instant, u64)>>> = Arc::default();
     let rss_task = args.server_pid.map(|pid| {
-        let rss_max = rss_max.clone();
+        let rss_samples = rss_samples.clone();
         let mut stop = shutdown_rx.clone();
         tokio::spawn(async move {
             let mut tick = tokio::time::interval(Duration::from_secs(1));
@@ -156,7 +161,9 @@ pub async fn run(args_in: &Args) -> Result<Report> {
             loop {
                 tokio::select! {
                     _ = tick.tick() => {
-                        if let Some(b) = sys::vm_rss_bytes(pid) { rss_max.fetch_max(b, Ordering::Relaxed); }
+                        if let Some(b) = sys::vm_rss_bytes(pid) {
+                            unpoisoned(&rss_samples).push((Instant::now(), b));
+                        }
                     }
                     _ = stop.wait_for(|s| s.is_some()) => break,
                 }
@@ -166,7 +173,7 @@ pub async fn run(args_in: &Args) -> Result<Report> {
     let sample_rss = |pid: Option<u32>| {
         let b = pid.and_then(sys::vm_rss_bytes);
         if let Some(b) = b {
-            rss_max.fetch_max(b, Ordering::Relaxed);
+            unpoisoned(&rss_samples).push((Instant::now(), b));
         }
         b.map(mib)
     };
@@ -175,6 +182,8 @@ pub async fn run(args_in: &Args) -> Result<Report> {
     {
         progress!(quiet, "warning: cannot read VmRSS of pid {pid}");
     }
+    // The baseline for memory per connection: nothing of this run is connected yet.
+    let rss_before = sample_rss(args.server_pid);
 
     // --- Observer ----------------------------------------------------------------------------
     // Subscribed before any client, so it has every quote a client can be missing.
@@ -308,12 +317,16 @@ pub async fn run(args_in: &Args) -> Result<Report> {
     } else if !children.is_empty() {
         progress!(quiet, "waiting for {} child processes", children.len());
         multi::wait_ready(&mut children).await?;
+        resume_feed(args, &target).await?;
         let start = client::now_us() + (args.warmup * 1e6) as i64;
         multi::send_start(&mut children, start).await?;
         Some(start)
     } else {
         None
     };
+    if start_wall.is_none() && !is_child {
+        resume_feed(args, &target).await?;
+    }
     if let Some(start) = start_wall {
         progress!(
             quiet,
@@ -331,6 +344,9 @@ pub async fn run(args_in: &Args) -> Result<Report> {
     let rss_start = sample_rss(args.server_pid);
     let c0 = shared.stats.totals();
     let cpu0 = sys::cpu_times();
+    // Read last, right before the window opens, so ramp-up and warm-up cost the server nothing
+    // in the headline figure.
+    let server_cpu0 = args.server_pid.and_then(sys::process_cpu_s);
     let t0 = Instant::now();
     shared.phase.store(PHASE_MEASURE, Ordering::Relaxed);
     progress!(quiet, "measuring for {} s", args.duration);
@@ -353,6 +369,22 @@ pub async fn run(args_in: &Args) -> Result<Report> {
             specs,
             Duration::from_millis(args.probe_interval_ms),
             probe_stop_rx,
+        ))
+    });
+
+    let (churn_stop_tx, churn_stop_rx) = oneshot::channel::<Instant>();
+    let churn_task = (args.churn > 0.0 && !nobody).then(|| {
+        let mut rng = Rng::derive(args.seed, u64::MAX - 1);
+        // Churn connections subscribe like the reading clients (K symbols, same throttle).
+        let specs: Vec<SubSpec> = (0..256)
+            .map(|_| spec_for(args.wildcard, !args.no_snapshot, &mut rng))
+            .collect();
+        tokio::spawn(churn_loop(
+            target.clone(),
+            specs,
+            args.churn,
+            connect_timeout,
+            churn_stop_rx,
         ))
     });
 
@@ -396,16 +428,39 @@ pub async fn run(args_in: &Args) -> Result<Report> {
     }
 
     shared.phase.store(PHASE_DONE, Ordering::Relaxed);
+    let server_cpu1 = args.server_pid.and_then(sys::process_cpu_s);
+    let t1 = Instant::now();
     // (Never 0: it divides the rates.)
-    let measured_s = t0.elapsed().as_secs_f64().max(1e-6);
+    let measured_s = (t1 - t0).as_secs_f64().max(1e-6);
     let c1 = shared.stats.totals();
     let cpu1 = sys::cpu_times();
     let rss_end = sample_rss(args.server_pid);
+    let server_cpu_s = match (server_cpu0, server_cpu1) {
+        (Some(a), Some(b)) => Some((b - a).max(0.0)),
+        _ => None,
+    };
+
+    // --- Churn ends, then the optional settle period --------------------------------------------
+    let _ = probe_stop_tx.send(Instant::now() + CLOSE_GRACE);
+    let _ = churn_stop_tx.send(Instant::now() + CLOSE_GRACE);
+    let churn = match churn_task {
+        Some(t) => {
+            let (attempted, samples) = t.await.unwrap_or_default();
+            Some(churn_stats(args.churn, attempted, &samples, measured_s))
+        }
+        None => None,
+    };
+    let rss_after_settle = if args.settle > 0.0 && !nobody {
+        progress!(quiet, "settling for {} s", args.settle);
+        sleep(Duration::from_secs_f64(args.settle)).await;
+        sample_rss(args.server_pid)
+    } else {
+        None
+    };
 
     // --- Shutdown ---------------------------------------------------------------------------
     let deadline = Instant::now() + CLOSE_GRACE;
     let _ = shutdown_tx.send(Some(deadline));
-    let _ = probe_stop_tx.send(deadline);
     progress!(quiet, "closing connections");
     while let Ok(Some(_)) =
         timeout_at(deadline + Duration::from_millis(100), tasks.join_next()).await
@@ -436,8 +491,7 @@ pub async fn run(args_in: &Args) -> Result<Report> {
     }
 
     // --- Results of this process, then of all processes ---------------------------------
-    let lock =
-        |m: &std::sync::Mutex<Vec<String>>| m.lock().unwrap_or_else(|e| e.into_inner()).clone();
+    let lock = |m: &Mutex<Vec<String>>| m.lock().unwrap_or_else(|e| e.into_inner()).clone();
     let cpu_end = sys::cpu_times();
     let own = ProcResult {
         measured_s,
@@ -453,6 +507,7 @@ pub async fn run(args_in: &Args) -> Result<Report> {
         disconnected: shared.disconnects.load(Ordering::Relaxed),
         subscribed_symbols: shared.subscribed_symbols.load(Ordering::Relaxed),
         rejected_symbols: shared.rejected_symbols.load(Ordering::Relaxed),
+        delivering: shared.delivering.load(Ordering::Relaxed),
         ramp_s,
         connect_errors: lock(&shared.connect_errors),
         disconnect_reasons: lock(&shared.disconnect_reasons),
@@ -514,6 +569,7 @@ pub async fn run(args_in: &Args) -> Result<Report> {
         },
         bytes: d.bytes,
         mb_per_s: d.bytes as f64 / measured_s / 1e6,
+        quotes_per_server_cpu_s: server_cpu_s.filter(|&c| c > 0.0).map(|c| quotes as f64 / c),
     };
     let probe = probe_stats(&probes, args.probe_slow_ms);
     let cpu_pct = 100.0 * (m.cpu_user_s + m.cpu_sys_s) / measured_s;
@@ -538,6 +594,7 @@ pub async fn run(args_in: &Args) -> Result<Report> {
         ramp_s: m.ramp_s,
         subscribed_symbols: m.subscribed_symbols,
         rejected_symbols: m.rejected_symbols,
+        delivering: m.delivering,
         connect_errors: m.connect_errors,
         disconnect_reasons: m.disconnect_reasons,
         rejected_examples: m.rejected_examples,
@@ -553,12 +610,13 @@ pub async fn run(args_in: &Args) -> Result<Report> {
         negative_latency: c1.negative_latency,
     };
     let server_rss_mib = args.server_pid.map(|_| {
-        let m = rss_max.load(Ordering::Relaxed);
-        Rss {
-            start: rss_start,
-            end: rss_end,
-            max: (m > 0).then(|| mib(m)),
-        }
+        let samples = std::mem::take(&mut *unpoisoned(&rss_samples));
+        rss_summary(
+            &samples,
+            t0,
+            t1,
+            [rss_before, rss_start, rss_end, rss_after_settle],
+        )
     });
 
     let mut report = Report {
@@ -584,8 +642,17 @@ pub async fn run(args_in: &Args) -> Result<Report> {
             protocol: args.protocol,
             processes: args_in.processes,
             observer: args.observer_on(),
+            churn: args.churn,
+            settle_s: args.settle,
+            resume_feed: args_in.resume_feed.clone(),
+            idle: args.idle,
         },
-        server: m.welcome.clone(),
+        server: ServerStats {
+            welcome: m.welcome.clone(),
+            pid: args.server_pid,
+            cpu_s: server_cpu_s,
+            cpu_pct: server_cpu_s.map(|c| 100.0 * c / measured_s),
+        },
         fd_limit,
         symbols_available,
         clients,
@@ -596,12 +663,30 @@ pub async fn run(args_in: &Args) -> Result<Report> {
         throttle,
         observer,
         probe,
+        churn,
         messages,
         server_rss_mib,
         loadgen,
     };
     judge(&mut report, &d);
     Ok(report)
+}
+
+/// `--resume-feed`: the feed was paused while the clients connected; start it now. A server
+/// that does not resume cannot be measured, so this is an error (exit status 2).
+async fn resume_feed(args: &Args, target: &Target) -> Result<()> {
+    let Some(path) = &args.resume_feed else {
+        return Ok(());
+    };
+    progress!(args.quiet, "resuming the feed: POST {path}");
+    tokio::time::timeout(
+        Duration::from_secs(10),
+        net::http_post_json(target, path, r#"{"action":"resume"}"#),
+    )
+    .await
+    .map_err(|_| anyhow::anyhow!("POST {path} timed out after 10 s"))?
+    .with_context(|| format!("resuming the feed (--resume-feed {path})"))?;
+    Ok(())
 }
 
 fn connect_timeout_of(args: &Args) -> Duration {
@@ -701,10 +786,26 @@ fn judge(r: &mut Report, measured: &Counters) {
             r.messages.ordering_errors
         ));
     }
-    if r.clients.connected > 0 && r.measured.quotes_live == 0 {
+    if r.clients.connected > 0 && r.measured.quotes_live == 0 && !r.config.idle {
         r.warnings.push(
             "no live quotes were received during the measured period (is the feed running?)".into(),
         );
+    } else if r.clients.delivering < r.clients.connected && !r.config.idle {
+        r.warnings.push(format!(
+            "{} of {} connected reading clients received no live quote during the measured period",
+            r.clients.connected - r.clients.delivering,
+            r.clients.connected
+        ));
+    }
+    if let Some(ch) = &r.churn
+        && ch.failed > 0
+    {
+        r.warnings.push(format!(
+            "{} of {} churn connections failed{}",
+            ch.failed,
+            ch.attempted,
+            first(&ch.errors)
+        ));
     }
     if r.loadgen.client_bound {
         r.warnings.push(format!(
@@ -830,5 +931,145 @@ fn probe_stats(samples: &[ProbeSample], slow_ms: u64) -> ProbeStats {
         snapshot_p50_ms: percentile(&snap, 0.5),
         snapshot_max_ms: snap.last().copied(),
         errors,
+    }
+}
+
+/// Locks a mutex even if a panicking task poisoned it: the samples are still valid.
+fn unpoisoned<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// The RSS report from the timed samples (bytes) and the four named readings (MiB, in the
+/// order before, start, end, after settle). `t0`..`t1` is the measured period.
+pub fn rss_summary(
+    samples: &[(Instant, u64)],
+    t0: Instant,
+    t1: Instant,
+    [before, start, end, after_settle]: [Option<f64>; 4],
+) -> Rss {
+    let since_t0 = |at: Instant| {
+        if at >= t0 {
+            (at - t0).as_secs_f64()
+        } else {
+            -(t0 - at).as_secs_f64()
+        }
+    };
+    let mut sorted: Vec<(Instant, u64)> = samples.to_vec();
+    sorted.sort_by_key(|s| s.0);
+    let series: Vec<[f64; 2]> = sorted
+        .iter()
+        .map(|&(at, b)| [round3(since_t0(at)), round3(mib(b))])
+        .collect();
+    let in_window = sorted
+        .iter()
+        .filter(|(at, _)| *at >= t0 && *at <= t1)
+        .map(|&(_, b)| mib(b))
+        .chain(start)
+        .chain(end);
+    let (mut lo, mut hi) = (None::<f64>, None::<f64>);
+    for v in in_window {
+        lo = Some(lo.map_or(v, |x| x.min(v)));
+        hi = Some(hi.map_or(v, |x| x.max(v)));
+    }
+    let max = sorted.iter().map(|s| s.1).max().map(mib);
+    Rss {
+        before,
+        start,
+        end,
+        max,
+        measured_min: lo,
+        measured_max: hi,
+        after_settle,
+        series,
+    }
+}
+
+fn round3(x: f64) -> f64 {
+    (x * 1000.0).round() / 1000.0
+}
+
+/// Opens `rate` churn connections per second (on a fixed schedule: a late start is followed
+/// at once by the next, so the average rate holds on a busy machine) until told to stop; then
+/// waits for those in flight until the stop's deadline. Returns (connections started, samples);
+/// connections still running at the deadline are samples with an "unfinished" error.
+async fn churn_loop(
+    target: Arc<Target>,
+    specs: Vec<SubSpec>,
+    rate: f64,
+    limit: Duration,
+    mut stop: oneshot::Receiver<Instant>,
+) -> (u64, Vec<ChurnSample>) {
+    let start = Instant::now();
+    let mut running = JoinSet::new();
+    let mut samples = Vec::new();
+    let mut started = 0u64;
+    let deadline = loop {
+        let next = start + Duration::from_secs_f64(started as f64 / rate);
+        tokio::select! {
+            biased;
+            d = &mut stop => break d.unwrap_or_else(|_| Instant::now()),
+            Some(Ok(s)) = running.join_next(), if !running.is_empty() => samples.push(s),
+            _ = sleep_until(next) => {
+                let target = target.clone();
+                let spec = specs[started as usize % specs.len()].clone();
+                started += 1;
+                running.spawn(async move { client::churn_once(&target, &spec, limit).await });
+            }
+        }
+    };
+    while let Ok(Some(r)) = timeout_at(deadline, running.join_next()).await {
+        if let Ok(s) = r {
+            samples.push(s);
+        }
+    }
+    for _ in 0..running.len() {
+        samples.push(ChurnSample {
+            error: Some("still running at the end of the measured period".into()),
+            ..Default::default()
+        });
+    }
+    running.abort_all();
+    (started, samples)
+}
+
+/// Sums up the churn samples of a measured period of `measured_s` seconds.
+pub fn churn_stats(
+    rate: f64,
+    attempted: u64,
+    samples: &[ChurnSample],
+    measured_s: f64,
+) -> ChurnStats {
+    let mut setup: Vec<f64> = samples
+        .iter()
+        .filter_map(|s| s.setup)
+        .map(|d| d.as_secs_f64() * 1000.0)
+        .collect();
+    setup.sort_by(f64::total_cmp);
+    let mut kinds = std::collections::BTreeMap::new();
+    let mut errors = Vec::new();
+    for e in samples.iter().filter_map(|s| s.error.as_deref()) {
+        *kinds
+            .entry(client::failure_kind(e).to_string())
+            .or_insert(0u64) += 1;
+        if errors.len() < 5 {
+            errors.push(e.to_string());
+        }
+    }
+    let failed = kinds.values().sum::<u64>();
+    ChurnStats {
+        rate,
+        attempted,
+        attempted_per_s: attempted as f64 / measured_s.max(1e-6),
+        ok: setup.len() as u64,
+        failed,
+        failure_kinds: kinds,
+        errors,
+        unclean_closes: samples
+            .iter()
+            .filter(|s| s.setup.is_some() && !s.clean_close)
+            .count() as u64,
+        setup_p50_ms: percentile(&setup, 0.5),
+        setup_p99_ms: percentile(&setup, 0.99),
+        setup_max_ms: setup.last().copied(),
     }
 }

@@ -82,3 +82,31 @@ pub fn parse_vm_rss(status: &str) -> Option<u64> {
     };
     Some(value * unit)
 }
+
+/// Clock ticks per second of the times in /proc/PID/stat (`sysconf(_SC_CLK_TCK)`, 100 on
+/// every Linux we run on).
+pub fn clock_ticks_per_s() -> u64 {
+    // SAFETY: sysconf has no preconditions.
+    let t = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+    if t > 0 { t as u64 } else { 100 }
+}
+
+/// CPU seconds (user + system, all threads) that `pid` has used so far, from /proc/PID/stat;
+/// `None` if the process is gone. Resolution: one clock tick (10 ms).
+pub fn process_cpu_s(pid: u32) -> Option<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let (utime, stime) = parse_stat_cpu_ticks(&stat)?;
+    Some((utime + stime) as f64 / clock_ticks_per_s() as f64)
+}
+
+/// `utime` and `stime` (fields 14 and 15, in clock ticks) of a /proc/PID/stat line. The
+/// command name (field 2) is in parentheses and may itself contain spaces and parentheses,
+/// so the fields are counted from the last `)`.
+pub fn parse_stat_cpu_ticks(stat: &str) -> Option<(u64, u64)> {
+    let rest = &stat[stat.rfind(')')? + 1..];
+    // After the name: field 3 (state) is index 0, so utime (14) is index 11, stime (15) 12.
+    let mut fields = rest.split_whitespace().skip(11);
+    let utime = fields.next()?.parse().ok()?;
+    let stime = fields.next()?.parse().ok()?;
+    Some((utime, stime))
+}

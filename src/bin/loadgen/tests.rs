@@ -38,7 +38,7 @@ fn live_quotes_are_counted_and_timed() {
     let text = json!({"type": "quotes", "quotes": [quote("AAPL", 5, now - 1500), quote("MSFT", 9, now - 2500)]}).to_string();
     assert_eq!(
         frame::process(&text, &mut seq, &mut st, now, true),
-        Event::Quotes
+        Event::Quotes { snapshot: false }
     );
     let c = st.counters;
     assert_eq!(
@@ -62,7 +62,10 @@ fn snapshot_quotes_are_not_timed() {
     let mut seq = SeqTracker::default();
     let text =
         json!({"type": "quotes", "snapshot": true, "quotes": [quote("AAPL", 5, 1)]}).to_string();
-    frame::process(&text, &mut seq, &mut st, 10_000_000, true);
+    assert_eq!(
+        frame::process(&text, &mut seq, &mut st, 10_000_000, true),
+        Event::Quotes { snapshot: true }
+    );
     assert_eq!(
         (
             st.counters.quotes_snapshot,
@@ -378,8 +381,14 @@ fn cli_parses_the_documented_flags() {
         "--threads",
         "2",
         "--allow-errors",
+        "--churn",
+        "500",
+        "--settle",
+        "10",
+        "--idle",
     ])
     .unwrap();
+    assert_eq!((a.churn, a.settle, a.idle), (500.0, 10.0, true));
     assert_eq!(
         (a.clients, a.symbols, a.stall, a.threads),
         (1000, 10, 20, 2)
@@ -393,6 +402,15 @@ fn cli_parses_the_documented_flags() {
     a.validate().unwrap();
     let bad = Args::try_parse_from(["loadgen", "--duration", "0"]).unwrap();
     assert!(bad.validate().is_err());
+    for (arg, flag) in [
+        ("--churn=-1", "--churn"),
+        ("--settle=-2", "--settle"),
+        ("--churn=NaN", "--churn"),
+    ] {
+        let a = Args::try_parse_from(["loadgen", arg]).unwrap();
+        let e = a.validate().unwrap_err().to_string();
+        assert!(e.contains(flag), "{e}");
+    }
     let defaults = Args::try_parse_from(["loadgen"]).unwrap();
     assert_eq!(defaults.throttle_ms, None);
     assert_eq!(defaults.threads, 1);
@@ -428,6 +446,8 @@ impl Default for MockOpts {
 
 struct Mock {
     addr: SocketAddr,
+    /// `{"action":"resume"}` POSTs received at /api/feeds/replay/control.
+    resumes: Arc<AtomicUsize>,
     /// Engine.IO pongs received (Socket.IO connections get a ping after `subscribed`).
     pongs: Arc<AtomicUsize>,
     connections: Arc<AtomicUsize>,
@@ -442,7 +462,9 @@ async fn start_mock(opts: MockOpts) -> Mock {
     let connections = Arc::new(AtomicUsize::new(0));
     let closes_received = Arc::new(AtomicUsize::new(0));
     let pongs = Arc::new(AtomicUsize::new(0));
+    let resumes = Arc::new(AtomicUsize::new(0));
     let (conns, closes, pongs2) = (connections.clone(), closes_received.clone(), pongs.clone());
+    let resumes2 = resumes.clone();
     tokio::spawn(async move {
         loop {
             let Ok((stream, _)) = listener.accept().await else {
@@ -450,10 +472,13 @@ async fn start_mock(opts: MockOpts) -> Mock {
             };
             let (opts, conns, closes, pongs) =
                 (opts.clone(), conns.clone(), closes.clone(), pongs2.clone());
+            let resumes = resumes2.clone();
             tokio::spawn(async move {
                 let mut peek = [0u8; 32];
                 let n = stream.peek(&mut peek).await.unwrap_or(0);
-                if peek[..n].starts_with(b"GET /api/symbols") {
+                if peek[..n].starts_with(b"POST ") {
+                    serve_control(stream, resumes).await;
+                } else if peek[..n].starts_with(b"GET /api/symbols") {
                     serve_symbols(stream, &opts.symbols).await;
                 } else {
                     conns.fetch_add(1, Ordering::Relaxed);
@@ -465,10 +490,41 @@ async fn start_mock(opts: MockOpts) -> Mock {
     });
     Mock {
         addr,
+        resumes,
         pongs,
         connections,
         closes_received,
     }
+}
+
+/// The feed control endpoint. Answers with a Content-Length and then keeps the connection
+/// open (as some servers do despite `Connection: close`): the client must stop reading at the
+/// end of the body, not wait for the close.
+async fn serve_control(mut stream: tokio::net::TcpStream, resumes: Arc<AtomicUsize>) {
+    let mut req = Vec::new();
+    let mut buf = [0u8; 1024];
+    while !net::response_complete(&[b"HTTP/1.1 200 OK\r\n".as_slice(), &req].concat()[..]) {
+        // (A request parses like a response here: headers, then Content-Length bytes.)
+        let n = stream.read(&mut buf).await.unwrap_or(0);
+        if n == 0 {
+            return;
+        }
+        req.extend_from_slice(&buf[..n]);
+    }
+    let text = String::from_utf8_lossy(&req);
+    let ok = text.starts_with("POST /api/feeds/replay/control ") && text.contains(r#""resume""#);
+    let (status, body) = if ok {
+        resumes.fetch_add(1, Ordering::Relaxed);
+        ("200 OK", r#"{"name":"replay","state":"running"}"#)
+    } else {
+        ("404 Not Found", r#"{"error":"unknown_feed"}"#)
+    };
+    let resp = format!(
+        "HTTP/1.1 {status}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    let _ = stream.write_all(resp.as_bytes()).await;
+    tokio::time::sleep(Duration::from_secs(30)).await;
 }
 
 async fn serve_symbols(mut stream: tokio::net::TcpStream, symbols: &[String]) {
@@ -695,7 +751,7 @@ async fn end_to_end_against_mock() {
     assert_eq!(r.probe.ok, r.probe.count, "probes: {:?}", r.probe);
     assert!(r.probe.snapshot_p50_ms.is_some() && r.probe.welcome_max_ms.is_some());
     assert_eq!(
-        r.server.as_ref().unwrap().instance.as_deref(),
+        r.server.welcome.as_ref().unwrap().instance.as_deref(),
         Some("mock-1")
     );
     // Every reader and stalled client (and every probe) sent a close frame.
@@ -874,7 +930,6 @@ async fn setup_errors_are_errors() {
     assert!(r.is_err());
 }
 
-
 #[test]
 fn throttled_latency_and_staleness_through_process() {
     use crate::timing::ObserverLog;
@@ -965,7 +1020,7 @@ async fn socketio_against_mock() {
     tokio::time::sleep(Duration::from_millis(100)).await;
     assert!(mock.pongs.load(Ordering::Relaxed) >= 5);
     assert_eq!(
-        r.server.as_ref().unwrap().instance.as_deref(),
+        r.server.welcome.as_ref().unwrap().instance.as_deref(),
         Some("mock-1")
     );
 }
@@ -1056,4 +1111,311 @@ fn child_arguments_round_trip() {
             .validate()
             .is_err()
     );
+}
+
+// ---------------------------------------------------------------------------------------------
+// Server CPU, RSS series, churn and per-client delivery (the benchmark driver's inputs)
+
+#[test]
+fn proc_stat_cpu_fields() {
+    // A command name with spaces and a ')' must not shift the fields.
+    let stat = "1234 (tokio rt) x)) S 1 1234 1234 0 -1 4194560 5000 0 0 0 \
+                731 269 0 0 20 0 3 0 100 1000000 2000 18446744073709551615";
+    assert_eq!(sys::parse_stat_cpu_ticks(stat), Some((731, 269)));
+    assert_eq!(sys::parse_stat_cpu_ticks("1 (x) S 1 2"), None);
+    assert_eq!(sys::parse_stat_cpu_ticks("garbage"), None);
+    // Our own process: readable, and it does not go backwards.
+    let pid = std::process::id();
+    let a = sys::process_cpu_s(pid).expect("own /proc/PID/stat");
+    let mut x = 0u64;
+    for i in 0..3_000_000u64 {
+        x = x.wrapping_mul(31).wrapping_add(i);
+    }
+    std::hint::black_box(x);
+    assert!(sys::process_cpu_s(pid).unwrap() >= a);
+    assert_eq!(sys::process_cpu_s(u32::MAX), None);
+}
+
+#[test]
+fn rss_summary_series_and_window() {
+    use tokio::time::Instant;
+    let t0 = Instant::now();
+    let t1 = t0 + Duration::from_secs(10);
+    let mib = |m: u64| m * 1024 * 1024;
+    let samples = [
+        (t1 + Duration::from_secs(2), mib(60)), // during --settle: not in the window
+        (t0 - Duration::from_millis(1500), mib(20)), // ramp-up
+        (t0 + Duration::from_secs(4), mib(50)),
+        (t0 + Duration::from_secs(2), mib(42)),
+    ];
+    let r = crate::run::rss_summary(
+        &samples,
+        t0,
+        t1,
+        [Some(10.0), Some(40.0), Some(45.0), Some(41.0)],
+    );
+    assert_eq!(r.series.len(), 4);
+    assert_eq!(r.series[0], [-1.5, 20.0], "sorted by time, relative to t0");
+    assert_eq!(r.series[3], [12.0, 60.0]);
+    assert_eq!(
+        (r.measured_min, r.measured_max),
+        (Some(40.0), Some(50.0)),
+        "window: start, end and samples inside only"
+    );
+    assert_eq!(r.max, Some(60.0), "max covers the whole run");
+    assert_eq!(
+        (r.before, r.start, r.end, r.after_settle),
+        (Some(10.0), Some(40.0), Some(45.0), Some(41.0))
+    );
+}
+
+#[test]
+fn churn_failures_are_classified_and_counted() {
+    use crate::client::{ChurnSample, failure_kind};
+    for (msg, kind) in [
+        ("timed out after 10s", "timeout"),
+        (
+            "TCP connect to 127.0.0.1:9: Connection refused (os error 111)",
+            "connect",
+        ),
+        (
+            "WebSocket handshake: HTTP error: 503 Service Unavailable",
+            "handshake",
+        ),
+        (
+            "server error reply: {\"type\":\"error\",\"code\":\"x\"}",
+            "error_reply",
+        ),
+        ("server closed the connection: 1001", "closed"),
+        ("connection ended", "closed"),
+        (
+            "still running at the end of the measured period",
+            "unfinished",
+        ),
+        ("something else", "other"),
+    ] {
+        assert_eq!(failure_kind(msg), kind, "{msg}");
+    }
+    let ok = |ms: u64, clean: bool| ChurnSample {
+        setup: Some(Duration::from_millis(ms)),
+        error: None,
+        clean_close: clean,
+    };
+    let bad = |e: &str| ChurnSample {
+        setup: None,
+        error: Some(e.into()),
+        clean_close: false,
+    };
+    let samples = [
+        ok(3, true),
+        ok(1, true),
+        ok(2, false),
+        bad("timed out after 1s"),
+        bad("WebSocket handshake: HTTP error: 503"),
+        bad("WebSocket handshake: HTTP error: 503"),
+    ];
+    let s = crate::run::churn_stats(100.0, 7, &samples, 2.0);
+    assert_eq!((s.attempted, s.ok, s.failed), (7, 3, 3));
+    assert_eq!(s.attempted_per_s, 3.5);
+    assert_eq!(s.failure_kinds.get("handshake"), Some(&2));
+    assert_eq!(s.failure_kinds.get("timeout"), Some(&1));
+    assert_eq!(s.errors.len(), 3);
+    assert_eq!(s.unclean_closes, 1, "failed ones do not count as unclean");
+    assert_eq!((s.setup_p50_ms, s.setup_max_ms), (Some(2.0), Some(3.0)));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn churn_settle_server_cpu_and_delivery_against_mock() {
+    let mock = start_mock(MockOpts::default()).await;
+    // The mock runs in this process: its CPU and RSS are ours.
+    let pid = std::process::id().to_string();
+    let args = args_for(
+        &mock,
+        &[
+            "--clients",
+            "5",
+            "--symbols",
+            "3",
+            "--throttle-ms",
+            "0",
+            "--probe-interval-ms",
+            "0",
+            "--churn",
+            "40",
+            "--settle",
+            "0.3",
+            "--server-pid",
+            &pid,
+        ],
+    );
+    let r = crate::run::run(&args).await.unwrap();
+    eprintln!("{}", r.table());
+    assert!(r.ok, "failures: {:?}", r.failures);
+    assert_eq!(r.clients.delivering, 5, "every client got live quotes");
+    let ch = r.churn.as_ref().expect("churn stats");
+    // 40/s over a 1 s window, on a fixed schedule.
+    assert!(
+        (35..=45).contains(&ch.attempted),
+        "attempted {}",
+        ch.attempted
+    );
+    assert_eq!((ch.ok, ch.failed), (ch.attempted, 0), "{ch:?}");
+    assert_eq!(ch.unclean_closes, 0, "{ch:?}");
+    assert!(ch.setup_p50_ms.is_some());
+    // Churn connections are not clients: their traffic is not counted.
+    assert_eq!(r.clients.connected, 5);
+    assert_eq!(r.messages.subscribed, 5);
+    let cpu = r.server.cpu_s.expect("server CPU");
+    assert!(cpu > 0.0 && cpu < 10.0, "cpu {cpu}");
+    assert!(r.server.cpu_pct.unwrap() > 0.0);
+    let q = r.measured.quotes_per_server_cpu_s.expect("headline figure");
+    assert!((q - r.measured.quotes as f64 / cpu).abs() < 1e-6);
+    let rss = r.server_rss_mib.as_ref().unwrap();
+    assert!(rss.before.is_some() && rss.after_settle.is_some());
+    assert!(
+        rss.series.len() >= 2,
+        "samples: {:?} (one per second plus the named ones)",
+        rss.series
+    );
+    assert!(rss.measured_min.unwrap() <= rss.measured_max.unwrap());
+    // The churn connections closed with a handshake the mock saw.
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert!(mock.closes_received.load(Ordering::Relaxed) as u64 >= ch.ok);
+    let json = serde_json::to_value(&r).unwrap();
+    assert!(json["server"]["cpu_s"].is_number());
+    assert_eq!(
+        json["server"]["instance"], "mock-1",
+        "welcome fields stay at the top of `server`"
+    );
+    assert!(json["measured"]["quotes_per_server_cpu_s"].is_number());
+    assert!(json["server_rss_mib"]["series"].is_array());
+    assert!(json["churn"]["failure_kinds"].is_object());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_clients_without_quotes_are_not_delivering() {
+    // A mock whose live frames come far apart: nothing arrives in the 0.5 s window.
+    let mock = start_mock(MockOpts {
+        tick: Duration::from_secs(3600),
+        ..Default::default()
+    })
+    .await;
+    let base = [
+        "--clients",
+        "3",
+        "--symbols",
+        "2",
+        "--probe-interval-ms",
+        "0",
+        "--duration",
+        "0.5",
+    ];
+    let r = crate::run::run(&args_for(&mock, &base)).await.unwrap();
+    assert_eq!((r.clients.connected, r.clients.delivering), (3, 0));
+    assert!(
+        r.warnings.iter().any(|w| w.contains("no live quotes")),
+        "{:?}",
+        r.warnings
+    );
+    let mut idle = base.to_vec();
+    idle.push("--idle");
+    let r = crate::run::run(&args_for(&mock, &idle)).await.unwrap();
+    assert!(r.ok && r.config.idle);
+    assert!(r.warnings.is_empty(), "{:?}", r.warnings);
+}
+
+#[test]
+fn http_response_completeness() {
+    use crate::net::response_complete;
+    assert!(!response_complete(
+        b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n"
+    ));
+    assert!(!response_complete(
+        b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nabc"
+    ));
+    assert!(response_complete(
+        b"HTTP/1.1 200 OK\r\ncontent-length:5\r\n\r\nabcde"
+    ));
+    let chunked = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n";
+    assert!(!response_complete(chunked));
+    assert!(response_complete(&[&chunked[..], b"0\r\n\r\n"].concat()));
+    // Neither: only the server's close ends the body.
+    assert!(!response_complete(b"HTTP/1.0 200 OK\r\n\r\nbody"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn resume_feed_posts_once_after_every_client_is_subscribed() {
+    let mock = start_mock(MockOpts::default()).await;
+    let base = [
+        "--clients",
+        "4",
+        "--symbols",
+        "2",
+        "--probe-interval-ms",
+        "0",
+    ];
+    let mut with = base.to_vec();
+    with.extend(["--resume-feed", "/api/feeds/replay/control"]);
+    let r = tokio::time::timeout(
+        Duration::from_secs(20),
+        crate::run::run(&args_for(&mock, &with)),
+    )
+    .await
+    .expect("the POST must not wait for the server to close")
+    .unwrap();
+    assert!(r.ok, "{:?}", r.failures);
+    assert_eq!(mock.resumes.load(Ordering::Relaxed), 1);
+    assert_eq!(
+        r.config.resume_feed.as_deref(),
+        Some("/api/feeds/replay/control")
+    );
+    // A server that does not know the path: the run cannot be measured.
+    let mut bad = base.to_vec();
+    bad.extend(["--resume-feed", "/api/feeds/nope/control"]);
+    let e = crate::run::run(&args_for(&mock, &bad)).await.unwrap_err();
+    let msg = format!("{e:#}");
+    assert!(
+        msg.contains("--resume-feed /api/feeds/nope/control") && msg.contains("404"),
+        "{msg}"
+    );
+    assert_eq!(mock.resumes.load(Ordering::Relaxed), 1);
+    let e = Args::try_parse_from(["loadgen", "--resume-feed", "api/x"])
+        .unwrap()
+        .validate()
+        .unwrap_err();
+    assert!(e.to_string().contains("--resume-feed"), "{e}");
+}
+
+#[test]
+fn children_leave_churn_resume_and_server_to_the_parent() {
+    let a = Args::try_parse_from([
+        "loadgen",
+        "--clients",
+        "5",
+        "--processes",
+        "2",
+        "--resume-feed",
+        "/api/feeds/replay/control",
+        "--churn",
+        "10",
+        "--settle",
+        "3",
+        "--server-pid",
+        "42",
+        "--stall",
+        "7",
+        "--connect-rate",
+        "1000",
+    ])
+    .unwrap();
+    let c = crate::multi::child_share(&a, 1, 3, "/tmp/x.json".into());
+    assert_eq!((c.clients, c.client_offset, c.clients_total), (2, 3, 5));
+    assert_eq!((c.churn, c.stall, c.server_pid), (0.0, 0, None));
+    assert_eq!(c.resume_feed, None, "one resume, by the parent");
+    assert_eq!(
+        c.settle, 3.0,
+        "children stay connected while the parent settles"
+    );
+    assert_eq!(c.connect_rate, 500.0);
+    c.validate().unwrap();
 }

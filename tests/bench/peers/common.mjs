@@ -63,7 +63,6 @@ export function parseArgs(argv = process.argv.slice(2), extra = {}) {
   if (!opts.file) die('--file is required');
   if (!Number.isInteger(opts.port) || opts.port < 0 || opts.port > 65535) die('--port must be 0..65535');
   if (!Number.isFinite(opts.rate) || opts.rate < 0) die('--rate must be a number >= 0');
-  if (opts.paused) opts.rate = 0;
   return opts;
 }
 
@@ -142,12 +141,14 @@ export function loadTicks(path) {
 /**
  * Replays the ticks at `rate` rows per second of wall clock, looping, from one timer loop that
  * publishes every row due since the start in one batch. Keeps per symbol the latest quote (as a
- * JSON string, and as an object when `keepObjects`) and its seq.
+ * JSON string, and as an object when `keepObjects`) and its seq. `paused` (--paused) holds it
+ * until `resume()`: the bench connects its clients to a quiet server, then starts the feed.
  */
 export class Feed {
-  constructor(ticks, { rate, keepObjects = false }) {
+  constructor(ticks, { rate, paused = false, keepObjects = false }) {
     this.ticks = ticks;
     this.rate = rate;
+    this.paused = paused;
     this.keepObjects = keepObjects;
     const n = ticks.symbols.length;
     this.symbols = ticks.symbols;
@@ -166,9 +167,25 @@ export class Feed {
   }
 
   start() {
-    if (this.rate <= 0) return;
-    this.startedAt = performance.now();
+    if (this.rate <= 0 || this.paused || this.timer !== null) return;
+    // Anchored so that the rows already published count as done: a resume carries on from
+    // where the pause stopped, at the same rate, without a catch-up burst.
+    this.startedAt = performance.now() - (this.published * 1000) / this.rate;
     this.timer = setTimeout(this.tick, 0);
+  }
+
+  pause() {
+    this.paused = true;
+    this.stop();
+  }
+
+  resume() {
+    this.paused = false;
+    this.start();
+  }
+
+  get state() {
+    return this.rate > 0 && !this.paused ? 'running' : 'paused';
   }
 
   stop() {
@@ -497,6 +514,44 @@ function withId(head, id, rest) {
 }
 
 /** Prints `listening <port>` and wires SIGTERM/SIGINT to `shutdown`. */
+/** The path of tickerfeed's replay feed control, which the bench posts to every server. */
+export const CONTROL_PATH = '/api/feeds/replay/control';
+
+/**
+ * The subset of tickerfeed's `POST /api/feeds/{name}/control` the bench uses:
+ * `{"action":"pause"}` and `{"action":"resume"}`. Returns [HTTP status, JSON body].
+ */
+export function feedControl(feed, text) {
+  let action;
+  try {
+    action = JSON.parse(text)?.action;
+  } catch {
+    return [400, { error: 'bad_request', message: 'the body must be a JSON object' }];
+  }
+  if (action === 'pause') feed.pause();
+  else if (action === 'resume') feed.resume();
+  else return [400, { error: 'bad_request', message: "'action' must be 'pause' or 'resume' (this peer supports no other)" }];
+  return [200, { name: 'replay', kind: 'replay', state: feed.state, quotes_published: feed.published }];
+}
+
+/** A `node:http` request handler: the feed control, 404 for anything else. */
+export function httpHandler(feed) {
+  return (req, res) => {
+    const reply = (status, body) => {
+      res.writeHead(status, { 'content-type': 'application/json' });
+      res.end(JSON.stringify(body));
+    };
+    if (req.url !== CONTROL_PATH) return reply(404, { error: 'not_found' });
+    if (req.method !== 'POST') return reply(405, { error: 'method_not_allowed' });
+    let text = '';
+    req.setEncoding('utf8');
+    req.on('data', (chunk) => {
+      text += chunk;
+    });
+    req.on('end', () => reply(...feedControl(feed, text)));
+  };
+}
+
 export function announce(port, shutdown) {
   process.stdout.write(`listening ${port}\n`);
   let stopping = false;

@@ -17,16 +17,17 @@
 // the engine's `drain` event wakes it.
 import http from 'node:http';
 import { Server } from 'socket.io';
-import { Feed, Hub, Session, announce, die, loadTicks, parseArgs, randomInstance, welcomeMessage } from '../common.mjs';
+import { Feed, Hub, Session, announce, die, httpHandler, loadTicks, parseArgs, randomInstance, welcomeMessage } from '../common.mjs';
 
 const opts = parseArgs(undefined, { emit: 'raw' });
 if (opts.emit !== 'raw' && opts.emit !== 'object') die('--emit must be raw or object');
 const objectMode = opts.emit === 'object';
-const feed = new Feed(loadTicks(opts.file), { rate: opts.rate, keepObjects: objectMode });
+const feed = new Feed(loadTicks(opts.file), { rate: opts.rate, paused: opts.paused, keepObjects: objectMode });
 const hub = new Hub(feed);
 const welcome = welcomeMessage('socket.io', randomInstance());
 
-const server = http.createServer();
+// Socket.IO takes /socket.io/ requests; the rest reach the feed control (or a 404).
+const server = http.createServer(httpHandler(feed));
 const io = new Server(server, {
   path: '/socket.io/',
   transports: ['websocket'],

@@ -6,7 +6,7 @@
 // callbacks are corked (one syscall per client flush), as the uWS docs recommend; backpressure
 // is read with getBufferedAmount() and the `drain` handler wakes a backed-up client.
 import { createRequire } from 'node:module';
-import { Feed, Hub, Session, announce, loadTicks, parseArgs, randomInstance, welcomeMessage } from '../common.mjs';
+import { CONTROL_PATH, Feed, Hub, Session, announce, feedControl, loadTicks, parseArgs, randomInstance, welcomeMessage } from '../common.mjs';
 
 // Load the native addon itself: the package's entry silently falls back to a slow pure-JS
 // implementation when the binary does not load, which would make the benchmark meaningless.
@@ -21,7 +21,7 @@ try {
 }
 
 const opts = parseArgs();
-const feed = new Feed(loadTicks(opts.file), { rate: opts.rate });
+const feed = new Feed(loadTicks(opts.file), { rate: opts.rate, paused: opts.paused });
 const hub = new Hub(feed);
 const welcome = JSON.stringify(welcomeMessage('uws', randomInstance()));
 const decoder = new TextDecoder();
@@ -60,6 +60,24 @@ app.ws('/ws', {
     open.delete(ws);
     ws.getUserData().session.close();
   },
+});
+app.post(CONTROL_PATH, (res) => {
+  let text = '';
+  let aborted = false;
+  res.onAborted(() => {
+    aborted = true;
+  });
+  res.onData((chunk, isLast) => {
+    // The chunk is only valid during this call: copy it into a string now.
+    text += Buffer.from(chunk).toString('utf8');
+    if (!isLast || aborted) return;
+    const [status, body] = feedControl(feed, text);
+    res.cork(() => {
+      res.writeStatus(status === 200 ? '200 OK' : '400 Bad Request')
+        .writeHeader('content-type', 'application/json')
+        .end(JSON.stringify(body));
+    });
+  });
 });
 app.any('/*', (res) => {
   res.writeStatus('404 Not Found').end('not found\n');

@@ -3,17 +3,15 @@
 // read from `bufferedAmount` (ws has no drain event on the WebSocket: the shared core retries).
 import http from 'node:http';
 import { WebSocketServer } from 'ws';
-import { Feed, Hub, Session, announce, loadTicks, parseArgs, randomInstance, welcomeMessage } from '../common.mjs';
+import { Feed, Hub, Session, announce, httpHandler, loadTicks, parseArgs, randomInstance, welcomeMessage } from '../common.mjs';
 
 const opts = parseArgs();
-const feed = new Feed(loadTicks(opts.file), { rate: opts.rate });
+const feed = new Feed(loadTicks(opts.file), { rate: opts.rate, paused: opts.paused });
 const hub = new Hub(feed);
 const welcome = JSON.stringify(welcomeMessage('ws', randomInstance()));
 
-const server = http.createServer((req, res) => {
-  res.writeHead(404, { 'content-type': 'text/plain' });
-  res.end('not found\n');
-});
+// Plain HTTP: the feed control the bench uses (POST /api/feeds/replay/control), 404 otherwise.
+const server = http.createServer(httpHandler(feed));
 const wss = new WebSocketServer({ server, path: '/ws', maxPayload: 64 * 1024, perMessageDeflate: false });
 
 wss.on('connection', (ws) => {

@@ -1,0 +1,226 @@
+#!/usr/bin/env python3
+"""Unit tests of the benchmark driver's own logic (tests/bench/bench.py): parsing of `ss` and
+/proc, the figures derived from loadgen reports, medians, target verdicts and the outputs.
+No server, no network: `python3 tests/bench/test_bench.py` runs in a fraction of a second and
+is part of tests/run.sh, next to the bench smoke run that exercises the processes."""
+
+import contextlib
+import io
+import os
+import sys
+import tempfile
+import unittest
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import bench  # noqa: E402
+
+
+def report(**over):
+    """A minimal loadgen JSON report (the fields bench.metrics_of reads)."""
+    r = {
+        "ok": True, "failures": [], "warnings": [],
+        "measured": {"quotes_per_s": 1000.0, "frames_per_s": 100.0, "quotes_per_frame": 10.0,
+                     "mb_per_s": 1.0, "quotes_per_server_cpu_s": 5000.0},
+        "clients": {"connected": 100, "failed": 0, "disconnected": 0, "delivering": 100,
+                    "stall_connected": 0},
+        "server_rss_mib": {"before": 10.0, "start": 20.0, "end": 20.0, "measured_max": 21.0,
+                           "after_settle": 20.5},
+        "latency_ms": {"samples": 5, "p50": 1.0, "p99": 2.0, "p999": 3.0},
+        "latency_throttled_ms": {"samples": 5, "p50": 1.0, "p99": 4.0, "p999": 5.0},
+        "staleness_ms": {"samples": 5, "p50": 100.0, "p99": 205.0, "p999": 209.0},
+        "server": {"cpu_pct": 30.0},
+        "messages": {"ordering_errors": 0},
+        "loadgen": {"cpu_pct_max_process": 40.0, "client_bound": False},
+        "churn": None,
+    }
+    for k, v in over.items():
+        if isinstance(v, dict) and isinstance(r.get(k), dict):
+            r[k] = {**r[k], **v}
+        else:
+            r[k] = v
+    return r
+
+
+def run_of(scenario, server, metrics, rnd=1):
+    return {"scenario": scenario, "server": server, "round": rnd, "metrics": metrics}
+
+
+class Parsing(unittest.TestCase):
+    def test_ss_send_queues(self):
+        out = ("0      65536  127.0.0.1:9001  127.0.0.1:40000\n"
+               "0      0      127.0.0.1:9001  127.0.0.1:40002 \n"
+               "garbage line\n"
+               "12     800    [::1]:9001      [::1]:4\n")
+        self.assertEqual(bench.parse_ss_send_queues(out), [65536, 0, 800])
+        self.assertEqual(bench.parse_ss_send_queues(""), [])
+
+    def test_cpu_seconds_of_this_process(self):
+        a = bench.cpu_seconds(os.getpid())
+        sum(i * i for i in range(300_000))
+        self.assertGreaterEqual(bench.cpu_seconds(os.getpid()), a)
+        self.assertGreater(bench.rss_mib(os.getpid()), 1.0)
+        self.assertIsNone(bench.rss_mib(2**22 + 12345))
+
+    def test_symbols_in_order_of_first_appearance(self):
+        with tempfile.TemporaryDirectory() as d:
+            f = Path(d) / "t.csv"
+            f.write_text("timestamp,symbol,price\n1,msft,1\n2,AAPL,2\n3,MSFT,3\n4,S0102,4\n")
+            self.assertEqual(bench.symbols_of(f), ["MSFT", "AAPL", "S0102"])
+
+
+class Figures(unittest.TestCase):
+    def setUp(self):
+        self.sc = bench.scenarios(smoke=False)
+
+    def test_idle_rss_per_connection(self):
+        m = bench.metrics_of(self.sc["idle"], report(
+            clients={"connected": 10_000}, server_rss_mib={"before": 30.0, "end": 170.0}))
+        self.assertAlmostEqual(m["rss_per_conn_kib"], 140 * 1024 / 10_000)
+
+    def test_drift_and_growth(self):
+        m = bench.metrics_of(self.sc["churn"], report(
+            server_rss_mib={"start": 100.0, "measured_max": 110.0, "after_settle": 103.0},
+            churn={"attempted": 10, "ok": 9, "failed": 1, "failure_kinds": {"timeout": 1},
+                   "attempted_per_s": 500.0}))
+        self.assertAlmostEqual(m["rss_growth_pct"], 10.0)
+        self.assertAlmostEqual(m["rss_drift_pct"], 3.0)
+        self.assertEqual((m["churn_ok"], m["churn_failed"]), (9, 1))
+
+    def test_sanity_catches_unusable_runs(self):
+        sc = self.sc["firehose"]
+        good = run_of("firehose", "ws", bench.metrics_of(sc, report(
+            clients={"connected": sc.clients, "delivering": sc.clients})))
+        self.assertEqual(bench.sanity_problems(sc, good), [])
+        dead = run_of("firehose", "ws", bench.metrics_of(sc, report(
+            measured={"quotes_per_s": 0.0}, clients={"connected": 10, "delivering": 0},
+            failures=["3 of 13 client connections failed"])))
+        problems = bench.sanity_problems(sc, dead)
+        self.assertTrue(any("no quotes" in p for p in problems), problems)
+        self.assertTrue(any("clients connected" in p for p in problems), problems)
+        self.assertTrue(any(p.startswith("loadgen:") for p in problems), problems)
+
+    def test_medians_per_scenario_and_server(self):
+        runs = [run_of("firehose", "ws", {"quotes_per_server_cpu_s": v, "client_bound": b})
+                for v, b in ((1.0, False), (5.0, True), (3.0, False))]
+        runs.append(run_of("firehose", "ws", {"quotes_per_server_cpu_s": None, "client_bound": False}))
+        med = bench.medians(runs)["firehose"]["ws"]
+        self.assertEqual(med["quotes_per_server_cpu_s"], 3.0)
+        self.assertEqual((med["runs"], med["client_bound_runs"]), (4, 1))
+
+    def test_verdicts(self):
+        self.assertEqual(bench.verdict_at_least(3.3, 3.0), ("met", "+10% margin"))
+        self.assertEqual(bench.verdict_at_least(1.5, 3.0), ("**missed**", "50% short"))
+        self.assertEqual(bench.verdict_at_most(18.0, 15.0), ("**missed**", "20% over"))
+        self.assertEqual(bench.verdict_at_most(60.0, 50.0, points=True),
+                         ("**missed**", "10.0 points over"))
+        self.assertEqual(bench.verdict_at_most(None, 5.0)[0], "not measured")
+
+    def test_targets_from_medians(self):
+        def m(**kw):
+            return kw
+        med = {
+            "firehose": {"tickerfeed": m(quotes_per_server_cpu_s=900.0),
+                         "ws": m(quotes_per_server_cpu_s=300.0),
+                         "uws": m(quotes_per_server_cpu_s=700.0)},
+            "idle": {"tickerfeed": m(rss_per_conn_kib=14.0)},
+            "ticker": {"tickerfeed": m(throttled_p99_ms=4.0, staleness_p99_ms=215.0,
+                                       server_cpu_pct=40.0, rss_start_mib=100.0)},
+            "slow": {"tickerfeed": m(throttled_p99_ms=4.2, rss_growth_pct=1.0, sendq_max_kib=70.0,
+                                     rss_start_mib=110.0)},
+            "churn": {"tickerfeed": m(churn_failed=0, rss_drift_pct=-2.0)},
+            "maxconn": {"tickerfeed": m(connected=19_000, delivering=18_000)},
+        }
+        verdicts = [(r["target"], r["verdict"]) for r in bench.targets(med, self.sc)]
+
+        def by_prefix(prefix):
+            return [v for t, v in verdicts if t.startswith(prefix)]
+
+        self.assertEqual(by_prefix("firehose"), ["met", "**missed**"])  # 3.0× ws, 1.29× uws
+        self.assertEqual(by_prefix("idle"), ["met"])
+        self.assertEqual(by_prefix("ticker"), ["met", "**missed**", "met"])  # staleness 215 > 210
+        self.assertIn("**missed**", by_prefix("stalled client: kernel"))
+        self.assertEqual(by_prefix("stalled client: server RSS"), ["met"])  # 10 MiB / 500 = 20 KiB
+        self.assertEqual(by_prefix("slow consumers"), ["met", "met"])  # +5% moved, +1% growth
+        self.assertEqual(by_prefix("churn"), ["met", "met"])
+        self.assertEqual(by_prefix("max connections"), ["**missed**"])  # 1,000 not delivering
+
+    def test_targets_with_missing_scenarios_are_not_measured(self):
+        rows = bench.targets({"firehose": {"tickerfeed": {"quotes_per_server_cpu_s": 1.0}}}, self.sc)
+        self.assertTrue(all(r["verdict"] == "not measured" for r in rows), rows)
+        self.assertTrue(any("10,000 connections" in r["target"] for r in rows), rows)
+
+    def test_servers_start_paused_and_loadgen_resumes(self):
+        cmd = bench.server_command("ws", 9000, 5000.0, True, Path("t.csv"))
+        self.assertEqual(cmd[-3:], ["--rate", "5000", "--paused"])
+        self.assertNotIn("--paused", bench.server_command("uws", 9000, 5000.0, False, Path("t.csv")))
+        tf = bench.server_command("tickerfeed", 9000, 100_000.0, True, Path("t.csv"))
+        self.assertEqual(tf[tf.index("--interval-ms") + 1], "0.01")
+        self.assertIn(str(bench.TICKERFEED_MAX_CONNECTIONS), tf)
+
+
+class Outputs(unittest.TestCase):
+    def data(self):
+        sc = bench.scenarios(smoke=True)
+        runs = []
+        for name, s in sc.items():
+            for server in ("tickerfeed", "ws", "socketio"):
+                rep = report(clients={"connected": s.clients - s.stall,
+                                      "delivering": s.clients - s.stall,
+                                      "stall_connected": s.stall})
+                runs.append(run_of(name, server, bench.metrics_of(s, rep)))
+        med = bench.medians(runs)
+        return {
+            "smoke": True, "runs": 1, "servers": ["tickerfeed", "ws", "uws", "socketio"],
+            "machine": {"command": "tests/bench/run.sh --smoke", "date": "today", "wall_minutes": 1.0,
+                        "commit": "abc", "dirty": False, "cpu_model": "CPU", "cores": 2,
+                        "kernel": "6", "rustc": "rustc", "node": "v20", "pinning": "pinned."},
+            "feed_rates": [5000.0, 20000.0],
+            "scenarios": {k: {"title": s.title, "description": bench.describe(s)} for k, s in sc.items()},
+            "feed_only_cpu_pct": {"tickerfeed": {"5000": 5.0}},
+            "medians": med, "targets": bench.targets(med, sc), "problems": ["x / y / round 1: z"],
+        }
+
+    def test_markdown_has_every_scenario_target_and_marks_socketio(self):
+        text = bench.markdown(self.data())
+        for title in ("1. Idle connections", "2. Firehose", "3. Ticker", "4. Slow consumers",
+                      "5. Churn", "6. Max connections", "Targets (issue 5 §3)", "Feed alone"):
+            self.assertIn(f"## {title}", text)
+        self.assertIn("Socket.IO*", text)
+        self.assertIn("tickerfeed / Node ws = **", text)
+        self.assertIn("- x / y / round 1: z", text)
+        for line in text.splitlines():  # missing values print as —, never as Python's None
+            if line.startswith("|"):
+                self.assertNotIn("None", line)
+        self.assertIn("Smoke run", text)
+
+    def test_svg_is_well_formed_with_missing_values(self):
+        med = {"firehose": {"tickerfeed": {"quotes_per_server_cpu_s": 2.0e5},
+                            "ws": {"quotes_per_server_cpu_s": 1.0e5}},
+               "idle": {}, "ticker": {"uws": {"throttled_p99_ms": 3.0}}}
+        svg = bench.svg_chart(med, ["tickerfeed", "ws", "uws", "socketio"], smoke=False)
+        root = ET.fromstring(svg)
+        self.assertTrue(root.tag.endswith("svg"))
+        rects = [e for e in root.iter() if e.tag.endswith("rect")]
+        self.assertEqual(len(rects), 1 + 3)  # background + three measured bars
+        # The firehose panel comes first: tickerfeed's bar is twice Node ws's (200k vs 100k).
+        tf_bar, ws_bar = (float(r.get("width")) for r in rects[1:3])
+        self.assertAlmostEqual(tf_bar / ws_bar, 2.0, places=2)
+        self.assertIn("not measured", svg)
+
+    def test_smoke_never_writes_committed_results(self):
+        usage = io.StringIO()
+        with contextlib.redirect_stderr(usage), self.assertRaises(SystemExit):
+            bench.parse_args(["--smoke", "--out", str(bench.COMMITTED_RESULTS)])
+        self.assertIn("never writes", usage.getvalue())
+        s = bench.parse_args(["--smoke"])
+        self.assertNotEqual(s.out.resolve(), bench.COMMITTED_RESULTS.resolve())
+        s.out.rmdir()
+        with contextlib.redirect_stderr(usage), self.assertRaises(SystemExit):
+            bench.parse_args(["--only", "bogus"])
+        self.assertIn("unknown scenario 'bogus'", usage.getvalue())
+
+
+if __name__ == "__main__":
+    unittest.main(verbosity=1)
