@@ -282,3 +282,34 @@ async fn rejected_list_is_bounded() {
     assert_eq!(client.recv_type("pong").await["id"], 1);
     server.shutdown().await;
 }
+
+#[actix_web::test]
+async fn snapshot_of_every_symbol_is_split_at_the_frame_limit() {
+    let server = start(&["--max-frame-bytes", "1024", "--sim-rate", "20000"]).await;
+    // Wait until every topic has a price, so the snapshot holds one quote per symbol.
+    let topics = server.state.bus.topics();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while topics.iter().any(|t| t.seq() == 0) {
+        assert!(Instant::now() < deadline, "the sim feed publishes every symbol");
+        actix_web::rt::time::sleep(Duration::from_millis(10)).await;
+    }
+    let (mut client, welcome) = Client::connect_welcomed(&server).await;
+    assert_eq!(welcome["max_frame_bytes"], 1024);
+    client.send(json!({"op":"subscribe","symbols":["*"],"throttle_ms":60000})).await;
+    assert_eq!(client.recv_type("subscribed").await["type"], "subscribed");
+    let mut seen = std::collections::HashSet::new();
+    let mut frames = 0;
+    while seen.len() < topics.len() {
+        let Message::Text(text) = client.next_message().await else { continue };
+        assert!(text.len() <= 1024, "a frame of {} bytes", text.len());
+        let frame: Value = serde_json::from_str(&text).expect("every frame is one JSON document");
+        assert_eq!(frame["type"], "quotes");
+        assert_eq!(frame["snapshot"], true, "only snapshot frames are due in the first minute");
+        for symbol in quote_symbols(&frame) {
+            assert!(seen.insert(symbol.clone()), "{symbol} twice in the snapshot");
+        }
+        frames += 1;
+    }
+    assert!(frames >= 10, "{} symbols in {frames} frames of at most 1 KiB", topics.len());
+    server.shutdown().await;
+}

@@ -2,26 +2,32 @@
 //!
 //! - [`protocol`]: the messages, one enum each way.
 //! - [`throttle`]: which subscribed symbols are due, per session (throttling and conflation).
-//! - [`socket`]: the accepted socket's send-buffer bound and how far the kernel has taken what
-//!   the session handed over (backpressure).
-//! - [`session`]: the per-connection loop.
+//! - [`outbound`]: the upgrade response's body, which produces frames when the socket can take
+//!   them (backpressure, conflation while it cannot).
+//! - [`socket`]: the accepted socket's send-buffer bound and the forced close.
+//! - [`session`]: the per-connection task (client messages, heartbeat, timeouts).
 //!
 //! This module holds the upgrade handler: it enforces the connection limit (503 beyond it, while
 //! the REST endpoints keep answering), performs the handshake and spawns the session on the
 //! worker's local executor (the actix-ws message stream is not `Send`).
 
+pub mod outbound;
 pub mod protocol;
 pub mod session;
 pub mod socket;
 pub mod throttle;
 
+use std::cell::RefCell;
+use std::rc::Rc;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
 use actix_web::{HttpRequest, HttpResponse, web};
 use serde::Deserialize;
 
+use self::outbound::{OutboundBody, Output};
 use self::session::{InitialSubscription, Session};
+use crate::bus::SessionSignal;
 use self::socket::SocketProbe;
 use crate::server::AppState;
 
@@ -65,10 +71,16 @@ pub async fn upgrade(req: HttpRequest, body: web::Payload, state: web::Data<AppS
     let probe = req.conn_data::<SocketProbe>().copied();
     let (response, ws, stream) = actix_ws::handle(&req, body)?;
     let stream = stream.max_frame_size(state.config.max_message_bytes).aggregate_continuations().max_continuation_size(state.config.max_message_bytes);
+    // actix-ws's body stays inside ours: it carries the close frame, and dropping it is how the
+    // message stream learns that the connection is gone.
+    let signal = Arc::new(SessionSignal::default());
+    let output = Rc::new(RefCell::new(Output::new(state.clone(), signal.clone(), tokio::time::Instant::now())));
+    let (response, actix_body) = response.into_parts();
+    let response = response.set_body(OutboundBody::new(output.clone(), signal, actix_body)).map_into_boxed_body();
     state.metrics.connection_opened();
     actix_web::rt::spawn(async move {
         let _slot = slot;
-        let end = Session::new(state.clone(), ws, probe).run(stream, initial).await;
+        let end = Session::new(state.clone(), ws, probe, output).run(stream, initial).await;
         state.metrics.disconnected(end.reason());
         tracing::debug!(reason = end.reason().label(), "session ended: {end:?}");
     });

@@ -3,7 +3,7 @@
 //! Client messages are parsed in two steps so that a malformed request still gets an error that
 //! echoes its `id`: first as a loose JSON object (to find `id` and `op`), then into the typed
 //! [`ClientOp`]. Quote batches are not built through serde: the quotes inside are already JSON
-//! (rendered once per quote for every recipient), so [`QuoteFrameBuilder`] splices them.
+//! (rendered once per quote for every recipient), so `ws::outbound` splices them into frames.
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -93,7 +93,7 @@ pub struct Rejected {
     pub code: ErrorCode,
 }
 
-/// Server → client, except quote batches (see [`QuoteFrameBuilder`]).
+/// Server → client, except quote batches (built by `ws::outbound`).
 #[derive(Debug, Clone, Serialize)]
 #[serde(tag = "type", rename_all = "lowercase")]
 pub enum ServerMessage<'a> {
@@ -230,57 +230,6 @@ fn truncate(text: &str, max_chars: usize) -> String {
     text.chars().take(max_chars).collect()
 }
 
-/// Builds `quotes` frames from already-serialised quotes, splitting before a frame would pass
-/// `max_frame_bytes`. A single quote larger than the limit still goes out alone: it is never
-/// dropped (quotes are a few hundred bytes; the limit is kilobytes).
-pub struct QuoteFrameBuilder {
-    max_frame_bytes: usize,
-    prefix: &'static str,
-    current: String,
-    count: usize,
-    frames: Vec<(String, usize)>,
-}
-
-const LIVE_PREFIX: &str = r#"{"type":"quotes","quotes":["#;
-const SNAPSHOT_PREFIX: &str = r#"{"type":"quotes","snapshot":true,"quotes":["#;
-const SUFFIX: &str = "]}";
-
-impl QuoteFrameBuilder {
-    pub fn new(max_frame_bytes: usize, snapshot: bool) -> QuoteFrameBuilder {
-        let prefix = if snapshot { SNAPSHOT_PREFIX } else { LIVE_PREFIX };
-        QuoteFrameBuilder { max_frame_bytes, prefix, current: String::new(), count: 0, frames: Vec::new() }
-    }
-
-    pub fn push(&mut self, quote_json: &str) {
-        let needed = quote_json.len() + 1;
-        if self.count > 0 && self.current.len() + needed + SUFFIX.len() > self.max_frame_bytes {
-            self.finish_frame();
-        }
-        if self.count == 0 {
-            self.current.reserve(self.max_frame_bytes.min(4096));
-            self.current.push_str(self.prefix);
-        } else {
-            self.current.push(',');
-        }
-        self.current.push_str(quote_json);
-        self.count += 1;
-    }
-
-    fn finish_frame(&mut self) {
-        self.current.push_str(SUFFIX);
-        self.frames.push((std::mem::take(&mut self.current), self.count));
-        self.count = 0;
-    }
-
-    /// The frames, each with the number of quotes it holds.
-    pub fn finish(mut self) -> Vec<(String, usize)> {
-        if self.count > 0 {
-            self.finish_frame();
-        }
-        self.frames
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -335,26 +284,5 @@ mod tests {
         );
         let msg = ServerMessage::Pong { id: None, ts: 5 };
         assert_eq!(msg.to_json(), r#"{"type":"pong","ts":5}"#);
-    }
-
-    #[test]
-    fn frames_split_at_the_byte_limit_and_parse() {
-        let quote = r#"{"symbol":"AAPL","seq":1}"#;
-        let mut builder = QuoteFrameBuilder::new(100, false);
-        for _ in 0..10 {
-            builder.push(quote);
-        }
-        let frames = builder.finish();
-        assert!(frames.len() > 1);
-        assert_eq!(frames.iter().map(|(_, n)| n).sum::<usize>(), 10);
-        for (frame, count) in &frames {
-            assert!(frame.len() <= 100, "{} bytes", frame.len());
-            let value: Value = serde_json::from_str(frame).unwrap();
-            assert_eq!(value["quotes"].as_array().unwrap().len(), *count);
-        }
-        let mut builder = QuoteFrameBuilder::new(100, true);
-        builder.push(quote);
-        let frames = builder.finish();
-        assert_eq!(frames[0].0, r#"{"type":"quotes","snapshot":true,"quotes":[{"symbol":"AAPL","seq":1}]}"#);
     }
 }

@@ -1,50 +1,42 @@
-//! The session loop: one task per WebSocket connection.
+//! The session task: one per WebSocket connection, for everything except producing frames.
 //!
-//! One `select!` loop waits on the client's frames, the bus's wake-ups, throttle timers, feed
-//! state changes, the heartbeat and shutdown; after each event it flushes what is due. It never
-//! awaits a send: output is produced only while the socket keeps up (see [`super::socket`]) and
-//! the actix channel has room, so a session stuck behind a full socket still reads pings and
-//! close frames, and keeps conflating instead of queueing.
+//! One `select!` loop waits on the client's frames, feed state changes, new topics (for `*`),
+//! the heartbeat and shutdown. It changes the session's subscriptions and queues control
+//! replies in the shared [`Output`], then wakes the connection's response body, which produces
+//! the frames when the socket can take them (see [`super::outbound`]). The task never waits on
+//! the socket, so a client that stops reading still has its pings answered and its close
+//! frame read.
 //!
-//! Output priority: control replies (the outbox) first, then snapshot frames, then live quote
-//! frames. Architecture invariant: **the server's buffers hold at most [`SERVER_BUFFER_BUDGET`]
-//! bytes per session** (plus the bounded outbox); everything else a client has not received yet
-//! exists only as "this symbol is due", which costs no memory per quote.
+//! A client is a slow consumer when output has been pending and actix-http has not asked for
+//! data for `slow_consumer_timeout`: the session closes it with 1008 and, if the close cannot
+//! be flushed within a second, drops the connection.
 
-use std::collections::VecDeque;
+use std::cell::RefCell;
+use std::rc::Rc;
 use std::sync::Arc;
 use std::time::Duration;
 
-use actix_ws::{AggregatedMessage, AggregatedMessageStream, CloseCode, CloseReason, Message, ProtocolError};
-use futures_util::SinkExt;
+use actix_ws::{AggregatedMessage, AggregatedMessageStream, CloseCode, CloseReason, ProtocolError};
 use tokio::sync::broadcast;
 use tokio::time::{Instant, sleep_until};
 
-use super::protocol::{ClientOp, ErrorCode, PROTOCOL_VERSION, QuoteFrameBuilder, Rejected, RequestId, ServerMessage, parse_client_message};
-use super::socket::{SendLedger, SocketProbe, frame_wire_bytes};
-use super::throttle::SubscriptionSet;
-use crate::bus::{SessionSignal, Topic, TopicId};
+use super::outbound::{OUTBOX_LIMIT_BYTES, Output};
+use super::protocol::{ClientOp, ErrorCode, PROTOCOL_VERSION, Rejected, RequestId, ServerMessage, parse_client_message};
+use super::socket::SocketProbe;
+use crate::bus::{SessionSignal, Topic};
 use crate::feed::FeedEvent;
 use crate::metrics::DisconnectReason;
 use crate::quote::now_millis;
 use crate::server::AppState;
 
-/// Bytes a session may have in the server's own buffers (actix-ws channel plus actix-http's
-/// write buffer) before it stops producing quote frames.
-pub const SERVER_BUFFER_BUDGET: u64 = 32 * 1024;
-/// Below this many unconfirmed bytes a frame is sent without asking the kernel.
-const FAST_PATH_BYTES: u64 = 16 * 1024;
-/// Kernel bytes not yet on the wire above which the socket counts as backed up.
-const KERNEL_UNSENT_LIMIT: u64 = 16 * 1024;
-/// Control replies waiting to be sent, at most; a client that lets more pile up is closed.
-pub const OUTBOX_LIMIT_BYTES: usize = 32 * 1024;
 /// Entries listed in a `subscribed` message's `rejected`, at most (the rest are dropped from
 /// the list, not subscribed either), so a reply stays small whatever the request held.
 pub const MAX_REJECTED_LISTED: usize = 100;
 /// How long a closing connection may take to flush its close frame before it is dropped.
 const CLOSE_FLUSH_TIMEOUT: Duration = Duration::from_secs(1);
-/// Longest wait between checks of a backed-up socket.
-const MAX_RETRY: Duration = Duration::from_millis(100);
+/// The slow-consumer check runs this many times per `slow_consumer_timeout`, so a stalled
+/// client is closed between 1 and 1 + 1/8 timeouts after its socket stopped taking data.
+const STALL_CHECKS_PER_TIMEOUT: u32 = 8;
 
 /// The limits a session enforces, from the configuration.
 #[derive(Debug, Clone)]
@@ -136,91 +128,36 @@ impl TokenBucket {
     }
 }
 
-enum Outgoing {
-    Text(String),
-    Ping,
-    Pong(actix_web::web::Bytes),
-}
-
-impl Outgoing {
-    fn wire_bytes(&self) -> u64 {
-        match self {
-            Outgoing::Text(t) => frame_wire_bytes(t.len()),
-            Outgoing::Ping => frame_wire_bytes(0),
-            Outgoing::Pong(b) => frame_wire_bytes(b.len()),
-        }
-    }
-
-    fn into_message(self) -> Message {
-        match self {
-            Outgoing::Text(t) => Message::Text(t.into()),
-            Outgoing::Ping => Message::Ping(actix_web::web::Bytes::new()),
-            Outgoing::Pong(b) => Message::Pong(b),
-        }
-    }
-}
-
-/// Whether the session may produce output now.
-#[derive(Debug, Clone, Copy, PartialEq)]
-enum Room {
-    Yes,
-    /// Backed up: look again at the retry time.
-    No,
-    /// The actix channel is full: wait for it.
-    Channel,
-}
-
-/// One connection's state.
+/// One connection's session task.
 pub struct Session {
     state: Arc<AppState>,
     limits: Arc<SessionLimits>,
     ws: actix_ws::Session,
-    subs: SubscriptionSet,
-    outbox: VecDeque<Outgoing>,
-    outbox_bytes: usize,
-    /// A pong owed to the client; only the latest ping is answered (RFC 6455 5.5.3 allows it).
-    pending_pong: Option<actix_web::web::Bytes>,
-    ping_due: bool,
-    ledger: SendLedger,
+    output: Rc<RefCell<Output>>,
+    signal: Arc<SessionSignal>,
     probe: Option<SocketProbe>,
     bucket: TokenBucket,
     last_heard: Instant,
     next_ping: Instant,
-    retry_at: Option<Instant>,
-    retry_backoff: Duration,
-    waiting_for_channel: bool,
-    /// Since when output has been waiting with no progress by the kernel.
-    stalled_since: Option<Instant>,
-    fired: Vec<TopicId>,
+    next_stall_check: Instant,
     known_topics: usize,
 }
 
 impl Session {
-    pub fn new(state: Arc<AppState>, ws: actix_ws::Session, probe: Option<SocketProbe>) -> Session {
+    pub fn new(state: Arc<AppState>, ws: actix_ws::Session, probe: Option<SocketProbe>, output: Rc<RefCell<Output>>) -> Session {
         let now = Instant::now();
         let limits = state.limits.clone();
-        let mut ledger = SendLedger::new();
-        if let Some(progress) = probe.as_ref().and_then(SocketProbe::progress) {
-            ledger.observe(progress);
-        }
+        let signal = output.borrow().subs.signal().clone();
         Session {
             bucket: TokenBucket::new(limits.rate_limit, limits.rate_burst, now),
             next_ping: now + limits.ping_interval,
+            next_stall_check: now + stall_check_interval(&limits),
             limits,
             ws,
-            subs: SubscriptionSet::new(Arc::new(SessionSignal::default())),
-            outbox: VecDeque::new(),
-            outbox_bytes: 0,
-            pending_pong: None,
-            ping_due: false,
-            ledger,
+            output,
+            signal,
             probe,
             last_heard: now,
-            retry_at: None,
-            retry_backoff: Duration::from_millis(1),
-            waiting_for_channel: false,
-            stalled_since: None,
-            fired: Vec::new(),
             known_topics: 0,
             state,
         }
@@ -248,14 +185,9 @@ impl Session {
         feed_events: &mut broadcast::Receiver<FeedEvent>,
         topics: &mut tokio::sync::watch::Receiver<usize>,
     ) -> End {
-        let signal = self.subs.signal().clone();
         loop {
-            if let Err(end) = self.flush() {
-                return end;
-            }
-            let wake_at = self.next_wake();
-            let wildcard = self.subs.has_wildcard();
-            let waiting_for_channel = self.waiting_for_channel;
+            let wake_at = self.next_ping.min(self.last_heard + self.limits.idle_timeout).min(self.next_stall_check);
+            let wildcard = self.output.borrow().subs.has_wildcard();
             tokio::select! {
                 biased;
                 _ = shutdown.changed() => return End::Shutdown,
@@ -269,18 +201,6 @@ impl Session {
                         Some(Err(e)) => return End::ProtocolError(e.to_string()),
                     }
                 }
-                _ = signal.notify.notified() => {
-                    self.subs.signal().take_dirty(&mut self.fired);
-                    self.subs.on_fired(&self.fired, Instant::now());
-                    self.fired.clear();
-                }
-                ready = std::future::poll_fn(|cx| self.ws.poll_ready_unpin(cx)), if waiting_for_channel => {
-                    if ready.is_err() {
-                        return End::ClientGone;
-                    }
-                    self.waiting_for_channel = false;
-                    self.stalled_since = None;
-                }
                 event = feed_events.recv() => match event {
                     Ok(FeedEvent(status)) => self.queue_text(ServerMessage::Feed(&status).to_json()),
                     Err(broadcast::error::RecvError::Lagged(_)) => {
@@ -292,9 +212,9 @@ impl Session {
                     Err(broadcast::error::RecvError::Closed) => {}
                 },
                 _ = topics.changed(), if wildcard => self.extend_wildcard(),
-                _ = sleep_until(wake_at) => self.on_timer(Instant::now()),
+                _ = sleep_until(wake_at) => if let Some(end) = self.on_timer(Instant::now()) { return end },
             }
-            if self.outbox_bytes > OUTBOX_LIMIT_BYTES {
+            if self.output.borrow().outbox_bytes() > OUTBOX_LIMIT_BYTES {
                 return End::SlowConsumer;
             }
             if self.last_heard + self.limits.idle_timeout <= Instant::now() {
@@ -303,26 +223,23 @@ impl Session {
         }
     }
 
-    fn next_wake(&self) -> Instant {
-        let mut wake = self.next_ping.min(self.last_heard + self.limits.idle_timeout);
-        if let Some(deadline) = self.subs.next_deadline() {
-            wake = wake.min(deadline);
-        }
-        if let Some(retry) = self.retry_at {
-            wake = wake.min(retry);
-        }
-        wake
-    }
-
-    fn on_timer(&mut self, now: Instant) {
-        self.subs.on_timers(now);
+    fn on_timer(&mut self, now: Instant) -> Option<End> {
         if now >= self.next_ping {
-            self.ping_due = true;
+            self.output.borrow_mut().queue_ping();
+            self.signal.wake();
             self.next_ping = now + self.limits.ping_interval;
         }
-        if self.retry_at.is_some_and(|t| t <= now) {
-            self.retry_at = None;
+        if now >= self.next_stall_check {
+            self.next_stall_check = now + stall_check_interval(&self.limits);
+            // Output is pending (the body was woken, or stopped with more to send) and
+            // actix-http has not asked for any for a whole timeout: its write buffer is full
+            // and the kernel takes nothing.
+            let last_poll = self.output.borrow().last_poll();
+            if self.signal.is_woken() && now.saturating_duration_since(last_poll) >= self.limits.slow_consumer_timeout {
+                return Some(End::SlowConsumer);
+            }
         }
+        None
     }
 
     fn welcome(&mut self, initial: InitialSubscription) {
@@ -343,8 +260,8 @@ impl Session {
     }
 
     fn queue_text(&mut self, text: String) {
-        self.outbox_bytes += text.len();
-        self.outbox.push_back(Outgoing::Text(text));
+        self.output.borrow_mut().queue_text(text);
+        self.signal.wake();
     }
 
     fn error(&mut self, id: Option<RequestId>, code: ErrorCode, message: String) {
@@ -375,7 +292,10 @@ impl Session {
                     self.error(None, ErrorCode::BadRequest, "binary frames are not supported: send JSON text frames".into());
                 }
             }
-            AggregatedMessage::Ping(payload) => self.pending_pong = Some(payload),
+            AggregatedMessage::Ping(payload) => {
+                self.output.borrow_mut().set_pong(payload);
+                self.signal.wake();
+            }
             AggregatedMessage::Pong(_) => {}
             AggregatedMessage::Close(reason) => return Some(End::ClientClose(reason)),
         }
@@ -395,15 +315,18 @@ impl Session {
                         ids.push(topic.id);
                     }
                 }
-                self.subs.unsubscribe(&ids, false);
-                if wildcard {
-                    self.subs.unsubscribe(&[], true);
-                }
-                let symbols = self.subs.symbol_list();
+                let symbols = {
+                    let subs = &mut self.output.borrow_mut().subs;
+                    subs.unsubscribe(&ids, false);
+                    if wildcard {
+                        subs.unsubscribe(&[], true);
+                    }
+                    subs.symbol_list()
+                };
                 self.queue_text(ServerMessage::Unsubscribed { id, symbols }.to_json());
             }
             ClientOp::List { id } => {
-                let symbols = self.subs.symbol_list();
+                let symbols = self.output.borrow().subs.symbol_list();
                 self.queue_text(ServerMessage::Subscriptions { id, symbols }.to_json());
             }
             ClientOp::Ping { id } => self.queue_text(ServerMessage::Pong { id, ts: now_millis() }.to_json()),
@@ -434,25 +357,29 @@ impl Session {
                 reject(&mut rejected, Rejected { symbol, code: ErrorCode::UnknownSymbol });
             }
         }
-        let new_explicit = topics.iter().filter(|t| !self.subs.is_explicit(t.id)).count();
-        let new_wildcard = usize::from(wildcard && !self.subs.has_wildcard());
-        let total = self.subs.counted() + new_explicit + new_wildcard;
+        let mut output = self.output.borrow_mut();
+        let subs = &mut output.subs;
+        let new_explicit = topics.iter().filter(|t| !subs.is_explicit(t.id)).count();
+        let new_wildcard = usize::from(wildcard && !subs.has_wildcard());
+        let total = subs.counted() + new_explicit + new_wildcard;
         if total > self.limits.max_symbols {
             let message = format!("subscribing would make {total} symbols; the limit is {} per session (\"*\" counts as one)", self.limits.max_symbols);
+            drop(output);
             self.error(id, ErrorCode::TooManySymbols, message);
             return;
         }
         let now = Instant::now();
-        self.subs.subscribe(&topics, throttle, snapshot, false, now);
+        subs.subscribe(&topics, throttle, snapshot, false, now);
         if wildcard {
             let all = self.state.bus.topics();
             self.known_topics = all.len();
-            self.subs.subscribe(&all, throttle, snapshot, true, now);
+            subs.subscribe(&all, throttle, snapshot, true, now);
         }
+        let symbols = subs.symbol_list();
+        drop(output);
         for entry in &rejected {
             self.state.metrics.client_error(entry.code);
         }
-        let symbols = self.subs.symbol_list();
         self.queue_text(ServerMessage::Subscribed { id, throttle_ms: throttle as u64, symbols, rejected }.to_json());
     }
 
@@ -460,142 +387,21 @@ impl Session {
     fn extend_wildcard(&mut self) {
         let all = self.state.bus.topics();
         if all.len() > self.known_topics {
-            let Some(throttle) = self.subs.wildcard_throttle_ms() else { return };
+            let mut output = self.output.borrow_mut();
+            let Some(throttle) = output.subs.wildcard_throttle_ms() else { return };
             let new = &all[self.known_topics..];
             self.known_topics = all.len();
-            self.subs.subscribe(new, throttle, false, true, Instant::now());
-        }
-    }
-
-    /// Whether `bytes` more may be handed to actix now.
-    fn room_for(&mut self, bytes: u64, now: Instant) -> Room {
-        if let Some(probe) = &self.probe {
-            if self.ledger.unconfirmed() + bytes > FAST_PATH_BYTES || self.ledger.kernel_unsent() > KERNEL_UNSENT_LIMIT {
-                match probe.progress() {
-                    Some(progress) => {
-                        if self.ledger.observe(progress) {
-                            self.stalled_since = None;
-                        }
-                    }
-                    None => return Room::Yes,
-                }
-                let unconfirmed = self.ledger.unconfirmed();
-                let fits = unconfirmed == 0 || unconfirmed + bytes <= SERVER_BUFFER_BUDGET;
-                if !fits || self.ledger.kernel_unsent() > KERNEL_UNSENT_LIMIT {
-                    self.stalled_since.get_or_insert(now);
-                    return Room::No;
-                }
-            }
-        }
-        let waker = futures_util::task::noop_waker();
-        let mut cx = std::task::Context::from_waker(&waker);
-        match self.ws.poll_ready_unpin(&mut cx) {
-            std::task::Poll::Pending => {
-                self.stalled_since.get_or_insert(now);
-                Room::Channel
-            }
-            _ => Room::Yes,
-        }
-    }
-
-    fn hand_over(&mut self, outgoing: Outgoing) -> Result<(), End> {
-        self.ledger.handed(outgoing.wire_bytes());
-        self.ws.start_send_unpin(outgoing.into_message()).map_err(|_| End::ClientGone)
-    }
-
-    /// Sends what is due while there is room: control messages, then snapshots, then quotes.
-    fn flush(&mut self) -> Result<(), End> {
-        let now = Instant::now();
-        if self.ping_due {
-            self.ping_due = false;
-            self.outbox.push_back(Outgoing::Ping);
-        }
-        if let Some(payload) = self.pending_pong.take() {
-            self.outbox.push_front(Outgoing::Pong(payload));
-        }
-        loop {
-            let next = if let Some(first) = self.outbox.front() {
-                first.wire_bytes()
-            } else if self.subs.has_snapshot_pending() || self.subs.has_due() {
-                (self.limits.max_frame_bytes as u64).min(SERVER_BUFFER_BUDGET / 2)
-            } else {
-                break;
-            };
-            match self.room_for(next, now) {
-                Room::Yes => {}
-                Room::No => {
-                    self.retry_at = Some(now + self.retry_backoff);
-                    self.retry_backoff = (self.retry_backoff * 2).min(MAX_RETRY);
-                    return self.check_stall(now);
-                }
-                Room::Channel => {
-                    self.waiting_for_channel = true;
-                    // Also look again on a timer: a channel that never drains must still end
-                    // in a slow-consumer close.
-                    self.retry_at = Some(now + MAX_RETRY);
-                    return self.check_stall(now);
-                }
-            }
-            self.retry_backoff = Duration::from_millis(1);
-            if let Some(outgoing) = self.outbox.pop_front() {
-                if let Outgoing::Text(t) = &outgoing {
-                    self.outbox_bytes -= t.len();
-                }
-                self.state.metrics.other_frame(outgoing.wire_bytes());
-                self.hand_over(outgoing)?;
-                continue;
-            }
-            let snapshot = self.subs.has_snapshot_pending();
-            let frame = self.build_frame(now, snapshot);
-            let (conflated, longest_wait) = self.subs.take_delivery_stats();
-            match frame {
-                Some((text, quotes)) => {
-                    let outgoing = Outgoing::Text(text);
-                    self.state.metrics.quote_frame(quotes, conflated, outgoing.wire_bytes(), longest_wait);
-                    self.hand_over(outgoing)?
-                }
-                None => continue,
-            }
-        }
-        self.stalled_since = None;
-        Ok(())
-    }
-
-    /// Builds one frame of due quotes (at most `max_frame_bytes`).
-    fn build_frame(&mut self, now: Instant, snapshot: bool) -> Option<(String, usize)> {
-        let max = self.limits.max_frame_bytes;
-        let mut builder = QuoteFrameBuilder::new(max, snapshot);
-        let mut bytes = 48usize;
-        let mut count = 0usize;
-        let take = |q: &Arc<crate::quote::PublishedQuote>| {
-            let json = q.json();
-            if count > 0 && bytes + json.len() + 1 > max {
-                return false;
-            }
-            bytes += json.len() + 1;
-            count += 1;
-            builder.push(json);
-            true
-        };
-        if snapshot {
-            self.subs.take_snapshot(now, take);
-        } else {
-            self.subs.take_due(now, take);
-        }
-        builder.finish().into_iter().next()
-    }
-
-    fn check_stall(&self, now: Instant) -> Result<(), End> {
-        match self.stalled_since {
-            Some(since) if now.saturating_duration_since(since) >= self.limits.slow_consumer_timeout => Err(End::SlowConsumer),
-            _ => Ok(()),
+            output.subs.subscribe(new, throttle, false, true, Instant::now());
+            drop(output);
+            self.signal.wake();
         }
     }
 
     /// Sends the close frame without waiting on a full socket, and drops the connection if it
     /// has not flushed within [`CLOSE_FLUSH_TIMEOUT`].
-    async fn close(mut self, mut stream: AggregatedMessageStream, end: &End) {
-        self.subs.clear();
+    async fn close(self, mut stream: AggregatedMessageStream, end: &End) {
+        self.output.borrow_mut().begin_close();
+        self.signal.wake();
         if let End::ClientGone = end {
             return;
         }
@@ -616,6 +422,10 @@ impl Session {
             }
         }
     }
+}
+
+fn stall_check_interval(limits: &SessionLimits) -> Duration {
+    (limits.slow_consumer_timeout / STALL_CHECKS_PER_TIMEOUT).max(Duration::from_millis(10))
 }
 
 fn op_id(op: &ClientOp) -> Option<RequestId> {

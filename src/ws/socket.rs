@@ -1,13 +1,9 @@
-//! The accepted TCP socket under a WebSocket session: its send-buffer bound, and how much of
-//! what the session handed to actix has reached the kernel.
+//! The accepted TCP socket under a WebSocket session: its send-buffer bound and the forced
+//! close of a connection that cannot flush.
 //!
-//! actix-ws gives a session no view of the socket: `Session::text` goes into a 32-message
-//! channel, then actix-http's write buffer, then the kernel. A session that keeps producing
-//! frames for a client that does not read would fill all three. So the session counts the bytes
-//! it hands over and asks the kernel how many it has taken (`TCP_INFO` bytes acked plus the
-//! `SIOCOUTQ` send queue); the difference is what sits in the server's own buffers. It produces
-//! a new frame only while that difference and the kernel's unsent bytes are small, and keeps
-//! conflating otherwise.
+//! By default Linux lets a socket's send buffer grow to 4 MB, so a client that stops reading
+//! would pin that much kernel memory; `SO_SNDBUF` set at accept bounds it. Backpressure itself
+//! needs no system call (see [`super::outbound`]).
 //!
 //! The file descriptor belongs to actix. It is recorded with the socket's inode when the
 //! connection is accepted; the only destructive call made on it ([`SocketProbe::force_close`])
@@ -20,17 +16,6 @@ use std::os::fd::{AsRawFd, RawFd};
 pub struct SocketProbe {
     fd: RawFd,
     inode: u64,
-}
-
-/// Bytes the kernel has taken from the application, and how many of them it has not sent yet.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct KernelProgress {
-    /// Total bytes written into the socket since it was opened (acked + still queued).
-    pub written: u64,
-    /// Bytes in the send queue not yet sent on the wire.
-    pub unsent: u64,
-    /// Bytes in the send queue, sent or not, not yet acknowledged.
-    pub queued: u64,
 }
 
 impl SocketProbe {
@@ -50,24 +35,6 @@ impl SocketProbe {
         let fd = stream.as_raw_fd();
         let inode = inode_of(fd)?;
         Some(SocketProbe { fd, inode })
-    }
-
-    /// Reads the kernel's progress on this socket, `None` if the descriptor no longer is it.
-    pub fn progress(&self) -> Option<KernelProgress> {
-        // SAFETY: getsockopt and ioctl only write into the buffers passed, sized for them.
-        unsafe {
-            let mut info: libc::tcp_info = std::mem::zeroed();
-            let mut len = std::mem::size_of::<libc::tcp_info>() as libc::socklen_t;
-            if libc::getsockopt(self.fd, libc::IPPROTO_TCP, libc::TCP_INFO, (&mut info as *mut libc::tcp_info).cast(), &mut len) != 0 {
-                return None;
-            }
-            let mut queued: libc::c_int = 0;
-            if libc::ioctl(self.fd, libc::TIOCOUTQ, &mut queued) != 0 {
-                return None;
-            }
-            let queued = queued.max(0) as u64;
-            Some(KernelProgress { written: info.tcpi_bytes_acked + queued, unsent: info.tcpi_notsent_bytes as u64, queued })
-        }
     }
 
     /// Drops the connection without waiting for its queued data: the peer gets a reset and
@@ -96,118 +63,70 @@ fn inode_of(fd: RawFd) -> Option<u64> {
     }
 }
 
-/// Size on the wire of a server-to-client WebSocket frame (unmasked) with this payload.
-pub fn frame_wire_bytes(payload: usize) -> u64 {
-    let header = if payload < 126 {
-        2
-    } else if payload <= u16::MAX as usize {
-        4
-    } else {
-        10
-    };
-    (header + payload) as u64
-}
-
-/// The session's ledger of bytes handed to actix versus bytes the kernel took.
-#[derive(Debug, Clone)]
-pub struct SendLedger {
-    handed: u64,
-    /// Kernel `written` when the session started (covers the HTTP upgrade response, as far as
-    /// it was written by then).
-    baseline: Option<u64>,
-    confirmed_written: u64,
-    last_unsent: u64,
-}
-
-impl Default for SendLedger {
-    fn default() -> Self {
-        SendLedger::new()
-    }
-}
-
-impl SendLedger {
-    pub fn new() -> SendLedger {
-        SendLedger { handed: 0, baseline: None, confirmed_written: 0, last_unsent: 0 }
-    }
-
-    pub fn handed(&mut self, wire_bytes: u64) {
-        self.handed += wire_bytes;
-    }
-
-    /// Bytes handed since the last time the kernel was asked: an upper bound on what is in the
-    /// server's own buffers (actix channel and write buffer) without a system call, and exactly
-    /// that right after [`SendLedger::observe`].
-    pub fn unconfirmed(&self) -> u64 {
-        self.handed.saturating_sub(self.confirmed_written)
-    }
-
-    /// Updates from a kernel reading. Returns whether the kernel took anything new.
-    pub fn observe(&mut self, progress: KernelProgress) -> bool {
-        let baseline = *self.baseline.get_or_insert(progress.written);
-        let written = progress.written.saturating_sub(baseline).min(self.handed);
-        let advanced = written > self.confirmed_written;
-        self.confirmed_written = self.confirmed_written.max(written);
-        self.last_unsent = progress.unsent;
-        advanced
-    }
-
-    /// Kernel bytes not yet sent, as last observed.
-    pub fn kernel_unsent(&self) -> u64 {
-        self.last_unsent
-    }
-
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    #[test]
-    fn wire_sizes() {
-        assert_eq!(frame_wire_bytes(0), 2);
-        assert_eq!(frame_wire_bytes(125), 127);
-        assert_eq!(frame_wire_bytes(126), 130);
-        assert_eq!(frame_wire_bytes(70_000), 70_010);
-    }
-
-    #[test]
-    fn ledger_tracks_what_the_kernel_took() {
-        let mut ledger = SendLedger::new();
-        ledger.observe(KernelProgress { written: 180, unsent: 0, queued: 0 });
-        ledger.handed(1000);
-        assert_eq!(ledger.unconfirmed(), 1000);
-        assert!(ledger.observe(KernelProgress { written: 780, unsent: 100, queued: 300 }));
-        assert_eq!(ledger.unconfirmed(), 400);
-        assert!(!ledger.observe(KernelProgress { written: 780, unsent: 100, queued: 300 }));
-        assert!(ledger.observe(KernelProgress { written: 1180, unsent: 0, queued: 0 }));
-        assert_eq!(ledger.unconfirmed(), 0);
+    /// Bytes in the socket's send queue (sent or not, not yet acknowledged).
+    fn send_queue(fd: RawFd) -> u64 {
+        let mut queued: libc::c_int = 0;
+        // SAFETY: TIOCOUTQ writes one int.
+        assert_eq!(unsafe { libc::ioctl(fd, libc::TIOCOUTQ, &mut queued) }, 0);
+        queued as u64
     }
 
     #[tokio::test]
-    async fn probe_reads_a_real_socket() {
+    async fn stalled_socket_queue_is_bounded_and_force_close_resets() {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let client = tokio::net::TcpStream::connect(addr).await.unwrap();
         let (server, _) = listener.accept().await.unwrap();
         let probe = SocketProbe::on_accept(&server, 32 * 1024).unwrap();
-        let before = probe.progress().unwrap();
         // The client never reads: write until the kernel refuses.
-        let mut total = 0u64;
         let chunk = vec![0u8; 16 * 1024];
+        let mut total = 0;
         loop {
             match server.try_write(&chunk) {
-                Ok(n) => total += n as u64,
+                Ok(n) => total += n,
                 Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
                 Err(e) => panic!("{e}"),
             }
         }
-        let after = probe.progress().unwrap();
-        assert_eq!(after.written - before.written, total);
-        assert!(after.queued > 0);
         // With SO_SNDBUF bounded, the stalled socket holds at most about 2x the setting in
-        // its send queue (the peer's receive buffer takes the rest of what was written).
-        assert!(after.queued <= 64 * 1024 + 16 * 1024, "send queue {}", after.queued);
+        // its send queue (the peer's receive buffer takes the rest of what was written);
+        // unbounded, Linux would let it grow to megabytes.
+        let queued = send_queue(server.as_raw_fd());
+        assert!(queued > 0 && queued <= 64 * 1024 + 16 * 1024, "send queue {queued} after writing {total}");
         assert!(probe.force_close());
-        drop(client);
+        // actix's next write fails, so it drops the connection; with SO_LINGER 0 the close
+        // discards whatever is still queued instead of lingering with it.
+        // SAFETY: a one-byte send from a live buffer on the test's own socket.
+        let sent = unsafe { libc::send(server.as_raw_fd(), b"x".as_ptr().cast(), 1, libc::MSG_NOSIGNAL) };
+        assert_eq!((sent, std::io::Error::last_os_error().kind()), (-1, std::io::ErrorKind::BrokenPipe));
+        drop(server);
+        let mut buf = vec![0u8; 64 * 1024];
+        let outcome = loop {
+            client.readable().await.unwrap();
+            match client.try_read(&mut buf) {
+                Ok(0) => break Ok(()),
+                Ok(_) => continue,
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => continue,
+                Err(e) => break Err(e.kind()),
+            }
+        };
+        // EOF or reset, depending on whether the FIN of the shutdown arrived first: either way
+        // the connection is over for the peer.
+        assert!(matches!(outcome, Ok(()) | Err(std::io::ErrorKind::ConnectionReset)), "{outcome:?}");
+    }
+
+    #[tokio::test]
+    async fn force_close_leaves_a_reused_descriptor_alone() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let _client = tokio::net::TcpStream::connect(listener.local_addr().unwrap()).await.unwrap();
+        let (server, _) = listener.accept().await.unwrap();
+        let probe = SocketProbe::on_accept(&server, 0).unwrap();
+        // Same number, another file: what a reused descriptor looks like.
+        let stale = SocketProbe { fd: probe.fd, inode: probe.inode + 1 };
+        assert!(!stale.force_close());
     }
 }

@@ -29,6 +29,9 @@ use crate::quote::PublishedQuote;
 /// One subscribed symbol. Kept small: a session with ten symbols must cost well under 1 KiB.
 #[derive(Debug)]
 struct Subscription {
+    /// The topic's id, kept inline: lookups by id binary-search the subscriptions, and reading
+    /// it through the `Arc` would cost a cache miss per probe.
+    id: TopicId,
     topic: Arc<Topic>,
     /// Seq of the last quote sent (snapshot or live); 0 = none.
     last_sent_seq: u64,
@@ -151,7 +154,7 @@ impl SubscriptionSet {
     }
 
     fn find(&self, topic: TopicId) -> Option<usize> {
-        self.subs.binary_search_by_key(&topic, |s| s.topic.id).ok()
+        self.subs.binary_search_by_key(&topic, |s| s.id).ok()
     }
 
     /// Subscribes `topics` explicitly (or, with `wildcard`, as covered by `*`) at `throttle_ms`.
@@ -163,6 +166,13 @@ impl SubscriptionSet {
             self.wildcard_throttle_ms = Some(throttle_ms);
         }
         let now_us = self.micros(now);
+        // Exact capacities: a session costs its subscriptions, not a doubling's slack (a
+        // 10-symbol session would otherwise carry 16 slots).
+        let new = topics.iter().filter(|t| self.find(t.id).is_none()).count();
+        self.subs.reserve_exact(new);
+        if snapshot {
+            self.snapshot_queue.reserve_exact(new);
+        }
         for topic in topics {
             match self.find(topic.id) {
                 Some(i) => {
@@ -192,13 +202,14 @@ impl SubscriptionSet {
                     }
                     let current = topic.seq();
                     let sub = Subscription {
+                        id: topic.id,
                         topic: topic.clone(),
                         last_sent_seq: if snapshot { 0 } else { current },
                         next_allowed_us: now_us,
                         throttle_ms,
                         flags,
                     };
-                    let at = self.subs.partition_point(|s| s.topic.id < topic.id);
+                    let at = self.subs.partition_point(|s| s.id < topic.id);
                     self.subs.insert(at, sub);
                     topic.subscriber_added();
                     outcome.added.push(topic.id);
@@ -219,7 +230,7 @@ impl SubscriptionSet {
     pub fn unsubscribe(&mut self, topics: &[TopicId], wildcard: bool) {
         if wildcard {
             self.wildcard_throttle_ms = None;
-            let ids: Vec<TopicId> = self.subs.iter().filter(|s| s.has(WILDCARD)).map(|s| s.topic.id).collect();
+            let ids: Vec<TopicId> = self.subs.iter().filter(|s| s.has(WILDCARD)).map(|s| s.id).collect();
             for id in ids {
                 self.drop_flag(id, WILDCARD);
             }
@@ -276,10 +287,10 @@ impl SubscriptionSet {
         if sub.topic.seq() > sub.last_sent_seq {
             if now_us >= sub.next_allowed_us {
                 sub.flags |= DUE;
-                self.due.push(sub.topic.id);
+                self.due.push(sub.id);
             } else if !sub.has(TIMER) {
                 sub.flags |= TIMER;
-                self.timers.push(Reverse((sub.next_allowed_us, sub.topic.id)));
+                self.timers.push(Reverse((sub.next_allowed_us, sub.id)));
             }
             return;
         }
@@ -355,7 +366,7 @@ impl SubscriptionSet {
         if sub.throttle_ms > 0 {
             if !sub.has(TIMER) {
                 sub.flags |= TIMER;
-                self.timers.push(Reverse((sub.next_allowed_us, sub.topic.id)));
+                self.timers.push(Reverse((sub.next_allowed_us, sub.id)));
             }
         } else {
             self.evaluate(i, now_us);
@@ -394,8 +405,9 @@ impl SubscriptionSet {
                 consumed += 1;
                 continue;
             };
-            let latest = self.subs[i].topic.latest();
-            match latest {
+            // A borrowed load: no reference count is touched unless `take` keeps the quote.
+            let latest = self.subs[i].topic.latest_ref();
+            match &*latest {
                 Some(quote) if quote.quote.seq > self.subs[i].last_sent_seq => {
                     if !take(&quote) {
                         break;
@@ -472,12 +484,9 @@ mod tests {
 
         /// Waits for the bus to wake the session and applies what fired.
         async fn wait_fired(&mut self) {
-            // A wake-up may be a stale permit from an earlier fire: wait for a real one.
             let mut fired = Vec::new();
-            while fired.is_empty() {
-                self.set.signal().notify.notified().await;
-                self.set.signal().take_dirty(&mut fired);
-            }
+            self.set.signal().fired().await;
+            self.set.signal().take_dirty(&mut fired);
             self.set.on_fired(&fired, Instant::now());
         }
 

@@ -1,0 +1,379 @@
+//! What a session sends, produced when the socket can take it.
+//!
+//! actix-ws hands a session a channel of 32 messages that its response body drains into
+//! actix-http's write buffer; nothing tells the session whether the socket keeps up, and every
+//! frame is copied twice on the way (into the channel's encoder, then into the write buffer).
+//! Instead, the upgrade response carries an [`OutboundBody`] that actix-http *pulls* from:
+//! actix-http polls a response body only while its write buffer for the connection holds less
+//! than a threshold, so being polled is the signal that the client keeps up, with no system call and
+//! no guesswork (the threshold is [`WRITE_BUFFER_BYTES`]). When polled, the body turns whatever is due into WebSocket frames written
+//! straight into the chunk it returns — control replies first, then snapshots, then live quotes,
+//! at most [`CHUNK_BYTES`] per poll — and when nothing is due it registers its
+//! waker with the session's [`SessionSignal`] (woken by the bus and by the session task) and a
+//! timer for the next throttle deadline.
+//!
+//! Architecture invariants:
+//! - **A session's output costs at most one write buffer.** Nothing is produced ahead of the
+//!   socket: a client that stops reading leaves actix-http's write buffer full, its body is no
+//!   longer polled, and its due symbols stay due (conflating) instead of piling up as frames.
+//!   Server memory per stalled client is at most [`WRITE_BUFFER_BYTES`] plus one chunk
+//!   ([`CHUNK_BYTES`]) in the write buffer, and control replies waiting in the outbox are capped by the session at
+//!   [`OUTBOX_LIMIT_BYTES`].
+//! - **Delivery does not involve the session task.** A publish wakes the body directly; the
+//!   session task only handles what the client sends, pings and timeouts.
+//!
+//! The session task and the body run on the same actix worker thread and share [`Output`]
+//! through `Rc<RefCell<…>>`; neither holds the borrow across an await.
+
+use std::cell::RefCell;
+use std::collections::VecDeque;
+use std::future::Future;
+use std::pin::Pin;
+use std::rc::Rc;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use actix_web::body::{BodySize, BoxBody, MessageBody};
+use actix_web::web::{BufMut, Bytes, BytesMut};
+use tokio::time::{Instant, Sleep};
+
+use super::throttle::SubscriptionSet;
+use crate::bus::{SessionSignal, TopicId};
+use crate::server::AppState;
+
+/// actix-http's write buffer threshold for every connection (set on the server): it polls a
+/// body for more only while the buffer holds less than this.
+pub const WRITE_BUFFER_BYTES: usize = 16 * 1024;
+/// Most bytes of quote frames returned by one poll, so the write buffer of a client that
+/// stops reading holds at most [`WRITE_BUFFER_BYTES`] + this = 32 KiB.
+pub const CHUNK_BYTES: usize = 16 * 1024;
+/// Control replies waiting to be sent, at most; a client that lets more pile up is closed.
+pub const OUTBOX_LIMIT_BYTES: usize = 32 * 1024;
+
+const OPCODE_TEXT: u8 = 0x1;
+const OPCODE_PING: u8 = 0x9;
+const OPCODE_PONG: u8 = 0xA;
+const FIN: u8 = 0x80;
+
+const LIVE_PREFIX: &[u8] = br#"{"type":"quotes","quotes":["#;
+const SNAPSHOT_PREFIX: &[u8] = br#"{"type":"quotes","snapshot":true,"quotes":["#;
+const SUFFIX: &[u8] = b"]}";
+
+/// Size of the header of a server-to-client (unmasked) frame with this payload.
+fn header_len(payload: usize) -> usize {
+    if payload < 126 {
+        2
+    } else if payload <= u16::MAX as usize {
+        4
+    } else {
+        10
+    }
+}
+
+/// Size on the wire of a server-to-client WebSocket frame with this payload.
+pub fn frame_wire_bytes(payload: usize) -> u64 {
+    (header_len(payload) + payload) as u64
+}
+
+/// Writes a frame header into `into`, which is exactly `header_len(payload)` long.
+fn write_header(into: &mut [u8], opcode: u8, payload: usize) {
+    into[0] = FIN | opcode;
+    match into.len() {
+        2 => into[1] = payload as u8,
+        4 => {
+            into[1] = 126;
+            into[2..4].copy_from_slice(&(payload as u16).to_be_bytes());
+        }
+        _ => {
+            into[1] = 127;
+            into[2..10].copy_from_slice(&(payload as u64).to_be_bytes());
+        }
+    }
+}
+
+/// Appends one whole frame.
+fn put_frame(buf: &mut BytesMut, opcode: u8, payload: &[u8]) {
+    let header = header_len(payload.len());
+    buf.reserve(header + payload.len());
+    let start = buf.len();
+    buf.put_bytes(0, header);
+    write_header(&mut buf[start..], opcode, payload.len());
+    buf.extend_from_slice(payload);
+}
+
+/// Writes the header of the frame whose payload was appended after `room` placeholder bytes at
+/// `start`, moving the payload if its header needs a different size. Returns the payload size.
+fn seal_frame(buf: &mut BytesMut, start: usize, room: usize, opcode: u8) -> usize {
+    let payload_start = start + room;
+    let payload = buf.len() - payload_start;
+    let header = header_len(payload);
+    if header < room {
+        buf.copy_within(payload_start.., start + header);
+        buf.truncate(start + header + payload);
+    } else if header > room {
+        let grow = header - room;
+        buf.put_bytes(0, grow);
+        buf.copy_within(payload_start..payload_start + payload, payload_start + grow);
+    }
+    write_header(&mut buf[start..start + header], opcode, payload);
+    payload
+}
+
+/// A control reply or heartbeat waiting to be sent.
+#[derive(Debug)]
+enum Outgoing {
+    Text(String),
+    Ping,
+}
+
+/// A session's output state, shared by the session task (which queues replies and changes
+/// subscriptions) and its [`OutboundBody`] (which turns them into frames).
+pub struct Output {
+    pub subs: SubscriptionSet,
+    outbox: VecDeque<Outgoing>,
+    outbox_bytes: usize,
+    /// A pong owed to the client; only the latest ping is answered (RFC 6455 5.5.3 allows it).
+    pending_pong: Option<Bytes>,
+    /// Set when the session closes: the body then only passes the close frame through.
+    closing: bool,
+    /// When actix-http last asked the body for data.
+    last_poll: Instant,
+    max_frame_bytes: usize,
+    state: Arc<AppState>,
+    fired: Vec<TopicId>,
+}
+
+impl Output {
+    pub fn new(state: Arc<AppState>, signal: Arc<SessionSignal>, now: Instant) -> Output {
+        Output {
+            subs: SubscriptionSet::new(signal),
+            outbox: VecDeque::new(),
+            outbox_bytes: 0,
+            pending_pong: None,
+            closing: false,
+            last_poll: now,
+            max_frame_bytes: state.limits.max_frame_bytes,
+            state,
+            fired: Vec::new(),
+        }
+    }
+
+    /// Queues a control reply (the caller wakes the body).
+    pub fn queue_text(&mut self, text: String) {
+        self.outbox_bytes += text.len();
+        self.outbox.push_back(Outgoing::Text(text));
+    }
+
+    pub fn queue_ping(&mut self) {
+        self.outbox.push_back(Outgoing::Ping);
+    }
+
+    pub fn set_pong(&mut self, payload: Bytes) {
+        self.pending_pong = Some(payload);
+    }
+
+    /// Bytes of control replies not yet handed to actix.
+    pub fn outbox_bytes(&self) -> usize {
+        self.outbox_bytes
+    }
+
+    /// When actix-http last asked for data.
+    pub fn last_poll(&self) -> Instant {
+        self.last_poll
+    }
+
+    /// Stops producing frames: from now on the body only carries the close frame.
+    pub fn begin_close(&mut self) {
+        self.closing = true;
+        self.outbox.clear();
+        self.outbox_bytes = 0;
+        self.subs.clear();
+    }
+
+    /// Everything due now, as one chunk of frames, or `None` if nothing is.
+    fn produce(&mut self, now: Instant) -> Option<Bytes> {
+        let signal = self.subs.signal().clone();
+        signal.take_dirty(&mut self.fired);
+        if !self.fired.is_empty() {
+            self.subs.on_fired(&self.fired, now);
+            self.fired.clear();
+        }
+        self.subs.on_timers(now);
+        let mut buf = BytesMut::new();
+        if let Some(payload) = self.pending_pong.take() {
+            put_frame(&mut buf, OPCODE_PONG, &payload);
+            self.state.metrics.other_frame(frame_wire_bytes(payload.len()));
+        }
+        while let Some(outgoing) = self.outbox.pop_front() {
+            let (opcode, payload) = match &outgoing {
+                Outgoing::Text(text) => {
+                    self.outbox_bytes -= text.len();
+                    (OPCODE_TEXT, text.as_bytes())
+                }
+                Outgoing::Ping => (OPCODE_PING, &[][..]),
+            };
+            put_frame(&mut buf, opcode, payload);
+            self.state.metrics.other_frame(frame_wire_bytes(payload.len()));
+        }
+        while buf.len() < CHUNK_BYTES && self.subs.has_snapshot_pending() {
+            if self.put_quote_frame(&mut buf, now, true) == 0 {
+                break;
+            }
+        }
+        while buf.len() < CHUNK_BYTES && self.subs.has_due() {
+            if self.put_quote_frame(&mut buf, now, false) == 0 {
+                break;
+            }
+        }
+        (!buf.is_empty()).then(|| buf.freeze())
+    }
+
+    /// Appends one frame of due quotes (or snapshot quotes) of at most `max_frame_bytes`
+    /// and of what is left of the chunk's budget (a single larger quote still goes out alone).
+    /// Returns the number of quotes.
+    fn put_quote_frame(&mut self, buf: &mut BytesMut, now: Instant, snapshot: bool) -> usize {
+        // A frame also ends where the chunk's budget does, so a chunk never exceeds
+        // CHUNK_BYTES (but for a lone quote larger than that) and the write buffer it lands in
+        // stays under WRITE_BUFFER_BYTES + CHUNK_BYTES.
+        let max = self.max_frame_bytes.min(CHUNK_BYTES.saturating_sub(buf.len())).max(LIVE_PREFIX.len() + SUFFIX.len());
+        let start = buf.len();
+        // Room for the header of a frame of `max` bytes; moved if the frame ends up smaller
+        // than 126 bytes or a lone oversized quote makes it longer.
+        let room = header_len(max);
+        buf.reserve(room + max);
+        buf.put_bytes(0, room);
+        let payload_start = buf.len();
+        buf.extend_from_slice(if snapshot { SNAPSHOT_PREFIX } else { LIVE_PREFIX });
+        let mut count = 0usize;
+        let take = |quote: &Arc<crate::quote::PublishedQuote>| {
+            let json = quote.json().as_bytes();
+            let separator = usize::from(count > 0);
+            if count > 0 && buf.len() - payload_start + separator + json.len() + SUFFIX.len() > max {
+                return false;
+            }
+            if separator > 0 {
+                buf.put_u8(b',');
+            }
+            buf.extend_from_slice(json);
+            count += 1;
+            true
+        };
+        if snapshot {
+            self.subs.take_snapshot(now, take);
+        } else {
+            self.subs.take_due(now, take);
+        }
+        let (conflated, longest_wait) = self.subs.take_delivery_stats();
+        if count == 0 {
+            buf.truncate(start);
+            return 0;
+        }
+        buf.extend_from_slice(SUFFIX);
+        let payload = seal_frame(buf, start, room, OPCODE_TEXT);
+        self.state.metrics.quote_frame(count, conflated, frame_wire_bytes(payload), longest_wait);
+        count
+    }
+}
+
+/// The upgrade response's body: pulls frames from the session's [`Output`] when actix-http has
+/// room for them, and after the close passes actix-ws's own body (which carries the close
+/// frame) through.
+pub struct OutboundBody {
+    output: Rc<RefCell<Output>>,
+    signal: Arc<SessionSignal>,
+    /// actix-ws's body: kept alive because dropping it tells the session's message stream that
+    /// the connection is gone; it carries the close frame.
+    inner: BoxBody,
+    timer: Pin<Box<Sleep>>,
+    timer_at: Option<Instant>,
+}
+
+impl OutboundBody {
+    pub fn new(output: Rc<RefCell<Output>>, signal: Arc<SessionSignal>, inner: BoxBody) -> OutboundBody {
+        OutboundBody { output, signal, inner, timer: Box::pin(tokio::time::sleep_until(Instant::now())), timer_at: None }
+    }
+}
+
+impl MessageBody for OutboundBody {
+    type Error = <BoxBody as MessageBody>::Error;
+
+    fn size(&self) -> BodySize {
+        BodySize::Stream
+    }
+
+    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Bytes, Self::Error>>> {
+        let this = self.get_mut();
+        let mut output = this.output.borrow_mut();
+        if output.closing {
+            drop(output);
+            return Pin::new(&mut this.inner).poll_next(cx);
+        }
+        this.signal.register(cx.waker());
+        let mut now = Instant::now();
+        output.last_poll = now;
+        loop {
+            if let Some(chunk) = output.produce(now) {
+                // More may be due than one chunk holds: until the next poll finds nothing,
+                // output counts as pending (the session's slow-consumer check reads this).
+                this.signal.set_woken();
+                return Poll::Ready(Some(Ok(chunk)));
+            }
+            let Some(deadline) = output.subs.next_deadline() else { return Poll::Pending };
+            if this.timer_at != Some(deadline) {
+                this.timer.as_mut().reset(deadline);
+                this.timer_at = Some(deadline);
+            }
+            if this.timer.as_mut().poll(cx).is_pending() {
+                return Poll::Pending;
+            }
+            this.timer_at = None;
+            now = Instant::now();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn frame(opcode: u8, payload: &[u8]) -> Vec<u8> {
+        let mut buf = BytesMut::new();
+        put_frame(&mut buf, opcode, payload);
+        buf.to_vec()
+    }
+
+    #[test]
+    fn frame_headers_follow_rfc_6455() {
+        assert_eq!(frame(OPCODE_TEXT, b"hi"), [0x81, 2, b'h', b'i']);
+        assert_eq!(frame(OPCODE_PONG, b""), [0x8A, 0]);
+        assert_eq!(frame(OPCODE_PING, b""), [0x89, 0]);
+        let medium = frame(OPCODE_TEXT, &[b'x'; 300]);
+        assert_eq!(&medium[..4], &[0x81, 126, 1, 44]);
+        assert_eq!(medium.len(), 304);
+        let large = frame(OPCODE_TEXT, &[b'x'; 70_000]);
+        assert_eq!(&large[..10], &[0x81, 127, 0, 0, 0, 0, 0, 1, 0x11, 0x70]);
+        assert_eq!(large.len(), 70_010);
+    }
+
+    #[test]
+    fn sealing_moves_the_payload_to_fit_its_header() {
+        for (room, size) in [(4, 10), (4, 300), (10, 300), (4, 70_000), (2, 300), (10, 70_000)] {
+            let mut buf = BytesMut::from(&b"xyz"[..]);
+            buf.put_bytes(0, room);
+            let payload: Vec<u8> = (0..size).map(|i| (i % 251) as u8).collect();
+            buf.extend_from_slice(&payload);
+            assert_eq!(seal_frame(&mut buf, 3, room, OPCODE_TEXT), size);
+            let mut expected = b"xyz".to_vec();
+            expected.extend(frame(OPCODE_TEXT, &payload));
+            assert_eq!(buf.to_vec(), expected, "room {room}, payload {size}");
+        }
+    }
+
+    #[test]
+    fn wire_sizes() {
+        assert_eq!(frame_wire_bytes(0), 2);
+        assert_eq!(frame_wire_bytes(125), 127);
+        assert_eq!(frame_wire_bytes(126), 130);
+        assert_eq!(frame_wire_bytes(70_000), 70_010);
+    }
+}
