@@ -181,6 +181,8 @@ class Settings:
     feed_only_s: float
     tick_quotes: int
     command: str
+    # --render: the results.json to re-render instead of measuring.
+    render: Path | None = None
 
 
 # ----------------------------------------------------------------------------------------------
@@ -587,6 +589,11 @@ def medians(runs: list[dict]) -> dict:
             med["client_bound_runs"] = sum(1 for m in ms if m.get("client_bound"))
             med["sendq_max_kib"] = median([(m.get("sendq") or {}).get("max_kib") for m in ms])
             med["sendq_mean_kib"] = median([(m.get("sendq") or {}).get("mean_kib") for m in ms])
+            kinds: dict[str, int] = {}
+            for m in ms:
+                for kind, n in (m.get("churn_failure_kinds") or {}).items():
+                    kinds[kind] = kinds.get(kind, 0) + n
+            med["churn_failure_kinds_all_runs"] = kinds
             result[scenario][server] = med
     return result
 
@@ -853,6 +860,9 @@ SCENARIO_TABLES = {
              ("client-bound", _bound)],
     "churn": [("connected", _connected), ("churn connects/s", _k("churn_per_s")), ("attempted", _k("churn_attempted")),
               ("failed", _k("churn_failed")),
+              ("failures by kind, all runs", lambda m, med, s: ", ".join(
+                  f"{k} {n:,}" for k, n in sorted((m.get("churn_failure_kinds_all_runs") or {}).items()))
+               or "—"),
               ("RSS start → after settle (MiB)", lambda m, med, s:
                f"{fmt_num(m.get('rss_start_mib'), 1)} → {fmt_num(m.get('rss_after_settle_mib'), 1)}"),
               ("RSS drift", lambda m, med, s: fmt_signed_pct(m.get("rss_drift_pct"))),
@@ -1011,9 +1021,16 @@ def parse_args(argv: list[str]) -> Settings:
     p.add_argument("--servers", default=",".join(ALL_SERVERS),
                    help=f"servers, comma-separated (default: {','.join(ALL_SERVERS)})")
     p.add_argument("--runs", type=int, default=None, help="rounds; medians over them (default 3, smoke 1)")
+    p.add_argument("--render", type=Path, default=None, metavar="RESULTS_JSON",
+                   help="measure nothing: recompute the figures of an earlier run's results.json with "
+                        "this driver and rewrite results.md/.json/.svg (next to it, or in --out)")
     p.add_argument("--out", type=Path, default=None,
                    help="where results.md/.json/.svg go (default tests/bench/results; smoke: a temp dir)")
     a = p.parse_args(argv)
+    if a.render is not None:
+        return Settings(smoke=False, runs=0, servers=[], only=[], work=Path("."),
+                        out=a.out or a.render.parent, pin=False, server_warmup=0, feed_only_s=0,
+                        tick_quotes=0, command="", render=a.render)
     only = [x.strip() for x in a.only.split(",") if x.strip()]
     servers = [x.strip() for x in a.servers.split(",") if x.strip()]
     for x in only:
@@ -1046,6 +1063,12 @@ def parse_args(argv: list[str]) -> Settings:
 
 def main(argv: list[str]) -> int:
     settings = parse_args(argv)
+    if settings.render is not None:
+        try:
+            data = json.loads(settings.render.read_text())
+        except (OSError, ValueError) as e:
+            raise BenchError(f"--render: cannot read {settings.render}: {e}")
+        return write_outputs(derive(data), settings.out)
     started = time.monotonic()
     settings.out.mkdir(parents=True, exist_ok=True)
     settings.work.mkdir(parents=True, exist_ok=True)
@@ -1067,52 +1090,86 @@ def main(argv: list[str]) -> int:
     feed_rates = sorted({sc.feed_rate for sc in chosen.values() if sc.feed_rate > 0})
     runs: list[dict] = []
     feed_runs: list[dict] = []
-    problems: list[str] = []
-    for rnd in range(1, settings.runs + 1):
-        # Rotate the order each round so no server always runs first (or last) after a change.
-        k = (rnd - 1) % len(settings.servers)
-        order = settings.servers[k:] + settings.servers[:k]
-        for rate in feed_rates:
-            for kind in order:
-                f = feed_only_run(kind, rate, ticks, settings, rnd)
-                feed_runs.append(f)
-                print(f"[round {rnd}] feed only {rate:>7g}/s  {kind:<10} CPU {f['cpu_pct']:5.1f}%",
-                      flush=True)
-        for sc in chosen.values():
-            for kind in order:
-                run = scenario_run(sc, kind, ticks, symbols, settings, rnd)
-                runs.append(run)
-                for p in sanity_problems(sc, run):
-                    problems.append(f"{sc.name} / {kind} / round {rnd}: {p}")
-                print(f"[round {rnd}] {sc.name:<9} {kind:<10} {summary_line(sc, run['metrics'])} "
-                      f"({run['wall_s']:.0f} s)", flush=True)
-    med = medians(runs)
-    data = {
-        "smoke": settings.smoke,
-        "runs": settings.runs,
-        "servers": settings.servers,
-        "machine": {**meta, "wall_minutes": (time.monotonic() - started) / 60},
-        "feed_rates": feed_rates,
-        "scenarios": {k: {"title": sc.title, "description": describe(sc), "feed_rate": sc.feed_rate,
-                          "loadgen_args": sc.loadgen} for k, sc in chosen.items()},
-        "feed_only_cpu_pct": feed_medians(feed_runs),
-        "medians": med,
-        "targets": targets(med, all_sc),
-        "problems": problems,
-        "feed_only_runs": feed_runs,
-        "raw_runs": runs,
-    }
-    data["machine"]["wall_minutes"] = (time.monotonic() - started) / 60
-    (settings.out / "results.json").write_text(json.dumps(data, indent=1) + "\n")
-    (settings.out / "results.md").write_text(markdown(data))
-    (settings.out / "results.svg").write_text(svg_chart(med, settings.servers, settings.smoke))
-    print(f"\nwrote {settings.out}/results.md, results.json, results.svg "
+
+    def collected() -> dict:
+        return {
+            "smoke": settings.smoke,
+            "runs": settings.runs,
+            "servers": settings.servers,
+            "machine": {**meta, "wall_minutes": (time.monotonic() - started) / 60},
+            "feed_rates": feed_rates,
+            "scenarios": {k: {"title": sc.title, "description": describe(sc),
+                              "feed_rate": sc.feed_rate, "loadgen_args": sc.loadgen}
+                          for k, sc in chosen.items()},
+            "feed_only_runs": feed_runs,
+            "raw_runs": runs,
+        }
+
+    try:
+        for rnd in range(1, settings.runs + 1):
+            # Rotate the order each round so no server always runs first (or last).
+            k = (rnd - 1) % len(settings.servers)
+            order = settings.servers[k:] + settings.servers[:k]
+            for rate in feed_rates:
+                for kind in order:
+                    f = feed_only_run(kind, rate, ticks, settings, rnd)
+                    feed_runs.append(f)
+                    print(f"[round {rnd}] feed only {rate:>7g}/s  {kind:<10} CPU "
+                          f"{f['cpu_pct']:5.1f}%", flush=True)
+            for sc in chosen.values():
+                for kind in order:
+                    run = scenario_run(sc, kind, ticks, symbols, settings, rnd)
+                    runs.append(run)
+                    for p in sanity_problems(sc, run):
+                        print(f"  problem: {p}", flush=True)
+                    print(f"[round {rnd}] {sc.name:<9} {kind:<10} "
+                          f"{summary_line(sc, run['metrics'])} ({run['wall_s']:.0f} s)", flush=True)
+    except BaseException:
+        # An hour of measurements is worth keeping: the runs so far go to the work directory
+        # (never over the committed results), ready for `--render`.
+        if runs or feed_runs:
+            partial = settings.work / "partial-results.json"
+            partial.write_text(json.dumps(collected(), indent=1) + "\n")
+            print(f"\nthe {len(runs)} finished run(s) are in {partial} "
+                  f"(tests/bench/run.sh --render {partial} --out DIR)", file=sys.stderr)
+        raise
+    data = collected()
+    derive(data)
+    return write_outputs(data, settings.out)
+
+
+def derive(data: dict) -> dict:
+    """The figures computed from the raw runs (metrics, medians, targets, problems), so that
+    `--render` can redo them with a newer driver without measuring again."""
+    all_sc = scenarios(data["smoke"])
+    for run in data["raw_runs"]:
+        sendq = run["metrics"].get("sendq")
+        run["metrics"] = metrics_of(all_sc[run["scenario"]], run["report"])
+        if sendq is not None:
+            run["metrics"]["sendq"] = sendq
+    med = medians(data["raw_runs"])
+    data["feed_only_cpu_pct"] = feed_medians(data["feed_only_runs"])
+    data["medians"] = med
+    data["targets"] = targets(med, all_sc)
+    data["problems"] = [f"{r['scenario']} / {r['server']} / round {r['round']}: {p}"
+                        for r in data["raw_runs"] for p in sanity_problems(all_sc[r["scenario"]], r)]
+    return data
+
+
+def write_outputs(data: dict, out: Path) -> int:
+    """Writes results.json, results.md and results.svg; prints the targets. Returns the exit
+    status: 1 for a smoke run whose runs are not usable measurements."""
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "results.json").write_text(json.dumps(data, indent=1) + "\n")
+    (out / "results.md").write_text(markdown(data))
+    (out / "results.svg").write_text(svg_chart(data["medians"], data["servers"], data["smoke"]))
+    print(f"\nwrote {out}/results.md, results.json, results.svg "
           f"({data['machine']['wall_minutes']:.1f} min)")
     for t in data["targets"]:
         print(f"  {t['verdict']:<13} {t['target']}: {t['measured']} {t['by']}")
-    if problems:
-        print("\nrun problems:\n  " + "\n  ".join(problems))
-        if settings.smoke:
+    if data["problems"]:
+        print("\nrun problems:\n  " + "\n  ".join(data["problems"]))
+        if data["smoke"]:
             print("smoke run FAILED: the runs above are not usable measurements", file=sys.stderr)
             return 1
     return 0

@@ -6,6 +6,9 @@
 #   tests/bench/run.sh --smoke         tiny numbers, all six scenarios, all four servers, < 2 min,
 #                                      results in a temporary directory (part of tests/run.sh)
 #   tests/bench/run.sh --only firehose,idle --servers tickerfeed,uws --runs 5 --out DIR
+#   tests/bench/run.sh --render tests/bench/results/results.json
+#                                      measure nothing: redo the tables, targets and chart of an
+#                                      earlier run from its raw reports
 #
 # This file prepares the machine (release build, the peers' npm packages, the open-file limit)
 # and makes sure nothing it started outlives it; tests/bench/bench.py runs the scenarios and
@@ -14,6 +17,11 @@
 # load generator could not run, or (--smoke) a run was not a usable measurement.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
+
+# Re-rendering measures nothing: no build, no servers.
+for arg in "$@"; do
+  if [ "$arg" = --render ]; then exec python3 tests/bench/bench.py "$@"; fi
+done
 
 for tool in cargo node npm python3 taskset ss curl; do
   command -v "$tool" >/dev/null 2>&1 || { echo "run.sh: '$tool' is required but not installed" >&2; exit 1; }

@@ -209,6 +209,36 @@ class Outputs(unittest.TestCase):
         self.assertAlmostEqual(tf_bar / ws_bar, 2.0, places=2)
         self.assertIn("not measured", svg)
 
+    def test_render_recomputes_from_raw_reports(self):
+        sc = bench.scenarios(smoke=True)
+        raw = []
+        for rnd, quotes in ((1, 1000.0), (2, 3000.0), (3, 2000.0)):
+            rep = report(measured={"quotes_per_server_cpu_s": quotes},
+                         clients={"connected": sc["firehose"].clients,
+                                  "delivering": sc["firehose"].clients})
+            # Stale metrics, as an older driver may have stored: derive must not trust them.
+            raw.append({"scenario": "firehose", "server": "tickerfeed", "round": rnd,
+                        "metrics": {"quotes_per_server_cpu_s": -1}, "report": rep})
+        raw.append({"scenario": "firehose", "server": "ws", "round": 1, "metrics": {},
+                    "report": report(measured={"quotes_per_s": 0.0})})
+        data = self.data()
+        data.update(raw_runs=raw, feed_only_runs=[{"server": "ws", "rate": 5000.0, "round": 1,
+                                                   "cpu_pct": 7.0}])
+        bench.derive(data)
+        self.assertEqual(data["medians"]["firehose"]["tickerfeed"]["quotes_per_server_cpu_s"], 2000.0)
+        self.assertEqual(data["feed_only_cpu_pct"], {"ws": {"5000": 7.0}})
+        self.assertTrue(any("ws / round 1: no quotes" in p for p in data["problems"]), data["problems"])
+        with tempfile.TemporaryDirectory() as d:
+            out = Path(d)
+            with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
+                self.assertEqual(bench.write_outputs(data, out), 1)  # smoke + problems = failure
+                first = (out / "results.md").read_text()
+                again = bench.parse_args(["--render", str(out / "results.json")])
+                self.assertEqual(again.out, out)
+                self.assertEqual(bench.main(["--render", str(out / "results.json")]), 1)
+            self.assertEqual((out / "results.md").read_text(), first)
+            ET.fromstring((out / "results.svg").read_text())
+
     def test_smoke_never_writes_committed_results(self):
         usage = io.StringIO()
         with contextlib.redirect_stderr(usage), self.assertRaises(SystemExit):
