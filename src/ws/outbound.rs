@@ -192,8 +192,7 @@ impl Output {
 
     /// Everything due now, as one chunk of frames, or `None` if nothing is.
     fn produce(&mut self, now: Instant) -> Option<Bytes> {
-        let signal = self.subs.signal().clone();
-        signal.take_dirty(&mut self.fired);
+        self.subs.signal().take_dirty(&mut self.fired);
         if !self.fired.is_empty() {
             self.subs.on_fired(&self.fired, now);
             self.fired.clear();
