@@ -39,7 +39,7 @@ struct UpgradeQuery {
 }
 
 /// Decrements the connection count when the session ends, however it ends.
-struct ConnectionSlot(Arc<AppState>);
+pub struct ConnectionSlot(Arc<AppState>);
 
 impl Drop for ConnectionSlot {
     fn drop(&mut self) {
@@ -78,11 +78,8 @@ pub async fn upgrade(req: HttpRequest, body: web::Payload, state: web::Data<AppS
     let (response, actix_body) = response.into_parts();
     let response = response.set_body(OutboundBody::new(output.clone(), signal, actix_body)).map_into_boxed_body();
     state.metrics.connection_opened();
-    actix_web::rt::spawn(async move {
-        let _slot = slot;
-        let end = Session::new(state.clone(), ws, probe, output).run(stream, initial).await;
-        state.metrics.disconnected(end.reason());
-        tracing::debug!(reason = end.reason().label(), "session ended: {end:?}");
-    });
+    let mut session = Session::new(state, slot, ws, probe, output);
+    session.start(initial);
+    actix_web::rt::spawn(session.run(stream));
     Ok(response)
 }

@@ -20,6 +20,7 @@ use actix_ws::{AggregatedMessage, AggregatedMessageStream, CloseCode, CloseReaso
 use tokio::sync::broadcast;
 use tokio::time::{Instant, sleep_until};
 
+use super::ConnectionSlot;
 use super::outbound::{OUTBOX_LIMIT_BYTES, Output};
 use super::protocol::{ClientOp, ErrorCode, PROTOCOL_VERSION, Rejected, RequestId, ServerMessage, parse_client_message};
 use super::socket::SocketProbe;
@@ -131,6 +132,8 @@ impl TokenBucket {
 /// One connection's session task.
 pub struct Session {
     state: Arc<AppState>,
+    /// Held for the session's life: dropping it releases the connection's place in the limit.
+    _slot: ConnectionSlot,
     limits: Arc<SessionLimits>,
     ws: actix_ws::Session,
     output: Rc<RefCell<Output>>,
@@ -144,11 +147,12 @@ pub struct Session {
 }
 
 impl Session {
-    pub fn new(state: Arc<AppState>, ws: actix_ws::Session, probe: Option<SocketProbe>, output: Rc<RefCell<Output>>) -> Session {
+    pub fn new(state: Arc<AppState>, slot: ConnectionSlot, ws: actix_ws::Session, probe: Option<SocketProbe>, output: Rc<RefCell<Output>>) -> Session {
         let now = Instant::now();
         let limits = state.limits.clone();
         let signal = output.borrow().subs.signal().clone();
         Session {
+            _slot: slot,
             bucket: TokenBucket::new(limits.rate_limit, limits.rate_burst, now),
             next_ping: now + limits.ping_interval,
             next_stall_check: now + stall_check_interval(&limits),
@@ -163,19 +167,29 @@ impl Session {
         }
     }
 
-    /// Runs the session to its end and closes the connection. Returns why it ended.
-    pub async fn run(mut self, mut stream: AggregatedMessageStream, initial: InitialSubscription) -> End {
+    /// Greets the client and applies the upgrade request's subscription. Called before the task
+    /// is spawned, so the task's future does not carry the request's symbol list for its life.
+    pub fn start(&mut self, initial: InitialSubscription) {
+        self.welcome(initial);
+    }
+
+    /// Runs the session to its end, closes the connection and records why it ended. This is the
+    /// spawned future itself (no wrapper): every byte of its state is held per connection.
+    pub async fn run(mut self, mut stream: AggregatedMessageStream) {
         let mut shutdown = self.state.shutdown.clone();
         let mut feed_events = self.state.feed_events.subscribe();
         let mut topics = self.state.bus.watch_topics();
         let end = if *shutdown.borrow() {
             End::Shutdown
         } else {
-            self.welcome(initial);
             self.event_loop(&mut stream, &mut shutdown, &mut feed_events, &mut topics).await
         };
-        self.close(stream, &end).await;
-        end
+        let state = self.state.clone();
+        // Boxed: the close path's state is only needed once, at the end; inline it would
+        // enlarge every live session's task by its size.
+        Box::pin(self.close(stream, &end)).await;
+        state.metrics.disconnected(end.reason());
+        tracing::debug!(reason = end.reason().label(), "session ended: {end:?}");
     }
 
     async fn event_loop(
