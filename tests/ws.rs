@@ -313,3 +313,92 @@ async fn snapshot_of_every_symbol_is_split_at_the_frame_limit() {
     assert!(frames >= 10, "{} symbols in {frames} frames of at most 1 KiB", topics.len());
     server.shutdown().await;
 }
+
+/// Raw frames, as a client may legally (or not) send them.
+mod frames {
+    use tokio_tungstenite::tungstenite::Message;
+    use tokio_tungstenite::tungstenite::protocol::frame::Frame;
+    use tokio_tungstenite::tungstenite::protocol::frame::coding::{Data, OpCode};
+
+    pub fn text(data: &[u8], last: bool) -> Message {
+        Message::Frame(Frame::message(data.to_vec(), OpCode::Data(Data::Text), last))
+    }
+
+    pub fn continuation(data: &[u8], last: bool) -> Message {
+        Message::Frame(Frame::message(data.to_vec(), OpCode::Data(Data::Continue), last))
+    }
+}
+
+#[actix_web::test]
+async fn fragmented_message_is_joined_and_a_ping_between_its_fragments_is_answered() {
+    use futures_util::SinkExt;
+    let server = start(&[]).await;
+    let (mut client, _) = Client::connect_welcomed(&server).await;
+    let request = br#"{"op":"ping","id":"joined"}"#;
+    client.ws.send(frames::text(&request[..5], false)).await.unwrap();
+    client.ws.send(Message::Ping(b"between".to_vec().into())).await.unwrap();
+    client.ws.send(frames::continuation(&request[5..12], false)).await.unwrap();
+    client.ws.send(frames::continuation(&request[12..], true)).await.unwrap();
+    let (mut pong_frame, mut pong_reply) = (false, false);
+    while !(pong_frame && pong_reply) {
+        match client.next_message().await {
+            Message::Pong(payload) => {
+                assert_eq!(&payload[..], b"between");
+                assert!(!pong_reply, "the control frame is answered before the message it interrupts completes");
+                pong_frame = true;
+            }
+            Message::Text(text) => {
+                let value: Value = serde_json::from_str(&text).unwrap();
+                if value["type"] == "pong" {
+                    assert_eq!(value["id"], "joined");
+                    pong_reply = true;
+                }
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    server.shutdown().await;
+}
+
+#[actix_web::test]
+async fn fragments_out_of_order_or_not_utf8_close_the_connection_with_the_rfc_code() {
+    use futures_util::SinkExt;
+    let server = start(&[]).await;
+    let cases: Vec<(&str, Vec<Message>, u16)> = vec![
+        ("a continuation with no message started", vec![frames::continuation(b"{}", true)], 1002),
+        ("a new message before the last one ended", vec![frames::text(b"{\"op\"", false), frames::text(b"{}", true)], 1002),
+        ("invalid UTF-8 in a text message", vec![frames::text(&[0x7b, 0xff, 0xfe, 0x7d], true)], 1007),
+        ("invalid UTF-8 split over fragments", vec![frames::text(&[0x22, 0xe2, 0x82], false), frames::continuation(&[0x22], true)], 1007),
+        // The default message limit is 4 KiB: each fragment is small, the message is not.
+        ("a fragmented message over the message limit", (0..10).map(|i| if i == 0 { frames::text(&[b' '; 1000], false) } else { frames::continuation(&[b' '; 1000], i == 9) }).collect(), 1009),
+    ];
+    for (what, messages, code) in cases {
+        let (mut client, _) = Client::connect_welcomed(&server).await;
+        for message in messages {
+            // The server may close before the last fragment is written.
+            if client.ws.send(message).await.is_err() {
+                break;
+            }
+        }
+        let (got, reason) = client.recv_close().await;
+        assert_eq!(got, code, "{what}: closed with {got} ({reason})");
+    }
+    // Other clients never notice.
+    let (mut other, _) = Client::connect_welcomed(&server).await;
+    other.send(json!({"op":"ping","id":1})).await;
+    assert_eq!(other.recv_type("pong").await["id"], 1);
+    server.shutdown().await;
+}
+
+#[actix_web::test]
+async fn a_client_close_is_answered_with_its_code() {
+    use futures_util::SinkExt;
+    use tokio_tungstenite::tungstenite::protocol::CloseFrame;
+    use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+    let server = start(&[]).await;
+    let (mut client, _) = Client::connect_welcomed(&server).await;
+    client.ws.send(Message::Close(Some(CloseFrame { code: CloseCode::Library(4001), reason: "done".into() }))).await.unwrap();
+    let (code, _) = client.recv_close().await;
+    assert_eq!(code, 4001);
+    server.shutdown().await;
+}

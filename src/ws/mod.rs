@@ -9,8 +9,9 @@
 //!
 //! This module holds the upgrade handler: it enforces the connection limit (503 beyond it, while
 //! the REST endpoints keep answering), performs the handshake and spawns the session on the
-//! worker's local executor (the actix-ws message stream is not `Send`).
+//! worker's local executor (the session shares `Rc` state with its response body: not `Send`).
 
+pub mod inbound;
 pub mod outbound;
 pub mod protocol;
 pub mod session;
@@ -25,6 +26,7 @@ use std::sync::atomic::Ordering;
 use actix_web::{HttpRequest, HttpResponse, web};
 use serde::Deserialize;
 
+use self::inbound::InboundStream;
 use self::outbound::{OutboundBody, Output};
 use self::session::{InitialSubscription, Session};
 use crate::bus::SessionSignal;
@@ -69,16 +71,14 @@ pub async fn upgrade(req: HttpRequest, body: web::Payload, state: web::Data<AppS
         throttle_ms: query.throttle_ms.and_then(|t| t.trim().parse().ok()),
     };
     let probe = req.conn_data::<SocketProbe>().copied();
-    let (response, ws, stream) = actix_ws::handle(&req, body)?;
-    let stream = stream.max_frame_size(state.config.max_message_bytes).aggregate_continuations().max_continuation_size(state.config.max_message_bytes);
-    // actix-ws's body stays inside ours: it carries the close frame, and dropping it is how the
-    // message stream learns that the connection is gone.
+    let mut response = actix_http::ws::handshake(req.head())?;
+    let max_message = state.config.max_message_bytes;
+    let stream = InboundStream::new(body.into_inner(), max_message, max_message);
     let signal = Arc::new(SessionSignal::default());
     let output = Rc::new(RefCell::new(Output::new(state.clone(), signal.clone(), tokio::time::Instant::now())));
-    let (response, actix_body) = response.into_parts();
-    let response = response.set_body(OutboundBody::new(output.clone(), signal, actix_body)).map_into_boxed_body();
+    let response = HttpResponse::from(response.message_body(OutboundBody::new(output.clone(), signal))?.map_into_boxed_body());
     state.metrics.connection_opened();
-    let mut session = Session::new(state, slot, ws, probe, output);
+    let mut session = Session::new(state, slot, probe, output);
     session.start(initial);
     actix_web::rt::spawn(session.run(stream));
     Ok(response)

@@ -33,10 +33,11 @@ use std::rc::Rc;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
-use actix_web::body::{BodySize, BoxBody, MessageBody};
+use actix_web::body::{BodySize, MessageBody};
 use actix_web::web::{BufMut, Bytes, BytesMut};
 use tokio::time::{Instant, Sleep};
 
+use super::inbound::{CloseReason, close_payload};
 use super::throttle::SubscriptionSet;
 use crate::bus::{SessionSignal, TopicId};
 use crate::server::AppState;
@@ -51,6 +52,7 @@ pub const CHUNK_BYTES: usize = 16 * 1024;
 pub const OUTBOX_LIMIT_BYTES: usize = 32 * 1024;
 
 const OPCODE_TEXT: u8 = 0x1;
+const OPCODE_CLOSE: u8 = 0x8;
 const OPCODE_PING: u8 = 0x9;
 const OPCODE_PONG: u8 = 0xA;
 const FIN: u8 = 0x80;
@@ -134,8 +136,9 @@ pub struct Output {
     outbox_bytes: usize,
     /// A pong owed to the client; only the latest ping is answered (RFC 6455 5.5.3 allows it).
     pending_pong: Option<Bytes>,
-    /// Set when the session closes: the body then only passes the close frame through.
+    /// Set when the session closes: the body then sends only the close frame, and ends.
     closing: bool,
+    close_frame: Option<Bytes>,
     /// When actix-http last asked the body for data.
     last_poll: Instant,
     max_frame_bytes: usize,
@@ -151,6 +154,7 @@ impl Output {
             outbox_bytes: 0,
             pending_pong: None,
             closing: false,
+            close_frame: None,
             last_poll: now,
             max_frame_bytes: state.limits.max_frame_bytes,
             state,
@@ -182,9 +186,17 @@ impl Output {
         self.last_poll
     }
 
-    /// Stops producing frames: from now on the body only carries the close frame.
-    pub fn begin_close(&mut self) {
+    /// Stops producing frames: from now on the body carries only the close frame (none when
+    /// the client is already gone), then ends.
+    pub fn begin_close(&mut self, reason: Option<&CloseReason>) {
         self.closing = true;
+        if let Some(reason) = reason {
+            let mut frame = BytesMut::new();
+            let payload = close_payload(reason);
+            put_frame(&mut frame, OPCODE_CLOSE, &payload);
+            self.state.metrics.other_frame(frame_wire_bytes(payload.len()));
+            self.close_frame = Some(frame.freeze());
+        }
         self.outbox.clear();
         self.outbox_bytes = 0;
         self.subs.clear();
@@ -275,26 +287,22 @@ impl Output {
 }
 
 /// The upgrade response's body: pulls frames from the session's [`Output`] when actix-http has
-/// room for them, and after the close passes actix-ws's own body (which carries the close
-/// frame) through.
+/// room for them; after the close, it sends the close frame and ends.
 pub struct OutboundBody {
     output: Rc<RefCell<Output>>,
     signal: Arc<SessionSignal>,
-    /// actix-ws's body: kept alive because dropping it tells the session's message stream that
-    /// the connection is gone; it carries the close frame.
-    inner: BoxBody,
     timer: Pin<Box<Sleep>>,
     timer_at: Option<Instant>,
 }
 
 impl OutboundBody {
-    pub fn new(output: Rc<RefCell<Output>>, signal: Arc<SessionSignal>, inner: BoxBody) -> OutboundBody {
-        OutboundBody { output, signal, inner, timer: Box::pin(tokio::time::sleep_until(Instant::now())), timer_at: None }
+    pub fn new(output: Rc<RefCell<Output>>, signal: Arc<SessionSignal>) -> OutboundBody {
+        OutboundBody { output, signal, timer: Box::pin(tokio::time::sleep_until(Instant::now())), timer_at: None }
     }
 }
 
 impl MessageBody for OutboundBody {
-    type Error = <BoxBody as MessageBody>::Error;
+    type Error = std::convert::Infallible;
 
     fn size(&self) -> BodySize {
         BodySize::Stream
@@ -304,8 +312,7 @@ impl MessageBody for OutboundBody {
         let this = self.get_mut();
         let mut output = this.output.borrow_mut();
         if output.closing {
-            drop(output);
-            return Pin::new(&mut this.inner).poll_next(cx);
+            return Poll::Ready(output.close_frame.take().map(Ok));
         }
         this.signal.register(cx.waker());
         let mut now = Instant::now();

@@ -16,7 +16,7 @@ use std::rc::Rc;
 use std::sync::Arc;
 use std::time::Duration;
 
-use actix_ws::{AggregatedMessage, AggregatedMessageStream, CloseCode, CloseReason, ProtocolError};
+use super::inbound::{CloseCode, CloseReason, Inbound, InboundStream, ProtocolError};
 use tokio::sync::broadcast;
 use tokio::time::{Instant, sleep_until};
 
@@ -71,6 +71,8 @@ pub enum End {
     SlowConsumer,
     IdleTimeout,
     ProtocolError(String),
+    /// A text message that is not UTF-8 (RFC 6455 8.1).
+    InvalidText,
     MessageTooBig,
     Shutdown,
 }
@@ -84,6 +86,7 @@ impl End {
             End::SlowConsumer => reason(CloseCode::Policy, "slow consumer"),
             End::IdleTimeout => reason(CloseCode::Away, "idle timeout"),
             End::ProtocolError(_) => reason(CloseCode::Protocol, "protocol error"),
+            End::InvalidText => reason(CloseCode::Invalid, "text message is not UTF-8"),
             End::MessageTooBig => reason(CloseCode::Size, "message too big"),
             End::Shutdown => reason(CloseCode::Away, "going away"),
         }
@@ -95,7 +98,7 @@ impl End {
             End::ClientClose(_) | End::ClientGone => DisconnectReason::ClientClose,
             End::SlowConsumer => DisconnectReason::SlowConsumer,
             End::IdleTimeout => DisconnectReason::IdleTimeout,
-            End::ProtocolError(_) => DisconnectReason::ProtocolError,
+            End::ProtocolError(_) | End::InvalidText => DisconnectReason::ProtocolError,
             End::MessageTooBig => DisconnectReason::Limit,
             End::Shutdown => DisconnectReason::Shutdown,
         }
@@ -135,7 +138,6 @@ pub struct Session {
     /// Held for the session's life: dropping it releases the connection's place in the limit.
     _slot: ConnectionSlot,
     limits: Arc<SessionLimits>,
-    ws: actix_ws::Session,
     output: Rc<RefCell<Output>>,
     signal: Arc<SessionSignal>,
     probe: Option<SocketProbe>,
@@ -147,7 +149,7 @@ pub struct Session {
 }
 
 impl Session {
-    pub fn new(state: Arc<AppState>, slot: ConnectionSlot, ws: actix_ws::Session, probe: Option<SocketProbe>, output: Rc<RefCell<Output>>) -> Session {
+    pub fn new(state: Arc<AppState>, slot: ConnectionSlot, probe: Option<SocketProbe>, output: Rc<RefCell<Output>>) -> Session {
         let now = Instant::now();
         let limits = state.limits.clone();
         let signal = output.borrow().subs.signal().clone();
@@ -157,7 +159,6 @@ impl Session {
             next_ping: now + limits.ping_interval,
             next_stall_check: now + stall_check_interval(&limits),
             limits,
-            ws,
             output,
             signal,
             probe,
@@ -175,7 +176,7 @@ impl Session {
 
     /// Runs the session to its end, closes the connection and records why it ended. This is the
     /// spawned future itself (no wrapper): every byte of its state is held per connection.
-    pub async fn run(mut self, mut stream: AggregatedMessageStream) {
+    pub async fn run(mut self, mut stream: InboundStream) {
         let mut shutdown = self.state.shutdown.clone();
         let mut feed_events = self.state.feed_events.subscribe();
         let mut topics = self.state.bus.watch_topics();
@@ -194,7 +195,7 @@ impl Session {
 
     async fn event_loop(
         &mut self,
-        stream: &mut AggregatedMessageStream,
+        stream: &mut InboundStream,
         shutdown: &mut tokio::sync::watch::Receiver<bool>,
         feed_events: &mut broadcast::Receiver<FeedEvent>,
         topics: &mut tokio::sync::watch::Receiver<usize>,
@@ -212,6 +213,7 @@ impl Session {
                         None => return End::ClientGone,
                         Some(Ok(message)) => if let Some(end) = self.on_message(message, now) { return end },
                         Some(Err(ProtocolError::Overflow)) => return End::MessageTooBig,
+                        Some(Err(ProtocolError::Io(e))) if e.kind() == std::io::ErrorKind::InvalidData => return End::InvalidText,
                         Some(Err(e)) => return End::ProtocolError(e.to_string()),
                     }
                 }
@@ -284,9 +286,9 @@ impl Session {
     }
 
     /// Handles one client frame; returns how the session ends, if it does.
-    fn on_message(&mut self, message: AggregatedMessage, now: Instant) -> Option<End> {
+    fn on_message(&mut self, message: Inbound, now: Instant) -> Option<End> {
         match message {
-            AggregatedMessage::Text(text) => {
+            Inbound::Text(text) => {
                 let parsed = parse_client_message(&text);
                 self.state.metrics.client_message(parsed.as_ref().map_or("invalid", ClientOp::name));
                 if !self.bucket.take(now) {
@@ -300,18 +302,18 @@ impl Session {
                     Err(failure) => self.error(failure.id, failure.code, failure.message),
                 }
             }
-            AggregatedMessage::Binary(_) => {
+            Inbound::Binary(_) => {
                 self.state.metrics.client_message("invalid");
                 if self.bucket.take(now) {
                     self.error(None, ErrorCode::BadRequest, "binary frames are not supported: send JSON text frames".into());
                 }
             }
-            AggregatedMessage::Ping(payload) => {
+            Inbound::Ping(payload) => {
                 self.output.borrow_mut().set_pong(payload);
                 self.signal.wake();
             }
-            AggregatedMessage::Pong(_) => {}
-            AggregatedMessage::Close(reason) => return Some(End::ClientClose(reason)),
+            Inbound::Pong(_) => {}
+            Inbound::Close(reason) => return Some(End::ClientClose(reason)),
         }
         None
     }
@@ -413,20 +415,18 @@ impl Session {
 
     /// Sends the close frame without waiting on a full socket, and drops the connection if it
     /// has not flushed within [`CLOSE_FLUSH_TIMEOUT`].
-    async fn close(self, mut stream: AggregatedMessageStream, end: &End) {
-        self.output.borrow_mut().begin_close();
+    async fn close(self, mut stream: InboundStream, end: &End) {
+        let reason = end.close_reason();
+        self.output.borrow_mut().begin_close(reason.as_ref());
         self.signal.wake();
-        if let End::ClientGone = end {
+        if reason.is_none() {
             return;
         }
         let probe = self.probe;
-        let reason = end.close_reason();
         let flushed = tokio::time::timeout(CLOSE_FLUSH_TIMEOUT, async move {
-            if self.ws.close(reason).await.is_err() {
-                return;
-            }
-            // The close is queued; the connection ends when actix has written it and the peer
-            // has answered (or gone). Reading also drains the peer's close reply.
+            // The close frame is queued and the body ends after it; the connection ends when
+            // actix has written it and the peer has answered (or gone). Reading drains the
+            // peer's close reply.
             while let Some(Ok(_)) = stream.recv().await {}
         })
         .await;
