@@ -179,3 +179,20 @@ pub fn close_payload(reason: &CloseReason) -> Vec<u8> {
     }
     payload
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn close_payload_is_code_then_reason_cut_to_123_bytes_at_a_character() {
+        let short = CloseReason { code: CloseCode::Away, description: Some("idle timeout".into()) };
+        assert_eq!(close_payload(&short), [&[0x03, 0xE9][..], b"idle timeout"].concat());
+        assert_eq!(close_payload(&CloseReason { code: CloseCode::Normal, description: None }), [0x03, 0xE8]);
+        // 61 two-byte characters = 122 bytes, then one that would end at byte 124.
+        let long = CloseReason { code: CloseCode::Policy, description: Some("é".repeat(62)) };
+        let payload = close_payload(&long);
+        assert_eq!(payload.len(), 2 + 122);
+        assert!(std::str::from_utf8(&payload[2..]).is_ok());
+    }
+}
