@@ -5,7 +5,7 @@ mod common;
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
-use common::{Client, http_json, quote_symbols, start};
+use common::{Client, assert_others_unaffected, http_json, quote_symbols, start};
 use serde_json::{Value, json};
 use tokio_tungstenite::tungstenite::Message;
 
@@ -384,9 +384,7 @@ async fn fragments_out_of_order_or_not_utf8_close_the_connection_with_the_rfc_co
         assert_eq!(got, code, "{what}: closed with {got} ({reason})");
     }
     // Other clients never notice.
-    let (mut other, _) = Client::connect_welcomed(&server).await;
-    other.send(json!({"op":"ping","id":1})).await;
-    assert_eq!(other.recv_type("pong").await["id"], 1);
+    assert_others_unaffected(&server).await;
     server.shutdown().await;
 }
 

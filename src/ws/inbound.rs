@@ -139,16 +139,11 @@ impl InboundStream {
             Frame::Binary(b) => whole(false, b).map(Some),
             Frame::Continuation(item) => match item {
                 Item::FirstText(_) | Item::FirstBinary(_) if self.partial.is_some() => Err(ProtocolError::ContinuationStarted),
-                Item::FirstText(b) => self.append(true, b).map(|()| None),
-                Item::FirstBinary(b) => self.append(false, b).map(|()| None),
-                Item::Continue(_) | Item::Last(_) if self.partial.is_none() => Err(ProtocolError::ContinuationNotStarted),
-                Item::Continue(b) => {
-                    let text = self.partial.as_ref().is_some_and(|p| p.text);
-                    self.append(text, b).map(|()| None)
-                }
+                Item::FirstText(b) => self.start(true, b).map(|()| None),
+                Item::FirstBinary(b) => self.start(false, b).map(|()| None),
+                Item::Continue(b) => self.append(b).map(|()| None),
                 Item::Last(b) => {
-                    let text = self.partial.as_ref().is_some_and(|p| p.text);
-                    self.append(text, b)?;
+                    self.append(b)?;
                     let partial = self.partial.take().expect("a fragmented message is open");
                     whole(partial.text, partial.data.freeze()).map(Some)
                 }
@@ -156,8 +151,14 @@ impl InboundStream {
         }
     }
 
-    fn append(&mut self, text: bool, bytes: Bytes) -> Result<(), ProtocolError> {
-        let partial = self.partial.get_or_insert_with(|| Partial { text, data: BytesMut::new() });
+    fn start(&mut self, text: bool, bytes: Bytes) -> Result<(), ProtocolError> {
+        self.partial = Some(Partial { text, data: BytesMut::new() });
+        self.append(bytes)
+    }
+
+    /// Adds a fragment to the open message (the caller checked that one is open).
+    fn append(&mut self, bytes: Bytes) -> Result<(), ProtocolError> {
+        let Some(partial) = self.partial.as_mut() else { return Err(ProtocolError::ContinuationNotStarted) };
         if partial.data.len() + bytes.len() > self.max_message_bytes {
             return Err(ProtocolError::Overflow);
         }

@@ -125,6 +125,13 @@ impl Client {
     }
 }
 
+/// A new client connects and gets an answer: what a misbehaving peer did went unnoticed.
+pub async fn assert_others_unaffected(server: &RunningServer) {
+    let (mut other, _) = Client::connect_welcomed(server).await;
+    other.send(serde_json::json!({"op":"ping","id":1})).await;
+    assert_eq!(other.recv_type("pong").await["id"], 1);
+}
+
 /// A plain HTTP/1.1 request; returns the status and the body.
 pub async fn http(server: &RunningServer, method: &str, path: &str, body: Option<&str>) -> (u16, String) {
     let mut stream = TcpStream::connect(server.addr).await.expect("connect");

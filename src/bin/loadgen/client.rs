@@ -431,13 +431,7 @@ async fn probe_steps(
     let t1 = Instant::now();
     ws.send_op("subscribe", subscribe_text(spec, 1)).await?;
     loop {
-        let (frame, start, end) = match ws.next().await {
-            Some(Ok(Incoming::Text { frame, start, end })) => (frame, start, end),
-            Some(Ok(Incoming::Closed(f))) => bail!("server closed the probe: {f}"),
-            Some(Ok(_)) => continue,
-            Some(Err(e)) => return Err(e),
-            None => bail!("probe connection ended"),
-        };
+        let (frame, start, end) = ws.next_text("probe connection").await?;
         let text = &frame[start..end];
         match frame::probe_classify(text) {
             ProbeEvent::Subscribed => sample.ack = Some(t1.elapsed()),
@@ -494,13 +488,7 @@ async fn churn_steps(target: &Target, spec: &SubSpec, conn: &mut Option<Conn>) -
     ws.send_op("subscribe", subscribe_text(spec, 1)).await?;
     let mut acked = false;
     loop {
-        let (frame, start, end) = match ws.next().await {
-            Some(Ok(Incoming::Text { frame, start, end })) => (frame, start, end),
-            Some(Ok(Incoming::Closed(f))) => bail!("server closed the connection: {f}"),
-            Some(Ok(_)) => continue,
-            Some(Err(e)) => return Err(e),
-            None => bail!("connection ended"),
-        };
+        let (frame, start, end) = ws.next_text("connection").await?;
         let text = &frame[start..end];
         match frame::probe_classify(text) {
             ProbeEvent::Subscribed if !spec.snapshot => return Ok(()),

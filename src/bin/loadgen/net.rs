@@ -221,6 +221,20 @@ impl Conn {
         Ok(())
     }
 
+    /// The next text message as (frame, start, end), skipping everything else; a close or the
+    /// end of the connection is an error naming `what` the connection was for.
+    pub async fn next_text(&mut self, what: &str) -> Result<(Utf8Bytes, usize, usize)> {
+        loop {
+            match self.next().await {
+                Some(Ok(Incoming::Text { frame, start, end })) => return Ok((frame, start, end)),
+                Some(Ok(Incoming::Closed(f))) => bail!("server closed the {what}: {f}"),
+                Some(Ok(_)) => continue,
+                Some(Err(e)) => return Err(e),
+                None => bail!("{what} ended"),
+            }
+        }
+    }
+
     /// The next message; Engine.IO pings are answered here.
     pub async fn next(&mut self) -> Option<Result<Incoming>> {
         loop {

@@ -881,18 +881,7 @@ async fn probe_loop(
             Some(Ok(s)) = running.join_next(), if !running.is_empty() => samples.push(s),
         }
     };
-    while let Ok(Some(r)) = timeout_at(deadline, running.join_next()).await {
-        if let Ok(s) = r {
-            samples.push(s);
-        }
-    }
-    for _ in 0..running.len() {
-        samples.push(ProbeSample {
-            error: Some("still running at the end of the run".into()),
-            ..Default::default()
-        });
-    }
-    running.abort_all();
+    finish_samples(&mut running, &mut samples, deadline, |error| ProbeSample { error: Some(error), ..Default::default() }).await;
     samples
 }
 
@@ -1017,18 +1006,7 @@ async fn churn_loop(
             }
         }
     };
-    while let Ok(Some(r)) = timeout_at(deadline, running.join_next()).await {
-        if let Ok(s) = r {
-            samples.push(s);
-        }
-    }
-    for _ in 0..running.len() {
-        samples.push(ChurnSample {
-            error: Some("still running at the end of the measured period".into()),
-            ..Default::default()
-        });
-    }
-    running.abort_all();
+    finish_samples(&mut running, &mut samples, deadline, |error| ChurnSample { error: Some(error), ..Default::default() }).await;
     (started, samples)
 }
 
@@ -1072,4 +1050,18 @@ pub fn churn_stats(
         setup_p99_ms: percentile(&setup, 0.99),
         setup_max_ms: setup.last().copied(),
     }
+}
+
+/// Collects the samples of connections that finish by `deadline`; each one still running then
+/// is recorded as a failure (made by `unfinished`) and aborted, so none is silently lost.
+async fn finish_samples<T: 'static>(running: &mut JoinSet<T>, samples: &mut Vec<T>, deadline: Instant, unfinished: impl Fn(String) -> T) {
+    while let Ok(Some(r)) = timeout_at(deadline, running.join_next()).await {
+        if let Ok(s) = r {
+            samples.push(s);
+        }
+    }
+    for _ in 0..running.len() {
+        samples.push(unfinished("still running at the end of the measured period".into()));
+    }
+    running.abort_all();
 }
