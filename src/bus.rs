@@ -11,6 +11,9 @@
 //!   the session which topic changed. A session re-arms a symbol only when it is ready for that
 //!   symbol again (its throttle interval elapsed), so the wake-up work is proportional to what is
 //!   delivered, not to what is published, and a session holds at most one registration per topic.
+//!   A session that just delivered unthrottled symbols can instead ask for one wake-up after the
+//!   next dispatch round, whatever topic it is for ([`Bus::wake_after_next_dispatch`]): one
+//!   registration per session instead of one per symbol, at most one per session at a time.
 //! - **Topics are never removed** and are only created by feeds (never by client input), so the
 //!   topic table is bounded by the feeds' configured symbols.
 //!
@@ -70,6 +73,9 @@ pub struct SessionSignal {
     /// Set by [`SessionSignal::wake`], cleared by the consumer when it has looked at everything:
     /// "there may be output the consumer has not produced yet".
     woken: AtomicBool,
+    /// Whether the session is on the bus's list of [`Bus::wake_after_next_dispatch`], so that
+    /// it is there at most once.
+    listed: AtomicBool,
 }
 
 impl SessionSignal {
@@ -173,6 +179,12 @@ impl Topic {
         self.latest.load()
     }
 
+    /// Registrations waiting for this topic's next publish (including those of sessions that
+    /// ended since, until they are swept).
+    pub fn registrations(&self) -> usize {
+        self.waiters.lock().expect("waiters lock").armed.len()
+    }
+
     /// Asks to be woken once at the next publish of this topic. The caller must check
     /// [`Topic::seq`] *after* arming, so that a publish racing with the call is not missed.
     pub fn arm(&self, signal: &Arc<SessionSignal>) {
@@ -208,6 +220,9 @@ pub struct Bus {
     by_symbol: RwLock<HashMap<Arc<str>, TopicId>>,
     dispatch_queue: Mutex<Vec<TopicId>>,
     dispatch_wake: Notify,
+    /// Sessions to wake after the next dispatch round, whatever topic it was for; each at most
+    /// once (its `listed` flag), so bounded by the number of sessions.
+    after_dispatch: Mutex<Vec<Weak<SessionSignal>>>,
     /// Number of topics; changes tell wildcard subscribers to pick up new symbols.
     topic_count: watch::Sender<usize>,
 }
@@ -225,6 +240,7 @@ impl Bus {
             by_symbol: RwLock::new(HashMap::new()),
             dispatch_queue: Mutex::new(Vec::new()),
             dispatch_wake: Notify::new(),
+            after_dispatch: Mutex::new(Vec::new()),
             topic_count: watch::channel(0).0,
         }
     }
@@ -266,11 +282,28 @@ impl Bus {
         }
     }
 
+    /// Wakes `signal` once after the next dispatch round — the next publish of *any* topic —
+    /// without telling it which topic changed. Like [`Topic::arm`], the caller must check the
+    /// seqs it cares about *after* this call.
+    ///
+    /// Why: a session that has just delivered many unthrottled symbols would otherwise arm each
+    /// of them, and every one of those registrations costs a lock, a dispatch and a wake-up.
+    /// One registration here costs one of each, and under load — when the worker's run queue
+    /// is long — the session runs again only after most of its symbols changed anyway. A
+    /// session woken this way and finding none of its symbols changed arms them as usual (see
+    /// `ws::throttle`), so a quiet symbol costs at most one spurious wake-up.
+    pub fn wake_after_next_dispatch(&self, signal: &Arc<SessionSignal>) {
+        if !signal.listed.swap(true, Ordering::AcqRel) {
+            self.after_dispatch.lock().expect("after-dispatch lock").push(Arc::downgrade(signal));
+        }
+    }
+
     /// The dispatcher: fires the armed registrations of every topic that changed. Runs for the
     /// life of the server; spawn it once.
     pub async fn run_dispatcher(self: Arc<Self>) {
         let mut batch: Vec<TopicId> = Vec::new();
         let mut fired: Vec<Weak<SessionSignal>> = Vec::new();
+        let mut after: Vec<Weak<SessionSignal>> = Vec::new();
         loop {
             self.dispatch_wake.notified().await;
             std::mem::swap(&mut batch, &mut *self.dispatch_queue.lock().expect("dispatch lock"));
@@ -286,6 +319,16 @@ impl Bus {
                     if let Some(signal) = waiter.upgrade() {
                         signal.fire(id);
                     }
+                }
+            }
+            drop(topics);
+            // Taken after the batch's `queued` flags were cleared: a publish this round did
+            // not queue again happened before this, so a session listed after it sees its seq.
+            std::mem::swap(&mut after, &mut *self.after_dispatch.lock().expect("after-dispatch lock"));
+            for waiter in after.drain(..) {
+                if let Some(signal) = waiter.upgrade() {
+                    signal.listed.store(false, Ordering::Release);
+                    signal.wake();
                 }
             }
         }
@@ -390,6 +433,43 @@ mod tests {
         dirty.clear();
         signal.take_dirty(&mut dirty);
         assert!(dirty.is_empty());
+    }
+
+    #[tokio::test]
+    async fn listed_sessions_are_woken_by_any_publish_once() {
+        let bus = Arc::new(Bus::new());
+        tokio::spawn(bus.clone().run_dispatcher());
+        let a = bus.register("AAPL", info("sim")).unwrap();
+        let b = bus.register("MSFT", info("sim")).unwrap();
+        let signal = Arc::new(SessionSignal::default());
+        let waker = futures_util::task::noop_waker();
+        signal.register(&waker);
+        // Listed twice: one entry.
+        bus.wake_after_next_dispatch(&signal);
+        bus.wake_after_next_dispatch(&signal);
+        assert_eq!(bus.after_dispatch.lock().unwrap().len(), 1);
+        assert!(!signal.is_woken());
+        // A topic the session never armed: still woken, and told no topic.
+        bus.publish(&b, &draft(1.0));
+        std::future::poll_fn(|cx| {
+            signal.waker.register(cx.waker());
+            if signal.is_woken() { Poll::Ready(()) } else { Poll::Pending }
+        })
+        .await;
+        let mut dirty = Vec::new();
+        signal.take_dirty(&mut dirty);
+        assert!(dirty.is_empty());
+        assert!(bus.after_dispatch.lock().unwrap().is_empty());
+        // Woken once: the next round does not wake it again.
+        signal.register(&waker);
+        bus.publish(&a, &draft(1.0));
+        bus.publish(&b, &draft(2.0));
+        let again = tokio::time::timeout(std::time::Duration::from_millis(50), std::future::poll_fn(|cx| {
+            signal.waker.register(cx.waker());
+            if signal.is_woken() { Poll::Ready(()) } else { Poll::Pending }
+        }))
+        .await;
+        assert!(again.is_err(), "a listed session is woken by one dispatch round only");
     }
 
     #[test]

@@ -138,6 +138,54 @@ async fn throttle_zero_sends_every_change_in_order_batched() {
 }
 
 #[actix_web::test]
+async fn throttle_zero_symbols_that_go_quiet_still_deliver_their_next_change() {
+    // Delivered throttle-0 symbols are not armed on the bus at once: the session asks to be
+    // woken by the next publish of any topic, looks again, and only then arms what has not
+    // changed. Here AAPL and MSFT go quiet while only IBM (not subscribed) ticks, so AAPL's
+    // next quote arrives only if that wake-up and the arming both happen.
+    use std::io::Write;
+    let mut file = tempfile::Builder::new().suffix(".csv").tempfile().unwrap();
+    writeln!(file, "timestamp,symbol,price,size").unwrap();
+    writeln!(file, "2024-01-02T14:30:00Z,AAPL,10.00,100").unwrap();
+    writeln!(file, "2024-01-02T14:30:00Z,MSFT,20.00,100").unwrap();
+    for i in 0..20 {
+        writeln!(file, "2024-01-02T14:30:{:02}Z,IBM,{}.00,100", i + 1, 30 + i).unwrap();
+    }
+    writeln!(file, "2024-01-02T14:30:30Z,AAPL,11.00,100").unwrap();
+    // The feed's end is announced to every session, which would also make it look again:
+    // keep the feed running well past AAPL's second quote.
+    for i in 0..50 {
+        writeln!(file, "2024-01-02T14:31:{:02}Z,IBM,{}.00,100", i, 50 + i).unwrap();
+    }
+    let path = file.path().to_str().unwrap().to_string();
+    let server = start(&["--replay", &path, "--interval-ms", "20"]).await;
+    let (status, _) = http_json(&server, "POST", "/api/feeds/replay/control", Some(r#"{"action":"pause"}"#)).await;
+    assert_eq!(status, 200);
+    let (mut client, _) = Client::connect_welcomed(&server).await;
+    client.send(json!({"op":"subscribe","symbols":["AAPL","MSFT"],"throttle_ms":0})).await;
+    client.recv_type("subscribed").await;
+    let (status, _) = http_json(&server, "POST", "/api/feeds/replay/control", Some(r#"{"action":"resume"}"#)).await;
+    assert_eq!(status, 200);
+    let mut aapl = Vec::new();
+    while aapl.last() != Some(&2) {
+        let frame = client.recv().await;
+        assert_ne!(frame["state"], "finished", "AAPL's second quote must come while the feed runs, got {aapl:?} by the end");
+        if frame["type"] != "quotes" {
+            continue;
+        }
+        for quote in frame["quotes"].as_array().unwrap() {
+            assert_ne!(quote["symbol"], "IBM", "IBM was not subscribed");
+            if quote["symbol"] == "AAPL" {
+                aapl.push(quote["seq"].as_u64().unwrap());
+            }
+        }
+    }
+    // AAPL's first quote came live or as the snapshot (the feed may have run before the pause).
+    assert!(aapl == vec![1, 2] || aapl == vec![2], "AAPL seqs {aapl:?}");
+    server.shutdown().await;
+}
+
+#[actix_web::test]
 async fn latest_value_always_arrives_when_the_feed_goes_quiet() {
     let server = start(&["--sim-rate", "5000"]).await;
     let (mut client, _) = Client::connect_welcomed(&server).await;

@@ -151,6 +151,9 @@ pub struct Output {
     max_frame_bytes: usize,
     state: Arc<AppState>,
     fired: Vec<TopicId>,
+    /// The body asked the bus for a wake-up after its next dispatch round, to look again at
+    /// the throttle-0 symbols it delivered before arming them (see `SubscriptionSet::recheck`).
+    awaiting_round: bool,
 }
 
 impl Output {
@@ -166,6 +169,7 @@ impl Output {
             max_frame_bytes: state.limits.max_frame_bytes,
             state,
             fired: Vec::new(),
+            awaiting_round: false,
         }
     }
 
@@ -217,12 +221,30 @@ impl Output {
             self.fired.clear();
         }
         self.subs.on_timers(now);
+        if self.subs.recheck(now, false) > 0 {
+            self.awaiting_round = false;
+        }
         SCRATCH.with_borrow_mut(|scratch| {
             // Chunks are cut from one buffer per worker thread: actix-http copies a chunk into
             // its write buffer and drops it at once, so the buffer's memory is reclaimed and
             // reused while still in cache, instead of a fresh 16 KiB allocation per chunk.
             scratch.reserve(SCRATCH_RESERVE);
             self.produce_into(scratch, now);
+            if scratch.is_empty() && self.subs.has_recheck() {
+                // About to return nothing, with throttle-0 symbols delivered and unchanged since.
+                if self.awaiting_round {
+                    // A dispatch round went by (or something else polled) and none of them
+                    // changed: arm them, as any quiet symbol.
+                    self.awaiting_round = false;
+                    self.subs.recheck(now, true);
+                } else {
+                    // One wake-up after the next publish of any topic, then look again.
+                    self.awaiting_round = true;
+                    self.state.bus.wake_after_next_dispatch(self.subs.signal());
+                    self.subs.recheck(now, false);
+                }
+                self.produce_into(scratch, now);
+            }
             (!scratch.is_empty()).then(|| scratch.split().freeze())
         })
     }

@@ -14,8 +14,8 @@
 //! - seq only increases: a delivery is made only when the topic's seq is above the last one sent.
 //!
 //! Architecture invariant: **a session never holds more than one pending entry per symbol** —
-//! one slot in the due list, one timer, one bus registration — so its memory is bounded by its
-//! subscription count whatever the feed rate.
+//! one slot in the due list, one timer, one bus registration, one slot in the recheck list —
+//! so its memory is bounded by its subscription count whatever the feed rate.
 
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
@@ -48,6 +48,7 @@ const ARMED: u8 = 4; // a bus registration is outstanding
 const DUE: u8 = 8; // in the due list
 const TIMER: u8 = 16; // a timer is pending at next_allowed_us
 const AWAITING_SNAPSHOT: u8 = 32; // in the snapshot queue
+const RECHECK: u8 = 64; // delivered at throttle 0, in the recheck list
 
 impl Subscription {
     fn has(&self, flag: u8) -> bool {
@@ -66,6 +67,9 @@ pub struct SubscriptionSet {
     timers: BinaryHeap<Reverse<(u64, TopicId)>>,
     due: Vec<TopicId>,
     snapshot_queue: Vec<TopicId>,
+    /// Throttle-0 symbols delivered and not armed on the bus yet: see
+    /// [`SubscriptionSet::recheck`].
+    recheck: Vec<TopicId>,
     /// Topics unsubscribed while a bus registration was still outstanding; kept so that
     /// re-subscribing does not register twice (bounded by the number of topics).
     orphan_registrations: Vec<TopicId>,
@@ -94,6 +98,7 @@ impl SubscriptionSet {
             timers: BinaryHeap::new(),
             due: Vec::new(),
             snapshot_queue: Vec::new(),
+            recheck: Vec::new(),
             orphan_registrations: Vec::new(),
             wildcard_throttle_ms: None,
             explicit_count: 0,
@@ -264,6 +269,7 @@ impl SubscriptionSet {
         }
         self.due.retain(|&t| t != id);
         self.snapshot_queue.retain(|&t| t != id);
+        self.recheck.retain(|&t| t != id);
     }
 
     /// Drops every subscription (the session is ending).
@@ -275,6 +281,7 @@ impl SubscriptionSet {
         self.wildcard_throttle_ms = None;
         self.due.clear();
         self.snapshot_queue.clear();
+        self.recheck.clear();
         self.timers.clear();
     }
 
@@ -368,9 +375,57 @@ impl SubscriptionSet {
                 sub.flags |= TIMER;
                 self.timers.push(Reverse((sub.next_allowed_us, sub.id)));
             }
-        } else {
-            self.evaluate(i, now_us);
+        } else if !sub.has(RECHECK) {
+            sub.flags |= RECHECK;
+            self.recheck.push(sub.id);
         }
+    }
+
+    /// Looks again at the throttle-0 symbols delivered and not armed since: those that changed
+    /// become due, and returns how many did. With `arm`, the others are armed on the bus;
+    /// without it they stay listed, unarmed.
+    ///
+    /// Why not arm at delivery: a symbol just delivered has, by definition, not changed yet,
+    /// and arming it costs a registration, a dispatch and a wake-up per delivered quote. The
+    /// body instead asks the bus for one wake-up after its next dispatch round
+    /// ([`crate::bus::Bus::wake_after_next_dispatch`]), looks again then, and arms only what
+    /// still has not changed. With throttle 0 under load, every delivered symbol has changed by
+    /// then and nothing is armed at all.
+    pub fn recheck(&mut self, now: Instant, arm: bool) -> usize {
+        if self.recheck.is_empty() {
+            return 0;
+        }
+        let now_us = self.micros(now);
+        let due_before = self.due.len();
+        let mut list = std::mem::take(&mut self.recheck);
+        let look = |set: &mut SubscriptionSet, i: usize| {
+            let sub = &set.subs[i];
+            if !arm && sub.topic.seq() <= sub.last_sent_seq {
+                return true;
+            }
+            set.subs[i].flags &= !RECHECK;
+            set.evaluate(i, now_us);
+            false
+        };
+        if list.len() * 4 >= self.subs.len() {
+            // Most of the session's symbols: one pass over the subscriptions in memory order
+            // costs less than a binary search (a chain of cache misses) per entry.
+            list.clear();
+            for i in 0..self.subs.len() {
+                if self.subs[i].has(RECHECK) && look(self, i) {
+                    list.push(self.subs[i].id);
+                }
+            }
+        } else {
+            list.retain(|&id| self.find(id).is_some_and(|i| look(self, i)));
+        }
+        // `evaluate` never adds to the list, so it is still empty.
+        self.recheck = list;
+        self.due.len() - due_before
+    }
+
+    pub fn has_recheck(&self) -> bool {
+        !self.recheck.is_empty()
     }
 
     /// Takes due quotes, newest value of each symbol, while `take` accepts them (it returns
@@ -409,7 +464,7 @@ impl SubscriptionSet {
             let latest = self.subs[i].topic.latest_ref();
             match &*latest {
                 Some(quote) if quote.quote.seq > self.subs[i].last_sent_seq => {
-                    if !take(&quote) {
+                    if !take(quote) {
                         break;
                     }
                     consumed += 1;
@@ -482,16 +537,25 @@ mod tests {
             self.bus.publish(&self.topics[topic], &draft(last))
         }
 
-        /// Waits for the bus to wake the session and applies what fired.
+        /// Waits for the bus to wake the session and applies what fired. Like the body going
+        /// idle, it first arms what it delivered at throttle 0 (and returns at once if some of
+        /// that changed meanwhile).
         async fn wait_fired(&mut self) {
+            self.set.recheck(Instant::now(), true);
+            if self.set.has_due() {
+                return;
+            }
             let mut fired = Vec::new();
             self.set.signal().fired().await;
             self.set.signal().take_dirty(&mut fired);
             self.set.on_fired(&fired, Instant::now());
         }
 
+        /// What a poll of the body sends: what is due, and the throttle-0 symbols delivered
+        /// earlier that changed since.
         fn deliver(&mut self) -> Vec<(String, u64)> {
             let mut out = Vec::new();
+            self.set.recheck(Instant::now(), false);
             self.set.take_due(Instant::now(), |q| {
                 out.push((q.quote.symbol.to_string(), q.quote.seq));
                 true
@@ -589,6 +653,35 @@ mod tests {
         }
         h.wait_fired().await;
         assert_eq!(h.deliver(), vec![("AAPL".into(), 101)]);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn throttle_zero_is_armed_only_when_found_unchanged() {
+        let mut h = Harness::new(&["A", "B"]);
+        let topics = h.topics.clone();
+        h.set.subscribe(&topics, 0, false, false, Instant::now());
+        assert_eq!(h.topics[0].registrations(), 1, "idle symbol armed at subscribe");
+        h.publish(0, 1.0);
+        h.publish(1, 1.0);
+        h.wait_fired().await;
+        assert_eq!(h.deliver().len(), 2);
+        assert_eq!(h.topics[0].registrations(), 0, "not armed at delivery");
+        // Changed by the next look: due again, still no bus registration.
+        h.publish(0, 2.0);
+        assert_eq!(h.set.recheck(Instant::now(), false), 1);
+        assert_eq!(h.deliver(), vec![("A".into(), 2)]);
+        assert_eq!((h.topics[0].registrations(), h.topics[1].registrations()), (0, 0));
+        // Unchanged at a look that arms: armed, and the next change wakes the session.
+        assert_eq!(h.set.recheck(Instant::now(), true), 0);
+        assert!(!h.set.has_recheck());
+        assert_eq!((h.topics[0].registrations(), h.topics[1].registrations()), (1, 1));
+        h.publish(1, 2.0);
+        h.wait_fired().await;
+        assert_eq!(h.deliver(), vec![("B".into(), 2)]);
+        // Unsubscribing drops a pending recheck with the subscription.
+        assert!(h.set.has_recheck());
+        h.set.unsubscribe(&[topics[1].id], false);
+        assert!(!h.set.has_recheck());
     }
 
     #[tokio::test(start_paused = true)]
