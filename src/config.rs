@@ -102,7 +102,8 @@ pub struct Cli {
     pub rate_burst: Option<f64>,
 
     /// SO_SNDBUF of accepted sockets in bytes (the kernel doubles it); 0 = system default
-    /// [default: 32768, for at most 64 KiB queued per client].
+    /// [default: 30720: the kernel doubles it to 60 KiB and may overshoot that a little, and the
+    /// budget is 64 KiB queued per client].
     #[arg(long, env = "TICKERFEED_SEND_BUFFER_BYTES")]
     pub send_buffer_bytes: Option<usize>,
 
@@ -329,7 +330,7 @@ impl Config {
             max_message_bytes: cli.max_message_bytes.or(file.max_message_bytes).unwrap_or(4096),
             rate_limit: cli.rate_limit.or(file.rate_limit).unwrap_or(50.0),
             rate_burst: cli.rate_burst.or(file.rate_burst).unwrap_or(100.0),
-            send_buffer_bytes: cli.send_buffer_bytes.or(file.send_buffer_bytes).unwrap_or(32 * 1024),
+            send_buffer_bytes: cli.send_buffer_bytes.or(file.send_buffer_bytes).unwrap_or(30 * 1024),
             slow_consumer_timeout: cli.slow_consumer_timeout.or(file.slow_consumer_timeout).unwrap_or(30.0),
             ping_interval: cli.ping_interval.or(file.ping_interval).unwrap_or(15.0),
             idle_timeout: cli.idle_timeout.or(file.idle_timeout).unwrap_or(45.0),
