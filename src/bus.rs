@@ -322,8 +322,9 @@ impl Bus {
                 }
             }
             drop(topics);
-            // Taken after the batch's `queued` flags were cleared: a publish this round did
-            // not queue again happened before this, so a session listed after it sees its seq.
+            // Taken after the batch's `queued` flags were cleared: a publish that found its
+            // topic still queued happened before this point, so a session listed after it
+            // sees its seq when it checks, and one listed before it is woken now.
             std::mem::swap(&mut after, &mut *self.after_dispatch.lock().expect("after-dispatch lock"));
             for waiter in after.drain(..) {
                 if let Some(signal) = waiter.upgrade() {
@@ -435,6 +436,15 @@ mod tests {
         assert!(dirty.is_empty());
     }
 
+    /// Resolves once `signal` was woken (without clearing the flag, unlike a consumer).
+    async fn woken(signal: &SessionSignal) {
+        std::future::poll_fn(|cx| {
+            signal.waker.register(cx.waker());
+            if signal.is_woken() { Poll::Ready(()) } else { Poll::Pending }
+        })
+        .await
+    }
+
     #[tokio::test]
     async fn listed_sessions_are_woken_by_any_publish_once() {
         let bus = Arc::new(Bus::new());
@@ -451,11 +461,7 @@ mod tests {
         assert!(!signal.is_woken());
         // A topic the session never armed: still woken, and told no topic.
         bus.publish(&b, &draft(1.0));
-        std::future::poll_fn(|cx| {
-            signal.waker.register(cx.waker());
-            if signal.is_woken() { Poll::Ready(()) } else { Poll::Pending }
-        })
-        .await;
+        woken(&signal).await;
         let mut dirty = Vec::new();
         signal.take_dirty(&mut dirty);
         assert!(dirty.is_empty());
@@ -464,11 +470,7 @@ mod tests {
         signal.register(&waker);
         bus.publish(&a, &draft(1.0));
         bus.publish(&b, &draft(2.0));
-        let again = tokio::time::timeout(std::time::Duration::from_millis(50), std::future::poll_fn(|cx| {
-            signal.waker.register(cx.waker());
-            if signal.is_woken() { Poll::Ready(()) } else { Poll::Pending }
-        }))
-        .await;
+        let again = tokio::time::timeout(std::time::Duration::from_millis(50), woken(&signal)).await;
         assert!(again.is_err(), "a listed session is woken by one dispatch round only");
     }
 
