@@ -195,8 +195,13 @@ impl Metrics {
     }
 
     pub fn client_error(&self, code: ErrorCode) {
+        self.client_errors(code, 1);
+    }
+
+    /// `count` client mistakes of one kind (a rate-limited run is reported once for many).
+    pub fn client_errors(&self, code: ErrorCode, count: u64) {
         if let Some(index) = ErrorCode::ALL.iter().position(|c| *c == code) {
-            self.client_errors[index].inc();
+            self.client_errors[index].inc_by(count);
         }
     }
 

@@ -24,30 +24,62 @@ async fn oversized_message_closes_with_1009() {
     server.shutdown().await;
 }
 
-#[actix_web::test]
-async fn message_flood_is_rate_limited_not_disconnected() {
-    let server = start(&[]).await;
-    let (mut client, _) = Client::connect_welcomed(&server).await;
-    for i in 0..200 {
-        client.ws.feed(Message::Text(json!({"op":"ping","id":i}).to_string().into())).await.unwrap();
-    }
-    client.ws.flush().await.unwrap();
-    let (mut pongs, mut limited) = (0, 0);
-    while pongs + limited < 200 {
-        let message = client.recv().await;
-        match message["type"].as_str().unwrap() {
-            "pong" => pongs += 1,
-            "error" => {
-                assert_eq!(message["code"], "rate_limited");
-                assert!(message["id"].is_number(), "the error echoes the id: {message}");
-                limited += 1;
+/// Replies to a flood of pings: pongs, and what the `rate_limited` errors say was dropped.
+#[derive(Default, Debug)]
+struct FloodReplies {
+    pongs: u64,
+    dropped: u64,
+    errors: u64,
+}
+
+impl FloodReplies {
+    fn add(&mut self, message: &Message) {
+        let Message::Text(text) = message else { return };
+        let value: serde_json::Value = serde_json::from_str(text).unwrap();
+        match value["type"].as_str() {
+            Some("pong") => self.pongs += 1,
+            Some("error") => {
+                assert_eq!(value["code"], "rate_limited", "{value}");
+                self.dropped += value["count"].as_u64().expect("a rate_limited error carries a count");
+                self.errors += 1;
             }
             _ => {}
         }
     }
-    // A burst of 100 plus whatever 50/s refilled while the flood arrived.
-    assert!((100..=120).contains(&pongs), "{pongs} pongs");
-    assert!(limited >= 80, "{limited} rate_limited errors");
+}
+
+#[actix_web::test]
+async fn a_sustained_flood_gets_one_rate_limited_error_per_second_counting_what_it_dropped() {
+    let server = start(&["--rate-limit", "20", "--rate-burst", "10"]).await;
+    let (mut client, _) = Client::connect_welcomed(&server).await;
+    // About 2.5 s of pings at a few hundred per second, far over 20/s, read while they are sent.
+    let mut replies = FloodReplies::default();
+    let started = Instant::now();
+    let mut sent = 0u64;
+    while started.elapsed() < Duration::from_millis(2500) {
+        for _ in 0..20 {
+            client.ws.feed(Message::Text(json!({"op":"ping","id":sent}).to_string().into())).await.unwrap();
+            sent += 1;
+        }
+        client.ws.flush().await.unwrap();
+        while let Some(message) = client.next_message_within(Duration::from_millis(20)).await {
+            replies.add(&message);
+        }
+    }
+    // Every ping is accounted for, as a pong or in a count; the last report comes at most a
+    // second after the last drop.
+    while replies.pongs + replies.dropped < sent {
+        replies.add(&client.next_message().await);
+    }
+    let seconds = started.elapsed().as_secs_f64();
+    assert_eq!(replies.pongs + replies.dropped, sent, "{replies:?}");
+    // 10 on the burst, then 20 per second.
+    assert!(replies.pongs as f64 <= 10.0 + 20.0 * seconds + 1.0, "{replies:?} in {seconds:.1} s");
+    // One error at the first drop, then at most one per second.
+    assert!(replies.errors >= 2 && replies.errors as f64 <= seconds.ceil() + 1.0, "{replies:?} in {seconds:.1} s");
+    client.send(json!({"op":"list","id":"still open"})).await;
+    let reply = client.recv().await;
+    assert!(reply["type"] == "subscriptions" || reply["code"] == "rate_limited", "the connection is kept: {reply}");
     server.shutdown().await;
 }
 

@@ -1,30 +1,46 @@
-//! What a client sends: WebSocket frames decoded from the upgrade request's payload, fragmented
-//! messages joined.
+//! What a client sends: WebSocket frames (RFC 6455 §5) decoded from the upgrade request's
+//! payload, fragmented messages joined.
 //!
-//! actix-ws offers the same through `actix_ws::handle`, but that call also builds the outgoing
-//! half — a 32-message channel allocated up front (1.8 KB per connection, measured with
-//! heaptrack) — which tickerfeed never uses: frames go out through [`super::outbound`]. A
-//! market-data connection is mostly idle, so that channel was a tenth of its memory. Decoding
-//! uses actix-http's own WebSocket codec (masking, frame limits, control-frame rules); this
-//! module adds only what actix-ws adds on top: joining continuations, bounded, and the RFC 6455
-//! rules about their order.
+//! tickerfeed decodes client frames itself rather than with actix-http's codec, for three
+//! reasons found by probing the server from outside:
+//! - actix-http's parser compares a frame's length with its limit only once the whole frame has
+//!   arrived, so a header announcing 2^62 bytes made the server buffer whatever followed (a
+//!   gigabyte in three seconds). Here a frame is judged by its header: one that would take the
+//!   message past `max_message_bytes` is refused before a byte of its payload is read.
+//! - it reports reserved bits and invalid UTF-8 as the same error, and an invalid close code and
+//!   a non-UTF-8 close reason as another; RFC 6455 wants 1002 for the first of each pair and
+//!   1007 for the second, so [`InboundError`] tells them apart.
+//! - `actix_ws::handle` would also build an outgoing channel (1.8 KB per connection) that
+//!   tickerfeed never uses: frames go out through [`super::outbound`].
+//!
+//! Architecture invariant: **the decoder holds at most `max_message_bytes` plus one frame header
+//! of the client's data**, whatever the client sends — the joined fragments of the open message
+//! and the bytes of the frame being read, which [`InboundStream::buffered`] reports — plus the
+//! rest of the one chunk actix-http last handed over (bounded by actix-http's read buffer, which
+//! stops reading the socket while its payload is not consumed). A session that does not call
+//! [`InboundStream::recv`] therefore stops the client by TCP flow control.
 
 use std::future::poll_fn;
-use std::io;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
-use actix_codec::Decoder;
-use actix_http::ws::{Codec, Frame};
 use actix_web::dev::Payload;
 use actix_web::error::PayloadError;
-use actix_web::web::{Bytes, BytesMut};
-use futures_util::Stream;
+use actix_web::web::{Buf, Bytes, BytesMut};
 use bytestring::ByteString;
+use futures_util::Stream;
 
-// actix-ws's protocol types (re-exported from actix-http): the session speaks in the same
-// terms as actix-ws applications do.
-pub use actix_ws::{CloseCode, CloseReason, Item, ProtocolError};
+pub use actix_ws::{CloseCode, CloseReason};
+
+/// Largest frame header: 2 bytes, an 8-byte extended length and a 4-byte mask.
+pub const MAX_HEADER_BYTES: usize = 14;
+/// RFC 6455 §5.5: control frames carry at most 125 bytes.
+const MAX_CONTROL_PAYLOAD: u64 = 125;
+
+const FIN: u8 = 0x80;
+const RSV: u8 = 0x70;
+const OPCODE: u8 = 0x0F;
+const MASKED: u8 = 0x80;
 
 /// One message from the client, continuations joined.
 #[derive(Debug, PartialEq)]
@@ -33,7 +49,91 @@ pub enum Inbound {
     Binary(Bytes),
     Ping(Bytes),
     Pong(Bytes),
+    /// The client's close frame: its code and reason, if it sent any.
     Close(Option<CloseReason>),
+}
+
+/// Why the client's byte stream cannot be read on; each maps to one RFC 6455 close code.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum InboundError {
+    /// The frames break RFC 6455 (close code 1002).
+    #[error("protocol error: {0}")]
+    Protocol(&'static str),
+    /// A text message or a close reason is not UTF-8 (close code 1007).
+    #[error("{0} is not UTF-8")]
+    InvalidUtf8(&'static str),
+    /// A frame's header announces more than the message limit allows (close code 1009).
+    #[error("a message of at least {announced} bytes; the limit is {limit}")]
+    TooBig { announced: u64, limit: usize },
+}
+
+/// A frame header, parsed and checked.
+#[derive(Debug, Clone, Copy, PartialEq)]
+struct Header {
+    fin: bool,
+    opcode: u8,
+    mask: [u8; 4],
+    /// Bytes of the header itself.
+    len: usize,
+    payload: u64,
+}
+
+/// Parses the header at the start of `buf`: `Ok(None)` while more bytes are needed (the result
+/// says how many the header takes once its length field is readable).
+fn parse_header(buf: &[u8]) -> Result<Result<Header, usize>, InboundError> {
+    if buf.len() < 2 {
+        return Ok(Err(2));
+    }
+    let (first, second) = (buf[0], buf[1]);
+    if first & RSV != 0 {
+        // No extension is negotiated, so no reserved bit may be set (RFC 6455 §5.2).
+        return Err(InboundError::Protocol("reserved bits set with no extension negotiated"));
+    }
+    if second & MASKED == 0 {
+        return Err(InboundError::Protocol("client frames must be masked"));
+    }
+    let (extended, len) = match second & 0x7F {
+        126 => (2, 2 + 2 + 4),
+        127 => (8, 2 + 8 + 4),
+        _ => (0, 2 + 4),
+    };
+    if buf.len() < len {
+        return Ok(Err(len));
+    }
+    let payload = match extended {
+        2 => u64::from(u16::from_be_bytes([buf[2], buf[3]])),
+        8 => u64::from_be_bytes(buf[2..10].try_into().expect("eight bytes")),
+        _ => u64::from(second & 0x7F),
+    };
+    if payload >> 63 != 0 {
+        return Err(InboundError::Protocol("a 64-bit length with its most significant bit set"));
+    }
+    Ok(Ok(Header { fin: first & FIN != 0, opcode: first & OPCODE, mask: buf[len - 4..len].try_into().expect("four bytes"), len, payload }))
+}
+
+/// Unmasks a client payload in place (RFC 6455 §5.3).
+fn unmask(payload: &mut [u8], mask: [u8; 4]) {
+    for (i, byte) in payload.iter_mut().enumerate() {
+        *byte ^= mask[i & 3];
+    }
+}
+
+/// Parses a close frame's payload (RFC 6455 §5.5.1, §7.4): nothing, or a valid code and a UTF-8
+/// reason.
+fn parse_close(payload: &[u8]) -> Result<Option<CloseReason>, InboundError> {
+    match payload.len() {
+        0 => return Ok(None),
+        1 => return Err(InboundError::Protocol("a close frame with a one-byte payload")),
+        _ => {}
+    }
+    let code = u16::from_be_bytes([payload[0], payload[1]]);
+    // 1004–1006 and 1015 are reserved and never sent; 1016–2999 are unassigned; 3000–4999 are
+    // for registered and private use.
+    if !matches!(code, 1000..=1003 | 1007..=1014 | 3000..=4999) {
+        return Err(InboundError::Protocol("a close frame with an invalid status code"));
+    }
+    let reason = std::str::from_utf8(&payload[2..]).map_err(|_| InboundError::InvalidUtf8("the close reason"))?;
+    Ok(Some(CloseReason { code: CloseCode::from(code), description: (!reason.is_empty()).then(|| reason.to_string()) }))
 }
 
 /// A fragmented message being joined.
@@ -45,125 +145,168 @@ struct Partial {
 /// The client's frames, decoded from the request payload.
 pub struct InboundStream {
     payload: Payload,
-    buf: BytesMut,
-    codec: Codec,
+    /// The frame being read: its header, then its payload as it arrives.
+    frame: BytesMut,
+    /// The part of actix-http's last chunk not yet moved into `frame`.
+    rest: Bytes,
     partial: Option<Partial>,
     max_message_bytes: usize,
-    /// The payload has ended (or failed): decode what is buffered, then end.
+    /// The payload has ended (or failed): decode what is held, then end.
     eof: bool,
-    /// A protocol error was returned: nothing after it is trusted.
+    /// An error was returned: nothing after it is decoded.
     failed: bool,
 }
 
 impl InboundStream {
-    /// `max_frame_bytes` bounds one frame, `max_message_bytes` a joined message; beyond either
-    /// the stream returns [`ProtocolError::Overflow`].
-    pub fn new(payload: Payload, max_frame_bytes: usize, max_message_bytes: usize) -> InboundStream {
-        InboundStream {
-            payload,
-            buf: BytesMut::new(),
-            codec: Codec::new().max_size(max_frame_bytes),
-            partial: None,
-            max_message_bytes,
-            eof: false,
-            failed: false,
-        }
+    /// `max_message_bytes` bounds a message, whole or joined from fragments; a frame whose
+    /// header would take a message beyond it ends the stream with [`InboundError::TooBig`].
+    pub fn new(payload: Payload, max_message_bytes: usize) -> InboundStream {
+        InboundStream { payload, frame: BytesMut::new(), rest: Bytes::new(), partial: None, max_message_bytes, eof: false, failed: false }
     }
 
     /// The next message; `None` when the connection has ended.
-    pub async fn recv(&mut self) -> Option<Result<Inbound, ProtocolError>> {
+    pub async fn recv(&mut self) -> Option<Result<Inbound, InboundError>> {
         poll_fn(|cx| self.poll_recv(cx)).await
     }
 
-    fn fail(&mut self, error: ProtocolError) -> Poll<Option<Result<Inbound, ProtocolError>>> {
+    /// Bytes of client data the decoder holds: the open fragmented message and the frame being
+    /// read (not the rest of actix-http's chunk, which is actix-http's buffer).
+    pub fn buffered(&self) -> usize {
+        self.frame.len() + self.partial.as_ref().map_or(0, |p| p.data.len())
+    }
+
+    fn fail(&mut self, error: InboundError) -> Poll<Option<Result<Inbound, InboundError>>> {
         self.failed = true;
         self.partial = None;
-        self.buf = BytesMut::new();
+        self.frame = BytesMut::new();
+        self.rest = Bytes::new();
         Poll::Ready(Some(Err(error)))
     }
 
-    fn poll_recv(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Inbound, ProtocolError>>> {
+    fn poll_recv(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Inbound, InboundError>>> {
         if self.failed {
             return Poll::Ready(None);
         }
         loop {
-            match self.codec.decode(&mut self.buf) {
+            match self.next_frame() {
                 Err(error) => return self.fail(error),
-                Ok(Some(frame)) => match self.join(frame) {
-                    Err(error) => return self.fail(error),
-                    Ok(Some(message)) => return Poll::Ready(Some(Ok(message))),
-                    Ok(None) => continue,
-                },
+                Ok(Some(message)) => return Poll::Ready(Some(Ok(message))),
+                Ok(None) if !self.rest.is_empty() => continue,
                 Ok(None) => {}
-            }
-            if self.buf.is_empty() {
-                // Holding an empty view of actix-http's read buffer would keep that buffer's
-                // allocation alive on an idle connection.
-                self.buf = BytesMut::new();
             }
             if self.eof {
                 return Poll::Ready(None);
             }
             match Pin::new(&mut self.payload).poll_next(cx) {
-                Poll::Ready(Some(Ok(bytes))) => {
-                    if self.buf.is_empty() {
-                        self.buf = BytesMut::from(bytes);
-                    } else {
-                        self.buf.extend_from_slice(&bytes);
-                    }
-                }
+                Poll::Ready(Some(Ok(bytes))) => self.rest = bytes,
                 // The connection is gone (actix-http fails the payload when it drops it).
                 Poll::Ready(Some(Err(PayloadError::Incomplete(_)))) | Poll::Ready(None) => self.eof = true,
-                Poll::Ready(Some(Err(error))) => return self.fail(ProtocolError::Io(io::Error::other(error))),
+                Poll::Ready(Some(Err(error))) => {
+                    tracing::debug!("client payload failed: {error}");
+                    self.eof = true;
+                }
                 Poll::Pending => return Poll::Pending,
             }
         }
     }
 
-    /// Turns a frame into a message, joining fragments (RFC 6455 5.4: control frames may come
-    /// between fragments; a new data message may not start before the last one ends).
-    fn join(&mut self, frame: Frame) -> Result<Option<Inbound>, ProtocolError> {
-        let whole = |text: bool, data: Bytes| -> Result<Inbound, ProtocolError> {
+    /// Moves bytes from `rest` into the frame until it is whole; returns the message it
+    /// completes, if any. Each frame's header is checked as soon as it is readable.
+    fn next_frame(&mut self) -> Result<Option<Inbound>, InboundError> {
+        let header = loop {
+            match parse_header(&self.frame)? {
+                Ok(header) => break header,
+                Err(needed) => {
+                    if !self.take_rest(needed) {
+                        return Ok(None);
+                    }
+                }
+            }
+        };
+        self.check(&header)?;
+        // `check` bounded the payload by the message limit (or 125), so this fits in memory.
+        let whole = header.len + header.payload as usize;
+        if !self.take_rest(whole) {
+            return Ok(None);
+        }
+        let mut payload = std::mem::take(&mut self.frame);
+        payload.advance(header.len);
+        unmask(&mut payload, header.mask);
+        self.join(header, payload)
+    }
+
+    /// Moves bytes from `rest` until the frame holds `needed` bytes; whether it does.
+    fn take_rest(&mut self, needed: usize) -> bool {
+        let missing = needed.saturating_sub(self.frame.len());
+        let take = missing.min(self.rest.len());
+        if take > 0 {
+            self.frame.extend_from_slice(&self.rest[..take]);
+            self.rest.advance(take);
+        }
+        if self.rest.is_empty() {
+            // An empty view of actix-http's chunk would still keep its allocation alive on an
+            // idle connection.
+            self.rest = Bytes::new();
+        }
+        self.frame.len() >= needed
+    }
+
+    /// The rules a header must meet before any of its payload is read.
+    fn check(&self, header: &Header) -> Result<(), InboundError> {
+        match header.opcode {
+            0x8..=0xA => {
+                if !header.fin {
+                    return Err(InboundError::Protocol("a fragmented control frame"));
+                }
+                if header.payload > MAX_CONTROL_PAYLOAD {
+                    return Err(InboundError::Protocol("a control frame with more than 125 bytes"));
+                }
+            }
+            0x0..=0x2 => {
+                match (header.opcode, self.partial.is_some()) {
+                    (0x0, false) => return Err(InboundError::Protocol("a continuation frame with no message started")),
+                    (0x1 | 0x2, true) => return Err(InboundError::Protocol("a new message before the fragmented one ended")),
+                    _ => {}
+                }
+                let joined = self.partial.as_ref().map_or(0, |p| p.data.len() as u64);
+                if joined + header.payload > self.max_message_bytes as u64 {
+                    return Err(InboundError::TooBig { announced: joined + header.payload, limit: self.max_message_bytes });
+                }
+            }
+            _ => return Err(InboundError::Protocol("a reserved opcode")),
+        }
+        Ok(())
+    }
+
+    /// Turns a whole frame into a message, joining fragments (RFC 6455 §5.4: control frames may
+    /// come between fragments). `check` has validated the frame's place in the sequence.
+    fn join(&mut self, header: Header, payload: BytesMut) -> Result<Option<Inbound>, InboundError> {
+        let message = |text: bool, data: Bytes| -> Result<Inbound, InboundError> {
             if text {
-                ByteString::try_from(data).map(Inbound::Text).map_err(|e| ProtocolError::Io(io::Error::new(io::ErrorKind::InvalidData, e)))
+                ByteString::try_from(data).map(Inbound::Text).map_err(|_| InboundError::InvalidUtf8("a text message"))
             } else {
                 Ok(Inbound::Binary(data))
             }
         };
-        match frame {
-            Frame::Ping(b) => Ok(Some(Inbound::Ping(b))),
-            Frame::Pong(b) => Ok(Some(Inbound::Pong(b))),
-            Frame::Close(reason) => Ok(Some(Inbound::Close(reason))),
-            Frame::Text(_) | Frame::Binary(_) if self.partial.is_some() => Err(ProtocolError::ContinuationStarted),
-            Frame::Text(b) => whole(true, b).map(Some),
-            Frame::Binary(b) => whole(false, b).map(Some),
-            Frame::Continuation(item) => match item {
-                Item::FirstText(_) | Item::FirstBinary(_) if self.partial.is_some() => Err(ProtocolError::ContinuationStarted),
-                Item::FirstText(b) => self.start(true, b).map(|()| None),
-                Item::FirstBinary(b) => self.start(false, b).map(|()| None),
-                Item::Continue(b) => self.append(b).map(|()| None),
-                Item::Last(b) => {
-                    self.append(b)?;
-                    let partial = self.partial.take().expect("a fragmented message is open");
-                    whole(partial.text, partial.data.freeze()).map(Some)
+        match header.opcode {
+            0x8 => parse_close(&payload).map(|reason| Some(Inbound::Close(reason))),
+            0x9 => Ok(Some(Inbound::Ping(payload.freeze()))),
+            0xA => Ok(Some(Inbound::Pong(payload.freeze()))),
+            opcode @ (0x1 | 0x2) if header.fin => message(opcode == 0x1, payload.freeze()).map(Some),
+            opcode @ (0x1 | 0x2) => {
+                self.partial = Some(Partial { text: opcode == 0x1, data: payload });
+                Ok(None)
+            }
+            _ => {
+                let partial = self.partial.as_mut().expect("check: a continuation has a message open");
+                partial.data.extend_from_slice(&payload);
+                if !header.fin {
+                    return Ok(None);
                 }
-            },
+                let partial = self.partial.take().expect("open");
+                message(partial.text, partial.data.freeze()).map(Some)
+            }
         }
-    }
-
-    fn start(&mut self, text: bool, bytes: Bytes) -> Result<(), ProtocolError> {
-        self.partial = Some(Partial { text, data: BytesMut::new() });
-        self.append(bytes)
-    }
-
-    /// Adds a fragment to the open message (the caller checked that one is open).
-    fn append(&mut self, bytes: Bytes) -> Result<(), ProtocolError> {
-        let Some(partial) = self.partial.as_mut() else { return Err(ProtocolError::ContinuationNotStarted) };
-        if partial.data.len() + bytes.len() > self.max_message_bytes {
-            return Err(ProtocolError::Overflow);
-        }
-        partial.data.extend_from_slice(&bytes);
-        Ok(())
     }
 }
 
@@ -184,6 +327,115 @@ pub fn close_payload(reason: &CloseReason) -> Vec<u8> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A masked client frame.
+    fn frame(first: u8, payload: &[u8]) -> Vec<u8> {
+        let mask = [0x11, 0x22, 0x33, 0x44];
+        let mut out = vec![first];
+        match payload.len() {
+            n if n < 126 => out.push(MASKED | n as u8),
+            n if n <= 0xFFFF => {
+                out.push(MASKED | 126);
+                out.extend_from_slice(&(n as u16).to_be_bytes());
+            }
+            n => {
+                out.push(MASKED | 127);
+                out.extend_from_slice(&(n as u64).to_be_bytes());
+            }
+        }
+        out.extend_from_slice(&mask);
+        out.extend(payload.iter().enumerate().map(|(i, b)| b ^ mask[i & 3]));
+        out
+    }
+
+    /// A stream fed by hand, and what feeds it (as actix-http does, one chunk per call).
+    fn stream(limit: usize) -> (impl FnMut(&[u8]), InboundStream) {
+        let (mut sender, payload) = actix_http::h1::Payload::create(false);
+        (move |bytes: &[u8]| sender.feed_data(Bytes::copy_from_slice(bytes)), InboundStream::new(Payload::from(payload), limit))
+    }
+
+    fn poll(stream: &mut InboundStream) -> Poll<Option<Result<Inbound, InboundError>>> {
+        stream.poll_recv(&mut Context::from_waker(std::task::Waker::noop()))
+    }
+
+    #[test]
+    fn headers_are_judged_before_their_payload_arrives() {
+        let (mut feed, mut inbound) = stream(4096);
+        // A text frame announcing 2^62 bytes: refused on its 14 header bytes alone.
+        let mut header = vec![0x81, MASKED | 127];
+        header.extend_from_slice(&(1u64 << 62).to_be_bytes());
+        header.extend_from_slice(&[1, 2, 3, 4]);
+        feed(&header);
+        assert_eq!(poll(&mut inbound), Poll::Ready(Some(Err(InboundError::TooBig { announced: 1 << 62, limit: 4096 }))));
+        assert_eq!(inbound.buffered(), 0);
+        assert_eq!(poll(&mut inbound), Poll::Ready(None), "nothing is decoded after an error");
+    }
+
+    #[test]
+    fn the_decoder_never_holds_more_than_the_limit_and_a_header() {
+        let limit = 1000;
+        let (mut feed, mut inbound) = stream(limit);
+        // A fragmented message that reaches the limit exactly, fed in one large chunk and then
+        // byte by byte: what is held never passes limit + header.
+        let mut bytes = frame(0x01, &[b'a'; 600]);
+        bytes.extend(frame(0x80, &[b'a'; 400]));
+        let (first, second) = bytes.split_at(300);
+        feed(first);
+        assert!(poll(&mut inbound).is_pending());
+        for byte in second {
+            feed(&[*byte]);
+            match poll(&mut inbound) {
+                Poll::Pending => assert!(inbound.buffered() <= limit + MAX_HEADER_BYTES, "{} held", inbound.buffered()),
+                Poll::Ready(Some(Ok(Inbound::Text(text)))) => assert_eq!(text.len(), limit),
+                other => panic!("{other:?}"),
+            }
+        }
+        // One byte more than the limit, announced by a continuation's header.
+        feed(&frame(0x01, &[b'a'; 600]));
+        feed(&frame(0x80, &[b'a'; 401])[..8]);
+        assert_eq!(poll(&mut inbound), Poll::Ready(Some(Err(InboundError::TooBig { announced: 1001, limit }))));
+    }
+
+    #[test]
+    fn each_rfc_violation_has_its_own_error() {
+        let cases: Vec<(&str, Vec<u8>, InboundError)> = vec![
+            ("RSV1 on a text frame", frame(0x81 | 0x40, b"{}"), InboundError::Protocol("reserved bits set with no extension negotiated")),
+            ("RSV3 on a ping", frame(0x89 | 0x10, b""), InboundError::Protocol("reserved bits set with no extension negotiated")),
+            ("an unmasked frame", vec![0x81, 0x00], InboundError::Protocol("client frames must be masked")),
+            ("a reserved opcode", frame(0x83, b""), InboundError::Protocol("a reserved opcode")),
+            ("a fragmented ping", frame(0x09, b""), InboundError::Protocol("a fragmented control frame")),
+            ("a 126-byte ping", frame(0x89, &[0; 126]), InboundError::Protocol("a control frame with more than 125 bytes")),
+            ("a continuation first", frame(0x80, b"x"), InboundError::Protocol("a continuation frame with no message started")),
+            ("invalid UTF-8 text", frame(0x81, &[0x7b, 0xff]), InboundError::InvalidUtf8("a text message")),
+            ("a one-byte close", frame(0x88, &[3]), InboundError::Protocol("a close frame with a one-byte payload")),
+            ("close code 1005", frame(0x88, &1005u16.to_be_bytes()), InboundError::Protocol("a close frame with an invalid status code")),
+            ("close code 2999", frame(0x88, &2999u16.to_be_bytes()), InboundError::Protocol("a close frame with an invalid status code")),
+            ("a non-UTF-8 close reason", frame(0x88, &[0x03, 0xE8, 0xce, 0xba, 0xff]), InboundError::InvalidUtf8("the close reason")),
+        ];
+        for (what, bytes, expected) in cases {
+            let (mut feed, mut inbound) = stream(4096);
+            feed(&bytes);
+            assert_eq!(poll(&mut inbound), Poll::Ready(Some(Err(expected))), "{what}");
+        }
+    }
+
+    #[test]
+    fn messages_close_frames_and_control_frames_between_fragments() {
+        let (mut feed, mut inbound) = stream(4096);
+        let mut bytes = frame(0x01, b"{\"op\"");
+        bytes.extend(frame(0x89, b"between"));
+        bytes.extend(frame(0x80, b":1}"));
+        bytes.extend(frame(0x82, &[1, 2]));
+        bytes.extend(frame(0x88, &[0x0F, 0xA1, b'd', b'o', b'n', b'e']));
+        feed(&bytes);
+        assert_eq!(poll(&mut inbound), Poll::Ready(Some(Ok(Inbound::Ping(Bytes::from_static(b"between"))))));
+        assert_eq!(poll(&mut inbound), Poll::Ready(Some(Ok(Inbound::Text("{\"op\":1}".into())))));
+        assert_eq!(poll(&mut inbound), Poll::Ready(Some(Ok(Inbound::Binary(Bytes::from_static(&[1, 2]))))));
+        let close = CloseReason { code: CloseCode::Other(4001), description: Some("done".into()) };
+        assert_eq!(poll(&mut inbound), Poll::Ready(Some(Ok(Inbound::Close(Some(close))))));
+        assert!(poll(&mut inbound).is_pending());
+        assert_eq!(inbound.buffered(), 0);
+    }
 
     #[test]
     fn close_payload_is_code_then_reason_cut_to_123_bytes_at_a_character() {

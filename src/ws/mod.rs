@@ -24,7 +24,6 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
 use actix_web::{HttpRequest, HttpResponse, web};
-use serde::Deserialize;
 
 use self::inbound::InboundStream;
 use self::outbound::{OutboundBody, Output};
@@ -33,11 +32,46 @@ use crate::bus::SessionSignal;
 use self::socket::SocketProbe;
 use crate::server::AppState;
 
-/// Query string of the upgrade request.
-#[derive(Debug, Default, Deserialize)]
-struct UpgradeQuery {
-    symbols: Option<String>,
-    throttle_ms: Option<String>,
+/// The query parameters `/ws` takes.
+const UPGRADE_PARAMETERS: &[&str] = &["symbols", "throttle_ms"];
+
+/// Reads the upgrade request's query string (`?symbols=AAPL,MSFT&throttle_ms=500`). Nothing in
+/// it fails the upgrade: `symbols` may be repeated (the lists are joined), and a parameter the
+/// server cannot use is reported to the client in an `error` message after `welcome`, with
+/// the subscription made as well as it can be (an unusable `throttle_ms` leaves the default).
+pub fn parse_upgrade_query(query: &str) -> InitialSubscription {
+    let mut initial = InitialSubscription::default();
+    let pairs = match web::Query::<Vec<(String, String)>>::from_query(query) {
+        Ok(pairs) => pairs.into_inner(),
+        Err(e) => {
+            initial.problems.push(format!("query string: {e}"));
+            return initial;
+        }
+    };
+    for (name, value) in pairs {
+        match name.as_str() {
+            "symbols" => {
+                initial.requested = true;
+                initial.symbols.extend(value.split(',').map(str::trim).filter(|s| !s.is_empty()).map(str::to_string));
+            }
+            "throttle_ms" => {
+                initial.requested = true;
+                match value.trim().parse::<u64>() {
+                    Ok(ms) => initial.throttle_ms = Some(ms),
+                    Err(_) => initial.problems.push(format!(
+                        "query parameter 'throttle_ms': '{}' is not a whole number of milliseconds; the default applies",
+                        value.chars().take(32).collect::<String>()
+                    )),
+                }
+            }
+            other => initial.problems.push(format!(
+                "unknown query parameter '{}'; /ws takes: {}",
+                other.chars().take(32).collect::<String>(),
+                UPGRADE_PARAMETERS.join(", ")
+            )),
+        }
+    }
+    initial
 }
 
 /// Decrements the connection count when the session ends, however it ends.
@@ -64,16 +98,19 @@ pub async fn upgrade(req: HttpRequest, body: web::Payload, state: web::Data<AppS
     if *state.shutdown.borrow() {
         return Ok(HttpResponse::ServiceUnavailable().json(serde_json::json!({"error": "shutting_down", "message": "the server is shutting down"})));
     }
-    // A malformed query must not fail the upgrade: the session reports it as a rejection.
-    let query = web::Query::<UpgradeQuery>::from_query(req.query_string()).map(|q| q.into_inner()).unwrap_or_default();
-    let initial = InitialSubscription {
-        symbols: query.symbols.map(|s| s.split(',').map(str::to_string).filter(|s| !s.trim().is_empty()).collect()).unwrap_or_default(),
-        throttle_ms: query.throttle_ms.and_then(|t| t.trim().parse().ok()),
-    };
+    if req.headers().contains_key(actix_web::http::header::TRANSFER_ENCODING) {
+        // actix-http would answer 101 and then frame the WebSocket stream in HTTP chunks: an
+        // upgrade request has no body, so one that announces a chunked body is refused.
+        return Ok(HttpResponse::BadRequest().json(serde_json::json!({
+            "error": "bad_request",
+            "message": "a WebSocket upgrade request has no body: remove its Transfer-Encoding header",
+        })));
+    }
+    let initial = parse_upgrade_query(req.query_string());
     let probe = req.conn_data::<SocketProbe>().copied();
     let mut response = actix_http::ws::handshake(req.head())?;
     let max_message = state.config.max_message_bytes;
-    let stream = InboundStream::new(body.into_inner(), max_message, max_message);
+    let stream = InboundStream::new(body.into_inner(), max_message);
     let signal = Arc::new(SessionSignal::default());
     let output = Rc::new(RefCell::new(Output::new(state.clone(), signal.clone(), tokio::time::Instant::now())));
     let response = HttpResponse::from(response.message_body(OutboundBody::new(output.clone(), signal))?.map_into_boxed_body());
@@ -82,4 +119,27 @@ pub async fn upgrade(req: HttpRequest, body: web::Payload, state: web::Data<AppS
     session.start(initial);
     actix_web::rt::spawn(session.run(stream));
     Ok(response)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn upgrade_query_joins_symbol_lists_and_reports_what_it_cannot_use() {
+        let initial = parse_upgrade_query("symbols=AAPL,MSFT&symbols=NVDA&throttle_ms=500");
+        assert_eq!((initial.symbols, initial.throttle_ms, initial.requested), (vec!["AAPL".into(), "MSFT".into(), "NVDA".into()], Some(500), true));
+        assert!(initial.problems.is_empty());
+        let empty = parse_upgrade_query("symbols=");
+        assert!(empty.requested && empty.symbols.is_empty() && empty.problems.is_empty());
+        assert!(!parse_upgrade_query("").requested);
+        for bad in ["abc", "-1", "1.5", ""] {
+            let initial = parse_upgrade_query(&format!("symbols=AAPL&throttle_ms={bad}"));
+            assert_eq!(initial.throttle_ms, None, "{bad}");
+            assert!(initial.problems[0].contains("'throttle_ms'"), "{bad}: {:?}", initial.problems);
+        }
+        let typo = parse_upgrade_query("symbol=AAPL");
+        assert!(typo.problems[0].contains("unknown query parameter 'symbol'"), "{:?}", typo.problems);
+        assert!(!typo.requested);
+    }
 }

@@ -17,8 +17,10 @@
 //!   socket: a client that stops reading leaves actix-http's write buffer full, its body is no
 //!   longer polled, and its due symbols stay due (conflating) instead of piling up as frames.
 //!   Server memory per stalled client is at most [`WRITE_BUFFER_BYTES`] plus one chunk
-//!   ([`CHUNK_BYTES`]) in the write buffer, and control replies waiting in the outbox are capped by the session at
-//!   [`OUTBOX_LIMIT_BYTES`].
+//!   ([`CHUNK_BYTES`]) in the write buffer. Control replies waiting in the outbox pass
+//!   [`INPUT_PAUSE_BYTES`] by at most one reply: above it the session reads nothing more from
+//!   the client until the body has drained them (see [`Output::poll_input_room`]). Feed status
+//!   changes are conflated (at most one waiting per feed) and a heartbeat ping is a flag.
 //! - **Delivery does not involve the session task.** A publish wakes the body directly; the
 //!   session task only handles what the client sends, pings and timeouts.
 //!
@@ -31,7 +33,7 @@ use std::future::Future;
 use std::pin::Pin;
 use std::rc::Rc;
 use std::sync::Arc;
-use std::task::{Context, Poll};
+use std::task::{Context, Poll, Waker};
 
 use actix_web::body::{BodySize, MessageBody};
 use actix_web::web::{BufMut, Bytes, BytesMut};
@@ -48,8 +50,11 @@ pub const WRITE_BUFFER_BYTES: usize = 16 * 1024;
 /// Most bytes of quote frames returned by one poll, so the write buffer of a client that
 /// stops reading holds at most [`WRITE_BUFFER_BYTES`] + this = 32 KiB.
 pub const CHUNK_BYTES: usize = 16 * 1024;
-/// Control replies waiting to be sent, at most; a client that lets more pile up is closed.
-pub const OUTBOX_LIMIT_BYTES: usize = 32 * 1024;
+/// Above this many bytes of control replies waiting to be sent, the session stops reading the
+/// client's messages until the body has sent them: a client that floods requests is slowed to
+/// the pace at which it reads the answers (TCP flow control does the rest), instead of being
+/// closed or making the server queue replies without bound.
+pub const INPUT_PAUSE_BYTES: usize = 16 * 1024;
 /// Room made in the worker's scratch buffer before each chunk: one chunk, plus a frame that
 /// may overshoot it (a control reply, a lone large quote) without reallocating.
 const SCRATCH_RESERVE: usize = 2 * CHUNK_BYTES;
@@ -128,11 +133,21 @@ fn seal_frame(buf: &mut BytesMut, start: usize, room: usize, opcode: u8) -> usiz
     payload
 }
 
-/// A control reply or heartbeat waiting to be sent.
+/// A control reply waiting to be sent.
 #[derive(Debug)]
 enum Outgoing {
     Text(String),
-    Ping,
+    /// The answer to one of the client's pings, with its payload (RFC 6455 §5.5.3).
+    Pong(Bytes),
+}
+
+impl Outgoing {
+    fn bytes(&self) -> usize {
+        match self {
+            Outgoing::Text(text) => text.len(),
+            Outgoing::Pong(payload) => payload.len() + 2,
+        }
+    }
 }
 
 /// A session's output state, shared by the session task (which queues replies and changes
@@ -141,8 +156,13 @@ pub struct Output {
     pub subs: SubscriptionSet,
     outbox: VecDeque<Outgoing>,
     outbox_bytes: usize,
-    /// A pong owed to the client; only the latest ping is answered (RFC 6455 5.5.3 allows it).
-    pending_pong: Option<Bytes>,
+    /// Feeds whose status changed since it was last sent (indexes into the state's feeds; each
+    /// at most once: a client that reads slowly gets the latest status, not every change).
+    feeds_changed: Vec<u16>,
+    /// A heartbeat ping is owed to the client.
+    ping_due: bool,
+    /// The session task, waiting for the outbox to drain below [`INPUT_PAUSE_BYTES`].
+    input_waker: Option<Waker>,
     /// Set when the session closes: the body then sends only the close frame, and ends.
     closing: bool,
     close_frame: Option<Bytes>,
@@ -162,7 +182,9 @@ impl Output {
             subs: SubscriptionSet::new(signal),
             outbox: VecDeque::new(),
             outbox_bytes: 0,
-            pending_pong: None,
+            feeds_changed: Vec::new(),
+            ping_due: false,
+            input_waker: None,
             closing: false,
             close_frame: None,
             last_poll: now,
@@ -175,21 +197,48 @@ impl Output {
 
     /// Queues a control reply (the caller wakes the body).
     pub fn queue_text(&mut self, text: String) {
-        self.outbox_bytes += text.len();
-        self.outbox.push_back(Outgoing::Text(text));
+        self.queue(Outgoing::Text(text));
     }
 
+    /// Queues the answer to a client's ping (the caller wakes the body).
+    pub fn queue_pong(&mut self, payload: Bytes) {
+        self.queue(Outgoing::Pong(payload));
+    }
+
+    fn queue(&mut self, outgoing: Outgoing) {
+        self.outbox_bytes += outgoing.bytes();
+        self.outbox.push_back(outgoing);
+    }
+
+    /// Owes the client a heartbeat ping (one, however many are asked for before it goes out).
     pub fn queue_ping(&mut self) {
-        self.outbox.push_back(Outgoing::Ping);
+        self.ping_due = true;
     }
 
-    pub fn set_pong(&mut self, payload: Bytes) {
-        self.pending_pong = Some(payload);
+    /// Owes the client the status of feed `index` (once, however often it changes before the
+    /// status goes out; the status sent is the one current then).
+    pub fn queue_feed_status(&mut self, index: usize) {
+        let index = index as u16;
+        if !self.feeds_changed.contains(&index) {
+            self.feeds_changed.push(index);
+        }
     }
 
     /// Bytes of control replies not yet handed to actix.
     pub fn outbox_bytes(&self) -> usize {
         self.outbox_bytes
+    }
+
+    /// Ready when the session may read the client's next message: the outbox holds at most
+    /// [`INPUT_PAUSE_BYTES`]. Otherwise the body wakes the session once it has drained that far.
+    pub fn poll_input_room(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+        if self.outbox_bytes <= INPUT_PAUSE_BYTES {
+            return Poll::Ready(());
+        }
+        if !self.input_waker.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
+            self.input_waker = Some(cx.waker().clone());
+        }
+        Poll::Pending
     }
 
     /// When actix-http last asked for data.
@@ -210,7 +259,19 @@ impl Output {
         }
         self.outbox.clear();
         self.outbox_bytes = 0;
+        self.feeds_changed = Vec::new();
+        self.ping_due = false;
         self.subs.clear();
+    }
+
+    /// Ready once the body has handed the close frame to actix-http (which writes it before
+    /// anything else happens on the connection).
+    pub fn poll_close_sent(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+        if self.closing && self.close_frame.is_none() {
+            return Poll::Ready(());
+        }
+        self.input_waker = Some(cx.waker().clone());
+        Poll::Pending
     }
 
     /// Everything due now, as one chunk of frames, or `None` if nothing is.
@@ -250,20 +311,29 @@ impl Output {
     }
 
     fn produce_into(&mut self, buf: &mut BytesMut, now: Instant) {
-        if let Some(payload) = self.pending_pong.take() {
-            put_frame(buf, OPCODE_PONG, &payload);
-            self.state.metrics.other_frame(frame_wire_bytes(payload.len()));
+        if std::mem::take(&mut self.ping_due) {
+            self.put_control(buf, OPCODE_PING, &[]);
         }
-        while let Some(outgoing) = self.outbox.pop_front() {
-            let (opcode, payload) = match &outgoing {
-                Outgoing::Text(text) => {
-                    self.outbox_bytes -= text.len();
-                    (OPCODE_TEXT, text.as_bytes())
-                }
-                Outgoing::Ping => (OPCODE_PING, &[][..]),
-            };
-            put_frame(buf, opcode, payload);
-            self.state.metrics.other_frame(frame_wire_bytes(payload.len()));
+        // Control replies go out a chunk's worth at a time like quotes, so that a flood's
+        // answers reach actix-http at the pace the socket takes them.
+        while buf.len() < CHUNK_BYTES {
+            let Some(outgoing) = self.outbox.pop_front() else { break };
+            self.outbox_bytes -= outgoing.bytes();
+            match &outgoing {
+                Outgoing::Text(text) => self.put_control(buf, OPCODE_TEXT, text.as_bytes()),
+                Outgoing::Pong(payload) => self.put_control(buf, OPCODE_PONG, payload),
+            }
+        }
+        if self.outbox_bytes <= INPUT_PAUSE_BYTES {
+            if let Some(waker) = self.input_waker.take() {
+                waker.wake();
+            }
+        }
+        for index in std::mem::take(&mut self.feeds_changed) {
+            if let Some(feed) = self.state.feeds.get(usize::from(index)) {
+                let status = crate::ws::protocol::ServerMessage::Feed(&feed.status()).to_json();
+                self.put_control(buf, OPCODE_TEXT, status.as_bytes());
+            }
         }
         while buf.len() < CHUNK_BYTES && self.subs.has_snapshot_pending() {
             if self.put_quote_frame(buf, now, true) == 0 {
@@ -275,6 +345,11 @@ impl Output {
                 break;
             }
         }
+    }
+
+    fn put_control(&self, buf: &mut BytesMut, opcode: u8, payload: &[u8]) {
+        put_frame(buf, opcode, payload);
+        self.state.metrics.other_frame(frame_wire_bytes(payload.len()));
     }
 
     /// Appends one frame of due quotes (or snapshot quotes) of at most `max_frame_bytes`
@@ -350,7 +425,12 @@ impl MessageBody for OutboundBody {
         let this = self.get_mut();
         let mut output = this.output.borrow_mut();
         if output.closing {
-            return Poll::Ready(output.close_frame.take().map(Ok));
+            let frame = output.close_frame.take();
+            if let Some(waker) = output.input_waker.take() {
+                // The session may be waiting to drop a failed connection once this is written.
+                waker.wake();
+            }
+            return Poll::Ready(frame.map(Ok));
         }
         this.signal.register(cx.waker());
         let mut now = Instant::now();

@@ -134,6 +134,10 @@ pub enum ServerMessage<'a> {
         id: Option<RequestId>,
         code: ErrorCode,
         message: String,
+        /// How many messages a `rate_limited` error stands for (the first dropped one's `id`
+        /// is echoed); absent on other errors, which each answer one message.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        count: Option<u64>,
     },
 }
 

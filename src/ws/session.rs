@@ -7,21 +7,31 @@
 //! the socket, so a client that stops reading still has its pings answered and its close
 //! frame read.
 //!
+//! Input is read only as fast as its answers drain: while the replies waiting in the outbox
+//! pass [`INPUT_PAUSE_BYTES`], the session reads no client message (the client's writes then
+//! stall in TCP), so a flood of requests from a client that reads is slowed, never closed. A
+//! client over the message rate gets one `rate_limited` error for the first message dropped and
+//! then at most one per [`RATE_LIMIT_REPORT_INTERVAL`], each counting the messages it stands for.
+//!
 //! A client is a slow consumer when output has been pending and actix-http has not asked for
 //! data for `slow_consumer_timeout`: the session closes it with 1008 and, if the close cannot
 //! be flushed within a second, drops the connection.
+//!
+//! A client whose frames break RFC 6455 or the message limit is failed (RFC 6455 §7.1.7): the
+//! close frame is sent, nothing more it sends is decoded, and the connection is dropped if the
+//! client has not closed its side within a second.
 
 use std::cell::RefCell;
 use std::rc::Rc;
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::inbound::{CloseCode, CloseReason, Inbound, InboundStream, ProtocolError};
+use super::inbound::{CloseCode, CloseReason, Inbound, InboundError, InboundStream};
 use tokio::sync::broadcast;
 use tokio::time::{Instant, sleep_until};
 
 use super::ConnectionSlot;
-use super::outbound::{OUTBOX_LIMIT_BYTES, Output};
+use super::outbound::{INPUT_PAUSE_BYTES, Output};
 use super::protocol::{ClientOp, ErrorCode, PROTOCOL_VERSION, Rejected, RequestId, ServerMessage, parse_client_message};
 use super::socket::SocketProbe;
 use crate::bus::{SessionSignal, Topic};
@@ -38,6 +48,8 @@ const CLOSE_FLUSH_TIMEOUT: Duration = Duration::from_secs(1);
 /// The slow-consumer check runs this many times per `slow_consumer_timeout`, so a stalled
 /// client is closed between 1 and 1 + 1/8 timeouts after its socket stopped taking data.
 const STALL_CHECKS_PER_TIMEOUT: u32 = 8;
+/// A client over the message rate hears of the messages dropped since at most this often.
+pub const RATE_LIMIT_REPORT_INTERVAL: Duration = Duration::from_secs(1);
 
 /// The limits a session enforces, from the configuration.
 #[derive(Debug, Clone)]
@@ -58,37 +70,40 @@ pub struct SessionLimits {
 /// A subscription requested in the upgrade URL (`/ws?symbols=A,B&throttle_ms=500`).
 #[derive(Debug, Clone, Default)]
 pub struct InitialSubscription {
+    /// A subscription parameter was given (even an empty one): answer with `subscribed`.
+    pub requested: bool,
     pub symbols: Vec<String>,
     pub throttle_ms: Option<u64>,
+    /// What the server could not use, each told to the client as a `bad_request` error.
+    pub problems: Vec<String>,
 }
 
 /// Why a session ended; each maps to a close code and a disconnect reason.
 #[derive(Debug, Clone, PartialEq)]
 pub enum End {
-    /// The client sent a close frame (echoed back) or vanished.
+    /// The client sent a close frame: echoed with its code and reason (1000 when it gave none).
     ClientClose(Option<CloseReason>),
+    /// The connection ended without a close frame.
     ClientGone,
     SlowConsumer,
     IdleTimeout,
-    ProtocolError(String),
-    /// A text message that is not UTF-8 (RFC 6455 8.1).
-    InvalidText,
-    MessageTooBig,
+    /// The client's frames could not be read on (1002, 1007 or 1009).
+    BadInput(InboundError),
     Shutdown,
 }
 
 impl End {
     fn close_reason(&self) -> Option<CloseReason> {
-        let reason = |code, text: &str| Some(CloseReason { code, description: Some(text.to_string()) });
+        let reason = |code, text: String| Some(CloseReason { code, description: Some(text) });
         match self {
-            End::ClientClose(reason) => Some(reason.as_ref().map(|r| CloseReason { code: r.code, description: None }).unwrap_or(CloseReason { code: CloseCode::Normal, description: None })),
+            End::ClientClose(reason) => Some(reason.clone().unwrap_or(CloseReason { code: CloseCode::Normal, description: None })),
             End::ClientGone => None,
-            End::SlowConsumer => reason(CloseCode::Policy, "slow consumer"),
-            End::IdleTimeout => reason(CloseCode::Away, "idle timeout"),
-            End::ProtocolError(_) => reason(CloseCode::Protocol, "protocol error"),
-            End::InvalidText => reason(CloseCode::Invalid, "text message is not UTF-8"),
-            End::MessageTooBig => reason(CloseCode::Size, "message too big"),
-            End::Shutdown => reason(CloseCode::Away, "going away"),
+            End::SlowConsumer => reason(CloseCode::Policy, "slow consumer".into()),
+            End::IdleTimeout => reason(CloseCode::Away, "idle timeout".into()),
+            End::BadInput(error @ InboundError::Protocol(_)) => reason(CloseCode::Protocol, error.to_string()),
+            End::BadInput(error @ InboundError::InvalidUtf8(_)) => reason(CloseCode::Invalid, error.to_string()),
+            End::BadInput(InboundError::TooBig { limit, .. }) => reason(CloseCode::Size, format!("message too big: the limit is {limit} bytes")),
+            End::Shutdown => reason(CloseCode::Away, "going away".into()),
         }
     }
 
@@ -98,11 +113,21 @@ impl End {
             End::ClientClose(_) | End::ClientGone => DisconnectReason::ClientClose,
             End::SlowConsumer => DisconnectReason::SlowConsumer,
             End::IdleTimeout => DisconnectReason::IdleTimeout,
-            End::ProtocolError(_) | End::InvalidText => DisconnectReason::ProtocolError,
-            End::MessageTooBig => DisconnectReason::Limit,
+            End::BadInput(InboundError::TooBig { .. }) => DisconnectReason::Limit,
+            End::BadInput(_) => DisconnectReason::ProtocolError,
             End::Shutdown => DisconnectReason::Shutdown,
         }
     }
+}
+
+/// Messages dropped by the rate limit since the last `rate_limited` error.
+#[derive(Debug)]
+struct RateLimitedRun {
+    /// When the next report is due.
+    report_at: Instant,
+    dropped: u64,
+    /// The `id` of the first message dropped since the last report.
+    first_id: Option<RequestId>,
 }
 
 /// Token bucket for client messages.
@@ -146,6 +171,9 @@ pub struct Session {
     next_ping: Instant,
     next_stall_check: Instant,
     known_topics: usize,
+    /// Open while the client is over the message rate (boxed: rare, and every idle session
+    /// would carry its size).
+    rate_limited: Option<Box<RateLimitedRun>>,
 }
 
 impl Session {
@@ -164,6 +192,7 @@ impl Session {
             probe,
             last_heard: now,
             known_topics: 0,
+            rate_limited: None,
             state,
         }
     }
@@ -201,37 +230,41 @@ impl Session {
         topics: &mut tokio::sync::watch::Receiver<usize>,
     ) -> End {
         loop {
-            let wake_at = self.next_ping.min(self.last_heard + self.limits.idle_timeout).min(self.next_stall_check);
+            let mut wake_at = self.next_ping.min(self.last_heard + self.limits.idle_timeout).min(self.next_stall_check);
+            if let Some(run) = &self.rate_limited {
+                wake_at = wake_at.min(run.report_at);
+            }
             let wildcard = self.output.borrow().subs.has_wildcard();
+            // Backpressure on input: no client message is read while its answers pile up.
+            let input_paused = self.output.borrow().outbox_bytes() > INPUT_PAUSE_BYTES;
             tokio::select! {
                 biased;
                 _ = shutdown.changed() => return End::Shutdown,
-                message = stream.recv() => {
+                message = stream.recv(), if !input_paused => {
                     let now = Instant::now();
                     self.last_heard = now;
                     match message {
                         None => return End::ClientGone,
                         Some(Ok(message)) => if let Some(end) = self.on_message(message, now) { return end },
-                        Some(Err(ProtocolError::Overflow)) => return End::MessageTooBig,
-                        Some(Err(ProtocolError::Io(e))) if e.kind() == std::io::ErrorKind::InvalidData => return End::InvalidText,
-                        Some(Err(e)) => return End::ProtocolError(e.to_string()),
+                        Some(Err(error)) => return End::BadInput(error),
                     }
                 }
+                () = std::future::poll_fn(|cx| self.output.borrow_mut().poll_input_room(cx)), if input_paused => {
+                    // The client is reading what it asked for: its silence meanwhile was ours.
+                    self.last_heard = Instant::now();
+                }
                 event = feed_events.recv() => match event {
-                    Ok(FeedEvent(status)) => self.queue_text(ServerMessage::Feed(&status).to_json()),
+                    Ok(FeedEvent(status)) => self.feed_changed(&status.name),
                     Err(broadcast::error::RecvError::Lagged(_)) => {
-                        let state = self.state.clone();
-                        for feed in &state.feeds {
-                            self.queue_text(ServerMessage::Feed(&feed.status()).to_json());
+                        for index in 0..self.state.feeds.len() {
+                            self.output.borrow_mut().queue_feed_status(index);
                         }
+                        self.signal.wake();
                     }
                     Err(broadcast::error::RecvError::Closed) => {}
                 },
                 _ = topics.changed(), if wildcard => self.extend_wildcard(),
                 _ = sleep_until(wake_at) => if let Some(end) = self.on_timer(Instant::now()) { return end },
-            }
-            if self.output.borrow().outbox_bytes() > OUTBOX_LIMIT_BYTES {
-                return End::SlowConsumer;
             }
             if self.last_heard + self.limits.idle_timeout <= Instant::now() {
                 return End::IdleTimeout;
@@ -239,7 +272,17 @@ impl Session {
         }
     }
 
+    fn feed_changed(&mut self, name: &str) {
+        if let Some(index) = self.state.feeds.iter().position(|f| *f.name == *name) {
+            self.output.borrow_mut().queue_feed_status(index);
+            self.signal.wake();
+        }
+    }
+
     fn on_timer(&mut self, now: Instant) -> Option<End> {
+        if self.rate_limited.as_ref().is_some_and(|run| now >= run.report_at) {
+            self.report_rate_limited(now);
+        }
         if now >= self.next_ping {
             self.output.borrow_mut().queue_ping();
             self.signal.wake();
@@ -270,8 +313,12 @@ impl Session {
             max_frame_bytes: self.limits.max_frame_bytes,
         };
         self.queue_text(welcome.to_json());
-        if !initial.symbols.is_empty() || initial.throttle_ms.is_some() {
+        if initial.requested {
             self.subscribe(None, &initial.symbols, initial.throttle_ms, true);
+        }
+        // After `subscribed`, so that the first two messages are always the documented pair.
+        for problem in initial.problems {
+            self.error(None, ErrorCode::BadRequest, problem);
         }
     }
 
@@ -282,7 +329,47 @@ impl Session {
 
     fn error(&mut self, id: Option<RequestId>, code: ErrorCode, message: String) {
         self.state.metrics.client_error(code);
-        self.queue_text(ServerMessage::Error { id, code, message }.to_json());
+        self.queue_text(ServerMessage::Error { id, code, message, count: None }.to_json());
+    }
+
+    /// A message over the rate is dropped: the first of a run is answered at once, the rest
+    /// are counted into one error per [`RATE_LIMIT_REPORT_INTERVAL`].
+    fn rate_limited(&mut self, id: Option<RequestId>, now: Instant) {
+        match &mut self.rate_limited {
+            Some(run) => {
+                if run.dropped == 0 {
+                    run.first_id = id;
+                }
+                run.dropped += 1;
+            }
+            None => {
+                self.rate_limited = Some(Box::new(RateLimitedRun { report_at: now + RATE_LIMIT_REPORT_INTERVAL, dropped: 0, first_id: None }));
+                self.send_rate_limited(id, 1);
+            }
+        }
+    }
+
+    /// Reports the messages dropped since the last report; closes the run if there were none.
+    fn report_rate_limited(&mut self, now: Instant) {
+        let Some(run) = self.rate_limited.as_mut() else { return };
+        if run.dropped == 0 {
+            self.rate_limited = None;
+            return;
+        }
+        let (id, dropped) = (run.first_id.take(), std::mem::take(&mut run.dropped));
+        run.report_at = now + RATE_LIMIT_REPORT_INTERVAL;
+        self.send_rate_limited(id, dropped);
+    }
+
+    fn send_rate_limited(&mut self, id: Option<RequestId>, count: u64) {
+        self.state.metrics.client_errors(ErrorCode::RateLimited, count);
+        let (rate, burst) = (self.limits.rate_limit, self.limits.rate_burst);
+        let message = if count == 1 {
+            format!("message not processed: more than {rate} messages per second (bursts of {burst}); messages dropped from now on are counted in one error per second")
+        } else {
+            format!("{count} messages not processed: more than {rate} messages per second (bursts of {burst})")
+        };
+        self.queue_text(ServerMessage::Error { id, code: ErrorCode::RateLimited, message, count: Some(count) }.to_json());
     }
 
     /// Handles one client frame; returns how the session ends, if it does.
@@ -292,9 +379,7 @@ impl Session {
                 let parsed = parse_client_message(&text);
                 self.state.metrics.client_message(parsed.as_ref().map_or("invalid", ClientOp::name));
                 if !self.bucket.take(now) {
-                    let id = parsed.map_or_else(|f| f.id, |op| op_id(&op));
-                    let message = format!("more than {} messages per second (bursts of {})", self.limits.rate_limit, self.limits.rate_burst);
-                    self.error(id, ErrorCode::RateLimited, message);
+                    self.rate_limited(parsed.map_or_else(|f| f.id, |op| op_id(&op)), now);
                     return None;
                 }
                 match parsed {
@@ -306,10 +391,14 @@ impl Session {
                 self.state.metrics.client_message("invalid");
                 if self.bucket.take(now) {
                     self.error(None, ErrorCode::BadRequest, "binary frames are not supported: send JSON text frames".into());
+                } else {
+                    self.rate_limited(None, now);
                 }
             }
             Inbound::Ping(payload) => {
-                self.output.borrow_mut().set_pong(payload);
+                // Every ping gets its own pong (as Autobahn|Testsuite 2.10 expects); a flood of
+                // them is bounded by the input backpressure like any other request.
+                self.output.borrow_mut().queue_pong(payload);
                 self.signal.wake();
             }
             Inbound::Pong(_) => {}
@@ -423,15 +512,35 @@ impl Session {
             return;
         }
         let probe = self.probe;
-        let flushed = tokio::time::timeout(CLOSE_FLUSH_TIMEOUT, async move {
-            // The close frame is queued and the body ends after it; the connection ends when
-            // actix has written it and the peer has answered (or gone). Reading drains the
-            // peer's close reply.
-            while let Some(Ok(_)) = stream.recv().await {}
-        })
-        .await;
-        if flushed.is_err() {
-            if let Some(probe) = probe {
+        let output = self.output.clone();
+        let close_sent = || tokio::time::timeout(CLOSE_FLUSH_TIMEOUT, std::future::poll_fn(|cx| output.borrow_mut().poll_close_sent(cx)));
+        let ended = match end {
+            // RFC 6455 §7.1.7: after failing the connection, nothing more the client sends is
+            // read: once the close frame is on its way, the connection is dropped.
+            End::BadInput(_) => {
+                let _ = close_sent().await;
+                false
+            }
+            // The handshake is over once the echo is on its way; RFC 6455 §7.1.1: the server
+            // closes the TCP connection first.
+            End::ClientClose(_) => close_sent().await.is_ok(),
+            // The server closes: wait for the client's close frame (or its end), reading past
+            // what it still sends before it.
+            _ => {
+                let reply = async move {
+                    while let Some(Ok(message)) = stream.recv().await {
+                        if let Inbound::Close(_) = message {
+                            break;
+                        }
+                    }
+                };
+                tokio::time::timeout(CLOSE_FLUSH_TIMEOUT, reply).await.is_ok()
+            }
+        };
+        if let Some(probe) = probe {
+            if ended {
+                probe.shutdown();
+            } else {
                 probe.force_close();
             }
         }

@@ -50,6 +50,18 @@ impl SocketProbe {
             libc::shutdown(self.fd, libc::SHUT_RDWR) == 0
         }
     }
+
+    /// Ends the connection after what is queued: the peer reads it and then the end of the
+    /// stream, and actix, reading the end too, releases the connection. Used once a close
+    /// handshake is over, because actix-http would otherwise keep the connection open for as
+    /// long as the peer sends, reading and discarding (it drains a request payload nobody reads).
+    pub fn shutdown(&self) -> bool {
+        if inode_of(self.fd) != Some(self.inode) {
+            return false;
+        }
+        // SAFETY: the inode check above makes sure the descriptor is still this connection's.
+        unsafe { libc::shutdown(self.fd, libc::SHUT_RDWR) == 0 }
+    }
 }
 
 fn inode_of(fd: RawFd) -> Option<u64> {
