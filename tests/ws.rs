@@ -64,6 +64,35 @@ async fn query_string_subscribes_at_connect() {
     server.shutdown().await;
 }
 
+#[actix_web::test]
+async fn every_subscription_query_is_answered_and_what_is_unusable_is_reported() {
+    let server = start(&[]).await;
+    // Repeated `symbols` lists are joined.
+    let mut client = Client::connect_path(&server, "/ws?symbols=AAPL&symbols=MSFT").await;
+    assert_eq!(client.recv().await["type"], "welcome");
+    let subscribed = client.recv().await;
+    assert_eq!((subscribed["type"].as_str(), &subscribed["symbols"]), (Some("subscribed"), &json!(["AAPL", "MSFT"])));
+    // An empty list is still a subscription request: it is answered.
+    let mut client = Client::connect_path(&server, "/ws?symbols=").await;
+    assert_eq!(client.recv().await["type"], "welcome");
+    let subscribed = client.recv().await;
+    assert_eq!((subscribed["type"].as_str(), &subscribed["symbols"]), (Some("subscribed"), &json!([])));
+    // An unusable throttle leaves the default, says so, and names the field; so does a
+    // parameter /ws does not take.
+    for (query, field) in [("symbols=AAPL&throttle_ms=abc", "'throttle_ms'"), ("symbols=AAPL&throttle_ms=-1", "'throttle_ms'"), ("symbols=AAPL&symbol=MSFT", "'symbol'")] {
+        let mut client = Client::connect_path(&server, &format!("/ws?{query}")).await;
+        let welcome = client.recv().await;
+        let subscribed = client.recv().await;
+        assert_eq!(subscribed["type"], "subscribed", "{query}");
+        assert_eq!(subscribed["throttle_ms"], welcome["throttle_ms"], "{query}: the default applies");
+        assert_eq!(subscribed["symbols"], json!(["AAPL"]), "{query}");
+        let error = client.recv_type("error").await;
+        assert_eq!(error["code"], "bad_request", "{query}");
+        assert!(error["message"].as_str().unwrap().contains(field), "{query}: {error}");
+    }
+    server.shutdown().await;
+}
+
 /// Receive times of each symbol's deliveries over `window`, plus every quote seen.
 async fn collect(client: &mut Client, window: Duration) -> (HashMap<String, Vec<Instant>>, Vec<Value>) {
     let mut times: HashMap<String, Vec<Instant>> = HashMap::new();
