@@ -217,3 +217,20 @@ async fn fixed_interval_pacing_spaces_rows() {
     assert_eq!(status["state"], "running");
     server.shutdown().await;
 }
+
+#[actix_web::test]
+async fn replay_speed_rule_at_its_boundaries() {
+    let stocks = repo_path("feeds/stocks.csv");
+    let server = start(&["--replay", &stocks, "--speed", "1"]).await;
+    let rule = "a replay's speed (history seconds per wall second) must be >= 0 and <= 1e12; 0 replays as fast as possible";
+    for (value, shown) in [(json!(-1), "-1"), (json!(-1e-9), "-0.000000001"), (json!(1.000001e12), "1000001000000")] {
+        let (status, answer) = control(&server, "replay", json!({"action":"speed","value":value})).await;
+        assert_eq!((status, answer["error"].as_str()), (400, Some("bad_request")), "speed {value}: {answer}");
+        assert_eq!(answer["message"], format!("invalid speed {shown} for feed 'replay': {rule}"));
+    }
+    for value in [json!(1e12), json!(1), json!(0)] {
+        let (status, answer) = control(&server, "replay", json!({"action":"speed","value":value})).await;
+        assert_eq!((status, answer["speed"].as_f64()), (200, value.as_f64()), "speed {value}: {answer}");
+    }
+    server.shutdown().await;
+}

@@ -112,6 +112,13 @@ pub fn start(config: &FeedConfig, publisher: Arc<dyn Publisher>, events: broadca
     Ok(handle)
 }
 
+/// What a replay's speed may be, as an error message states it.
+const SPEED_RULE: &str = "a replay's speed (history seconds per wall second) must be >= 0 and <= 1e12; 0 replays as fast as possible";
+
+fn speed_accepted(value: f64) -> bool {
+    (0.0..=super::MAX_SPEED).contains(&value)
+}
+
 struct Replay {
     rows: Vec<Event>,
     symbols: Vec<ReplaySymbol>,
@@ -300,8 +307,8 @@ impl Replay {
     fn apply(&mut self, action: ControlAction, state: FeedState) -> Result<FeedStatus, ControlError> {
         match action {
             ControlAction::Speed(value) => {
-                if !value.is_finite() || value < 0.0 {
-                    return Err(ControlError::InvalidSpeed(value));
+                if !speed_accepted(value) {
+                    return Err(ControlError::InvalidSpeed { feed: self.control.status().name.to_string(), value, accepts: SPEED_RULE });
                 }
                 // A speed replaces fixed-interval pacing: from now on rows follow their times.
                 self.interval_ms = None;
@@ -345,5 +352,18 @@ impl Replay {
         self.position = position;
         let speed = self.pacer.speed();
         self.pacer.reanchor(Instant::now(), self.feed_ms(position), speed);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn speed_rule_matches_its_text() {
+        assert!(SPEED_RULE.contains(">= 0 and <= 1e12") && super::super::MAX_SPEED == 1e12);
+        for (value, accepted) in [(0.0, true), (-0.0, true), (-1e-9, false), (1e12, true), (1.000001e12, false), (f64::NAN, false), (f64::INFINITY, false)] {
+            assert_eq!(speed_accepted(value), accepted, "speed {value}");
+        }
     }
 }
