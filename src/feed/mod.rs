@@ -133,8 +133,9 @@ pub enum ControlError {
     /// does not).
     #[error("invalid speed {value} for feed '{feed}': {accepts}")]
     InvalidSpeed { feed: String, value: f64, accepts: &'static str },
-    #[error("seek target is outside the replayed data ({0})")]
-    SeekOutOfRange(String),
+    /// Before the first row or after the last one: refused at both ends, nothing moved.
+    #[error("seek to {} is outside the replayed data, which runs from {} to {}", iso_millis(*.requested), iso_millis(*.first), iso_millis(*.last))]
+    SeekOutOfRange { requested: i64, first: i64, last: i64 },
     #[error("feed '{0}' has stopped")]
     Stopped(String),
 }

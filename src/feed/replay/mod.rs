@@ -7,7 +7,8 @@
 //!
 //! Invariants: seq never goes back (the bus assigns it, and a loop or a seek only moves the
 //! replay position); session statistics (open, high, low, volume, previous close) are those of
-//! the UTC calendar day of the quote's `ts`, recomputed from the data on a seek.
+//! the UTC calendar day of the quote's `ts`, recomputed from the data on a seek; a seek outside
+//! the data (before its first row or after its last) is refused and changes nothing.
 
 pub mod format;
 pub mod intrabar;
@@ -318,9 +319,12 @@ impl Replay {
                 Ok(self.control.update(true, |s| s.speed = value))
             }
             ControlAction::Seek(to) => {
-                let last = self.rows[self.rows.len() - 1].ts;
-                if to > last {
-                    return Err(ControlError::SeekOutOfRange(format!("the data runs from {} to {}", iso_millis(self.rows[0].ts), iso_millis(last))));
+                // One rule for both ends: a target outside the data is refused and the feed
+                // stays where it was. (Clamping the start but not the end, as before, made the
+                // same mistake succeed or fail depending on its direction.)
+                let (first, last) = (self.rows[0].ts, self.rows[self.rows.len() - 1].ts);
+                if to < first || to > last {
+                    return Err(ControlError::SeekOutOfRange { requested: to, first, last });
                 }
                 let position = self.rows.partition_point(|row| row.ts < to);
                 self.seek_to(position);
