@@ -2,7 +2,8 @@
 //!
 //! - `GET /api/symbols` — every symbol with name, sector, feed and last price.
 //! - `GET /api/quotes?symbols=A,B`, `GET /api/quotes/{symbol}` — latest quotes.
-//! - `GET /api/feeds`, `POST /api/feeds/{name}/control` — feed state and control.
+//! - `GET /api/feeds`, `POST /api/feeds/{name}/control` — feed state and control
+//!   ([`control`] reads and checks the body).
 //! - `GET /healthz` (alive), `GET /readyz` (feeds started and not shutting down).
 //! - `GET /metrics` — Prometheus text format ([`crate::metrics`]).
 //! - `GET /api/history/{symbol}?resolution=1s|1m&limit=N` — recent bars ([`crate::history`]).
@@ -12,19 +13,22 @@
 //! Errors are JSON objects `{"error": code, "message": text}` whose message names the symbol,
 //! feed or field at fault.
 
+mod control;
+
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
 use actix_web::http::StatusCode;
 use actix_web::{HttpRequest, HttpResponse, web};
 use serde::{Deserialize, Serialize};
-use serde_json::{Value, json};
+use serde_json::json;
 
-use crate::feed::{ControlAction, ControlError, FeedState};
-use crate::feed::replay::timestamp::parse_timestamp;
+use crate::feed::{ControlError, FeedState};
 use crate::history::Resolution;
 use crate::quote::PublishedQuote;
 use crate::server::AppState;
+
+pub use self::control::MAX_BODY_BYTES as MAX_CONTROL_BODY_BYTES;
 
 /// Registers every route.
 pub fn routes(cfg: &mut web::ServiceConfig) {
@@ -231,47 +235,22 @@ async fn feeds(state: web::Data<AppState>) -> HttpResponse {
     HttpResponse::Ok().json(statuses)
 }
 
-/// Body of `POST /api/feeds/{name}/control`.
-#[derive(Debug, Deserialize)]
-#[serde(tag = "action", rename_all = "lowercase", deny_unknown_fields)]
-enum ControlBody {
-    Pause,
-    Resume,
-    Seek { to: Value },
-    Speed { value: f64 },
-}
-
-async fn control(state: web::Data<AppState>, path: web::Path<String>, body: web::Bytes) -> HttpResponse {
+/// `POST /api/feeds/{name}/control`: the feed is looked up first (404 names the known feeds),
+/// then the body is read (at most [`MAX_CONTROL_BODY_BYTES`], else 413) and checked.
+async fn control(state: web::Data<AppState>, path: web::Path<String>, body: web::Payload) -> HttpResponse {
     let name = path.into_inner();
     let Some(feed) = state.feeds.iter().find(|f| *f.name == *name) else {
         let known: Vec<&str> = state.feeds.iter().map(|f| &*f.name).collect();
         return error(StatusCode::NOT_FOUND, "unknown_feed", format!("unknown feed '{}'; feeds: {}", truncate(&name, 32), known.join(", ")));
     };
-    let body: ControlBody = match serde_json::from_slice(&body) {
+    let body = match control::read_body(body).await {
         Ok(body) => body,
-        Err(e) => {
-            return error(
-                StatusCode::BAD_REQUEST,
-                "bad_request",
-                format!("{e}; expected {{\"action\":\"pause\"}}, {{\"action\":\"resume\"}}, {{\"action\":\"seek\",\"to\":\"2008-09-15\"}} or {{\"action\":\"speed\",\"value\":3600}}"),
-            );
-        }
+        Err(e @ control::BodyError::TooLarge) => return error(StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large", e.to_string()),
+        Err(e) => return error(StatusCode::BAD_REQUEST, "bad_request", e.to_string()),
     };
-    let action = match body {
-        ControlBody::Pause => ControlAction::Pause,
-        ControlBody::Resume => ControlAction::Resume,
-        ControlBody::Speed { value } => ControlAction::Speed(value),
-        ControlBody::Seek { to } => {
-            let parsed = match &to {
-                Value::String(text) => parse_timestamp(text).map_err(|e| e.to_string()),
-                Value::Number(n) => n.as_f64().map(|v| parse_timestamp(&v.to_string()).map_err(|e| e.to_string())).unwrap_or_else(|| Err("not a number".into())),
-                _ => Err("field 'to' must be a date, a datetime or a Unix timestamp".to_string()),
-            };
-            match parsed {
-                Ok(ms) => ControlAction::Seek(ms),
-                Err(message) => return error(StatusCode::BAD_REQUEST, "bad_request", format!("seek 'to': {message}")),
-            }
-        }
+    let action = match control::parse(&body) {
+        Ok(action) => action,
+        Err(message) => return error(StatusCode::BAD_REQUEST, "bad_request", message),
     };
     match feed.control(action).await {
         Ok(status) => HttpResponse::Ok().json(status),

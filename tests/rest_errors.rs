@@ -30,6 +30,68 @@ async fn sim_status(server: &RunningServer) -> Value {
 }
 
 #[actix_web::test]
+async fn oversized_control_bodies_get_413_json() {
+    let server = start(&[]).await;
+    // 300 KB with a Content-Length, and 70 KiB in chunks without one.
+    let big = format!(r#"{{"action":"pause","padding":"{}"}}"#, "x".repeat(300_000));
+    let message = json_error(&control(&server, "sim", &big).await, "300 KB body", 413, "payload_too_large");
+    assert!(message.contains("control body") && message.contains("65536"), "{message}");
+    let chunk = "y".repeat(10 * 1024);
+    let mut request = format!("POST /api/feeds/sim/control HTTP/1.1\r\nHost: {}\r\nConnection: close\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n", server.addr);
+    for _ in 0..7 {
+        request.push_str(&format!("{:x}\r\n{chunk}\r\n", chunk.len()));
+    }
+    request.push_str("0\r\n\r\n");
+    let message = json_error(&http_raw(&server, request.as_bytes()).await, "70 KiB chunked body", 413, "payload_too_large");
+    assert!(message.contains("65536"), "{message}");
+    // A body at the limit is read (and refused only for what it says).
+    let at_limit = format!(r#"{{"action":"pause","padding":"{}"}}"#, "x".repeat(65536 - 31));
+    assert_eq!(at_limit.len(), 65536);
+    let message = json_error(&control(&server, "sim", &at_limit).await, "body at the limit", 400, "bad_request");
+    assert!(message.contains("'padding'"), "{message}");
+    assert_eq!(sim_status(&server).await["state"], "running");
+    server.shutdown().await;
+}
+
+#[actix_web::test]
+async fn control_bodies_refuse_unknown_and_foreign_fields_for_every_action() {
+    let server = start(&[]).await;
+    let cases: &[(&str, &[&str])] = &[
+        (r#"{"action":"pause","extra":1}"#, &["unknown field 'extra'", "action 'pause'", "takes only 'action'"]),
+        (r#"{"action":"resume","extra":1}"#, &["unknown field 'extra'", "action 'resume'", "takes only 'action'"]),
+        (r#"{"action":"speed","value":600,"bogus":1}"#, &["unknown field 'bogus'", "action 'speed'", "'action' and 'value'"]),
+        (r#"{"action":"seek","to":"2008-09-15","bogus":1}"#, &["unknown field 'bogus'", "action 'seek'", "'action' and 'to'"]),
+        (r#"{"action":"pause","value":2}"#, &["field 'value' belongs to action 'speed'", "action 'pause' takes only 'action'"]),
+        (r#"{"action":"resume","to":"2008-09-15"}"#, &["field 'to' belongs to action 'seek'", "action 'resume' takes only 'action'"]),
+        (r#"{"action":"speed","value":2,"to":"2008-09-15"}"#, &["field 'to' belongs to action 'seek'", "'action' and 'value'"]),
+        (r#"{"action":"pause","action":"resume"}"#, &["field 'action' appears more than once"]),
+        (r#"{"action":"speed"}"#, &["action 'speed' needs field 'value'"]),
+        (r#"{"action":"speed","value":"fast"}"#, &["field 'value'", "a number"]),
+        (r#"{"action":"seek"}"#, &["action 'seek' needs field 'to'"]),
+        (r#"{"action":"dance"}"#, &["unknown action 'dance'", "pause, resume, seek or speed"]),
+        (r#"{"action":7}"#, &["field 'action'", "a string"]),
+        (r#"{"value":7}"#, &["missing field 'action'"]),
+        (r#"["pause"]"#, &["a JSON object"]),
+        (r#"{oops"#, &["not JSON"]),
+        ("", &["not JSON"]),
+    ];
+    for (body, expected) in cases {
+        let message = json_error(&control(&server, "sim", body).await, body, 400, "bad_request");
+        for part in *expected {
+            assert!(message.contains(part), "{body}: {message:?} lacks {part:?}");
+        }
+    }
+    // Nothing was applied: the feed runs at its configured speed.
+    let status = sim_status(&server).await;
+    assert_eq!((status["state"].as_str(), status["speed"].as_f64()), (Some("running"), Some(600.0)));
+    // The same bodies without the stray field are accepted.
+    assert_eq!(control(&server, "sim", r#"{"action":"pause"}"#).await.json("pause")["state"], "paused");
+    assert_eq!(control(&server, "sim", r#"{"action":"resume"}"#).await.json("resume")["state"], "running");
+    assert_eq!(control(&server, "sim", r#"{"action":"speed","value":600}"#).await.status, 200);
+    server.shutdown().await;
+}
+
+#[actix_web::test]
 async fn sim_speed_rule_at_its_boundaries() {
     let server = start(&[]).await;
     let rule = "a simulation's speed (model seconds per wall second) must be > 0 and <= 1e12";
