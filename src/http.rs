@@ -11,18 +11,24 @@
 //! - `GET /`, `GET /{file}` — the browser dashboard ([`crate::web`]).
 //!
 //! Errors are JSON objects `{"error": code, "message": text}` whose message names the symbol,
-//! feed or field at fault.
+//! feed, query parameter or field at fault ([`errors`]); query parameters are read by
+//! [`query`], which names the parameter in its refusals.
 
 mod control;
+mod errors;
+mod query;
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
 use actix_web::http::StatusCode;
+use actix_web::middleware::ErrorHandlers;
 use actix_web::{HttpRequest, HttpResponse, web};
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 use serde_json::json;
 
+use self::errors::error;
+use self::query::QueryParams;
 use crate::feed::{ControlError, FeedState};
 use crate::history::Resolution;
 use crate::quote::PublishedQuote;
@@ -45,15 +51,13 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         .route("/", web::get().to(crate::web::index))
         .route("/web/{path:.*}", web::get().to(crate::web::file))
         .route("/{file}", web::get().to(crate::web::file))
-        .default_service(web::to(not_found));
+        .default_service(web::to(errors::not_found));
 }
 
-fn error(status: StatusCode, code: &str, message: impl Into<String>) -> HttpResponse {
-    HttpResponse::build(status).json(json!({"error": code, "message": message.into()}))
-}
-
-async fn not_found(req: HttpRequest) -> HttpResponse {
-    error(StatusCode::NOT_FOUND, "not_found", format!("no route for {} {}", req.method(), req.path()))
+/// The middleware that gives every error answer the JSON shape, including those actix makes
+/// itself (see [`errors::json_fallback`]).
+pub fn json_errors<B: actix_web::body::MessageBody + 'static>() -> ErrorHandlers<B> {
+    ErrorHandlers::new().default_handler(errors::json_fallback)
 }
 
 async fn metrics(state: web::Data<AppState>) -> HttpResponse {
@@ -156,22 +160,20 @@ async fn symbols(state: web::Data<AppState>) -> HttpResponse {
     HttpResponse::Ok().json(entries)
 }
 
-#[derive(Deserialize)]
-struct QuotesQuery {
-    symbols: Option<String>,
-}
-
 /// Latest quotes of the listed symbols (all symbols when none are listed); unknown ones are
-/// listed under `unknown` rather than failing the whole request.
-async fn quotes(state: web::Data<AppState>, query: web::Query<QuotesQuery>) -> HttpResponse {
+/// listed under `unknown` rather than failing the whole request. `symbols` may be repeated, and
+/// the lists are joined: `symbols=A&symbols=B,C` asks for A, B and C.
+async fn quotes(state: web::Data<AppState>, req: HttpRequest) -> HttpResponse {
     let mut found: Vec<Arc<PublishedQuote>> = Vec::new();
     let mut unknown: Vec<String> = Vec::new();
-    let requested: Vec<String> = match &query.symbols {
-        Some(list) => list.split(',').map(|s| s.trim().to_ascii_uppercase()).filter(|s| !s.is_empty()).collect(),
-        None => state.bus.topics().iter().map(|t| t.symbol.to_string()).collect(),
+    let query = QueryParams::parse(req.query_string());
+    let requested: Vec<String> = if query.values("symbols").next().is_some() {
+        query.values("symbols").flat_map(|list| list.split(',')).map(|s| s.trim().to_ascii_uppercase()).filter(|s| !s.is_empty()).collect()
+    } else {
+        state.bus.topics().iter().map(|t| t.symbol.to_string()).collect()
     };
     if requested.len() > 10_000 {
-        return error(StatusCode::BAD_REQUEST, "bad_request", "at most 10000 symbols per request");
+        return error(StatusCode::BAD_REQUEST, "bad_request", "query parameter 'symbols': at most 10000 symbols per request");
     }
     for symbol in requested {
         match state.bus.topic(&symbol) {
@@ -209,23 +211,22 @@ async fn quote(state: web::Data<AppState>, path: web::Path<String>) -> HttpRespo
     }
 }
 
-#[derive(Deserialize)]
-struct HistoryQuery {
-    resolution: Option<String>,
-    limit: Option<usize>,
-}
-
 /// Recent bars of one symbol for chart backfill; each bar carries the seq of its last quote.
-async fn history(state: web::Data<AppState>, path: web::Path<String>, query: web::Query<HistoryQuery>) -> HttpResponse {
+async fn history(state: web::Data<AppState>, path: web::Path<String>, req: HttpRequest) -> HttpResponse {
     let symbol = path.into_inner().trim().to_ascii_uppercase();
     let Some(topic) = state.bus.topic(&symbol) else {
         return error(StatusCode::NOT_FOUND, "unknown_symbol", format!("unknown symbol '{}'", truncate(&symbol, 32)));
     };
-    let text = query.resolution.as_deref().unwrap_or("1s");
-    let Some(resolution) = Resolution::parse(text) else {
-        return error(StatusCode::BAD_REQUEST, "bad_request", format!("resolution '{}': expected 1s or 1m", truncate(text, 16)));
+    let query = QueryParams::parse(req.query_string());
+    let (resolution, limit) = match (query.single("resolution"), query.parsed::<usize>("limit", "a whole number of bars >= 0")) {
+        (Ok(resolution), Ok(limit)) => (resolution.unwrap_or("1s"), limit),
+        (Err(message), _) | (_, Err(message)) => return error(StatusCode::BAD_REQUEST, "bad_request", message),
     };
-    let bars = topic.history(resolution, query.limit.unwrap_or(usize::MAX));
+    let Some(resolution) = Resolution::parse(resolution) else {
+        return error(StatusCode::BAD_REQUEST, "bad_request", format!("query parameter 'resolution': '{}' is not 1s or 1m", truncate(resolution, 16)));
+    };
+    let limit = limit.unwrap_or(usize::MAX);
+    let bars = topic.history(resolution, limit);
     let seq = bars.last().map_or(0, |b| b.seq);
     HttpResponse::Ok().json(json!({"symbol": symbol, "resolution": resolution, "seq": seq, "bars": bars}))
 }

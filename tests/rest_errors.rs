@@ -30,6 +30,44 @@ async fn sim_status(server: &RunningServer) -> Value {
 }
 
 #[actix_web::test]
+async fn bad_query_parameters_get_json_errors_naming_the_parameter() {
+    let server = start(&[]).await;
+    for (path, parameter, detail) in [
+        ("/api/history/AAPL?limit=-1", "'limit'", "invalid digit"),
+        ("/api/history/AAPL?limit=abc", "'limit'", "invalid digit"),
+        ("/api/history/AAPL?limit=", "'limit'", "empty"),
+        ("/api/history/AAPL?limit=5&limit=6", "'limit'", "2 times"),
+        ("/api/history/AAPL?resolution=1s&resolution=1m", "'resolution'", "2 times"),
+        ("/api/history/AAPL?resolution=7m", "'resolution'", "1s or 1m"),
+    ] {
+        let message = json_error(&http_full(&server, "GET", path, None).await, path, 400, "bad_request");
+        assert!(message.starts_with(&format!("query parameter {parameter}")) && message.contains(detail), "{path}: {message}");
+    }
+    // Good values still work, and parameters the route does not take are ignored.
+    let answer = http_full(&server, "GET", "/api/history/AAPL?limit=0&resolution=1m&cache=no", None).await;
+    assert_eq!(answer.status, 200, "{}", answer.body);
+    assert_eq!(answer.json("limit=0")["bars"], json!([]));
+    server.shutdown().await;
+}
+
+#[actix_web::test]
+async fn repeated_symbols_parameters_are_joined() {
+    let server = start(&[]).await;
+    for symbol in ["AAPL", "MSFT", "IBM"] {
+        while server.state.bus.topic(symbol).unwrap().seq() == 0 {
+            actix_web::rt::time::sleep(std::time::Duration::from_millis(5)).await;
+        }
+    }
+    let answer = http_full(&server, "GET", "/api/quotes?symbols=AAPL&symbols=msft,IBM&symbols=NOPE", None).await;
+    assert_eq!(answer.status, 200, "{}", answer.body);
+    let body = answer.json("joined symbols");
+    let symbols: Vec<&str> = body["quotes"].as_array().unwrap().iter().map(|q| q["symbol"].as_str().unwrap()).collect();
+    assert_eq!(symbols, ["AAPL", "MSFT", "IBM"]);
+    assert_eq!(body["unknown"], json!(["NOPE"]));
+    server.shutdown().await;
+}
+
+#[actix_web::test]
 async fn oversized_control_bodies_get_413_json() {
     let server = start(&[]).await;
     // 300 KB with a Content-Length, and 70 KiB in chunks without one.
@@ -105,5 +143,24 @@ async fn sim_speed_rule_at_its_boundaries() {
         let answer = control(&server, "sim", &body).await;
         assert_eq!((answer.status, answer.json(&body)["speed"].as_f64()), (200, value.as_f64()), "{body}");
     }
+    server.shutdown().await;
+}
+
+#[actix_web::test]
+async fn errors_actix_produces_itself_are_json_too() {
+    let server = start(&[]).await;
+    // A plain GET of the WebSocket endpoint: the upgrade handshake fails inside actix.
+    let message = json_error(&http_full(&server, "GET", "/ws", None).await, "GET /ws without upgrade", 400, "bad_request");
+    assert!(message.to_lowercase().contains("upgrade"), "{message}");
+    // An upgrade asking for a WebSocket version actix does not speak: 426, and the headers that
+    // say which version to use are kept.
+    let request = format!(
+        "GET /ws HTTP/1.1\r\nHost: {}\r\nConnection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Version: 8\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n",
+        server.addr
+    );
+    let answer = http_raw(&server, request.as_bytes()).await;
+    let message = json_error(&answer, "GET /ws version 8", 426, "upgrade_required");
+    assert!(message.to_lowercase().contains("version"), "{message}");
+    assert_eq!(answer.header("sec-websocket-version"), Some("13"));
     server.shutdown().await;
 }
