@@ -10,6 +10,9 @@
 //! - `GET /ws` — the WebSocket upgrade ([`crate::ws`]).
 //! - `GET /`, `GET /{file}` — the browser dashboard ([`crate::web`]).
 //!
+//! Every GET route answers HEAD too (actix-http sends the headers without the body). A known
+//! path asked with another method is 405 with `Allow`; an unknown path is 404.
+//!
 //! Errors are JSON objects `{"error": code, "message": text}` whose message names the symbol,
 //! feed, query parameter or field at fault ([`errors`]); query parameters are read by
 //! [`query`], which names the parameter in its refusals.
@@ -23,11 +26,11 @@ use std::sync::atomic::Ordering;
 
 use actix_web::http::StatusCode;
 use actix_web::middleware::ErrorHandlers;
-use actix_web::{HttpRequest, HttpResponse, web};
+use actix_web::{FromRequest, Handler, HttpRequest, HttpResponse, Resource, Responder, Route, guard, web};
 use serde::Serialize;
 use serde_json::json;
 
-use self::errors::error;
+use self::errors::{error, method_not_allowed};
 use self::query::QueryParams;
 use crate::feed::{ControlError, FeedState};
 use crate::history::Resolution;
@@ -36,22 +39,62 @@ use crate::server::AppState;
 
 pub use self::control::MAX_BODY_BYTES as MAX_CONTROL_BODY_BYTES;
 
+/// What `Allow` says of a GET route.
+const GET_HEAD: &str = "GET, HEAD";
+
 /// Registers every route.
+///
+/// Each path is one resource whose default service answers 405 with `Allow`, so a known path
+/// asked with another method is told what it takes instead of 404 (`App::route` would put the
+/// method guard on the resource, and the request would fall through to the 404).
 pub fn routes(cfg: &mut web::ServiceConfig) {
-    cfg.route("/ws", web::get().to(crate::ws::upgrade))
-        .route("/healthz", web::get().to(healthz))
-        .route("/metrics", web::get().to(metrics))
-        .route("/readyz", web::get().to(readyz))
-        .route("/api/symbols", web::get().to(symbols))
-        .route("/api/quotes", web::get().to(quotes))
-        .route("/api/quotes/{symbol}", web::get().to(quote))
-        .route("/api/feeds", web::get().to(feeds))
-        .route("/api/feeds/{name}/control", web::post().to(control))
-        .route("/api/history/{symbol}", web::get().to(history))
-        .route("/", web::get().to(crate::web::index))
-        .route("/web/{path:.*}", web::get().to(crate::web::file))
-        .route("/{file}", web::get().to(crate::web::file))
+    // The WebSocket upgrade is GET only: a HEAD cannot upgrade.
+    cfg.service(resource("/ws", "GET").route(web::get().to(crate::ws::upgrade)))
+        .service(get("/healthz", healthz))
+        .service(get("/metrics", metrics))
+        .service(get("/readyz", readyz))
+        .service(get("/api/symbols", symbols))
+        .service(get("/api/quotes", quotes))
+        .service(get("/api/quotes/{symbol}", quote))
+        .service(get("/api/feeds", feeds))
+        .service(resource("/api/feeds/{name}/control", "POST").route(web::post().to(control)))
+        .service(get("/api/history/{symbol}", history))
+        .service(get("/", crate::web::index))
+        .service(dashboard_file("/web/{path:.*}", "path"))
+        .service(dashboard_file("/{file}", "file"))
         .default_service(web::to(errors::not_found));
+}
+
+/// A path whose other methods get 405 with `Allow: {allow}`; its routes are added to it.
+fn resource(path: &str, allow: &'static str) -> Resource {
+    web::resource(path).default_service(web::to(move |req: HttpRequest| async move { method_not_allowed(&req, allow) }))
+}
+
+/// The route of a GET handler, which answers HEAD too.
+fn get_or_head() -> Route {
+    web::route().guard(guard::Any(guard::Get()).or(guard::Head()))
+}
+
+/// A GET (and HEAD) path.
+fn get<F, Args>(path: &str, handler: F) -> Resource
+where
+    F: Handler<Args>,
+    Args: FromRequest + 'static,
+    F::Output: Responder + 'static,
+{
+    resource(path, GET_HEAD).route(get_or_head().to(handler))
+}
+
+/// A dashboard file path. Its pattern matches any name, so another method is 405 only for a
+/// file that exists; for any other name it is the 404 that GET gets.
+fn dashboard_file(path: &str, parameter: &'static str) -> Resource {
+    let other_method = move |req: HttpRequest| async move {
+        match req.match_info().get(parameter).and_then(crate::web::asset) {
+            Some(_) => method_not_allowed(&req, GET_HEAD),
+            None => errors::not_found(req).await,
+        }
+    };
+    web::resource(path).route(get_or_head().to(crate::web::file)).default_service(web::to(other_method))
 }
 
 /// The middleware that gives every error answer the JSON shape, including those actix makes

@@ -147,6 +147,41 @@ async fn sim_speed_rule_at_its_boundaries() {
 }
 
 #[actix_web::test]
+async fn wrong_method_on_a_known_route_is_405_with_allow() {
+    let server = start(&[]).await;
+    for (method, path, allow) in [
+        ("GET", "/api/feeds/sim/control", "POST"),
+        ("POST", "/api/symbols", "GET, HEAD"),
+        ("DELETE", "/api/quotes", "GET, HEAD"),
+        ("PUT", "/api/quotes/AAPL", "GET, HEAD"),
+        ("POST", "/api/history/AAPL", "GET, HEAD"),
+        ("POST", "/api/feeds", "GET, HEAD"),
+        ("POST", "/healthz", "GET, HEAD"),
+        ("POST", "/metrics", "GET, HEAD"),
+        ("POST", "/", "GET, HEAD"),
+        ("POST", "/app.js", "GET, HEAD"),
+        ("POST", "/ws", "GET"),
+    ] {
+        let what = format!("{method} {path}");
+        let answer = http_full(&server, method, path, None).await;
+        let message = json_error(&answer, &what, 405, "method_not_allowed");
+        assert_eq!(answer.header("allow"), Some(allow), "{what}");
+        assert!(message.contains(method) && message.contains(path) && message.contains(allow), "{what}: {message}");
+    }
+    // Unknown paths stay 404, whatever the method.
+    for (method, path) in [("GET", "/api/nope"), ("DELETE", "/api/nope"), ("POST", "/nothing.js"), ("GET", "/a/b/c")] {
+        let message = json_error(&http_full(&server, method, path, None).await, path, 404, "not_found");
+        assert!(message.contains(path), "{message}");
+    }
+    // HEAD is answered like GET, without the body.
+    for path in ["/api/symbols", "/healthz", "/"] {
+        let answer = http_full(&server, "HEAD", path, None).await;
+        assert_eq!((answer.status, answer.body.as_str()), (200, ""), "HEAD {path}");
+    }
+    server.shutdown().await;
+}
+
+#[actix_web::test]
 async fn errors_actix_produces_itself_are_json_too() {
     let server = start(&[]).await;
     // A plain GET of the WebSocket endpoint: the upgrade handshake fails inside actix.

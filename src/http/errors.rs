@@ -1,11 +1,12 @@
 //! The one shape of every error answer: `{"error": code, "message": text}` with
 //! `Content-Type: application/json`.
 //!
-//! Handlers build theirs with [`error`], naming the thing at fault; [`not_found`] answers a
-//! path no route has. The rest comes from actix itself (a failed WebSocket handshake, an
-//! extractor's refusal): [`json_fallback`], run by `ErrorHandlers` on every 4xx and 5xx answer,
-//! rewrites anything not JSON into the shape, keeping its status and headers, with the actix
-//! error's text as the message.
+//! Handlers build theirs with [`error`], naming the thing at fault. Two routes answer what no
+//! handler sees: [`not_found`] for a path no route has, [`method_not_allowed`] (405 with
+//! `Allow`) for a known path asked with another method. The rest comes from actix itself (a
+//! failed WebSocket handshake, an extractor's refusal): [`json_fallback`], run by
+//! `ErrorHandlers` on every 4xx and 5xx answer, rewrites anything not JSON into the shape,
+//! keeping its status and headers, with the actix error's text as the message.
 //!
 //! Out of reach: what actix-http answers before any route runs (431 for an oversized head, 400
 //! for a request that is not HTTP) has an empty body and no JSON.
@@ -33,6 +34,19 @@ pub fn code_for(status: StatusCode) -> String {
 /// 404 for a path no route has.
 pub async fn not_found(req: HttpRequest) -> HttpResponse {
     error(StatusCode::NOT_FOUND, "not_found", format!("no route for {} {}", req.method(), super::truncate(req.path(), 200)))
+}
+
+/// 405 for a known path asked with a method it does not take; `allow` lists those it takes.
+pub fn method_not_allowed(req: &HttpRequest, allow: &'static str) -> HttpResponse {
+    // An extension method is client text of any length.
+    let method = super::truncate(req.method().as_str(), 16);
+    let mut response = error(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method_not_allowed",
+        format!("{method} is not allowed on {}; it takes {allow}", super::truncate(req.path(), 200)),
+    );
+    response.headers_mut().insert(header::ALLOW, HeaderValue::from_static(allow));
+    response
 }
 
 /// `ErrorHandlers` default handler: an error answer that is not JSON becomes the JSON shape, with
