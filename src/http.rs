@@ -3,7 +3,7 @@
 //! - `GET /api/symbols` — every symbol with name, sector, feed and last price.
 //! - `GET /api/quotes?symbols=A,B`, `GET /api/quotes/{symbol}` — latest quotes.
 //! - `GET /api/feeds`, `POST /api/feeds/{name}/control` — feed state and control
-//!   ([`control`] reads and checks the body).
+//!   (`http::control` reads and checks the body).
 //! - `GET /healthz` (alive), `GET /readyz` (feeds started and not shutting down).
 //! - `GET /metrics` — Prometheus text format ([`crate::metrics`]).
 //! - `GET /api/history/{symbol}?resolution=1s|1m&limit=N` — recent bars ([`crate::history`]).
@@ -14,8 +14,8 @@
 //! path asked with another method is 405 with `Allow`; an unknown path is 404.
 //!
 //! Errors are JSON objects `{"error": code, "message": text}` whose message names the symbol,
-//! feed, query parameter or field at fault ([`errors`]); query parameters are read by
-//! [`query`], which names the parameter in its refusals.
+//! feed, query parameter or field at fault (`http::errors`); query parameters are read by
+//! `http::query`, which names the parameter in its refusals.
 
 mod control;
 mod errors;
@@ -98,7 +98,7 @@ fn dashboard_file(path: &str, parameter: &'static str) -> Resource {
 }
 
 /// The middleware that gives every error answer the JSON shape, including those actix makes
-/// itself (see [`errors::json_fallback`]).
+/// itself (see `http::errors::json_fallback`).
 pub fn json_errors<B: actix_web::body::MessageBody + 'static>() -> ErrorHandlers<B> {
     ErrorHandlers::new().default_handler(errors::json_fallback)
 }
