@@ -367,7 +367,7 @@ impl Config {
         }
         for feed in &self.feeds {
             let key = |field: &str| format!("feeds.{}.{field}", feed.name);
-            check_range(&key("speed"), feed.speed, 0.0, 1e12)?;
+            check_range(&key("speed"), feed.speed, 0.0, crate::feed::MAX_SPEED)?;
             if feed.kind == FeedKind::Sim {
                 check_range(&key("rate"), feed.rate, 0.001, 10_000_000.0)?;
                 if feed.speed <= 0.0 {

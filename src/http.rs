@@ -2,54 +2,105 @@
 //!
 //! - `GET /api/symbols` — every symbol with name, sector, feed and last price.
 //! - `GET /api/quotes?symbols=A,B`, `GET /api/quotes/{symbol}` — latest quotes.
-//! - `GET /api/feeds`, `POST /api/feeds/{name}/control` — feed state and control.
+//! - `GET /api/feeds`, `POST /api/feeds/{name}/control` — feed state and control
+//!   (`http::control` reads and checks the body).
 //! - `GET /healthz` (alive), `GET /readyz` (feeds started and not shutting down).
 //! - `GET /metrics` — Prometheus text format ([`crate::metrics`]).
 //! - `GET /api/history/{symbol}?resolution=1s|1m&limit=N` — recent bars ([`crate::history`]).
 //! - `GET /ws` — the WebSocket upgrade ([`crate::ws`]).
 //! - `GET /`, `GET /{file}` — the browser dashboard ([`crate::web`]).
 //!
+//! Every GET route answers HEAD too (actix-http sends the headers without the body). A known
+//! path asked with another method is 405 with `Allow`; an unknown path is 404.
+//!
 //! Errors are JSON objects `{"error": code, "message": text}` whose message names the symbol,
-//! feed or field at fault.
+//! feed, query parameter or field at fault (`http::errors`); query parameters are read by
+//! `http::query`, which names the parameter in its refusals.
+
+mod control;
+mod errors;
+mod query;
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
 use actix_web::http::StatusCode;
-use actix_web::{HttpRequest, HttpResponse, web};
-use serde::{Deserialize, Serialize};
-use serde_json::{Value, json};
+use actix_web::middleware::ErrorHandlers;
+use actix_web::{FromRequest, Handler, HttpRequest, HttpResponse, Resource, Responder, Route, guard, web};
+use serde::Serialize;
+use serde_json::json;
 
-use crate::feed::{ControlAction, ControlError, FeedState};
-use crate::feed::replay::timestamp::parse_timestamp;
+use self::errors::{error, method_not_allowed};
+use self::query::QueryParams;
+use crate::feed::{ControlError, FeedState};
 use crate::history::Resolution;
 use crate::quote::PublishedQuote;
 use crate::server::AppState;
 
+pub use self::control::MAX_BODY_BYTES as MAX_CONTROL_BODY_BYTES;
+
+/// What `Allow` says of a GET route.
+const GET_HEAD: &str = "GET, HEAD";
+
 /// Registers every route.
+///
+/// Each path is one resource whose default service answers 405 with `Allow`, so a known path
+/// asked with another method is told what it takes instead of 404 (`App::route` would put the
+/// method guard on the resource, and the request would fall through to the 404).
 pub fn routes(cfg: &mut web::ServiceConfig) {
-    cfg.route("/ws", web::get().to(crate::ws::upgrade))
-        .route("/healthz", web::get().to(healthz))
-        .route("/metrics", web::get().to(metrics))
-        .route("/readyz", web::get().to(readyz))
-        .route("/api/symbols", web::get().to(symbols))
-        .route("/api/quotes", web::get().to(quotes))
-        .route("/api/quotes/{symbol}", web::get().to(quote))
-        .route("/api/feeds", web::get().to(feeds))
-        .route("/api/feeds/{name}/control", web::post().to(control))
-        .route("/api/history/{symbol}", web::get().to(history))
-        .route("/", web::get().to(crate::web::index))
-        .route("/web/{path:.*}", web::get().to(crate::web::file))
-        .route("/{file}", web::get().to(crate::web::file))
-        .default_service(web::to(not_found));
+    // The WebSocket upgrade is GET only: a HEAD cannot upgrade.
+    cfg.service(resource("/ws", "GET").route(web::get().to(crate::ws::upgrade)))
+        .service(get("/healthz", healthz))
+        .service(get("/metrics", metrics))
+        .service(get("/readyz", readyz))
+        .service(get("/api/symbols", symbols))
+        .service(get("/api/quotes", quotes))
+        .service(get("/api/quotes/{symbol}", quote))
+        .service(get("/api/feeds", feeds))
+        .service(resource("/api/feeds/{name}/control", "POST").route(web::post().to(control)))
+        .service(get("/api/history/{symbol}", history))
+        .service(get("/", crate::web::index))
+        .service(dashboard_file("/web/{path:.*}", "path"))
+        .service(dashboard_file("/{file}", "file"))
+        .default_service(web::to(errors::not_found));
 }
 
-fn error(status: StatusCode, code: &str, message: impl Into<String>) -> HttpResponse {
-    HttpResponse::build(status).json(json!({"error": code, "message": message.into()}))
+/// A path whose other methods get 405 with `Allow: {allow}`; its routes are added to it.
+fn resource(path: &str, allow: &'static str) -> Resource {
+    web::resource(path).default_service(web::to(move |req: HttpRequest| async move { method_not_allowed(&req, allow) }))
 }
 
-async fn not_found(req: HttpRequest) -> HttpResponse {
-    error(StatusCode::NOT_FOUND, "not_found", format!("no route for {} {}", req.method(), req.path()))
+/// The route of a GET handler, which answers HEAD too.
+fn get_or_head() -> Route {
+    web::route().guard(guard::Any(guard::Get()).or(guard::Head()))
+}
+
+/// A GET (and HEAD) path.
+fn get<F, Args>(path: &str, handler: F) -> Resource
+where
+    F: Handler<Args>,
+    Args: FromRequest + 'static,
+    F::Output: Responder + 'static,
+{
+    resource(path, GET_HEAD).route(get_or_head().to(handler))
+}
+
+/// A dashboard file path. Its pattern matches any name, so another method is 405 only for a
+/// file that exists; for any other name it is the 404 that GET gets.
+fn dashboard_file(path: &str, parameter: &'static str) -> Resource {
+    let other_method = move |req: HttpRequest| async move {
+        match req.match_info().get(parameter).and_then(crate::web::asset) {
+            Some(_) => method_not_allowed(&req, GET_HEAD),
+            None => errors::not_found(req).await,
+        }
+    };
+    web::resource(path).route(get_or_head().to(crate::web::file)).default_service(web::to(other_method))
+}
+
+/// The middleware that gives every error answer the JSON shape, including those actix makes
+/// itself (see `http::errors::json_fallback`).
+pub fn json_errors<B: actix_web::body::MessageBody + 'static>() -> ErrorHandlers<B> {
+    ErrorHandlers::new().default_handler(errors::json_fallback)
 }
 
 async fn metrics(state: web::Data<AppState>) -> HttpResponse {
@@ -152,22 +203,20 @@ async fn symbols(state: web::Data<AppState>) -> HttpResponse {
     HttpResponse::Ok().json(entries)
 }
 
-#[derive(Deserialize)]
-struct QuotesQuery {
-    symbols: Option<String>,
-}
-
 /// Latest quotes of the listed symbols (all symbols when none are listed); unknown ones are
-/// listed under `unknown` rather than failing the whole request.
-async fn quotes(state: web::Data<AppState>, query: web::Query<QuotesQuery>) -> HttpResponse {
+/// listed under `unknown` rather than failing the whole request. `symbols` may be repeated, and
+/// the lists are joined: `symbols=A&symbols=B,C` asks for A, B and C.
+async fn quotes(state: web::Data<AppState>, req: HttpRequest) -> HttpResponse {
     let mut found: Vec<Arc<PublishedQuote>> = Vec::new();
     let mut unknown: Vec<String> = Vec::new();
-    let requested: Vec<String> = match &query.symbols {
-        Some(list) => list.split(',').map(|s| s.trim().to_ascii_uppercase()).filter(|s| !s.is_empty()).collect(),
-        None => state.bus.topics().iter().map(|t| t.symbol.to_string()).collect(),
+    let query = QueryParams::parse(req.query_string());
+    let requested: Vec<String> = if query.values("symbols").next().is_some() {
+        query.values("symbols").flat_map(|list| list.split(',')).map(|s| s.trim().to_ascii_uppercase()).filter(|s| !s.is_empty()).collect()
+    } else {
+        state.bus.topics().iter().map(|t| t.symbol.to_string()).collect()
     };
     if requested.len() > 10_000 {
-        return error(StatusCode::BAD_REQUEST, "bad_request", "at most 10000 symbols per request");
+        return error(StatusCode::BAD_REQUEST, "bad_request", "query parameter 'symbols': at most 10000 symbols per request");
     }
     for symbol in requested {
         match state.bus.topic(&symbol) {
@@ -205,23 +254,22 @@ async fn quote(state: web::Data<AppState>, path: web::Path<String>) -> HttpRespo
     }
 }
 
-#[derive(Deserialize)]
-struct HistoryQuery {
-    resolution: Option<String>,
-    limit: Option<usize>,
-}
-
 /// Recent bars of one symbol for chart backfill; each bar carries the seq of its last quote.
-async fn history(state: web::Data<AppState>, path: web::Path<String>, query: web::Query<HistoryQuery>) -> HttpResponse {
+async fn history(state: web::Data<AppState>, path: web::Path<String>, req: HttpRequest) -> HttpResponse {
     let symbol = path.into_inner().trim().to_ascii_uppercase();
     let Some(topic) = state.bus.topic(&symbol) else {
         return error(StatusCode::NOT_FOUND, "unknown_symbol", format!("unknown symbol '{}'", truncate(&symbol, 32)));
     };
-    let text = query.resolution.as_deref().unwrap_or("1s");
-    let Some(resolution) = Resolution::parse(text) else {
-        return error(StatusCode::BAD_REQUEST, "bad_request", format!("resolution '{}': expected 1s or 1m", truncate(text, 16)));
+    let query = QueryParams::parse(req.query_string());
+    let (resolution, limit) = match (query.single("resolution"), query.parsed::<usize>("limit", "a whole number of bars >= 0")) {
+        (Ok(resolution), Ok(limit)) => (resolution.unwrap_or("1s"), limit),
+        (Err(message), _) | (_, Err(message)) => return error(StatusCode::BAD_REQUEST, "bad_request", message),
     };
-    let bars = topic.history(resolution, query.limit.unwrap_or(usize::MAX));
+    let Some(resolution) = Resolution::parse(resolution) else {
+        return error(StatusCode::BAD_REQUEST, "bad_request", format!("query parameter 'resolution': '{}' is not 1s or 1m", truncate(resolution, 16)));
+    };
+    let limit = limit.unwrap_or(usize::MAX);
+    let bars = topic.history(resolution, limit);
     let seq = bars.last().map_or(0, |b| b.seq);
     HttpResponse::Ok().json(json!({"symbol": symbol, "resolution": resolution, "seq": seq, "bars": bars}))
 }
@@ -231,47 +279,22 @@ async fn feeds(state: web::Data<AppState>) -> HttpResponse {
     HttpResponse::Ok().json(statuses)
 }
 
-/// Body of `POST /api/feeds/{name}/control`.
-#[derive(Debug, Deserialize)]
-#[serde(tag = "action", rename_all = "lowercase", deny_unknown_fields)]
-enum ControlBody {
-    Pause,
-    Resume,
-    Seek { to: Value },
-    Speed { value: f64 },
-}
-
-async fn control(state: web::Data<AppState>, path: web::Path<String>, body: web::Bytes) -> HttpResponse {
+/// `POST /api/feeds/{name}/control`: the feed is looked up first (404 names the known feeds),
+/// then the body is read (at most [`MAX_CONTROL_BODY_BYTES`], else 413) and checked.
+async fn control(state: web::Data<AppState>, path: web::Path<String>, body: web::Payload) -> HttpResponse {
     let name = path.into_inner();
     let Some(feed) = state.feeds.iter().find(|f| *f.name == *name) else {
         let known: Vec<&str> = state.feeds.iter().map(|f| &*f.name).collect();
         return error(StatusCode::NOT_FOUND, "unknown_feed", format!("unknown feed '{}'; feeds: {}", truncate(&name, 32), known.join(", ")));
     };
-    let body: ControlBody = match serde_json::from_slice(&body) {
+    let body = match control::read_body(body).await {
         Ok(body) => body,
-        Err(e) => {
-            return error(
-                StatusCode::BAD_REQUEST,
-                "bad_request",
-                format!("{e}; expected {{\"action\":\"pause\"}}, {{\"action\":\"resume\"}}, {{\"action\":\"seek\",\"to\":\"2008-09-15\"}} or {{\"action\":\"speed\",\"value\":3600}}"),
-            );
-        }
+        Err(e @ control::BodyError::TooLarge) => return error(StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large", e.to_string()),
+        Err(e) => return error(StatusCode::BAD_REQUEST, "bad_request", e.to_string()),
     };
-    let action = match body {
-        ControlBody::Pause => ControlAction::Pause,
-        ControlBody::Resume => ControlAction::Resume,
-        ControlBody::Speed { value } => ControlAction::Speed(value),
-        ControlBody::Seek { to } => {
-            let parsed = match &to {
-                Value::String(text) => parse_timestamp(text).map_err(|e| e.to_string()),
-                Value::Number(n) => n.as_f64().map(|v| parse_timestamp(&v.to_string()).map_err(|e| e.to_string())).unwrap_or_else(|| Err("not a number".into())),
-                _ => Err("field 'to' must be a date, a datetime or a Unix timestamp".to_string()),
-            };
-            match parsed {
-                Ok(ms) => ControlAction::Seek(ms),
-                Err(message) => return error(StatusCode::BAD_REQUEST, "bad_request", format!("seek 'to': {message}")),
-            }
-        }
+    let action = match control::parse(&body) {
+        Ok(action) => action,
+        Err(message) => return error(StatusCode::BAD_REQUEST, "bad_request", message),
     };
     match feed.control(action).await {
         Ok(status) => HttpResponse::Ok().json(status),

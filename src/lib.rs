@@ -20,6 +20,8 @@
 //! - [`metrics`]: the Prometheus metrics.
 //! - [`tickgen`]: `tickerfeed gen`, reproducible tick files for benchmarks.
 //! - [`healthcheck`]: `tickerfeed healthcheck`, for container health checks.
+//! - [`logging`]: the log setup, which reports a client's malformed request at DEBUG where
+//!   actix-http says ERROR.
 
 pub mod bus;
 pub mod config;
@@ -28,6 +30,7 @@ pub mod tickgen;
 pub mod healthcheck;
 pub mod history;
 pub mod http;
+pub mod logging;
 pub mod metrics;
 pub mod quote;
 pub mod server;

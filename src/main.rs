@@ -6,9 +6,7 @@ use tickerfeed::config::{Cli, Command, Config};
 
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
-    tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
-        .init();
+    tickerfeed::logging::init();
     match &cli.command {
         Some(Command::Healthcheck { url }) => return tickerfeed::healthcheck::run(url),
         Some(Command::Gen { seed, symbols, quotes, rate, out }) => {

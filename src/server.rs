@@ -121,7 +121,7 @@ pub async fn start(config: Config) -> Result<RunningServer, StartError> {
     let addr = listener.local_addr()?;
     let send_buffer = config.send_buffer_bytes;
     let data = web::Data::from(state.clone());
-    let server = HttpServer::new(move || App::new().app_data(data.clone()).wrap(crate::http::RequestMetrics).configure(crate::http::routes))
+    let server = HttpServer::new(move || App::new().app_data(data.clone()).wrap(crate::http::json_errors()).wrap(crate::http::RequestMetrics).configure(crate::http::routes))
         .on_connect(move |connection, extensions| {
             if let Some(stream) = connection.downcast_ref::<actix_web::rt::net::TcpStream>() {
                 if let Some(probe) = SocketProbe::on_accept(stream, send_buffer) {

@@ -217,3 +217,53 @@ async fn fixed_interval_pacing_spaces_rows() {
     assert_eq!(status["state"], "running");
     server.shutdown().await;
 }
+
+#[actix_web::test]
+async fn seek_outside_the_data_is_refused_at_both_ends_and_moves_nothing() {
+    // stocks.csv runs from 2000-01-01 to 2010-03-01, one row per symbol and month. At one history
+    // second per wall second the feed publishes the first month and then waits a month.
+    let stocks = repo_path("feeds/stocks.csv");
+    let server = start(&["--replay", &stocks, "--speed", "1"]).await;
+    let (status, paused) = control(&server, "replay", json!({"action":"pause"})).await;
+    assert_eq!((status, paused["state"].as_str()), (200, Some("paused")), "{paused}");
+    let range = "which runs from 2000-01-01T00:00:00.000Z to 2010-03-01T00:00:00.000Z";
+    for (to, shown) in [
+        ("1999-12-31T23:59:59.999Z", "1999-12-31T23:59:59.999Z"),
+        ("1990-06-01", "1990-06-01T00:00:00.000Z"),
+        ("2010-03-01T00:00:00.001Z", "2010-03-01T00:00:00.001Z"),
+        ("2030-01-01", "2030-01-01T00:00:00.000Z"),
+    ] {
+        let before = feed_status(&server, "replay").await;
+        let seq_before = server.state.bus.topic("AAPL").unwrap().seq();
+        let (status, answer) = control(&server, "replay", json!({"action":"seek","to":to})).await;
+        assert_eq!((status, answer["error"].as_str()), (400, Some("bad_request")), "seek to {to}: {answer}");
+        assert_eq!(answer["message"], format!("seek to {shown} is outside the replayed data, {range}"), "seek to {to}");
+        // Refused means untouched: same state, clock and counters, nothing published.
+        assert_eq!(feed_status(&server, "replay").await, before, "seek to {to} moved the feed");
+        assert_eq!(server.state.bus.topic("AAPL").unwrap().seq(), seq_before);
+    }
+    // Both ends themselves are inside.
+    for (to, clock) in [("2010-03-01", "2010-03-01T00:00:00.000Z"), ("2000-01-01", "2000-01-01T00:00:00.000Z")] {
+        let (status, answer) = control(&server, "replay", json!({"action":"seek","to":to})).await;
+        assert_eq!(status, 200, "seek to {to}: {answer}");
+        assert_eq!((answer["clock_iso"].as_str(), answer["state"].as_str()), (Some(clock), Some("paused")), "seek to {to}");
+    }
+    server.shutdown().await;
+}
+
+#[actix_web::test]
+async fn replay_speed_rule_at_its_boundaries() {
+    let stocks = repo_path("feeds/stocks.csv");
+    let server = start(&["--replay", &stocks, "--speed", "1"]).await;
+    let rule = "a replay's speed (history seconds per wall second) must be >= 0 and <= 1e12; 0 replays as fast as possible";
+    for (value, shown) in [(json!(-1), "-1"), (json!(-1e-9), "-0.000000001"), (json!(1.000001e12), "1000001000000")] {
+        let (status, answer) = control(&server, "replay", json!({"action":"speed","value":value})).await;
+        assert_eq!((status, answer["error"].as_str()), (400, Some("bad_request")), "speed {value}: {answer}");
+        assert_eq!(answer["message"], format!("invalid speed {shown} for feed 'replay': {rule}"));
+    }
+    for value in [json!(1e12), json!(1), json!(0)] {
+        let (status, answer) = control(&server, "replay", json!({"action":"speed","value":value})).await;
+        assert_eq!((status, answer["speed"].as_f64()), (200, value.as_f64()), "speed {value}: {answer}");
+    }
+    server.shutdown().await;
+}

@@ -108,6 +108,11 @@ impl FeedStatus {
     }
 }
 
+/// The highest speed any feed takes, in its configuration or at run time. Far beyond what a
+/// chart can show (a replay of 20 years in under a millisecond), it only keeps the pacing
+/// arithmetic away from infinities; the README and both feeds' speed rules quote it as `1e12`.
+pub const MAX_SPEED: f64 = 1e12;
+
 /// A runtime command for a feed, from `POST /api/feeds/{name}/control`.
 #[derive(Debug, Clone, PartialEq)]
 pub enum ControlAction {
@@ -124,10 +129,13 @@ pub enum ControlAction {
 pub enum ControlError {
     #[error("feed '{0}' does not support {1}")]
     Unsupported(String, &'static str),
-    #[error("invalid speed {0}: must be a finite number >= 0")]
-    InvalidSpeed(f64),
-    #[error("seek target is outside the replayed data ({0})")]
-    SeekOutOfRange(String),
+    /// `accepts` states the feed's rule, which differs by kind (a replay takes 0, a simulation
+    /// does not).
+    #[error("invalid speed {value} for feed '{feed}': {accepts}")]
+    InvalidSpeed { feed: String, value: f64, accepts: &'static str },
+    /// Before the first row or after the last one: refused at both ends, nothing moved.
+    #[error("seek to {} is outside the replayed data, which runs from {} to {}", iso_millis(*.requested), iso_millis(*.first), iso_millis(*.last))]
+    SeekOutOfRange { requested: i64, first: i64, last: i64 },
     #[error("feed '{0}' has stopped")]
     Stopped(String),
 }

@@ -155,6 +155,51 @@ pub async fn http_json(server: &RunningServer, method: &str, path: &str, body: O
     (status, serde_json::from_str(&body).unwrap_or_else(|e| panic!("{path}: body is not JSON ({e}): {body}")))
 }
 
+/// An HTTP answer with its headers, for tests that check more than status and body.
+pub struct Response {
+    pub status: u16,
+    /// Header names in lower case, in the order received.
+    pub headers: Vec<(String, String)>,
+    pub body: String,
+}
+
+impl Response {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.iter().find(|(n, _)| n.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
+    }
+
+    /// The body as JSON; panics naming `what` and the body when it is not.
+    pub fn json(&self, what: &str) -> Value {
+        serde_json::from_str(&self.body).unwrap_or_else(|e| panic!("{what}: body is not JSON ({e}): {} {:?}", self.status, self.body))
+    }
+}
+
+/// Writes `request` (a whole HTTP/1.1 request, which should ask for `Connection: close`) and
+/// reads the answer until the server closes the connection.
+pub async fn http_raw(server: &RunningServer, request: &[u8]) -> Response {
+    let mut stream = TcpStream::connect(server.addr).await.expect("connect");
+    stream.write_all(request).await.expect("write request");
+    let mut response = Vec::new();
+    tokio::time::timeout(EVENT_TIMEOUT, stream.read_to_end(&mut response)).await.expect("response in time").expect("read response");
+    let response = String::from_utf8_lossy(&response).to_string();
+    let (head, body) = response.split_once("\r\n\r\n").unwrap_or((&response, ""));
+    let mut lines = head.split("\r\n");
+    let status = lines.next().and_then(|line| line.split_whitespace().nth(1)).and_then(|s| s.parse().ok()).unwrap_or_else(|| panic!("no status line in {response:?}"));
+    let headers = lines.filter_map(|line| line.split_once(':')).map(|(n, v)| (n.trim().to_ascii_lowercase(), v.trim().to_string())).collect();
+    Response { status, headers, body: body.to_string() }
+}
+
+/// A request with an optional JSON body; the whole answer.
+pub async fn http_full(server: &RunningServer, method: &str, path: &str, body: Option<&str>) -> Response {
+    let body = body.unwrap_or("");
+    let request = format!(
+        "{method} {path} HTTP/1.1\r\nHost: {}\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        server.addr,
+        body.len()
+    );
+    http_raw(server, request.as_bytes()).await
+}
+
 /// Symbols of a quotes frame.
 pub fn quote_symbols(frame: &Value) -> Vec<String> {
     frame["quotes"].as_array().expect("quotes array").iter().map(|q| q["symbol"].as_str().unwrap().to_string()).collect()

@@ -7,7 +7,8 @@
 //!
 //! Invariants: seq never goes back (the bus assigns it, and a loop or a seek only moves the
 //! replay position); session statistics (open, high, low, volume, previous close) are those of
-//! the UTC calendar day of the quote's `ts`, recomputed from the data on a seek.
+//! the UTC calendar day of the quote's `ts`, recomputed from the data on a seek; a seek outside
+//! the data (before its first row or after its last) is refused and changes nothing.
 
 pub mod format;
 pub mod intrabar;
@@ -110,6 +111,13 @@ pub fn start(config: &FeedConfig, publisher: Arc<dyn Publisher>, events: broadca
     };
     tokio::spawn(replay.run());
     Ok(handle)
+}
+
+/// What a replay's speed may be, as an error message states it.
+const SPEED_RULE: &str = "a replay's speed (history seconds per wall second) must be >= 0 and <= 1e12; 0 replays as fast as possible";
+
+fn speed_accepted(value: f64) -> bool {
+    (0.0..=super::MAX_SPEED).contains(&value)
 }
 
 struct Replay {
@@ -300,8 +308,8 @@ impl Replay {
     fn apply(&mut self, action: ControlAction, state: FeedState) -> Result<FeedStatus, ControlError> {
         match action {
             ControlAction::Speed(value) => {
-                if !value.is_finite() || value < 0.0 {
-                    return Err(ControlError::InvalidSpeed(value));
+                if !speed_accepted(value) {
+                    return Err(ControlError::InvalidSpeed { feed: self.control.status().name.to_string(), value, accepts: SPEED_RULE });
                 }
                 // A speed replaces fixed-interval pacing: from now on rows follow their times.
                 self.interval_ms = None;
@@ -311,9 +319,12 @@ impl Replay {
                 Ok(self.control.update(true, |s| s.speed = value))
             }
             ControlAction::Seek(to) => {
-                let last = self.rows[self.rows.len() - 1].ts;
-                if to > last {
-                    return Err(ControlError::SeekOutOfRange(format!("the data runs from {} to {}", iso_millis(self.rows[0].ts), iso_millis(last))));
+                // One rule for both ends: a target outside the data is refused and the feed
+                // stays where it was. (Clamping the start but not the end, as before, made the
+                // same mistake succeed or fail depending on its direction.)
+                let (first, last) = (self.rows[0].ts, self.rows[self.rows.len() - 1].ts);
+                if to < first || to > last {
+                    return Err(ControlError::SeekOutOfRange { requested: to, first, last });
                 }
                 let position = self.rows.partition_point(|row| row.ts < to);
                 self.seek_to(position);
@@ -345,5 +356,18 @@ impl Replay {
         self.position = position;
         let speed = self.pacer.speed();
         self.pacer.reanchor(Instant::now(), self.feed_ms(position), speed);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn speed_rule_matches_its_text() {
+        assert!(SPEED_RULE.contains(">= 0 and <= 1e12") && super::super::MAX_SPEED == 1e12);
+        for (value, accepted) in [(0.0, true), (-0.0, true), (-1e-9, false), (1e12, true), (1.000001e12, false), (f64::NAN, false), (f64::INFINITY, false)] {
+            assert_eq!(speed_accepted(value), accepted, "speed {value}");
+        }
     }
 }

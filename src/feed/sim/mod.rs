@@ -153,16 +153,38 @@ async fn handle(control: &mut FeedControl, model: &mut SimModel, request: Contro
     }
 }
 
+/// What a simulation's speed may be, as an error message states it. 0 is refused although the
+/// model would take it (prices would freeze while trades keep printing): the configuration
+/// refuses it too, and a feed that prints trades at unchanging prices looks broken.
+const SPEED_RULE: &str = "a simulation's speed (model seconds per wall second) must be > 0 and <= 1e12";
+
+fn speed_accepted(value: f64) -> bool {
+    value > 0.0 && value <= super::MAX_SPEED
+}
+
 fn apply_other(control: &FeedControl, model: &mut SimModel, action: ControlAction) -> Result<FeedStatus, ControlError> {
     match action {
         ControlAction::Speed(value) => {
-            if !value.is_finite() || value <= 0.0 {
-                return Err(ControlError::InvalidSpeed(value));
+            if !speed_accepted(value) {
+                return Err(ControlError::InvalidSpeed { feed: control.status().name.to_string(), value, accepts: SPEED_RULE });
             }
             model.set_time_scale(value);
             Ok(control.update(true, |s| s.speed = value))
         }
         ControlAction::Seek(_) => Err(ControlError::Unsupported(control.status().name.to_string(), "seek (a simulation has no history)")),
         ControlAction::Pause | ControlAction::Resume => Ok(control.status()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn speed_rule_matches_its_text() {
+        assert!(SPEED_RULE.ends_with("> 0 and <= 1e12") && super::super::MAX_SPEED == 1e12);
+        for (value, accepted) in [(0.0, false), (-1.0, false), (f64::MIN_POSITIVE, true), (1e12, true), (1.000001e12, false), (f64::NAN, false), (f64::INFINITY, false)] {
+            assert_eq!(speed_accepted(value), accepted, "speed {value}");
+        }
     }
 }
