@@ -18,8 +18,10 @@
 //! be flushed within a second, drops the connection.
 //!
 //! A client whose frames break RFC 6455 or the message limit is failed (RFC 6455 §7.1.7): the
-//! close frame is sent, nothing more it sends is decoded, and the connection is dropped if the
-//! client has not closed its side within a second.
+//! close frame is sent, nothing more it sends is read, and the connection is dropped as soon as
+//! the close frame is on its way. After a close handshake the session shuts the socket itself
+//! (RFC 6455 §7.1.1: the server closes the TCP connection first), since actix-http would keep
+//! reading and discarding for as long as the peer sends.
 
 use std::cell::RefCell;
 use std::rc::Rc;
