@@ -252,6 +252,25 @@ async fn seek_outside_the_data_is_refused_at_both_ends_and_moves_nothing() {
 }
 
 #[actix_web::test]
+async fn a_date_names_its_whole_day_so_intraday_data_can_be_sought_by_date() {
+    // The ticks start at 2024-01-02T08:00:00Z and end 4 s later: the date picker's
+    // "2024-01-02" (midnight) is inside the data, the same midnight as a datetime is not.
+    let ticks = repo_path("tests/fixtures/replay/eurusd-ticks.csv");
+    let server = start(&["--replay", &ticks, "--speed", "0.001"]).await;
+    assert_eq!(control(&server, "replay", json!({"action":"pause"})).await.0, 200);
+    let (status, answer) = control(&server, "replay", json!({"action":"seek","to":"2024-01-02"})).await;
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(answer["clock_iso"], "2024-01-02T08:00:00.000Z", "a date starts at its day's first row");
+    let range = "which runs from 2024-01-02T08:00:00.000Z to 2024-01-02T08:00:04.000Z";
+    for (to, shown) in [("2024-01-02T00:00:00Z", "2024-01-02T00:00:00.000Z"), ("2024-01-02T07:59:59.999Z", "2024-01-02T07:59:59.999Z"), ("2024-01-01", "2024-01-01T00:00:00.000Z"), ("2024-01-03", "2024-01-03T00:00:00.000Z")] {
+        let (status, answer) = control(&server, "replay", json!({"action":"seek","to":to})).await;
+        assert_eq!(status, 400, "seek to {to}: {answer}");
+        assert_eq!(answer["message"], format!("seek to {shown} is outside the replayed data, {range}"), "seek to {to}");
+    }
+    server.shutdown().await;
+}
+
+#[actix_web::test]
 async fn replay_speed_rule_at_its_boundaries() {
     let stocks = repo_path("feeds/stocks.csv");
     let server = start(&["--replay", &stocks, "--speed", "1"]).await;

@@ -118,8 +118,10 @@ pub const MAX_SPEED: f64 = 1e12;
 pub enum ControlAction {
     Pause,
     Resume,
-    /// Jump to this historical time (ms since the epoch). Replay only.
-    Seek(i64),
+    /// Jump to this historical time (ms since the epoch). Replay only. `whole_day`: the target
+    /// was a date, and names its whole UTC day (`to` is its midnight), so a day whose first row
+    /// comes after midnight is still inside the data.
+    Seek { to: i64, whole_day: bool },
     /// Set the speed (replay: history seconds per wall second; sim: time scale).
     Speed(f64),
 }

@@ -13,7 +13,7 @@ use serde::de::{Deserialize, Deserializer, MapAccess, Visitor};
 use serde_json::Value;
 
 use crate::feed::ControlAction;
-use crate::feed::replay::timestamp::parse_timestamp;
+use crate::feed::replay::timestamp::{is_date_only, parse_timestamp};
 
 /// The largest control body accepted. The four actions fit in under 100 bytes; anything near
 /// this is not a control command.
@@ -109,11 +109,11 @@ pub fn parse(body: &[u8]) -> Result<ControlAction, String> {
         "seek" => {
             let to = field("to").ok_or_else(|| "control body: action 'seek' needs field 'to' (a date, a datetime or a Unix timestamp, e.g. \"2008-09-15\")".to_string())?;
             let parsed = match to {
-                Value::String(text) => parse_timestamp(text).map_err(|e| e.to_string()),
-                Value::Number(n) => parse_timestamp(&n.to_string()).map_err(|e| e.to_string()),
+                Value::String(text) => parse_timestamp(text).map(|to| ControlAction::Seek { to, whole_day: is_date_only(text) }).map_err(|e| e.to_string()),
+                Value::Number(n) => parse_timestamp(&n.to_string()).map(|to| ControlAction::Seek { to, whole_day: false }).map_err(|e| e.to_string()),
                 other => Err(format!("must be a date, a datetime or a Unix timestamp, not {}", kind(other))),
             };
-            parsed.map(ControlAction::Seek).map_err(|message| format!("control body: field 'to': {message}"))
+            parsed.map_err(|message| format!("control body: field 'to': {message}"))
         }
         // ACTIONS lists exactly the four names matched above.
         _ => unreachable!("action '{action}' is in ACTIONS but not handled"),
@@ -171,7 +171,8 @@ mod tests {
         assert_eq!(parse(br#"{"action":"pause"}"#), Ok(ControlAction::Pause));
         assert_eq!(parse(br#"{"action":"resume"}"#), Ok(ControlAction::Resume));
         assert_eq!(parse(br#"{"value":3600,"action":"speed"}"#), Ok(ControlAction::Speed(3600.0)));
-        assert_eq!(parse(br#"{"action":"seek","to":"1970-01-01T00:00:01Z"}"#), Ok(ControlAction::Seek(1000)));
+        assert_eq!(parse(br#"{"action":"seek","to":"1970-01-01T00:00:01Z"}"#), Ok(ControlAction::Seek { to: 1000, whole_day: false }));
+        assert_eq!(parse(br#"{"action":"seek","to":"1970-01-02"}"#), Ok(ControlAction::Seek { to: 86_400_000, whole_day: true }));
     }
 
     #[test]

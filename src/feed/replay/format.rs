@@ -33,7 +33,7 @@ use rand::rngs::StdRng;
 use rand::{RngExt, SeedableRng};
 
 use super::intrabar::intrabar_path;
-use super::timestamp::parse_timestamp;
+use super::timestamp::{DAY_MS, parse_timestamp};
 use crate::quote::round_to;
 
 /// Price precision is capped here: finer digits in a file are noise, not tick size.
@@ -47,7 +47,6 @@ pub const MAX_SYMBOL_LEN: usize = 16;
 /// Ticks per bar when the configuration does not say.
 pub const DEFAULT_TICKS_PER_BAR: usize = 12;
 
-const DAY_MS: i64 = 86_400_000;
 
 /// What the error for an unrecognised header lists as acceptable.
 const ACCEPTED_FORMATS: &str = "ticks (timestamp|time|datetime, symbol, price [, size, bid, ask, volume]); \

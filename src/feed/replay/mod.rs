@@ -22,6 +22,7 @@ use tokio::sync::broadcast;
 use tokio::time::{Instant, sleep_until};
 
 use self::format::{FileOptions, load_file};
+use self::timestamp::DAY_MS;
 use super::{ControlAction, ControlError, ControlRequest, DayStats, FeedControl, FeedEvent, FeedHandle, FeedKind, FeedState, FeedStatus, Pacer, StartError, control_pair, iso_millis, utc_day};
 use crate::bus::{Publisher, SymbolInfo, Topic};
 use crate::config::FeedConfig;
@@ -318,12 +319,15 @@ impl Replay {
                 self.pacer.reanchor(Instant::now(), self.feed_ms(position), value);
                 Ok(self.control.update(true, |s| s.speed = value))
             }
-            ControlAction::Seek(to) => {
+            ControlAction::Seek { to, whole_day } => {
                 // One rule for both ends: a target outside the data is refused and the feed
                 // stays where it was. (Clamping the start but not the end, as before, made the
-                // same mistake succeed or fail depending on its direction.)
+                // same mistake succeed or fail depending on its direction.) A date names its
+                // whole day, so the data's first day is inside even when its first row is not
+                // at midnight (what a date picker sends).
                 let (first, last) = (self.rows[0].ts, self.rows[self.rows.len() - 1].ts);
-                if to < first || to > last {
+                let starts_before = if whole_day { to + DAY_MS <= first } else { to < first };
+                if starts_before || to > last {
                     return Err(ControlError::SeekOutOfRange { requested: to, first, last });
                 }
                 let position = self.rows.partition_point(|row| row.ts < to);

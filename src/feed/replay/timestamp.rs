@@ -62,6 +62,26 @@ pub fn parse_timestamp(text: &str) -> Result<i64, TimestampError> {
     Err(unrecognised())
 }
 
+/// Milliseconds in a UTC day (no leap seconds: Unix time has none).
+pub const DAY_MS: i64 = 86_400_000;
+
+/// Whether `text` is a calendar date with no time of day (`2008-09-15`, `2008/9/15`,
+/// `Sep 15 2008`): a seek to it means that whole UTC day. A Unix timestamp is never a date.
+pub fn is_date_only(text: &str) -> bool {
+    let trimmed = text.trim();
+    if parse_unix_number(trimmed).is_some() {
+        return false;
+    }
+    match trimmed.as_bytes().first() {
+        Some(b) if b.is_ascii_digit() => {
+            let mut cursor = Cursor::new(trimmed);
+            parse_ymd(&mut cursor).is_some() && cursor.at_end()
+        }
+        Some(b) if b.is_ascii_alphabetic() => month_name_date(trimmed).is_ok_and(|(_, cursor)| cursor.at_end()),
+        _ => false,
+    }
+}
+
 fn out_of_range(text: &str, reason: impl Into<String>) -> TimestampError {
     TimestampError::OutOfRange { text: text.to_string(), reason: reason.into() }
 }
@@ -266,6 +286,12 @@ fn month_number(word: &str) -> Option<u32> {
 
 /// `Jan 1 2000`, `Jan 1, 2000`, `January 01 2000`, optionally with a time of day after it.
 fn parse_month_name(text: &str) -> Result<i64, TimestampError> {
+    let (date, mut cursor) = month_name_date(text)?;
+    finish_datetime(text, date, &mut cursor)
+}
+
+/// The date of a `Sep 15 2008`-style text, and the cursor after its year.
+fn month_name_date(text: &str) -> Result<(YearMonthDay, Cursor<'_>), TimestampError> {
     let unrecognised = || TimestampError::Unrecognised { text: text.to_string() };
     let word_end = text.find(|c: char| !c.is_ascii_alphabetic()).unwrap_or(text.len());
     let month = month_number(&text[..word_end]).ok_or_else(unrecognised)?;
@@ -284,7 +310,7 @@ fn parse_month_name(text: &str) -> Result<i64, TimestampError> {
     if cursor.peek().is_some_and(|b| b.is_ascii_digit()) {
         return Err(unrecognised());
     }
-    finish_datetime(text, YearMonthDay { year: year as i32, month, day }, &mut cursor)
+    Ok((YearMonthDay { year: year as i32, month, day }, cursor))
 }
 
 #[cfg(test)]
@@ -387,6 +413,16 @@ mod tests {
             let err = parse_timestamp(text).expect_err(text);
             assert!(err.to_string().contains(text.trim()), "{err}");
             assert!(err.to_string().contains("expected"), "{err}");
+        }
+    }
+
+    #[test]
+    fn dates_without_a_time_are_told_apart() {
+        for date in ["2008-09-15", " 2008/9/15 ", "Sep 15 2008", "September 15, 2008"] {
+            assert!(is_date_only(date), "{date}");
+        }
+        for not in ["2008-09-15T00:00", "2008-09-15 09:30", "Sep 15 2008 09:30", "1221436800", "20080915", "", "soon"] {
+            assert!(!is_date_only(not), "{not}");
         }
     }
 }

@@ -171,7 +171,7 @@ fn apply_other(control: &FeedControl, model: &mut SimModel, action: ControlActio
             model.set_time_scale(value);
             Ok(control.update(true, |s| s.speed = value))
         }
-        ControlAction::Seek(_) => Err(ControlError::Unsupported(control.status().name.to_string(), "seek (a simulation has no history)")),
+        ControlAction::Seek { .. } => Err(ControlError::Unsupported(control.status().name.to_string(), "seek (a simulation has no history)")),
         ControlAction::Pause | ControlAction::Resume => Ok(control.status()),
     }
 }
