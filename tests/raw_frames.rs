@@ -157,6 +157,37 @@ async fn a_burst_of_requests_from_a_reading_client_is_answered_not_closed() {
 }
 
 #[actix_web::test]
+async fn ten_thousand_subscribes_as_fast_as_possible_are_answered_or_counted() {
+    let server = start(&[]).await;
+    let raw = Raw::connect(&server).await;
+    let (reader, mut writer) = raw.stream.into_split();
+    let total = 10_000u64;
+    let writing = tokio::spawn(async move {
+        let all: Vec<u8> = (0..total).flat_map(|i| text(&format!(r#"{{"op":"subscribe","symbols":["AAPL","MSFT"],"id":{i}}}"#))).collect();
+        writer.write_all(&all).await.expect("the server keeps reading");
+        writer
+    });
+    let mut raw = Raw { stream: reader.reunite(writing.await.unwrap()).unwrap(), buf: raw.buf };
+    let (mut subscribed, mut dropped) = (0u64, 0u64);
+    while subscribed + dropped < total {
+        let message = raw.next_json().await;
+        match message["type"].as_str().unwrap() {
+            "subscribed" => subscribed += 1,
+            "error" => {
+                assert_eq!(message["code"], "rate_limited", "{message}");
+                dropped += message["count"].as_u64().unwrap();
+            }
+            _ => {}
+        }
+    }
+    assert_eq!(subscribed + dropped, total);
+    assert!((100..=150).contains(&subscribed), "{subscribed} processed on a burst of 100 and 50/s");
+    assert_eq!(disconnects(&server, "slow_consumer").await, 0.0);
+    assert_others_unaffected(&server).await;
+    server.shutdown().await;
+}
+
+#[actix_web::test]
 async fn a_flood_within_the_rate_is_read_as_fast_as_its_replies_drain() {
     // No rate limit to speak of: only backpressure stands between the flood and the server's
     // memory. 20,000 requests written as fast as possible, by a client that reads concurrently.
