@@ -220,39 +220,47 @@ impl<S: Subscriber> Subscriber for DemotePeerErrors<S> {
     }
 }
 
+/// A writer for [`subscriber`] that keeps what is logged in memory, for tests that check what
+/// the server logs (the real server, the real subscriber, a readable log).
+#[derive(Clone, Default)]
+pub struct MemoryWriter(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl MemoryWriter {
+    /// Everything written so far.
+    pub fn text(&self) -> String {
+        // A writer only appends under the lock, so a poisoned lock still holds whole lines.
+        String::from_utf8_lossy(&self.0.lock().unwrap_or_else(|e| e.into_inner())).into_owned()
+    }
+}
+
+impl std::io::Write for MemoryWriter {
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner()).extend_from_slice(bytes);
+        Ok(bytes.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl<'a> MakeWriter<'a> for MemoryWriter {
+    type Writer = MemoryWriter;
+
+    fn make_writer(&'a self) -> MemoryWriter {
+        self.clone()
+    }
+}
+
 #[cfg(test)]
 mod tests {
-    use std::sync::{Arc, Mutex};
-
     use super::*;
-
-    #[derive(Clone, Default)]
-    struct Capture(Arc<Mutex<Vec<u8>>>);
-
-    impl std::io::Write for Capture {
-        fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
-            self.0.lock().unwrap().extend_from_slice(bytes);
-            Ok(bytes.len())
-        }
-
-        fn flush(&mut self) -> std::io::Result<()> {
-            Ok(())
-        }
-    }
-
-    impl<'a> MakeWriter<'a> for Capture {
-        type Writer = Capture;
-
-        fn make_writer(&'a self) -> Capture {
-            self.clone()
-        }
-    }
 
     /// Runs `emit` under the binary's subscriber with `filter`; returns what was written.
     fn logged(filter: &str, emit: impl FnOnce()) -> String {
-        let capture = Capture::default();
-        tracing::subscriber::with_default(subscriber(EnvFilter::new(filter), capture.clone(), false), emit);
-        String::from_utf8(capture.0.lock().unwrap().clone()).unwrap()
+        let memory = MemoryWriter::default();
+        tracing::subscriber::with_default(subscriber(EnvFilter::new(filter), memory.clone(), false), emit);
+        memory.text()
     }
 
     fn actix_events() {

@@ -5,43 +5,12 @@
 
 mod common;
 
-use std::sync::{Arc, Mutex};
-
 use common::{http_json, http_raw, start};
 use tracing_subscriber::util::SubscriberInitExt;
 
-/// Everything the subscriber writes, for the test to read.
-#[derive(Clone, Default)]
-struct Capture(Arc<Mutex<Vec<u8>>>);
-
-impl Capture {
-    fn text(&self) -> String {
-        String::from_utf8_lossy(&self.0.lock().unwrap()).to_string()
-    }
-}
-
-impl std::io::Write for Capture {
-    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(bytes);
-        Ok(bytes.len())
-    }
-
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for Capture {
-    type Writer = Capture;
-
-    fn make_writer(&'a self) -> Capture {
-        self.clone()
-    }
-}
-
 #[actix_web::test]
 async fn client_mistakes_are_not_logged_as_errors() {
-    let capture = Capture::default();
+    let capture = tickerfeed::logging::MemoryWriter::default();
     // The binary's setup at its default level, plus the demoted reports.
     let filter = tracing_subscriber::EnvFilter::new(format!("info,{}=debug", tickerfeed::logging::PEER_TARGET));
     tickerfeed::logging::subscriber(filter, capture.clone(), false).init();
