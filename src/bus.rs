@@ -342,11 +342,7 @@ impl Publisher for Bus {
         let mut topics = self.topics.write().expect("topic table lock");
         if let Some(&id) = by_symbol.get(symbol) {
             let existing = &topics[id as usize];
-            return Err(BusError::DuplicateSymbol {
-                symbol: symbol.to_string(),
-                first: existing.info.feed.to_string(),
-                second: info.feed.to_string(),
-            });
+            return Err(BusError::DuplicateSymbol { symbol: symbol.to_string(), first: existing.info.feed.to_string(), second: info.feed.to_string() });
         }
         let id = topics.len() as TopicId;
         let symbol: Arc<str> = symbol.into();
@@ -378,19 +374,7 @@ mod tests {
     }
 
     fn draft(last: f64) -> QuoteDraft {
-        QuoteDraft {
-            ts: 0,
-            last,
-            bid: last - 0.01,
-            ask: last + 0.01,
-            size: 1,
-            volume: 1,
-            open: last,
-            high: last,
-            low: last,
-            prev_close: last,
-            decimals: 2,
-        }
+        QuoteDraft { ts: 0, last, bid: last - 0.01, ask: last + 0.01, size: 1, volume: 1, open: last, high: last, low: last, prev_close: last, decimals: 2 }
     }
 
     #[test]

@@ -309,14 +309,9 @@ impl Config {
     /// Merges flags/environment (`cli`) over the file over defaults, and validates.
     pub fn resolve(cli: Cli, file: FileConfig) -> Result<Config, ConfigError> {
         let bind_text = cli.bind.or(file.bind).unwrap_or_else(|| "127.0.0.1:8080".to_string());
-        let bind: SocketAddr = bind_text
-            .parse()
-            .map_err(|e| invalid("bind", format!("'{bind_text}' is not an address like 127.0.0.1:8080 ({e})")))?;
+        let bind: SocketAddr = bind_text.parse().map_err(|e| invalid("bind", format!("'{bind_text}' is not an address like 127.0.0.1:8080 ({e})")))?;
         let seed = cli.seed.or(file.seed).unwrap_or_else(random_seed);
-        let workers = cli
-            .workers
-            .or(file.workers)
-            .unwrap_or_else(|| std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2));
+        let workers = cli.workers.or(file.workers).unwrap_or_else(|| std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2));
 
         let config = Config {
             bind,

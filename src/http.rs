@@ -191,14 +191,7 @@ async fn symbols(state: web::Data<AppState>) -> HttpResponse {
     let entries: Vec<SymbolEntry> = topics
         .iter()
         .zip(&latest)
-        .map(|(t, q)| SymbolEntry {
-            symbol: &t.symbol,
-            name: &t.info.name,
-            sector: &t.info.sector,
-            feed: &t.info.feed,
-            last: q.as_ref().map(|q| q.quote.last),
-            seq: t.seq(),
-        })
+        .map(|(t, q)| SymbolEntry { symbol: &t.symbol, name: &t.info.name, sector: &t.info.sector, feed: &t.info.feed, last: q.as_ref().map(|q| q.quote.last), seq: t.seq() })
         .collect();
     HttpResponse::Ok().json(entries)
 }

@@ -26,7 +26,6 @@
 pub mod bus;
 pub mod config;
 pub mod feed;
-pub mod tickgen;
 pub mod healthcheck;
 pub mod history;
 pub mod http;
@@ -34,5 +33,6 @@ pub mod logging;
 pub mod metrics;
 pub mod quote;
 pub mod server;
+pub mod tickgen;
 pub mod web;
 pub mod ws;

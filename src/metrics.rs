@@ -115,18 +115,28 @@ impl Metrics {
         let connections = register(r, IntGaugeVec::new(Opts::new("connections", "Open client connections, by transport."), &["transport"]).unwrap());
         let opened = register(r, IntCounterVec::new(Opts::new("connections_opened_total", "Client connections opened, by transport."), &["transport"]).unwrap());
         let disconnects = register(r, IntCounterVec::new(Opts::new("disconnects_total", "Client connections ended, by reason."), &["reason"]).unwrap());
-        let client_messages = register(r, IntCounterVec::new(Opts::new("client_messages_total", "Messages received from clients, by op (invalid: not a valid request)."), &["op"]).unwrap());
+        let client_messages =
+            register(r, IntCounterVec::new(Opts::new("client_messages_total", "Messages received from clients, by op (invalid: not a valid request)."), &["op"]).unwrap());
         let client_errors = register(r, IntCounterVec::new(Opts::new("client_errors_total", "Errors and rejected symbols sent to clients, by code."), &["code"]).unwrap());
         let quotes_published = register(r, IntCounterVec::new(Opts::new("quotes_published_total", "Quotes published onto the bus, by feed."), &["feed"]).unwrap());
         let feed_state = register(r, IntGaugeVec::new(Opts::new("feed_state", "1 for the state each feed is in, 0 for the others."), &["feed", "state"]).unwrap());
-        let replay_clock = register(r, prometheus::GaugeVec::new(Opts::new("feed_replay_clock_seconds", "Historical time a replay feed has reached, Unix seconds."), &["feed"]).unwrap());
+        let replay_clock =
+            register(r, prometheus::GaugeVec::new(Opts::new("feed_replay_clock_seconds", "Historical time a replay feed has reached, Unix seconds."), &["feed"]).unwrap());
         let rows_skipped = register(r, IntCounterVec::new(Opts::new("feed_rows_skipped_total", "Replay rows skipped as unusable, by feed."), &["feed"]).unwrap());
         let feed_lag = register(r, prometheus::GaugeVec::new(Opts::new("feed_lag_seconds", "How far behind its schedule a feed publishes."), &["feed"]).unwrap());
         let feed_speed = register(r, prometheus::GaugeVec::new(Opts::new("feed_speed", "Replay: history seconds per wall second; sim: model time scale."), &["feed"]).unwrap());
-        let http_requests = register(r, IntCounterVec::new(Opts::new("http_requests_total", "HTTP requests, by matched route pattern, method and status."), &["route", "method", "status"]).unwrap());
+        let http_requests = register(
+            r,
+            IntCounterVec::new(Opts::new("http_requests_total", "HTTP requests, by matched route pattern, method and status."), &["route", "method", "status"]).unwrap(),
+        );
         let http_duration = register(
             r,
-            HistogramVec::new(HistogramOpts::new("http_request_duration_seconds", "Time to answer an HTTP request (for /ws: the upgrade, not the connection's life).").buckets(HTTP_BUCKETS.to_vec()), &["route", "method"]).unwrap(),
+            HistogramVec::new(
+                HistogramOpts::new("http_request_duration_seconds", "Time to answer an HTTP request (for /ws: the upgrade, not the connection's life).")
+                    .buckets(HTTP_BUCKETS.to_vec()),
+                &["route", "method"],
+            )
+            .unwrap(),
         );
         let build_info = register(r, IntGaugeVec::new(Opts::new("build_info", "Version and git commit of this build; always 1."), &["version", "commit"]).unwrap());
         build_info.with_label_values(&[env!("CARGO_PKG_VERSION"), option_env!("TICKERFEED_GIT_COMMIT").unwrap_or("unknown")]).set(1);

@@ -57,11 +57,7 @@ impl Quote {
     /// Freezes a draft: derives `change` and `change_pct` from `last` and `prev_close`.
     pub fn from_draft(symbol: Arc<str>, seq: u64, pt: i64, draft: &QuoteDraft) -> Quote {
         let change = round_to(draft.last - draft.prev_close, draft.decimals);
-        let change_pct = if draft.prev_close != 0.0 {
-            round_to(100.0 * (draft.last - draft.prev_close) / draft.prev_close, 2)
-        } else {
-            0.0
-        };
+        let change_pct = if draft.prev_close != 0.0 { round_to(100.0 * (draft.last - draft.prev_close) / draft.prev_close, 2) } else { 0.0 };
         Quote {
             symbol,
             seq,
@@ -144,9 +140,7 @@ pub fn synthetic_spread(last: f64, spread_fraction: f64, decimals: u8) -> (f64, 
 
 /// Now, in microseconds since the Unix epoch.
 pub fn now_micros() -> i64 {
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap_or_default();
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
     now.as_micros() as i64
 }
 

@@ -45,4 +45,3 @@ async fn a_huge_frame_is_refused_on_its_header_and_its_stream_is_never_held() {
     assert_others_unaffected(&server).await;
     server.shutdown().await;
 }
-

@@ -188,10 +188,7 @@ async fn unusable_files_stop_startup_with_their_name() {
 
 #[test]
 fn the_binary_exits_non_zero_naming_a_bad_file() {
-    let output = std::process::Command::new(env!("CARGO_BIN_EXE_tickerfeed"))
-        .args(["--bind", "127.0.0.1:0", "--replay", "/nonexistent/prices.csv"])
-        .output()
-        .unwrap();
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_tickerfeed")).args(["--bind", "127.0.0.1:0", "--replay", "/nonexistent/prices.csv"]).output().unwrap();
     assert!(!output.status.success());
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(stderr.contains("/nonexistent/prices.csv"), "{stderr}");
@@ -262,7 +259,12 @@ async fn a_date_names_its_whole_day_so_intraday_data_can_be_sought_by_date() {
     assert_eq!(status, 200, "{answer}");
     assert_eq!(answer["clock_iso"], "2024-01-02T08:00:00.000Z", "a date starts at its day's first row");
     let range = "which runs from 2024-01-02T08:00:00.000Z to 2024-01-02T08:00:04.000Z";
-    for (to, shown) in [("2024-01-02T00:00:00Z", "2024-01-02T00:00:00.000Z"), ("2024-01-02T07:59:59.999Z", "2024-01-02T07:59:59.999Z"), ("2024-01-01", "2024-01-01T00:00:00.000Z"), ("2024-01-03", "2024-01-03T00:00:00.000Z")] {
+    for (to, shown) in [
+        ("2024-01-02T00:00:00Z", "2024-01-02T00:00:00.000Z"),
+        ("2024-01-02T07:59:59.999Z", "2024-01-02T07:59:59.999Z"),
+        ("2024-01-01", "2024-01-01T00:00:00.000Z"),
+        ("2024-01-03", "2024-01-03T00:00:00.000Z"),
+    ] {
         let (status, answer) = control(&server, "replay", json!({"action":"seek","to":to})).await;
         assert_eq!(status, 400, "seek to {to}: {answer}");
         assert_eq!(answer["message"], format!("seek to {shown} is outside the replayed data, {range}"), "seek to {to}");

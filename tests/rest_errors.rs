@@ -75,7 +75,8 @@ async fn oversized_control_bodies_get_413_json() {
     let message = json_error(&control(&server, "sim", &big).await, "300 KB body", 413, "payload_too_large");
     assert!(message.contains("control body") && message.contains("65536"), "{message}");
     let chunk = "y".repeat(10 * 1024);
-    let mut request = format!("POST /api/feeds/sim/control HTTP/1.1\r\nHost: {}\r\nConnection: close\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n", server.addr);
+    let mut request =
+        format!("POST /api/feeds/sim/control HTTP/1.1\r\nHost: {}\r\nConnection: close\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n", server.addr);
     for _ in 0..7 {
         request.push_str(&format!("{:x}\r\n{chunk}\r\n", chunk.len()));
     }

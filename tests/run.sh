@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
 # The one full test command. Installs what it needs on a fresh Debian machine, then runs:
+#   0. cargo fmt --check and cargo clippy --all-targets -D warnings;
 #   1. cargo test (unit and integration tests against the real server);
 #   2. a smoke test of the release binary as a user runs it: start with no configuration,
 #      serve REST and WebSocket (checked with the load generator), stop on SIGTERM in time;
@@ -24,6 +25,12 @@ need() {
   fi
 }
 need curl curl
+
+step "style: cargo fmt --check, cargo clippy -D warnings"
+cargo fmt --version >/dev/null 2>&1 || { echo "rustfmt is missing: rustup component add rustfmt"; exit 1; }
+cargo clippy --version >/dev/null 2>&1 || { echo "clippy is missing: rustup component add clippy"; exit 1; }
+cargo fmt --check || { echo "the tree is not formatted: run cargo fmt (rustfmt.toml sets the width)"; exit 1; }
+cargo clippy --all-targets -q -- -D warnings || { echo "clippy warnings are errors here"; exit 1; }
 
 step "cargo test"
 cargo test --all-targets 2>&1 | tee "$artifacts/cargo-test.log" | grep -E '^(test result|running|error|failures:|---- )' || true

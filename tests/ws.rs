@@ -447,7 +447,11 @@ async fn fragments_out_of_order_or_not_utf8_close_the_connection_with_the_rfc_co
         ("invalid UTF-8 in a text message", vec![frames::text(&[0x7b, 0xff, 0xfe, 0x7d], true)], 1007),
         ("invalid UTF-8 split over fragments", vec![frames::text(&[0x22, 0xe2, 0x82], false), frames::continuation(&[0x22], true)], 1007),
         // The default message limit is 4 KiB: each fragment is small, the message is not.
-        ("a fragmented message over the message limit", (0..10).map(|i| if i == 0 { frames::text(&[b' '; 1000], false) } else { frames::continuation(&[b' '; 1000], i == 9) }).collect(), 1009),
+        (
+            "a fragmented message over the message limit",
+            (0..10).map(|i| if i == 0 { frames::text(&[b' '; 1000], false) } else { frames::continuation(&[b' '; 1000], i == 9) }).collect(),
+            1009,
+        ),
     ];
     for (what, messages, code) in cases {
         let (mut client, _) = Client::connect_welcomed(&server).await;

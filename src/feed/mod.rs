@@ -121,7 +121,10 @@ pub enum ControlAction {
     /// Jump to this historical time (ms since the epoch). Replay only. `whole_day`: the target
     /// was a date, and names its whole UTC day (`to` is its midnight), so a day whose first row
     /// comes after midnight is still inside the data.
-    Seek { to: i64, whole_day: bool },
+    Seek {
+        to: i64,
+        whole_day: bool,
+    },
     /// Set the speed (replay: history seconds per wall second; sim: time scale).
     Speed(f64),
 }
@@ -211,10 +214,7 @@ pub fn control_pair(status: FeedStatus, events: broadcast::Sender<FeedEvent>) ->
     let status = Arc::new(Mutex::new(status));
     // Control commands come from REST requests; a handful in flight is plenty.
     let (tx, rx) = mpsc::channel(16);
-    (
-        FeedHandle { name, kind, status: status.clone(), commands: tx },
-        FeedControl { status, commands: rx, events },
-    )
+    (FeedHandle { name, kind, status: status.clone(), commands: tx }, FeedControl { status, commands: rx, events })
 }
 
 /// Maps feed time (ms of history, or any monotonic feed clock) to wall-clock deadlines at a

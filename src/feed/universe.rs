@@ -99,8 +99,7 @@ enum Column {
 }
 
 impl Column {
-    const ALL: [Column; 7] =
-        [Column::Symbol, Column::Name, Column::Sector, Column::Price, Column::Volatility, Column::Drift, Column::TickSize];
+    const ALL: [Column; 7] = [Column::Symbol, Column::Name, Column::Sector, Column::Price, Column::Volatility, Column::Drift, Column::TickSize];
 
     fn name(self) -> &'static str {
         match self {
@@ -164,20 +163,11 @@ pub fn parse_universe(text: &str, origin: &str) -> Result<Vec<Instrument>, Unive
             continue;
         };
         if record.len() != layout.width {
-            return Err(UniverseError::Syntax {
-                origin: origin.to_string(),
-                line,
-                message: format!("{} fields, but the header has {}", record.len(), layout.width),
-            });
+            return Err(UniverseError::Syntax { origin: origin.to_string(), line, message: format!("{} fields, but the header has {}", record.len(), layout.width) });
         }
         let instrument = parse_row(layout, &record, origin, line)?;
         if let Some(&first_line) = seen.get(&instrument.symbol) {
-            return Err(UniverseError::DuplicateSymbol {
-                origin: origin.to_string(),
-                symbol: instrument.symbol,
-                first_line,
-                line,
-            });
+            return Err(UniverseError::DuplicateSymbol { origin: origin.to_string(), symbol: instrument.symbol, first_line, line });
         }
         seen.insert(instrument.symbol.clone(), line);
         instruments.push(instrument);
@@ -418,10 +408,7 @@ mod tests {
 
     #[test]
     fn header_problems_are_reported() {
-        assert_eq!(
-            error_text("symbol,name,sector,price\nA,A,S,1\n"),
-            "test.csv line 1 (header): required column 'volatility' is missing"
-        );
+        assert_eq!(error_text("symbol,name,sector,price\nA,A,S,1\n"), "test.csv line 1 (header): required column 'volatility' is missing");
         assert!(error_text("symbol,name,sector,price,volatility,tick size\n").contains("unknown column 'tick size'"));
         assert!(error_text("symbol,name,sector,price,volatility,Price\n").contains("column 'price' appears twice"));
     }
@@ -430,10 +417,7 @@ mod tests {
     fn wrong_field_counts_and_empty_files_fail() {
         let text = format!("{HEADER}A,A,S,1,0.2\n");
         assert_eq!(error_text(&text), "test.csv line 2: 5 fields, but the header has 7");
-        assert_eq!(
-            error_text(HEADER),
-            "test.csv: no instruments (a header row and at least one data row are required)"
-        );
+        assert_eq!(error_text(HEADER), "test.csv: no instruments (a header row and at least one data row are required)");
         assert!(matches!(parse(""), Err(UniverseError::Empty { .. })));
     }
 

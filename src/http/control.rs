@@ -182,18 +182,9 @@ mod tests {
             let message = parse(body.as_bytes()).unwrap_err();
             assert!(message.contains("'extra'") || message.contains("belongs to action"), "{action}: {message}");
         }
-        assert_eq!(
-            parse(br#"{"action":"pause","extra":1}"#).unwrap_err(),
-            "control body: unknown field 'extra' for action 'pause', which takes only 'action'"
-        );
-        assert_eq!(
-            parse(br#"{"action":"pause","value":2}"#).unwrap_err(),
-            "control body: field 'value' belongs to action 'speed'; action 'pause' takes only 'action'"
-        );
-        assert_eq!(
-            parse(br#"{"action":"speed","value":2,"bogus":1}"#).unwrap_err(),
-            "control body: unknown field 'bogus' for action 'speed', which takes 'action' and 'value'"
-        );
+        assert_eq!(parse(br#"{"action":"pause","extra":1}"#).unwrap_err(), "control body: unknown field 'extra' for action 'pause', which takes only 'action'");
+        assert_eq!(parse(br#"{"action":"pause","value":2}"#).unwrap_err(), "control body: field 'value' belongs to action 'speed'; action 'pause' takes only 'action'");
+        assert_eq!(parse(br#"{"action":"speed","value":2,"bogus":1}"#).unwrap_err(), "control body: unknown field 'bogus' for action 'speed', which takes 'action' and 'value'");
     }
 
     #[test]

@@ -13,8 +13,8 @@
 
 use actix_web::body::{EitherBody, MessageBody};
 use actix_web::dev::ServiceResponse;
-use actix_web::http::header::{self, HeaderValue};
 use actix_web::http::StatusCode;
+use actix_web::http::header::{self, HeaderValue};
 use actix_web::middleware::ErrorHandlerResponse;
 use actix_web::{HttpRequest, HttpResponse};
 use serde_json::json;
@@ -40,11 +40,7 @@ pub async fn not_found(req: HttpRequest) -> HttpResponse {
 pub fn method_not_allowed(req: &HttpRequest, allow: &'static str) -> HttpResponse {
     // An extension method is client text of any length.
     let method = super::truncate(req.method().as_str(), 16);
-    let mut response = error(
-        StatusCode::METHOD_NOT_ALLOWED,
-        "method_not_allowed",
-        format!("{method} is not allowed on {}; it takes {allow}", super::truncate(req.path(), 200)),
-    );
+    let mut response = error(StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", format!("{method} is not allowed on {}; it takes {allow}", super::truncate(req.path(), 200)));
     response.headers_mut().insert(header::ALLOW, HeaderValue::from_static(allow));
     response
 }

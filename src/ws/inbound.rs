@@ -282,11 +282,7 @@ impl InboundStream {
     /// come between fragments). `check` has validated the frame's place in the sequence.
     fn join(&mut self, header: Header, payload: BytesMut) -> Result<Option<Inbound>, InboundError> {
         let message = |text: bool, data: Bytes| -> Result<Inbound, InboundError> {
-            if text {
-                ByteString::try_from(data).map(Inbound::Text).map_err(|_| InboundError::InvalidUtf8("a text message"))
-            } else {
-                Ok(Inbound::Binary(data))
-            }
+            if text { ByteString::try_from(data).map(Inbound::Text).map_err(|_| InboundError::InvalidUtf8("a text message")) } else { Ok(Inbound::Binary(data)) }
         };
         match header.opcode {
             0x8 => parse_close(&payload).map(|reason| Some(Inbound::Close(reason))),

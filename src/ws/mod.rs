@@ -28,8 +28,8 @@ use actix_web::{HttpRequest, HttpResponse, web};
 use self::inbound::InboundStream;
 use self::outbound::{OutboundBody, Output};
 use self::session::{InitialSubscription, Session};
-use crate::bus::SessionSignal;
 use self::socket::SocketProbe;
+use crate::bus::SessionSignal;
 use crate::server::AppState;
 
 /// The query parameters `/ws` takes.
@@ -64,11 +64,7 @@ pub fn parse_upgrade_query(query: &str) -> InitialSubscription {
                     )),
                 }
             }
-            other => initial.problems.push(format!(
-                "unknown query parameter '{}'; /ws takes: {}",
-                other.chars().take(32).collect::<String>(),
-                UPGRADE_PARAMETERS.join(", ")
-            )),
+            other => initial.problems.push(format!("unknown query parameter '{}'; /ws takes: {}", other.chars().take(32).collect::<String>(), UPGRADE_PARAMETERS.join(", "))),
         }
     }
     initial

@@ -65,14 +65,8 @@ pub enum ErrorCode {
 }
 
 impl ErrorCode {
-    pub const ALL: &[ErrorCode] = &[
-        ErrorCode::BadRequest,
-        ErrorCode::UnknownOp,
-        ErrorCode::TooManySymbols,
-        ErrorCode::RateLimited,
-        ErrorCode::UnknownSymbol,
-        ErrorCode::InvalidSymbol,
-    ];
+    pub const ALL: &[ErrorCode] =
+        &[ErrorCode::BadRequest, ErrorCode::UnknownOp, ErrorCode::TooManySymbols, ErrorCode::RateLimited, ErrorCode::UnknownSymbol, ErrorCode::InvalidSymbol];
 
     pub fn as_str(self) -> &'static str {
         match self {
@@ -159,11 +153,7 @@ pub struct ParseFailure {
 /// Parses one client text frame. On failure, the error carries the request's `id` whenever the
 /// frame was a JSON object with a usable one, whatever else was wrong with it.
 pub fn parse_client_message(text: &str) -> Result<ClientOp, ParseFailure> {
-    let value: Value = serde_json::from_str(text).map_err(|e| ParseFailure {
-        id: None,
-        code: ErrorCode::BadRequest,
-        message: format!("malformed JSON: {e}"),
-    })?;
+    let value: Value = serde_json::from_str(text).map_err(|e| ParseFailure { id: None, code: ErrorCode::BadRequest, message: format!("malformed JSON: {e}") })?;
     let Value::Object(object) = &value else {
         return Err(ParseFailure { id: None, code: ErrorCode::BadRequest, message: "a message must be a JSON object".into() });
     };
@@ -242,12 +232,7 @@ mod tests {
     fn parses_every_op() {
         assert_eq!(
             parse_client_message(r#"{"op":"subscribe","symbols":["AAPL","msft"],"throttle_ms":250,"snapshot":true,"id":1}"#).unwrap(),
-            ClientOp::Subscribe {
-                id: Some(RequestId::Number(1.into())),
-                symbols: vec!["AAPL".into(), "msft".into()],
-                throttle_ms: Some(250),
-                snapshot: Some(true)
-            }
+            ClientOp::Subscribe { id: Some(RequestId::Number(1.into())), symbols: vec!["AAPL".into(), "msft".into()], throttle_ms: Some(250), snapshot: Some(true) }
         );
         assert!(matches!(parse_client_message(r#"{"op":"unsubscribe","symbols":["*"]}"#), Ok(ClientOp::Unsubscribe { .. })));
         assert!(matches!(parse_client_message(r#"{"op":"list","id":"a"}"#), Ok(ClientOp::List { id: Some(RequestId::Text(_)) })));
@@ -282,10 +267,7 @@ mod tests {
             symbols: vec!["AAPL".into()],
             rejected: vec![Rejected { symbol: "ZZZZ".into(), code: ErrorCode::UnknownSymbol }],
         };
-        assert_eq!(
-            msg.to_json(),
-            r#"{"type":"subscribed","id":1,"throttle_ms":250,"symbols":["AAPL"],"rejected":[{"symbol":"ZZZZ","code":"unknown_symbol"}]}"#
-        );
+        assert_eq!(msg.to_json(), r#"{"type":"subscribed","id":1,"throttle_ms":250,"symbols":["AAPL"],"rejected":[{"symbol":"ZZZZ","code":"unknown_symbol"}]}"#);
         let msg = ServerMessage::Pong { id: None, ts: 5 };
         assert_eq!(msg.to_json(), r#"{"type":"pong","ts":5}"#);
     }

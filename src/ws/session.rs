@@ -211,11 +211,7 @@ impl Session {
         let mut shutdown = self.state.shutdown.clone();
         let mut feed_events = self.state.feed_events.subscribe();
         let mut topics = self.state.bus.watch_topics();
-        let end = if *shutdown.borrow() {
-            End::Shutdown
-        } else {
-            self.event_loop(&mut stream, &mut shutdown, &mut feed_events, &mut topics).await
-        };
+        let end = if *shutdown.borrow() { End::Shutdown } else { self.event_loop(&mut stream, &mut shutdown, &mut feed_events, &mut topics).await };
         let state = self.state.clone();
         // Boxed: the close path's state is only needed once, at the end; inline it would
         // enlarge every live session's task by its size.

@@ -206,14 +206,7 @@ impl SubscriptionSet {
                         flags |= ARMED;
                     }
                     let current = topic.seq();
-                    let sub = Subscription {
-                        id: topic.id,
-                        topic: topic.clone(),
-                        last_sent_seq: if snapshot { 0 } else { current },
-                        next_allowed_us: now_us,
-                        throttle_ms,
-                        flags,
-                    };
+                    let sub = Subscription { id: topic.id, topic: topic.clone(), last_sent_seq: if snapshot { 0 } else { current }, next_allowed_us: now_us, throttle_ms, flags };
                     let at = self.subs.partition_point(|s| s.id < topic.id);
                     self.subs.insert(at, sub);
                     topic.subscriber_added();
@@ -525,10 +518,7 @@ mod tests {
         fn new(symbols: &[&str]) -> Harness {
             let bus = Arc::new(Bus::new());
             tokio::spawn(bus.clone().run_dispatcher());
-            let topics = symbols
-                .iter()
-                .map(|s| bus.register(s, SymbolInfo { name: s.to_string(), sector: "X".into(), feed: "test".into() }).unwrap())
-                .collect();
+            let topics = symbols.iter().map(|s| bus.register(s, SymbolInfo { name: s.to_string(), sector: "X".into(), feed: "test".into() }).unwrap()).collect();
             let set = SubscriptionSet::new(Arc::new(SessionSignal::default()));
             Harness { bus, topics, set }
         }

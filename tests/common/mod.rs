@@ -138,11 +138,8 @@ pub async fn assert_others_unaffected(server: &RunningServer) {
 pub async fn http(server: &RunningServer, method: &str, path: &str, body: Option<&str>) -> (u16, String) {
     let mut stream = TcpStream::connect(server.addr).await.expect("connect");
     let body = body.unwrap_or("");
-    let request = format!(
-        "{method} {path} HTTP/1.1\r\nHost: {}\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
-        server.addr,
-        body.len()
-    );
+    let request =
+        format!("{method} {path} HTTP/1.1\r\nHost: {}\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}", server.addr, body.len());
     stream.write_all(request.as_bytes()).await.expect("write request");
     let mut response = Vec::new();
     tokio::time::timeout(EVENT_TIMEOUT, stream.read_to_end(&mut response)).await.expect("response in time").expect("read response");
@@ -194,11 +191,8 @@ pub async fn http_raw(server: &RunningServer, request: &[u8]) -> Response {
 /// A request with an optional JSON body; the whole answer.
 pub async fn http_full(server: &RunningServer, method: &str, path: &str, body: Option<&str>) -> Response {
     let body = body.unwrap_or("");
-    let request = format!(
-        "{method} {path} HTTP/1.1\r\nHost: {}\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
-        server.addr,
-        body.len()
-    );
+    let request =
+        format!("{method} {path} HTTP/1.1\r\nHost: {}\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}", server.addr, body.len());
     http_raw(server, request.as_bytes()).await
 }
 

@@ -194,17 +194,7 @@ pub struct Args {
 }
 
 /// Wire protocol of the clients.
-#[derive(
-    clap::ValueEnum,
-    Clone,
-    Copy,
-    Debug,
-    PartialEq,
-    Eq,
-    Default,
-    serde::Serialize,
-    serde::Deserialize,
-)]
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Protocol {
     /// tickerfeed protocol v1: JSON text frames at --url.
@@ -259,16 +249,12 @@ impl Args {
             bail!("--processes must be >= 1");
         }
         if self.processes > 1 && self.clients < self.processes {
-            bail!(
-                "--processes {} needs at least as many --clients",
-                self.processes
-            );
+            bail!("--processes {} needs at least as many --clients", self.processes);
         }
         if self.clients + self.stall == 0 {
             bail!("nothing to do: --clients and --stall are both 0");
         }
-        let needs_k =
-            (self.clients > 0 && !self.wildcard) || (self.stall > 0 && !self.stall_wildcard);
+        let needs_k = (self.clients > 0 && !self.wildcard) || (self.stall > 0 && !self.stall_wildcard);
         if needs_k && self.symbols == 0 {
             bail!("--symbols must be >= 1 (or use --wildcard / --stall-wildcard)");
         }
@@ -277,16 +263,11 @@ impl Args {
 
     /// Whether this process runs the observer connection.
     pub fn observer_on(&self) -> bool {
-        self.child_index.is_none()
-            && (self.observer || (!self.no_observer && self.throttle_ms.is_some_and(|t| t > 0)))
+        self.child_index.is_none() && (self.observer || (!self.no_observer && self.throttle_ms.is_some_and(|t| t > 0)))
     }
 
     /// Reading clients over all processes.
     pub fn all_clients(&self) -> usize {
-        if self.clients_total > 0 {
-            self.clients_total
-        } else {
-            self.clients
-        }
+        if self.clients_total > 0 { self.clients_total } else { self.clients }
     }
 }

@@ -58,10 +58,7 @@ fn keep_example(list: &Mutex<Vec<String>>, msg: String) {
 
 /// Wall-clock now in µs since the epoch: the same clock the server stamps `pt` with.
 pub fn now_us() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_micros() as i64)
-        .unwrap_or(0)
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_micros() as i64).unwrap_or(0)
 }
 
 impl Shared {
@@ -112,14 +109,8 @@ struct SubscribeMsg<'a> {
 }
 
 pub fn subscribe_text(spec: &SubSpec, id: u64) -> String {
-    serde_json::to_string(&SubscribeMsg {
-        op: "subscribe",
-        symbols: &spec.symbols,
-        throttle_ms: spec.throttle_ms,
-        snapshot: spec.snapshot,
-        id,
-    })
-    .expect("serialising a plain struct cannot fail")
+    serde_json::to_string(&SubscribeMsg { op: "subscribe", symbols: &spec.symbols, throttle_ms: spec.throttle_ms, snapshot: spec.snapshot, id })
+        .expect("serialising a plain struct cannot fail")
 }
 
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -149,30 +140,15 @@ pub async fn client_task(
         Ok(Ok(x)) => x,
         Ok(Err(e)) => return fail(&shared, role, format!("{e:#}"), ready),
         Err(_) => {
-            return fail(
-                &shared,
-                role,
-                format!("setup timed out after {connect_timeout:?}"),
-                ready,
-            );
+            return fail(&shared, role, format!("setup timed out after {connect_timeout:?}"), ready);
         }
     };
     match role {
         Role::Reader => {
             shared.connected.fetch_add(1, Ordering::Relaxed);
-            if let Event::Subscribed {
-                symbols,
-                rejected,
-                first_rejected,
-                throttle_ms,
-            } = subscribed
-            {
-                shared
-                    .subscribed_symbols
-                    .fetch_add(symbols as u64, Ordering::Relaxed);
-                shared
-                    .rejected_symbols
-                    .fetch_add(rejected as u64, Ordering::Relaxed);
+            if let Event::Subscribed { symbols, rejected, first_rejected, throttle_ms } = subscribed {
+                shared.subscribed_symbols.fetch_add(symbols as u64, Ordering::Relaxed);
+                shared.rejected_symbols.fetch_add(rejected as u64, Ordering::Relaxed);
                 if let Some(r) = first_rejected {
                     keep_example(&shared.rejected_examples, r);
                 }
@@ -216,34 +192,22 @@ fn fail(shared: &Shared, role: Role, msg: String, ready: mpsc::Sender<()>) {
 }
 
 fn shutdown_deadline(shutdown: &Shutdown) -> Instant {
-    shutdown
-        .borrow()
-        .unwrap_or_else(|| Instant::now() + Duration::from_secs(2))
+    shutdown.borrow().unwrap_or_else(|| Instant::now() + Duration::from_secs(2))
 }
 
 /// Connect, welcome, subscribe, and read until the `subscribed` ack (returned). Frames before
 /// the ack are counted like any other.
-async fn setup(
-    shared: &Shared,
-    target: &Target,
-    spec: &SubSpec,
-    seq: &mut SeqTracker,
-) -> Result<(Conn, Event)> {
+async fn setup(shared: &Shared, target: &Target, spec: &SubSpec, seq: &mut SeqTracker) -> Result<(Conn, Event)> {
     let (mut ws, welcome) = Conn::open(target, spec.rcvbuf).await?;
     let _ = shared.welcome.set(welcome);
     ws.send_op("subscribe", subscribe_text(spec, 1)).await?;
     loop {
         match ws.next().await {
-            Some(Ok(Incoming::Text { frame, start, end })) => {
-                match shared.handle(&frame[start..end], frame.len(), seq) {
-                    ev @ Event::Subscribed { .. } => return Ok((ws, ev)),
-                    Event::Error => bail!(
-                        "server error instead of subscribed: {}",
-                        frame::truncate(&frame, 300)
-                    ),
-                    _ => {}
-                }
-            }
+            Some(Ok(Incoming::Text { frame, start, end })) => match shared.handle(&frame[start..end], frame.len(), seq) {
+                ev @ Event::Subscribed { .. } => return Ok((ws, ev)),
+                Event::Error => bail!("server error instead of subscribed: {}", frame::truncate(&frame, 300)),
+                _ => {}
+            },
             Some(Ok(Incoming::Binary(n))) => shared.count_binary(n),
             Some(Ok(Incoming::Control(n))) => shared.count_control(n),
             Some(Ok(Incoming::Closed(f))) => {
@@ -256,12 +220,7 @@ async fn setup(
 }
 
 /// Reads until shutdown (returns true) or until the connection is lost (false, counted).
-async fn read_loop(
-    shared: &Shared,
-    ws: &mut Conn,
-    seq: &mut SeqTracker,
-    shutdown: &mut Shutdown,
-) -> bool {
+async fn read_loop(shared: &Shared, ws: &mut Conn, seq: &mut SeqTracker, shutdown: &mut Shutdown) -> bool {
     // One pinned future instead of a fresh `changed()` per frame.
     let stop = shutdown.wait_for(|s| s.is_some());
     tokio::pin!(stop);
@@ -328,12 +287,7 @@ pub async fn observer_task(
     ready: mpsc::Sender<()>,
     mut shutdown: Shutdown,
 ) -> Result<()> {
-    let spec = SubSpec {
-        symbols,
-        throttle_ms: Some(0),
-        snapshot: true,
-        rcvbuf: None,
-    };
+    let spec = SubSpec { symbols, throttle_ms: Some(0), snapshot: true, rcvbuf: None };
     let mut ws = timeout(connect_timeout, async {
         let (mut ws, _) = Conn::open(&target, None).await?;
         ws.send_op("subscribe", subscribe_text(&spec, 1)).await?;
@@ -366,18 +320,12 @@ fn record_observed(log: &ObserverLog, text: &str) {
         Some((q.0, q.1?, q.2?))
     }
     if let Some(f) = crate::scan::scan_quotes(text) {
-        let it = f
-            .quotes
-            .iter()
-            .filter_map(|q| with_seq_pt((q.symbol, q.seq, q.pt)));
+        let it = f.quotes.iter().filter_map(|q| with_seq_pt((q.symbol, q.seq, q.pt)));
         log.record(f.snapshot, it);
     } else if let Ok(f) = serde_json::from_str::<frame::Frame>(text)
         && f.kind == "quotes"
     {
-        let it = f
-            .quotes
-            .iter()
-            .filter_map(|q| with_seq_pt((&q.symbol, q.seq, q.pt)));
+        let it = f.quotes.iter().filter_map(|q| with_seq_pt((&q.symbol, q.seq, q.pt)));
         log.record(f.snapshot.unwrap_or(false), it);
     }
 }
@@ -402,11 +350,7 @@ pub async fn probe_once(target: &Target, spec: &SubSpec, limit: Duration) -> Pro
     let t0 = Instant::now();
     let deadline = t0 + limit;
     let mut conn: Option<Conn> = None;
-    let res = timeout_at(
-        deadline,
-        probe_steps(target, spec, t0, &mut sample, &mut conn),
-    )
-    .await;
+    let res = timeout_at(deadline, probe_steps(target, spec, t0, &mut sample, &mut conn)).await;
     match res {
         Ok(Ok(())) => {}
         Ok(Err(e)) => sample.error = Some(format!("{e:#}")),
@@ -418,13 +362,7 @@ pub async fn probe_once(target: &Target, spec: &SubSpec, limit: Duration) -> Pro
     sample
 }
 
-async fn probe_steps(
-    target: &Target,
-    spec: &SubSpec,
-    t0: Instant,
-    sample: &mut ProbeSample,
-    conn: &mut Option<Conn>,
-) -> Result<()> {
+async fn probe_steps(target: &Target, spec: &SubSpec, t0: Instant, sample: &mut ProbeSample, conn: &mut Option<Conn>) -> Result<()> {
     let (ws, _) = Conn::open(target, None).await?;
     let ws = conn.insert(ws);
     sample.welcome = Some(t0.elapsed());

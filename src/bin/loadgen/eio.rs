@@ -119,9 +119,7 @@ pub fn socketio_url(url: &str) -> String {
     }
     // ws://host:port[/path...] → ws://host:port/socket.io/?EIO=4&transport=websocket
     let after_scheme = url.find("://").map_or(0, |i| i + 3);
-    let host_end = url[after_scheme..]
-        .find(['/', '?'])
-        .map_or(url.len(), |i| after_scheme + i);
+    let host_end = url[after_scheme..].find(['/', '?']).map_or(url.len(), |i| after_scheme + i);
     format!("{}/socket.io/?EIO=4&transport=websocket", &url[..host_end])
 }
 
@@ -131,55 +129,19 @@ mod tests {
 
     #[test]
     fn decodes_engine_and_socketio_packets() {
-        assert_eq!(
-            decode(r#"0{"sid":"x","pingInterval":25000,"pingTimeout":20000}"#),
-            Packet::Open(r#"{"sid":"x","pingInterval":25000,"pingTimeout":20000}"#)
-        );
+        assert_eq!(decode(r#"0{"sid":"x","pingInterval":25000,"pingTimeout":20000}"#), Packet::Open(r#"{"sid":"x","pingInterval":25000,"pingTimeout":20000}"#));
         assert_eq!(decode("2"), Packet::Ping(""));
         assert_eq!(decode("3probe"), Packet::Pong("probe"));
         assert_eq!(decode("1"), Packet::Close);
-        assert_eq!(
-            decode(r#"40{"sid":"abc"}"#),
-            Packet::Connect(r#"{"sid":"abc"}"#)
-        );
+        assert_eq!(decode(r#"40{"sid":"abc"}"#), Packet::Connect(r#"{"sid":"abc"}"#));
         assert_eq!(decode("41"), Packet::Disconnect);
-        assert_eq!(
-            decode(r#"44{"message":"nope"}"#),
-            Packet::ConnectError(r#"{"message":"nope"}"#)
-        );
+        assert_eq!(decode(r#"44{"message":"nope"}"#), Packet::ConnectError(r#"{"message":"nope"}"#));
         let q = r#"{"type":"quotes","quotes":[{"symbol":"A","seq":1,"pt":2,"x":[1,"]"]}]}"#;
-        assert_eq!(
-            decode(&format!(r#"42["quotes",{q}]"#)),
-            Packet::Event {
-                name: "quotes",
-                payload: q
-            }
-        );
+        assert_eq!(decode(&format!(r#"42["quotes",{q}]"#)), Packet::Event { name: "quotes", payload: q });
         // Whitespace, an ack id and a payload-less event.
-        assert_eq!(
-            decode(r#"4212[ "welcome" , {"type":"welcome"} ] "#),
-            Packet::Event {
-                name: "welcome",
-                payload: r#"{"type":"welcome"}"#
-            }
-        );
-        assert_eq!(
-            decode(r#"42["ping"]"#),
-            Packet::Event {
-                name: "ping",
-                payload: ""
-            }
-        );
-        for bad in [
-            "",
-            "9",
-            "4",
-            "42",
-            "42[",
-            r#"42["a",1"#,
-            r#"42[1,2]"#,
-            r#"42["a" 1]"#,
-        ] {
+        assert_eq!(decode(r#"4212[ "welcome" , {"type":"welcome"} ] "#), Packet::Event { name: "welcome", payload: r#"{"type":"welcome"}"# });
+        assert_eq!(decode(r#"42["ping"]"#), Packet::Event { name: "ping", payload: "" });
+        for bad in ["", "9", "4", "42", "42[", r#"42["a",1"#, r#"42[1,2]"#, r#"42["a" 1]"#] {
             assert_eq!(decode(bad), Packet::Other, "{bad:?}");
         }
     }
@@ -189,13 +151,7 @@ mod tests {
         let sub = r#"{"op":"subscribe","symbols":["A","B"],"throttle_ms":0,"snapshot":true}"#;
         let wire = encode_event("subscribe", sub);
         assert_eq!(wire, format!(r#"42["subscribe",{sub}]"#));
-        assert_eq!(
-            decode(&wire),
-            Packet::Event {
-                name: "subscribe",
-                payload: sub
-            }
-        );
+        assert_eq!(decode(&wire), Packet::Event { name: "subscribe", payload: sub });
         let v: serde_json::Value = serde_json::from_str(&wire[2..]).unwrap();
         assert_eq!(v[0], "subscribe");
         assert_eq!(v[1]["symbols"][1], "B");
@@ -203,24 +159,10 @@ mod tests {
 
     #[test]
     fn open_packet_and_url() {
-        assert_eq!(
-            ping_interval_ms(
-                r#"{"sid":"x","upgrades":[],"pingInterval":25000,"pingTimeout":5000}"#
-            ),
-            Some(25000)
-        );
+        assert_eq!(ping_interval_ms(r#"{"sid":"x","upgrades":[],"pingInterval":25000,"pingTimeout":5000}"#), Some(25000));
         assert_eq!(ping_interval_ms("{}"), None);
-        assert_eq!(
-            socketio_url("ws://127.0.0.1:8080/ws"),
-            "ws://127.0.0.1:8080/socket.io/?EIO=4&transport=websocket"
-        );
-        assert_eq!(
-            socketio_url("ws://h:1"),
-            "ws://h:1/socket.io/?EIO=4&transport=websocket"
-        );
-        assert_eq!(
-            socketio_url("ws://h:1/socket.io/?EIO=4&transport=websocket&x=1"),
-            "ws://h:1/socket.io/?EIO=4&transport=websocket&x=1"
-        );
+        assert_eq!(socketio_url("ws://127.0.0.1:8080/ws"), "ws://127.0.0.1:8080/socket.io/?EIO=4&transport=websocket");
+        assert_eq!(socketio_url("ws://h:1"), "ws://h:1/socket.io/?EIO=4&transport=websocket");
+        assert_eq!(socketio_url("ws://h:1/socket.io/?EIO=4&transport=websocket&x=1"), "ws://h:1/socket.io/?EIO=4&transport=websocket&x=1");
     }
 }

@@ -93,11 +93,7 @@ impl Hasher for Fnv {
         self.0
     }
     fn write(&mut self, bytes: &[u8]) {
-        let mut h = if self.0 == 0 {
-            0xcbf2_9ce4_8422_2325
-        } else {
-            self.0
-        };
+        let mut h = if self.0 == 0 { 0xcbf2_9ce4_8422_2325 } else { self.0 };
         for &b in bytes {
             h ^= u64::from(b);
             h = h.wrapping_mul(0x0100_0000_01b3);
@@ -163,31 +159,15 @@ impl SeqTracker {
 ///
 /// `now_us` is the receive time (µs since the epoch, read once per frame); latency is recorded
 /// for live (non-snapshot) quotes only and only when `record_latency` (measured period).
-pub fn process(
-    text: &str,
-    seq: &mut SeqTracker,
-    stats: &mut WorkerStats,
-    now_us: i64,
-    record_latency: bool,
-) -> Event {
+pub fn process(text: &str, seq: &mut SeqTracker, stats: &mut WorkerStats, now_us: i64, record_latency: bool) -> Event {
     let c = &mut stats.counters;
     c.frames += 1;
     c.bytes += text.len() as u64;
     // Fast path for the frames that matter; serde below is the reference for everything else.
     if let Some(f) = scan::scan_quotes(text) {
         let quotes = f.quotes.iter().map(|q| (q.symbol, q.seq, q.pt));
-        count_quotes(
-            f.snapshot,
-            f.quotes.len(),
-            quotes,
-            seq,
-            stats,
-            now_us,
-            record_latency,
-        );
-        return Event::Quotes {
-            snapshot: f.snapshot,
-        };
+        count_quotes(f.snapshot, f.quotes.len(), quotes, seq, stats, now_us, record_latency);
+        return Event::Quotes { snapshot: f.snapshot };
     }
     let frame: Frame = match serde_json::from_str(text) {
         Ok(f) => f,
@@ -207,15 +187,7 @@ pub fn process(
     }
     let quotes = frame.quotes.iter().map(|q| (&*q.symbol, q.seq, q.pt));
     let snapshot = frame.snapshot.unwrap_or(false);
-    count_quotes(
-        snapshot,
-        frame.quotes.len(),
-        quotes,
-        seq,
-        stats,
-        now_us,
-        record_latency,
-    );
+    count_quotes(snapshot, frame.quotes.len(), quotes, seq, stats, now_us, record_latency);
     Event::Quotes { snapshot }
 }
 
@@ -288,12 +260,7 @@ fn count_other(text: &str, kind: &str, stats: &mut WorkerStats) -> Event {
         "subscribed" => {
             c.subscribed_msgs += 1;
             let ack: SubAck = serde_json::from_str(text).unwrap_or_default();
-            Event::Subscribed {
-                symbols: ack.symbols.len(),
-                rejected: ack.rejected.len(),
-                first_rejected: ack.rejected.into_iter().next(),
-                throttle_ms: ack.throttle_ms,
-            }
+            Event::Subscribed { symbols: ack.symbols.len(), rejected: ack.rejected.len(), first_rejected: ack.rejected.into_iter().next(), throttle_ms: ack.throttle_ms }
         }
         "welcome" => {
             c.other_msgs += 1;
@@ -341,18 +308,9 @@ pub struct Welcome {
 /// Parses a frame that must be `welcome`; `Err` carries a short description otherwise.
 pub fn parse_welcome(text: &str) -> Result<Welcome, String> {
     match serde_json::from_str::<Head>(text) {
-        Ok(h) if h.kind == "welcome" => {
-            serde_json::from_str(text).map_err(|e| format!("bad welcome: {e}"))
-        }
-        Ok(h) => Err(format!(
-            "expected welcome, got type {:?}: {}",
-            h.kind,
-            truncate(text, 200)
-        )),
-        Err(e) => Err(format!(
-            "expected welcome, got unparseable frame ({e}): {}",
-            truncate(text, 200)
-        )),
+        Ok(h) if h.kind == "welcome" => serde_json::from_str(text).map_err(|e| format!("bad welcome: {e}")),
+        Ok(h) => Err(format!("expected welcome, got type {:?}: {}", h.kind, truncate(text, 200))),
+        Err(e) => Err(format!("expected welcome, got unparseable frame ({e}): {}", truncate(text, 200))),
     }
 }
 

@@ -89,12 +89,8 @@ fn main_inner(cli: &Args) -> Result<Report> {
         cli
     };
     args.validate()?;
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(args.threads)
-        .thread_name("loadgen-worker")
-        .enable_all()
-        .build()
-        .context("building the tokio runtime")?;
+    let runtime =
+        tokio::runtime::Builder::new_multi_thread().worker_threads(args.threads).thread_name("loadgen-worker").enable_all().build().context("building the tokio runtime")?;
     let report = runtime.block_on(run::run(args))?;
     // Connection tasks that missed the close deadline were aborted; don't wait on anything.
     runtime.shutdown_background();

@@ -177,8 +177,7 @@ pub fn spawn_children(args: &Args) -> Result<(Args, Vec<ChildProc>)> {
     let mut offset = own.clients;
     let mut children = Vec::new();
     for i in 1..n {
-        let json =
-            std::env::temp_dir().join(format!("loadgen-{}-child{i}.json", std::process::id()));
+        let json = std::env::temp_dir().join(format!("loadgen-{}-child{i}.json", std::process::id()));
         let _ = std::fs::remove_file(&json);
         let c = child_share(args, i, offset, json.clone());
         offset += c.clients;
@@ -196,13 +195,7 @@ pub fn spawn_children(args: &Args) -> Result<(Args, Vec<ChildProc>)> {
             .with_context(|| format!("spawning child {i} ({})", exe.display()))?;
         let stdin = child.stdin.take().expect("piped");
         let stdout = BufReader::new(child.stdout.take().expect("piped"));
-        children.push(ChildProc {
-            index: i,
-            child,
-            stdin,
-            stdout,
-            json,
-        });
+        children.push(ChildProc { index: i, child, stdin, stdout, json });
     }
     Ok((own, children))
 }
@@ -236,8 +229,7 @@ pub fn child_share(args: &Args, i: usize, offset: usize, json: PathBuf) -> Args 
 
 /// The arguments of a child: from [`CHILD_ARGS_ENV`], with the command line's child fields.
 pub fn child_args(cli: &Args) -> Result<Args> {
-    let text = std::env::var(CHILD_ARGS_ENV)
-        .with_context(|| format!("--child-index without {CHILD_ARGS_ENV}"))?;
+    let text = std::env::var(CHILD_ARGS_ENV).with_context(|| format!("--child-index without {CHILD_ARGS_ENV}"))?;
     let mut a: Args = serde_json::from_str(&text).context("parsing the child arguments")?;
     a.child_index = cli.child_index;
     a.child_json = cli.child_json.clone().or(a.child_json);
@@ -264,10 +256,7 @@ pub async fn wait_ready(children: &mut [ChildProc]) -> Result<()> {
 /// Parent: tells every child when the measured window starts.
 pub async fn send_start(children: &mut [ChildProc], start_us: i64) -> Result<()> {
     for c in children.iter_mut() {
-        c.stdin
-            .write_all(format!("START {start_us}\n").as_bytes())
-            .await
-            .with_context(|| format!("telling child {} to start", c.index))?;
+        c.stdin.write_all(format!("START {start_us}\n").as_bytes()).await.with_context(|| format!("telling child {} to start", c.index))?;
         c.stdin.flush().await?;
     }
     Ok(())
@@ -286,9 +275,7 @@ pub async fn child_ready_and_wait() -> Result<i64> {
             bail!("the parent went away before START");
         }
         if let Some(t) = line.trim().strip_prefix("START ") {
-            return t
-                .parse()
-                .map_err(|e| anyhow!("bad START line {line:?}: {e}"));
+            return t.parse().map_err(|e| anyhow!("bad START line {line:?}: {e}"));
         }
     }
 }
@@ -303,19 +290,14 @@ pub async fn collect(children: Vec<ChildProc>, limit: Duration) -> Result<Vec<Pr
             Ok(Err(e)) => bail!("waiting for child {}: {e}", c.index),
             Err(_) => bail!("child {} did not finish within {limit:?}", c.index),
         }
-        let text = std::fs::read_to_string(&c.json)
-            .with_context(|| format!("reading child {}'s results {}", c.index, c.json.display()))?;
+        let text = std::fs::read_to_string(&c.json).with_context(|| format!("reading child {}'s results {}", c.index, c.json.display()))?;
         let _ = std::fs::remove_file(&c.json);
-        out.push(
-            serde_json::from_str(&text)
-                .with_context(|| format!("parsing child {}'s results", c.index))?,
-        );
+        out.push(serde_json::from_str(&text).with_context(|| format!("parsing child {}'s results", c.index))?);
     }
     Ok(out)
 }
 
 /// Child: writes its results for the parent.
 pub fn write_result(path: &std::path::Path, r: &ProcResult) -> Result<()> {
-    std::fs::write(path, serde_json::to_vec(r)?)
-        .with_context(|| format!("writing {}", path.display()))
+    std::fs::write(path, serde_json::to_vec(r)?).with_context(|| format!("writing {}", path.display()))
 }

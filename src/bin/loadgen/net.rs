@@ -36,9 +36,7 @@ pub struct Target {
 
 impl Target {
     pub async fn resolve(url: &str, read_buffer: usize) -> Result<Target> {
-        let uri: Uri = url
-            .parse()
-            .with_context(|| format!("invalid --url {url:?}"))?;
+        let uri: Uri = url.parse().with_context(|| format!("invalid --url {url:?}"))?;
         match uri.scheme_str() {
             Some("ws") => {}
             Some("wss") => {
@@ -46,9 +44,7 @@ impl Target {
             }
             other => bail!("--url must start with ws:// (got scheme {other:?})"),
         }
-        let host = uri
-            .host()
-            .ok_or_else(|| anyhow!("--url {url:?} has no host"))?;
+        let host = uri.host().ok_or_else(|| anyhow!("--url {url:?} has no host"))?;
         // http::Uri keeps the brackets of an IPv6 literal; the resolver wants them off.
         let bare = host.trim_start_matches('[').trim_end_matches(']');
         let port = uri.port_u16().unwrap_or(80);
@@ -57,18 +53,8 @@ impl Target {
             .with_context(|| format!("cannot resolve {bare}:{port}"))?
             .next()
             .ok_or_else(|| anyhow!("{bare}:{port} resolved to no address"))?;
-        let authority = uri
-            .authority()
-            .map(|a| a.as_str().to_string())
-            .unwrap_or_else(|| format!("{host}:{port}"));
-        Ok(Target {
-            url: url.to_string(),
-            authority,
-            addr,
-            ws_config: WebSocketConfig::default().read_buffer_size(read_buffer),
-            protocol: Protocol::V1,
-            ws_url: url.to_string(),
-        })
+        let authority = uri.authority().map(|a| a.as_str().to_string()).unwrap_or_else(|| format!("{host}:{port}"));
+        Ok(Target { url: url.to_string(), authority, addr, ws_config: WebSocketConfig::default().read_buffer_size(read_buffer), protocol: Protocol::V1, ws_url: url.to_string() })
     }
 
     /// Switches the wire protocol (and with it the endpoint path for Socket.IO).
@@ -91,28 +77,13 @@ impl Target {
 /// `rcvbuf` sets SO_RCVBUF before connecting (it must precede the handshake to bound the TCP
 /// window), so a stalled client's kernel buffer fills after kilobytes rather than megabytes.
 pub async fn connect(target: &Target, rcvbuf: Option<u32>) -> Result<Ws> {
-    let socket = if target.addr.is_ipv4() {
-        TcpSocket::new_v4()?
-    } else {
-        TcpSocket::new_v6()?
-    };
+    let socket = if target.addr.is_ipv4() { TcpSocket::new_v4()? } else { TcpSocket::new_v6()? };
     if let Some(size) = rcvbuf {
-        socket
-            .set_recv_buffer_size(size)
-            .context("setting SO_RCVBUF")?;
+        socket.set_recv_buffer_size(size).context("setting SO_RCVBUF")?;
     }
-    let stream = socket
-        .connect(target.addr)
-        .await
-        .with_context(|| format!("TCP connect to {}", target.addr))?;
+    let stream = socket.connect(target.addr).await.with_context(|| format!("TCP connect to {}", target.addr))?;
     stream.set_nodelay(true)?;
-    let (ws, _response) = tokio_tungstenite::client_async_with_config(
-        target.ws_url.as_str(),
-        stream,
-        Some(target.ws_config),
-    )
-    .await
-    .context("WebSocket handshake")?;
+    let (ws, _response) = tokio_tungstenite::client_async_with_config(target.ws_url.as_str(), stream, Some(target.ws_config)).await.context("WebSocket handshake")?;
     Ok(ws)
 }
 
@@ -142,10 +113,7 @@ impl Conn {
     /// Connect and complete the handshake up to and including `welcome`.
     pub async fn open(target: &Target, rcvbuf: Option<u32>) -> Result<(Conn, Welcome)> {
         let ws = connect(target, rcvbuf).await?;
-        let mut conn = Conn {
-            ws,
-            protocol: target.protocol,
-        };
+        let mut conn = Conn { ws, protocol: target.protocol };
         if conn.protocol == Protocol::Socketio {
             conn.socketio_handshake().await?;
         }
@@ -167,23 +135,14 @@ impl Conn {
 
     /// `0{open}` from the server, `40` from us, `40{sid}` back.
     async fn socketio_handshake(&mut self) -> Result<()> {
-        let open = self
-            .raw_text()
-            .await
-            .context("reading the Engine.IO open packet")?;
+        let open = self.raw_text().await.context("reading the Engine.IO open packet")?;
         match eio::decode(&open) {
             Packet::Open(_) => {}
-            _ => bail!(
-                "expected the Engine.IO open packet, got {}",
-                frame::truncate(&open, 200)
-            ),
+            _ => bail!("expected the Engine.IO open packet, got {}", frame::truncate(&open, 200)),
         }
         self.ws.send(Message::text(eio::CONNECT)).await?;
         loop {
-            let t = self
-                .raw_text()
-                .await
-                .context("reading the Socket.IO connect ack")?;
+            let t = self.raw_text().await.context("reading the Socket.IO connect ack")?;
             match eio::decode(&t) {
                 Packet::Connect(_) => return Ok(()),
                 Packet::Ping(d) => {
@@ -191,10 +150,7 @@ impl Conn {
                     self.ws.send(Message::text(pong)).await?;
                 }
                 Packet::ConnectError(e) => bail!("Socket.IO connect refused: {e}"),
-                _ => bail!(
-                    "expected the Socket.IO connect ack, got {}",
-                    frame::truncate(&t, 200)
-                ),
+                _ => bail!("expected the Socket.IO connect ack, got {}", frame::truncate(&t, 200)),
             }
         }
     }
@@ -250,11 +206,7 @@ impl Conn {
             };
             if self.protocol == Protocol::V1 {
                 let end = frame.len();
-                return Some(Ok(Incoming::Text {
-                    frame,
-                    start: 0,
-                    end,
-                }));
+                return Some(Ok(Incoming::Text { frame, start: 0, end }));
             }
             let len = frame.len();
             let (start, end) = match eio::decode(&frame) {
@@ -282,9 +234,7 @@ impl Conn {
 
 /// GET /api/symbols and return the symbol names.
 pub async fn fetch_symbols(target: &Target, timeout: Duration) -> Result<Vec<String>> {
-    let body = tokio::time::timeout(timeout, http_get(target, "/api/symbols"))
-        .await
-        .map_err(|_| anyhow!("GET {}/api/symbols timed out", target.http_base()))??;
+    let body = tokio::time::timeout(timeout, http_get(target, "/api/symbols")).await.map_err(|_| anyhow!("GET {}/api/symbols timed out", target.http_base()))??;
     parse_symbols(&body).with_context(|| format!("parsing GET {}/api/symbols", target.http_base()))
 }
 
@@ -292,13 +242,8 @@ pub async fn fetch_symbols(target: &Target, timeout: Duration) -> Result<Vec<Str
 /// without chunking and close the connection; chunked bodies are decoded anyway in case it
 /// answers 1.1-style.
 pub async fn http_get(target: &Target, path: &str) -> Result<Vec<u8>> {
-    let mut s = TcpStream::connect(target.addr)
-        .await
-        .with_context(|| format!("TCP connect to {}", target.addr))?;
-    let req = format!(
-        "GET {path} HTTP/1.0\r\nHost: {}\r\nAccept: application/json\r\nUser-Agent: tickerfeed-loadgen\r\nConnection: close\r\n\r\n",
-        target.authority
-    );
+    let mut s = TcpStream::connect(target.addr).await.with_context(|| format!("TCP connect to {}", target.addr))?;
+    let req = format!("GET {path} HTTP/1.0\r\nHost: {}\r\nAccept: application/json\r\nUser-Agent: tickerfeed-loadgen\r\nConnection: close\r\n\r\n", target.authority);
     s.write_all(req.as_bytes()).await?;
     let mut buf = Vec::new();
     s.read_to_end(&mut buf).await?;
@@ -309,9 +254,7 @@ pub async fn http_get(target: &Target, path: &str) -> Result<Vec<u8>> {
 /// (by Content-Length or the last chunk) rather than until the server closes, so a server that
 /// keeps the connection open despite `Connection: close` cannot hang the run.
 pub async fn http_post_json(target: &Target, path: &str, body: &str) -> Result<Vec<u8>> {
-    let mut s = TcpStream::connect(target.addr)
-        .await
-        .with_context(|| format!("TCP connect to {}", target.addr))?;
+    let mut s = TcpStream::connect(target.addr).await.with_context(|| format!("TCP connect to {}", target.addr))?;
     let req = format!(
         "POST {path} HTTP/1.1\r\nHost: {}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nUser-Agent: tickerfeed-loadgen\r\nConnection: close\r\n\r\n{body}",
         target.authority,
@@ -346,8 +289,7 @@ pub fn response_complete(buf: &[u8]) -> bool {
         if k.eq_ignore_ascii_case("content-length") {
             return v.parse::<usize>().is_ok_and(|n| body.len() >= n);
         }
-        if k.eq_ignore_ascii_case("transfer-encoding") && v.to_ascii_lowercase().contains("chunked")
-        {
+        if k.eq_ignore_ascii_case("transfer-encoding") && v.to_ascii_lowercase().contains("chunked") {
             return body.ends_with(b"0\r\n\r\n") && decode_chunked(body).is_ok();
         }
     }
@@ -360,30 +302,19 @@ fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
 
 /// Splits a complete HTTP response into status and body; non-2xx is an error.
 pub fn parse_http_response(buf: &[u8]) -> Result<Vec<u8>> {
-    let end = find(buf, b"\r\n\r\n")
-        .ok_or_else(|| anyhow!("malformed HTTP response (no end of headers)"))?;
+    let end = find(buf, b"\r\n\r\n").ok_or_else(|| anyhow!("malformed HTTP response (no end of headers)"))?;
     let head = std::str::from_utf8(&buf[..end]).context("non-UTF-8 HTTP headers")?;
     let mut lines = head.split("\r\n");
     let status_line = lines.next().unwrap_or_default();
-    let code: u16 = status_line
-        .split_whitespace()
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .ok_or_else(|| anyhow!("malformed HTTP status line {status_line:?}"))?;
+    let code: u16 = status_line.split_whitespace().nth(1).and_then(|c| c.parse().ok()).ok_or_else(|| anyhow!("malformed HTTP status line {status_line:?}"))?;
     let body = &buf[end + 4..];
-    ensure!(
-        (200..300).contains(&code),
-        "HTTP status {status_line:?}: {}",
-        frame::truncate(&String::from_utf8_lossy(body), 200)
-    );
+    ensure!((200..300).contains(&code), "HTTP status {status_line:?}: {}", frame::truncate(&String::from_utf8_lossy(body), 200));
     let mut chunked = false;
     let mut length = None;
     for line in lines {
         if let Some((k, v)) = line.split_once(':') {
             let (k, v) = (k.trim(), v.trim());
-            if k.eq_ignore_ascii_case("transfer-encoding")
-                && v.to_ascii_lowercase().contains("chunked")
-            {
+            if k.eq_ignore_ascii_case("transfer-encoding") && v.to_ascii_lowercase().contains("chunked") {
                 chunked = true;
             } else if k.eq_ignore_ascii_case("content-length") {
                 length = v.parse::<usize>().ok();
@@ -393,11 +324,7 @@ pub fn parse_http_response(buf: &[u8]) -> Result<Vec<u8>> {
     if chunked {
         decode_chunked(body)
     } else if let Some(n) = length {
-        ensure!(
-            body.len() >= n,
-            "HTTP body truncated ({} of {n} bytes)",
-            body.len()
-        );
+        ensure!(body.len() >= n, "HTTP body truncated ({} of {n} bytes)", body.len());
         Ok(body[..n].to_vec())
     } else {
         Ok(body.to_vec())
@@ -408,15 +335,9 @@ pub fn parse_http_response(buf: &[u8]) -> Result<Vec<u8>> {
 pub fn decode_chunked(mut b: &[u8]) -> Result<Vec<u8>> {
     let mut out = Vec::with_capacity(b.len());
     loop {
-        let eol =
-            find(b, b"\r\n").ok_or_else(|| anyhow!("chunked body: missing chunk size line"))?;
-        let size_str = std::str::from_utf8(&b[..eol])?
-            .split(';')
-            .next()
-            .unwrap_or_default()
-            .trim();
-        let size = usize::from_str_radix(size_str, 16)
-            .with_context(|| format!("chunked body: bad size {size_str:?}"))?;
+        let eol = find(b, b"\r\n").ok_or_else(|| anyhow!("chunked body: missing chunk size line"))?;
+        let size_str = std::str::from_utf8(&b[..eol])?.split(';').next().unwrap_or_default().trim();
+        let size = usize::from_str_radix(size_str, 16).with_context(|| format!("chunked body: bad size {size_str:?}"))?;
         b = &b[eol + 2..];
         if size == 0 {
             return Ok(out);

@@ -315,109 +315,42 @@ impl Report {
             format!(
                 "{} clients × {} (of {} symbols{}), throttle {}, {} stalled{}, {} thread(s)",
                 cfg.clients,
-                if cfg.wildcard {
-                    "\"*\"".to_string()
-                } else {
-                    format!("{} symbols", cfg.symbols_per_client)
-                },
+                if cfg.wildcard { "\"*\"".to_string() } else { format!("{} symbols", cfg.symbols_per_client) },
                 self.symbols_available,
                 cfg.zipf.map_or(String::new(), |z| format!(", zipf {z}")),
-                cfg.throttle_ms
-                    .map_or("server default".into(), |t| format!("{t} ms")),
+                cfg.throttle_ms.map_or("server default".into(), |t| format!("{t} ms")),
                 cfg.stall,
                 if cfg.stall_wildcard { " (\"*\")" } else { "" },
                 cfg.threads
             ),
         );
         let _ = writeln!(s, "connections");
-        w(
-            &mut s,
-            "clients connected/failed",
-            format!("{} / {} of {}", c.connected, c.failed, c.requested),
-        );
-        w(
-            &mut s,
-            "stalled connected/failed",
-            format!(
-                "{} / {} of {}",
-                c.stall_connected, c.stall_failed, c.stall_requested
-            ),
-        );
-        w(
-            &mut s,
-            "disconnected during run",
-            c.disconnected.to_string(),
-        );
-        w(
-            &mut s,
-            "ramp-up",
-            format!("{:.2} s (fd limit {})", c.ramp_s, self.fd_limit),
-        );
-        w(
-            &mut s,
-            "delivering in the window",
-            format!("{} of {} connected", c.delivering, c.connected),
-        );
-        w(
-            &mut s,
-            "symbols subscribed/rejected",
-            format!("{} / {}", c.subscribed_symbols, c.rejected_symbols),
-        );
+        w(&mut s, "clients connected/failed", format!("{} / {} of {}", c.connected, c.failed, c.requested));
+        w(&mut s, "stalled connected/failed", format!("{} / {} of {}", c.stall_connected, c.stall_failed, c.stall_requested));
+        w(&mut s, "disconnected during run", c.disconnected.to_string());
+        w(&mut s, "ramp-up", format!("{:.2} s (fd limit {})", c.ramp_s, self.fd_limit));
+        w(&mut s, "delivering in the window", format!("{} of {} connected", c.delivering, c.connected));
+        w(&mut s, "symbols subscribed/rejected", format!("{} / {}", c.subscribed_symbols, c.rejected_symbols));
         let _ = writeln!(s, "throughput (measured {:.2} s)", m.duration_s);
-        w(
-            &mut s,
-            "quotes/s",
-            format!(
-                "{:.0}  ({} live, {} snapshot)",
-                m.quotes_per_s, m.quotes_live, m.quotes_snapshot
-            ),
-        );
+        w(&mut s, "quotes/s", format!("{:.0}  ({} live, {} snapshot)", m.quotes_per_s, m.quotes_live, m.quotes_snapshot));
         w(&mut s, "frames/s", format!("{:.0}", m.frames_per_s));
-        w(
-            &mut s,
-            "quotes per frame",
-            format!("{:.2}", m.quotes_per_frame),
-        );
+        w(&mut s, "quotes per frame", format!("{:.2}", m.quotes_per_frame));
         w(&mut s, "MB/s (payload)", format!("{:.2}", m.mb_per_s));
         if let Some(q) = m.quotes_per_server_cpu_s {
             w(&mut s, "quotes per server CPU-s", format!("{q:.0}"));
         }
         let _ = writeln!(s, "latency, live quotes (receive − pt), ms");
-        w(
-            &mut s,
-            "p50 / p99 / p99.9 / max",
-            format!(
-                "{:.3} / {:.3} / {:.3} / {:.3}   (p90 {:.3}, mean {:.3}, n={})",
-                l.p50, l.p99, l.p999, l.max, l.p90, l.mean, l.samples
-            ),
-        );
+        w(&mut s, "p50 / p99 / p99.9 / max", format!("{:.3} / {:.3} / {:.3} / {:.3}   (p90 {:.3}, mean {:.3}, n={})", l.p50, l.p99, l.p999, l.max, l.p90, l.mean, l.samples));
         let lt = &self.latency_throttled_ms;
-        w(
-            &mut s,
-            "throttled p50/p99/p99.9/max",
-            format!(
-                "{:.3} / {:.3} / {:.3} / {:.3}   (n={})",
-                lt.p50, lt.p99, lt.p999, lt.max, lt.samples
-            ),
-        );
+        w(&mut s, "throttled p50/p99/p99.9/max", format!("{:.3} / {:.3} / {:.3} / {:.3}   (n={})", lt.p50, lt.p99, lt.p999, lt.max, lt.samples));
         if let Some(o) = &self.observer {
             let st = &self.staleness_ms;
             w(
                 &mut s,
                 "staleness p50/p99/p99.9/max",
-                format!(
-                    "{:.3} / {:.3} / {:.3} / {:.3}   (n={}, missing {})",
-                    st.p50, st.p99, st.p999, st.max, st.samples, self.throttle.staleness_missing
-                ),
+                format!("{:.3} / {:.3} / {:.3} / {:.3}   (n={}, missing {})", st.p50, st.p99, st.p999, st.max, st.samples, self.throttle.staleness_missing),
             );
-            w(
-                &mut s,
-                "unexplained gaps",
-                format!(
-                    "{} (unjudged {})",
-                    self.throttle.unexplained_gaps, self.throttle.gaps_unjudged
-                ),
-            );
+            w(&mut s, "unexplained gaps", format!("{} (unjudged {})", self.throttle.unexplained_gaps, self.throttle.gaps_unjudged));
             w(
                 &mut s,
                 "observer",
@@ -427,85 +360,28 @@ impl Report {
                     o.quotes,
                     o.gaps,
                     o.gap_quotes,
-                    o.error
-                        .as_deref()
-                        .map_or(String::new(), |e| format!(", error: {e}"))
+                    o.error.as_deref().map_or(String::new(), |e| format!(", error: {e}"))
                 ),
             );
         }
         let _ = writeln!(s, "snapshot probes (fresh connections)");
-        w(
-            &mut s,
-            "probes ok/failed/no-snap",
-            format!("{} / {} / {} of {}", p.ok, p.failed, p.no_snapshot, p.count),
-        );
-        w(
-            &mut s,
-            "connect→welcome p50/max",
-            format!(
-                "{} / {} ms",
-                opt_ms(p.welcome_p50_ms),
-                opt_ms(p.welcome_max_ms)
-            ),
-        );
-        w(
-            &mut s,
-            "subscribe→ack p50/max",
-            format!("{} / {} ms", opt_ms(p.ack_p50_ms), opt_ms(p.ack_max_ms)),
-        );
-        w(
-            &mut s,
-            "subscribe→snapshot p50/max",
-            format!(
-                "{} / {} ms",
-                opt_ms(p.snapshot_p50_ms),
-                opt_ms(p.snapshot_max_ms)
-            ),
-        );
-        w(
-            &mut s,
-            "slow probes",
-            format!("{} (> {} ms)", p.slow, p.slow_threshold_ms),
-        );
+        w(&mut s, "probes ok/failed/no-snap", format!("{} / {} / {} of {}", p.ok, p.failed, p.no_snapshot, p.count));
+        w(&mut s, "connect→welcome p50/max", format!("{} / {} ms", opt_ms(p.welcome_p50_ms), opt_ms(p.welcome_max_ms)));
+        w(&mut s, "subscribe→ack p50/max", format!("{} / {} ms", opt_ms(p.ack_p50_ms), opt_ms(p.ack_max_ms)));
+        w(&mut s, "subscribe→snapshot p50/max", format!("{} / {} ms", opt_ms(p.snapshot_p50_ms), opt_ms(p.snapshot_max_ms)));
+        w(&mut s, "slow probes", format!("{} (> {} ms)", p.slow, p.slow_threshold_ms));
         if let Some(ch) = &self.churn {
             let _ = writeln!(s, "churn ({} connections/s asked)", ch.rate);
-            w(
-                &mut s,
-                "attempted/ok/failed",
-                format!(
-                    "{} / {} / {} ({:.0}/s; unclean closes {})",
-                    ch.attempted, ch.ok, ch.failed, ch.attempted_per_s, ch.unclean_closes
-                ),
-            );
+            w(&mut s, "attempted/ok/failed", format!("{} / {} / {} ({:.0}/s; unclean closes {})", ch.attempted, ch.ok, ch.failed, ch.attempted_per_s, ch.unclean_closes));
             if !ch.failure_kinds.is_empty() {
-                let kinds: Vec<String> = ch
-                    .failure_kinds
-                    .iter()
-                    .map(|(k, n)| format!("{k} {n}"))
-                    .collect();
+                let kinds: Vec<String> = ch.failure_kinds.iter().map(|(k, n)| format!("{k} {n}")).collect();
                 w(&mut s, "failures by kind", kinds.join(", "));
             }
-            w(
-                &mut s,
-                "setup p50/p99/max",
-                format!(
-                    "{} / {} / {} ms",
-                    opt_ms(ch.setup_p50_ms),
-                    opt_ms(ch.setup_p99_ms),
-                    opt_ms(ch.setup_max_ms)
-                ),
-            );
+            w(&mut s, "setup p50/p99/max", format!("{} / {} / {} ms", opt_ms(ch.setup_p50_ms), opt_ms(ch.setup_p99_ms), opt_ms(ch.setup_max_ms)));
         }
         let _ = writeln!(s, "correctness (whole run)");
         w(&mut s, "ordering errors", g.ordering_errors.to_string());
-        w(
-            &mut s,
-            "messages",
-            format!(
-                "error {}, feed {}, pong {}, other {}, unparseable {}",
-                g.error, g.feed, g.pong, g.other, g.parse_errors
-            ),
-        );
+        w(&mut s, "messages", format!("error {}, feed {}, pong {}, other {}, unparseable {}", g.error, g.feed, g.pong, g.other, g.parse_errors));
         let _ = writeln!(s, "resources");
         match &self.server_rss_mib {
             Some(r) => {
@@ -518,35 +394,20 @@ impl Report {
                         opt_mib(r.start),
                         opt_mib(r.end),
                         opt_mib(r.max),
-                        r.after_settle
-                            .map_or(String::new(), |x| format!(", after settle {x:.1}"))
+                        r.after_settle.map_or(String::new(), |x| format!(", after settle {x:.1}"))
                     ),
                 );
             }
             None => w(&mut s, "server RSS", "- (no --server-pid)".into()),
         }
         if let (Some(cpu), Some(pct)) = (self.server.cpu_s, self.server.cpu_pct) {
-            w(
-                &mut s,
-                "server CPU (measured)",
-                format!("{cpu:.2} s = {pct:.1}% of one core"),
-            );
+            w(&mut s, "server CPU (measured)", format!("{cpu:.2} s = {pct:.1}% of one core"));
         }
         let lg = &self.loadgen;
         w(
             &mut s,
             "loadgen CPU",
-            format!(
-                "{:.1}% of one core (user {:.2} s, sys {:.2} s){}",
-                lg.cpu_pct_one_core,
-                lg.cpu_user_s,
-                lg.cpu_sys_s,
-                if lg.client_bound {
-                    "  << CLIENT-BOUND"
-                } else {
-                    ""
-                }
-            ),
+            format!("{:.1}% of one core (user {:.2} s, sys {:.2} s){}", lg.cpu_pct_one_core, lg.cpu_user_s, lg.cpu_sys_s, if lg.client_bound { "  << CLIENT-BOUND" } else { "" }),
         );
         for x in &self.warnings {
             let _ = writeln!(s, "WARNING: {x}");
@@ -554,15 +415,7 @@ impl Report {
         for x in &self.failures {
             let _ = writeln!(s, "FAILED: {x}");
         }
-        let _ = writeln!(
-            s,
-            "{}",
-            if self.ok {
-                "result: OK"
-            } else {
-                "result: FAILED"
-            }
-        );
+        let _ = writeln!(s, "{}", if self.ok { "result: OK" } else { "result: FAILED" });
         s
     }
 }

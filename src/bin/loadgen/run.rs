@@ -10,14 +10,11 @@ use tokio::task::JoinSet;
 use tokio::time::{Instant, MissedTickBehavior, sleep, sleep_until, timeout_at};
 
 use crate::cli::Args;
-use crate::client::{
-    self, ChurnSample, PHASE_DONE, PHASE_MEASURE, ProbeSample, Role, Shared, SubSpec,
-};
+use crate::client::{self, ChurnSample, PHASE_DONE, PHASE_MEASURE, ProbeSample, Role, Shared, SubSpec};
 use crate::multi::{self, ProcResult};
 use crate::net::{self, Target};
 use crate::report::{
-    ChurnStats, ClientStats, ConfigEcho, Latency, LoadgenStats, Messages, ObserverStats,
-    ProbeStats, Report, Rss, ServerStats, ThrottleStats, Throughput, percentile,
+    ChurnStats, ClientStats, ConfigEcho, Latency, LoadgenStats, Messages, ObserverStats, ProbeStats, Report, Rss, ServerStats, ThrottleStats, Throughput, percentile,
 };
 use crate::stats::{self, Counters};
 use crate::symbols::{Popularity, Rng, SymbolChooser};
@@ -39,11 +36,7 @@ macro_rules! progress {
 /// Descriptors the run needs: one per connection plus probes and churn connections in flight
 /// (at worst each lives until its timeout) plus a reserve.
 pub fn fds_needed(args: &Args) -> u64 {
-    let probes_in_flight = if args.probe_interval_ms == 0 {
-        0
-    } else {
-        PROBE_TIMEOUT.as_millis() as u64 / args.probe_interval_ms.max(1) + 1
-    };
+    let probes_in_flight = if args.probe_interval_ms == 0 { 0 } else { PROBE_TIMEOUT.as_millis() as u64 / args.probe_interval_ms.max(1) + 1 };
     let churn_in_flight = (args.churn * args.connect_timeout).ceil() as u64;
     (args.clients + args.stall) as u64 + probes_in_flight + churn_in_flight + sys::FD_RESERVE
 }
@@ -56,22 +49,14 @@ pub async fn run(args_in: &Args) -> Result<Report> {
     let is_child = args_in.child_index.is_some();
     // With --processes N the children start first (they ramp in parallel with this process);
     // `args` is this process's share from here on, `args_in` the whole run.
-    let (own_args, mut children) = if args_in.processes > 1 && !is_child {
-        multi::spawn_children(args_in)?
-    } else {
-        (args_in.clone(), Vec::new())
-    };
+    let (own_args, mut children) = if args_in.processes > 1 && !is_child { multi::spawn_children(args_in)? } else { (args_in.clone(), Vec::new()) };
     let args = &own_args;
     let quiet = args.quiet;
 
     // --- Limits -------------------------------------------------------------------------
     let fd_limit = sys::raise_nofile_limit()?;
     let needed = fds_needed(args);
-    progress!(
-        quiet,
-        "open-file limit {fd_limit}: room for about {} connections",
-        fd_limit.saturating_sub(sys::FD_RESERVE)
-    );
+    progress!(quiet, "open-file limit {fd_limit}: room for about {} connections", fd_limit.saturating_sub(sys::FD_RESERVE));
     if needed > fd_limit {
         bail!(
             "{} connections need about {needed} file descriptors but the limit is {fd_limit} (already raised to the \
@@ -90,60 +75,32 @@ pub async fn run(args_in: &Args) -> Result<Report> {
     }
 
     // --- Target and symbols --------------------------------------------------------------
-    let target = Arc::new(
-        Target::resolve(&args.url, args.read_buffer_kib * 1024)
-            .await?
-            .with_protocol(args.protocol),
-    );
+    let target = Arc::new(Target::resolve(&args.url, args.read_buffer_kib * 1024).await?.with_protocol(args.protocol));
     let universe = match &args.symbol_list {
         Some(list) => {
             let mut seen = std::collections::HashSet::new();
-            list.iter()
-                .map(|s| s.trim().to_string())
-                .filter(|s| !s.is_empty() && seen.insert(s.clone()))
-                .collect()
+            list.iter().map(|s| s.trim().to_string()).filter(|s| !s.is_empty() && seen.insert(s.clone())).collect()
         }
-        None => net::fetch_symbols(&target, Duration::from_secs(10))
-            .await
-            .context(
-                "could not get the symbol list (is the server up? --symbol-list skips this)",
-            )?,
+        None => net::fetch_symbols(&target, Duration::from_secs(10)).await.context("could not get the symbol list (is the server up? --symbol-list skips this)")?,
     };
     if universe.is_empty() {
         bail!("the symbol list is empty");
     }
     let needs_k = (args.clients > 0 && !args.wildcard) || (args.stall > 0 && !args.stall_wildcard);
     if needs_k && args.symbols > universe.len() {
-        bail!(
-            "--symbols {} exceeds the {} symbols available",
-            args.symbols,
-            universe.len()
-        );
+        bail!("--symbols {} exceeds the {} symbols available", args.symbols, universe.len());
     }
     let symbols_available = universe.len();
     let popularity = args.zipf.map_or(Popularity::Uniform, Popularity::Zipf);
     let chooser = SymbolChooser::new(universe, popularity);
-    progress!(
-        quiet,
-        "{} symbols; target {} ({})",
-        symbols_available,
-        args.url,
-        target.addr
-    );
+    progress!(quiet, "{} symbols; target {} ({})", symbols_available, args.url, target.addr);
 
     let observer_log = args.observer_on().then(|| Arc::new(ObserverLog::default()));
-    let shared = Arc::new(Shared {
-        observer: observer_log.clone(),
-        ..Shared::default()
-    });
+    let shared = Arc::new(Shared { observer: observer_log.clone(), ..Shared::default() });
     let (shutdown_tx, shutdown_rx) = watch::channel::<Option<Instant>>(None);
     let throttle_ms = args.throttle_ms;
     let spec_for = |wildcard: bool, snapshot: bool, rng: &mut Rng| SubSpec {
-        symbols: if wildcard || args.symbols == 0 {
-            vec!["*".to_string()]
-        } else {
-            chooser.choose(rng, args.symbols)
-        },
+        symbols: if wildcard || args.symbols == 0 { vec!["*".to_string()] } else { chooser.choose(rng, args.symbols) },
         throttle_ms,
         snapshot,
         rcvbuf: None,
@@ -192,25 +149,10 @@ pub async fn run(args_in: &Args) -> Result<Report> {
         None => None,
         Some(log) => {
             let symbols = observer_symbols_for(args, &chooser, &spec_for);
-            observer_symbols = if symbols == ["*"] {
-                symbols_available
-            } else {
-                symbols.len()
-            };
-            progress!(
-                quiet,
-                "observer: {} symbols at throttle 0",
-                observer_symbols
-            );
+            observer_symbols = if symbols == ["*"] { symbols_available } else { symbols.len() };
+            progress!(quiet, "observer: {} symbols at throttle 0", observer_symbols);
             let (otx, mut orx) = mpsc::channel::<()>(1);
-            let task = tokio::spawn(client::observer_task(
-                target.clone(),
-                symbols,
-                log.clone(),
-                connect_timeout_of(args),
-                otx,
-                shutdown_rx.clone(),
-            ));
+            let task = tokio::spawn(client::observer_task(target.clone(), symbols, log.clone(), connect_timeout_of(args), otx, shutdown_rx.clone()));
             let _ = orx.recv().await; // ready (or failed)
             Some(task)
         }
@@ -221,30 +163,16 @@ pub async fn run(args_in: &Args) -> Result<Report> {
     // returns None once every task has dropped its clone — even one that panicked.
     let (ready_tx, mut ready_rx) = mpsc::channel::<()>(1);
     let connect_timeout = connect_timeout_of(args);
-    let gap = if args.connect_rate > 0.0 {
-        Duration::from_secs_f64(1.0 / args.connect_rate)
-    } else {
-        Duration::ZERO
-    };
+    let gap = if args.connect_rate > 0.0 { Duration::from_secs_f64(1.0 / args.connect_rate) } else { Duration::ZERO };
     let mut tasks = JoinSet::new();
     let ramp_start = Instant::now();
     let mut next_progress = ramp_start + Duration::from_secs(1);
-    progress!(
-        quiet,
-        "connecting {} clients + {} stalled at {} conn/s",
-        args.clients,
-        args.stall,
-        args.connect_rate
-    );
+    progress!(quiet, "connecting {} clients + {} stalled at {} conn/s", args.clients, args.stall, args.connect_rate);
     for i in 0..total {
         if !gap.is_zero() {
             sleep_until(ramp_start + gap * i as u32).await;
         }
-        let role = if i < args.clients {
-            Role::Reader
-        } else {
-            Role::Stalled
-        };
+        let role = if i < args.clients { Role::Reader } else { Role::Stalled };
         // Global client index: the same symbols whatever the number of processes.
         let global = match role {
             Role::Reader => args.client_offset + i,
@@ -253,20 +181,9 @@ pub async fn run(args_in: &Args) -> Result<Report> {
         let mut rng = Rng::derive(args.seed, global as u64);
         let spec = match role {
             Role::Reader => spec_for(args.wildcard, !args.no_snapshot, &mut rng),
-            Role::Stalled => SubSpec {
-                rcvbuf: args.stall_rcvbuf_kib.map(|k| k.saturating_mul(1024)),
-                ..spec_for(args.stall_wildcard, !args.no_snapshot, &mut rng)
-            },
+            Role::Stalled => SubSpec { rcvbuf: args.stall_rcvbuf_kib.map(|k| k.saturating_mul(1024)), ..spec_for(args.stall_wildcard, !args.no_snapshot, &mut rng) },
         };
-        tasks.spawn(client::client_task(
-            shared.clone(),
-            target.clone(),
-            spec,
-            role,
-            connect_timeout,
-            ready_tx.clone(),
-            shutdown_rx.clone(),
-        ));
+        tasks.spawn(client::client_task(shared.clone(), target.clone(), spec, role, connect_timeout, ready_tx.clone(), shutdown_rx.clone()));
         if Instant::now() >= next_progress {
             next_progress += Duration::from_secs(1);
             progress_ramp(&shared, quiet, i + 1);
@@ -289,25 +206,14 @@ pub async fn run(args_in: &Args) -> Result<Report> {
         && !args.wildcard
         && args.symbols as u64 > max
     {
-        progress!(
-            quiet,
-            "warning: --symbols {} exceeds the server's max_symbols {max}",
-            args.symbols
-        );
+        progress!(quiet, "warning: --symbols {} exceeds the server's max_symbols {max}", args.symbols);
     }
 
     // Nothing to measure if nobody got in (the report then says why). With several processes
     // every one takes part in the common window regardless.
-    let nobody = shared.connected.load(Ordering::Relaxed)
-        + shared.stall_connected.load(Ordering::Relaxed)
-        == 0
-        && children.is_empty()
-        && !is_child;
+    let nobody = shared.connected.load(Ordering::Relaxed) + shared.stall_connected.load(Ordering::Relaxed) == 0 && children.is_empty() && !is_child;
     if nobody {
-        progress!(
-            quiet,
-            "no connection succeeded; skipping warm-up and measurement"
-        );
+        progress!(quiet, "no connection succeeded; skipping warm-up and measurement");
     }
 
     // --- Warm-up ----------------------------------------------------------------------------
@@ -328,11 +234,7 @@ pub async fn run(args_in: &Args) -> Result<Report> {
         resume_feed(args, &target).await?;
     }
     if let Some(start) = start_wall {
-        progress!(
-            quiet,
-            "all processes ready; warming up for {} s",
-            args.warmup
-        );
+        progress!(quiet, "all processes ready; warming up for {} s", args.warmup);
         let wait_us = (start - client::now_us()).max(0) as u64;
         sleep(Duration::from_micros(wait_us)).await;
     } else if args.warmup > 0.0 && !nobody {
@@ -355,45 +257,19 @@ pub async fn run(args_in: &Args) -> Result<Report> {
     let probe_task = (args.probe_interval_ms > 0 && !nobody).then(|| {
         let mut rng = Rng::derive(args.seed, u64::MAX);
         // Probes look like the clients (same K, same wildcard), always with a snapshot.
-        let specs: Vec<SubSpec> = (0..256)
-            .map(|_| {
-                spec_for(
-                    args.wildcard || (args.clients == 0 && args.stall_wildcard),
-                    true,
-                    &mut rng,
-                )
-            })
-            .collect();
-        tokio::spawn(probe_loop(
-            target.clone(),
-            specs,
-            Duration::from_millis(args.probe_interval_ms),
-            probe_stop_rx,
-        ))
+        let specs: Vec<SubSpec> = (0..256).map(|_| spec_for(args.wildcard || (args.clients == 0 && args.stall_wildcard), true, &mut rng)).collect();
+        tokio::spawn(probe_loop(target.clone(), specs, Duration::from_millis(args.probe_interval_ms), probe_stop_rx))
     });
 
     let (churn_stop_tx, churn_stop_rx) = oneshot::channel::<Instant>();
     let churn_task = (args.churn > 0.0 && !nobody).then(|| {
         let mut rng = Rng::derive(args.seed, u64::MAX - 1);
         // Churn connections subscribe like the reading clients (K symbols, same throttle).
-        let specs: Vec<SubSpec> = (0..256)
-            .map(|_| spec_for(args.wildcard, !args.no_snapshot, &mut rng))
-            .collect();
-        tokio::spawn(churn_loop(
-            target.clone(),
-            specs,
-            args.churn,
-            connect_timeout,
-            churn_stop_rx,
-        ))
+        let specs: Vec<SubSpec> = (0..256).map(|_| spec_for(args.wildcard, !args.no_snapshot, &mut rng)).collect();
+        tokio::spawn(churn_loop(target.clone(), specs, args.churn, connect_timeout, churn_stop_rx))
     });
 
-    let end = t0
-        + if nobody {
-            Duration::ZERO
-        } else {
-            Duration::from_secs_f64(args.duration)
-        };
+    let end = t0 + if nobody { Duration::ZERO } else { Duration::from_secs_f64(args.duration) };
     let mut last = (t0, c0);
     if !nobody {
         loop {
@@ -410,15 +286,10 @@ pub async fn run(args_in: &Args) -> Result<Report> {
                 d.quotes_live as f64 / dt,
                 d.frames as f64 / dt,
                 d.bytes as f64 / dt / 1e6,
-                shared
-                    .connected
-                    .load(Ordering::Relaxed)
-                    .saturating_sub(shared.disconnects.load(Ordering::Relaxed)),
+                shared.connected.load(Ordering::Relaxed).saturating_sub(shared.disconnects.load(Ordering::Relaxed)),
                 shared.disconnects.load(Ordering::Relaxed),
                 c.ordering_errors,
-                args.server_pid
-                    .and_then(sys::vm_rss_bytes)
-                    .map_or(String::new(), |b| format!("  rss {:.1} MiB", mib(b)))
+                args.server_pid.and_then(sys::vm_rss_bytes).map_or(String::new(), |b| format!("  rss {:.1} MiB", mib(b)))
             );
             last = (now, c);
             if now >= end {
@@ -462,9 +333,7 @@ pub async fn run(args_in: &Args) -> Result<Report> {
     let deadline = Instant::now() + CLOSE_GRACE;
     let _ = shutdown_tx.send(Some(deadline));
     progress!(quiet, "closing connections");
-    while let Ok(Some(_)) =
-        timeout_at(deadline + Duration::from_millis(100), tasks.join_next()).await
-    {}
+    while let Ok(Some(_)) = timeout_at(deadline + Duration::from_millis(100), tasks.join_next()).await {}
     let stragglers = tasks.len();
     tasks.abort_all();
     let probes = match probe_task {
@@ -484,10 +353,7 @@ pub async fn run(args_in: &Args) -> Result<Report> {
         None => None,
     };
     if stragglers > 0 {
-        progress!(
-            quiet,
-            "{stragglers} connections did not close within {CLOSE_GRACE:?}; dropped"
-        );
+        progress!(quiet, "{stragglers} connections did not close within {CLOSE_GRACE:?}; dropped");
     }
 
     // --- Results of this process, then of all processes ---------------------------------
@@ -498,9 +364,7 @@ pub async fn run(args_in: &Args) -> Result<Report> {
         measured: c1 - c0,
         total: c1,
         latency: stats::histogram_to_pairs(&shared.stats.merged_latency()),
-        latency_throttled: stats::histogram_to_pairs(
-            &shared.stats.merged(|w| &w.latency_throttled),
-        ),
+        latency_throttled: stats::histogram_to_pairs(&shared.stats.merged(|w| &w.latency_throttled)),
         staleness: stats::histogram_to_pairs(&shared.stats.merged(|w| &w.staleness)),
         connected: shared.connected.load(Ordering::Relaxed),
         failed: shared.failed.load(Ordering::Relaxed),
@@ -514,9 +378,7 @@ pub async fn run(args_in: &Args) -> Result<Report> {
         rejected_examples: lock(&shared.rejected_examples),
         cpu_user_s: (cpu1.user.saturating_sub(cpu0.user)).as_secs_f64(),
         cpu_sys_s: (cpu1.sys.saturating_sub(cpu0.sys)).as_secs_f64(),
-        cpu_total_s: (cpu_end.user + cpu_end.sys)
-            .saturating_sub(cpu_at_start.user + cpu_at_start.sys)
-            .as_secs_f64(),
+        cpu_total_s: (cpu_end.user + cpu_end.sys).saturating_sub(cpu_at_start.user + cpu_at_start.sys).as_secs_f64(),
         threads: args.threads,
         welcome: shared.welcome.get().cloned(),
     };
@@ -525,11 +387,7 @@ pub async fn run(args_in: &Args) -> Result<Report> {
     }
     let mut results = vec![own];
     if !children.is_empty() {
-        progress!(
-            quiet,
-            "collecting the results of {} children",
-            children.len()
-        );
+        progress!(quiet, "collecting the results of {} children", children.len());
         results.extend(multi::collect(children, CLOSE_GRACE + Duration::from_secs(15)).await?);
     }
     let m = multi::merge(&results, measured_s, CLIENT_BOUND_PCT);
@@ -546,12 +404,7 @@ pub async fn run(args_in: &Args) -> Result<Report> {
         gap_quotes: log.gap_quotes.load(Ordering::Relaxed),
         error: observer_error,
     });
-    let throttle = ThrottleStats {
-        throttle_ms: args.throttle_ms,
-        staleness_missing: d.staleness_missing,
-        unexplained_gaps: d.unexplained_gaps,
-        gaps_unjudged: d.gap_unknown,
-    };
+    let throttle = ThrottleStats { throttle_ms: args.throttle_ms, staleness_missing: d.staleness_missing, unexplained_gaps: d.unexplained_gaps, gaps_unjudged: d.gap_unknown };
     let quotes = d.quotes_live + d.quotes_snapshot;
     let measured = Throughput {
         duration_s: measured_s,
@@ -562,11 +415,7 @@ pub async fn run(args_in: &Args) -> Result<Report> {
         frames: d.frames,
         frames_per_s: d.frames as f64 / measured_s,
         quote_frames: d.quote_frames,
-        quotes_per_frame: if d.quote_frames > 0 {
-            quotes as f64 / d.quote_frames as f64
-        } else {
-            0.0
-        },
+        quotes_per_frame: if d.quote_frames > 0 { quotes as f64 / d.quote_frames as f64 } else { 0.0 },
         bytes: d.bytes,
         mb_per_s: d.bytes as f64 / measured_s / 1e6,
         quotes_per_server_cpu_s: server_cpu_s.filter(|&c| c > 0.0).map(|c| quotes as f64 / c),
@@ -611,12 +460,7 @@ pub async fn run(args_in: &Args) -> Result<Report> {
     };
     let server_rss_mib = args.server_pid.map(|_| {
         let samples = std::mem::take(&mut *unpoisoned(&rss_samples));
-        rss_summary(
-            &samples,
-            t0,
-            t1,
-            [rss_before, rss_start, rss_end, rss_after_settle],
-        )
+        rss_summary(&samples, t0, t1, [rss_before, rss_start, rss_end, rss_after_settle])
     });
 
     let mut report = Report {
@@ -647,12 +491,7 @@ pub async fn run(args_in: &Args) -> Result<Report> {
             resume_feed: args_in.resume_feed.clone(),
             idle: args.idle,
         },
-        server: ServerStats {
-            welcome: m.welcome.clone(),
-            pid: args.server_pid,
-            cpu_s: server_cpu_s,
-            cpu_pct: server_cpu_s.map(|c| 100.0 * c / measured_s),
-        },
+        server: ServerStats { welcome: m.welcome.clone(), pid: args.server_pid, cpu_s: server_cpu_s, cpu_pct: server_cpu_s.map(|c| 100.0 * c / measured_s) },
         fd_limit,
         symbols_available,
         clients,
@@ -679,13 +518,10 @@ async fn resume_feed(args: &Args, target: &Target) -> Result<()> {
         return Ok(());
     };
     progress!(args.quiet, "resuming the feed: POST {path}");
-    tokio::time::timeout(
-        Duration::from_secs(10),
-        net::http_post_json(target, path, r#"{"action":"resume"}"#),
-    )
-    .await
-    .map_err(|_| anyhow::anyhow!("POST {path} timed out after 10 s"))?
-    .with_context(|| format!("resuming the feed (--resume-feed {path})"))?;
+    tokio::time::timeout(Duration::from_secs(10), net::http_post_json(target, path, r#"{"action":"resume"}"#))
+        .await
+        .map_err(|_| anyhow::anyhow!("POST {path} timed out after 10 s"))?
+        .with_context(|| format!("resuming the feed (--resume-feed {path})"))?;
     Ok(())
 }
 
@@ -712,11 +548,7 @@ pub fn latency_of(hist: &hdrhistogram::Histogram<u64>) -> Latency {
 
 /// What the observer subscribes to: the union of every reading client's symbols (over all
 /// processes), or "*" for wildcard clients or a union too large for one subscribe.
-fn observer_symbols_for(
-    args: &Args,
-    chooser: &SymbolChooser,
-    spec_for: &dyn Fn(bool, bool, &mut Rng) -> SubSpec,
-) -> Vec<String> {
+fn observer_symbols_for(args: &Args, chooser: &SymbolChooser, spec_for: &dyn Fn(bool, bool, &mut Rng) -> SubSpec) -> Vec<String> {
     const MAX_UNION: usize = 1000;
     if args.wildcard || args.symbols == 0 {
         return vec!["*".to_string()];
@@ -750,46 +582,24 @@ fn progress_ramp(shared: &Shared, quiet: bool, started: usize) {
 /// Fills in failures (exit status 1) and warnings.
 fn judge(r: &mut Report, measured: &Counters) {
     let c = &r.clients;
-    let first = |v: &Vec<String>| {
-        v.first()
-            .map_or(String::new(), |e| format!(" (first: {e})"))
-    };
+    let first = |v: &Vec<String>| v.first().map_or(String::new(), |e| format!(" (first: {e})"));
     if c.failed > 0 {
-        r.failures.push(format!(
-            "{} of {} client connections failed{}",
-            c.failed,
-            c.requested,
-            first(&c.connect_errors)
-        ));
+        r.failures.push(format!("{} of {} client connections failed{}", c.failed, c.requested, first(&c.connect_errors)));
     }
     if c.stall_failed > 0 {
-        r.failures.push(format!(
-            "{} of {} stalled-client connections failed{}",
-            c.stall_failed,
-            c.stall_requested,
-            first(&c.connect_errors)
-        ));
+        r.failures.push(format!("{} of {} stalled-client connections failed{}", c.stall_failed, c.stall_requested, first(&c.connect_errors)));
     }
     if c.requested > 0 && c.connected == 0 {
         r.failures.push("no client connected".into());
     }
     if c.disconnected > 0 {
-        r.failures.push(format!(
-            "{} reading clients lost their connection during the run{}",
-            c.disconnected,
-            first(&c.disconnect_reasons)
-        ));
+        r.failures.push(format!("{} reading clients lost their connection during the run{}", c.disconnected, first(&c.disconnect_reasons)));
     }
     if r.messages.ordering_errors > 0 {
-        r.failures.push(format!(
-            "{} quotes arrived with seq ≤ the previous seq of their symbol",
-            r.messages.ordering_errors
-        ));
+        r.failures.push(format!("{} quotes arrived with seq ≤ the previous seq of their symbol", r.messages.ordering_errors));
     }
     if r.clients.connected > 0 && r.measured.quotes_live == 0 && !r.config.idle {
-        r.warnings.push(
-            "no live quotes were received during the measured period (is the feed running?)".into(),
-        );
+        r.warnings.push("no live quotes were received during the measured period (is the feed running?)".into());
     } else if r.clients.delivering < r.clients.connected && !r.config.idle {
         r.warnings.push(format!(
             "{} of {} connected reading clients received no live quote during the measured period",
@@ -800,12 +610,7 @@ fn judge(r: &mut Report, measured: &Counters) {
     if let Some(ch) = &r.churn
         && ch.failed > 0
     {
-        r.warnings.push(format!(
-            "{} of {} churn connections failed{}",
-            ch.failed,
-            ch.attempted,
-            first(&ch.errors)
-        ));
+        r.warnings.push(format!("{} of {} churn connections failed{}", ch.failed, ch.attempted, first(&ch.errors)));
     }
     if r.loadgen.client_bound {
         r.warnings.push(format!(
@@ -814,55 +619,29 @@ fn judge(r: &mut Report, measured: &Counters) {
         ));
     }
     if measured.negative_latency > 0 {
-        r.warnings.push(format!(
-            "{} quotes were received before their pt (clock skew?); recorded as 0 ms",
-            measured.negative_latency
-        ));
+        r.warnings.push(format!("{} quotes were received before their pt (clock skew?); recorded as 0 ms", measured.negative_latency));
     }
     if r.messages.parse_errors > 0 {
-        r.warnings.push(format!(
-            "{} frames could not be parsed",
-            r.messages.parse_errors
-        ));
+        r.warnings.push(format!("{} frames could not be parsed", r.messages.parse_errors));
     }
     if r.messages.error > 0 {
-        r.warnings.push(format!(
-            "the server sent {} error messages",
-            r.messages.error
-        ));
+        r.warnings.push(format!("the server sent {} error messages", r.messages.error));
     }
     if r.clients.rejected_symbols > 0 {
-        r.warnings.push(format!(
-            "the server rejected {} subscribed symbols{}",
-            r.clients.rejected_symbols,
-            first(&r.clients.rejected_examples)
-        ));
+        r.warnings.push(format!("the server rejected {} subscribed symbols{}", r.clients.rejected_symbols, first(&r.clients.rejected_examples)));
     }
     if r.probe.failed > 0 {
-        r.warnings.push(format!(
-            "{} of {} snapshot probes failed{}",
-            r.probe.failed,
-            r.probe.count,
-            first(&r.probe.errors)
-        ));
+        r.warnings.push(format!("{} of {} snapshot probes failed{}", r.probe.failed, r.probe.count, first(&r.probe.errors)));
     }
     if r.probe.slow > 0 {
-        r.warnings.push(format!(
-            "{} of {} snapshot probes took > {} ms",
-            r.probe.slow, r.probe.count, r.probe.slow_threshold_ms
-        ));
+        r.warnings.push(format!("{} of {} snapshot probes took > {} ms", r.probe.slow, r.probe.count, r.probe.slow_threshold_ms));
     }
     r.ok = r.failures.is_empty();
 }
 
 /// Starts a probe every `interval` until told to stop, then waits for the ones still running
 /// until the given deadline (the rest count as failed).
-async fn probe_loop(
-    target: Arc<Target>,
-    specs: Vec<SubSpec>,
-    interval: Duration,
-    mut stop: oneshot::Receiver<Instant>,
-) -> Vec<ProbeSample> {
+async fn probe_loop(target: Arc<Target>, specs: Vec<SubSpec>, interval: Duration, mut stop: oneshot::Receiver<Instant>) -> Vec<ProbeSample> {
     let mut tick = tokio::time::interval(interval);
     // A slow server must not cause a burst of catch-up probes.
     tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
@@ -887,11 +666,7 @@ async fn probe_loop(
 
 fn probe_stats(samples: &[ProbeSample], slow_ms: u64) -> ProbeStats {
     let sorted_ms = |f: &dyn Fn(&ProbeSample) -> Option<Duration>| {
-        let mut v: Vec<f64> = samples
-            .iter()
-            .filter_map(f)
-            .map(|d| d.as_secs_f64() * 1000.0)
-            .collect();
+        let mut v: Vec<f64> = samples.iter().filter_map(f).map(|d| d.as_secs_f64() * 1000.0).collect();
         v.sort_by(f64::total_cmp);
         v
     };
@@ -905,10 +680,7 @@ fn probe_stats(samples: &[ProbeSample], slow_ms: u64) -> ProbeStats {
         count: samples.len(),
         ok: snap.len(),
         failed,
-        no_snapshot: samples
-            .iter()
-            .filter(|s| s.no_snapshot && s.error.is_none())
-            .count(),
+        no_snapshot: samples.iter().filter(|s| s.no_snapshot && s.error.is_none()).count(),
         slow: snap.iter().filter(|&&x| x > slow_ms as f64).count()
             // A probe that timed out after the subscribe was sent was certainly slow too.
             + samples.iter().filter(|s| s.snapshot.is_none() && s.ack.is_some() && s.error.is_some()).count(),
@@ -930,47 +702,21 @@ fn unpoisoned<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 
 /// The RSS report from the timed samples (bytes) and the four named readings (MiB, in the
 /// order before, start, end, after settle). `t0`..`t1` is the measured period.
-pub fn rss_summary(
-    samples: &[(Instant, u64)],
-    t0: Instant,
-    t1: Instant,
-    [before, start, end, after_settle]: [Option<f64>; 4],
-) -> Rss {
+pub fn rss_summary(samples: &[(Instant, u64)], t0: Instant, t1: Instant, [before, start, end, after_settle]: [Option<f64>; 4]) -> Rss {
     let since_t0 = |at: Instant| {
-        if at >= t0 {
-            (at - t0).as_secs_f64()
-        } else {
-            -(t0 - at).as_secs_f64()
-        }
+        if at >= t0 { (at - t0).as_secs_f64() } else { -(t0 - at).as_secs_f64() }
     };
     let mut sorted: Vec<(Instant, u64)> = samples.to_vec();
     sorted.sort_by_key(|s| s.0);
-    let series: Vec<[f64; 2]> = sorted
-        .iter()
-        .map(|&(at, b)| [round3(since_t0(at)), round3(mib(b))])
-        .collect();
-    let in_window = sorted
-        .iter()
-        .filter(|(at, _)| *at >= t0 && *at <= t1)
-        .map(|&(_, b)| mib(b))
-        .chain(start)
-        .chain(end);
+    let series: Vec<[f64; 2]> = sorted.iter().map(|&(at, b)| [round3(since_t0(at)), round3(mib(b))]).collect();
+    let in_window = sorted.iter().filter(|(at, _)| *at >= t0 && *at <= t1).map(|&(_, b)| mib(b)).chain(start).chain(end);
     let (mut lo, mut hi) = (None::<f64>, None::<f64>);
     for v in in_window {
         lo = Some(lo.map_or(v, |x| x.min(v)));
         hi = Some(hi.map_or(v, |x| x.max(v)));
     }
     let max = sorted.iter().map(|s| s.1).max().map(mib);
-    Rss {
-        before,
-        start,
-        end,
-        max,
-        measured_min: lo,
-        measured_max: hi,
-        after_settle,
-        series,
-    }
+    Rss { before, start, end, max, measured_min: lo, measured_max: hi, after_settle, series }
 }
 
 fn round3(x: f64) -> f64 {
@@ -981,13 +727,7 @@ fn round3(x: f64) -> f64 {
 /// at once by the next, so the average rate holds on a busy machine) until told to stop; then
 /// waits for those in flight until the stop's deadline. Returns (connections started, samples);
 /// connections still running at the deadline are samples with an "unfinished" error.
-async fn churn_loop(
-    target: Arc<Target>,
-    specs: Vec<SubSpec>,
-    rate: f64,
-    limit: Duration,
-    mut stop: oneshot::Receiver<Instant>,
-) -> (u64, Vec<ChurnSample>) {
+async fn churn_loop(target: Arc<Target>, specs: Vec<SubSpec>, rate: f64, limit: Duration, mut stop: oneshot::Receiver<Instant>) -> (u64, Vec<ChurnSample>) {
     let start = Instant::now();
     let mut running = JoinSet::new();
     let mut samples = Vec::new();
@@ -1011,24 +751,13 @@ async fn churn_loop(
 }
 
 /// Sums up the churn samples of a measured period of `measured_s` seconds.
-pub fn churn_stats(
-    rate: f64,
-    attempted: u64,
-    samples: &[ChurnSample],
-    measured_s: f64,
-) -> ChurnStats {
-    let mut setup: Vec<f64> = samples
-        .iter()
-        .filter_map(|s| s.setup)
-        .map(|d| d.as_secs_f64() * 1000.0)
-        .collect();
+pub fn churn_stats(rate: f64, attempted: u64, samples: &[ChurnSample], measured_s: f64) -> ChurnStats {
+    let mut setup: Vec<f64> = samples.iter().filter_map(|s| s.setup).map(|d| d.as_secs_f64() * 1000.0).collect();
     setup.sort_by(f64::total_cmp);
     let mut kinds = std::collections::BTreeMap::new();
     let mut errors = Vec::new();
     for e in samples.iter().filter_map(|s| s.error.as_deref()) {
-        *kinds
-            .entry(client::failure_kind(e).to_string())
-            .or_insert(0u64) += 1;
+        *kinds.entry(client::failure_kind(e).to_string()).or_insert(0u64) += 1;
         if errors.len() < 5 {
             errors.push(e.to_string());
         }
@@ -1042,10 +771,7 @@ pub fn churn_stats(
         failed,
         failure_kinds: kinds,
         errors,
-        unclean_closes: samples
-            .iter()
-            .filter(|s| s.setup.is_some() && !s.clean_close)
-            .count() as u64,
+        unclean_closes: samples.iter().filter(|s| s.setup.is_some() && !s.clean_close).count() as u64,
         setup_p50_ms: percentile(&setup, 0.5),
         setup_p99_ms: percentile(&setup, 0.99),
         setup_max_ms: setup.last().copied(),

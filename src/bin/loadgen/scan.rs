@@ -27,11 +27,7 @@ pub struct Quotes<'a> {
 
 /// Scans `text`; `Some` only for a well-formed frame of type `quotes`.
 pub fn scan_quotes(text: &str) -> Option<Quotes<'_>> {
-    let mut s = Scanner {
-        b: text.as_bytes(),
-        src: text,
-        i: 0,
-    };
+    let mut s = Scanner { b: text.as_bytes(), src: text, i: 0 };
     let mut kind_is_quotes = false;
     let mut snapshot = false;
     let mut quotes = Vec::new();
@@ -286,11 +282,7 @@ impl<'a> Scanner<'a> {
             self.i += 1;
         }
         // A quote without a symbol is malformed; let serde produce the verdict.
-        Some(Q {
-            symbol: symbol?,
-            seq,
-            pt,
-        })
+        Some(Q { symbol: symbol?, seq, pt })
     }
 }
 
@@ -302,9 +294,7 @@ fn has_structural(w: u64) -> bool {
     const HIGH: u64 = 0x8080_8080_8080_8080;
     let zero_in = |v: u64| v.wrapping_sub(ONES) & !v & HIGH != 0;
     let folded = w | (ONES * 0x20);
-    zero_in(w ^ (ONES * u64::from(b'"')))
-        || zero_in(folded ^ (ONES * u64::from(b'{')))
-        || zero_in(folded ^ (ONES * u64::from(b'}')))
+    zero_in(w ^ (ONES * u64::from(b'"'))) || zero_in(folded ^ (ONES * u64::from(b'{'))) || zero_in(folded ^ (ONES * u64::from(b'}')))
 }
 
 #[cfg(test)]
@@ -321,19 +311,11 @@ mod tests {
             }
         }
         for w in [*b"12345678", *b"e-0.9,:x", *b"\\ abcZzz", *b";=?_;=?_"] {
-            assert!(
-                !has_structural(u64::from_le_bytes(w)),
-                "{:?}",
-                std::str::from_utf8(&w)
-            );
+            assert!(!has_structural(u64::from_le_bytes(w)), "{:?}", std::str::from_utf8(&w));
         }
         for c in 0u8..=255 {
             let w = u64::from_le_bytes([c; 8]);
-            assert_eq!(
-                has_structural(w),
-                matches!(c, b'"' | b'{' | b'}' | b'[' | b']'),
-                "byte {c}"
-            );
+            assert_eq!(has_structural(w), matches!(c, b'"' | b'{' | b'}' | b'[' | b']'), "byte {c}");
         }
     }
 
@@ -350,15 +332,7 @@ mod tests {
             let fast = scan_quotes(text).unwrap_or_else(|| panic!("declined {text}"));
             let slow: crate::frame::Frame = serde_json::from_str(text).unwrap();
             assert_eq!(fast.snapshot, slow.snapshot.unwrap_or(false), "{text}");
-            let slow_q: Vec<Q> = slow
-                .quotes
-                .iter()
-                .map(|q| Q {
-                    symbol: &q.symbol,
-                    seq: q.seq,
-                    pt: q.pt,
-                })
-                .collect();
+            let slow_q: Vec<Q> = slow.quotes.iter().map(|q| Q { symbol: &q.symbol, seq: q.seq, pt: q.pt }).collect();
             assert_eq!(fast.quotes, slow_q, "{text}");
         }
     }
@@ -366,14 +340,14 @@ mod tests {
     #[test]
     fn scanner_declines_what_it_does_not_understand() {
         for text in [
-            r#"{"type":"feed","quotes":[]}"#, // not quotes
-            r#"{"quotes":[]}"#,               // no type
+            r#"{"type":"feed","quotes":[]}"#,                               // not quotes
+            r#"{"quotes":[]}"#,                                             // no type
             r#"{"type":"quotes","quotes":[{"symbol":"A\u0042","seq":1}]}"#, // escaped symbol
-            r#"{"type":"quotes","quotes":[{"symbol":"A","seq":1.5}]}"#, // fractional seq
-            r#"{"type":"quotes","quotes":[{"symbol":"A","seq":-1}]}"#, // negative seq
+            r#"{"type":"quotes","quotes":[{"symbol":"A","seq":1.5}]}"#,     // fractional seq
+            r#"{"type":"quotes","quotes":[{"symbol":"A","seq":-1}]}"#,      // negative seq
             r#"{"type":"quotes","quotes":[{"symbol":"A","seq":99999999999999999999}]}"#,
-            r#"{"type":"quotes","quotes":[{"seq":1}]}"#, // no symbol
-            r#"{"type":"quotes","quotes":[{"symbol":"A","seq":1}"#, // truncated
+            r#"{"type":"quotes","quotes":[{"seq":1}]}"#,                          // no symbol
+            r#"{"type":"quotes","quotes":[{"symbol":"A","seq":1}"#,               // truncated
             r#"{"type":"quotes","quotes":[{"symbol":"A","seq":1,"pt":2,"x":1}]"#, // truncated after early exit
             r#"{"type":"quotes","quotes":7}"#,
             r#"{"type":"quotes"} trailing"#,

@@ -106,12 +106,7 @@ pub struct WorkerStats {
 
 impl WorkerStats {
     pub fn new() -> WorkerStats {
-        WorkerStats {
-            counters: Counters::default(),
-            latency: new_latency_histogram(),
-            latency_throttled: new_latency_histogram(),
-            staleness: new_latency_histogram(),
-        }
+        WorkerStats { counters: Counters::default(), latency: new_latency_histogram(), latency_throttled: new_latency_histogram(), staleness: new_latency_histogram() }
     }
 }
 
@@ -136,10 +131,7 @@ pub struct StatsRegistry {
 
 impl Default for StatsRegistry {
     fn default() -> Self {
-        StatsRegistry {
-            id: NEXT_RUN_ID.fetch_add(1, Ordering::Relaxed),
-            workers: Mutex::new(Vec::new()),
-        }
+        StatsRegistry { id: NEXT_RUN_ID.fetch_add(1, Ordering::Relaxed), workers: Mutex::new(Vec::new()) }
     }
 }
 
@@ -199,9 +191,7 @@ impl StatsRegistry {
 /// it into a histogram of the same bounds lands in the same bucket: the round trip is exact.
 #[allow(dead_code)] // used by --processes (next step)
 pub fn histogram_to_pairs(h: &Histogram<u64>) -> Vec<[u64; 2]> {
-    h.iter_recorded()
-        .map(|v| [v.value_iterated_to(), v.count_at_value()])
-        .collect()
+    h.iter_recorded().map(|v| [v.value_iterated_to(), v.count_at_value()]).collect()
 }
 
 /// Adds serialised (value, count) pairs into `h`.

@@ -59,17 +59,10 @@ pub struct SymbolChooser {
 impl SymbolChooser {
     pub fn new(universe: Vec<String>, popularity: Popularity) -> SymbolChooser {
         let log_weights = match popularity {
-            Popularity::Zipf(s) if s > 0.0 => Some(
-                (0..universe.len())
-                    .map(|r| -s * ((r + 1) as f64).ln())
-                    .collect(),
-            ),
+            Popularity::Zipf(s) if s > 0.0 => Some((0..universe.len()).map(|r| -s * ((r + 1) as f64).ln()).collect()),
             _ => None,
         };
-        SymbolChooser {
-            universe,
-            log_weights,
-        }
+        SymbolChooser { universe, log_weights }
     }
 
     pub fn len(&self) -> usize {
@@ -94,11 +87,7 @@ impl SymbolChooser {
             Some(lw) => {
                 // Weighted sampling without replacement (Efraimidis–Spirakis): key = u^(1/w),
                 // keep the K largest. In log space: ln(u)/w = ln(u)·exp(−ln w).
-                let mut keys: Vec<(f64, usize)> = lw
-                    .iter()
-                    .enumerate()
-                    .map(|(i, &l)| (rng.unit_open0().ln() * (-l).exp(), i))
-                    .collect();
+                let mut keys: Vec<(f64, usize)> = lw.iter().enumerate().map(|(i, &l)| (rng.unit_open0().ln() * (-l).exp(), i)).collect();
                 if k < n {
                     keys.select_nth_unstable_by(k, |a, b| b.0.total_cmp(&a.0));
                 }
@@ -106,9 +95,6 @@ impl SymbolChooser {
                 keys.into_iter().map(|(_, i)| i).collect()
             }
         };
-        picked
-            .into_iter()
-            .map(|i| self.universe[i].clone())
-            .collect()
+        picked.into_iter().map(|i| self.universe[i].clone()).collect()
     }
 }

@@ -10,22 +10,13 @@ pub const FD_RESERVE: u64 = 64;
 
 /// Raises the soft RLIMIT_NOFILE to the hard limit; returns the resulting soft limit.
 pub fn raise_nofile_limit() -> Result<u64> {
-    let mut lim = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
+    let mut lim = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
     // SAFETY: getrlimit writes into the struct we own.
     if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) } != 0 {
-        bail!(
-            "getrlimit(RLIMIT_NOFILE): {}",
-            std::io::Error::last_os_error()
-        );
+        bail!("getrlimit(RLIMIT_NOFILE): {}", std::io::Error::last_os_error());
     }
     if lim.rlim_cur < lim.rlim_max {
-        let raised = libc::rlimit {
-            rlim_cur: lim.rlim_max,
-            rlim_max: lim.rlim_max,
-        };
+        let raised = libc::rlimit { rlim_cur: lim.rlim_max, rlim_max: lim.rlim_max };
         // SAFETY: plain syscall with a struct we own.
         if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &raised) } == 0 {
             lim.rlim_cur = lim.rlim_max;
@@ -58,10 +49,7 @@ pub fn cpu_times() -> CpuTimes {
     // SAFETY: RUSAGE_SELF with a valid pointer cannot fail.
     unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut ru) };
     let tv = |t: libc::timeval| Duration::new(t.tv_sec as u64, (t.tv_usec as u32) * 1000);
-    CpuTimes {
-        user: tv(ru.ru_utime),
-        sys: tv(ru.ru_stime),
-    }
+    CpuTimes { user: tv(ru.ru_utime), sys: tv(ru.ru_stime) }
 }
 
 /// VmRSS of `pid` in bytes, or `None` if the process is gone or the field missing.

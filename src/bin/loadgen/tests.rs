@@ -36,15 +36,9 @@ fn live_quotes_are_counted_and_timed() {
     let mut seq = SeqTracker::default();
     let now = 1_764_100_000_500_000i64;
     let text = json!({"type": "quotes", "quotes": [quote("AAPL", 5, now - 1500), quote("MSFT", 9, now - 2500)]}).to_string();
-    assert_eq!(
-        frame::process(&text, &mut seq, &mut st, now, true),
-        Event::Quotes { snapshot: false }
-    );
+    assert_eq!(frame::process(&text, &mut seq, &mut st, now, true), Event::Quotes { snapshot: false });
     let c = st.counters;
-    assert_eq!(
-        (c.frames, c.quote_frames, c.quotes_live, c.quotes_snapshot),
-        (1, 1, 2, 0)
-    );
+    assert_eq!((c.frames, c.quote_frames, c.quotes_live, c.quotes_snapshot), (1, 1, 2, 0));
     assert_eq!(c.bytes, text.len() as u64);
     assert_eq!(st.latency.len(), 2);
     assert_eq!(st.latency.min(), 1500);
@@ -60,20 +54,9 @@ fn live_quotes_are_counted_and_timed() {
 fn snapshot_quotes_are_not_timed() {
     let mut st = WorkerStats::new();
     let mut seq = SeqTracker::default();
-    let text =
-        json!({"type": "quotes", "snapshot": true, "quotes": [quote("AAPL", 5, 1)]}).to_string();
-    assert_eq!(
-        frame::process(&text, &mut seq, &mut st, 10_000_000, true),
-        Event::Quotes { snapshot: true }
-    );
-    assert_eq!(
-        (
-            st.counters.quotes_snapshot,
-            st.counters.snapshot_frames,
-            st.counters.quotes_live
-        ),
-        (1, 1, 0)
-    );
+    let text = json!({"type": "quotes", "snapshot": true, "quotes": [quote("AAPL", 5, 1)]}).to_string();
+    assert_eq!(frame::process(&text, &mut seq, &mut st, 10_000_000, true), Event::Quotes { snapshot: true });
+    assert_eq!((st.counters.quotes_snapshot, st.counters.snapshot_frames, st.counters.quotes_live), (1, 1, 0));
     assert!(st.latency.is_empty());
     // The snapshot seq counts for ordering: a live quote must come after it.
     let text = json!({"type": "quotes", "quotes": [quote("AAPL", 5, 2)]}).to_string();
@@ -112,53 +95,18 @@ fn other_message_types_are_counted_not_failed() {
     let mut p = |v: Value| frame::process(&v.to_string(), &mut seq, &mut st, 0, true);
     assert_eq!(p(json!({"type": "welcome", "protocol": 1})), Event::Welcome);
     // A feed status whose `quotes` is a number must not break the strict quotes parser.
-    assert_eq!(
-        p(json!({"type": "feed", "name": "sim", "quotes": 1234, "snapshot": "x"})),
-        Event::Other
-    );
+    assert_eq!(p(json!({"type": "feed", "name": "sim", "quotes": 1234, "snapshot": "x"})), Event::Other);
     assert_eq!(p(json!({"type": "pong", "id": 3})), Event::Other);
-    assert_eq!(
-        p(json!({"type": "error", "code": "bad_request", "message": "nope"})),
-        Event::Error
-    );
+    assert_eq!(p(json!({"type": "error", "code": "bad_request", "message": "nope"})), Event::Error);
     assert_eq!(p(json!({"type": "something_new"})), Event::Other);
     assert_eq!(
-        p(
-            json!({"type": "subscribed", "id": 1, "throttle_ms": 0, "symbols": ["A", "B"], "rejected": ["ZZZ"]})
-        ),
-        Event::Subscribed {
-            symbols: 2,
-            rejected: 1,
-            first_rejected: Some("ZZZ".into()),
-            throttle_ms: Some(0)
-        }
+        p(json!({"type": "subscribed", "id": 1, "throttle_ms": 0, "symbols": ["A", "B"], "rejected": ["ZZZ"]})),
+        Event::Subscribed { symbols: 2, rejected: 1, first_rejected: Some("ZZZ".into()), throttle_ms: Some(0) }
     );
-    assert_eq!(
-        frame::process("not json", &mut seq, &mut st, 0, true),
-        Event::Unparseable
-    );
-    assert_eq!(
-        frame::process(
-            r#"{"type":"quotes","quotes":7}"#,
-            &mut seq,
-            &mut st,
-            0,
-            true
-        ),
-        Event::Unparseable
-    );
+    assert_eq!(frame::process("not json", &mut seq, &mut st, 0, true), Event::Unparseable);
+    assert_eq!(frame::process(r#"{"type":"quotes","quotes":7}"#, &mut seq, &mut st, 0, true), Event::Unparseable);
     let c = st.counters;
-    assert_eq!(
-        (
-            c.feed_msgs,
-            c.pong_msgs,
-            c.error_msgs,
-            c.other_msgs,
-            c.subscribed_msgs,
-            c.parse_errors
-        ),
-        (1, 1, 1, 2, 1, 2)
-    );
+    assert_eq!((c.feed_msgs, c.pong_msgs, c.error_msgs, c.other_msgs, c.subscribed_msgs, c.parse_errors), (1, 1, 1, 2, 1, 2));
     assert_eq!(c.frames, 8);
 }
 
@@ -180,59 +128,25 @@ fn welcome_and_probe_classification() {
     )
     .unwrap();
     assert_eq!(w.server.as_deref(), Some("tickerfeed 0.1.0"));
-    assert_eq!(
-        (w.max_symbols, w.max_frame_bytes, w.throttle_ms),
-        (Some(1000), Some(16384), Some(250))
-    );
+    assert_eq!((w.max_symbols, w.max_frame_bytes, w.throttle_ms), (Some(1000), Some(16384), Some(250)));
     assert!(frame::parse_welcome(r#"{"type":"quotes","quotes":[]}"#).is_err());
     assert!(frame::parse_welcome("garbage").is_err());
 
-    assert_eq!(
-        frame::probe_classify(r#"{"type":"subscribed","id":1}"#),
-        ProbeEvent::Subscribed
-    );
-    assert_eq!(
-        frame::probe_classify(r#"{"type":"quotes","snapshot":true,"quotes":[{"symbol":"A"}]}"#),
-        ProbeEvent::SnapshotQuotes
-    );
-    assert_eq!(
-        frame::probe_classify(r#"{"type":"quotes","quotes":[]}"#),
-        ProbeEvent::LiveQuotes
-    );
-    assert_eq!(
-        frame::probe_classify(r#"{"type":"error"}"#),
-        ProbeEvent::Error
-    );
-    assert_eq!(
-        frame::probe_classify(r#"{"type":"feed","snapshot":{}}"#),
-        ProbeEvent::Other
-    );
+    assert_eq!(frame::probe_classify(r#"{"type":"subscribed","id":1}"#), ProbeEvent::Subscribed);
+    assert_eq!(frame::probe_classify(r#"{"type":"quotes","snapshot":true,"quotes":[{"symbol":"A"}]}"#), ProbeEvent::SnapshotQuotes);
+    assert_eq!(frame::probe_classify(r#"{"type":"quotes","quotes":[]}"#), ProbeEvent::LiveQuotes);
+    assert_eq!(frame::probe_classify(r#"{"type":"error"}"#), ProbeEvent::Error);
+    assert_eq!(frame::probe_classify(r#"{"type":"feed","snapshot":{}}"#), ProbeEvent::Other);
 }
 
 #[test]
 fn subscribe_message_format() {
-    let spec = SubSpec {
-        symbols: vec!["AAPL".into(), "MSFT".into()],
-        throttle_ms: Some(0),
-        snapshot: true,
-        rcvbuf: None,
-    };
+    let spec = SubSpec { symbols: vec!["AAPL".into(), "MSFT".into()], throttle_ms: Some(0), snapshot: true, rcvbuf: None };
     let v: Value = serde_json::from_str(&subscribe_text(&spec, 1)).unwrap();
-    assert_eq!(
-        v,
-        json!({"op": "subscribe", "symbols": ["AAPL", "MSFT"], "throttle_ms": 0, "snapshot": true, "id": 1})
-    );
-    let spec = SubSpec {
-        symbols: vec!["*".into()],
-        throttle_ms: None,
-        snapshot: false,
-        rcvbuf: Some(4096),
-    };
+    assert_eq!(v, json!({"op": "subscribe", "symbols": ["AAPL", "MSFT"], "throttle_ms": 0, "snapshot": true, "id": 1}));
+    let spec = SubSpec { symbols: vec!["*".into()], throttle_ms: None, snapshot: false, rcvbuf: Some(4096) };
     let v: Value = serde_json::from_str(&subscribe_text(&spec, 7)).unwrap();
-    assert_eq!(
-        v,
-        json!({"op": "subscribe", "symbols": ["*"], "snapshot": false, "id": 7})
-    );
+    assert_eq!(v, json!({"op": "subscribe", "symbols": ["*"], "snapshot": false, "id": 7}));
 }
 
 #[test]
@@ -279,40 +193,22 @@ fn chooser_picks_distinct_deterministic_symbols() {
             d.dedup();
             assert_eq!(d.len(), 10, "distinct: {a:?}");
         }
-        assert_eq!(
-            ch.choose(&mut Rng::new(1), 80).len(),
-            50,
-            "K is capped at the universe"
-        );
+        assert_eq!(ch.choose(&mut Rng::new(1), 80).len(), 50, "K is capped at the universe");
     }
     // Zipf favours the head of the list; uniform does not.
     let count_s0 = |pop| {
         let ch = SymbolChooser::new(universe.clone(), pop);
-        (0..2000)
-            .filter(|&i| {
-                ch.choose(&mut Rng::derive(3, i), 5)
-                    .contains(&"S0".to_string())
-            })
-            .count()
+        (0..2000).filter(|&i| ch.choose(&mut Rng::derive(3, i), 5).contains(&"S0".to_string())).count()
     };
-    let (uni, zipf) = (
-        count_s0(Popularity::Uniform),
-        count_s0(Popularity::Zipf(1.0)),
-    );
-    assert!(
-        (100..300).contains(&uni),
-        "uniform: S0 in {uni} of 2000 (expected ~200)"
-    );
+    let (uni, zipf) = (count_s0(Popularity::Uniform), count_s0(Popularity::Zipf(1.0)));
+    assert!((100..300).contains(&uni), "uniform: S0 in {uni} of 2000 (expected ~200)");
     assert!(zipf > 1000, "zipf: S0 in {zipf} of 2000");
 }
 
 #[test]
 fn http_response_parsing() {
     let body = br#"[{"symbol":"AAPL","name":"Apple"},{"symbol":"MSFT"}]"#;
-    let head = format!(
-        "HTTP/1.0 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n",
-        body.len()
-    );
+    let head = format!("HTTP/1.0 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n", body.len());
     let plain = [head.as_bytes(), body, b"trailing junk"].concat();
     assert_eq!(net::parse_http_response(&plain).unwrap(), body);
     let chunked = b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n5\r\n[{\"sy\r\n2f;ext=1\r\nmbol\":\"AAPL\",\"name\":\"Apple\"},{\"symbol\":\"MSFT\"}]\r\n0\r\n\r\n";
@@ -320,10 +216,7 @@ fn http_response_parsing() {
     assert!(net::parse_http_response(b"HTTP/1.1 404 Not Found\r\n\r\nnope").is_err());
     assert!(net::parse_http_response(b"garbage").is_err());
     assert_eq!(net::parse_symbols(body).unwrap(), vec!["AAPL", "MSFT"]);
-    assert_eq!(
-        net::parse_symbols(br#"["A","B","A"]"#).unwrap(),
-        vec!["A", "B"]
-    );
+    assert_eq!(net::parse_symbols(br#"["A","B","A"]"#).unwrap(), vec!["A", "B"]);
     assert!(net::parse_symbols(br#"{"symbols":[]}"#).is_err());
 }
 
@@ -389,24 +282,14 @@ fn cli_parses_the_documented_flags() {
     ])
     .unwrap();
     assert_eq!((a.churn, a.settle, a.idle), (500.0, 10.0, true));
-    assert_eq!(
-        (a.clients, a.symbols, a.stall, a.threads),
-        (1000, 10, 20, 2)
-    );
+    assert_eq!((a.clients, a.symbols, a.stall, a.threads), (1000, 10, 20, 2));
     assert_eq!(a.throttle_ms, Some(0));
-    assert_eq!(
-        a.symbol_list.as_deref(),
-        Some(&["AAPL".to_string(), "MSFT".to_string()][..])
-    );
+    assert_eq!(a.symbol_list.as_deref(), Some(&["AAPL".to_string(), "MSFT".to_string()][..]));
     assert!(a.stall_wildcard && a.wildcard && a.allow_errors);
     a.validate().unwrap();
     let bad = Args::try_parse_from(["loadgen", "--duration", "0"]).unwrap();
     assert!(bad.validate().is_err());
-    for (arg, flag) in [
-        ("--churn=-1", "--churn"),
-        ("--settle=-2", "--settle"),
-        ("--churn=NaN", "--churn"),
-    ] {
+    for (arg, flag) in [("--churn=-1", "--churn"), ("--settle=-2", "--settle"), ("--churn=NaN", "--churn")] {
         let a = Args::try_parse_from(["loadgen", arg]).unwrap();
         let e = a.validate().unwrap_err().to_string();
         assert!(e.contains(flag), "{e}");
@@ -434,13 +317,7 @@ struct MockOpts {
 
 impl Default for MockOpts {
     fn default() -> Self {
-        MockOpts {
-            symbols: (0..20).map(|i| format!("SYM{i}")).collect(),
-            tick: Duration::from_millis(5),
-            dup_every: None,
-            close_after: None,
-            refuse: false,
-        }
+        MockOpts { symbols: (0..20).map(|i| format!("SYM{i}")).collect(), tick: Duration::from_millis(5), dup_every: None, close_after: None, refuse: false }
     }
 }
 
@@ -470,8 +347,7 @@ async fn start_mock(opts: MockOpts) -> Mock {
             let Ok((stream, _)) = listener.accept().await else {
                 return;
             };
-            let (opts, conns, closes, pongs) =
-                (opts.clone(), conns.clone(), closes.clone(), pongs2.clone());
+            let (opts, conns, closes, pongs) = (opts.clone(), conns.clone(), closes.clone(), pongs2.clone());
             let resumes = resumes2.clone();
             tokio::spawn(async move {
                 let mut peek = [0u8; 32];
@@ -488,13 +364,7 @@ async fn start_mock(opts: MockOpts) -> Mock {
             });
         }
     });
-    Mock {
-        addr,
-        resumes,
-        pongs,
-        connections,
-        closes_received,
-    }
+    Mock { addr, resumes, pongs, connections, closes_received }
 }
 
 /// The feed control endpoint. Answers with a Content-Length and then keeps the connection
@@ -519,10 +389,7 @@ async fn serve_control(mut stream: tokio::net::TcpStream, resumes: Arc<AtomicUsi
     } else {
         ("404 Not Found", r#"{"error":"unknown_feed"}"#)
     };
-    let resp = format!(
-        "HTTP/1.1 {status}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
-        body.len()
-    );
+    let resp = format!("HTTP/1.1 {status}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}", body.len());
     let _ = stream.write_all(resp.as_bytes()).await;
     tokio::time::sleep(Duration::from_secs(30)).await;
 }
@@ -537,16 +404,8 @@ async fn serve_symbols(mut stream: tokio::net::TcpStream, symbols: &[String]) {
         }
         req.extend_from_slice(&buf[..n]);
     }
-    let body = serde_json::to_vec(
-        &symbols
-            .iter()
-            .map(|s| json!({"symbol": s, "name": "x"}))
-            .collect::<Vec<_>>(),
-    )
-    .unwrap();
-    let mut resp =
-        b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n"
-            .to_vec();
+    let body = serde_json::to_vec(&symbols.iter().map(|s| json!({"symbol": s, "name": "x"})).collect::<Vec<_>>()).unwrap();
+    let mut resp = b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n".to_vec();
     for chunk in body.chunks(17) {
         resp.extend_from_slice(format!("{:x}\r\n", chunk.len()).as_bytes());
         resp.extend_from_slice(chunk);
@@ -579,21 +438,16 @@ async fn serve_ws(
         }
     };
     if sio {
-        ws.send(Message::text(
-            r#"0{"sid":"mock","upgrades":[],"pingInterval":25000,"pingTimeout":20000,"maxPayload":1000000}"#,
-        ))
-        .await?;
+        ws.send(Message::text(r#"0{"sid":"mock","upgrades":[],"pingInterval":25000,"pingTimeout":20000,"maxPayload":1000000}"#)).await?;
         match ws.next().await {
             Some(Ok(Message::Text(t))) if t.as_str() == "40" => {}
             other => anyhow::bail!("expected 40, got {other:?}"),
         }
         ws.send(Message::text(r#"40{"sid":"mock-sio"}"#)).await?;
     }
-    ws.send(wrap(
-        json!({"type":"welcome","protocol":1,"server":"mock 0.0.0","instance":"mock-1","throttle_ms":250,
-               "min_throttle_ms":0,"max_symbols":1000,"max_frame_bytes":16384}),
-    ))
-    .await?;
+    ws.send(wrap(json!({"type":"welcome","protocol":1,"server":"mock 0.0.0","instance":"mock-1","throttle_ms":250,
+               "min_throttle_ms":0,"max_symbols":1000,"max_frame_bytes":16384})))
+        .await?;
     let sub: Value = loop {
         match ws.next().await {
             Some(Ok(Message::Text(t))) if sio => {
@@ -608,40 +462,21 @@ async fn serve_ws(
     };
     assert_eq!(sub["op"], "subscribe");
     if opts.refuse {
-        ws.send(wrap(
-            json!({"type":"error","id":sub["id"],"code":"too_many","message":"no"}),
-        ))
-        .await?;
+        ws.send(wrap(json!({"type":"error","id":sub["id"],"code":"too_many","message":"no"}))).await?;
         return Ok(());
     }
     let wanted: Vec<String> = serde_json::from_value(sub["symbols"].clone())?;
-    let (symbols, rejected): (Vec<String>, Vec<String>) = if wanted == ["*"] {
-        (opts.symbols.clone(), vec![])
-    } else {
-        wanted.into_iter().partition(|s| opts.symbols.contains(s))
-    };
-    ws.send(wrap(
-        json!({"type":"subscribed","id":sub["id"],"throttle_ms":sub["throttle_ms"],"symbols":symbols,"rejected":rejected}),
-    ))
-    .await?;
+    let (symbols, rejected): (Vec<String>, Vec<String>) = if wanted == ["*"] { (opts.symbols.clone(), vec![]) } else { wanted.into_iter().partition(|s| opts.symbols.contains(s)) };
+    ws.send(wrap(json!({"type":"subscribed","id":sub["id"],"throttle_ms":sub["throttle_ms"],"symbols":symbols,"rejected":rejected}))).await?;
     if sio {
         ws.send(Message::text("2")).await?; // Engine.IO ping: the client must answer 3
     }
     let mut seqs: HashMap<String, u64> = symbols.iter().map(|s| (s.clone(), 100)).collect();
     if sub["snapshot"] == true {
-        let quotes: Vec<Value> = symbols
-            .iter()
-            .map(|s| quote(s, seqs[s], now_us()))
-            .collect();
-        ws.send(wrap(
-            json!({"type":"quotes","snapshot":true,"quotes":quotes}),
-        ))
-        .await?;
+        let quotes: Vec<Value> = symbols.iter().map(|s| quote(s, seqs[s], now_us())).collect();
+        ws.send(wrap(json!({"type":"quotes","snapshot":true,"quotes":quotes}))).await?;
     }
-    ws.send(wrap(
-        json!({"type":"feed","name":"sim","quotes":5,"state":"running"}),
-    ))
-    .await?;
+    ws.send(wrap(json!({"type":"feed","name":"sim","quotes":5,"state":"running"}))).await?;
     let mut tick = tokio::time::interval(opts.tick);
     let mut n = 0u64;
     loop {
@@ -685,11 +520,7 @@ fn args_for(mock: &Mock, extra: &[&str]) -> Args {
     let url = format!("ws://{}/ws", mock.addr);
     let mut v = vec!["loadgen", "--url", url.as_str(), "--quiet"];
     // Test defaults, unless the test sets the option itself.
-    for (flag, value) in [
-        ("--duration", "1"),
-        ("--warmup", "0.2"),
-        ("--connect-rate", "0"),
-    ] {
+    for (flag, value) in [("--duration", "1"), ("--warmup", "0.2"), ("--connect-rate", "0")] {
         if !extra.contains(&flag) {
             v.extend_from_slice(&[flag, value]);
         }
@@ -704,45 +535,16 @@ fn args_for(mock: &Mock, extra: &[&str]) -> Args {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn end_to_end_against_mock() {
     let mock = start_mock(MockOpts::default()).await;
-    let args = args_for(
-        &mock,
-        &[
-            "--clients",
-            "8",
-            "--symbols",
-            "4",
-            "--throttle-ms",
-            "0",
-            "--stall",
-            "2",
-            "--stall-rcvbuf-kib",
-            "4",
-            "--probe-interval-ms",
-            "200",
-        ],
-    );
+    let args = args_for(&mock, &["--clients", "8", "--symbols", "4", "--throttle-ms", "0", "--stall", "2", "--stall-rcvbuf-kib", "4", "--probe-interval-ms", "200"]);
     let r = crate::run::run(&args).await.unwrap();
     eprintln!("{}", r.table());
     assert!(r.ok, "failures: {:?}", r.failures);
-    assert_eq!(
-        r.symbols_available, 20,
-        "symbols fetched over HTTP (chunked)"
-    );
-    assert_eq!(
-        (
-            r.clients.connected,
-            r.clients.failed,
-            r.clients.disconnected
-        ),
-        (8, 0, 0)
-    );
+    assert_eq!(r.symbols_available, 20, "symbols fetched over HTTP (chunked)");
+    assert_eq!((r.clients.connected, r.clients.failed, r.clients.disconnected), (8, 0, 0));
     assert_eq!((r.clients.stall_connected, r.clients.stall_failed), (2, 0));
     assert_eq!(r.clients.subscribed_symbols, 32);
     assert_eq!(r.messages.ordering_errors, 0);
-    assert_eq!(
-        r.messages.feed, 8,
-        "one feed message per reading connection (stalled ones never read it)"
-    );
+    assert_eq!(r.messages.feed, 8, "one feed message per reading connection (stalled ones never read it)");
     assert!(r.measured.quotes_live > 500, "quotes: {:?}", r.measured);
     assert!((r.measured.quotes_per_frame - 3.0).abs() < 1e-9);
     assert!(r.latency_ms.samples > 0 && r.latency_ms.samples <= r.measured.quotes_live + 100);
@@ -750,29 +552,13 @@ async fn end_to_end_against_mock() {
     assert!(r.probe.count >= 3, "probes: {:?}", r.probe);
     assert_eq!(r.probe.ok, r.probe.count, "probes: {:?}", r.probe);
     assert!(r.probe.snapshot_p50_ms.is_some() && r.probe.welcome_max_ms.is_some());
-    assert_eq!(
-        r.server.welcome.as_ref().unwrap().instance.as_deref(),
-        Some("mock-1")
-    );
+    assert_eq!(r.server.welcome.as_ref().unwrap().instance.as_deref(), Some("mock-1"));
     // Every reader and stalled client (and every probe) sent a close frame.
     tokio::time::sleep(Duration::from_millis(100)).await;
     assert_eq!(mock.connections.load(Ordering::Relaxed), 10 + r.probe.count);
-    assert!(
-        mock.closes_received.load(Ordering::Relaxed) >= 8,
-        "closes: {}",
-        mock.closes_received.load(Ordering::Relaxed)
-    );
+    assert!(mock.closes_received.load(Ordering::Relaxed) >= 8, "closes: {}", mock.closes_received.load(Ordering::Relaxed));
     let json: Value = serde_json::to_value(&r).unwrap();
-    for key in [
-        "ok",
-        "clients",
-        "measured",
-        "latency_ms",
-        "probe",
-        "messages",
-        "loadgen",
-        "server_rss_mib",
-    ] {
+    for key in ["ok", "clients", "measured", "latency_ms", "probe", "messages", "loadgen", "server_rss_mib"] {
         assert!(json.get(key).is_some(), "JSON lacks {key}");
     }
 }
@@ -781,27 +567,11 @@ async fn end_to_end_against_mock() {
 async fn wildcard_with_rss_and_symbol_list() {
     let mock = start_mock(MockOpts::default()).await;
     let pid = std::process::id().to_string();
-    let args = args_for(
-        &mock,
-        &[
-            "--clients",
-            "3",
-            "--wildcard",
-            "--symbol-list",
-            "SYM1,SYM2",
-            "--server-pid",
-            &pid,
-            "--probe-interval-ms",
-            "0",
-        ],
-    );
+    let args = args_for(&mock, &["--clients", "3", "--wildcard", "--symbol-list", "SYM1,SYM2", "--server-pid", &pid, "--probe-interval-ms", "0"]);
     let r = crate::run::run(&args).await.unwrap();
     assert!(r.ok, "failures: {:?}", r.failures);
     assert_eq!(r.symbols_available, 2);
-    assert_eq!(
-        r.clients.subscribed_symbols, 60,
-        "wildcard: all 20 mock symbols each"
-    );
+    assert_eq!(r.clients.subscribed_symbols, 60, "wildcard: all 20 mock symbols each");
     let rss = r.server_rss_mib.unwrap();
     assert!(rss.start.unwrap() > 0.0 && rss.max.unwrap() >= rss.start.unwrap());
     assert_eq!(r.probe.count, 0);
@@ -809,30 +579,12 @@ async fn wildcard_with_rss_and_symbol_list() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ordering_errors_fail_the_run() {
-    let mock = start_mock(MockOpts {
-        dup_every: Some(10),
-        ..Default::default()
-    })
-    .await;
-    let args = args_for(
-        &mock,
-        &[
-            "--clients",
-            "2",
-            "--symbols",
-            "3",
-            "--probe-interval-ms",
-            "0",
-        ],
-    );
+    let mock = start_mock(MockOpts { dup_every: Some(10), ..Default::default() }).await;
+    let args = args_for(&mock, &["--clients", "2", "--symbols", "3", "--probe-interval-ms", "0"]);
     let r = crate::run::run(&args).await.unwrap();
     assert!(!r.ok);
     assert!(r.messages.ordering_errors > 0);
-    assert!(
-        r.failures.iter().any(|f| f.contains("seq")),
-        "{:?}",
-        r.failures
-    );
+    assert!(r.failures.iter().any(|f| f.contains("seq")), "{:?}", r.failures);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -862,66 +614,27 @@ async fn failed_connects_and_disconnects_fail_the_run() {
     .unwrap();
     let r = crate::run::run(&args).await.unwrap();
     assert_eq!((r.clients.connected, r.clients.failed), (0, 3));
-    assert!(
-        !r.ok && r.failures.iter().any(|f| f.contains("failed")),
-        "{:?}",
-        r.failures
-    );
+    assert!(!r.ok && r.failures.iter().any(|f| f.contains("failed")), "{:?}", r.failures);
     assert_eq!(r.probe.count, 0, "no probes when nothing connected");
 
     // The server refuses the subscription.
-    let mock = start_mock(MockOpts {
-        refuse: true,
-        ..Default::default()
-    })
-    .await;
-    let r = crate::run::run(&args_for(
-        &mock,
-        &[
-            "--clients",
-            "2",
-            "--probe-interval-ms",
-            "0",
-            "--duration",
-            "0.2",
-        ],
-    ))
-    .await
-    .unwrap();
+    let mock = start_mock(MockOpts { refuse: true, ..Default::default() }).await;
+    let r = crate::run::run(&args_for(&mock, &["--clients", "2", "--probe-interval-ms", "0", "--duration", "0.2"])).await.unwrap();
     assert_eq!(r.clients.failed, 2);
-    assert!(
-        r.clients.connect_errors[0].contains("error"),
-        "{:?}",
-        r.clients.connect_errors
-    );
+    assert!(r.clients.connect_errors[0].contains("error"), "{:?}", r.clients.connect_errors);
 
     // The server drops everyone shortly after subscribing.
-    let mock = start_mock(MockOpts {
-        close_after: Some(20),
-        ..Default::default()
-    })
-    .await;
-    let r = crate::run::run(&args_for(
-        &mock,
-        &["--clients", "2", "--probe-interval-ms", "0"],
-    ))
-    .await
-    .unwrap();
+    let mock = start_mock(MockOpts { close_after: Some(20), ..Default::default() }).await;
+    let r = crate::run::run(&args_for(&mock, &["--clients", "2", "--probe-interval-ms", "0"])).await.unwrap();
     assert_eq!(r.clients.disconnected, 2);
     assert!(!r.ok);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn setup_errors_are_errors() {
-    let r = crate::run::run(
-        &Args::try_parse_from(["loadgen", "--url", "wss://x/ws", "--quiet"]).unwrap(),
-    )
-    .await;
+    let r = crate::run::run(&Args::try_parse_from(["loadgen", "--url", "wss://x/ws", "--quiet"]).unwrap()).await;
     assert!(format!("{:#}", r.unwrap_err()).contains("wss"));
-    let r = crate::run::run(
-        &Args::try_parse_from(["loadgen", "--url", "http://x/ws", "--quiet"]).unwrap(),
-    )
-    .await;
+    let r = crate::run::run(&Args::try_parse_from(["loadgen", "--url", "http://x/ws", "--quiet"]).unwrap()).await;
     assert!(r.is_err());
     let mock = start_mock(MockOpts::default()).await;
     let r = crate::run::run(&args_for(&mock, &["--symbols", "50"])).await;
@@ -935,36 +648,20 @@ fn throttled_latency_and_staleness_through_process() {
     use crate::timing::ObserverLog;
     // Observer saw A: 10 @1.000 s, 11 @1.100 s, 12 @1.250 s, 13 @1.400 s.
     let log = Arc::new(ObserverLog::default());
-    log.record(
-        false,
-        [
-            ("A", 10, 1_000_000),
-            ("A", 11, 1_100_000),
-            ("A", 12, 1_250_000),
-            ("A", 13, 1_400_000),
-        ]
-        .into_iter(),
-    );
+    log.record(false, [("A", 10, 1_000_000), ("A", 11, 1_100_000), ("A", 12, 1_250_000), ("A", 13, 1_400_000)].into_iter());
     let mut st = WorkerStats::new();
     let mut seq = SeqTracker::default();
     seq.throttle_us = 200_000;
     seq.observer = Some(log);
-    let frame_of =
-        |s: u64, pt: i64| json!({"type":"quotes","quotes":[quote("A", s, pt)]}).to_string();
+    let frame_of = |s: u64, pt: i64| json!({"type":"quotes","quotes":[quote("A", s, pt)]}).to_string();
     // 10 received at 1.001 s: first delivery → throttled = plain = 1 ms; no staleness sample.
     frame::process(&frame_of(10, 1_000_000), &mut seq, &mut st, 1_001_000, true);
     // 13 received at 1.402 s: due max(1.4, 1.001 + 0.2) = 1.4 → throttled 2 ms; staleness
     // = 1.402 − pt(11) = 302 ms; last skipped 12 at 1.25 s ≤ 1.001 + 0.2 + 0.05 → explained.
     frame::process(&frame_of(13, 1_400_000), &mut seq, &mut st, 1_402_000, true);
     assert_eq!(st.latency_throttled.len(), 2);
-    assert!(
-        st.latency_throttled
-            .equivalent(st.latency_throttled.max(), 2_000)
-    );
-    assert!(
-        st.latency_throttled
-            .equivalent(st.latency_throttled.min(), 1_000)
-    );
+    assert!(st.latency_throttled.equivalent(st.latency_throttled.max(), 2_000));
+    assert!(st.latency_throttled.equivalent(st.latency_throttled.min(), 1_000));
     assert_eq!(st.staleness.len(), 1);
     assert!(st.staleness.equivalent(st.staleness.max(), 302_000));
     assert_eq!(st.counters.unexplained_gaps, 0);
@@ -973,36 +670,16 @@ fn throttled_latency_and_staleness_through_process() {
     frame::process(&frame_of(14, 1_500_000), &mut seq, &mut st, 1_700_000, true);
     assert!(st.staleness.equivalent(st.staleness.min(), 200_000));
     assert_eq!(st.staleness.len(), 2);
-    assert!(
-        st.latency_throttled
-            .equivalent(st.latency_throttled.max(), 98_000)
-    );
+    assert!(st.latency_throttled.equivalent(st.latency_throttled.max(), 98_000));
     // 17: 15 unknown to the observer → missing staleness and an unjudged gap.
     frame::process(&frame_of(17, 1_900_000), &mut seq, &mut st, 1_950_000, true);
-    assert_eq!(
-        (st.counters.staleness_missing, st.counters.gap_unknown),
-        (1, 1)
-    );
+    assert_eq!((st.counters.staleness_missing, st.counters.gap_unknown), (1, 1));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn socketio_against_mock() {
     let mock = start_mock(MockOpts::default()).await;
-    let args = args_for(
-        &mock,
-        &[
-            "--protocol",
-            "socketio",
-            "--clients",
-            "4",
-            "--symbols",
-            "3",
-            "--throttle-ms",
-            "20",
-            "--probe-interval-ms",
-            "300",
-        ],
-    );
+    let args = args_for(&mock, &["--protocol", "socketio", "--clients", "4", "--symbols", "3", "--throttle-ms", "20", "--probe-interval-ms", "300"]);
     assert!(args.observer_on(), "throttle > 0 turns the observer on");
     let r = crate::run::run(&args).await.unwrap();
     eprintln!("{}", r.table());
@@ -1019,10 +696,7 @@ async fn socketio_against_mock() {
     // Every reader, the observer and the probes answered the ping.
     tokio::time::sleep(Duration::from_millis(100)).await;
     assert!(mock.pongs.load(Ordering::Relaxed) >= 5);
-    assert_eq!(
-        r.server.welcome.as_ref().unwrap().instance.as_deref(),
-        Some("mock-1")
-    );
+    assert_eq!(r.server.welcome.as_ref().unwrap().instance.as_deref(), Some("mock-1"));
 }
 
 #[test]
@@ -1044,10 +718,7 @@ fn histogram_pairs_round_trip_and_merge() {
     // Merging via pairs = merging histograms.
     let ra = ProcResult {
         latency: histogram_to_pairs(&a),
-        measured: crate::stats::Counters {
-            frames: 10,
-            ..Default::default()
-        },
+        measured: crate::stats::Counters { frames: 10, ..Default::default() },
         connected: 3,
         cpu_user_s: 0.9,
         threads: 1,
@@ -1055,10 +726,7 @@ fn histogram_pairs_round_trip_and_merge() {
     };
     let rb = ProcResult {
         latency: histogram_to_pairs(&b),
-        measured: crate::stats::Counters {
-            frames: 5,
-            ..Default::default()
-        },
+        measured: crate::stats::Counters { frames: 5, ..Default::default() },
         connected: 2,
         cpu_user_s: 0.2,
         threads: 1,
@@ -1086,31 +754,13 @@ fn histogram_pairs_round_trip_and_merge() {
 
 #[test]
 fn child_arguments_round_trip() {
-    let a = Args::try_parse_from([
-        "loadgen",
-        "--clients",
-        "10",
-        "--processes",
-        "2",
-        "--protocol",
-        "socketio",
-        "--throttle-ms",
-        "200",
-        "--symbols",
-        "3",
-    ])
-    .unwrap();
+    let a = Args::try_parse_from(["loadgen", "--clients", "10", "--processes", "2", "--protocol", "socketio", "--throttle-ms", "200", "--symbols", "3"]).unwrap();
     a.validate().unwrap();
     let text = serde_json::to_string(&a).unwrap();
     let b: Args = serde_json::from_str(&text).unwrap();
     assert_eq!(format!("{a:?}"), format!("{b:?}"));
     assert_eq!(b.protocol, crate::cli::Protocol::Socketio);
-    assert!(
-        Args::try_parse_from(["loadgen", "--processes", "3", "--clients", "2"])
-            .unwrap()
-            .validate()
-            .is_err()
-    );
+    assert!(Args::try_parse_from(["loadgen", "--processes", "3", "--clients", "2"]).unwrap().validate().is_err());
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1143,30 +793,18 @@ fn rss_summary_series_and_window() {
     let t1 = t0 + Duration::from_secs(10);
     let mib = |m: u64| m * 1024 * 1024;
     let samples = [
-        (t1 + Duration::from_secs(2), mib(60)), // during --settle: not in the window
+        (t1 + Duration::from_secs(2), mib(60)),      // during --settle: not in the window
         (t0 - Duration::from_millis(1500), mib(20)), // ramp-up
         (t0 + Duration::from_secs(4), mib(50)),
         (t0 + Duration::from_secs(2), mib(42)),
     ];
-    let r = crate::run::rss_summary(
-        &samples,
-        t0,
-        t1,
-        [Some(10.0), Some(40.0), Some(45.0), Some(41.0)],
-    );
+    let r = crate::run::rss_summary(&samples, t0, t1, [Some(10.0), Some(40.0), Some(45.0), Some(41.0)]);
     assert_eq!(r.series.len(), 4);
     assert_eq!(r.series[0], [-1.5, 20.0], "sorted by time, relative to t0");
     assert_eq!(r.series[3], [12.0, 60.0]);
-    assert_eq!(
-        (r.measured_min, r.measured_max),
-        (Some(40.0), Some(50.0)),
-        "window: start, end and samples inside only"
-    );
+    assert_eq!((r.measured_min, r.measured_max), (Some(40.0), Some(50.0)), "window: start, end and samples inside only");
     assert_eq!(r.max, Some(60.0), "max covers the whole run");
-    assert_eq!(
-        (r.before, r.start, r.end, r.after_settle),
-        (Some(10.0), Some(40.0), Some(45.0), Some(41.0))
-    );
+    assert_eq!((r.before, r.start, r.end, r.after_settle), (Some(10.0), Some(40.0), Some(45.0), Some(41.0)));
 }
 
 #[test]
@@ -1174,46 +812,19 @@ fn churn_failures_are_classified_and_counted() {
     use crate::client::{ChurnSample, failure_kind};
     for (msg, kind) in [
         ("timed out after 10s", "timeout"),
-        (
-            "TCP connect to 127.0.0.1:9: Connection refused (os error 111)",
-            "connect",
-        ),
-        (
-            "WebSocket handshake: HTTP error: 503 Service Unavailable",
-            "handshake",
-        ),
-        (
-            "server error reply: {\"type\":\"error\",\"code\":\"x\"}",
-            "error_reply",
-        ),
+        ("TCP connect to 127.0.0.1:9: Connection refused (os error 111)", "connect"),
+        ("WebSocket handshake: HTTP error: 503 Service Unavailable", "handshake"),
+        ("server error reply: {\"type\":\"error\",\"code\":\"x\"}", "error_reply"),
         ("server closed the connection: 1001", "closed"),
         ("connection ended", "closed"),
-        (
-            "still running at the end of the measured period",
-            "unfinished",
-        ),
+        ("still running at the end of the measured period", "unfinished"),
         ("something else", "other"),
     ] {
         assert_eq!(failure_kind(msg), kind, "{msg}");
     }
-    let ok = |ms: u64, clean: bool| ChurnSample {
-        setup: Some(Duration::from_millis(ms)),
-        error: None,
-        clean_close: clean,
-    };
-    let bad = |e: &str| ChurnSample {
-        setup: None,
-        error: Some(e.into()),
-        clean_close: false,
-    };
-    let samples = [
-        ok(3, true),
-        ok(1, true),
-        ok(2, false),
-        bad("timed out after 1s"),
-        bad("WebSocket handshake: HTTP error: 503"),
-        bad("WebSocket handshake: HTTP error: 503"),
-    ];
+    let ok = |ms: u64, clean: bool| ChurnSample { setup: Some(Duration::from_millis(ms)), error: None, clean_close: clean };
+    let bad = |e: &str| ChurnSample { setup: None, error: Some(e.into()), clean_close: false };
+    let samples = [ok(3, true), ok(1, true), ok(2, false), bad("timed out after 1s"), bad("WebSocket handshake: HTTP error: 503"), bad("WebSocket handshake: HTTP error: 503")];
     let s = crate::run::churn_stats(100.0, 7, &samples, 2.0);
     assert_eq!((s.attempted, s.ok, s.failed), (7, 3, 3));
     assert_eq!(s.attempted_per_s, 3.5);
@@ -1229,36 +840,14 @@ async fn churn_settle_server_cpu_and_delivery_against_mock() {
     let mock = start_mock(MockOpts::default()).await;
     // The mock runs in this process: its CPU and RSS are ours.
     let pid = std::process::id().to_string();
-    let args = args_for(
-        &mock,
-        &[
-            "--clients",
-            "5",
-            "--symbols",
-            "3",
-            "--throttle-ms",
-            "0",
-            "--probe-interval-ms",
-            "0",
-            "--churn",
-            "40",
-            "--settle",
-            "0.3",
-            "--server-pid",
-            &pid,
-        ],
-    );
+    let args = args_for(&mock, &["--clients", "5", "--symbols", "3", "--throttle-ms", "0", "--probe-interval-ms", "0", "--churn", "40", "--settle", "0.3", "--server-pid", &pid]);
     let r = crate::run::run(&args).await.unwrap();
     eprintln!("{}", r.table());
     assert!(r.ok, "failures: {:?}", r.failures);
     assert_eq!(r.clients.delivering, 5, "every client got live quotes");
     let ch = r.churn.as_ref().expect("churn stats");
     // 40/s over a 1 s window, on a fixed schedule.
-    assert!(
-        (35..=45).contains(&ch.attempted),
-        "attempted {}",
-        ch.attempted
-    );
+    assert!((35..=45).contains(&ch.attempted), "attempted {}", ch.attempted);
     assert_eq!((ch.ok, ch.failed), (ch.attempted, 0), "{ch:?}");
     assert_eq!(ch.unclean_closes, 0, "{ch:?}");
     assert!(ch.setup_p50_ms.is_some());
@@ -1272,21 +861,14 @@ async fn churn_settle_server_cpu_and_delivery_against_mock() {
     assert!((q - r.measured.quotes as f64 / cpu).abs() < 1e-6);
     let rss = r.server_rss_mib.as_ref().unwrap();
     assert!(rss.before.is_some() && rss.after_settle.is_some());
-    assert!(
-        rss.series.len() >= 2,
-        "samples: {:?} (one per second plus the named ones)",
-        rss.series
-    );
+    assert!(rss.series.len() >= 2, "samples: {:?} (one per second plus the named ones)", rss.series);
     assert!(rss.measured_min.unwrap() <= rss.measured_max.unwrap());
     // The churn connections closed with a handshake the mock saw.
     tokio::time::sleep(Duration::from_millis(100)).await;
     assert!(mock.closes_received.load(Ordering::Relaxed) as u64 >= ch.ok);
     let json = serde_json::to_value(&r).unwrap();
     assert!(json["server"]["cpu_s"].is_number());
-    assert_eq!(
-        json["server"]["instance"], "mock-1",
-        "welcome fields stay at the top of `server`"
-    );
+    assert_eq!(json["server"]["instance"], "mock-1", "welcome fields stay at the top of `server`");
     assert!(json["measured"]["quotes_per_server_cpu_s"].is_number());
     assert!(json["server_rss_mib"]["series"].is_array());
     assert!(json["churn"]["failure_kinds"].is_object());
@@ -1295,28 +877,11 @@ async fn churn_settle_server_cpu_and_delivery_against_mock() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn idle_clients_without_quotes_are_not_delivering() {
     // A mock whose live frames come far apart: nothing arrives in the 0.5 s window.
-    let mock = start_mock(MockOpts {
-        tick: Duration::from_secs(3600),
-        ..Default::default()
-    })
-    .await;
-    let base = [
-        "--clients",
-        "3",
-        "--symbols",
-        "2",
-        "--probe-interval-ms",
-        "0",
-        "--duration",
-        "0.5",
-    ];
+    let mock = start_mock(MockOpts { tick: Duration::from_secs(3600), ..Default::default() }).await;
+    let base = ["--clients", "3", "--symbols", "2", "--probe-interval-ms", "0", "--duration", "0.5"];
     let r = crate::run::run(&args_for(&mock, &base)).await.unwrap();
     assert_eq!((r.clients.connected, r.clients.delivering), (3, 0));
-    assert!(
-        r.warnings.iter().any(|w| w.contains("no live quotes")),
-        "{:?}",
-        r.warnings
-    );
+    assert!(r.warnings.iter().any(|w| w.contains("no live quotes")), "{:?}", r.warnings);
     let mut idle = base.to_vec();
     idle.push("--idle");
     let r = crate::run::run(&args_for(&mock, &idle)).await.unwrap();
@@ -1327,15 +892,9 @@ async fn idle_clients_without_quotes_are_not_delivering() {
 #[test]
 fn http_response_completeness() {
     use crate::net::response_complete;
-    assert!(!response_complete(
-        b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n"
-    ));
-    assert!(!response_complete(
-        b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nabc"
-    ));
-    assert!(response_complete(
-        b"HTTP/1.1 200 OK\r\ncontent-length:5\r\n\r\nabcde"
-    ));
+    assert!(!response_complete(b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n"));
+    assert!(!response_complete(b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nabc"));
+    assert!(response_complete(b"HTTP/1.1 200 OK\r\ncontent-length:5\r\n\r\nabcde"));
     let chunked = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n";
     assert!(!response_complete(chunked));
     assert!(response_complete(&[&chunked[..], b"0\r\n\r\n"].concat()));
@@ -1346,43 +905,21 @@ fn http_response_completeness() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn resume_feed_posts_once_after_every_client_is_subscribed() {
     let mock = start_mock(MockOpts::default()).await;
-    let base = [
-        "--clients",
-        "4",
-        "--symbols",
-        "2",
-        "--probe-interval-ms",
-        "0",
-    ];
+    let base = ["--clients", "4", "--symbols", "2", "--probe-interval-ms", "0"];
     let mut with = base.to_vec();
     with.extend(["--resume-feed", "/api/feeds/replay/control"]);
-    let r = tokio::time::timeout(
-        Duration::from_secs(20),
-        crate::run::run(&args_for(&mock, &with)),
-    )
-    .await
-    .expect("the POST must not wait for the server to close")
-    .unwrap();
+    let r = tokio::time::timeout(Duration::from_secs(20), crate::run::run(&args_for(&mock, &with))).await.expect("the POST must not wait for the server to close").unwrap();
     assert!(r.ok, "{:?}", r.failures);
     assert_eq!(mock.resumes.load(Ordering::Relaxed), 1);
-    assert_eq!(
-        r.config.resume_feed.as_deref(),
-        Some("/api/feeds/replay/control")
-    );
+    assert_eq!(r.config.resume_feed.as_deref(), Some("/api/feeds/replay/control"));
     // A server that does not know the path: the run cannot be measured.
     let mut bad = base.to_vec();
     bad.extend(["--resume-feed", "/api/feeds/nope/control"]);
     let e = crate::run::run(&args_for(&mock, &bad)).await.unwrap_err();
     let msg = format!("{e:#}");
-    assert!(
-        msg.contains("--resume-feed /api/feeds/nope/control") && msg.contains("404"),
-        "{msg}"
-    );
+    assert!(msg.contains("--resume-feed /api/feeds/nope/control") && msg.contains("404"), "{msg}");
     assert_eq!(mock.resumes.load(Ordering::Relaxed), 1);
-    let e = Args::try_parse_from(["loadgen", "--resume-feed", "api/x"])
-        .unwrap()
-        .validate()
-        .unwrap_err();
+    let e = Args::try_parse_from(["loadgen", "--resume-feed", "api/x"]).unwrap().validate().unwrap_err();
     assert!(e.to_string().contains("--resume-feed"), "{e}");
 }
 
@@ -1412,10 +949,7 @@ fn children_leave_churn_resume_and_server_to_the_parent() {
     assert_eq!((c.clients, c.client_offset, c.clients_total), (2, 3, 5));
     assert_eq!((c.churn, c.stall, c.server_pid), (0.0, 0, None));
     assert_eq!(c.resume_feed, None, "one resume, by the parent");
-    assert_eq!(
-        c.settle, 3.0,
-        "children stay connected while the parent settles"
-    );
+    assert_eq!(c.settle, 3.0, "children stay connected while the parent settles");
     assert_eq!(c.connect_rate, 500.0);
     c.validate().unwrap();
 }

@@ -40,13 +40,7 @@ pub fn throttled_latency_us(now: i64, pt: i64, prev_rx: Option<i64>, throttle_us
 /// Staleness at the delivery of (`seq`, `pt`) after a previous delivery of `prev_seq`:
 /// `Some(now − pt(prev_seq + 1))`; `None` if that publish time is unknown (the observer does
 /// not have it) or the delivery is out of order.
-pub fn staleness_us(
-    now: i64,
-    prev_seq: u64,
-    seq: u64,
-    pt: i64,
-    lookup: impl FnOnce(u64) -> Option<i64>,
-) -> Option<i64> {
+pub fn staleness_us(now: i64, prev_seq: u64, seq: u64, pt: i64, lookup: impl FnOnce(u64) -> Option<i64>) -> Option<i64> {
     let first_missed = prev_seq.checked_add(1)?;
     if seq == first_missed {
         Some(now - pt)
@@ -60,13 +54,7 @@ pub fn staleness_us(
 /// Whether the step `prev_seq` → `seq` (previous delivery received at `prev_rx`) is a gap the
 /// throttle cannot explain. `Some(false)` for no gap, `None` if the publish time of the last
 /// skipped quote is unknown.
-pub fn gap_unexplained(
-    prev_rx: i64,
-    prev_seq: u64,
-    seq: u64,
-    throttle_us: i64,
-    lookup: impl FnOnce(u64) -> Option<i64>,
-) -> Option<bool> {
+pub fn gap_unexplained(prev_rx: i64, prev_seq: u64, seq: u64, throttle_us: i64, lookup: impl FnOnce(u64) -> Option<i64>) -> Option<bool> {
     if seq <= prev_seq.saturating_add(1) {
         return Some(false);
     }
@@ -82,10 +70,7 @@ pub struct Ring {
 
 impl Ring {
     fn new() -> Ring {
-        Ring {
-            slots: vec![(u64::MAX, 0); RING].into_boxed_slice(),
-            last_seq: None,
-        }
+        Ring { slots: vec![(u64::MAX, 0); RING].into_boxed_slice(), last_seq: None }
     }
 }
 
@@ -154,21 +139,12 @@ mod tests {
     #[test]
     fn throttled_latency_hand_computed() {
         // First delivery: plain latency.
-        assert_eq!(
-            throttled_latency_us(1_000_300, 1_000_000, None, 200_000),
-            300
-        );
+        assert_eq!(throttled_latency_us(1_000_300, 1_000_000, None, 200_000), 300);
         // Published long after the window opened: plain latency again.
-        assert_eq!(
-            throttled_latency_us(1_000_300, 1_000_000, Some(500_000), 200_000),
-            300
-        );
+        assert_eq!(throttled_latency_us(1_000_300, 1_000_000, Some(500_000), 200_000), 300);
         // Published while the window was closed (prev 900 ms, throttle 200 ms → due at
         // 1100 ms): latency counts from 1100 ms, not from pt = 1000 ms.
-        assert_eq!(
-            throttled_latency_us(1_100_700, 1_000_000, Some(900_000), 200_000),
-            700
-        );
+        assert_eq!(throttled_latency_us(1_100_700, 1_000_000, Some(900_000), 200_000), 700);
         // Throttle 0 = plain latency.
         assert_eq!(throttled_latency_us(5_000, 4_000, Some(3_999), 0), 1_000);
     }
@@ -181,10 +157,7 @@ mod tests {
         // Client had 10, receives 13 at 1500: oldest missing is 11 (pt 1100) → 400.
         assert_eq!(staleness_us(1500, 10, 13, 1400, obs), Some(400));
         // Client had 12, receives 13 at 1450: consecutive → now − pt(13) = 50, no lookup.
-        assert_eq!(
-            staleness_us(1450, 12, 13, 1400, |_| panic!("no lookup")),
-            Some(50)
-        );
+        assert_eq!(staleness_us(1450, 12, 13, 1400, |_| panic!("no lookup")), Some(50));
         // Observer does not have 11 → unknown.
         assert_eq!(staleness_us(1500, 10, 13, 1400, |_| None), None);
         // Out of order → no sample.
@@ -197,15 +170,9 @@ mod tests {
         let obs = |s: u64| pts.iter().find(|p| p.0 == s).map(|p| p.1);
         // Throttle 200 ms, previous delivery (seq 10) at 1.1 s.
         // 10 → 11: no gap.
-        assert_eq!(
-            gap_unexplained(1_100_000, 10, 11, 200_000, obs),
-            Some(false)
-        );
+        assert_eq!(gap_unexplained(1_100_000, 10, 11, 200_000, obs), Some(false));
         // 10 → 13: last skipped 12 published at 1.3 s ≤ 1.1 + 0.2 + 0.05 → explained.
-        assert_eq!(
-            gap_unexplained(1_100_000, 10, 13, 200_000, obs),
-            Some(false)
-        );
+        assert_eq!(gap_unexplained(1_100_000, 10, 13, 200_000, obs), Some(false));
         // Previous delivery at 1.0 s: 1.3 − 1.0 = 0.3 s > 0.25 s → unexplained.
         assert_eq!(gap_unexplained(1_000_000, 10, 13, 200_000, obs), Some(true));
         // Previous delivery at 0.9 s: 1.3 − 0.9 = 0.4 s > 0.25 s → unexplained.

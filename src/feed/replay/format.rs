@@ -47,7 +47,6 @@ pub const MAX_SYMBOL_LEN: usize = 16;
 /// Ticks per bar when the configuration does not say.
 pub const DEFAULT_TICKS_PER_BAR: usize = 12;
 
-
 /// What the error for an unrecognised header lists as acceptable.
 const ACCEPTED_FORMATS: &str = "ticks (timestamp|time|datetime, symbol, price [, size, bid, ask, volume]); \
      long prices (symbol, date, price); \
@@ -287,15 +286,7 @@ fn detect_layout(header: &[String]) -> Option<Layout> {
     // Candidates in order of preference: the first candidate present wins.
     let find = |candidates: &[&str]| candidates.iter().find_map(|c| names.iter().position(|name| name == c));
     let tick_columns = |ts| {
-        Some(TickColumns {
-            ts,
-            symbol: find(&["symbol"])?,
-            price: find(&["price"])?,
-            size: find(&["size"]),
-            bid: find(&["bid"]),
-            ask: find(&["ask"]),
-            volume: find(&["volume"]),
-        })
+        Some(TickColumns { ts, symbol: find(&["symbol"])?, price: find(&["price"])?, size: find(&["size"]), bid: find(&["bid"]), ask: find(&["ask"]), volume: find(&["volume"]) })
     };
     if let Some(ts) = find(&["timestamp", "datetime", "time"])
         && let Some(columns) = tick_columns(ts)
@@ -322,35 +313,20 @@ fn detect_layout(header: &[String]) -> Option<Layout> {
 fn normalise_symbol(text: &str) -> Result<Cow<'_, str>, String> {
     let allowed = |b: u8| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b'^' | b'=');
     if text.is_empty() || text.len() > MAX_SYMBOL_LEN || !text.bytes().all(allowed) {
-        return Err(format!(
-            "'{text}' is not a valid symbol (1-{MAX_SYMBOL_LEN} letters, digits, '.', '-', '^', '=')"
-        ));
+        return Err(format!("'{text}' is not a valid symbol (1-{MAX_SYMBOL_LEN} letters, digits, '.', '-', '^', '=')"));
     }
-    if text.bytes().any(|b| b.is_ascii_lowercase()) {
-        Ok(Cow::Owned(text.to_ascii_uppercase()))
-    } else {
-        Ok(Cow::Borrowed(text))
-    }
+    if text.bytes().any(|b| b.is_ascii_lowercase()) { Ok(Cow::Owned(text.to_ascii_uppercase())) } else { Ok(Cow::Borrowed(text)) }
 }
 
 /// The symbol of a bar file: from the options, else the file stem made into a valid symbol.
 fn bar_symbol(path: &Path, options: &FileOptions) -> Result<Arc<str>, ReplayError> {
-    let invalid = |symbol: &str, reason: String| ReplayError::InvalidSymbol {
-        path: path.to_path_buf(),
-        symbol: symbol.to_string(),
-        reason,
-    };
+    let invalid = |symbol: &str, reason: String| ReplayError::InvalidSymbol { path: path.to_path_buf(), symbol: symbol.to_string(), reason };
     if let Some(symbol) = &options.symbol {
         let symbol = symbol.trim();
         return normalise_symbol(symbol).map(|s| Arc::from(s.as_ref())).map_err(|reason| invalid(symbol, reason));
     }
     let stem = path.file_stem().map(|s| s.to_string_lossy()).unwrap_or_default();
-    let derived: String = stem
-        .chars()
-        .filter(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '^' | '='))
-        .take(MAX_SYMBOL_LEN)
-        .collect::<String>()
-        .to_ascii_uppercase();
+    let derived: String = stem.chars().filter(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '^' | '=')).take(MAX_SYMBOL_LEN).collect::<String>().to_ascii_uppercase();
     if derived.is_empty() {
         return Err(invalid(&stem, "no symbol can be derived from the file name; configure one".to_string()));
     }
@@ -417,15 +393,7 @@ struct Loader<'p> {
 
 impl<'p> Loader<'p> {
     fn new(path: &'p Path) -> Loader<'p> {
-        Loader {
-            path,
-            header: Vec::new(),
-            rows_read: 0,
-            rows_skipped: 0,
-            skipped: Vec::new(),
-            symbol_index: HashMap::new(),
-            symbols: Vec::new(),
-        }
+        Loader { path, header: Vec::new(), rows_read: 0, rows_skipped: 0, skipped: Vec::new(), symbol_index: HashMap::new(), symbols: Vec::new() }
     }
 
     /// Reads the next record; `false` at the end of the file.
@@ -482,11 +450,7 @@ impl<'p> Loader<'p> {
     }
 
     fn check_width(&self, record: &csv::ByteRecord) -> Result<(), String> {
-        if record.len() == self.header.len() {
-            Ok(())
-        } else {
-            Err(format!("expected {} fields as in the header, found {}", self.header.len(), record.len()))
-        }
+        if record.len() == self.header.len() { Ok(()) } else { Err(format!("expected {} fields as in the header, found {}", self.header.len(), record.len())) }
     }
 
     /// A price column, with the decimals written in it.
@@ -535,12 +499,7 @@ impl<'p> Loader<'p> {
         entry.0.clone()
     }
 
-    fn read_ticks(
-        &mut self,
-        reader: &mut CsvReader,
-        record: &mut csv::ByteRecord,
-        columns: &TickColumns,
-    ) -> Result<Vec<ReplayTick>, ReplayError> {
+    fn read_ticks(&mut self, reader: &mut CsvReader, record: &mut csv::ByteRecord, columns: &TickColumns) -> Result<Vec<ReplayTick>, ReplayError> {
         let mut ticks = Vec::new();
         while let Some(line) = self.next_row(reader, record)? {
             match self.parse_tick(record, columns, line) {
@@ -572,16 +531,7 @@ impl<'p> Loader<'p> {
             decimals = decimals.max(*quote_decimals);
         }
         let symbol = self.intern(&symbol, decimals);
-        Ok(ReplayTick {
-            ts,
-            symbol,
-            price,
-            size,
-            bid: bid.map(|(bid, _)| bid),
-            ask: ask.map(|(ask, _)| ask),
-            volume,
-            line,
-        })
+        Ok(ReplayTick { ts, symbol, price, size, bid: bid.map(|(bid, _)| bid), ask: ask.map(|(ask, _)| ask), volume, line })
     }
 
     fn parse_bar(&self, record: &csv::ByteRecord, columns: &BarColumns, line: u64) -> Result<Bar, String> {
@@ -640,11 +590,7 @@ impl<'p> Loader<'p> {
 
     fn finish(self, format: FileFormat, ticks: Vec<ReplayTick>) -> Result<LoadedFile, ReplayError> {
         if self.rows_skipped > MAX_SKIPPED_LOGGED {
-            tracing::warn!(
-                "replay file {}: {} rows skipped in total (only the first {MAX_SKIPPED_LOGGED} logged)",
-                self.path.display(),
-                self.rows_skipped
-            );
+            tracing::warn!("replay file {}: {} rows skipped in total (only the first {MAX_SKIPPED_LOGGED} logged)", self.path.display(), self.rows_skipped);
         }
         if ticks.is_empty() {
             return Err(ReplayError::NoUsableRows {
@@ -654,13 +600,7 @@ impl<'p> Loader<'p> {
                 first: self.skipped.first().cloned(),
             });
         }
-        tracing::debug!(
-            "replay file {}: {format} format, {} rows read, {} skipped, {} ticks",
-            self.path.display(),
-            self.rows_read,
-            self.rows_skipped,
-            ticks.len()
-        );
+        tracing::debug!("replay file {}: {format} format, {} rows read, {} skipped, {} ticks", self.path.display(), self.rows_read, self.rows_skipped, ticks.len());
         Ok(LoadedFile {
             path: self.path.to_path_buf(),
             format,
@@ -776,10 +716,7 @@ mod tests {
 
     #[test]
     fn detects_ticks_from_an_untidy_header() {
-        let file = load_ok(
-            "t.csv",
-            " Price ,SYMBOL,  TimeStamp ,Size,BID,Ask , Volume\n1.08437,eurusd,2008-09-15T14:30:00Z,1000,1.08430,1.08440,5000\n",
-        );
+        let file = load_ok("t.csv", " Price ,SYMBOL,  TimeStamp ,Size,BID,Ask , Volume\n1.08437,eurusd,2008-09-15T14:30:00Z,1000,1.08430,1.08440,5000\n");
         assert_eq!(file.format, FileFormat::Ticks);
         let tick = &file.ticks[0];
         assert_eq!(&*tick.symbol, "EURUSD");
@@ -882,12 +819,8 @@ mod tests {
     #[test]
     fn bar_ticks_stay_inside_their_bar_in_price_and_time() {
         let file = load_file(&repo_file("feeds/sp500-2000.csv"), &spx_options()).unwrap();
-        let rows: Vec<Vec<String>> = std::fs::read_to_string(repo_file("feeds/sp500-2000.csv"))
-            .unwrap()
-            .lines()
-            .skip(1)
-            .map(|line| line.split(',').map(str::to_string).collect())
-            .collect();
+        let rows: Vec<Vec<String>> =
+            std::fs::read_to_string(repo_file("feeds/sp500-2000.csv")).unwrap().lines().skip(1).map(|line| line.split(',').map(str::to_string).collect()).collect();
         let day = 86_400_000;
         for (index, (row, ticks)) in rows.iter().zip(file.ticks.chunks(12)).enumerate() {
             let [open, high, low, close]: [f64; 4] = std::array::from_fn(|i| row[i + 1].parse().unwrap());
@@ -1110,10 +1043,9 @@ mod tests {
 
     #[test]
     fn repository_fixtures_load() {
-        for (name, format, symbol, decimals) in [
-            ("tests/fixtures/replay/eurusd-ticks.csv", FileFormat::Ticks, "EURUSD", 5),
-            ("tests/fixtures/replay/eurusd-h1-pandas.csv", FileFormat::Bars, "EURUSD-H1-PANDAS", 5),
-        ] {
+        for (name, format, symbol, decimals) in
+            [("tests/fixtures/replay/eurusd-ticks.csv", FileFormat::Ticks, "EURUSD", 5), ("tests/fixtures/replay/eurusd-h1-pandas.csv", FileFormat::Bars, "EURUSD-H1-PANDAS", 5)]
+        {
             let file = load_file(&repo_file(name), &FileOptions::default()).unwrap();
             assert_eq!((file.format, file.rows_skipped), (format, 0), "{name}: {:?}", file.skipped);
             assert_eq!(file.decimals[&Arc::<str>::from(symbol)], decimals, "{name}");

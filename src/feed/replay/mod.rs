@@ -23,7 +23,10 @@ use tokio::time::{Instant, sleep_until};
 
 use self::format::{FileOptions, load_file};
 use self::timestamp::DAY_MS;
-use super::{ControlAction, ControlError, ControlRequest, DayStats, FeedControl, FeedEvent, FeedHandle, FeedKind, FeedState, FeedStatus, Pacer, StartError, control_pair, iso_millis, utc_day};
+use super::{
+    ControlAction, ControlError, ControlRequest, DayStats, FeedControl, FeedEvent, FeedHandle, FeedKind, FeedState, FeedStatus, Pacer, StartError, control_pair, iso_millis,
+    utc_day,
+};
 use crate::bus::{Publisher, SymbolInfo, Topic};
 use crate::config::FeedConfig;
 use crate::quote::synthetic_spread;

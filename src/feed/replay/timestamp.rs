@@ -261,27 +261,20 @@ fn finish_datetime(text: &str, date: YearMonthDay, cursor: &mut Cursor) -> Resul
             return Err(unrecognised());
         }
     }
-    let day = NaiveDate::from_ymd_opt(date.year, date.month, date.day).ok_or_else(|| {
-        out_of_range(text, format!("no such date {:04}-{:02}-{:02}", date.year, date.month, date.day))
-    })?;
+    let day =
+        NaiveDate::from_ymd_opt(date.year, date.month, date.day).ok_or_else(|| out_of_range(text, format!("no such date {:04}-{:02}-{:02}", date.year, date.month, date.day)))?;
     let midnight = day.and_hms_opt(0, 0, 0).expect("midnight exists").and_utc().timestamp_millis();
     Ok(midnight + time_ms - offset_ms)
 }
 
 /// Month number from an English month name or its three-letter abbreviation ("Sept" too).
 fn month_number(word: &str) -> Option<u32> {
-    const NAMES: [&str; 12] = [
-        "january", "february", "march", "april", "may", "june", "july", "august", "september", "october",
-        "november", "december",
-    ];
+    const NAMES: [&str; 12] = ["january", "february", "march", "april", "may", "june", "july", "august", "september", "october", "november", "december"];
     let lower = word.to_ascii_lowercase();
     if lower == "sept" {
         return Some(9);
     }
-    NAMES
-        .iter()
-        .position(|name| lower == *name || (lower.len() == 3 && name.starts_with(lower.as_str())))
-        .map(|index| index as u32 + 1)
+    NAMES.iter().position(|name| lower == *name || (lower.len() == 3 && name.starts_with(lower.as_str()))).map(|index| index as u32 + 1)
 }
 
 /// `Jan 1 2000`, `Jan 1, 2000`, `January 01 2000`, optionally with a time of day after it.

@@ -236,11 +236,7 @@ impl SimModel {
         sector.advance_to(now, &mut self.rng);
         let dt = now - symbol.last_at;
         let z: f64 = self.rng.sample(StandardNormal);
-        let dw = self.loadings.mix(
-            self.market.value - symbol.market_at_last,
-            sector.value - symbol.sector_at_last,
-            dt.sqrt() * z,
-        );
+        let dw = self.loadings.mix(self.market.value - symbol.market_at_last, sector.value - symbol.sector_at_last, dt.sqrt() * z);
         symbol.log_price += log_step(symbol.drift, symbol.volatility, dt, dw);
         symbol.last_at = now;
         symbol.market_at_last = self.market.value;
@@ -286,11 +282,7 @@ impl SimModel {
 }
 
 fn symbol_state(instrument: &Instrument, sector: usize) -> SymbolState {
-    let tick = if instrument.tick_size.is_finite() && instrument.tick_size > 0.0 {
-        instrument.tick_size
-    } else {
-        DEFAULT_TICK_SIZE
-    };
+    let tick = if instrument.tick_size.is_finite() && instrument.tick_size > 0.0 { instrument.tick_size } else { DEFAULT_TICK_SIZE };
     let finite_or = |x: f64, default: f64| if x.is_finite() { x } else { default };
     SymbolState {
         log_price: finite_or(instrument.price, tick).max(tick).ln(),
@@ -351,15 +343,7 @@ mod tests {
     use crate::feed::universe::default_universe;
 
     fn instrument(symbol: &str, sector: &str, price: f64, volatility: f64, drift: f64) -> Instrument {
-        Instrument {
-            symbol: symbol.into(),
-            name: symbol.into(),
-            sector: sector.into(),
-            price,
-            volatility,
-            drift,
-            tick_size: 0.01,
-        }
+        Instrument { symbol: symbol.into(), name: symbol.into(), sector: sector.into(), price, volatility, drift, tick_size: 0.01 }
     }
 
     fn mean(xs: &[f64]) -> f64 {
@@ -421,12 +405,8 @@ mod tests {
 
     #[test]
     fn returns_correlate_by_sector_and_market() {
-        let instruments = [
-            instrument("A1", "A", 100.0, 0.30, 0.0),
-            instrument("A2", "A", 50.0, 0.30, 0.0),
-            instrument("B1", "B", 100.0, 0.30, 0.0),
-            instrument("B2", "B", 50.0, 0.30, 0.0),
-        ];
+        let instruments =
+            [instrument("A1", "A", 100.0, 0.30, 0.0), instrument("A2", "A", 50.0, 0.30, 0.0), instrument("B1", "B", 100.0, 0.30, 0.0), instrument("B2", "B", 50.0, 0.30, 0.0)];
         let params = SimParams::default();
         let mut model = SimModel::new(&instruments, params.clone());
         // Returns over blocks of 400 ticks (~100 per instrument): nearly synchronous, so the
@@ -452,8 +432,7 @@ mod tests {
 
     #[test]
     fn arrivals_are_poisson_at_the_set_rate_and_uniform_over_symbols() {
-        let instruments: Vec<Instrument> =
-            (0..5).map(|i| instrument(&format!("S{i}"), "S", 10.0, 0.2, 0.0)).collect();
+        let instruments: Vec<Instrument> = (0..5).map(|i| instrument(&format!("S{i}"), "S", 10.0, 0.2, 0.0)).collect();
         let mut model = SimModel::new(&instruments, SimParams { rate: 500.0, ..SimParams::default() });
         let mut counts = [0usize; 5];
         let mut gaps = Vec::new();
@@ -530,10 +509,7 @@ mod tests {
     #[test]
     fn prices_never_fall_below_one_tick() {
         // A penny stock with a brutal drift ends up far below a cent in exact terms.
-        let mut model = SimModel::new(
-            &[instrument("DOWN", "S", 0.02, 0.7, -50.0)],
-            SimParams { time_scale: 100.0 * TRADING_SECONDS_PER_YEAR, ..SimParams::default() },
-        );
+        let mut model = SimModel::new(&[instrument("DOWN", "S", 0.02, 0.7, -50.0)], SimParams { time_scale: 100.0 * TRADING_SECONDS_PER_YEAR, ..SimParams::default() });
         for _ in 0..2_000 {
             let t = model.next_tick();
             assert!(t.last >= 0.01 && t.bid < t.ask && t.bid <= t.last, "{t:?}");
