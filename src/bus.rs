@@ -32,7 +32,18 @@ use futures_util::task::AtomicWaker;
 use tokio::sync::{Notify, watch};
 
 use crate::history::{Bar, History, Resolution};
-use crate::quote::{PublishedQuote, Quote, QuoteDraft, now_micros};
+use crate::quote::{PublishedQuote, Quote, QuoteDraft, SymbolError, normalise_symbol, now_micros};
+
+/// Why a symbol a client gave names no topic.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum FindError {
+    /// Not a symbol at all; `text` is what was given, trimmed and cut to 32 characters.
+    #[error("'{text}' is not a symbol: it {reason}")]
+    Invalid { text: String, reason: SymbolError },
+    /// A valid symbol (normalised) that no feed publishes.
+    #[error("unknown symbol '{0}'")]
+    Unknown(String),
+}
 
 /// Index of a topic in the bus's table.
 pub type TopicId = u32;
@@ -246,6 +257,14 @@ impl Bus {
     }
 
     /// The topic of `symbol` (already uppercased), if a feed publishes it.
+    /// The topic a client names: the text goes through the one symbol rule
+    /// ([`normalise_symbol`]) first, so REST and every transport accept and refuse the same.
+    pub fn find(&self, requested: &str) -> Result<Arc<Topic>, FindError> {
+        let symbol = normalise_symbol(requested).map_err(|reason| FindError::Invalid { text: requested.trim().chars().take(32).collect(), reason })?;
+        self.topic(&symbol).ok_or(FindError::Unknown(symbol))
+    }
+
+    /// The topic of a symbol as the feeds publish it (upper case, valid).
     pub fn topic(&self, symbol: &str) -> Option<Arc<Topic>> {
         let id = *self.by_symbol.read().expect("symbol table lock").get(symbol)?;
         self.topic_by_id(id)

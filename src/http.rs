@@ -24,14 +24,15 @@ mod query;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
-use actix_web::http::StatusCode;
 use actix_web::middleware::ErrorHandlers;
 use actix_web::{FromRequest, Handler, HttpRequest, HttpResponse, Resource, Responder, Route, guard, web};
 use serde::Serialize;
 use serde_json::json;
 
-use self::errors::{error, method_not_allowed};
+use self::errors::method_not_allowed;
 use self::query::QueryParams;
+use crate::api_error::{ApiError, ApiErrorCode};
+use crate::bus::FindError;
 use crate::feed::{ControlError, FeedState};
 use crate::history::Resolution;
 use crate::quote::PublishedQuote;
@@ -199,26 +200,28 @@ async fn symbols(state: web::Data<AppState>) -> HttpResponse {
 /// Latest quotes of the listed symbols (all symbols when none are listed); unknown ones are
 /// listed under `unknown` rather than failing the whole request. `symbols` may be repeated, and
 /// the lists are joined: `symbols=A&symbols=B,C` asks for A, B and C.
-async fn quotes(state: web::Data<AppState>, req: HttpRequest) -> HttpResponse {
+async fn quotes(state: web::Data<AppState>, req: HttpRequest) -> Result<HttpResponse, ApiError> {
     let mut found: Vec<Arc<PublishedQuote>> = Vec::new();
     let mut unknown: Vec<String> = Vec::new();
     let query = QueryParams::parse(req.query_string());
     let requested: Vec<String> = if query.values("symbols").next().is_some() {
-        query.values("symbols").flat_map(|list| list.split(',')).map(|s| s.trim().to_ascii_uppercase()).filter(|s| !s.is_empty()).collect()
+        query.values("symbols").flat_map(|list| list.split(',')).map(str::trim).filter(|s| !s.is_empty()).map(str::to_string).collect()
     } else {
         state.bus.topics().iter().map(|t| t.symbol.to_string()).collect()
     };
     if requested.len() > 10_000 {
-        return error(StatusCode::BAD_REQUEST, "bad_request", "query parameter 'symbols': at most 10000 symbols per request");
+        return Err(ApiError::new(ApiErrorCode::BadRequest, "query parameter 'symbols': at most 10000 symbols per request"));
     }
     for symbol in requested {
-        match state.bus.topic(&symbol) {
-            Some(topic) => {
+        match state.bus.find(&symbol) {
+            Ok(topic) => {
                 if let Some(q) = topic.latest() {
                     found.push(q);
                 }
             }
-            None => unknown.push(symbol),
+            // Not a symbol is as unknown as a symbol no feed has: listed, upper case.
+            Err(FindError::Unknown(symbol)) => unknown.push(symbol),
+            Err(FindError::Invalid { text, .. }) => unknown.push(text.to_ascii_uppercase()),
         }
     }
     // The quotes' JSON is already rendered for WebSocket clients: splice it, which also keeps
@@ -233,38 +236,33 @@ async fn quotes(state: web::Data<AppState>, req: HttpRequest) -> HttpResponse {
     body.push_str(r#"],"unknown":"#);
     body.push_str(&serde_json::to_string(&unknown).unwrap_or_else(|_| "[]".into()));
     body.push('}');
-    HttpResponse::Ok().content_type("application/json").body(body)
+    Ok(HttpResponse::Ok().content_type("application/json").body(body))
 }
 
-async fn quote(state: web::Data<AppState>, path: web::Path<String>) -> HttpResponse {
-    let symbol = path.into_inner().trim().to_ascii_uppercase();
-    match state.bus.topic(&symbol) {
-        Some(topic) => match topic.latest() {
-            Some(q) => HttpResponse::Ok().content_type("application/json").body(q.json().to_string()),
-            None => error(StatusCode::NOT_FOUND, "no_quote_yet", format!("symbol '{symbol}' has not been published yet")),
-        },
-        None => error(StatusCode::NOT_FOUND, "unknown_symbol", format!("unknown symbol '{}'", truncate(&symbol, 32))),
+/// The topic a path names, or the 404 that says why there is none.
+fn find_topic(state: &AppState, requested: &str) -> Result<Arc<crate::bus::Topic>, ApiError> {
+    state.bus.find(requested).map_err(|e| ApiError::new(ApiErrorCode::UnknownSymbol, e.to_string()))
+}
+
+async fn quote(state: web::Data<AppState>, path: web::Path<String>) -> Result<HttpResponse, ApiError> {
+    let topic = find_topic(&state, &path)?;
+    match topic.latest() {
+        Some(q) => Ok(HttpResponse::Ok().content_type("application/json").body(q.json().to_string())),
+        None => Err(ApiError::new(ApiErrorCode::NoQuoteYet, format!("symbol '{}' has not been published yet", topic.symbol))),
     }
 }
 
 /// Recent bars of one symbol for chart backfill; each bar carries the seq of its last quote.
-async fn history(state: web::Data<AppState>, path: web::Path<String>, req: HttpRequest) -> HttpResponse {
-    let symbol = path.into_inner().trim().to_ascii_uppercase();
-    let Some(topic) = state.bus.topic(&symbol) else {
-        return error(StatusCode::NOT_FOUND, "unknown_symbol", format!("unknown symbol '{}'", truncate(&symbol, 32)));
-    };
+async fn history(state: web::Data<AppState>, path: web::Path<String>, req: HttpRequest) -> Result<HttpResponse, ApiError> {
+    let topic = find_topic(&state, &path)?;
     let query = QueryParams::parse(req.query_string());
-    let (resolution, limit) = match (query.single("resolution"), query.parsed::<usize>("limit", "a whole number of bars >= 0")) {
-        (Ok(resolution), Ok(limit)) => (resolution.unwrap_or("1s"), limit),
-        (Err(message), _) | (_, Err(message)) => return error(StatusCode::BAD_REQUEST, "bad_request", message),
-    };
-    let Some(resolution) = Resolution::parse(resolution) else {
-        return error(StatusCode::BAD_REQUEST, "bad_request", format!("query parameter 'resolution': '{}' is not 1s or 1m", truncate(resolution, 16)));
-    };
-    let limit = limit.unwrap_or(usize::MAX);
-    let bars = topic.history(resolution, limit);
+    let bad_request = |message: String| ApiError::new(ApiErrorCode::BadRequest, message);
+    let resolution = query.single("resolution").map_err(bad_request)?.unwrap_or("1s");
+    let limit = query.parsed::<usize>("limit", "a whole number of bars >= 0").map_err(bad_request)?;
+    let resolution = Resolution::parse(resolution).ok_or_else(|| bad_request(format!("query parameter 'resolution': '{}' is not 1s or 1m", truncate(resolution, 16))))?;
+    let bars = topic.history(resolution, limit.unwrap_or(usize::MAX));
     let seq = bars.last().map_or(0, |b| b.seq);
-    HttpResponse::Ok().json(json!({"symbol": symbol, "resolution": resolution, "seq": seq, "bars": bars}))
+    Ok(HttpResponse::Ok().json(json!({"symbol": topic.symbol, "resolution": resolution, "seq": seq, "bars": bars})))
 }
 
 async fn feeds(state: web::Data<AppState>) -> HttpResponse {
@@ -274,27 +272,26 @@ async fn feeds(state: web::Data<AppState>) -> HttpResponse {
 
 /// `POST /api/feeds/{name}/control`: the feed is looked up first (404 names the known feeds),
 /// then the body is read (at most [`MAX_CONTROL_BODY_BYTES`], else 413) and checked.
-async fn control(state: web::Data<AppState>, path: web::Path<String>, body: web::Payload) -> HttpResponse {
+async fn control(state: web::Data<AppState>, path: web::Path<String>, body: web::Payload) -> Result<HttpResponse, ApiError> {
     let name = path.into_inner();
     let Some(feed) = state.feeds.iter().find(|f| *f.name == *name) else {
         let known: Vec<&str> = state.feeds.iter().map(|f| &*f.name).collect();
-        return error(StatusCode::NOT_FOUND, "unknown_feed", format!("unknown feed '{}'; feeds: {}", truncate(&name, 32), known.join(", ")));
+        return Err(ApiError::new(ApiErrorCode::UnknownFeed, format!("unknown feed '{}'; feeds: {}", truncate(&name, 32), known.join(", "))));
     };
-    let body = match control::read_body(body).await {
-        Ok(body) => body,
-        Err(e @ control::BodyError::TooLarge) => return error(StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large", e.to_string()),
-        Err(e) => return error(StatusCode::BAD_REQUEST, "bad_request", e.to_string()),
-    };
-    let action = match control::parse(&body) {
-        Ok(action) => action,
-        Err(message) => return error(StatusCode::BAD_REQUEST, "bad_request", message),
-    };
-    match feed.control(action).await {
-        Ok(status) => HttpResponse::Ok().json(status),
-        Err(e @ ControlError::Stopped(_)) => error(StatusCode::SERVICE_UNAVAILABLE, "feed_stopped", e.to_string()),
-        Err(e @ ControlError::Unsupported(..)) => error(StatusCode::CONFLICT, "unsupported", e.to_string()),
-        Err(e) => error(StatusCode::BAD_REQUEST, "bad_request", e.to_string()),
-    }
+    let body = control::read_body(body).await.map_err(|e| match e {
+        control::BodyError::TooLarge => ApiError::new(ApiErrorCode::PayloadTooLarge, e.to_string()),
+        control::BodyError::Read(_) => ApiError::new(ApiErrorCode::BadRequest, e.to_string()),
+    })?;
+    let action = control::parse(&body).map_err(|message| ApiError::new(ApiErrorCode::BadRequest, message))?;
+    let status = feed.control(action).await.map_err(|e| {
+        let code = match e {
+            ControlError::Stopped(_) => ApiErrorCode::FeedStopped,
+            ControlError::Unsupported(..) => ApiErrorCode::Unsupported,
+            _ => ApiErrorCode::BadRequest,
+        };
+        ApiError::new(code, e.to_string())
+    })?;
+    Ok(HttpResponse::Ok().json(status))
 }
 
 fn truncate(text: &str, max_chars: usize) -> String {

@@ -14,6 +14,7 @@
 //!   loop ([`ws::session`]).
 //! - [`history`]: bounded per-symbol bars for chart backfill.
 //! - [`http`]: the REST API (symbols, quotes, history, feeds and their control, health).
+//! - [`api_error`]: the JSON error answer every HTTP endpoint gives, one code per status.
 //! - [`web`]: the browser dashboard's files, embedded in the binary at build time.
 //! - [`config`]: command line, environment and TOML configuration.
 //! - [`server`]: wires everything together, runs the HTTP server, handles shutdown.
@@ -23,6 +24,7 @@
 //! - [`logging`]: the log setup, which reports a client's malformed request at DEBUG where
 //!   actix-http says ERROR.
 
+pub mod api_error;
 pub mod bus;
 pub mod config;
 pub mod feed;

@@ -56,8 +56,14 @@ impl DisconnectReason {
     }
 }
 
-/// Client message kinds, as the `op` label of `tickerfeed_client_messages_total`.
-pub const OPS: [&str; 5] = ["subscribe", "unsubscribe", "list", "ping", "invalid"];
+/// The `op` label of a client message that is not a valid request.
+const INVALID_OP: &str = "invalid";
+
+/// Client message kinds, as the `op` label of `tickerfeed_client_messages_total`: every op of
+/// the protocol's one list, then [`INVALID_OP`].
+fn op_labels() -> impl Iterator<Item = &'static str> {
+    crate::ws::protocol::OPS.iter().map(|(name, _)| *name).chain([INVALID_OP])
+}
 
 /// Feed states, as the `state` label of `tickerfeed_feed_state`.
 const FEED_STATES: [(FeedState, &str); 4] = [(FeedState::Starting, "starting"), (FeedState::Running, "running"), (FeedState::Paused, "paused"), (FeedState::Finished, "finished")];
@@ -165,7 +171,7 @@ impl Metrics {
             quotes_conflated: register(r, IntCounter::new("quotes_conflated_total", "Quotes merged away by throttling and conflation: published but superseded before a client got them.").unwrap()),
             frames_sent: register(r, IntCounter::new("frames_sent_total", "WebSocket frames handed to client sockets.").unwrap()),
             sent_bytes: register(r, IntCounter::new("sent_bytes_total", "Bytes handed to client sockets, WebSocket framing included.").unwrap()),
-            client_messages: OPS.iter().map(|op| client_messages.with_label_values(&[op])).collect(),
+            client_messages: op_labels().map(|op| client_messages.with_label_values(&[op])).collect(),
             client_errors: ErrorCode::ALL.iter().map(|c| client_errors.with_label_values(&[c.as_str()])).collect(),
             delivery_latency: register(
                 r,
@@ -198,9 +204,9 @@ impl Metrics {
         self.disconnects[reason as usize].inc();
     }
 
-    /// A client message, by index into [`OPS`].
+    /// A client message, by its op name (anything not an op counts as `invalid`).
     pub fn client_message(&self, op: &str) {
-        let index = OPS.iter().position(|o| *o == op).unwrap_or(OPS.len() - 1);
+        let index = op_labels().position(|o| o == op).unwrap_or(self.client_messages.len() - 1);
         self.client_messages[index].inc();
     }
 
@@ -322,7 +328,7 @@ mod tests {
         for reason in DisconnectReason::ALL {
             assert_eq!(value(&text, &format!("tickerfeed_disconnects_total{{reason=\"{}\"}}", reason.label())), 0.0);
         }
-        for op in OPS {
+        for op in op_labels() {
             assert_eq!(value(&text, &format!("tickerfeed_client_messages_total{{op=\"{op}\"}}")), 0.0);
         }
         for code in ErrorCode::ALL {

@@ -101,6 +101,65 @@ impl PublishedQuote {
     }
 }
 
+/// The longest symbol, in characters.
+pub const MAX_SYMBOL_LEN: usize = 16;
+
+/// Why a text is not a symbol.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SymbolError {
+    Empty,
+    TooLong,
+    BadCharacter,
+}
+
+impl std::fmt::Display for SymbolError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.reason())
+    }
+}
+
+impl std::error::Error for SymbolError {}
+
+impl SymbolError {
+    /// What is wrong, to follow the symbol's name in a message.
+    pub fn reason(self) -> &'static str {
+        match self {
+            SymbolError::Empty => "must not be empty",
+            SymbolError::TooLong => "is longer than 16 characters",
+            SymbolError::BadCharacter => "may only contain letters, digits and . - ^ =",
+        }
+    }
+}
+
+/// Whether `c` may appear in a symbol: an ASCII letter or digit, `.`, `-`, `^` or `=`.
+pub fn is_symbol_char(c: char) -> bool {
+    c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '^' | '=')
+}
+
+/// The one symbol rule, for feed files, REST and every transport: surrounding spaces are
+/// dropped, the rest must be 1 to [`MAX_SYMBOL_LEN`] of [`is_symbol_char`], and it is
+/// upper-cased (symbols are case-insensitive on the way in, upper case everywhere after).
+pub fn normalise_symbol(raw: &str) -> Result<String, SymbolError> {
+    let text = raw.trim();
+    check_symbol(text)?;
+    Ok(text.to_ascii_uppercase())
+}
+
+/// The syntax half of [`normalise_symbol`], for a text taken as it is (no trimming, no
+/// allocation: a replay file checks every row's symbol with it).
+pub fn check_symbol(text: &str) -> Result<(), SymbolError> {
+    if text.is_empty() {
+        return Err(SymbolError::Empty);
+    }
+    if text.len() > MAX_SYMBOL_LEN {
+        return Err(SymbolError::TooLong);
+    }
+    if !text.chars().all(is_symbol_char) {
+        return Err(SymbolError::BadCharacter);
+    }
+    Ok(())
+}
+
 /// Rounds `value` to `decimals` places. Values are then printed by serde_json's shortest
 /// round-trip formatting, so a rounded price prints with no more digits than its tick size.
 pub fn round_to(value: f64, decimals: u8) -> f64 {
@@ -205,6 +264,18 @@ mod tests {
             let (bid, ask) = synthetic_spread(last, frac, dec);
             assert!(bid < ask, "{bid} < {ask}");
             assert!(bid <= last && last <= ask, "{bid} <= {last} <= {ask}");
+        }
+    }
+
+    #[test]
+    fn one_symbol_rule() {
+        for (raw, symbol) in [("AAPL", "AAPL"), (" brk.b ", "BRK.B"), ("^GSPC", "^GSPC"), ("EURUSD=X", "EURUSD=X"), ("ES-2025", "ES-2025"), ("a", "A")] {
+            assert_eq!(normalise_symbol(raw).as_deref(), Ok(symbol), "{raw}");
+        }
+        assert_eq!(normalise_symbol("  "), Err(SymbolError::Empty));
+        assert_eq!(normalise_symbol(&"A".repeat(17)), Err(SymbolError::TooLong));
+        for bad in ["../etc", "A B", "A/B", "ÄPPL"] {
+            assert_eq!(normalise_symbol(bad), Err(SymbolError::BadCharacter), "{bad}");
         }
     }
 }

@@ -16,12 +16,12 @@ use std::path::Path;
 
 use serde::Serialize;
 
+use crate::quote::normalise_symbol;
+
 /// Annual drift of an instrument whose row leaves `drift` out or empty.
 pub const DEFAULT_DRIFT: f64 = 0.05;
 /// Tick size of an instrument whose row leaves `tick_size` out or empty.
 pub const DEFAULT_TICK_SIZE: f64 = 0.01;
-/// Longest accepted symbol (OCC-style and exchange-suffixed symbols stay well below).
-pub const MAX_SYMBOL_LEN: usize = 16;
 
 /// Volatility and drift above this are almost certainly percentages typed as fractions
 /// (30 instead of 0.30); a 500 % annual volatility is not a stock anyone means to simulate.
@@ -34,7 +34,7 @@ const DEFAULT_UNIVERSE_ORIGIN: &str = "feeds/universe.csv (built in)";
 /// One simulated instrument.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Instrument {
-    /// Upper case: letters, digits and `.`, `-`, `^`, `=`; at most [`MAX_SYMBOL_LEN`] characters.
+    /// Upper case: letters, digits and `.`, `-`, `^`, `=`; at most [`crate::quote::MAX_SYMBOL_LEN`] characters.
     pub symbol: String,
     pub name: String,
     /// Instruments of one sector share the simulation's sector factor.
@@ -252,7 +252,7 @@ fn parse_row(layout: &Layout, record: &csv::StringRecord, origin: &str, line: u6
         Ok(parsed)
     };
 
-    let symbol = normalize_symbol(layout.cell(record, Column::Symbol)).map_err(|reason| field_error(Column::Symbol, reason))?;
+    let symbol = normalise_symbol(layout.cell(record, Column::Symbol)).map_err(|reason| field_error(Column::Symbol, reason.reason()))?;
     let name = text(Column::Name)?;
     let sector = text(Column::Sector)?;
     let price = number(Column::Price, None, check_positive)?;
@@ -263,20 +263,6 @@ fn parse_row(layout: &Layout, record: &csv::StringRecord, origin: &str, line: u6
         return Err(field_error(Column::Price, "is below the tick size"));
     }
     Ok(Instrument { symbol, name, sector, price, volatility, drift, tick_size })
-}
-
-/// Upper-cases a symbol and checks its syntax.
-fn normalize_symbol(raw: &str) -> Result<String, &'static str> {
-    if raw.is_empty() {
-        return Err("must not be empty");
-    }
-    if raw.len() > MAX_SYMBOL_LEN {
-        return Err("is longer than 16 characters");
-    }
-    if !raw.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '^' | '=')) {
-        return Err("may only contain letters, digits and . - ^ =");
-    }
-    Ok(raw.to_ascii_uppercase())
 }
 
 fn check_positive(value: f64) -> Result<(), &'static str> {

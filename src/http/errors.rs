@@ -1,8 +1,6 @@
-//! The one shape of every error answer: `{"error": code, "message": text}` with
-//! `Content-Type: application/json`.
-//!
-//! Handlers build theirs with [`error`], naming the thing at fault. Two routes answer what no
-//! handler sees: [`not_found`] for a path no route has, [`method_not_allowed`] (405 with
+//! Error answers no handler gives. Handlers return [`ApiError`] (`crate::api_error`: the one
+//! shape, `{"error": code, "message": text}`), naming the thing at fault. Two routes answer
+//! what no handler sees: [`not_found`] for a path no route has, [`method_not_allowed`] (405 with
 //! `Allow`) for a known path asked with another method. The rest comes from actix itself (a
 //! failed WebSocket handshake, an extractor's refusal): [`json_fallback`], run by
 //! `ErrorHandlers` on every 4xx and 5xx answer, rewrites anything not JSON into the shape,
@@ -16,13 +14,9 @@ use actix_web::dev::ServiceResponse;
 use actix_web::http::StatusCode;
 use actix_web::http::header::{self, HeaderValue};
 use actix_web::middleware::ErrorHandlerResponse;
-use actix_web::{HttpRequest, HttpResponse};
-use serde_json::json;
+use actix_web::{HttpRequest, HttpResponse, ResponseError};
 
-/// An error answer.
-pub fn error(status: StatusCode, code: &str, message: impl Into<String>) -> HttpResponse {
-    HttpResponse::build(status).json(json!({"error": code, "message": message.into()}))
-}
+use crate::api_error::{ApiError, ApiErrorCode};
 
 /// The `error` code of a status no handler chose a code for: its reason in snake case
 /// (`bad_request`, `payload_too_large`, `method_not_allowed`).
@@ -33,16 +27,16 @@ pub fn code_for(status: StatusCode) -> String {
 
 /// 404 for a path no route has.
 pub async fn not_found(req: HttpRequest) -> HttpResponse {
-    error(StatusCode::NOT_FOUND, "not_found", format!("no route for {} {}", req.method(), super::truncate(req.path(), 200)))
+    ApiError::new(ApiErrorCode::NotFound, format!("no route for {} {}", req.method(), super::truncate(req.path(), 200))).error_response()
 }
 
 /// 405 for a known path asked with a method it does not take; `allow` lists those it takes.
 pub fn method_not_allowed(req: &HttpRequest, allow: &'static str) -> HttpResponse {
     // An extension method is client text of any length.
     let method = super::truncate(req.method().as_str(), 16);
-    let mut response = error(StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", format!("{method} is not allowed on {}; it takes {allow}", super::truncate(req.path(), 200)));
-    response.headers_mut().insert(header::ALLOW, HeaderValue::from_static(allow));
-    response
+    ApiError::new(ApiErrorCode::MethodNotAllowed, format!("{method} is not allowed on {}; it takes {allow}", super::truncate(req.path(), 200)))
+        .with_header(header::ALLOW, HeaderValue::from_static(allow))
+        .error_response()
 }
 
 /// `ErrorHandlers` default handler: an error answer that is not JSON becomes the JSON shape, with
@@ -58,7 +52,7 @@ pub fn json_fallback<B: MessageBody + 'static>(res: ServiceResponse<B>) -> actix
         Some(message) => message,
         None => status.canonical_reason().unwrap_or("error").to_string(),
     };
-    let body = json!({"error": code_for(status), "message": message}).to_string();
+    let body = ApiError::body(&code_for(status), &message);
     let mut res = res.set_body(body);
     res.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
     let res: ServiceResponse<EitherBody<B>> = ServiceResponse::new(req, res).map_into_boxed_body().map_into_right_body();

@@ -23,12 +23,14 @@ use std::rc::Rc;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
+use actix_web::http::header;
 use actix_web::{HttpRequest, HttpResponse, web};
 
 use self::inbound::InboundStream;
 use self::outbound::{OutboundBody, Output};
 use self::session::{InitialSubscription, Session};
 use self::socket::SocketProbe;
+use crate::api_error::{ApiError, ApiErrorCode};
 use crate::bus::SessionSignal;
 use crate::server::AppState;
 
@@ -87,20 +89,17 @@ pub async fn upgrade(req: HttpRequest, body: web::Payload, state: web::Data<AppS
     let slot = ConnectionSlot(state.clone());
     if previous >= max {
         state.metrics.disconnected(crate::metrics::DisconnectReason::Limit);
-        return Ok(HttpResponse::ServiceUnavailable()
-            .insert_header(("Retry-After", "5"))
-            .json(serde_json::json!({"error": "too_many_connections", "message": format!("the server is at its limit of {max} WebSocket connections")})));
+        return Err(ApiError::new(ApiErrorCode::TooManyConnections, format!("the server is at its limit of {max} WebSocket connections"))
+            .with_header(header::RETRY_AFTER, header::HeaderValue::from_static("5"))
+            .into());
     }
     if *state.shutdown.borrow() {
-        return Ok(HttpResponse::ServiceUnavailable().json(serde_json::json!({"error": "shutting_down", "message": "the server is shutting down"})));
+        return Err(ApiError::new(ApiErrorCode::ShuttingDown, "the server is shutting down").into());
     }
-    if req.headers().contains_key(actix_web::http::header::TRANSFER_ENCODING) {
+    if req.headers().contains_key(header::TRANSFER_ENCODING) {
         // actix-http would answer 101 and then frame the WebSocket stream in HTTP chunks: an
         // upgrade request has no body, so one that announces a chunked body is refused.
-        return Ok(HttpResponse::BadRequest().json(serde_json::json!({
-            "error": "bad_request",
-            "message": "a WebSocket upgrade request has no body: remove its Transfer-Encoding header",
-        })));
+        return Err(ApiError::new(ApiErrorCode::BadRequest, "a WebSocket upgrade request has no body: remove its Transfer-Encoding header").into());
     }
     let initial = parse_upgrade_query(req.query_string());
     let probe = req.conn_data::<SocketProbe>().copied();

@@ -39,17 +39,24 @@ pub enum ClientOp {
 impl ClientOp {
     /// The op's name, as sent.
     pub fn name(&self) -> &'static str {
-        match self {
-            ClientOp::Subscribe { .. } => "subscribe",
-            ClientOp::Unsubscribe { .. } => "unsubscribe",
-            ClientOp::List { .. } => "list",
-            ClientOp::Ping { .. } => "ping",
-        }
+        let index = match self {
+            ClientOp::Subscribe { .. } => SUBSCRIBE,
+            ClientOp::Unsubscribe { .. } => UNSUBSCRIBE,
+            ClientOp::List { .. } => LIST,
+            ClientOp::Ping { .. } => PING,
+        };
+        OPS[index].0
     }
 }
 
-/// The ops a client may send, for `unknown_op` messages.
-pub const KNOWN_OPS: &[&str] = &["subscribe", "unsubscribe", "list", "ping"];
+/// Every op a client may send, with the fields it takes: the one list, read by the parser, by
+/// `unknown_op` messages and for the `op` label of `tickerfeed_client_messages_total`.
+pub const OPS: [(&str, &[&str]); 4] =
+    [("subscribe", &["op", "id", "symbols", "throttle_ms", "snapshot"]), ("unsubscribe", &["op", "id", "symbols"]), ("list", &["op", "id"]), ("ping", &["op", "id"])];
+const SUBSCRIBE: usize = 0;
+const UNSUBSCRIBE: usize = 1;
+const LIST: usize = 2;
+const PING: usize = 3;
 
 /// Error codes of the `error` message and of `rejected` entries.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -174,16 +181,13 @@ pub fn parse_client_message(text: &str) -> Result<ClientOp, ParseFailure> {
         Some(_) => return Err(fail(ErrorCode::BadRequest, "field 'op' must be a string".into())),
         None => return Err(fail(ErrorCode::BadRequest, "missing field 'op'".into())),
     };
-    if !KNOWN_OPS.contains(&op) {
-        return Err(fail(ErrorCode::UnknownOp, format!("unknown op '{}'; expected one of: {}", truncate(op, 32), KNOWN_OPS.join(", "))));
-    }
+    let Some(index) = OPS.iter().position(|(name, _)| *name == op) else {
+        let names: Vec<&str> = OPS.iter().map(|(name, _)| *name).collect();
+        return Err(fail(ErrorCode::UnknownOp, format!("unknown op '{}'; expected one of: {}", truncate(op, 32), names.join(", "))));
+    };
     // Fields are read by hand rather than through serde so that an error names the field and
     // what it should be, which is what a client developer needs to fix the request.
-    let allowed: &[&str] = match op {
-        "subscribe" => &["op", "id", "symbols", "throttle_ms", "snapshot"],
-        "unsubscribe" => &["op", "id", "symbols"],
-        _ => &["op", "id"],
-    };
+    let allowed = OPS[index].1;
     if let Some(unknown) = object.keys().find(|k| !allowed.contains(&k.as_str())) {
         return Err(fail(ErrorCode::BadRequest, format!("op '{op}': unknown field '{}'; allowed: {}", truncate(unknown, 32), allowed.join(", "))));
     }
@@ -200,8 +204,8 @@ pub fn parse_client_message(text: &str) -> Result<ClientOp, ParseFailure> {
             None => Err(fail(ErrorCode::BadRequest, format!("op '{op}': missing field 'symbols'"))),
         }
     };
-    match op {
-        "subscribe" => {
+    match index {
+        SUBSCRIBE => {
             let throttle_ms = match object.get("throttle_ms") {
                 None | Some(Value::Null) => None,
                 Some(Value::Number(n)) if n.as_u64().is_some() => n.as_u64(),
@@ -214,8 +218,8 @@ pub fn parse_client_message(text: &str) -> Result<ClientOp, ParseFailure> {
             };
             Ok(ClientOp::Subscribe { id: id.clone(), symbols: symbols()?, throttle_ms, snapshot })
         }
-        "unsubscribe" => Ok(ClientOp::Unsubscribe { id: id.clone(), symbols: symbols()? }),
-        "list" => Ok(ClientOp::List { id: id.clone() }),
+        UNSUBSCRIBE => Ok(ClientOp::Unsubscribe { id: id.clone(), symbols: symbols()? }),
+        LIST => Ok(ClientOp::List { id: id.clone() }),
         _ => Ok(ClientOp::Ping { id: id.clone() }),
     }
 }

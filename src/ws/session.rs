@@ -36,7 +36,7 @@ use super::ConnectionSlot;
 use super::outbound::{INPUT_PAUSE_BYTES, Output};
 use super::protocol::{ClientOp, ErrorCode, PROTOCOL_VERSION, Rejected, RequestId, ServerMessage, parse_client_message};
 use super::socket::SocketProbe;
-use crate::bus::{SessionSignal, Topic};
+use crate::bus::{FindError, SessionSignal, Topic};
 use crate::feed::FeedEvent;
 use crate::metrics::DisconnectReason;
 use crate::quote::now_millis;
@@ -412,9 +412,9 @@ impl Session {
                 let mut wildcard = false;
                 let mut ids = Vec::new();
                 for symbol in &symbols {
-                    if symbol == "*" {
+                    if symbol.trim() == "*" {
                         wildcard = true;
-                    } else if let Some(topic) = self.state.bus.topic(&symbol.trim().to_ascii_uppercase()) {
+                    } else if let Ok(topic) = self.state.bus.find(symbol) {
                         ids.push(topic.id);
                     }
                 }
@@ -447,17 +447,18 @@ impl Session {
             }
         };
         for raw in requested {
-            let symbol = raw.trim().to_ascii_uppercase();
-            if symbol == "*" {
+            if raw.trim() == "*" {
                 wildcard = true;
-            } else if !valid_symbol(&symbol) {
-                reject(&mut rejected, Rejected { symbol: truncate(raw, 32), code: ErrorCode::InvalidSymbol });
-            } else if let Some(topic) = self.state.bus.topic(&symbol) {
-                if !topics.iter().any(|t| t.id == topic.id) {
-                    topics.push(topic);
+                continue;
+            }
+            match self.state.bus.find(raw) {
+                Ok(topic) => {
+                    if !topics.iter().any(|t| t.id == topic.id) {
+                        topics.push(topic);
+                    }
                 }
-            } else {
-                reject(&mut rejected, Rejected { symbol, code: ErrorCode::UnknownSymbol });
+                Err(FindError::Invalid { .. }) => reject(&mut rejected, Rejected { symbol: truncate(raw, 32), code: ErrorCode::InvalidSymbol }),
+                Err(FindError::Unknown(symbol)) => reject(&mut rejected, Rejected { symbol, code: ErrorCode::UnknownSymbol }),
             }
         }
         let mut output = self.output.borrow_mut();
@@ -555,11 +556,6 @@ fn op_id(op: &ClientOp) -> Option<RequestId> {
     }
 }
 
-/// Symbol syntax: letters, digits, `.`, `-`, `^`, `=`, 1 to 16 characters.
-pub fn valid_symbol(symbol: &str) -> bool {
-    (1..=16).contains(&symbol.len()) && symbol.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b'^' | b'='))
-}
-
 fn truncate(text: &str, max_chars: usize) -> String {
     text.chars().take(max_chars).collect()
 }
@@ -567,16 +563,6 @@ fn truncate(text: &str, max_chars: usize) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn symbol_syntax() {
-        for ok in ["AAPL", "BRK.B", "^GSPC", "EURUSD=X", "ES-2025", "A"] {
-            assert!(valid_symbol(ok), "{ok}");
-        }
-        for bad in ["", "../etc", "A B", "AAAAAAAAAAAAAAAAA", "A/B", "ÄPPL"] {
-            assert!(!valid_symbol(bad), "{bad}");
-        }
-    }
 
     #[tokio::test(start_paused = true)]
     async fn token_bucket_allows_bursts_then_the_rate() {

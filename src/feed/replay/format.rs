@@ -34,7 +34,7 @@ use rand::{RngExt, SeedableRng};
 
 use super::intrabar::intrabar_path;
 use super::timestamp::{DAY_MS, parse_timestamp};
-use crate::quote::round_to;
+use crate::quote::{MAX_SYMBOL_LEN, check_symbol, is_symbol_char, round_to};
 
 /// Price precision is capped here: finer digits in a file are noise, not tick size.
 pub const MAX_DECIMALS: u8 = 8;
@@ -42,8 +42,6 @@ pub const MAX_DECIMALS: u8 = 8;
 pub const MAX_SKIPPED_KEPT: usize = 100;
 /// How many skipped rows per file are logged individually before one summary line.
 pub const MAX_SKIPPED_LOGGED: u64 = 10;
-/// Longest accepted symbol.
-pub const MAX_SYMBOL_LEN: usize = 16;
 /// Ticks per bar when the configuration does not say.
 pub const DEFAULT_TICKS_PER_BAR: usize = 12;
 
@@ -311,8 +309,7 @@ fn detect_layout(header: &[String]) -> Option<Layout> {
 
 /// Checks symbol syntax (1–16 of letters, digits, `.`, `-`, `^`, `=`) and upper-cases it.
 fn normalise_symbol(text: &str) -> Result<Cow<'_, str>, String> {
-    let allowed = |b: u8| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b'^' | b'=');
-    if text.is_empty() || text.len() > MAX_SYMBOL_LEN || !text.bytes().all(allowed) {
+    if check_symbol(text).is_err() {
         return Err(format!("'{text}' is not a valid symbol (1-{MAX_SYMBOL_LEN} letters, digits, '.', '-', '^', '=')"));
     }
     if text.bytes().any(|b| b.is_ascii_lowercase()) { Ok(Cow::Owned(text.to_ascii_uppercase())) } else { Ok(Cow::Borrowed(text)) }
@@ -326,7 +323,7 @@ fn bar_symbol(path: &Path, options: &FileOptions) -> Result<Arc<str>, ReplayErro
         return normalise_symbol(symbol).map(|s| Arc::from(s.as_ref())).map_err(|reason| invalid(symbol, reason));
     }
     let stem = path.file_stem().map(|s| s.to_string_lossy()).unwrap_or_default();
-    let derived: String = stem.chars().filter(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '^' | '=')).take(MAX_SYMBOL_LEN).collect::<String>().to_ascii_uppercase();
+    let derived: String = stem.chars().filter(|c| is_symbol_char(*c)).take(MAX_SYMBOL_LEN).collect::<String>().to_ascii_uppercase();
     if derived.is_empty() {
         return Err(invalid(&stem, "no symbol can be derived from the file name; configure one".to_string()));
     }

@@ -1,0 +1,131 @@
+//! The one shape of every error answer over HTTP — REST, the dashboard's files and a refused
+//! WebSocket upgrade: `{"error": code, "message": text}` with `Content-Type: application/json`.
+//!
+//! [`ApiError`] is what a handler returns (`Result<HttpResponse, ApiError>`); actix turns it
+//! into the answer through [`ResponseError`]. Its [`ApiErrorCode`] fixes the status, so a code
+//! never appears with two statuses, and the message names the thing at fault. A leaf module:
+//! `http` and `ws` both use it, and it uses neither.
+
+use actix_web::http::StatusCode;
+use actix_web::http::header::{self, HeaderValue};
+use actix_web::{HttpResponse, ResponseError};
+use serde_json::json;
+
+/// The `error` field of an error answer; each has one HTTP status.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ApiErrorCode {
+    /// 400: a query parameter, path or body that does not parse or is refused.
+    BadRequest,
+    /// 404: no route has this path.
+    NotFound,
+    /// 404: no feed publishes this symbol (or it is not a symbol).
+    UnknownSymbol,
+    /// 404: the symbol exists and has not been published yet.
+    NoQuoteYet,
+    /// 404: no feed has this name.
+    UnknownFeed,
+    /// 405: the path exists and takes other methods (the answer carries `Allow`).
+    MethodNotAllowed,
+    /// 409: the feed cannot do this (seek on a simulation).
+    Unsupported,
+    /// 413: a request body over its limit.
+    PayloadTooLarge,
+    /// 503: the feed has stopped.
+    FeedStopped,
+    /// 503: the WebSocket connection limit is reached (with `Retry-After`).
+    TooManyConnections,
+    /// 503: the server is shutting down.
+    ShuttingDown,
+}
+
+impl ApiErrorCode {
+    pub fn status(self) -> StatusCode {
+        match self {
+            ApiErrorCode::BadRequest => StatusCode::BAD_REQUEST,
+            ApiErrorCode::NotFound | ApiErrorCode::UnknownSymbol | ApiErrorCode::NoQuoteYet | ApiErrorCode::UnknownFeed => StatusCode::NOT_FOUND,
+            ApiErrorCode::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+            ApiErrorCode::Unsupported => StatusCode::CONFLICT,
+            ApiErrorCode::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiErrorCode::FeedStopped | ApiErrorCode::TooManyConnections | ApiErrorCode::ShuttingDown => StatusCode::SERVICE_UNAVAILABLE,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ApiErrorCode::BadRequest => "bad_request",
+            ApiErrorCode::NotFound => "not_found",
+            ApiErrorCode::UnknownSymbol => "unknown_symbol",
+            ApiErrorCode::NoQuoteYet => "no_quote_yet",
+            ApiErrorCode::UnknownFeed => "unknown_feed",
+            ApiErrorCode::MethodNotAllowed => "method_not_allowed",
+            ApiErrorCode::Unsupported => "unsupported",
+            ApiErrorCode::PayloadTooLarge => "payload_too_large",
+            ApiErrorCode::FeedStopped => "feed_stopped",
+            ApiErrorCode::TooManyConnections => "too_many_connections",
+            ApiErrorCode::ShuttingDown => "shutting_down",
+        }
+    }
+}
+
+/// An error answer: a code, a message naming what was wrong, and the headers some codes need.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ApiError {
+    pub code: ApiErrorCode,
+    pub message: String,
+    /// `Allow` for 405, `Retry-After` for 503 at the connection limit.
+    headers: Vec<(header::HeaderName, HeaderValue)>,
+}
+
+impl ApiError {
+    pub fn new(code: ApiErrorCode, message: impl Into<String>) -> ApiError {
+        ApiError { code, message: message.into(), headers: Vec::new() }
+    }
+
+    /// A header the answer carries besides the JSON body.
+    pub fn with_header(mut self, name: header::HeaderName, value: HeaderValue) -> ApiError {
+        self.headers.push((name, value));
+        self
+    }
+
+    /// The JSON body of an error answer with this code name, for answers whose code is not an
+    /// [`ApiErrorCode`] (actix's own errors, rewritten by the `http` fallback).
+    pub fn body(code: &str, message: &str) -> String {
+        json!({"error": code, "message": message}).to_string()
+    }
+}
+
+impl std::fmt::Display for ApiError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}: {}", self.code.as_str(), self.message)
+    }
+}
+
+impl ResponseError for ApiError {
+    fn status_code(&self) -> StatusCode {
+        self.code.status()
+    }
+
+    fn error_response(&self) -> HttpResponse {
+        let mut response = HttpResponse::build(self.code.status());
+        for (name, value) in &self.headers {
+            response.insert_header((name.clone(), value.clone()));
+        }
+        response.content_type("application/json").body(ApiError::body(self.code.as_str(), &self.message))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_error_answer_is_its_code_status_json_and_headers() {
+        let error = ApiError::new(ApiErrorCode::MethodNotAllowed, "POST is not allowed on /api/symbols; it takes GET, HEAD")
+            .with_header(header::ALLOW, HeaderValue::from_static("GET, HEAD"));
+        let response = error.error_response();
+        assert_eq!(response.status(), StatusCode::METHOD_NOT_ALLOWED);
+        assert_eq!(response.headers().get(header::ALLOW).unwrap(), "GET, HEAD");
+        assert_eq!(response.headers().get(header::CONTENT_TYPE).unwrap(), "application/json");
+        assert_eq!(ApiError::body("bad_request", "x \"y\""), r#"{"error":"bad_request","message":"x \"y\""}"#);
+    }
+}
