@@ -143,7 +143,8 @@ pub async fn start(config: Config) -> Result<RunningServer, StartError> {
         .run();
     let handle = server.handle();
     let join = actix_web::rt::spawn(server);
-    tracing::info!(%addr, instance = %state.instance, seed = config.seed, "tickerfeed listening; WebSocket at ws://{addr}/ws");
+    let reachable = reachable_addr(addr);
+    tracing::info!(%addr, instance = %state.instance, seed = config.seed, "tickerfeed listening: dashboard at http://{reachable}/, WebSocket at ws://{reachable}/ws");
     Ok(RunningServer { addr, state, server: handle, shutdown: shutdown_tx, join })
 }
 
@@ -159,8 +160,30 @@ pub async fn run_until_signal(config: Config) -> Result<(), StartError> {
     Ok(())
 }
 
+/// The address a person on this machine opens: a wildcard bind (`0.0.0.0`, `::`) is reached at
+/// the loopback address of its family.
+fn reachable_addr(bound: std::net::SocketAddr) -> std::net::SocketAddr {
+    match bound.ip() {
+        std::net::IpAddr::V4(ip) if ip.is_unspecified() => std::net::SocketAddr::from((std::net::Ipv4Addr::LOCALHOST, bound.port())),
+        std::net::IpAddr::V6(ip) if ip.is_unspecified() => std::net::SocketAddr::from((std::net::Ipv6Addr::LOCALHOST, bound.port())),
+        _ => bound,
+    }
+}
+
 /// A new id per process start: time and pid, in hex.
 fn instance_id() -> String {
     let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_nanos();
     format!("{:x}-{:x}", nanos as u64, std::process::id())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_wildcard_bind_is_shown_as_loopback() {
+        assert_eq!(reachable_addr("0.0.0.0:8080".parse().unwrap()).to_string(), "127.0.0.1:8080");
+        assert_eq!(reachable_addr("[::]:8080".parse().unwrap()).to_string(), "[::1]:8080");
+        assert_eq!(reachable_addr("192.0.2.7:9000".parse().unwrap()).to_string(), "192.0.2.7:9000");
+    }
 }
