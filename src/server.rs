@@ -35,6 +35,8 @@ pub struct AppState {
     pub ready: AtomicBool,
     /// Open WebSocket connections (for the connection limit).
     pub connections: AtomicUsize,
+    /// Told when the last connection ends (by `ws::ConnectionSlot`): shutdown waits on it.
+    pub drained: tokio::sync::Notify,
     pub metrics: Metrics,
 }
 
@@ -67,9 +69,17 @@ impl RunningServer {
         // Sessions close their sockets (bounded by 1 s each, concurrently); give them that
         // second before stopping the server, whose own timeout then bounds the rest.
         let deadline = tokio::time::Instant::now() + Duration::from_millis(1100);
-        while self.state.connections.load(Ordering::Acquire) > 0 && tokio::time::Instant::now() < deadline {
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
+        let drained = async {
+            loop {
+                // Registered before the count is read, so a last close in between still wakes it.
+                let notified = self.state.drained.notified();
+                if self.state.connections.load(Ordering::Acquire) == 0 {
+                    break;
+                }
+                notified.await;
+            }
+        };
+        let _ = tokio::time::timeout_at(deadline, drained).await;
         self.server.stop(true).await;
         let _ = self.join.await;
     }
@@ -114,6 +124,7 @@ pub async fn start(config: Config) -> Result<RunningServer, StartError> {
         shutdown: shutdown_rx,
         ready: AtomicBool::new(true),
         connections: AtomicUsize::new(0),
+        drained: tokio::sync::Notify::new(),
         metrics,
     });
 
