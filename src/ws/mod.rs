@@ -18,8 +18,6 @@ pub mod session;
 pub mod socket;
 pub mod throttle;
 
-use std::cell::RefCell;
-use std::rc::Rc;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
@@ -27,7 +25,7 @@ use actix_web::http::header;
 use actix_web::{HttpRequest, HttpResponse, web};
 
 use self::inbound::InboundStream;
-use self::outbound::{OutboundBody, Output};
+use self::outbound::{OutboundBody, Output, SharedOutput};
 use self::session::{InitialSubscription, Session};
 use self::socket::SocketProbe;
 use crate::api_error::{ApiError, ApiErrorCode};
@@ -109,7 +107,7 @@ pub async fn upgrade(req: HttpRequest, body: web::Payload, state: web::Data<AppS
     let max_message = state.config.max_message_bytes;
     let stream = InboundStream::new(body.into_inner(), max_message);
     let signal = Arc::new(SessionSignal::default());
-    let output = Rc::new(RefCell::new(Output::new(state.clone(), signal.clone(), tokio::time::Instant::now())));
+    let output = SharedOutput::new(Output::new(state.clone(), signal.clone(), tokio::time::Instant::now()));
     let response = HttpResponse::from(response.message_body(OutboundBody::new(output.clone(), signal))?.map_into_boxed_body());
     state.metrics.connection_opened();
     let mut session = Session::new(state, slot, probe, output);

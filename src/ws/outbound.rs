@@ -25,7 +25,8 @@
 //!   session task only handles what the client sends, pings and timeouts.
 //!
 //! The session task and the body run on the same actix worker thread and share [`Output`]
-//! through `Rc<RefCell<…>>`; neither holds the borrow across an await.
+//! through a [`SharedOutput`], whose one method lends it to a closure: a closure cannot await,
+//! so no borrow is ever held across an await, and the `RefCell` rule lives in one place.
 
 use std::cell::RefCell;
 use std::collections::VecDeque;
@@ -399,17 +400,33 @@ impl Output {
     }
 }
 
+/// A session's [`Output`], shared by its task and its [`OutboundBody`] on one worker thread.
+#[derive(Clone)]
+pub struct SharedOutput(Rc<RefCell<Output>>);
+
+impl SharedOutput {
+    pub fn new(output: Output) -> SharedOutput {
+        SharedOutput(Rc::new(RefCell::new(output)))
+    }
+
+    /// Lends the output to `f`. Neither the session nor the body calls this from inside `f`,
+    /// and `f` cannot await, so the borrow is always free when asked for.
+    pub fn with<R>(&self, f: impl FnOnce(&mut Output) -> R) -> R {
+        f(&mut self.0.borrow_mut())
+    }
+}
+
 /// The upgrade response's body: pulls frames from the session's [`Output`] when actix-http has
 /// room for them; after the close, it sends the close frame and ends.
 pub struct OutboundBody {
-    output: Rc<RefCell<Output>>,
+    output: SharedOutput,
     signal: Arc<SessionSignal>,
     timer: Pin<Box<Sleep>>,
     timer_at: Option<Instant>,
 }
 
 impl OutboundBody {
-    pub fn new(output: Rc<RefCell<Output>>, signal: Arc<SessionSignal>) -> OutboundBody {
+    pub fn new(output: SharedOutput, signal: Arc<SessionSignal>) -> OutboundBody {
         OutboundBody { output, signal, timer: Box::pin(tokio::time::sleep_until(Instant::now())), timer_at: None }
     }
 }
@@ -422,37 +439,38 @@ impl MessageBody for OutboundBody {
     }
 
     fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Bytes, Self::Error>>> {
-        let this = self.get_mut();
-        let mut output = this.output.borrow_mut();
-        if output.closing {
-            let frame = output.close_frame.take();
-            if let Some(waker) = output.input_waker.take() {
-                // The session may be waiting to drop a failed connection once this is written.
-                waker.wake();
+        let OutboundBody { output, signal, timer, timer_at } = self.get_mut();
+        output.with(|output| {
+            if output.closing {
+                let frame = output.close_frame.take();
+                if let Some(waker) = output.input_waker.take() {
+                    // The session may be waiting to drop a failed connection once this is written.
+                    waker.wake();
+                }
+                return Poll::Ready(frame.map(Ok));
             }
-            return Poll::Ready(frame.map(Ok));
-        }
-        this.signal.register(cx.waker());
-        let mut now = Instant::now();
-        output.last_poll = now;
-        loop {
-            if let Some(chunk) = output.produce(now) {
-                // More may be due than one chunk holds: until the next poll finds nothing,
-                // output counts as pending (the session's slow-consumer check reads this).
-                this.signal.set_woken();
-                return Poll::Ready(Some(Ok(chunk)));
+            signal.register(cx.waker());
+            let mut now = Instant::now();
+            output.last_poll = now;
+            loop {
+                if let Some(chunk) = output.produce(now) {
+                    // More may be due than one chunk holds: until the next poll finds nothing,
+                    // output counts as pending (the session's slow-consumer check reads this).
+                    signal.set_woken();
+                    return Poll::Ready(Some(Ok(chunk)));
+                }
+                let Some(deadline) = output.subs.next_deadline() else { return Poll::Pending };
+                if *timer_at != Some(deadline) {
+                    timer.as_mut().reset(deadline);
+                    *timer_at = Some(deadline);
+                }
+                if timer.as_mut().poll(cx).is_pending() {
+                    return Poll::Pending;
+                }
+                *timer_at = None;
+                now = Instant::now();
             }
-            let Some(deadline) = output.subs.next_deadline() else { return Poll::Pending };
-            if this.timer_at != Some(deadline) {
-                this.timer.as_mut().reset(deadline);
-                this.timer_at = Some(deadline);
-            }
-            if this.timer.as_mut().poll(cx).is_pending() {
-                return Poll::Pending;
-            }
-            this.timer_at = None;
-            now = Instant::now();
-        }
+        })
     }
 }
 

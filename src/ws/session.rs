@@ -23,8 +23,6 @@
 //! (RFC 6455 §7.1.1: the server closes the TCP connection first), since actix-http would keep
 //! reading and discarding for as long as the peer sends.
 
-use std::cell::RefCell;
-use std::rc::Rc;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -33,7 +31,7 @@ use tokio::sync::broadcast;
 use tokio::time::{Instant, sleep_until};
 
 use super::ConnectionSlot;
-use super::outbound::{INPUT_PAUSE_BYTES, Output};
+use super::outbound::{INPUT_PAUSE_BYTES, Output, SharedOutput};
 use super::protocol::{ClientOp, ErrorCode, PROTOCOL_VERSION, Rejected, RequestId, ServerMessage, parse_client_message};
 use super::socket::SocketProbe;
 use crate::bus::{FindError, SessionSignal, Topic};
@@ -165,7 +163,7 @@ pub struct Session {
     /// Held for the session's life: dropping it releases the connection's place in the limit.
     _slot: ConnectionSlot,
     limits: Arc<SessionLimits>,
-    output: Rc<RefCell<Output>>,
+    output: SharedOutput,
     signal: Arc<SessionSignal>,
     probe: Option<SocketProbe>,
     bucket: TokenBucket,
@@ -179,10 +177,10 @@ pub struct Session {
 }
 
 impl Session {
-    pub fn new(state: Arc<AppState>, slot: ConnectionSlot, probe: Option<SocketProbe>, output: Rc<RefCell<Output>>) -> Session {
+    pub fn new(state: Arc<AppState>, slot: ConnectionSlot, probe: Option<SocketProbe>, output: SharedOutput) -> Session {
         let now = Instant::now();
         let limits = state.limits.clone();
-        let signal = output.borrow().subs.signal().clone();
+        let signal = output.with(|o| o.subs.signal().clone());
         Session {
             _slot: slot,
             bucket: TokenBucket::new(limits.rate_limit, limits.rate_burst, now),
@@ -232,9 +230,9 @@ impl Session {
             if let Some(run) = &self.rate_limited {
                 wake_at = wake_at.min(run.report_at);
             }
-            let wildcard = self.output.borrow().subs.has_wildcard();
+            let wildcard = self.output.with(|o| o.subs.has_wildcard());
             // Backpressure on input: no client message is read while its answers pile up.
-            let input_paused = self.output.borrow().outbox_bytes() > INPUT_PAUSE_BYTES;
+            let input_paused = self.output.with(|o| o.outbox_bytes()) > INPUT_PAUSE_BYTES;
             tokio::select! {
                 biased;
                 _ = shutdown.changed() => return End::Shutdown,
@@ -247,16 +245,14 @@ impl Session {
                         Some(Err(error)) => return End::BadInput(error),
                     }
                 }
-                () = std::future::poll_fn(|cx| self.output.borrow_mut().poll_input_room(cx)), if input_paused => {
+                () = std::future::poll_fn(|cx| self.output.with(|o| o.poll_input_room(cx))), if input_paused => {
                     // The client is reading what it asked for: its silence meanwhile was ours.
                     self.last_heard = Instant::now();
                 }
                 event = feed_events.recv() => match event {
                     Ok(FeedEvent(status)) => self.feed_changed(&status.name),
                     Err(broadcast::error::RecvError::Lagged(_)) => {
-                        for index in 0..self.state.feeds.len() {
-                            self.output.borrow_mut().queue_feed_status(index);
-                        }
+                        self.output.with(|o| (0..self.state.feeds.len()).for_each(|index| o.queue_feed_status(index)));
                         self.signal.wake();
                     }
                     Err(broadcast::error::RecvError::Closed) => {}
@@ -272,7 +268,7 @@ impl Session {
 
     fn feed_changed(&mut self, name: &str) {
         if let Some(index) = self.state.feeds.iter().position(|f| *f.name == *name) {
-            self.output.borrow_mut().queue_feed_status(index);
+            self.output.with(|o| o.queue_feed_status(index));
             self.signal.wake();
         }
     }
@@ -282,7 +278,7 @@ impl Session {
             self.report_rate_limited(now);
         }
         if now >= self.next_ping {
-            self.output.borrow_mut().queue_ping();
+            self.output.with(Output::queue_ping);
             self.signal.wake();
             self.next_ping = now + self.limits.ping_interval;
         }
@@ -291,7 +287,7 @@ impl Session {
             // Output is pending (the body was woken, or stopped with more to send) and
             // actix-http has not asked for any for a whole timeout: its write buffer is full
             // and the kernel takes nothing.
-            let last_poll = self.output.borrow().last_poll();
+            let last_poll = self.output.with(|o| o.last_poll());
             if self.signal.is_woken() && now.saturating_duration_since(last_poll) >= self.limits.slow_consumer_timeout {
                 return Some(End::SlowConsumer);
             }
@@ -321,7 +317,7 @@ impl Session {
     }
 
     fn queue_text(&mut self, text: String) {
-        self.output.borrow_mut().queue_text(text);
+        self.output.with(|o| o.queue_text(text));
         self.signal.wake();
     }
 
@@ -396,7 +392,7 @@ impl Session {
             Inbound::Ping(payload) => {
                 // Every ping gets its own pong (as Autobahn|Testsuite 2.10 expects); a flood of
                 // them is bounded by the input backpressure like any other request.
-                self.output.borrow_mut().queue_pong(payload);
+                self.output.with(|o| o.queue_pong(payload));
                 self.signal.wake();
             }
             Inbound::Pong(_) => {}
@@ -418,18 +414,17 @@ impl Session {
                         ids.push(topic.id);
                     }
                 }
-                let symbols = {
-                    let subs = &mut self.output.borrow_mut().subs;
-                    subs.unsubscribe(&ids, false);
+                let symbols = self.output.with(|o| {
+                    o.subs.unsubscribe(&ids, false);
                     if wildcard {
-                        subs.unsubscribe(&[], true);
+                        o.subs.unsubscribe(&[], true);
                     }
-                    subs.symbol_list()
-                };
+                    o.subs.symbol_list()
+                });
                 self.queue_text(ServerMessage::Unsubscribed { id, symbols }.to_json());
             }
             ClientOp::List { id } => {
-                let symbols = self.output.borrow().subs.symbol_list();
+                let symbols = self.output.with(|o| o.subs.symbol_list());
                 self.queue_text(ServerMessage::Subscriptions { id, symbols }.to_json());
             }
             ClientOp::Ping { id } => self.queue_text(ServerMessage::Pong { id, ts: now_millis() }.to_json()),
@@ -461,26 +456,30 @@ impl Session {
                 Err(FindError::Unknown(symbol)) => reject(&mut rejected, Rejected { symbol, code: ErrorCode::UnknownSymbol }),
             }
         }
-        let mut output = self.output.borrow_mut();
-        let subs = &mut output.subs;
-        let new_explicit = topics.iter().filter(|t| !subs.is_explicit(t.id)).count();
-        let new_wildcard = usize::from(wildcard && !subs.has_wildcard());
-        let total = subs.counted() + new_explicit + new_wildcard;
-        if total > self.limits.max_symbols {
-            let message = format!("subscribing would make {total} symbols; the limit is {} per session (\"*\" counts as one)", self.limits.max_symbols);
-            drop(output);
-            self.error(id, ErrorCode::TooManySymbols, message);
-            return;
-        }
-        let now = Instant::now();
-        subs.subscribe(&topics, throttle, snapshot, false, now);
-        if wildcard {
-            let all = self.state.bus.topics();
+        let max_symbols = self.limits.max_symbols;
+        let all = wildcard.then(|| self.state.bus.topics());
+        let subscribed = self.output.with(|o| {
+            let subs = &mut o.subs;
+            let new_explicit = topics.iter().filter(|t| !subs.is_explicit(t.id)).count();
+            let new_wildcard = usize::from(wildcard && !subs.has_wildcard());
+            let total = subs.counted() + new_explicit + new_wildcard;
+            if total > max_symbols {
+                return Err(format!("subscribing would make {total} symbols; the limit is {max_symbols} per session (\"*\" counts as one)"));
+            }
+            let now = Instant::now();
+            subs.subscribe(&topics, throttle, snapshot, false, now);
+            if let Some(all) = &all {
+                subs.subscribe(all, throttle, snapshot, true, now);
+            }
+            Ok(subs.symbol_list())
+        });
+        let symbols = match subscribed {
+            Ok(symbols) => symbols,
+            Err(message) => return self.error(id, ErrorCode::TooManySymbols, message),
+        };
+        if let Some(all) = all {
             self.known_topics = all.len();
-            subs.subscribe(&all, throttle, snapshot, true, now);
         }
-        let symbols = subs.symbol_list();
-        drop(output);
         for entry in &rejected {
             self.state.metrics.client_error(entry.code);
         }
@@ -491,13 +490,16 @@ impl Session {
     fn extend_wildcard(&mut self) {
         let all = self.state.bus.topics();
         if all.len() > self.known_topics {
-            let mut output = self.output.borrow_mut();
-            let Some(throttle) = output.subs.wildcard_throttle_ms() else { return };
             let new = &all[self.known_topics..];
-            self.known_topics = all.len();
-            output.subs.subscribe(new, throttle, false, true, Instant::now());
-            drop(output);
-            self.signal.wake();
+            let extended = self.output.with(|o| {
+                let Some(throttle) = o.subs.wildcard_throttle_ms() else { return false };
+                o.subs.subscribe(new, throttle, false, true, Instant::now());
+                true
+            });
+            if extended {
+                self.known_topics = all.len();
+                self.signal.wake();
+            }
         }
     }
 
@@ -505,14 +507,14 @@ impl Session {
     /// has not flushed within [`CLOSE_FLUSH_TIMEOUT`].
     async fn close(self, mut stream: InboundStream, end: &End) {
         let reason = end.close_reason();
-        self.output.borrow_mut().begin_close(reason.as_ref());
+        self.output.with(|o| o.begin_close(reason.as_ref()));
         self.signal.wake();
         if reason.is_none() {
             return;
         }
         let probe = self.probe;
         let output = self.output.clone();
-        let close_sent = || tokio::time::timeout(CLOSE_FLUSH_TIMEOUT, std::future::poll_fn(|cx| output.borrow_mut().poll_close_sent(cx)));
+        let close_sent = || tokio::time::timeout(CLOSE_FLUSH_TIMEOUT, std::future::poll_fn(|cx| output.with(|o| o.poll_close_sent(cx))));
         let ended = match end {
             // RFC 6455 §7.1.7: after failing the connection, nothing more the client sends is
             // read: once the close frame is on its way, the connection is dropped.
