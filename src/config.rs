@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 use clap::Parser;
 use serde::Deserialize;
 
-use crate::feed::FeedKind;
+use crate::feed::{FeedConfig, FeedKind};
 
 /// Command line. Every flag can also be set by the environment variable shown, or in the TOML
 /// file given with `--config` under the same name with `_` for `-`.
@@ -228,24 +228,6 @@ impl ReplayFileConfig {
             ReplayFileConfig::Table { symbol, .. } => symbol.as_deref(),
         }
     }
-}
-
-/// A feed to run, resolved.
-#[derive(Debug, Clone, PartialEq)]
-pub struct FeedConfig {
-    pub name: String,
-    pub kind: FeedKind,
-    pub seed: u64,
-    pub suffix: String,
-    pub speed: f64,
-    /// Sim only.
-    pub rate: f64,
-    pub universe: Option<PathBuf>,
-    /// Replay only.
-    pub files: Vec<(PathBuf, Option<String>)>,
-    pub interval_ms: Option<f64>,
-    pub loop_replay: bool,
-    pub ticks_per_bar: usize,
 }
 
 /// The validated configuration the server runs with.

@@ -32,11 +32,14 @@ use serde_json::json;
 use self::errors::method_not_allowed;
 use self::query::QueryParams;
 use crate::api_error::{ApiError, ApiErrorCode};
+use crate::bus::Bus;
 use crate::bus::FindError;
-use crate::feed::{ControlError, FeedState};
+use crate::feed::ControlError;
+use crate::feed::Feeds;
 use crate::history::Resolution;
+use crate::metrics::Metrics;
 use crate::quote::PublishedQuote;
-use crate::server::AppState;
+use crate::ws::Connections;
 
 pub use self::control::MAX_BODY_BYTES as MAX_CONTROL_BODY_BYTES;
 
@@ -104,8 +107,30 @@ pub fn json_errors<B: actix_web::body::MessageBody + 'static>() -> ErrorHandlers
     ErrorHandlers::new().default_handler(errors::json_fallback)
 }
 
-async fn metrics(state: web::Data<AppState>) -> HttpResponse {
-    HttpResponse::Ok().content_type(crate::metrics::Metrics::content_type()).body(state.metrics.render(&state))
+/// Whether the server takes traffic: `/readyz` answers from this, and shutdown turns it off
+/// before anything else.
+pub struct Readiness {
+    ready: std::sync::atomic::AtomicBool,
+    shutdown: tokio::sync::watch::Receiver<bool>,
+}
+
+impl Readiness {
+    pub fn new(shutdown: tokio::sync::watch::Receiver<bool>) -> Readiness {
+        Readiness { ready: std::sync::atomic::AtomicBool::new(true), shutdown }
+    }
+
+    pub fn set_not_ready(&self) {
+        self.ready.store(false, Ordering::Release);
+    }
+
+    /// Not told to stop, and not shutting down.
+    pub fn is_ready(&self) -> bool {
+        self.ready.load(Ordering::Acquire) && !*self.shutdown.borrow()
+    }
+}
+
+async fn metrics(metrics: web::Data<Metrics>, bus: web::Data<Bus>, feeds: web::Data<Feeds>, connections: web::Data<Connections>) -> HttpResponse {
+    HttpResponse::Ok().content_type(Metrics::content_type()).body(metrics.render(&bus, &feeds, connections.count()))
 }
 
 /// Middleware recording every request by matched route pattern (never the raw path, whose
@@ -147,15 +172,15 @@ where
         let service = self.service.clone();
         Box::pin(async move {
             let started = std::time::Instant::now();
-            let state = req.app_data::<web::Data<AppState>>().cloned();
+            let metrics = req.app_data::<web::Data<Metrics>>().cloned();
             let method = req.method().as_str().to_string();
             let result = service.call(req).await;
-            if let Some(state) = state {
+            if let Some(metrics) = metrics {
                 let (route, status) = match &result {
                     Ok(res) => (res.request().match_pattern().unwrap_or_else(|| "unmatched".into()), res.status().as_u16()),
                     Err(e) => ("unmatched".to_string(), e.as_response_error().status_code().as_u16()),
                 };
-                state.metrics.http_request(&route, &method, status, started.elapsed());
+                metrics.http_request(&route, &method, status, started.elapsed());
             }
             result
         })
@@ -166,9 +191,9 @@ async fn healthz() -> HttpResponse {
     HttpResponse::Ok().json(json!({"status": "ok"}))
 }
 
-async fn readyz(state: web::Data<AppState>) -> HttpResponse {
-    let feeds_started = state.feeds.iter().all(|f| f.status().state != FeedState::Starting);
-    if state.ready.load(Ordering::Acquire) && feeds_started && !*state.shutdown.borrow() {
+async fn readyz(readiness: web::Data<Readiness>, feeds: web::Data<Feeds>) -> HttpResponse {
+    let feeds_started = feeds.all_started();
+    if readiness.is_ready() && feeds_started {
         HttpResponse::Ok().json(json!({"status": "ready"}))
     } else {
         let reason = if feeds_started { "shutting down" } else { "feeds starting" };
@@ -186,8 +211,8 @@ struct SymbolEntry<'a> {
     seq: u64,
 }
 
-async fn symbols(state: web::Data<AppState>) -> HttpResponse {
-    let topics = state.bus.topics();
+async fn symbols(bus: web::Data<Bus>) -> HttpResponse {
+    let topics = bus.topics();
     let latest: Vec<_> = topics.iter().map(|t| t.latest()).collect();
     let entries: Vec<SymbolEntry> = topics
         .iter()
@@ -200,20 +225,20 @@ async fn symbols(state: web::Data<AppState>) -> HttpResponse {
 /// Latest quotes of the listed symbols (all symbols when none are listed); unknown ones are
 /// listed under `unknown` rather than failing the whole request. `symbols` may be repeated, and
 /// the lists are joined: `symbols=A&symbols=B,C` asks for A, B and C.
-async fn quotes(state: web::Data<AppState>, req: HttpRequest) -> Result<HttpResponse, ApiError> {
+async fn quotes(bus: web::Data<Bus>, req: HttpRequest) -> Result<HttpResponse, ApiError> {
     let mut found: Vec<Arc<PublishedQuote>> = Vec::new();
     let mut unknown: Vec<String> = Vec::new();
     let query = QueryParams::parse(req.query_string());
     let requested: Vec<String> = if query.values("symbols").next().is_some() {
         query.values("symbols").flat_map(|list| list.split(',')).map(str::trim).filter(|s| !s.is_empty()).map(str::to_string).collect()
     } else {
-        state.bus.topics().iter().map(|t| t.symbol.to_string()).collect()
+        bus.topics().iter().map(|t| t.symbol.to_string()).collect()
     };
     if requested.len() > 10_000 {
         return Err(ApiError::new(ApiErrorCode::BadRequest, "query parameter 'symbols': at most 10000 symbols per request"));
     }
     for symbol in requested {
-        match state.bus.find(&symbol) {
+        match bus.find(&symbol) {
             Ok(topic) => {
                 if let Some(q) = topic.latest() {
                     found.push(q);
@@ -240,12 +265,12 @@ async fn quotes(state: web::Data<AppState>, req: HttpRequest) -> Result<HttpResp
 }
 
 /// The topic a path names, or the 404 that says why there is none.
-fn find_topic(state: &AppState, requested: &str) -> Result<Arc<crate::bus::Topic>, ApiError> {
-    state.bus.find(requested).map_err(|e| ApiError::new(ApiErrorCode::UnknownSymbol, e.to_string()))
+fn find_topic(bus: &Bus, requested: &str) -> Result<Arc<crate::bus::Topic>, ApiError> {
+    bus.find(requested).map_err(|e| ApiError::new(ApiErrorCode::UnknownSymbol, e.to_string()))
 }
 
-async fn quote(state: web::Data<AppState>, path: web::Path<String>) -> Result<HttpResponse, ApiError> {
-    let topic = find_topic(&state, &path)?;
+async fn quote(bus: web::Data<Bus>, path: web::Path<String>) -> Result<HttpResponse, ApiError> {
+    let topic = find_topic(&bus, &path)?;
     match topic.latest() {
         Some(q) => Ok(HttpResponse::Ok().content_type("application/json").body(q.json().to_string())),
         None => Err(ApiError::new(ApiErrorCode::NoQuoteYet, format!("symbol '{}' has not been published yet", topic.symbol))),
@@ -253,8 +278,8 @@ async fn quote(state: web::Data<AppState>, path: web::Path<String>) -> Result<Ht
 }
 
 /// Recent bars of one symbol for chart backfill; each bar carries the seq of its last quote.
-async fn history(state: web::Data<AppState>, path: web::Path<String>, req: HttpRequest) -> Result<HttpResponse, ApiError> {
-    let topic = find_topic(&state, &path)?;
+async fn history(bus: web::Data<Bus>, path: web::Path<String>, req: HttpRequest) -> Result<HttpResponse, ApiError> {
+    let topic = find_topic(&bus, &path)?;
     let query = QueryParams::parse(req.query_string());
     let bad_request = |message: String| ApiError::new(ApiErrorCode::BadRequest, message);
     let resolution = query.single("resolution").map_err(bad_request)?.unwrap_or("1s");
@@ -265,17 +290,17 @@ async fn history(state: web::Data<AppState>, path: web::Path<String>, req: HttpR
     Ok(HttpResponse::Ok().json(json!({"symbol": topic.symbol, "resolution": resolution, "seq": seq, "bars": bars})))
 }
 
-async fn feeds(state: web::Data<AppState>) -> HttpResponse {
-    let statuses: Vec<_> = state.feeds.iter().map(|f| f.status()).collect();
+async fn feeds(feeds: web::Data<Feeds>) -> HttpResponse {
+    let statuses: Vec<_> = feeds.iter().map(|f| f.status()).collect();
     HttpResponse::Ok().json(statuses)
 }
 
 /// `POST /api/feeds/{name}/control`: the feed is looked up first (404 names the known feeds),
 /// then the body is read (at most [`MAX_CONTROL_BODY_BYTES`], else 413) and checked.
-async fn control(state: web::Data<AppState>, path: web::Path<String>, body: web::Payload) -> Result<HttpResponse, ApiError> {
+async fn control(feeds: web::Data<Feeds>, path: web::Path<String>, body: web::Payload) -> Result<HttpResponse, ApiError> {
     let name = path.into_inner();
-    let Some(feed) = state.feeds.iter().find(|f| *f.name == *name) else {
-        let known: Vec<&str> = state.feeds.iter().map(|f| &*f.name).collect();
+    let Some(feed) = feeds.position(&name).and_then(|index| feeds.get(index)) else {
+        let known: Vec<&str> = feeds.iter().map(|f| &*f.name).collect();
         return Err(ApiError::new(ApiErrorCode::UnknownFeed, format!("unknown feed '{}'; feeds: {}", truncate(&name, 32), known.join(", "))));
     };
     let body = control::read_body(body).await.map_err(|e| match e {

@@ -19,8 +19,17 @@ use std::time::Duration;
 
 use prometheus::{Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry, TextEncoder};
 
-use crate::feed::{FeedHandle, FeedKind, FeedState};
-use crate::ws::protocol::ErrorCode;
+use crate::bus::Bus;
+use crate::feed::{FeedHandle, FeedKind, FeedState, Feeds};
+
+/// The label values of the client metrics, from the protocol (which this module does not
+/// import: `ws` depends on `metrics`, not the other way round).
+pub struct ClientLabels<'a> {
+    /// The ops a client may send; `invalid` is added for messages that are not a valid request.
+    pub ops: &'a [&'static str],
+    /// The codes of the errors sent to clients.
+    pub error_codes: &'a [&'static str],
+}
 
 /// Why a WebSocket connection ended, as the `reason` label of `tickerfeed_disconnects_total`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -59,12 +68,6 @@ impl DisconnectReason {
 /// The `op` label of a client message that is not a valid request.
 const INVALID_OP: &str = "invalid";
 
-/// Client message kinds, as the `op` label of `tickerfeed_client_messages_total`: every op of
-/// the protocol's one list, then [`INVALID_OP`].
-fn op_labels() -> impl Iterator<Item = &'static str> {
-    crate::ws::protocol::OPS.iter().map(|(name, _)| *name).chain([INVALID_OP])
-}
-
 /// Feed states, as the `state` label of `tickerfeed_feed_state`.
 const FEED_STATES: [(FeedState, &str); 4] = [(FeedState::Starting, "starting"), (FeedState::Running, "running"), (FeedState::Paused, "paused"), (FeedState::Finished, "finished")];
 
@@ -84,7 +87,11 @@ pub struct Metrics {
     quotes_conflated: IntCounter,
     frames_sent: IntCounter,
     sent_bytes: IntCounter,
+    /// `op` label values, `invalid` last; `client_messages` follows this order.
+    client_ops: Vec<&'static str>,
     client_messages: Vec<IntCounter>,
+    /// `code` label values; `client_errors` follows this order.
+    client_error_codes: Vec<&'static str>,
     client_errors: Vec<IntCounter>,
     delivery_latency: Histogram,
     frame_quotes: Histogram,
@@ -115,7 +122,7 @@ fn register<C: prometheus::core::Collector + Clone + 'static>(registry: &Registr
 
 impl Metrics {
     /// Creates every metric, with series for the given feeds initialised at zero.
-    pub fn new(feeds: &[(String, FeedKind)]) -> Metrics {
+    pub fn new(feeds: &[(String, FeedKind)], client: &ClientLabels) -> Metrics {
         let registry = Registry::new_custom(Some("tickerfeed".into()), None).expect("the prefix is a valid metric name");
         let r = &registry;
         let connections = register(r, IntGaugeVec::new(Opts::new("connections", "Open client connections, by transport."), &["transport"]).unwrap());
@@ -171,8 +178,10 @@ impl Metrics {
             quotes_conflated: register(r, IntCounter::new("quotes_conflated_total", "Quotes merged away by throttling and conflation: published but superseded before a client got them.").unwrap()),
             frames_sent: register(r, IntCounter::new("frames_sent_total", "WebSocket frames handed to client sockets.").unwrap()),
             sent_bytes: register(r, IntCounter::new("sent_bytes_total", "Bytes handed to client sockets, WebSocket framing included.").unwrap()),
-            client_messages: op_labels().map(|op| client_messages.with_label_values(&[op])).collect(),
-            client_errors: ErrorCode::ALL.iter().map(|c| client_errors.with_label_values(&[c.as_str()])).collect(),
+            client_ops: client.ops.iter().copied().chain([INVALID_OP]).collect(),
+            client_messages: client.ops.iter().copied().chain([INVALID_OP]).map(|op| client_messages.with_label_values(&[op])).collect(),
+            client_error_codes: client.error_codes.to_vec(),
+            client_errors: client.error_codes.iter().map(|c| client_errors.with_label_values(&[c])).collect(),
             delivery_latency: register(
                 r,
                 Histogram::with_opts(
@@ -206,17 +215,17 @@ impl Metrics {
 
     /// A client message, by its op name (anything not an op counts as `invalid`).
     pub fn client_message(&self, op: &str) {
-        let index = op_labels().position(|o| o == op).unwrap_or(self.client_messages.len() - 1);
+        let index = self.client_ops.iter().position(|o| *o == op).unwrap_or(self.client_messages.len() - 1);
         self.client_messages[index].inc();
     }
 
-    pub fn client_error(&self, code: ErrorCode) {
+    pub fn client_error(&self, code: &str) {
         self.client_errors(code, 1);
     }
 
     /// `count` client mistakes of one kind (a rate-limited run is reported once for many).
-    pub fn client_errors(&self, code: ErrorCode, count: u64) {
-        if let Some(index) = ErrorCode::ALL.iter().position(|c| *c == code) {
+    pub fn client_errors(&self, code: &str, count: u64) {
+        if let Some(index) = self.client_error_codes.iter().position(|c| *c == code) {
             self.client_errors[index].inc_by(count);
         }
     }
@@ -254,11 +263,11 @@ impl Metrics {
     }
 
     /// Brings scrape-time values up to date and renders the text exposition format.
-    pub fn render(&self, state: &crate::server::AppState) -> String {
+    pub fn render(&self, bus: &Bus, feeds: &Feeds, ws_connections: usize) -> String {
         {
             let _guard = self.refresh.lock().expect("metrics refresh lock");
-            self.ws_connections.set(state.connections.load(std::sync::atomic::Ordering::Acquire) as i64);
-            let topics = state.bus.topics();
+            self.ws_connections.set(ws_connections as i64);
+            let topics = bus.topics();
             let mut pairs = 0usize;
             let mut subscribed = 0usize;
             for topic in &topics {
@@ -268,7 +277,7 @@ impl Metrics {
             }
             self.subscriptions.set(pairs as i64);
             self.subscribed_symbols.set(subscribed as i64);
-            for feed in &state.feeds {
+            for feed in feeds.iter() {
                 self.refresh_feed(feed);
             }
         }
@@ -307,6 +316,11 @@ impl Metrics {
 mod tests {
     use super::*;
 
+    /// The protocol's labels, as the server passes them.
+    const OPS: &[&str] = &["subscribe", "unsubscribe", "list", "ping"];
+    const ERROR_CODES: &[&str] = &["bad_request", "unknown_op", "too_many_symbols", "rate_limited", "unknown_symbol", "invalid_symbol"];
+    const CLIENT: ClientLabels = ClientLabels { ops: OPS, error_codes: ERROR_CODES };
+
     fn value(text: &str, series: &str) -> f64 {
         text.lines()
             .find(|l| l.starts_with(series) && l[series.len()..].starts_with(' '))
@@ -323,16 +337,16 @@ mod tests {
 
     #[test]
     fn known_label_values_start_at_zero() {
-        let metrics = Metrics::new(&[("sim".into(), FeedKind::Sim), ("history".into(), FeedKind::Replay)]);
+        let metrics = Metrics::new(&[("sim".into(), FeedKind::Sim), ("history".into(), FeedKind::Replay)], &CLIENT);
         let text = gather(&metrics);
         for reason in DisconnectReason::ALL {
             assert_eq!(value(&text, &format!("tickerfeed_disconnects_total{{reason=\"{}\"}}", reason.label())), 0.0);
         }
-        for op in op_labels() {
+        for op in OPS.iter().chain(&[INVALID_OP]) {
             assert_eq!(value(&text, &format!("tickerfeed_client_messages_total{{op=\"{op}\"}}")), 0.0);
         }
-        for code in ErrorCode::ALL {
-            assert_eq!(value(&text, &format!("tickerfeed_client_errors_total{{code=\"{}\"}}", code.as_str())), 0.0);
+        for code in ERROR_CODES {
+            assert_eq!(value(&text, &format!("tickerfeed_client_errors_total{{code=\"{code}\"}}")), 0.0);
         }
         assert_eq!(value(&text, "tickerfeed_feed_state{feed=\"history\",state=\"paused\"}"), 0.0);
         assert_eq!(value(&text, "tickerfeed_quotes_published_total{feed=\"sim\"}"), 0.0);
@@ -344,11 +358,11 @@ mod tests {
 
     #[test]
     fn counters_move_with_their_events() {
-        let metrics = Metrics::new(&[]);
+        let metrics = Metrics::new(&[], &CLIENT);
         metrics.disconnected(DisconnectReason::SlowConsumer);
         metrics.client_message("ping");
         metrics.client_message("no such op");
-        metrics.client_error(ErrorCode::RateLimited);
+        metrics.client_error("rate_limited");
         metrics.http_request("/api/quotes/{symbol}", "GET", 404, Duration::from_millis(1));
         metrics.http_request("/api/feeds", "BREW", 200, Duration::from_millis(1));
         metrics.quote_frame(7, 3, 1500, Some(Duration::from_millis(2)));

@@ -9,36 +9,19 @@
 
 use std::net::TcpListener;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use actix_web::{App, HttpServer, web};
-use tokio::sync::{broadcast, watch};
+use tokio::sync::watch;
 
 use crate::bus::Bus;
 use crate::config::{Config, MAX_THROTTLE_MS};
-use crate::feed::{self, FeedEvent, FeedHandle};
-use crate::metrics::Metrics;
+use crate::feed::{self, Feeds};
+use crate::http::Readiness;
+use crate::metrics::{ClientLabels, Metrics};
 use crate::ws::session::SessionLimits;
 use crate::ws::socket::SocketProbe;
-
-/// What handlers and sessions share.
-pub struct AppState {
-    pub config: Arc<Config>,
-    pub limits: Arc<SessionLimits>,
-    pub bus: Arc<Bus>,
-    pub feeds: Vec<FeedHandle>,
-    pub feed_events: broadcast::Sender<FeedEvent>,
-    /// Changes on every start, so clients can tell a restart (seq back to 1) from a gap.
-    pub instance: String,
-    pub shutdown: watch::Receiver<bool>,
-    pub ready: AtomicBool,
-    /// Open WebSocket connections (for the connection limit).
-    pub connections: AtomicUsize,
-    /// Told when the last connection ends (by `ws::ConnectionSlot`): shutdown waits on it.
-    pub drained: tokio::sync::Notify,
-    pub metrics: Metrics,
-}
+use crate::ws::{Connections, protocol};
 
 /// Why the server could not start.
 #[derive(Debug, thiserror::Error)]
@@ -51,10 +34,16 @@ pub enum StartError {
     Io(#[from] std::io::Error),
 }
 
-/// A started server: where it listens, and how to stop it.
+/// A started server: where it listens, its parts (for tests and embedding), and how to stop it.
 pub struct RunningServer {
     pub addr: std::net::SocketAddr,
-    pub state: Arc<AppState>,
+    pub bus: Arc<Bus>,
+    pub feeds: Arc<Feeds>,
+    pub metrics: Arc<Metrics>,
+    pub connections: Arc<Connections>,
+    pub readiness: Arc<Readiness>,
+    /// Changes on every start, so clients can tell a restart (seq back to 1) from a gap.
+    pub instance: String,
     server: actix_web::dev::ServerHandle,
     shutdown: watch::Sender<bool>,
     join: tokio::task::JoinHandle<std::io::Result<()>>,
@@ -64,22 +53,11 @@ impl RunningServer {
     /// Graceful shutdown: not ready, sessions closed with 1001, server stopped. Returns when
     /// the server has stopped (at most `shutdown_timeout` plus a second).
     pub async fn shutdown(self) {
-        self.state.ready.store(false, Ordering::Release);
+        self.readiness.set_not_ready();
         let _ = self.shutdown.send(true);
         // Sessions close their sockets (bounded by 1 s each, concurrently); give them that
         // second before stopping the server, whose own timeout then bounds the rest.
-        let deadline = tokio::time::Instant::now() + Duration::from_millis(1100);
-        let drained = async {
-            loop {
-                // Registered before the count is read, so a last close in between still wakes it.
-                let notified = self.state.drained.notified();
-                if self.state.connections.load(Ordering::Acquire) == 0 {
-                    break;
-                }
-                notified.await;
-            }
-        };
-        let _ = tokio::time::timeout_at(deadline, drained).await;
+        let _ = tokio::time::timeout(Duration::from_millis(1100), self.connections.drained()).await;
         self.server.stop(true).await;
         let _ = self.join.await;
     }
@@ -94,10 +72,12 @@ impl RunningServer {
 /// system (`#[actix_web::main]` or `actix_web::rt::System`).
 pub async fn start(config: Config) -> Result<RunningServer, StartError> {
     let config = Arc::new(config);
-    let metrics = Metrics::new(&config.feeds.iter().map(|f| (f.name.clone(), f.kind)).collect::<Vec<_>>());
+    let error_codes: Vec<&'static str> = protocol::ErrorCode::ALL.iter().map(|c| c.as_str()).collect();
+    let ops: Vec<&'static str> = protocol::OPS.iter().map(|(name, _)| *name).collect();
+    let feed_labels: Vec<_> = config.feeds.iter().map(|f| (f.name.clone(), f.kind)).collect();
+    let metrics = Arc::new(Metrics::new(&feed_labels, &ClientLabels { ops: &ops, error_codes: &error_codes }));
     let bus = Arc::new(Bus::new());
-    let (feed_events, _) = broadcast::channel(64);
-    let feeds = feed::start_feeds(&config, bus.clone(), feed_events.clone()).await?;
+    let feeds = Arc::new(Feeds::start(&config.feeds, bus.clone()).await?);
     tokio::spawn(bus.clone().run_dispatcher());
 
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
@@ -114,49 +94,61 @@ pub async fn start(config: Config) -> Result<RunningServer, StartError> {
         ping_interval: Duration::from_secs_f64(config.ping_interval),
         idle_timeout: Duration::from_secs_f64(config.idle_timeout),
     };
-    let state = Arc::new(AppState {
-        config: config.clone(),
+    let instance = instance_id();
+    let connections = Arc::new(Connections::new(config.max_connections));
+    let readiness = Arc::new(Readiness::new(shutdown_rx.clone()));
+    let ws = web::Data::new(crate::ws::SessionContext {
         limits: Arc::new(limits),
-        bus,
-        feeds,
-        feed_events,
-        instance: instance_id(),
+        bus: bus.clone(),
+        feeds: feeds.clone(),
+        metrics: metrics.clone(),
+        connections: connections.clone(),
+        instance: instance.clone(),
         shutdown: shutdown_rx,
-        ready: AtomicBool::new(true),
-        connections: AtomicUsize::new(0),
-        drained: tokio::sync::Notify::new(),
-        metrics,
     });
+    // Each part is app data of its own: a handler's signature says which it reads.
+    let (bus_data, feeds_data, metrics_data) = (web::Data::from(bus.clone()), web::Data::from(feeds.clone()), web::Data::from(metrics.clone()));
+    let (connections_data, readiness_data) = (web::Data::from(connections.clone()), web::Data::from(readiness.clone()));
 
     let listener = TcpListener::bind(config.bind).map_err(|source| StartError::Bind { addr: config.bind, source })?;
     let addr = listener.local_addr()?;
     let send_buffer = config.send_buffer_bytes;
-    let data = web::Data::from(state.clone());
-    let server = HttpServer::new(move || App::new().app_data(data.clone()).wrap(crate::http::json_errors()).wrap(crate::http::RequestMetrics).configure(crate::http::routes))
-        .on_connect(move |connection, extensions| {
-            if let Some(stream) = connection.downcast_ref::<actix_web::rt::net::TcpStream>() {
-                if let Some(probe) = SocketProbe::on_accept(stream, send_buffer) {
-                    extensions.insert(probe);
-                }
+    let server = HttpServer::new(move || {
+        App::new()
+            .app_data(bus_data.clone())
+            .app_data(feeds_data.clone())
+            .app_data(metrics_data.clone())
+            .app_data(connections_data.clone())
+            .app_data(readiness_data.clone())
+            .app_data(ws.clone())
+            .wrap(crate::http::json_errors())
+            .wrap(crate::http::RequestMetrics)
+            .configure(crate::http::routes)
+    })
+    .on_connect(move |connection, extensions| {
+        if let Some(stream) = connection.downcast_ref::<actix_web::rt::net::TcpStream>() {
+            if let Some(probe) = SocketProbe::on_accept(stream, send_buffer) {
+                extensions.insert(probe);
             }
-        })
-        .workers(config.workers)
-        // Above the connection limit, so that excess upgrades get a 503, not a refused connect.
-        .max_connections(config.max_connections + 1024)
-        .backlog(4096)
-        // actix-http asks a response body for more only while the connection's write buffer
-        // holds less than this; WebSocket sessions produce frames only when asked (see
-        // `ws::outbound`), so this plus one chunk bounds a slow client's server-side buffer.
-        .h1_write_buffer_size(crate::ws::outbound::WRITE_BUFFER_BYTES)
-        .disable_signals()
-        .shutdown_timeout(config.shutdown_timeout.ceil() as u64)
-        .listen(listener)?
-        .run();
+        }
+    })
+    .workers(config.workers)
+    // Above the connection limit, so that excess upgrades get a 503, not a refused connect.
+    .max_connections(config.max_connections + 1024)
+    .backlog(4096)
+    // actix-http asks a response body for more only while the connection's write buffer
+    // holds less than this; WebSocket sessions produce frames only when asked (see
+    // `ws::outbound`), so this plus one chunk bounds a slow client's server-side buffer.
+    .h1_write_buffer_size(crate::ws::outbound::WRITE_BUFFER_BYTES)
+    .disable_signals()
+    .shutdown_timeout(config.shutdown_timeout.ceil() as u64)
+    .listen(listener)?
+    .run();
     let handle = server.handle();
     let join = actix_web::rt::spawn(server);
     let reachable = reachable_addr(addr);
-    tracing::info!(%addr, instance = %state.instance, seed = config.seed, "tickerfeed listening: dashboard at http://{reachable}/, WebSocket at ws://{reachable}/ws");
-    Ok(RunningServer { addr, state, server: handle, shutdown: shutdown_tx, join })
+    tracing::info!(%addr, %instance, seed = config.seed, "tickerfeed listening: dashboard at http://{reachable}/, WebSocket at ws://{reachable}/ws");
+    Ok(RunningServer { addr, bus, feeds, metrics, connections, readiness, instance, server: handle, shutdown: shutdown_tx, join })
 }
 
 /// Runs until SIGINT or SIGTERM, then shuts down gracefully.

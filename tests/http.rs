@@ -15,7 +15,7 @@ async fn symbols_quotes_health() {
     assert_eq!((aapl["name"].as_str(), aapl["feed"].as_str()), (Some("Apple Inc."), Some("sim")));
 
     // Wait for a price, then read it back both ways.
-    while server.state.bus.topic("AAPL").unwrap().seq() == 0 || server.state.bus.topic("MSFT").unwrap().seq() == 0 {
+    while server.bus.topic("AAPL").unwrap().seq() == 0 || server.bus.topic("MSFT").unwrap().seq() == 0 {
         actix_web::rt::time::sleep(std::time::Duration::from_millis(5)).await;
     }
     let (status, body) = http(&server, "GET", "/api/quotes?symbols=aapl,MSFT,NOPE", None).await;
@@ -46,7 +46,7 @@ async fn history_backfill_joins_the_live_stream() {
     client.send(serde_json::json!({"op":"subscribe","symbols":["AAPL"],"throttle_ms":0,"snapshot":false})).await;
     client.recv_type("subscribed").await;
     // Let a few bars form.
-    while server.state.bus.topic("AAPL").unwrap().history(tickerfeed::history::Resolution::Second, usize::MAX).len() < 2 {
+    while server.bus.topic("AAPL").unwrap().history(tickerfeed::history::Resolution::Second, usize::MAX).len() < 2 {
         client.recv_type("quotes").await;
     }
     let (status, history) = http_json(&server, "GET", "/api/history/aapl?limit=50", None).await;

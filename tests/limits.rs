@@ -149,7 +149,7 @@ async fn stalled_reader_is_closed_as_slow_consumer_and_others_keep_flowing() {
     // The stalled session must end as a slow consumer: its socket accepts nothing for 1 s, it
     // is closed, and if the close frame cannot be flushed the connection is dropped.
     let started = Instant::now();
-    while server.state.connections.load(std::sync::atomic::Ordering::Acquire) > 1 {
+    while server.connections.count() > 1 {
         assert!(started.elapsed() < Duration::from_secs(15), "the stalled client was not disconnected");
         // Meanwhile the healthy client keeps getting fresh quotes.
         let frame = healthy.recv_type("quotes").await;
@@ -205,7 +205,7 @@ async fn shutdown_closes_sessions_with_1001_without_waiting_on_stalled_ones() {
     let (mut client, _) = Client::connect_welcomed(&server).await;
     client.send(json!({"op":"subscribe","symbols":["AAPL"]})).await;
     client.recv_type("subscribed").await;
-    let state = server.state.clone();
+    let readiness = server.readiness.clone();
     let addr = server.addr;
     let started = Instant::now();
     let stopping = actix_web::rt::spawn(server.shutdown());
@@ -213,7 +213,7 @@ async fn shutdown_closes_sessions_with_1001_without_waiting_on_stalled_ones() {
     assert_eq!((code, reason.as_str()), (1001, "going away"));
     stopping.await.unwrap();
     assert!(started.elapsed() < Duration::from_secs(5), "shutdown took {:?}", started.elapsed());
-    assert!(!state.ready.load(std::sync::atomic::Ordering::Acquire));
+    assert!(!readiness.is_ready());
     assert!(tokio::net::TcpStream::connect(addr).await.is_err(), "the listener is closed");
     let _ = client.ws.next().await;
 }

@@ -134,7 +134,7 @@ async fn refused_upgrades_count_as_limit_and_shutdown_as_shutdown() {
     let refused = tokio_tungstenite::connect_async(format!("ws://{}/ws", server.addr)).await;
     assert!(refused.is_err());
     assert_eq!(metric(&server, "tickerfeed_disconnects_total{reason=\"limit\"}").await, 1.0);
-    let state = server.state.clone();
+    let (metrics, bus, feeds, connections) = (server.metrics.clone(), server.bus.clone(), server.feeds.clone(), server.connections.clone());
     server.shutdown().await;
-    assert_eq!(series_value(&state.metrics.render(&state), "tickerfeed_disconnects_total{reason=\"shutdown\"}"), 1.0);
+    assert_eq!(series_value(&metrics.render(&bus, &feeds, connections.count()), "tickerfeed_disconnects_total{reason=\"shutdown\"}"), 1.0);
 }

@@ -245,10 +245,10 @@ async fn a_flooding_client_that_never_reads_is_a_slow_consumer_and_the_server_ho
         }
         assert!(written < 256 << 20, "the server read {written} bytes of requests whose replies nobody read");
     };
-    assert!(stalled || server.state.connections.load(std::sync::atomic::Ordering::Acquire) == 0, "writes stalled, or the server already closed the client");
+    assert!(stalled || server.connections.count() == 0, "writes stalled, or the server already closed the client");
     // It is closed as a slow consumer: its socket took nothing for a second.
     let deadline = tokio::time::Instant::now() + EVENT_TIMEOUT;
-    while server.state.connections.load(std::sync::atomic::Ordering::Acquire) > 0 {
+    while server.connections.count() > 0 {
         assert!(tokio::time::Instant::now() < deadline, "the stalled flooder was not closed");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }

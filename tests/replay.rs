@@ -62,9 +62,9 @@ async fn pause_resume_seek_and_speed_over_rest() {
     let config_file = repo_path("feeds/demo-replay.toml");
     let server = start(&["--config", &config_file, "--speed", "864000"]).await;
     // The demo runs beside the simulation, with suffixed symbols.
-    assert!(server.state.bus.topic("AAPL").is_some());
-    assert!(server.state.bus.topic("AAPL.H").is_some());
-    assert!(server.state.bus.topic("SPX.H").is_some());
+    assert!(server.bus.topic("AAPL").is_some());
+    assert!(server.bus.topic("AAPL.H").is_some());
+    assert!(server.bus.topic("SPX.H").is_some());
     let (mut client, _) = Client::connect_welcomed(&server).await;
     client.send(json!({"op":"subscribe","symbols":["SPX.H"],"throttle_ms":0,"snapshot":false})).await;
     client.recv_type("subscribed").await;
@@ -76,7 +76,7 @@ async fn pause_resume_seek_and_speed_over_rest() {
     let event = client.recv_type("feed").await;
     assert_eq!((event["name"].as_str(), event["state"].as_str()), (Some("history"), Some("paused")));
     let clock_at_pause = feed_status(&server, "history").await["clock"].as_i64().unwrap();
-    let seq_at_pause = server.state.bus.topic("SPX.H").unwrap().seq();
+    let seq_at_pause = server.bus.topic("SPX.H").unwrap().seq();
     // Paused means silent: whatever arrives now was published before the pause.
     while let Some(message) = client.next_message_within(Duration::from_millis(400)).await {
         if let tokio_tungstenite::tungstenite::Message::Text(text) = message {
@@ -86,7 +86,7 @@ async fn pause_resume_seek_and_speed_over_rest() {
             }
         }
     }
-    assert_eq!(server.state.bus.topic("SPX.H").unwrap().seq(), seq_at_pause);
+    assert_eq!(server.bus.topic("SPX.H").unwrap().seq(), seq_at_pause);
 
     let (status, resumed) = control(&server, "history", json!({"action":"resume"})).await;
     assert_eq!((status, resumed["state"].as_str()), (200, Some("running")));
@@ -101,7 +101,7 @@ async fn pause_resume_seek_and_speed_over_rest() {
     }
 
     // Seek: the clock jumps, seq keeps increasing, the day's statistics are recomputed.
-    let seq_before_seek = server.state.bus.topic("SPX.H").unwrap().seq();
+    let seq_before_seek = server.bus.topic("SPX.H").unwrap().seq();
     let (status, sought) = control(&server, "history", json!({"action":"seek","to":"2008-09-15"})).await;
     assert_eq!(status, 200, "{sought}");
     assert!(sought["clock_iso"].as_str().unwrap().starts_with("2008-09-15"), "{sought}");
@@ -231,13 +231,13 @@ async fn seek_outside_the_data_is_refused_at_both_ends_and_moves_nothing() {
         ("2030-01-01", "2030-01-01T00:00:00.000Z"),
     ] {
         let before = feed_status(&server, "replay").await;
-        let seq_before = server.state.bus.topic("AAPL").unwrap().seq();
+        let seq_before = server.bus.topic("AAPL").unwrap().seq();
         let (status, answer) = control(&server, "replay", json!({"action":"seek","to":to})).await;
         assert_eq!((status, answer["error"].as_str()), (400, Some("bad_request")), "seek to {to}: {answer}");
         assert_eq!(answer["message"], format!("seek to {shown} is outside the replayed data, {range}"), "seek to {to}");
         // Refused means untouched: same state, clock and counters, nothing published.
         assert_eq!(feed_status(&server, "replay").await, before, "seek to {to} moved the feed");
-        assert_eq!(server.state.bus.topic("AAPL").unwrap().seq(), seq_before);
+        assert_eq!(server.bus.topic("AAPL").unwrap().seq(), seq_before);
     }
     // Both ends themselves are inside.
     for (to, clock) in [("2010-03-01", "2010-03-01T00:00:00.000Z"), ("2000-01-01", "2000-01-01T00:00:00.000Z")] {

@@ -54,7 +54,7 @@ async fn bad_query_parameters_get_json_errors_naming_the_parameter() {
 async fn repeated_symbols_parameters_are_joined() {
     let server = start(&[]).await;
     for symbol in ["AAPL", "MSFT", "IBM"] {
-        while server.state.bus.topic(symbol).unwrap().seq() == 0 {
+        while server.bus.topic(symbol).unwrap().seq() == 0 {
             actix_web::rt::time::sleep(std::time::Duration::from_millis(5)).await;
         }
     }

@@ -19,11 +19,11 @@ async fn welcome_subscribe_and_snapshot() {
     assert_eq!(welcome["max_symbols"], 1000);
     assert_eq!(welcome["max_frame_bytes"], 16384);
     assert!(welcome["server"].as_str().unwrap().starts_with("tickerfeed "));
-    assert_eq!(welcome["instance"].as_str().unwrap(), server.state.instance);
+    assert_eq!(welcome["instance"].as_str().unwrap(), server.instance);
 
     // Wait until AAPL has a price, so that a snapshot exists.
     let deadline = Instant::now() + Duration::from_secs(5);
-    while server.state.bus.topic("AAPL").unwrap().seq() == 0 {
+    while server.bus.topic("AAPL").unwrap().seq() == 0 {
         assert!(Instant::now() < deadline, "the sim feed publishes AAPL");
         tokio::task::yield_now().await;
         actix_web::rt::time::sleep(Duration::from_millis(5)).await;
@@ -364,7 +364,7 @@ async fn rejected_list_is_bounded() {
 async fn snapshot_of_every_symbol_is_split_at_the_frame_limit() {
     let server = start(&["--max-frame-bytes", "1024", "--sim-rate", "20000"]).await;
     // Wait until every topic has a price, so the snapshot holds one quote per symbol.
-    let topics = server.state.bus.topics();
+    let topics = server.bus.topics();
     let deadline = Instant::now() + Duration::from_secs(10);
     while topics.iter().any(|t| t.seq() == 0) {
         assert!(Instant::now() < deadline, "the sim feed publishes every symbol");

@@ -34,19 +34,79 @@ pub enum StartError {
     Invalid { feed: String, message: String },
 }
 
-/// Starts every configured feed: loads its data (errors stop startup), registers its symbols
-/// on the bus (a symbol published by two feeds is an error naming both), spawns its task.
-pub async fn start_feeds(config: &crate::config::Config, bus: Arc<crate::bus::Bus>, events: broadcast::Sender<FeedEvent>) -> Result<Vec<FeedHandle>, StartError> {
-    let publisher: Arc<dyn crate::bus::Publisher> = bus;
-    let mut handles = Vec::new();
-    for feed in &config.feeds {
-        let handle = match feed.kind {
-            FeedKind::Sim => sim::start(feed, publisher.clone(), events.clone())?,
-            FeedKind::Replay => replay::start(feed, publisher.clone(), events.clone())?,
-        };
-        handles.push(handle);
+/// A feed to run, as the configuration resolved it (`config` builds these; a feed reads them).
+#[derive(Debug, Clone, PartialEq)]
+pub struct FeedConfig {
+    pub name: String,
+    pub kind: FeedKind,
+    pub seed: u64,
+    pub suffix: String,
+    pub speed: f64,
+    /// Sim only.
+    pub rate: f64,
+    pub universe: Option<std::path::PathBuf>,
+    /// Replay only.
+    pub files: Vec<(std::path::PathBuf, Option<String>)>,
+    pub interval_ms: Option<f64>,
+    pub loop_replay: bool,
+    pub ticks_per_bar: usize,
+}
+
+/// The running feeds: their handles (status, control) and the stream of their state changes.
+pub struct Feeds {
+    handles: Vec<FeedHandle>,
+    events: broadcast::Sender<FeedEvent>,
+}
+
+impl Feeds {
+    /// Starts every configured feed: loads its data (errors stop startup), registers its symbols
+    /// on the bus (a symbol published by two feeds is an error naming both), spawns its task.
+    pub async fn start(feeds: &[FeedConfig], bus: Arc<crate::bus::Bus>) -> Result<Feeds, StartError> {
+        // State changes are rare (pause, seek, speed, end); a session that falls 64 behind
+        // re-reads every status instead.
+        let (events, _) = broadcast::channel(64);
+        let publisher: Arc<dyn crate::bus::Publisher> = bus;
+        let mut handles = Vec::new();
+        for feed in feeds {
+            let handle = match feed.kind {
+                FeedKind::Sim => sim::start(feed, publisher.clone(), events.clone())?,
+                FeedKind::Replay => replay::start(feed, publisher.clone(), events.clone())?,
+            };
+            handles.push(handle);
+        }
+        Ok(Feeds { handles, events })
     }
-    Ok(handles)
+
+    pub fn iter(&self) -> std::slice::Iter<'_, FeedHandle> {
+        self.handles.iter()
+    }
+
+    pub fn len(&self) -> usize {
+        self.handles.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.handles.is_empty()
+    }
+
+    pub fn get(&self, index: usize) -> Option<&FeedHandle> {
+        self.handles.get(index)
+    }
+
+    /// The index of the feed with this name.
+    pub fn position(&self, name: &str) -> Option<usize> {
+        self.handles.iter().position(|f| *f.name == *name)
+    }
+
+    /// Every feed has loaded and started.
+    pub fn all_started(&self) -> bool {
+        self.handles.iter().all(|f| f.status().state != FeedState::Starting)
+    }
+
+    /// State changes from now on, as `feed` messages for sessions.
+    pub fn subscribe(&self) -> broadcast::Receiver<FeedEvent> {
+        self.events.subscribe()
+    }
 }
 
 /// Which adapter a feed is.

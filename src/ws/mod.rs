@@ -10,6 +10,8 @@
 //! This module holds the upgrade handler: it enforces the connection limit (503 beyond it, while
 //! the REST endpoints keep answering), performs the handshake and spawns the session on the
 //! worker's local executor (the session shares `Rc` state with its response body: not `Send`).
+//! What sessions share is a [`SessionContext`], owned here and handed to the handler as app data: the
+//! bus, the feeds, the metrics, the limits and the connection count, nothing else.
 
 pub mod inbound;
 pub mod outbound;
@@ -19,7 +21,7 @@ pub mod socket;
 pub mod throttle;
 
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use actix_web::http::header;
 use actix_web::{HttpRequest, HttpResponse, web};
@@ -29,8 +31,62 @@ use self::outbound::{OutboundBody, Output, SharedOutput};
 use self::session::{InitialSubscription, Session};
 use self::socket::SocketProbe;
 use crate::api_error::{ApiError, ApiErrorCode};
-use crate::bus::SessionSignal;
-use crate::server::AppState;
+use crate::bus::{Bus, SessionSignal};
+use crate::feed::Feeds;
+use crate::metrics::Metrics;
+use crate::ws::session::SessionLimits;
+
+/// What every WebSocket session shares.
+pub struct SessionContext {
+    pub limits: Arc<SessionLimits>,
+    pub bus: Arc<Bus>,
+    pub feeds: Arc<Feeds>,
+    pub metrics: Arc<Metrics>,
+    pub connections: Arc<Connections>,
+    /// Changes on every start, so clients can tell a restart (seq back to 1) from a gap.
+    pub instance: String,
+    /// Turns true when the server shuts down: every session closes with 1001.
+    pub shutdown: tokio::sync::watch::Receiver<bool>,
+}
+
+/// Open WebSocket connections, against the limit; shutdown waits for them to end.
+pub struct Connections {
+    open: AtomicUsize,
+    max: usize,
+    /// Told when the last connection ends.
+    drained: tokio::sync::Notify,
+}
+
+impl Connections {
+    pub fn new(max: usize) -> Connections {
+        Connections { open: AtomicUsize::new(0), max, drained: tokio::sync::Notify::new() }
+    }
+
+    /// Connections open now.
+    pub fn count(&self) -> usize {
+        self.open.load(Ordering::Acquire)
+    }
+
+    /// A place within the limit, held for the connection's life; `None` at the limit.
+    fn open(self: &Arc<Connections>) -> Option<ConnectionSlot> {
+        let previous = self.open.fetch_add(1, Ordering::AcqRel);
+        let slot = ConnectionSlot(self.clone());
+        (previous < self.max).then_some(slot)
+    }
+
+    /// Returns once no connection is open.
+    pub async fn drained(&self) {
+        loop {
+            // Created before the count is read: `notify_waiters` reaches a `Notified` from its
+            // creation, so a last close in between still wakes this.
+            let notified = self.drained.notified();
+            if self.count() == 0 {
+                return;
+            }
+            notified.await;
+        }
+    }
+}
 
 /// The query parameters `/ws` takes.
 const UPGRADE_PARAMETERS: &[&str] = &["symbols", "throttle_ms"];
@@ -71,28 +127,26 @@ pub fn parse_upgrade_query(query: &str) -> InitialSubscription {
 }
 
 /// Decrements the connection count when the session ends, however it ends.
-pub struct ConnectionSlot(Arc<AppState>);
+pub struct ConnectionSlot(Arc<Connections>);
 
 impl Drop for ConnectionSlot {
     fn drop(&mut self) {
-        if self.0.connections.fetch_sub(1, Ordering::AcqRel) == 1 {
+        if self.0.open.fetch_sub(1, Ordering::AcqRel) == 1 {
             self.0.drained.notify_waiters();
         }
     }
 }
 
 /// `GET /ws`: upgrade and spawn the session.
-pub async fn upgrade(req: HttpRequest, body: web::Payload, state: web::Data<AppState>) -> actix_web::Result<HttpResponse> {
-    let state = state.into_inner();
-    let max = state.config.max_connections;
-    let previous = state.connections.fetch_add(1, Ordering::AcqRel);
-    let slot = ConnectionSlot(state.clone());
-    if previous >= max {
+pub async fn upgrade(req: HttpRequest, body: web::Payload, context: web::Data<SessionContext>) -> actix_web::Result<HttpResponse> {
+    let state = context.into_inner();
+    let Some(slot) = state.connections.open() else {
+        let max = state.connections.max;
         state.metrics.disconnected(crate::metrics::DisconnectReason::Limit);
         return Err(ApiError::new(ApiErrorCode::TooManyConnections, format!("the server is at its limit of {max} WebSocket connections"))
             .with_header(header::RETRY_AFTER, header::HeaderValue::from_static("5"))
             .into());
-    }
+    };
     if *state.shutdown.borrow() {
         return Err(ApiError::new(ApiErrorCode::ShuttingDown, "the server is shutting down").into());
     }
@@ -104,7 +158,7 @@ pub async fn upgrade(req: HttpRequest, body: web::Payload, state: web::Data<AppS
     let initial = parse_upgrade_query(req.query_string());
     let probe = req.conn_data::<SocketProbe>().copied();
     let mut response = actix_http::ws::handshake(req.head())?;
-    let max_message = state.config.max_message_bytes;
+    let max_message = state.limits.max_message_bytes;
     let stream = InboundStream::new(body.into_inner(), max_message);
     let signal = Arc::new(SessionSignal::default());
     let output = SharedOutput::new(Output::new(state.clone(), signal.clone(), tokio::time::Instant::now()));

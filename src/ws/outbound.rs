@@ -40,10 +40,10 @@ use actix_web::body::{BodySize, MessageBody};
 use actix_web::web::{BufMut, Bytes, BytesMut};
 use tokio::time::{Instant, Sleep};
 
+use super::SessionContext;
 use super::inbound::{CloseReason, close_payload};
 use super::throttle::SubscriptionSet;
 use crate::bus::{SessionSignal, TopicId};
-use crate::server::AppState;
 
 /// actix-http's write buffer threshold for every connection (set on the server): it polls a
 /// body for more only while the buffer holds less than this.
@@ -170,7 +170,7 @@ pub struct Output {
     /// When actix-http last asked the body for data.
     last_poll: Instant,
     max_frame_bytes: usize,
-    state: Arc<AppState>,
+    state: Arc<SessionContext>,
     fired: Vec<TopicId>,
     /// The body asked the bus for a wake-up after its next dispatch round, to look again at
     /// the throttle-0 symbols it delivered before arming them (see `SubscriptionSet::recheck`).
@@ -178,7 +178,7 @@ pub struct Output {
 }
 
 impl Output {
-    pub fn new(state: Arc<AppState>, signal: Arc<SessionSignal>, now: Instant) -> Output {
+    pub fn new(state: Arc<SessionContext>, signal: Arc<SessionSignal>, now: Instant) -> Output {
         Output {
             subs: SubscriptionSet::new(signal),
             outbox: VecDeque::new(),

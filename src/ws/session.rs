@@ -31,6 +31,7 @@ use tokio::sync::broadcast;
 use tokio::time::{Instant, sleep_until};
 
 use super::ConnectionSlot;
+use super::SessionContext;
 use super::outbound::{INPUT_PAUSE_BYTES, Output, SharedOutput};
 use super::protocol::{ClientOp, ErrorCode, PROTOCOL_VERSION, Rejected, RequestId, ServerMessage, parse_client_message};
 use super::socket::SocketProbe;
@@ -38,7 +39,6 @@ use crate::bus::{FindError, SessionSignal, Topic};
 use crate::feed::FeedEvent;
 use crate::metrics::DisconnectReason;
 use crate::quote::now_millis;
-use crate::server::AppState;
 
 /// Entries listed in a `subscribed` message's `rejected`, at most (the rest are dropped from
 /// the list, not subscribed either), so a reply stays small whatever the request held.
@@ -159,7 +159,7 @@ impl TokenBucket {
 
 /// One connection's session task.
 pub struct Session {
-    state: Arc<AppState>,
+    state: Arc<SessionContext>,
     /// Held for the session's life: dropping it releases the connection's place in the limit.
     _slot: ConnectionSlot,
     limits: Arc<SessionLimits>,
@@ -177,7 +177,7 @@ pub struct Session {
 }
 
 impl Session {
-    pub fn new(state: Arc<AppState>, slot: ConnectionSlot, probe: Option<SocketProbe>, output: SharedOutput) -> Session {
+    pub fn new(state: Arc<SessionContext>, slot: ConnectionSlot, probe: Option<SocketProbe>, output: SharedOutput) -> Session {
         let now = Instant::now();
         let limits = state.limits.clone();
         let signal = output.with(|o| o.subs.signal().clone());
@@ -207,7 +207,7 @@ impl Session {
     /// spawned future itself (no wrapper): every byte of its state is held per connection.
     pub async fn run(mut self, mut stream: InboundStream) {
         let mut shutdown = self.state.shutdown.clone();
-        let mut feed_events = self.state.feed_events.subscribe();
+        let mut feed_events = self.state.feeds.subscribe();
         let mut topics = self.state.bus.watch_topics();
         let end = if *shutdown.borrow() { End::Shutdown } else { self.event_loop(&mut stream, &mut shutdown, &mut feed_events, &mut topics).await };
         let state = self.state.clone();
@@ -267,7 +267,7 @@ impl Session {
     }
 
     fn feed_changed(&mut self, name: &str) {
-        if let Some(index) = self.state.feeds.iter().position(|f| *f.name == *name) {
+        if let Some(index) = self.state.feeds.position(name) {
             self.output.with(|o| o.queue_feed_status(index));
             self.signal.wake();
         }
@@ -322,7 +322,7 @@ impl Session {
     }
 
     fn error(&mut self, id: Option<RequestId>, code: ErrorCode, message: String) {
-        self.state.metrics.client_error(code);
+        self.state.metrics.client_error(code.as_str());
         self.queue_text(ServerMessage::Error { id, code, message, count: None }.to_json());
     }
 
@@ -356,7 +356,7 @@ impl Session {
     }
 
     fn send_rate_limited(&mut self, id: Option<RequestId>, count: u64) {
-        self.state.metrics.client_errors(ErrorCode::RateLimited, count);
+        self.state.metrics.client_errors(ErrorCode::RateLimited.as_str(), count);
         let (rate, burst) = (self.limits.rate_limit, self.limits.rate_burst);
         let message = if count == 1 {
             format!("message not processed: more than {rate} messages per second (bursts of {burst}); messages dropped from now on are counted in one error per second")
@@ -481,7 +481,7 @@ impl Session {
             self.known_topics = all.len();
         }
         for entry in &rejected {
-            self.state.metrics.client_error(entry.code);
+            self.state.metrics.client_error(entry.code.as_str());
         }
         self.queue_text(ServerMessage::Subscribed { id, throttle_ms: throttle as u64, symbols, rejected }.to_json());
     }

@@ -28,7 +28,7 @@ use super::{
     utc_day,
 };
 use crate::bus::{Publisher, SymbolInfo, Topic};
-use crate::config::FeedConfig;
+use crate::feed::FeedConfig;
 use crate::quote::synthetic_spread;
 
 /// Rows published between yields to the executor when replaying as fast as possible.

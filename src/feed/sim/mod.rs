@@ -22,7 +22,7 @@ use self::model::{SimModel, SimParams};
 use super::universe::{Instrument, default_universe, load_universe};
 use super::{ControlAction, ControlError, ControlRequest, DayStats, FeedControl, FeedEvent, FeedHandle, FeedKind, FeedState, FeedStatus, StartError, control_pair};
 use crate::bus::{Publisher, SymbolInfo, Topic};
-use crate::config::FeedConfig;
+use crate::feed::FeedConfig;
 use crate::quote::{decimals_of_tick, now_millis};
 
 /// Ticks published between yields to the executor.
