@@ -67,7 +67,7 @@ const METHODS: [&str; 7] = ["GET", "POST", "HEAD", "PUT", "DELETE", "OPTIONS", "
 
 /// The server's metrics.
 pub struct Metrics {
-    pub registry: Registry,
+    registry: Registry,
     ws_connections: IntGauge,
     ws_opened: IntCounter,
     disconnects: Vec<IntCounter>,
@@ -266,6 +266,11 @@ impl Metrics {
                 self.refresh_feed(feed);
             }
         }
+        self.encode()
+    }
+
+    /// The text exposition format of the current values, without refreshing the scrape-time ones.
+    fn encode(&self) -> String {
         let mut buffer = Vec::new();
         // Encoding gathered families into memory cannot fail.
         TextEncoder::new().encode(&self.registry.gather(), &mut buffer).expect("metrics encode");
@@ -309,16 +314,10 @@ mod tests {
             .unwrap_or_else(|| panic!("series {series} not found"))
     }
 
-    fn gather(metrics: &Metrics) -> String {
-        let mut buffer = Vec::new();
-        TextEncoder::new().encode(&metrics.registry.gather(), &mut buffer).unwrap();
-        String::from_utf8(buffer).unwrap()
-    }
-
     #[test]
     fn known_label_values_start_at_zero() {
         let metrics = Metrics::new(&[("sim".into(), FeedKind::Sim), ("history".into(), FeedKind::Replay)]);
-        let text = gather(&metrics);
+        let text = metrics.encode();
         for reason in DisconnectReason::ALL {
             assert_eq!(value(&text, &format!("tickerfeed_disconnects_total{{reason=\"{}\"}}", reason.label())), 0.0);
         }
@@ -347,7 +346,7 @@ mod tests {
         metrics.http_request("/api/feeds", "BREW", 200, Duration::from_millis(1));
         metrics.quote_frame(7, 3, 1500, Some(Duration::from_millis(2)));
         metrics.other_frame(100);
-        let text = gather(&metrics);
+        let text = metrics.encode();
         assert_eq!(value(&text, "tickerfeed_disconnects_total{reason=\"slow_consumer\"}"), 1.0);
         assert_eq!(value(&text, "tickerfeed_client_messages_total{op=\"ping\"}"), 1.0);
         assert_eq!(value(&text, "tickerfeed_client_messages_total{op=\"invalid\"}"), 1.0);
