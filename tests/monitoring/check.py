@@ -275,6 +275,17 @@ def cmd_static(args):
 # metrics: families, types and pre-initialised labels in a real scrape
 # --------------------------------------------------------------------------------------------
 
+# The standard process families, under the unprefixed names every Prometheus client library
+# exports (stock dashboards and alerts query them). Every other family has the tickerfeed_ prefix.
+PROCESS_FAMILIES = {
+    "process_cpu_seconds_total": "counter",
+    "process_resident_memory_bytes": "gauge",
+    "process_virtual_memory_bytes": "gauge",
+    "process_open_fds": "gauge",
+    "process_max_fds": "gauge",
+    "process_start_time_seconds": "gauge",
+    "process_threads": "gauge",
+}
 EXPECTED = {
     "tickerfeed_build_info": "gauge",
     "tickerfeed_connections": "gauge",
@@ -297,11 +308,7 @@ EXPECTED = {
     "tickerfeed_feed_speed": "gauge",
     "tickerfeed_http_requests_total": "counter",
     "tickerfeed_http_request_duration_seconds": "histogram",
-    "tickerfeed_process_cpu_seconds_total": "counter",
-    "tickerfeed_process_resident_memory_bytes": "gauge",
-    "tickerfeed_process_open_fds": "gauge",
-    "tickerfeed_process_max_fds": "gauge",
-    "tickerfeed_process_start_time_seconds": "gauge",
+    **PROCESS_FAMILIES,
 }
 LABEL_SETS = {
     ("tickerfeed_disconnects_total", "reason"): {"client_close", "slow_consumer", "idle_timeout", "protocol_error", "limit", "shutdown"},
