@@ -3,10 +3,15 @@
 //!
 //! The server owns its own [`Registry`] (no global default registry, so tests that start several
 //! servers in one process do not share counters); every name carries the `tickerfeed_` prefix
-//! and base units. No label takes values from clients or symbols: labels are transports, feeds
-//! (configured), reasons, ops and codes (fixed lists), HTTP route patterns, methods and status
-//! codes. Label values known in advance are created at start, so a series exists at zero before
-//! its first event.
+//! and base units. The exception is the standard `process_*` families (CPU, memory, file
+//! descriptors, threads, start time): they keep the unprefixed names every Prometheus client
+//! library exports, which stock dashboards and alerts query, so they live in a second registry
+//! of the server's, without a prefix, gathered into the same scrape.
+//!
+//! No label takes values from clients or symbols: labels are transports, feeds (configured),
+//! reasons, ops and codes (fixed lists), HTTP route patterns, methods and status codes. Label
+//! values known in advance are created at start, so a series exists at zero before its first
+//! event.
 //!
 //! Cost on the hot path: the WebSocket session updates metrics once per *frame* (atomic adds on
 //! pre-resolved handles, no lock, no hash lookup), never per quote per session. Values that
@@ -76,7 +81,11 @@ const METHODS: [&str; 7] = ["GET", "POST", "HEAD", "PUT", "DELETE", "OPTIONS", "
 
 /// The server's metrics.
 pub struct Metrics {
-    pub registry: Registry,
+    /// tickerfeed's own families; the registry adds the `tickerfeed_` prefix to every name.
+    registry: Registry,
+    /// The standard `process_*` families, under their unprefixed names: a registry's prefix
+    /// applies to every collector in it, so these cannot share `registry`.
+    process: Registry,
     ws_connections: IntGauge,
     ws_opened: IntCounter,
     disconnects: Vec<IntCounter>,
@@ -153,8 +162,9 @@ impl Metrics {
         );
         let build_info = register(r, IntGaugeVec::new(Opts::new("build_info", "Version and git commit of this build; always 1."), &["version", "commit"]).unwrap());
         build_info.with_label_values(&[env!("CARGO_PKG_VERSION"), option_env!("TICKERFEED_GIT_COMMIT").unwrap_or("unknown")]).set(1);
+        let process = Registry::new();
         #[cfg(target_os = "linux")]
-        registry.register(Box::new(prometheus::process_collector::ProcessCollector::for_self())).expect("process metrics register");
+        process.register(Box::new(prometheus::process_collector::ProcessCollector::for_self())).expect("process metrics register");
 
         for (name, kind) in feeds {
             quotes_published.with_label_values(&[name]);
@@ -201,6 +211,7 @@ impl Metrics {
             http_duration,
             refresh: Mutex::new(()),
             registry,
+            process,
         }
     }
 
@@ -281,9 +292,18 @@ impl Metrics {
                 self.refresh_feed(feed);
             }
         }
+        self.encode()
+    }
+
+    /// The text exposition format of the current values, without refreshing the scrape-time ones:
+    /// the `process_*` families, then tickerfeed's (each registry's families sorted by name, and
+    /// no name in both, as one prefix is `process_` and the other `tickerfeed_`).
+    fn encode(&self) -> String {
+        let mut families = self.process.gather();
+        families.extend(self.registry.gather());
         let mut buffer = Vec::new();
         // Encoding gathered families into memory cannot fail.
-        TextEncoder::new().encode(&self.registry.gather(), &mut buffer).expect("metrics encode");
+        TextEncoder::new().encode(&families, &mut buffer).expect("metrics encode");
         String::from_utf8(buffer).expect("the text format is UTF-8")
     }
 
@@ -329,16 +349,10 @@ mod tests {
             .unwrap_or_else(|| panic!("series {series} not found"))
     }
 
-    fn gather(metrics: &Metrics) -> String {
-        let mut buffer = Vec::new();
-        TextEncoder::new().encode(&metrics.registry.gather(), &mut buffer).unwrap();
-        String::from_utf8(buffer).unwrap()
-    }
-
     #[test]
     fn known_label_values_start_at_zero() {
         let metrics = Metrics::new(&[("sim".into(), FeedKind::Sim), ("history".into(), FeedKind::Replay)], &CLIENT);
-        let text = gather(&metrics);
+        let text = metrics.encode();
         for reason in DisconnectReason::ALL {
             assert_eq!(value(&text, &format!("tickerfeed_disconnects_total{{reason=\"{}\"}}", reason.label())), 0.0);
         }
@@ -353,7 +367,48 @@ mod tests {
         assert!(text.contains("tickerfeed_feed_replay_clock_seconds{feed=\"history\"}"));
         assert!(!text.contains("tickerfeed_feed_replay_clock_seconds{feed=\"sim\"}"), "only replay feeds have a clock");
         assert!(text.contains("tickerfeed_build_info{commit="));
-        assert!(text.contains("tickerfeed_process_resident_memory_bytes"));
+    }
+
+    /// The families of the process collector, under the names every Prometheus client library
+    /// exports: the only families without the `tickerfeed_` prefix.
+    const PROCESS_FAMILIES: [&str; 7] = [
+        "process_cpu_seconds_total",
+        "process_resident_memory_bytes",
+        "process_virtual_memory_bytes",
+        "process_open_fds",
+        "process_max_fds",
+        "process_start_time_seconds",
+        "process_threads",
+    ];
+
+    /// The names of the families in a scrape, from its `# TYPE` lines.
+    fn family_names(text: &str) -> Vec<&str> {
+        text.lines().filter_map(|l| l.strip_prefix("# TYPE ")).filter_map(|l| l.split(' ').next()).collect()
+    }
+
+    #[test]
+    fn process_families_keep_their_standard_names_and_ours_keep_the_prefix() {
+        // Two servers' metrics in one process, as the integration tests have: each has its own
+        // process collector, and registering them does not collide.
+        let first = Metrics::new(&[("sim".into(), FeedKind::Sim)], &CLIENT);
+        let second = Metrics::new(&[("sim".into(), FeedKind::Sim)], &CLIENT);
+        for metrics in [&first, &second] {
+            let text = metrics.encode();
+            assert!(!text.contains("tickerfeed_process_"), "process families must not carry the prefix");
+            let names = family_names(&text);
+            if cfg!(target_os = "linux") {
+                for family in PROCESS_FAMILIES {
+                    assert!(names.contains(&family), "{family} missing from {names:?}");
+                    assert!(text.lines().any(|l| l.starts_with(family) && l[family.len()..].starts_with(' ')), "{family} has no sample");
+                }
+            }
+            for name in &names {
+                assert!(name.starts_with("tickerfeed_") || PROCESS_FAMILIES.contains(name), "{name} lost the tickerfeed_ prefix");
+            }
+            for family in ["tickerfeed_build_info", "tickerfeed_disconnects_total", "tickerfeed_feed_state", "tickerfeed_subscriptions", "tickerfeed_delivery_latency_seconds"] {
+                assert!(names.contains(&family), "{family} missing from {names:?}");
+            }
+        }
     }
 
     #[test]
@@ -367,7 +422,7 @@ mod tests {
         metrics.http_request("/api/feeds", "BREW", 200, Duration::from_millis(1));
         metrics.quote_frame(7, 3, 1500, Some(Duration::from_millis(2)));
         metrics.other_frame(100);
-        let text = gather(&metrics);
+        let text = metrics.encode();
         assert_eq!(value(&text, "tickerfeed_disconnects_total{reason=\"slow_consumer\"}"), 1.0);
         assert_eq!(value(&text, "tickerfeed_client_messages_total{op=\"ping\"}"), 1.0);
         assert_eq!(value(&text, "tickerfeed_client_messages_total{op=\"invalid\"}"), 1.0);

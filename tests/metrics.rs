@@ -123,7 +123,8 @@ async fn http_and_feed_metrics() {
     assert_eq!(series_value(&text, "tickerfeed_feed_speed{feed=\"history\"}"), 86400.0);
     assert_eq!(series_value(&text, "tickerfeed_feed_rows_skipped_total{feed=\"history\"}"), 0.0);
     wait_for(&server, "tickerfeed_quotes_published_total{feed=\"sim\"}", 1.0).await;
-    assert!(series_value(&text, "tickerfeed_process_open_fds") > 0.0);
+    assert!(series_value(&text, "process_open_fds") > 0.0, "the standard process families, unprefixed");
+    assert!(!text.contains("tickerfeed_process_"));
     server.shutdown().await;
 }
 

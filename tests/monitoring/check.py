@@ -5,12 +5,13 @@
       The docker-compose stack hangs together: every host path it builds from or mounts exists,
       the Dockerfile's COPY sources exist and are not excluded by .dockerignore, Grafana's
       provisioning matches the mounts and the dashboard's datasource uid, Prometheus scrapes the
-      compose services. FILE holds {"compose": <docker-compose config>, "<path>": <yaml>, ...},
+      compose services, every query of a process_* family selects the tickerfeed job. FILE holds {"compose": <docker-compose config>, "<path>": <yaml>, ...},
       the YAML files converted to JSON by run.sh.
 
   check.py metrics --sim FILE --replay FILE
       The scraped /metrics of a sim-only server and of a sim + replay server have every expected
-      metric family with the expected type and pre-initialised label values.
+      metric family with the expected type and pre-initialised label values; every family has
+      the tickerfeed_ prefix except the standard process_* ones, which have none.
 
   check.py ready --prom URL --sim URL --replay URL
       Waits until Prometheus has scraped both servers a few times (before the load starts, so
@@ -270,11 +271,42 @@ def cmd_static(args):
         if f"--config.file={config_target}" not in command and config_target != "/etc/prometheus/prometheus.yml":
             fail(f"compose: prometheus does not load {config_target}")
 
+    # The process_* families have the standard unprefixed names, which every exporter uses
+    # (Prometheus's own self-scrape among the compose stack's targets): a query of them selects
+    # the tickerfeed job, or it mixes in other processes.
+    alert_files = [k for k in data if k.endswith("dashboards/prometheus/alerts.yml")]
+    rules = [r for g in (data[alert_files[0]] or {}).get("groups", []) for r in g.get("rules", [])] if alert_files else []
+    queries = [(f"dashboard: {title}", expr) for title, _, expr in dashboard_targets(dashboard)]
+    queries += [(f"alerts.yml: {r.get('alert') or r.get('record')}", str(r.get("expr", ""))) for r in rules]
+    process_queries = 0
+    for where, expr in queries:
+        for selector in PROCESS_SELECTOR.finditer(expr):
+            process_queries += 1
+            if 'job="tickerfeed"' not in (selector.group(2) or ""):
+                fail(f"{where}: {selector.group(0)} does not select job=\"tickerfeed\" (process_* names are shared by every exporter)")
+    if process_queries:
+        ok(f"{process_queries} process_* selectors in the dashboard and alerts select the tickerfeed job")
+
+
+# A selector of a process_* family (not tickerfeed_process_*), with its label matchers if any.
+PROCESS_SELECTOR = re.compile(r"(?<![A-Za-z0-9_:])(process_[A-Za-z0-9_]+)(\{[^}]*\})?")
+
 
 # --------------------------------------------------------------------------------------------
 # metrics: families, types and pre-initialised labels in a real scrape
 # --------------------------------------------------------------------------------------------
 
+# The standard process families, under the unprefixed names every Prometheus client library
+# exports (stock dashboards and alerts query them). Every other family has the tickerfeed_ prefix.
+PROCESS_FAMILIES = {
+    "process_cpu_seconds_total": "counter",
+    "process_resident_memory_bytes": "gauge",
+    "process_virtual_memory_bytes": "gauge",
+    "process_open_fds": "gauge",
+    "process_max_fds": "gauge",
+    "process_start_time_seconds": "gauge",
+    "process_threads": "gauge",
+}
 EXPECTED = {
     "tickerfeed_build_info": "gauge",
     "tickerfeed_connections": "gauge",
@@ -297,11 +329,7 @@ EXPECTED = {
     "tickerfeed_feed_speed": "gauge",
     "tickerfeed_http_requests_total": "counter",
     "tickerfeed_http_request_duration_seconds": "histogram",
-    "tickerfeed_process_cpu_seconds_total": "counter",
-    "tickerfeed_process_resident_memory_bytes": "gauge",
-    "tickerfeed_process_open_fds": "gauge",
-    "tickerfeed_process_max_fds": "gauge",
-    "tickerfeed_process_start_time_seconds": "gauge",
+    **PROCESS_FAMILIES,
 }
 LABEL_SETS = {
     ("tickerfeed_disconnects_total", "reason"): {"client_close", "slow_consumer", "idle_timeout", "protocol_error", "limit", "shutdown"},
@@ -336,6 +364,11 @@ def check_scrape(label, path, feeds, replay_feeds):
             fail(f"{label}: metric family {name} missing")
         elif types[name] != kind:
             fail(f"{label}: {name} is a {types[name]}, expected a {kind}")
+    for name in sorted(types):
+        if name.startswith("tickerfeed_process_"):
+            fail(f"{label}: {name}: the process families have their standard unprefixed names")
+        elif not name.startswith("tickerfeed_") and name not in PROCESS_FAMILIES:
+            fail(f"{label}: {name} lacks the tickerfeed_ prefix (only the standard process families are unprefixed)")
     extra = sorted(set(types) - set(EXPECTED))
     if extra:
         print(f"note: {label}: further families: {', '.join(extra)}")
