@@ -1,0 +1,69 @@
+//! The dependency rule of docs/ARCHITECTURE.md, checked: every `crate::<module>` a source file
+//! names must be an edge the rule allows, so an import that points the wrong way (anything into
+//! `server`, `metrics` into `ws`, `feed` into `config`) fails here before a reviewer has to spot it.
+
+use std::collections::BTreeSet;
+use std::path::Path;
+
+/// Each module and the modules it may import (docs/ARCHITECTURE.md, "The dependency rule").
+const ALLOWED: &[(&str, &[&str])] = &[
+    ("server", &["http", "ws", "config", "metrics", "feed", "bus", "logging", "api_error"]),
+    ("http", &["ws", "api_error", "metrics", "feed", "bus", "history", "quote", "web"]),
+    ("ws", &["api_error", "metrics", "feed", "bus", "quote"]),
+    ("config", &["feed"]),
+    ("metrics", &["feed", "bus"]),
+    ("feed", &["bus", "quote", "history"]),
+    ("bus", &["history", "quote"]),
+    ("history", &["quote"]),
+    ("tickgen", &["feed", "quote"]),
+    ("quote", &[]),
+    ("api_error", &[]),
+    ("logging", &[]),
+    ("web", &[]),
+    ("healthcheck", &[]),
+];
+
+/// The top-level module a source file belongs to (`src/ws/session.rs` → `ws`).
+fn module_of(path: &Path, src: &Path) -> Option<String> {
+    let relative = path.strip_prefix(src).ok()?;
+    let first = relative.components().next()?.as_os_str().to_string_lossy().to_string();
+    Some(first.trim_end_matches(".rs").to_string())
+}
+
+fn rust_files(dir: &Path, out: &mut Vec<std::path::PathBuf>) {
+    for entry in std::fs::read_dir(dir).expect("readable source directory") {
+        let path = entry.expect("directory entry").path();
+        if path.is_dir() {
+            rust_files(&path, out);
+        } else if path.extension().is_some_and(|e| e == "rs") {
+            out.push(path);
+        }
+    }
+}
+
+#[test]
+fn imports_follow_the_dependency_rule() {
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+    let mut files = Vec::new();
+    rust_files(&src, &mut files);
+    let mut violations = BTreeSet::new();
+    let mut checked = 0;
+    for file in &files {
+        let Some(module) = module_of(file, &src) else { continue };
+        // The binaries and the build script use the library from outside.
+        let Some((_, allowed)) = ALLOWED.iter().find(|(name, _)| *name == module) else { continue };
+        checked += 1;
+        let text = std::fs::read_to_string(file).expect("readable source file");
+        for (at, _) in text.match_indices("crate::") {
+            let name: String = text[at + "crate::".len()..].chars().take_while(|c| c.is_ascii_alphanumeric() || *c == '_').collect();
+            if name.is_empty() || name == module || !ALLOWED.iter().any(|(m, _)| *m == name) {
+                continue;
+            }
+            if !allowed.contains(&name.as_str()) {
+                violations.insert(format!("{} imports crate::{name} ({module} may import: {})", file.strip_prefix(&src).unwrap().display(), allowed.join(", ")));
+            }
+        }
+    }
+    assert!(checked >= 25, "only {checked} files checked: is the source tree where this test looks?");
+    assert!(violations.is_empty(), "imports against docs/ARCHITECTURE.md:\n{}", violations.into_iter().collect::<Vec<_>>().join("\n"));
+}
