@@ -12,7 +12,7 @@ const ALLOWED: &[(&str, &[&str])] = &[
     ("ws", &["api_error", "metrics", "feed", "bus", "quote"]),
     ("config", &["feed"]),
     ("metrics", &["feed", "bus"]),
-    ("feed", &["bus", "quote", "history"]),
+    ("feed", &["bus", "quote"]),
     ("bus", &["history", "quote"]),
     ("history", &["quote"]),
     ("tickgen", &["feed", "quote"]),
