@@ -96,7 +96,7 @@ pub async fn run(args_in: &Args) -> Result<Report> {
     progress!(quiet, "{} symbols; target {} ({})", symbols_available, args.url, target.addr);
 
     let observer_log = args.observer_on().then(|| Arc::new(ObserverLog::default()));
-    let shared = Arc::new(Shared { observer: observer_log.clone(), ..Shared::default() });
+    let shared = Arc::new(Shared::new(observer_log.clone()));
     let (shutdown_tx, shutdown_rx) = watch::channel::<Option<Instant>>(None);
     let throttle_ms = args.throttle_ms;
     let spec_for = |wildcard: bool, snapshot: bool, rng: &mut Rng| SubSpec {
@@ -211,7 +211,8 @@ pub async fn run(args_in: &Args) -> Result<Report> {
 
     // Nothing to measure if nobody got in (the report then says why). With several processes
     // every one takes part in the common window regardless.
-    let nobody = shared.connected.load(Ordering::Relaxed) + shared.stall_connected.load(Ordering::Relaxed) == 0 && children.is_empty() && !is_child;
+    let connections = shared.connections();
+    let nobody = connections.connected + connections.stall_connected == 0 && children.is_empty() && !is_child;
     if nobody {
         progress!(quiet, "no connection succeeded; skipping warm-up and measurement");
     }
@@ -279,6 +280,7 @@ pub async fn run(args_in: &Args) -> Result<Report> {
             let c = shared.stats.totals();
             let dt = (now - last.0).as_secs_f64().max(1e-9);
             let d = c - last.1;
+            let connections = shared.connections();
             progress!(
                 quiet,
                 "t={:>5.1}s  {:>9.0} quotes/s  {:>8.0} frames/s  {:>6.2} MB/s  conns {}  disc {}  order-err {}{}",
@@ -286,8 +288,8 @@ pub async fn run(args_in: &Args) -> Result<Report> {
                 d.quotes_live as f64 / dt,
                 d.frames as f64 / dt,
                 d.bytes as f64 / dt / 1e6,
-                shared.connected.load(Ordering::Relaxed).saturating_sub(shared.disconnects.load(Ordering::Relaxed)),
-                shared.disconnects.load(Ordering::Relaxed),
+                connections.connected.saturating_sub(connections.disconnected),
+                connections.disconnected,
                 c.ordering_errors,
                 args.server_pid.and_then(sys::vm_rss_bytes).map_or(String::new(), |b| format!("  rss {:.1} MiB", mib(b)))
             );
@@ -357,7 +359,6 @@ pub async fn run(args_in: &Args) -> Result<Report> {
     }
 
     // --- Results of this process, then of all processes ---------------------------------
-    let lock = |m: &Mutex<Vec<String>>| m.lock().unwrap_or_else(|e| e.into_inner()).clone();
     let cpu_end = sys::cpu_times();
     let own = ProcResult {
         measured_s,
@@ -366,16 +367,8 @@ pub async fn run(args_in: &Args) -> Result<Report> {
         latency: stats::histogram_to_pairs(&shared.stats.merged_latency()),
         latency_throttled: stats::histogram_to_pairs(&shared.stats.merged(|w| &w.latency_throttled)),
         staleness: stats::histogram_to_pairs(&shared.stats.merged(|w| &w.staleness)),
-        connected: shared.connected.load(Ordering::Relaxed),
-        failed: shared.failed.load(Ordering::Relaxed),
-        disconnected: shared.disconnects.load(Ordering::Relaxed),
-        subscribed_symbols: shared.subscribed_symbols.load(Ordering::Relaxed),
-        rejected_symbols: shared.rejected_symbols.load(Ordering::Relaxed),
-        delivering: shared.delivering.load(Ordering::Relaxed),
+        connections: shared.connections(),
         ramp_s,
-        connect_errors: lock(&shared.connect_errors),
-        disconnect_reasons: lock(&shared.disconnect_reasons),
-        rejected_examples: lock(&shared.rejected_examples),
         cpu_user_s: (cpu1.user.saturating_sub(cpu0.user)).as_secs_f64(),
         cpu_sys_s: (cpu1.sys.saturating_sub(cpu0.sys)).as_secs_f64(),
         cpu_total_s: (cpu_end.user + cpu_end.sys).saturating_sub(cpu_at_start.user + cpu_at_start.sys).as_secs_f64(),
@@ -432,22 +425,8 @@ pub async fn run(args_in: &Args) -> Result<Report> {
         processes: results.len(),
         cpu_pct_max_process: m.cpu_pct_max_process,
     };
-    let clients = ClientStats {
-        requested: args_in.clients,
-        connected: m.connected,
-        failed: m.failed,
-        disconnected: m.disconnected,
-        stall_requested: args.stall,
-        stall_connected: shared.stall_connected.load(Ordering::Relaxed),
-        stall_failed: shared.stall_failed.load(Ordering::Relaxed),
-        ramp_s: m.ramp_s,
-        subscribed_symbols: m.subscribed_symbols,
-        rejected_symbols: m.rejected_symbols,
-        delivering: m.delivering,
-        connect_errors: m.connect_errors,
-        disconnect_reasons: m.disconnect_reasons,
-        rejected_examples: m.rejected_examples,
-    };
+    // The stalled clients are the parent's alone (a child's stall counts are 0).
+    let clients = ClientStats { requested: args_in.clients, stall_requested: args.stall, ramp_s: m.ramp_s, connections: m.connections };
     let messages = Messages {
         ordering_errors: c1.ordering_errors,
         error: c1.error_msgs,
@@ -569,27 +548,22 @@ fn mib(bytes: u64) -> f64 {
 }
 
 fn progress_ramp(shared: &Shared, quiet: bool, started: usize) {
-    progress!(
-        quiet,
-        "started {started}: connected {} (+{} stalled), failed {} (+{} stalled)",
-        shared.connected.load(Ordering::Relaxed),
-        shared.stall_connected.load(Ordering::Relaxed),
-        shared.failed.load(Ordering::Relaxed),
-        shared.stall_failed.load(Ordering::Relaxed)
-    );
+    let c = shared.connections();
+    progress!(quiet, "started {started}: connected {} (+{} stalled), failed {} (+{} stalled)", c.connected, c.stall_connected, c.failed, c.stall_failed);
 }
 
 /// Fills in failures (exit status 1) and warnings.
 fn judge(r: &mut Report, measured: &Counters) {
-    let c = &r.clients;
+    let (requested, stall_requested) = (r.clients.requested, r.clients.stall_requested);
+    let c = &r.clients.connections;
     let first = |v: &Vec<String>| v.first().map_or(String::new(), |e| format!(" (first: {e})"));
     if c.failed > 0 {
-        r.failures.push(format!("{} of {} client connections failed{}", c.failed, c.requested, first(&c.connect_errors)));
+        r.failures.push(format!("{} of {requested} client connections failed{}", c.failed, first(&c.connect_errors)));
     }
     if c.stall_failed > 0 {
-        r.failures.push(format!("{} of {} stalled-client connections failed{}", c.stall_failed, c.stall_requested, first(&c.connect_errors)));
+        r.failures.push(format!("{} of {stall_requested} stalled-client connections failed{}", c.stall_failed, first(&c.connect_errors)));
     }
-    if c.requested > 0 && c.connected == 0 {
+    if requested > 0 && c.connected == 0 {
         r.failures.push("no client connected".into());
     }
     if c.disconnected > 0 {
@@ -598,13 +572,13 @@ fn judge(r: &mut Report, measured: &Counters) {
     if r.messages.ordering_errors > 0 {
         r.failures.push(format!("{} quotes arrived with seq ≤ the previous seq of their symbol", r.messages.ordering_errors));
     }
-    if r.clients.connected > 0 && r.measured.quotes_live == 0 && !r.config.idle {
+    if r.clients.connections.connected > 0 && r.measured.quotes_live == 0 && !r.config.idle {
         r.warnings.push("no live quotes were received during the measured period (is the feed running?)".into());
-    } else if r.clients.delivering < r.clients.connected && !r.config.idle {
+    } else if r.clients.connections.delivering < r.clients.connections.connected && !r.config.idle {
         r.warnings.push(format!(
             "{} of {} connected reading clients received no live quote during the measured period",
-            r.clients.connected - r.clients.delivering,
-            r.clients.connected
+            r.clients.connections.connected - r.clients.connections.delivering,
+            r.clients.connections.connected
         ));
     }
     if let Some(ch) = &r.churn
@@ -627,8 +601,8 @@ fn judge(r: &mut Report, measured: &Counters) {
     if r.messages.error > 0 {
         r.warnings.push(format!("the server sent {} error messages", r.messages.error));
     }
-    if r.clients.rejected_symbols > 0 {
-        r.warnings.push(format!("the server rejected {} subscribed symbols{}", r.clients.rejected_symbols, first(&r.clients.rejected_examples)));
+    if r.clients.connections.rejected_symbols > 0 {
+        r.warnings.push(format!("the server rejected {} subscribed symbols{}", r.clients.connections.rejected_symbols, first(&r.clients.connections.rejected_examples)));
     }
     if r.probe.failed > 0 {
         r.warnings.push(format!("{} of {} snapshot probes failed{}", r.probe.failed, r.probe.count, first(&r.probe.errors)));
