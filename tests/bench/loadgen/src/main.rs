@@ -12,6 +12,7 @@
 //! Modules:
 //! - [`cli`]: command line.
 //! - [`run`]: the phases of a run (ramp-up, warm-up, measurement, shutdown) and the verdict.
+//! - [`background`]: snapshot probes and churn connections beside the clients.
 //! - [`client`]: reading clients, stalled clients and snapshot probes.
 //! - [`frame`]: classification and accounting of server frames; the seq-order check.
 //! - [`scan`]: the fast hand-written scanner for `quotes` frames (serde is the fallback).
@@ -34,6 +35,7 @@
 //!
 //! Exit status: 0 OK, 1 run completed with failures (see `FAILED:` lines), 2 could not run.
 
+mod background;
 mod cli;
 mod client;
 mod eio;

@@ -1,27 +1,27 @@
 //! The orchestration of one run, one function per phase, called in order by [`run`]:
 //! limits ([`check_limits`]) → setup ([`Run::prepare`]) → observer → ramp-up
 //! ([`Run::connect_clients`]) → warm-up → measured period (open the window, start the probes
-//! and the churn, [`Run::measure`], close the window) → settle → shutdown ([`Run::close`]) →
-//! this process's results, its children's ([`Run::gather`]) → the report and its verdict
-//! ([`Run::report`], [`judge`]). What the phases share is a [`Run`]; what one hands to a later
-//! one is a small type of its own (`Ramp`, `WindowStart`, `Window`, `Closed`, `Outcome`).
+//! and the churn — their loops are in [`crate::background`] —, [`Run::measure`], close the
+//! window) → settle → shutdown ([`Run::close`]) → this process's results, its children's
+//! ([`Run::gather`]) → the report and its verdict ([`Run::report`], [`judge`]). What the phases
+//! share is a [`Run`]; what one hands to a later one is a small type of its own (`Ramp`,
+//! `WindowStart`, `Window`, `Closed`, `Outcome`).
 
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
-use tokio::sync::{mpsc, oneshot, watch};
+use tokio::sync::{mpsc, watch};
 use tokio::task::{JoinHandle, JoinSet};
 use tokio::time::{Instant, MissedTickBehavior, sleep, sleep_until, timeout_at};
 
+use crate::background::{Background, PROBE_TIMEOUT, churn_loop, churn_stats, probe_loop, probe_stats};
 use crate::cli::Args;
 use crate::client::{self, ChurnSample, PHASE_DONE, PHASE_MEASURE, ProbeSample, Role, Shared, Shutdown, SubSpec};
 use crate::multi::{self, ChildProc, ProcResult};
 use crate::net::{self, Target};
-use crate::report::{
-    ChurnStats, ClientStats, ConfigEcho, Latency, LoadgenStats, Messages, ObserverStats, ProbeStats, Report, Rss, ServerStats, ThrottleStats, Throughput, percentile,
-};
+use crate::report::{ChurnStats, ClientStats, ConfigEcho, Latency, LoadgenStats, Messages, ObserverStats, Report, Rss, ServerStats, ThrottleStats, Throughput};
 use crate::stats::{self, Counters};
 use crate::symbols::{Popularity, Rng, SymbolChooser};
 use crate::sys::{self, CpuTimes};
@@ -29,8 +29,6 @@ use crate::timing::ObserverLog;
 
 /// Total time allowed for closing every connection at the end.
 const CLOSE_GRACE: Duration = Duration::from_secs(2);
-/// A probe that has not seen its snapshot after this long is counted as failed.
-const PROBE_TIMEOUT: Duration = Duration::from_secs(5);
 /// Loadgen CPU above this share of its worker threads flags the run as client-bound.
 const CLIENT_BOUND_PCT: f64 = 80.0;
 
@@ -81,8 +79,8 @@ pub async fn run(args_in: &Args) -> Result<Report> {
     let window = run.close_window(start);
 
     // Probes and churn end with the window; then the optional settle period.
-    let probes = probes.map(Background::stop);
-    let churn = match churn.map(Background::stop) {
+    let probes = probes.map(|p| p.stop(Instant::now() + CLOSE_GRACE));
+    let churn = match churn.map(|c| c.stop(Instant::now() + CLOSE_GRACE)) {
         Some(task) => {
             let (attempted, samples) = task.await.unwrap_or_default();
             Some(churn_stats(args.churn, attempted, &samples, window.measured_s))
@@ -195,26 +193,6 @@ struct Outcome {
     rss_after_settle: Option<f64>,
     closed: Closed,
     churn: Option<ChurnStats>,
-}
-
-/// A connection loop running beside the clients during the measured period (probes, churn),
-/// told when to stop by a deadline for the connections it still has in flight.
-struct Background<T> {
-    stop: oneshot::Sender<Instant>,
-    task: JoinHandle<T>,
-}
-
-impl<T: Send + 'static> Background<T> {
-    fn spawn<F: Future<Output = T> + Send + 'static>(start: impl FnOnce(oneshot::Receiver<Instant>) -> F) -> Background<T> {
-        let (stop, stop_rx) = oneshot::channel();
-        Background { stop, task: tokio::spawn(start(stop_rx)) }
-    }
-
-    /// Stops starting connections; those in flight get `CLOSE_GRACE` from now.
-    fn stop(self) -> JoinHandle<T> {
-        let _ = self.stop.send(Instant::now() + CLOSE_GRACE);
-        self.task
-    }
 }
 
 /// The server's resident memory over the whole run: a sample every second (with --server-pid)
@@ -830,62 +808,6 @@ fn judge(r: &mut Report, measured: &Counters) {
     r.ok = r.failures.is_empty();
 }
 
-/// Starts a probe every `interval` until told to stop, then waits for the ones still running
-/// until the given deadline (the rest count as failed).
-async fn probe_loop(target: Arc<Target>, specs: Vec<SubSpec>, interval: Duration, mut stop: oneshot::Receiver<Instant>) -> Vec<ProbeSample> {
-    let mut tick = tokio::time::interval(interval);
-    // A slow server must not cause a burst of catch-up probes.
-    tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
-    let mut running = JoinSet::new();
-    let mut samples = Vec::new();
-    let mut n = 0usize;
-    let deadline = loop {
-        tokio::select! {
-            d = &mut stop => break d.unwrap_or_else(|_| Instant::now()),
-            _ = tick.tick() => {
-                let target = target.clone();
-                let spec = specs[n % specs.len()].clone();
-                n += 1;
-                running.spawn(async move { client::probe_once(&target, &spec, PROBE_TIMEOUT).await });
-            }
-            Some(Ok(s)) = running.join_next(), if !running.is_empty() => samples.push(s),
-        }
-    };
-    finish_samples(&mut running, &mut samples, deadline, |error| ProbeSample { error: Some(error), ..Default::default() }).await;
-    samples
-}
-
-fn probe_stats(samples: &[ProbeSample], slow_ms: u64) -> ProbeStats {
-    let sorted_ms = |f: &dyn Fn(&ProbeSample) -> Option<Duration>| {
-        let mut v: Vec<f64> = samples.iter().filter_map(f).map(|d| d.as_secs_f64() * 1000.0).collect();
-        v.sort_by(f64::total_cmp);
-        v
-    };
-    let welcome = sorted_ms(&|s| s.welcome);
-    let ack = sorted_ms(&|s| s.ack);
-    let snap = sorted_ms(&|s| s.snapshot);
-    let mut errors: Vec<String> = samples.iter().filter_map(|s| s.error.clone()).collect();
-    let failed = errors.len();
-    errors.truncate(5);
-    ProbeStats {
-        count: samples.len(),
-        ok: snap.len(),
-        failed,
-        no_snapshot: samples.iter().filter(|s| s.no_snapshot && s.error.is_none()).count(),
-        slow: snap.iter().filter(|&&x| x > slow_ms as f64).count()
-            // A probe that timed out after the subscribe was sent was certainly slow too.
-            + samples.iter().filter(|s| s.snapshot.is_none() && s.ack.is_some() && s.error.is_some()).count(),
-        slow_threshold_ms: slow_ms,
-        welcome_p50_ms: percentile(&welcome, 0.5),
-        welcome_max_ms: welcome.last().copied(),
-        ack_p50_ms: percentile(&ack, 0.5),
-        ack_max_ms: ack.last().copied(),
-        snapshot_p50_ms: percentile(&snap, 0.5),
-        snapshot_max_ms: snap.last().copied(),
-        errors,
-    }
-}
-
 /// Locks a mutex even if a panicking task poisoned it: the samples are still valid.
 fn unpoisoned<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
@@ -912,73 +834,4 @@ pub fn rss_summary(samples: &[(Instant, u64)], t0: Instant, t1: Instant, [before
 
 fn round3(x: f64) -> f64 {
     (x * 1000.0).round() / 1000.0
-}
-
-/// Opens `rate` churn connections per second (on a fixed schedule: a late start is followed
-/// at once by the next, so the average rate holds on a busy machine) until told to stop; then
-/// waits for those in flight until the stop's deadline. Returns (connections started, samples);
-/// connections still running at the deadline are samples with an "unfinished" error.
-async fn churn_loop(target: Arc<Target>, specs: Vec<SubSpec>, rate: f64, limit: Duration, mut stop: oneshot::Receiver<Instant>) -> (u64, Vec<ChurnSample>) {
-    let start = Instant::now();
-    let mut running = JoinSet::new();
-    let mut samples = Vec::new();
-    let mut started = 0u64;
-    let deadline = loop {
-        let next = start + Duration::from_secs_f64(started as f64 / rate);
-        tokio::select! {
-            biased;
-            d = &mut stop => break d.unwrap_or_else(|_| Instant::now()),
-            Some(Ok(s)) = running.join_next(), if !running.is_empty() => samples.push(s),
-            _ = sleep_until(next) => {
-                let target = target.clone();
-                let spec = specs[started as usize % specs.len()].clone();
-                started += 1;
-                running.spawn(async move { client::churn_once(&target, &spec, limit).await });
-            }
-        }
-    };
-    finish_samples(&mut running, &mut samples, deadline, |error| ChurnSample { error: Some(error), ..Default::default() }).await;
-    (started, samples)
-}
-
-/// Sums up the churn samples of a measured period of `measured_s` seconds.
-pub fn churn_stats(rate: f64, attempted: u64, samples: &[ChurnSample], measured_s: f64) -> ChurnStats {
-    let mut setup: Vec<f64> = samples.iter().filter_map(|s| s.setup).map(|d| d.as_secs_f64() * 1000.0).collect();
-    setup.sort_by(f64::total_cmp);
-    let mut kinds = std::collections::BTreeMap::new();
-    let mut errors = Vec::new();
-    for e in samples.iter().filter_map(|s| s.error.as_deref()) {
-        *kinds.entry(client::failure_kind(e).to_string()).or_insert(0u64) += 1;
-        if errors.len() < 5 {
-            errors.push(e.to_string());
-        }
-    }
-    let failed = kinds.values().sum::<u64>();
-    ChurnStats {
-        rate,
-        attempted,
-        attempted_per_s: attempted as f64 / measured_s.max(1e-6),
-        ok: setup.len() as u64,
-        failed,
-        failure_kinds: kinds,
-        errors,
-        unclean_closes: samples.iter().filter(|s| s.setup.is_some() && !s.clean_close).count() as u64,
-        setup_p50_ms: percentile(&setup, 0.5),
-        setup_p99_ms: percentile(&setup, 0.99),
-        setup_max_ms: setup.last().copied(),
-    }
-}
-
-/// Collects the samples of connections that finish by `deadline`; each one still running then
-/// is recorded as a failure (made by `unfinished`) and aborted, so none is silently lost.
-async fn finish_samples<T: 'static>(running: &mut JoinSet<T>, samples: &mut Vec<T>, deadline: Instant, unfinished: impl Fn(String) -> T) {
-    while let Ok(Some(r)) = timeout_at(deadline, running.join_next()).await {
-        if let Ok(s) = r {
-            samples.push(s);
-        }
-    }
-    for _ in 0..running.len() {
-        samples.push(unfinished("still running at the end of the measured period".into()));
-    }
-    running.abort_all();
 }

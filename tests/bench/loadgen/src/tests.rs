@@ -849,7 +849,7 @@ fn churn_failures_are_classified_and_counted() {
     let ok = |ms: u64, clean: bool| ChurnSample { setup: Some(Duration::from_millis(ms)), error: None, clean_close: clean };
     let bad = |e: &str| ChurnSample { setup: None, error: Some(e.into()), clean_close: false };
     let samples = [ok(3, true), ok(1, true), ok(2, false), bad("timed out after 1s"), bad("WebSocket handshake: HTTP error: 503"), bad("WebSocket handshake: HTTP error: 503")];
-    let s = crate::run::churn_stats(100.0, 7, &samples, 2.0);
+    let s = crate::background::churn_stats(100.0, 7, &samples, 2.0);
     assert_eq!((s.attempted, s.ok, s.failed), (7, 3, 3));
     assert_eq!(s.attempted_per_s, 3.5);
     assert_eq!(s.failure_kinds.get("handshake"), Some(&2));
