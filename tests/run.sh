@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The one full test command. Installs what it needs on a fresh Debian machine, then runs:
-#   0. cargo fmt --check and cargo clippy --all-targets -D warnings;
-#   1. cargo test (unit and integration tests against the real server);
+#   0. cargo fmt --check and cargo clippy --all-targets -D warnings, over the workspace (the
+#      server and the load generator, tests/bench/loadgen);
+#   1. cargo test (unit and integration tests against the real server; the load generator's);
 #   2. a smoke test of the release binary as a user runs it: start with no configuration,
 #      serve REST and WebSocket (checked with the load generator), stop on SIGTERM in time;
 #   3. the browser dashboard in a real headless Chromium (tests/e2e/run.sh);
@@ -29,18 +30,19 @@ need curl curl
 step "style: cargo fmt --check, cargo clippy -D warnings"
 cargo fmt --version >/dev/null 2>&1 || { echo "rustfmt is missing: rustup component add rustfmt"; exit 1; }
 cargo clippy --version >/dev/null 2>&1 || { echo "clippy is missing: rustup component add clippy"; exit 1; }
-cargo fmt --check || { echo "the tree is not formatted: run cargo fmt (rustfmt.toml sets the width)"; exit 1; }
-cargo clippy --all-targets -q -- -D warnings || { echo "clippy warnings are errors here"; exit 1; }
+cargo fmt --all --check || { echo "the tree is not formatted: run cargo fmt (rustfmt.toml sets the width)"; exit 1; }
+cargo clippy --workspace --all-targets -q -- -D warnings || { echo "clippy warnings are errors here"; exit 1; }
 
 step "cargo test"
-cargo test --all-targets 2>&1 | tee "$artifacts/cargo-test.log" | grep -E '^(test result|running|error|failures:|---- )' || true
+cargo test --workspace --all-targets 2>&1 | tee "$artifacts/cargo-test.log" | grep -E '^(test result|running|error|failures:|---- )' || true
 if grep -qE '^test result: FAILED|^error(\[|:)' "$artifacts/cargo-test.log"; then
   echo "cargo test failed; see tests/artifacts/cargo-test.log"; exit 1
 fi
 grep -q '^test result: ok' "$artifacts/cargo-test.log" || { echo "cargo test ran no test"; exit 1; }
 
 step "release build"
-cargo build --release --bins
+# --workspace: the server and the load generator (target/release/{tickerfeed,loadgen}).
+cargo build --release --workspace --bins
 
 step "smoke: the release binary with no configuration"
 port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')

@@ -8,7 +8,7 @@ set -euo pipefail
 cd "$(dirname "$0")/../.."
 runs=${1:-3}
 seconds=${2:-8}
-cargo build --release --bins -q
+cargo build --release --workspace --bins -q
 cargo build --release --bins -q --no-default-features --target-dir target/nometrics
 out=$(mktemp -d)
 port=18300

@@ -45,7 +45,7 @@ if [ "$(ulimit -n)" != unlimited ] && [ "$(ulimit -n)" -lt 20000 ]; then
 fi
 
 echo "== release build"
-cargo build --release --bins -q
+cargo build --release --workspace --bins -q
 if [ ! -d tests/bench/peers/node_modules ]; then
   echo "== npm ci (tests/bench/peers)"
   (cd tests/bench/peers && npm ci --no-audit --no-fund --loglevel=error)

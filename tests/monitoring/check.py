@@ -61,22 +61,25 @@ def finish():
 # --------------------------------------------------------------------------------------------
 
 def dockerignore_excludes(patterns, path):
-    """True when .dockerignore (simplified: no '!' exceptions needed here) excludes path."""
+    """True when .dockerignore excludes path. As Docker does, the last pattern that matches the
+    path or one of its parent directories decides, and a '!' pattern re-includes (simplified:
+    fnmatch globs, '**/' only as a prefix)."""
     import fnmatch
 
     parts = path.strip("/").split("/")
+    excluded = False
     for pattern in patterns:
         p = pattern.strip().rstrip("/")
         if not p or p.startswith("#"):
             continue
-        if p.startswith("!"):
-            continue
-        p = p.lstrip("/")
+        negate = p.startswith("!")
+        p = p.lstrip("!").lstrip("/")
         for i in range(1, len(parts) + 1):
             prefix = "/".join(parts[:i])
             if fnmatch.fnmatch(prefix, p) or (p.startswith("**/") and fnmatch.fnmatch(parts[i - 1], p[3:])):
-                return True
-    return False
+                excluded = not negate
+                break
+    return excluded
 
 
 def cmd_static(args):

@@ -3,7 +3,7 @@
 # docker-compose stack in dashboards/, Dockerfile and docker-compose.yml, checked against a REAL
 # Prometheus scraping two real tickerfeed servers under load.
 #
-#   bash tests/monitoring/run.sh          (from anywhere; after cargo build --release --bins)
+#   bash tests/monitoring/run.sh          (from anywhere; after cargo build --release --workspace --bins)
 #
 # Steps:
 #   1. promtool check config / check rules on dashboards/prometheus/;
@@ -52,7 +52,7 @@ tickerfeed_bin=${TICKERFEED_BIN:-$root/target/release/tickerfeed}
 loadgen_bin=${LOADGEN_BIN:-$root/target/release/loadgen}
 if [ -z "${TICKERFEED_BIN:-}${LOADGEN_BIN:-}" ] && { [ ! -x "$tickerfeed_bin" ] || [ ! -x "$loadgen_bin" ]; }; then
   step "release build"
-  cargo build --release --bins
+  cargo build --release --workspace --bins
 fi
 [ -x "$tickerfeed_bin" ] || die "no server binary at $tickerfeed_bin"
 [ -x "$loadgen_bin" ] || die "no load generator at $loadgen_bin"

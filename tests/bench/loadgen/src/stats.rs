@@ -1,4 +1,5 @@
-//! Counters and the latency histogram, kept per worker thread and merged when read.
+//! The run's counters: of the traffic ([`Counters`], per worker thread, merged when read), of
+//! the connections ([`ConnectionCounts`]), and the latency histograms.
 //!
 //! A histogram per connection would cost ~100 KiB × thousands of clients, and one histogram
 //! behind a global lock would be contended by every frame once there are several worker
@@ -90,6 +91,63 @@ impl Sub for Counters {
             unexplained_gaps: self.unexplained_gaps - o.unexplained_gaps,
             gap_unknown: self.gap_unknown - o.gap_unknown,
         }
+    }
+}
+
+/// How many example messages (errors, close reasons, rejected symbols) a report keeps.
+pub const MAX_EXAMPLES: usize = 5;
+
+/// What became of the client connections: counted by the connection tasks (see
+/// [`crate::client::Shared`]), written by a `--processes` child into its result, summed over
+/// the processes and printed in the report — the same type all the way.
+#[derive(Debug, Default, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(default)]
+pub struct ConnectionCounts {
+    /// Reading clients subscribed, and those whose setup failed.
+    pub connected: u64,
+    pub failed: u64,
+    /// Reading clients whose connection was lost before the end of the run.
+    pub disconnected: u64,
+    /// Stalled clients (`--stall`, parent process only) subscribed, and failed.
+    pub stall_connected: u64,
+    pub stall_failed: u64,
+    /// Symbols acknowledged / rejected in `subscribed`, summed over reading clients.
+    pub subscribed_symbols: u64,
+    pub rejected_symbols: u64,
+    /// Reading clients that received at least one live quote frame during the measured
+    /// period: with a running feed, every connected client should.
+    pub delivering: u64,
+    /// The first [`MAX_EXAMPLES`] messages of each kind.
+    pub connect_errors: Vec<String>,
+    pub disconnect_reasons: Vec<String>,
+    pub rejected_examples: Vec<String>,
+}
+
+impl ConnectionCounts {
+    /// Adds another process's counts; examples are kept up to [`MAX_EXAMPLES`], in order.
+    pub fn add(&mut self, o: &ConnectionCounts) {
+        self.connected += o.connected;
+        self.failed += o.failed;
+        self.disconnected += o.disconnected;
+        self.stall_connected += o.stall_connected;
+        self.stall_failed += o.stall_failed;
+        self.subscribed_symbols += o.subscribed_symbols;
+        self.rejected_symbols += o.rejected_symbols;
+        self.delivering += o.delivering;
+        for (dst, src) in
+            [(&mut self.connect_errors, &o.connect_errors), (&mut self.disconnect_reasons, &o.disconnect_reasons), (&mut self.rejected_examples, &o.rejected_examples)]
+        {
+            for x in src {
+                keep_example(dst, x.clone());
+            }
+        }
+    }
+}
+
+/// Appends `msg` unless `list` already holds [`MAX_EXAMPLES`] messages.
+pub fn keep_example(list: &mut Vec<String>, msg: String) {
+    if list.len() < MAX_EXAMPLES {
+        list.push(msg);
     }
 }
 

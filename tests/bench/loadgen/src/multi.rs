@@ -25,7 +25,7 @@ use tokio::process::{Child, ChildStdin, ChildStdout};
 
 use crate::cli::Args;
 use crate::frame::Welcome;
-use crate::stats::{self, Counters};
+use crate::stats::{self, ConnectionCounts, Counters};
 
 /// Environment variable carrying a child's arguments.
 pub const CHILD_ARGS_ENV: &str = "LOADGEN_CHILD_ARGS";
@@ -41,18 +41,8 @@ pub struct ProcResult {
     pub latency: Vec<[u64; 2]>,
     pub latency_throttled: Vec<[u64; 2]>,
     pub staleness: Vec<[u64; 2]>,
-    pub connected: u64,
-    pub failed: u64,
-    pub disconnected: u64,
-    pub subscribed_symbols: u64,
-    pub rejected_symbols: u64,
-    /// Reading clients with a live quote during the measured period.
-    #[serde(default)]
-    pub delivering: u64,
+    pub connections: ConnectionCounts,
     pub ramp_s: f64,
-    pub connect_errors: Vec<String>,
-    pub disconnect_reasons: Vec<String>,
-    pub rejected_examples: Vec<String>,
     /// getrusage of the measured period and of the whole process, seconds.
     pub cpu_user_s: f64,
     pub cpu_sys_s: f64,
@@ -68,17 +58,9 @@ pub struct Merged {
     pub latency: Histogram<u64>,
     pub latency_throttled: Histogram<u64>,
     pub staleness: Histogram<u64>,
-    pub connected: u64,
-    pub failed: u64,
-    pub disconnected: u64,
-    pub subscribed_symbols: u64,
-    pub rejected_symbols: u64,
-    pub delivering: u64,
+    pub connections: ConnectionCounts,
     /// The slowest process's ramp.
     pub ramp_s: f64,
-    pub connect_errors: Vec<String>,
-    pub disconnect_reasons: Vec<String>,
-    pub rejected_examples: Vec<String>,
     pub cpu_user_s: f64,
     pub cpu_sys_s: f64,
     pub cpu_total_s: f64,
@@ -97,16 +79,8 @@ pub fn merge(results: &[ProcResult], measured_s: f64, bound_pct: f64) -> Merged 
         latency: stats::new_latency_histogram(),
         latency_throttled: stats::new_latency_histogram(),
         staleness: stats::new_latency_histogram(),
-        connected: 0,
-        failed: 0,
-        disconnected: 0,
-        subscribed_symbols: 0,
-        rejected_symbols: 0,
-        delivering: 0,
+        connections: ConnectionCounts::default(),
         ramp_s: 0.0,
-        connect_errors: Vec::new(),
-        disconnect_reasons: Vec::new(),
-        rejected_examples: Vec::new(),
         cpu_user_s: 0.0,
         cpu_sys_s: 0.0,
         cpu_total_s: 0.0,
@@ -114,29 +88,14 @@ pub fn merge(results: &[ProcResult], measured_s: f64, bound_pct: f64) -> Merged 
         client_bound: false,
         welcome: None,
     };
-    let keep = |dst: &mut Vec<String>, src: &[String]| {
-        for x in src {
-            if dst.len() < 5 {
-                dst.push(x.clone());
-            }
-        }
-    };
     for r in results {
         m.measured.add(&r.measured);
         m.total.add(&r.total);
         stats::add_pairs(&mut m.latency, &r.latency);
         stats::add_pairs(&mut m.latency_throttled, &r.latency_throttled);
         stats::add_pairs(&mut m.staleness, &r.staleness);
-        m.connected += r.connected;
-        m.failed += r.failed;
-        m.disconnected += r.disconnected;
-        m.subscribed_symbols += r.subscribed_symbols;
-        m.rejected_symbols += r.rejected_symbols;
-        m.delivering += r.delivering;
+        m.connections.add(&r.connections);
         m.ramp_s = m.ramp_s.max(r.ramp_s);
-        keep(&mut m.connect_errors, &r.connect_errors);
-        keep(&mut m.disconnect_reasons, &r.disconnect_reasons);
-        keep(&mut m.rejected_examples, &r.rejected_examples);
         m.cpu_user_s += r.cpu_user_s;
         m.cpu_sys_s += r.cpu_sys_s;
         m.cpu_total_s += r.cpu_total_s;

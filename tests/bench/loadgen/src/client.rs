@@ -1,6 +1,6 @@
 //! The connections: reading clients, stalled clients and snapshot probes.
 
-use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::{Mutex, OnceLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -12,15 +12,12 @@ use tokio::time::{Instant, timeout, timeout_at};
 
 use crate::frame::{self, Event, ProbeEvent, SeqTracker, Welcome};
 use crate::net::{Conn, Incoming, Target};
-use crate::stats::StatsRegistry;
+use crate::stats::{ConnectionCounts, StatsRegistry, keep_example};
 use crate::timing::ObserverLog;
 
 /// Run phases (0, the default, is setup and warm-up); latency is recorded only in `MEASURE`.
 pub const PHASE_MEASURE: u8 = 1;
 pub const PHASE_DONE: u8 = 2;
-
-/// How many example error messages to keep for the report.
-const MAX_EXAMPLES: usize = 5;
 
 /// `None` while running; `Some(deadline)` = close now, and be gone by the deadline.
 pub type Shutdown = watch::Receiver<Option<Instant>>;
@@ -30,30 +27,13 @@ pub type Shutdown = watch::Receiver<Option<Instant>>;
 pub struct Shared {
     pub stats: StatsRegistry,
     pub phase: AtomicU8,
-    pub connected: AtomicU64,
-    pub failed: AtomicU64,
-    pub stall_connected: AtomicU64,
-    pub stall_failed: AtomicU64,
-    /// Reading clients that lost their connection before the end of the run.
-    pub disconnects: AtomicU64,
-    /// Symbols acknowledged / rejected in `subscribed`, summed over reading clients.
-    pub subscribed_symbols: AtomicU64,
-    pub rejected_symbols: AtomicU64,
-    /// Reading clients that received a live quote frame during the measured period.
-    pub delivering: AtomicU64,
+    /// What became of the connections. A std mutex: it is taken a few times per connection
+    /// (setup, first live quote, loss) and once a second by the progress line, never across an
+    /// `.await`; the per-frame counting goes to [`StatsRegistry`].
+    connections: Mutex<ConnectionCounts>,
     pub welcome: OnceLock<Welcome>,
-    pub connect_errors: Mutex<Vec<String>>,
-    pub disconnect_reasons: Mutex<Vec<String>>,
-    pub rejected_examples: Mutex<Vec<String>>,
     /// The observer's record (set before any client starts), shared by every reader.
     pub observer: Option<std::sync::Arc<ObserverLog>>,
-}
-
-fn keep_example(list: &Mutex<Vec<String>>, msg: String) {
-    let mut l = list.lock().unwrap_or_else(|e| e.into_inner());
-    if l.len() < MAX_EXAMPLES {
-        l.push(msg);
-    }
 }
 
 /// Wall-clock now in µs since the epoch: the same clock the server stamps `pt` with.
@@ -62,6 +42,22 @@ pub fn now_us() -> i64 {
 }
 
 impl Shared {
+    /// The shared state of a run, with the observer's record when there is an observer.
+    pub fn new(observer: Option<std::sync::Arc<ObserverLog>>) -> Shared {
+        Shared { observer, ..Shared::default() }
+    }
+
+    /// The connection counts so far.
+    pub fn connections(&self) -> ConnectionCounts {
+        self.count(|c| c.clone())
+    }
+
+    /// Updates the connection counts.
+    fn count<R>(&self, f: impl FnOnce(&mut ConnectionCounts) -> R) -> R {
+        // A panicking client task must not take the counts down with it.
+        f(&mut self.connections.lock().unwrap_or_else(|e| e.into_inner()))
+    }
+
     /// Processes one text frame of a client connection into the calling worker's statistics.
     /// `wire_len` is the size of the WebSocket frame (larger than `text` with Socket.IO).
     fn handle(&self, text: &str, wire_len: usize, seq: &mut SeqTracker) -> Event {
@@ -145,22 +141,28 @@ pub async fn client_task(
     };
     match role {
         Role::Reader => {
-            shared.connected.fetch_add(1, Ordering::Relaxed);
-            if let Event::Subscribed { symbols, rejected, first_rejected, throttle_ms } = subscribed {
-                shared.subscribed_symbols.fetch_add(symbols as u64, Ordering::Relaxed);
-                shared.rejected_symbols.fetch_add(rejected as u64, Ordering::Relaxed);
-                if let Some(r) = first_rejected {
-                    keep_example(&shared.rejected_examples, r);
+            let subscribed = match subscribed {
+                Event::Subscribed { symbols, rejected, first_rejected, throttle_ms } => {
+                    // The server's word on the throttle it applies beats what we asked for.
+                    if let Some(t) = throttle_ms {
+                        seq.throttle_us = t as i64 * 1000;
+                    }
+                    Some((symbols, rejected, first_rejected))
                 }
-                // The server's word on the throttle it applies beats what we asked for.
-                if let Some(t) = throttle_ms {
-                    seq.throttle_us = t as i64 * 1000;
+                _ => None,
+            };
+            shared.count(|c| {
+                c.connected += 1;
+                if let Some((symbols, rejected, first_rejected)) = subscribed {
+                    c.subscribed_symbols += symbols as u64;
+                    c.rejected_symbols += rejected as u64;
+                    if let Some(r) = first_rejected {
+                        keep_example(&mut c.rejected_examples, r);
+                    }
                 }
-            }
+            });
         }
-        Role::Stalled => {
-            shared.stall_connected.fetch_add(1, Ordering::Relaxed);
-        }
+        Role::Stalled => shared.count(|c| c.stall_connected += 1),
     }
     drop(ready);
 
@@ -183,11 +185,13 @@ pub async fn client_task(
 }
 
 fn fail(shared: &Shared, role: Role, msg: String, ready: mpsc::Sender<()>) {
-    match role {
-        Role::Reader => shared.failed.fetch_add(1, Ordering::Relaxed),
-        Role::Stalled => shared.stall_failed.fetch_add(1, Ordering::Relaxed),
-    };
-    keep_example(&shared.connect_errors, msg);
+    shared.count(|c| {
+        match role {
+            Role::Reader => c.failed += 1,
+            Role::Stalled => c.stall_failed += 1,
+        }
+        keep_example(&mut c.connect_errors, msg);
+    });
     drop(ready);
 }
 
@@ -239,7 +243,7 @@ async fn read_loop(shared: &Shared, ws: &mut Conn, seq: &mut SeqTracker, shutdow
                         && shared.phase.load(Ordering::Relaxed) == PHASE_MEASURE
                     {
                         delivering = true;
-                        shared.delivering.fetch_add(1, Ordering::Relaxed);
+                        shared.count(|c| c.delivering += 1);
                     }
                 }
                 Some(Ok(Incoming::Binary(n))) => shared.count_binary(n),
@@ -253,8 +257,10 @@ async fn read_loop(shared: &Shared, ws: &mut Conn, seq: &mut SeqTracker, shutdow
     match lost {
         None => true,
         Some(reason) => {
-            shared.disconnects.fetch_add(1, Ordering::Relaxed);
-            keep_example(&shared.disconnect_reasons, reason);
+            shared.count(|c| {
+                c.disconnected += 1;
+                keep_example(&mut c.disconnect_reasons, reason);
+            });
             false
         }
     }

@@ -5,6 +5,7 @@ use std::fmt::Write as _;
 use serde::Serialize;
 
 use crate::frame::Welcome;
+use crate::stats::ConnectionCounts;
 
 #[derive(Serialize, Debug, Clone)]
 pub struct Report {
@@ -138,27 +139,16 @@ pub struct ObserverStats {
     pub error: Option<String>,
 }
 
+/// The `clients` object: what was asked for, and what became of it (the counts' fields sit at
+/// the top level of this object).
 #[derive(Serialize, Debug, Clone, Default)]
 pub struct ClientStats {
     pub requested: usize,
-    pub connected: u64,
-    pub failed: u64,
-    /// Reading clients whose connection was lost before the end of the run.
-    pub disconnected: u64,
     pub stall_requested: usize,
-    pub stall_connected: u64,
-    pub stall_failed: u64,
     /// Seconds from the first connect to the last client subscribed (or failed).
     pub ramp_s: f64,
-    /// Symbols acknowledged / rejected in `subscribed`, summed over reading clients.
-    pub subscribed_symbols: u64,
-    pub rejected_symbols: u64,
-    /// Reading clients that received at least one live quote frame during the measured
-    /// period: with a running feed, every connected client should.
-    pub delivering: u64,
-    pub connect_errors: Vec<String>,
-    pub disconnect_reasons: Vec<String>,
-    pub rejected_examples: Vec<String>,
+    #[serde(flatten)]
+    pub connections: ConnectionCounts,
 }
 
 #[derive(Serialize, Debug, Clone, Default)]
@@ -286,7 +276,8 @@ impl Report {
     /// The human-readable table.
     pub fn table(&self) -> String {
         let mut s = String::new();
-        let c = &self.clients;
+        let c = &self.clients.connections;
+        let (requested, stall_requested, ramp_s) = (self.clients.requested, self.clients.stall_requested, self.clients.ramp_s);
         let m = &self.measured;
         let l = &self.latency_ms;
         let p = &self.probe;
@@ -325,10 +316,10 @@ impl Report {
             ),
         );
         let _ = writeln!(s, "connections");
-        w(&mut s, "clients connected/failed", format!("{} / {} of {}", c.connected, c.failed, c.requested));
-        w(&mut s, "stalled connected/failed", format!("{} / {} of {}", c.stall_connected, c.stall_failed, c.stall_requested));
+        w(&mut s, "clients connected/failed", format!("{} / {} of {requested}", c.connected, c.failed));
+        w(&mut s, "stalled connected/failed", format!("{} / {} of {stall_requested}", c.stall_connected, c.stall_failed));
         w(&mut s, "disconnected during run", c.disconnected.to_string());
-        w(&mut s, "ramp-up", format!("{:.2} s (fd limit {})", c.ramp_s, self.fd_limit));
+        w(&mut s, "ramp-up", format!("{ramp_s:.2} s (fd limit {})", self.fd_limit));
         w(&mut s, "delivering in the window", format!("{} of {} connected", c.delivering, c.connected));
         w(&mut s, "symbols subscribed/rejected", format!("{} / {}", c.subscribed_symbols, c.rejected_symbols));
         let _ = writeln!(s, "throughput (measured {:.2} s)", m.duration_s);

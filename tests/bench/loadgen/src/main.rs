@@ -12,10 +12,12 @@
 //! Modules:
 //! - [`cli`]: command line.
 //! - [`run`]: the phases of a run (ramp-up, warm-up, measurement, shutdown) and the verdict.
+//! - [`background`]: snapshot probes and churn connections beside the clients.
 //! - [`client`]: reading clients, stalled clients and snapshot probes.
 //! - [`frame`]: classification and accounting of server frames; the seq-order check.
 //! - [`scan`]: the fast hand-written scanner for `quotes` frames (serde is the fallback).
-//! - [`stats`]: per-worker counters and latency histograms.
+//! - [`stats`]: the traffic counters (per worker), the connection counts (one type from the
+//!   connection tasks through the `--processes` merge to the report), latency histograms.
 //! - [`symbols`]: seeded choice of each client's symbols (uniform or Zipf).
 //! - [`net`]: target resolution, WebSocket connect, the HTTP GET for `/api/symbols`.
 //! - [`sys`]: fd limit, getrusage, /proc RSS.
@@ -33,6 +35,7 @@
 //!
 //! Exit status: 0 OK, 1 run completed with failures (see `FAILED:` lines), 2 could not run.
 
+mod background;
 mod cli;
 mod client;
 mod eio;

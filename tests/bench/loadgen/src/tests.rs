@@ -540,9 +540,31 @@ async fn end_to_end_against_mock() {
     eprintln!("{}", r.table());
     assert!(r.ok, "failures: {:?}", r.failures);
     assert_eq!(r.symbols_available, 20, "symbols fetched over HTTP (chunked)");
-    assert_eq!((r.clients.connected, r.clients.failed, r.clients.disconnected), (8, 0, 0));
-    assert_eq!((r.clients.stall_connected, r.clients.stall_failed), (2, 0));
-    assert_eq!(r.clients.subscribed_symbols, 32);
+    assert_eq!((r.clients.connections.connected, r.clients.connections.failed, r.clients.connections.disconnected), (8, 0, 0));
+    assert_eq!((r.clients.connections.stall_connected, r.clients.connections.stall_failed), (2, 0));
+    assert_eq!(r.clients.connections.subscribed_symbols, 32);
+    // The JSON keeps the `clients` object flat (the bench and monitoring scripts read it so).
+    let clients = &serde_json::to_value(&r).unwrap()["clients"];
+    for key in [
+        "requested",
+        "connected",
+        "failed",
+        "disconnected",
+        "stall_requested",
+        "stall_connected",
+        "stall_failed",
+        "ramp_s",
+        "subscribed_symbols",
+        "rejected_symbols",
+        "delivering",
+        "connect_errors",
+        "disconnect_reasons",
+        "rejected_examples",
+    ] {
+        assert!(clients.get(key).is_some(), "clients.{key} missing: {clients}");
+    }
+    assert_eq!((clients["connected"].as_u64(), clients["stall_connected"].as_u64()), (Some(8), Some(2)));
+    assert!(clients.get("connections").is_none());
     assert_eq!(r.messages.ordering_errors, 0);
     assert_eq!(r.messages.feed, 8, "one feed message per reading connection (stalled ones never read it)");
     assert!(r.measured.quotes_live > 500, "quotes: {:?}", r.measured);
@@ -571,7 +593,7 @@ async fn wildcard_with_rss_and_symbol_list() {
     let r = crate::run::run(&args).await.unwrap();
     assert!(r.ok, "failures: {:?}", r.failures);
     assert_eq!(r.symbols_available, 2);
-    assert_eq!(r.clients.subscribed_symbols, 60, "wildcard: all 20 mock symbols each");
+    assert_eq!(r.clients.connections.subscribed_symbols, 60, "wildcard: all 20 mock symbols each");
     let rss = r.server_rss_mib.unwrap();
     assert!(rss.start.unwrap() > 0.0 && rss.max.unwrap() >= rss.start.unwrap());
     assert_eq!(r.probe.count, 0);
@@ -613,20 +635,20 @@ async fn failed_connects_and_disconnects_fail_the_run() {
     ])
     .unwrap();
     let r = crate::run::run(&args).await.unwrap();
-    assert_eq!((r.clients.connected, r.clients.failed), (0, 3));
+    assert_eq!((r.clients.connections.connected, r.clients.connections.failed), (0, 3));
     assert!(!r.ok && r.failures.iter().any(|f| f.contains("failed")), "{:?}", r.failures);
     assert_eq!(r.probe.count, 0, "no probes when nothing connected");
 
     // The server refuses the subscription.
     let mock = start_mock(MockOpts { refuse: true, ..Default::default() }).await;
     let r = crate::run::run(&args_for(&mock, &["--clients", "2", "--probe-interval-ms", "0", "--duration", "0.2"])).await.unwrap();
-    assert_eq!(r.clients.failed, 2);
-    assert!(r.clients.connect_errors[0].contains("error"), "{:?}", r.clients.connect_errors);
+    assert_eq!(r.clients.connections.failed, 2);
+    assert!(r.clients.connections.connect_errors[0].contains("error"), "{:?}", r.clients.connections.connect_errors);
 
     // The server drops everyone shortly after subscribing.
     let mock = start_mock(MockOpts { close_after: Some(20), ..Default::default() }).await;
     let r = crate::run::run(&args_for(&mock, &["--clients", "2", "--probe-interval-ms", "0"])).await.unwrap();
-    assert_eq!(r.clients.disconnected, 2);
+    assert_eq!(r.clients.connections.disconnected, 2);
     assert!(!r.ok);
 }
 
@@ -684,8 +706,8 @@ async fn socketio_against_mock() {
     let r = crate::run::run(&args).await.unwrap();
     eprintln!("{}", r.table());
     assert!(r.ok, "failures: {:?}", r.failures);
-    assert_eq!((r.clients.connected, r.clients.failed), (4, 0));
-    assert_eq!(r.clients.subscribed_symbols, 12);
+    assert_eq!((r.clients.connections.connected, r.clients.connections.failed), (4, 0));
+    assert_eq!(r.clients.connections.subscribed_symbols, 12);
     assert_eq!(r.messages.feed, 4);
     assert_eq!(r.messages.parse_errors, 0);
     assert!(r.measured.quotes_live > 100, "quotes: {:?}", r.measured);
@@ -702,6 +724,7 @@ async fn socketio_against_mock() {
 #[test]
 fn histogram_pairs_round_trip_and_merge() {
     use crate::multi::{ProcResult, merge, share};
+    use crate::stats::ConnectionCounts;
     use crate::stats::{add_pairs, histogram_to_pairs, new_latency_histogram};
     let mut a = new_latency_histogram();
     let mut b = new_latency_histogram();
@@ -719,7 +742,7 @@ fn histogram_pairs_round_trip_and_merge() {
     let ra = ProcResult {
         latency: histogram_to_pairs(&a),
         measured: crate::stats::Counters { frames: 10, ..Default::default() },
-        connected: 3,
+        connections: ConnectionCounts { connected: 3, connect_errors: vec!["a".into(); 4], ..Default::default() },
         cpu_user_s: 0.9,
         threads: 1,
         ..Default::default()
@@ -727,7 +750,7 @@ fn histogram_pairs_round_trip_and_merge() {
     let rb = ProcResult {
         latency: histogram_to_pairs(&b),
         measured: crate::stats::Counters { frames: 5, ..Default::default() },
-        connected: 2,
+        connections: ConnectionCounts { connected: 2, stall_connected: 1, connect_errors: vec!["b".into(); 4], ..Default::default() },
         cpu_user_s: 0.2,
         threads: 1,
         ramp_s: 2.5,
@@ -739,7 +762,8 @@ fn histogram_pairs_round_trip_and_merge() {
     assert_eq!(m.latency, direct);
     assert_eq!(m.latency.len(), 15);
     assert_eq!(m.measured.frames, 15);
-    assert_eq!(m.connected, 5);
+    assert_eq!((m.connections.connected, m.connections.stall_connected), (5, 1));
+    assert_eq!(m.connections.connect_errors, ["a", "a", "a", "a", "b"], "examples: the first five, in process order");
     assert_eq!(m.ramp_s, 2.5);
     assert!((m.cpu_user_s - 1.1).abs() < 1e-9);
     assert!((m.cpu_pct_max_process - 90.0).abs() < 1e-9);
@@ -825,7 +849,7 @@ fn churn_failures_are_classified_and_counted() {
     let ok = |ms: u64, clean: bool| ChurnSample { setup: Some(Duration::from_millis(ms)), error: None, clean_close: clean };
     let bad = |e: &str| ChurnSample { setup: None, error: Some(e.into()), clean_close: false };
     let samples = [ok(3, true), ok(1, true), ok(2, false), bad("timed out after 1s"), bad("WebSocket handshake: HTTP error: 503"), bad("WebSocket handshake: HTTP error: 503")];
-    let s = crate::run::churn_stats(100.0, 7, &samples, 2.0);
+    let s = crate::background::churn_stats(100.0, 7, &samples, 2.0);
     assert_eq!((s.attempted, s.ok, s.failed), (7, 3, 3));
     assert_eq!(s.attempted_per_s, 3.5);
     assert_eq!(s.failure_kinds.get("handshake"), Some(&2));
@@ -844,7 +868,7 @@ async fn churn_settle_server_cpu_and_delivery_against_mock() {
     let r = crate::run::run(&args).await.unwrap();
     eprintln!("{}", r.table());
     assert!(r.ok, "failures: {:?}", r.failures);
-    assert_eq!(r.clients.delivering, 5, "every client got live quotes");
+    assert_eq!(r.clients.connections.delivering, 5, "every client got live quotes");
     let ch = r.churn.as_ref().expect("churn stats");
     // 40/s over a 1 s window, on a fixed schedule.
     assert!((35..=45).contains(&ch.attempted), "attempted {}", ch.attempted);
@@ -852,7 +876,7 @@ async fn churn_settle_server_cpu_and_delivery_against_mock() {
     assert_eq!(ch.unclean_closes, 0, "{ch:?}");
     assert!(ch.setup_p50_ms.is_some());
     // Churn connections are not clients: their traffic is not counted.
-    assert_eq!(r.clients.connected, 5);
+    assert_eq!(r.clients.connections.connected, 5);
     assert_eq!(r.messages.subscribed, 5);
     let cpu = r.server.cpu_s.expect("server CPU");
     assert!(cpu > 0.0 && cpu < 10.0, "cpu {cpu}");
@@ -880,7 +904,7 @@ async fn idle_clients_without_quotes_are_not_delivering() {
     let mock = start_mock(MockOpts { tick: Duration::from_secs(3600), ..Default::default() }).await;
     let base = ["--clients", "3", "--symbols", "2", "--probe-interval-ms", "0", "--duration", "0.5"];
     let r = crate::run::run(&args_for(&mock, &base)).await.unwrap();
-    assert_eq!((r.clients.connected, r.clients.delivering), (3, 0));
+    assert_eq!((r.clients.connections.connected, r.clients.connections.delivering), (3, 0));
     assert!(r.warnings.iter().any(|w| w.contains("no live quotes")), "{:?}", r.warnings);
     let mut idle = base.to_vec();
     idle.push("--idle");
