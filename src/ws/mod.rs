@@ -139,15 +139,15 @@ impl Drop for ConnectionSlot {
 
 /// `GET /ws`: upgrade and spawn the session.
 pub async fn upgrade(req: HttpRequest, body: web::Payload, context: web::Data<SessionContext>) -> actix_web::Result<HttpResponse> {
-    let state = context.into_inner();
-    let Some(slot) = state.connections.open() else {
-        let max = state.connections.max;
-        state.metrics.disconnected(crate::metrics::DisconnectReason::Limit);
+    let context = context.into_inner();
+    let Some(slot) = context.connections.open() else {
+        let max = context.connections.max;
+        context.metrics.disconnected(crate::metrics::DisconnectReason::Limit);
         return Err(ApiError::new(ApiErrorCode::TooManyConnections, format!("the server is at its limit of {max} WebSocket connections"))
             .with_header(header::RETRY_AFTER, header::HeaderValue::from_static("5"))
             .into());
     };
-    if *state.shutdown.borrow() {
+    if *context.shutdown.borrow() {
         return Err(ApiError::new(ApiErrorCode::ShuttingDown, "the server is shutting down").into());
     }
     if req.headers().contains_key(header::TRANSFER_ENCODING) {
@@ -158,13 +158,13 @@ pub async fn upgrade(req: HttpRequest, body: web::Payload, context: web::Data<Se
     let initial = parse_upgrade_query(req.query_string());
     let probe = req.conn_data::<SocketProbe>().copied();
     let mut response = actix_http::ws::handshake(req.head())?;
-    let max_message = state.limits.max_message_bytes;
+    let max_message = context.limits.max_message_bytes;
     let stream = InboundStream::new(body.into_inner(), max_message);
     let signal = Arc::new(SessionSignal::default());
-    let output = SharedOutput::new(Output::new(state.clone(), signal.clone(), tokio::time::Instant::now()));
+    let output = SharedOutput::new(Output::new(context.clone(), signal.clone(), tokio::time::Instant::now()));
     let response = HttpResponse::from(response.message_body(OutboundBody::new(output.clone(), signal))?.map_into_boxed_body());
-    state.metrics.connection_opened();
-    let mut session = Session::new(state, slot, probe, output);
+    context.metrics.connection_opened();
+    let mut session = Session::new(context, slot, probe, output);
     session.start(initial);
     actix_web::rt::spawn(session.run(stream));
     Ok(response)

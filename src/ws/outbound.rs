@@ -170,7 +170,7 @@ pub struct Output {
     /// When actix-http last asked the body for data.
     last_poll: Instant,
     max_frame_bytes: usize,
-    state: Arc<SessionContext>,
+    context: Arc<SessionContext>,
     fired: Vec<TopicId>,
     /// The body asked the bus for a wake-up after its next dispatch round, to look again at
     /// the throttle-0 symbols it delivered before arming them (see `SubscriptionSet::recheck`).
@@ -178,7 +178,7 @@ pub struct Output {
 }
 
 impl Output {
-    pub fn new(state: Arc<SessionContext>, signal: Arc<SessionSignal>, now: Instant) -> Output {
+    pub fn new(context: Arc<SessionContext>, signal: Arc<SessionSignal>, now: Instant) -> Output {
         Output {
             subs: SubscriptionSet::new(signal),
             outbox: VecDeque::new(),
@@ -189,8 +189,8 @@ impl Output {
             closing: false,
             close_frame: None,
             last_poll: now,
-            max_frame_bytes: state.limits.max_frame_bytes,
-            state,
+            max_frame_bytes: context.limits.max_frame_bytes,
+            context,
             fired: Vec::new(),
             awaiting_round: false,
         }
@@ -255,7 +255,7 @@ impl Output {
             let mut frame = BytesMut::new();
             let payload = close_payload(reason);
             put_frame(&mut frame, OPCODE_CLOSE, &payload);
-            self.state.metrics.other_frame(frame_wire_bytes(payload.len()));
+            self.context.metrics.other_frame(frame_wire_bytes(payload.len()));
             self.close_frame = Some(frame.freeze());
         }
         self.outbox.clear();
@@ -302,7 +302,7 @@ impl Output {
                 } else {
                     // One wake-up after the next publish of any topic, then look again.
                     self.awaiting_round = true;
-                    self.state.bus.wake_after_next_dispatch(self.subs.signal());
+                    self.context.bus.wake_after_next_dispatch(self.subs.signal());
                     self.subs.recheck(now, false);
                 }
                 self.produce_into(scratch, now);
@@ -331,7 +331,7 @@ impl Output {
             }
         }
         for index in std::mem::take(&mut self.feeds_changed) {
-            if let Some(feed) = self.state.feeds.get(usize::from(index)) {
+            if let Some(feed) = self.context.feeds.get(usize::from(index)) {
                 let status = crate::ws::protocol::ServerMessage::Feed(&feed.status()).to_json();
                 self.put_control(buf, OPCODE_TEXT, status.as_bytes());
             }
@@ -350,7 +350,7 @@ impl Output {
 
     fn put_control(&self, buf: &mut BytesMut, opcode: u8, payload: &[u8]) {
         put_frame(buf, opcode, payload);
-        self.state.metrics.other_frame(frame_wire_bytes(payload.len()));
+        self.context.metrics.other_frame(frame_wire_bytes(payload.len()));
     }
 
     /// Appends one frame of due quotes (or snapshot quotes) of at most `max_frame_bytes`
@@ -395,7 +395,7 @@ impl Output {
         }
         buf.extend_from_slice(SUFFIX);
         let payload = seal_frame(buf, start, room, OPCODE_TEXT);
-        self.state.metrics.quote_frame(count, conflated, frame_wire_bytes(payload), longest_wait);
+        self.context.metrics.quote_frame(count, conflated, frame_wire_bytes(payload), longest_wait);
         count
     }
 }

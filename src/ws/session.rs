@@ -159,7 +159,7 @@ impl TokenBucket {
 
 /// One connection's session task.
 pub struct Session {
-    state: Arc<SessionContext>,
+    context: Arc<SessionContext>,
     /// Held for the session's life: dropping it releases the connection's place in the limit.
     _slot: ConnectionSlot,
     limits: Arc<SessionLimits>,
@@ -177,9 +177,9 @@ pub struct Session {
 }
 
 impl Session {
-    pub fn new(state: Arc<SessionContext>, slot: ConnectionSlot, probe: Option<SocketProbe>, output: SharedOutput) -> Session {
+    pub fn new(context: Arc<SessionContext>, slot: ConnectionSlot, probe: Option<SocketProbe>, output: SharedOutput) -> Session {
         let now = Instant::now();
-        let limits = state.limits.clone();
+        let limits = context.limits.clone();
         let signal = output.with(|o| o.subs.signal().clone());
         Session {
             _slot: slot,
@@ -193,7 +193,7 @@ impl Session {
             last_heard: now,
             known_topics: 0,
             rate_limited: None,
-            state,
+            context,
         }
     }
 
@@ -206,15 +206,15 @@ impl Session {
     /// Runs the session to its end, closes the connection and records why it ended. This is the
     /// spawned future itself (no wrapper): every byte of its state is held per connection.
     pub async fn run(mut self, mut stream: InboundStream) {
-        let mut shutdown = self.state.shutdown.clone();
-        let mut feed_events = self.state.feeds.subscribe();
-        let mut topics = self.state.bus.watch_topics();
+        let mut shutdown = self.context.shutdown.clone();
+        let mut feed_events = self.context.feeds.subscribe();
+        let mut topics = self.context.bus.watch_topics();
         let end = if *shutdown.borrow() { End::Shutdown } else { self.event_loop(&mut stream, &mut shutdown, &mut feed_events, &mut topics).await };
-        let state = self.state.clone();
+        let context = self.context.clone();
         // Boxed: the close path's state is only needed once, at the end; inline it would
         // enlarge every live session's task by its size.
         Box::pin(self.close(stream, &end)).await;
-        state.metrics.disconnected(end.reason());
+        context.metrics.disconnected(end.reason());
         tracing::debug!(reason = end.reason().label(), "session ended: {end:?}");
     }
 
@@ -252,7 +252,7 @@ impl Session {
                 event = feed_events.recv() => match event {
                     Ok(FeedEvent(status)) => self.feed_changed(&status.name),
                     Err(broadcast::error::RecvError::Lagged(_)) => {
-                        self.output.with(|o| (0..self.state.feeds.len()).for_each(|index| o.queue_feed_status(index)));
+                        self.output.with(|o| (0..self.context.feeds.len()).for_each(|index| o.queue_feed_status(index)));
                         self.signal.wake();
                     }
                     Err(broadcast::error::RecvError::Closed) => {}
@@ -267,7 +267,7 @@ impl Session {
     }
 
     fn feed_changed(&mut self, name: &str) {
-        if let Some(index) = self.state.feeds.position(name) {
+        if let Some(index) = self.context.feeds.position(name) {
             self.output.with(|o| o.queue_feed_status(index));
             self.signal.wake();
         }
@@ -300,7 +300,7 @@ impl Session {
         let welcome = ServerMessage::Welcome {
             protocol: PROTOCOL_VERSION,
             server: &version,
-            instance: &self.state.instance,
+            instance: &self.context.instance,
             throttle_ms: self.limits.default_throttle_ms,
             min_throttle_ms: self.limits.min_throttle_ms,
             max_symbols: self.limits.max_symbols,
@@ -322,7 +322,7 @@ impl Session {
     }
 
     fn error(&mut self, id: Option<RequestId>, code: ErrorCode, message: String) {
-        self.state.metrics.client_error(code.as_str());
+        self.context.metrics.client_error(code.as_str());
         self.queue_text(ServerMessage::Error { id, code, message, count: None }.to_json());
     }
 
@@ -356,7 +356,7 @@ impl Session {
     }
 
     fn send_rate_limited(&mut self, id: Option<RequestId>, count: u64) {
-        self.state.metrics.client_errors(ErrorCode::RateLimited.as_str(), count);
+        self.context.metrics.client_errors(ErrorCode::RateLimited.as_str(), count);
         let (rate, burst) = (self.limits.rate_limit, self.limits.rate_burst);
         let message = if count == 1 {
             format!("message not processed: more than {rate} messages per second (bursts of {burst}); messages dropped from now on are counted in one error per second")
@@ -371,7 +371,7 @@ impl Session {
         match message {
             Inbound::Text(text) => {
                 let parsed = parse_client_message(&text);
-                self.state.metrics.client_message(parsed.as_ref().map_or("invalid", ClientOp::name));
+                self.context.metrics.client_message(parsed.as_ref().map_or("invalid", ClientOp::name));
                 if !self.bucket.take(now) {
                     self.rate_limited(parsed.map_or_else(|f| f.id, |op| op_id(&op)), now);
                     return None;
@@ -382,7 +382,7 @@ impl Session {
                 }
             }
             Inbound::Binary(_) => {
-                self.state.metrics.client_message("invalid");
+                self.context.metrics.client_message("invalid");
                 if self.bucket.take(now) {
                     self.error(None, ErrorCode::BadRequest, "binary frames are not supported: send JSON text frames".into());
                 } else {
@@ -410,7 +410,7 @@ impl Session {
                 for symbol in &symbols {
                     if symbol.trim() == "*" {
                         wildcard = true;
-                    } else if let Ok(topic) = self.state.bus.find(symbol) {
+                    } else if let Ok(topic) = self.context.bus.find(symbol) {
                         ids.push(topic.id);
                     }
                 }
@@ -446,7 +446,7 @@ impl Session {
                 wildcard = true;
                 continue;
             }
-            match self.state.bus.find(raw) {
+            match self.context.bus.find(raw) {
                 Ok(topic) => {
                     if !topics.iter().any(|t| t.id == topic.id) {
                         topics.push(topic);
@@ -457,7 +457,7 @@ impl Session {
             }
         }
         let max_symbols = self.limits.max_symbols;
-        let all = wildcard.then(|| self.state.bus.topics());
+        let all = wildcard.then(|| self.context.bus.topics());
         let subscribed = self.output.with(|o| {
             let subs = &mut o.subs;
             let new_explicit = topics.iter().filter(|t| !subs.is_explicit(t.id)).count();
@@ -481,14 +481,14 @@ impl Session {
             self.known_topics = all.len();
         }
         for entry in &rejected {
-            self.state.metrics.client_error(entry.code.as_str());
+            self.context.metrics.client_error(entry.code.as_str());
         }
         self.queue_text(ServerMessage::Subscribed { id, throttle_ms: throttle as u64, symbols, rejected }.to_json());
     }
 
     /// A wildcard session picks up topics registered after it subscribed.
     fn extend_wildcard(&mut self) {
-        let all = self.state.bus.topics();
+        let all = self.context.bus.topics();
         if all.len() > self.known_topics {
             let new = &all[self.known_topics..];
             let extended = self.output.with(|o| {
