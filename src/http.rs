@@ -19,7 +19,10 @@
 
 mod control;
 mod errors;
+mod listen;
 mod query;
+
+pub use self::listen::{Listen, ListenArgs};
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;

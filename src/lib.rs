@@ -35,6 +35,7 @@ pub mod logging;
 pub mod metrics;
 pub mod quote;
 pub mod server;
+pub mod settings;
 pub mod tickgen;
 pub mod web;
 pub mod ws;

@@ -1,11 +1,10 @@
 //! The `tickerfeed` binary: parse the configuration, start the server, wait for a signal.
 //! Everything else lives in the library.
 
-use clap::Parser;
 use tickerfeed::config::{Cli, Command, Config};
 
 fn main() -> std::process::ExitCode {
-    let cli = Cli::parse();
+    let cli = Cli::from_env();
     tickerfeed::logging::init();
     match &cli.command {
         Some(Command::Healthcheck { url }) => return tickerfeed::healthcheck::run(url),

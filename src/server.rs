@@ -15,11 +15,10 @@ use actix_web::{App, HttpServer, web};
 use tokio::sync::watch;
 
 use crate::bus::Bus;
-use crate::config::{Config, MAX_THROTTLE_MS};
+use crate::config::Config;
 use crate::feed::{self, Feeds};
 use crate::http::Readiness;
 use crate::metrics::{ClientLabels, Metrics};
-use crate::ws::session::SessionLimits;
 use crate::ws::socket::SocketProbe;
 use crate::ws::{Connections, protocol};
 
@@ -81,24 +80,11 @@ pub async fn start(config: Config) -> Result<RunningServer, StartError> {
     tokio::spawn(bus.clone().run_dispatcher());
 
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
-    let limits = SessionLimits {
-        default_throttle_ms: config.throttle_ms,
-        min_throttle_ms: config.min_throttle_ms,
-        max_throttle_ms: MAX_THROTTLE_MS,
-        max_symbols: config.max_symbols,
-        max_frame_bytes: config.max_frame_bytes,
-        max_message_bytes: config.max_message_bytes,
-        rate_limit: config.rate_limit,
-        rate_burst: config.rate_burst,
-        slow_consumer_timeout: Duration::from_secs_f64(config.slow_consumer_timeout),
-        ping_interval: Duration::from_secs_f64(config.ping_interval),
-        idle_timeout: Duration::from_secs_f64(config.idle_timeout),
-    };
     let instance = instance_id();
-    let connections = Arc::new(Connections::new(config.max_connections));
+    let connections = Arc::new(Connections::new(config.limits.max_connections));
     let readiness = Arc::new(Readiness::new(shutdown_rx.clone()));
     let ws = web::Data::new(crate::ws::SessionContext {
-        limits: Arc::new(limits),
+        limits: Arc::new(config.limits.clone()),
         bus: bus.clone(),
         feeds: feeds.clone(),
         metrics: metrics.clone(),
@@ -110,9 +96,10 @@ pub async fn start(config: Config) -> Result<RunningServer, StartError> {
     let (bus_data, feeds_data, metrics_data) = (web::Data::from(bus.clone()), web::Data::from(feeds.clone()), web::Data::from(metrics.clone()));
     let (connections_data, readiness_data) = (web::Data::from(connections.clone()), web::Data::from(readiness.clone()));
 
-    let listener = TcpListener::bind(config.bind).map_err(|source| StartError::Bind { addr: config.bind, source })?;
+    let bind = config.listen.addr();
+    let listener = TcpListener::bind(bind).map_err(|source| StartError::Bind { addr: bind, source })?;
     let addr = listener.local_addr()?;
-    let send_buffer = config.send_buffer_bytes;
+    let send_buffer = config.limits.send_buffer_bytes;
     let server = HttpServer::new(move || {
         App::new()
             .app_data(bus_data.clone())
@@ -132,16 +119,16 @@ pub async fn start(config: Config) -> Result<RunningServer, StartError> {
             }
         }
     })
-    .workers(config.workers)
+    .workers(config.listen.workers)
     // Above the connection limit, so that excess upgrades get a 503, not a refused connect.
-    .max_connections(config.max_connections + 1024)
+    .max_connections(config.limits.max_connections + 1024)
     .backlog(4096)
     // actix-http asks a response body for more only while the connection's write buffer
     // holds less than this; WebSocket sessions produce frames only when asked (see
     // `ws::outbound`), so this plus one chunk bounds a slow client's server-side buffer.
     .h1_write_buffer_size(crate::ws::outbound::WRITE_BUFFER_BYTES)
     .disable_signals()
-    .shutdown_timeout(config.shutdown_timeout.ceil() as u64)
+    .shutdown_timeout(config.listen.shutdown_timeout.ceil() as u64)
     .listen(listener)?
     .run();
     let handle = server.handle();

@@ -10,6 +10,7 @@
 //! ([`Pacer`]), and the per-day session statistics ([`DayStats`]) both feed kinds compute.
 
 pub mod replay;
+pub mod settings;
 pub mod sim;
 pub mod universe;
 

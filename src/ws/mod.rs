@@ -14,6 +14,7 @@
 //! bus, the feeds, the metrics, the limits and the connection count, nothing else.
 
 pub mod inbound;
+pub mod limits;
 pub mod outbound;
 pub mod protocol;
 pub mod session;
@@ -27,6 +28,7 @@ use actix_web::http::header;
 use actix_web::{HttpRequest, HttpResponse, web};
 
 use self::inbound::InboundStream;
+pub use self::limits::{Limits, LimitsArgs, MAX_THROTTLE_MS};
 use self::outbound::{OutboundBody, Output, SharedOutput};
 use self::session::{InitialSubscription, Session};
 use self::socket::SocketProbe;
@@ -34,11 +36,10 @@ use crate::api_error::{ApiError, ApiErrorCode};
 use crate::bus::{Bus, SessionSignal};
 use crate::feed::Feeds;
 use crate::metrics::Metrics;
-use crate::ws::session::SessionLimits;
 
 /// What every WebSocket session shares.
 pub struct SessionContext {
-    pub limits: Arc<SessionLimits>,
+    pub limits: Arc<Limits>,
     pub bus: Arc<Bus>,
     pub feeds: Arc<Feeds>,
     pub metrics: Arc<Metrics>,

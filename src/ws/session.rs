@@ -32,6 +32,7 @@ use tokio::time::{Instant, sleep_until};
 
 use super::ConnectionSlot;
 use super::SessionContext;
+use super::limits::{Limits, MAX_THROTTLE_MS};
 use super::outbound::{INPUT_PAUSE_BYTES, Output, SharedOutput};
 use super::protocol::{ClientOp, ErrorCode, PROTOCOL_VERSION, Rejected, RequestId, ServerMessage, parse_client_message};
 use super::socket::SocketProbe;
@@ -50,22 +51,6 @@ const CLOSE_FLUSH_TIMEOUT: Duration = Duration::from_secs(1);
 const STALL_CHECKS_PER_TIMEOUT: u32 = 8;
 /// A client over the message rate hears of the messages dropped since at most this often.
 pub const RATE_LIMIT_REPORT_INTERVAL: Duration = Duration::from_secs(1);
-
-/// The limits a session enforces, from the configuration.
-#[derive(Debug, Clone)]
-pub struct SessionLimits {
-    pub default_throttle_ms: u64,
-    pub min_throttle_ms: u64,
-    pub max_throttle_ms: u64,
-    pub max_symbols: usize,
-    pub max_frame_bytes: usize,
-    pub max_message_bytes: usize,
-    pub rate_limit: f64,
-    pub rate_burst: f64,
-    pub slow_consumer_timeout: Duration,
-    pub ping_interval: Duration,
-    pub idle_timeout: Duration,
-}
 
 /// A subscription requested in the upgrade URL (`/ws?symbols=A,B&throttle_ms=500`).
 #[derive(Debug, Clone, Default)]
@@ -162,7 +147,7 @@ pub struct Session {
     context: Arc<SessionContext>,
     /// Held for the session's life: dropping it releases the connection's place in the limit.
     _slot: ConnectionSlot,
-    limits: Arc<SessionLimits>,
+    limits: Arc<Limits>,
     output: SharedOutput,
     signal: Arc<SessionSignal>,
     probe: Option<SocketProbe>,
@@ -184,7 +169,7 @@ impl Session {
         Session {
             _slot: slot,
             bucket: TokenBucket::new(limits.rate_limit, limits.rate_burst, now),
-            next_ping: now + limits.ping_interval,
+            next_ping: now + limits.ping_interval(),
             next_stall_check: now + stall_check_interval(&limits),
             limits,
             output,
@@ -226,7 +211,7 @@ impl Session {
         topics: &mut tokio::sync::watch::Receiver<usize>,
     ) -> End {
         loop {
-            let mut wake_at = self.next_ping.min(self.last_heard + self.limits.idle_timeout).min(self.next_stall_check);
+            let mut wake_at = self.next_ping.min(self.last_heard + self.limits.idle_timeout()).min(self.next_stall_check);
             if let Some(run) = &self.rate_limited {
                 wake_at = wake_at.min(run.report_at);
             }
@@ -260,7 +245,7 @@ impl Session {
                 _ = topics.changed(), if wildcard => self.extend_wildcard(),
                 _ = sleep_until(wake_at) => if let Some(end) = self.on_timer(Instant::now()) { return end },
             }
-            if self.last_heard + self.limits.idle_timeout <= Instant::now() {
+            if self.last_heard + self.limits.idle_timeout() <= Instant::now() {
                 return End::IdleTimeout;
             }
         }
@@ -280,7 +265,7 @@ impl Session {
         if now >= self.next_ping {
             self.output.with(Output::queue_ping);
             self.signal.wake();
-            self.next_ping = now + self.limits.ping_interval;
+            self.next_ping = now + self.limits.ping_interval();
         }
         if now >= self.next_stall_check {
             self.next_stall_check = now + stall_check_interval(&self.limits);
@@ -288,7 +273,7 @@ impl Session {
             // actix-http has not asked for any for a whole timeout: its write buffer is full
             // and the kernel takes nothing.
             let last_poll = self.output.with(|o| o.last_poll());
-            if self.signal.is_woken() && now.saturating_duration_since(last_poll) >= self.limits.slow_consumer_timeout {
+            if self.signal.is_woken() && now.saturating_duration_since(last_poll) >= self.limits.slow_consumer_timeout() {
                 return Some(End::SlowConsumer);
             }
         }
@@ -301,7 +286,7 @@ impl Session {
             protocol: PROTOCOL_VERSION,
             server: &version,
             instance: &self.context.instance,
-            throttle_ms: self.limits.default_throttle_ms,
+            throttle_ms: self.limits.throttle_ms,
             min_throttle_ms: self.limits.min_throttle_ms,
             max_symbols: self.limits.max_symbols,
             max_frame_bytes: self.limits.max_frame_bytes,
@@ -432,7 +417,7 @@ impl Session {
     }
 
     fn subscribe(&mut self, id: Option<RequestId>, requested: &[String], throttle_ms: Option<u64>, snapshot: bool) {
-        let throttle = throttle_ms.unwrap_or(self.limits.default_throttle_ms).clamp(self.limits.min_throttle_ms, self.limits.max_throttle_ms) as u32;
+        let throttle = throttle_ms.unwrap_or(self.limits.throttle_ms).clamp(self.limits.min_throttle_ms, MAX_THROTTLE_MS) as u32;
         let mut rejected = Vec::new();
         let mut topics: Vec<Arc<Topic>> = Vec::new();
         let mut wildcard = false;
@@ -548,8 +533,8 @@ impl Session {
     }
 }
 
-fn stall_check_interval(limits: &SessionLimits) -> Duration {
-    (limits.slow_consumer_timeout / STALL_CHECKS_PER_TIMEOUT).max(Duration::from_millis(10))
+fn stall_check_interval(limits: &Limits) -> Duration {
+    (limits.slow_consumer_timeout() / STALL_CHECKS_PER_TIMEOUT).max(Duration::from_millis(10))
 }
 
 fn op_id(op: &ClientOp) -> Option<RequestId> {
