@@ -13,7 +13,7 @@ use serde_json::json;
 
 /// The `error` field of an error answer; each has one HTTP status.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ApiErrorCode {
+pub(crate) enum ApiErrorCode {
     /// 400: a query parameter, path or body that does not parse or is refused.
     BadRequest,
     /// 404: no route has this path.
@@ -39,7 +39,7 @@ pub enum ApiErrorCode {
 }
 
 impl ApiErrorCode {
-    pub fn status(self) -> StatusCode {
+    pub(crate) fn status(self) -> StatusCode {
         match self {
             ApiErrorCode::BadRequest => StatusCode::BAD_REQUEST,
             ApiErrorCode::NotFound | ApiErrorCode::UnknownSymbol | ApiErrorCode::NoQuoteYet | ApiErrorCode::UnknownFeed => StatusCode::NOT_FOUND,
@@ -50,7 +50,7 @@ impl ApiErrorCode {
         }
     }
 
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             ApiErrorCode::BadRequest => "bad_request",
             ApiErrorCode::NotFound => "not_found",
@@ -69,7 +69,7 @@ impl ApiErrorCode {
 
 /// An error answer: a code, a message naming what was wrong, and the headers some codes need.
 #[derive(Debug, Clone, PartialEq)]
-pub struct ApiError {
+pub(crate) struct ApiError {
     pub code: ApiErrorCode,
     pub message: String,
     /// `Allow` for 405, `Retry-After` for 503 at the connection limit.
@@ -77,19 +77,19 @@ pub struct ApiError {
 }
 
 impl ApiError {
-    pub fn new(code: ApiErrorCode, message: impl Into<String>) -> ApiError {
+    pub(crate) fn new(code: ApiErrorCode, message: impl Into<String>) -> ApiError {
         ApiError { code, message: message.into(), headers: Vec::new() }
     }
 
     /// A header the answer carries besides the JSON body.
-    pub fn with_header(mut self, name: header::HeaderName, value: HeaderValue) -> ApiError {
+    pub(crate) fn with_header(mut self, name: header::HeaderName, value: HeaderValue) -> ApiError {
         self.headers.push((name, value));
         self
     }
 
     /// The JSON body of an error answer with this code name, for answers whose code is not an
     /// [`ApiErrorCode`] (actix's own errors, rewritten by the `http` fallback).
-    pub fn body(code: &str, message: &str) -> String {
+    pub(crate) fn body(code: &str, message: &str) -> String {
         json!({"error": code, "message": message}).to_string()
     }
 }

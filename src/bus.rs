@@ -25,7 +25,7 @@
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, RwLock, Weak};
-use std::task::{Poll, Waker};
+use std::task::Waker;
 
 use arc_swap::ArcSwapOption;
 use futures_util::task::AtomicWaker;
@@ -36,7 +36,7 @@ use crate::quote::{PublishedQuote, Quote, QuoteDraft, SymbolError, normalise_sym
 
 /// Why a symbol a client gave names no topic.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum FindError {
+pub(crate) enum FindError {
     /// Not a symbol at all; `text` is what was given, trimmed and cut to 32 characters.
     #[error("'{text}' is not a symbol: it {reason}")]
     Invalid { text: String, reason: SymbolError },
@@ -46,11 +46,11 @@ pub enum FindError {
 }
 
 /// Index of a topic in the bus's table.
-pub type TopicId = u32;
+pub(crate) type TopicId = u32;
 
 /// Reference data of a symbol, as `/api/symbols` lists it.
 #[derive(Debug, Clone, PartialEq)]
-pub struct SymbolInfo {
+pub(crate) struct SymbolInfo {
     pub name: String,
     pub sector: String,
     /// The feed that publishes this symbol.
@@ -65,7 +65,7 @@ pub enum BusError {
 }
 
 /// Where feeds publish quotes. The in-process [`Bus`] implements it directly.
-pub trait Publisher: Send + Sync {
+pub(crate) trait Publisher: Send + Sync {
     /// Declares a symbol before its first quote. Fails when another feed already owns it.
     fn register(&self, symbol: &str, info: SymbolInfo) -> Result<Arc<Topic>, BusError>;
     /// Publishes the next quote of `topic`; returns the seq it was given.
@@ -78,7 +78,7 @@ pub trait Publisher: Send + Sync {
 /// The dirty list holds at most one entry per topic the session armed, and a session arms a
 /// topic at most once until it fires, so it is bounded by the number of topics.
 #[derive(Debug, Default)]
-pub struct SessionSignal {
+pub(crate) struct SessionSignal {
     dirty: Mutex<Vec<TopicId>>,
     waker: AtomicWaker,
     /// Set by [`SessionSignal::wake`], cleared by the consumer when it has looked at everything:
@@ -96,39 +96,40 @@ impl SessionSignal {
     }
 
     /// Moves the ids of the topics that fired since the last call into `into`.
-    pub fn take_dirty(&self, into: &mut Vec<TopicId>) {
+    pub(crate) fn take_dirty(&self, into: &mut Vec<TopicId>) {
         let mut dirty = self.dirty.lock().expect("dirty lock");
         into.append(&mut dirty);
     }
 
     /// Wakes the consumer (from any thread).
-    pub fn wake(&self) {
+    pub(crate) fn wake(&self) {
         self.woken.store(true, Ordering::Release);
         self.waker.wake();
     }
 
     /// Registers the consumer's waker and clears the woken flag. Call it *before* looking at
     /// the state, so that a wake racing with the look is not lost.
-    pub fn register(&self, waker: &Waker) {
+    pub(crate) fn register(&self, waker: &Waker) {
         self.waker.register(waker);
         self.woken.store(false, Ordering::Release);
     }
 
     /// Marks that the consumer stopped with output possibly still pending.
-    pub fn set_woken(&self) {
+    pub(crate) fn set_woken(&self) {
         self.woken.store(true, Ordering::Release);
     }
 
     /// Whether the consumer was woken (or stopped with output pending) and has not looked since.
-    pub fn is_woken(&self) -> bool {
+    pub(crate) fn is_woken(&self) -> bool {
         self.woken.load(Ordering::Acquire)
     }
 
-    /// Resolves once a topic has fired (tests and simple consumers).
-    pub async fn fired(&self) {
+    /// Resolves once a topic has fired.
+    #[cfg(test)]
+    pub(crate) async fn fired(&self) {
         std::future::poll_fn(|cx| {
             self.register(cx.waker());
-            if self.dirty.lock().expect("dirty lock").is_empty() { Poll::Pending } else { Poll::Ready(()) }
+            if self.dirty.lock().expect("dirty lock").is_empty() { std::task::Poll::Pending } else { std::task::Poll::Ready(()) }
         })
         .await
     }
@@ -145,9 +146,9 @@ struct Waiters {
 /// One symbol's topic.
 #[derive(Debug)]
 pub struct Topic {
-    pub id: TopicId,
-    pub symbol: Arc<str>,
-    pub info: SymbolInfo,
+    pub(crate) id: TopicId,
+    pub(crate) symbol: Arc<str>,
+    pub(crate) info: SymbolInfo,
     latest: ArcSwapOption<PublishedQuote>,
     /// Seq of the latest published quote (0 = none yet). Written by the topic's single feed.
     seq: AtomicU64,
@@ -181,24 +182,25 @@ impl Topic {
     }
 
     /// The latest quote, if any was published.
-    pub fn latest(&self) -> Option<Arc<PublishedQuote>> {
+    pub(crate) fn latest(&self) -> Option<Arc<PublishedQuote>> {
         self.latest.load_full()
     }
 
     /// The latest quote, borrowed: cheaper than [`Topic::latest`] for a short look.
-    pub fn latest_ref(&self) -> arc_swap::Guard<Option<Arc<PublishedQuote>>> {
+    pub(crate) fn latest_ref(&self) -> arc_swap::Guard<Option<Arc<PublishedQuote>>> {
         self.latest.load()
     }
 
     /// Registrations waiting for this topic's next publish (including those of sessions that
     /// ended since, until they are swept).
-    pub fn registrations(&self) -> usize {
+    #[cfg(test)]
+    pub(crate) fn registrations(&self) -> usize {
         self.waiters.lock().expect("waiters lock").armed.len()
     }
 
     /// Asks to be woken once at the next publish of this topic. The caller must check
     /// [`Topic::seq`] *after* arming, so that a publish racing with the call is not missed.
-    pub fn arm(&self, signal: &Arc<SessionSignal>) {
+    pub(crate) fn arm(&self, signal: &Arc<SessionSignal>) {
         let mut waiters = self.waiters.lock().expect("waiters lock");
         if waiters.armed.len() >= waiters.sweep_at {
             waiters.armed.retain(|w| w.strong_count() > 0);
@@ -212,15 +214,15 @@ impl Topic {
         self.history.lock().expect("history lock").bars(resolution, limit)
     }
 
-    pub fn subscriber_added(&self) {
+    pub(crate) fn subscriber_added(&self) {
         self.subscribers.fetch_add(1, Ordering::Relaxed);
     }
 
-    pub fn subscriber_removed(&self) {
+    pub(crate) fn subscriber_removed(&self) {
         self.subscribers.fetch_sub(1, Ordering::Relaxed);
     }
 
-    pub fn subscribers(&self) -> usize {
+    pub(crate) fn subscribers(&self) -> usize {
         self.subscribers.load(Ordering::Relaxed)
     }
 }
@@ -245,7 +247,7 @@ impl Default for Bus {
 }
 
 impl Bus {
-    pub fn new() -> Bus {
+    pub(crate) fn new() -> Bus {
         Bus {
             topics: RwLock::new(Vec::new()),
             by_symbol: RwLock::new(HashMap::new()),
@@ -259,7 +261,7 @@ impl Bus {
     /// The topic of `symbol` (already uppercased), if a feed publishes it.
     /// The topic a client names: the text goes through the one symbol rule
     /// ([`normalise_symbol`]) first, so REST and every transport accept and refuse the same.
-    pub fn find(&self, requested: &str) -> Result<Arc<Topic>, FindError> {
+    pub(crate) fn find(&self, requested: &str) -> Result<Arc<Topic>, FindError> {
         let symbol = normalise_symbol(requested).map_err(|reason| FindError::Invalid { text: requested.trim().chars().take(32).collect(), reason })?;
         self.topic(&symbol).ok_or(FindError::Unknown(symbol))
     }
@@ -270,7 +272,7 @@ impl Bus {
         self.topic_by_id(id)
     }
 
-    pub fn topic_by_id(&self, id: TopicId) -> Option<Arc<Topic>> {
+    pub(crate) fn topic_by_id(&self, id: TopicId) -> Option<Arc<Topic>> {
         self.topics.read().expect("topic table lock").get(id as usize).cloned()
     }
 
@@ -279,18 +281,14 @@ impl Bus {
         self.topics.read().expect("topic table lock").clone()
     }
 
-    pub fn topic_count(&self) -> usize {
-        *self.topic_count.borrow()
-    }
-
     /// A receiver that changes whenever a topic is added.
-    pub fn watch_topics(&self) -> watch::Receiver<usize> {
+    pub(crate) fn watch_topics(&self) -> watch::Receiver<usize> {
         self.topic_count.subscribe()
     }
 
     /// Stores a quote stamped elsewhere (by this bus's [`Publisher::publish`], or by a remote
     /// node for a distributed backend) and schedules the wake-up of armed sessions.
-    pub fn apply(&self, topic: &Topic, quote: Quote) {
+    pub(crate) fn apply(&self, topic: &Topic, quote: Quote) {
         let seq = quote.seq;
         topic.history.lock().expect("history lock").record(&quote);
         topic.latest.store(Some(Arc::new(PublishedQuote::new(quote))));
@@ -311,7 +309,7 @@ impl Bus {
     /// is long — the session runs again only after most of its symbols changed anyway. A
     /// session woken this way and finding none of its symbols changed arms them as usual (see
     /// `ws::throttle`), so a quiet symbol costs at most one spurious wake-up.
-    pub fn wake_after_next_dispatch(&self, signal: &Arc<SessionSignal>) {
+    pub(crate) fn wake_after_next_dispatch(&self, signal: &Arc<SessionSignal>) {
         if !signal.listed.swap(true, Ordering::AcqRel) {
             self.after_dispatch.lock().expect("after-dispatch lock").push(Arc::downgrade(signal));
         }
@@ -319,7 +317,7 @@ impl Bus {
 
     /// The dispatcher: fires the armed registrations of every topic that changed. Runs for the
     /// life of the server; spawn it once.
-    pub async fn run_dispatcher(self: Arc<Self>) {
+    pub(crate) async fn run_dispatcher(self: Arc<Self>) {
         let mut batch: Vec<TopicId> = Vec::new();
         let mut fired: Vec<Weak<SessionSignal>> = Vec::new();
         let mut after: Vec<Weak<SessionSignal>> = Vec::new();
@@ -387,6 +385,7 @@ impl Publisher for Bus {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::task::Poll;
 
     fn info(feed: &str) -> SymbolInfo {
         SymbolInfo { name: "Test".into(), sector: "Tech".into(), feed: feed.into() }

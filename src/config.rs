@@ -16,11 +16,14 @@ use clap::{CommandFactory, FromArgMatches, Parser};
 use serde::Deserialize;
 use serde::de::{Deserializer, MapAccess, Visitor};
 
-use crate::feed::FeedConfig;
-use crate::feed::settings::{self as feed_settings, FeedArgs, FeedEntry};
-use crate::http::{Listen, ListenArgs};
-use crate::settings::Invalid;
-use crate::ws::{Limits, LimitsArgs};
+use crate::feed::settings as feed_settings;
+
+// The settings types of each subsystem, nested in `Cli`, `FileConfig` and `Config`.
+pub use crate::feed::settings::{FeedArgs, FeedEntry, ReplayFile};
+pub use crate::feed::{FeedConfig, FeedKind};
+pub use crate::http::listen::{Listen, ListenArgs};
+pub use crate::settings::Invalid;
+pub use crate::ws::limits::{Limits, LimitsArgs};
 
 /// Command line. Every flag can also be set by the environment variable shown, or in the TOML
 /// file given with `--config` under the same name with `_` for `-`.
@@ -28,6 +31,7 @@ use crate::ws::{Limits, LimitsArgs};
 #[command(name = "tickerfeed", version, about = "Real-time market data feed server: simulated and replayed quotes over WebSocket, throttled and conflated per client.")]
 pub struct Cli {
     #[command(subcommand)]
+    /// A subcommand; none runs the server.
     pub command: Option<Command>,
 
     /// TOML configuration file (see feeds/default.toml for every key).
@@ -35,12 +39,15 @@ pub struct Cli {
     pub config: Option<PathBuf>,
 
     #[command(flatten, next_help_heading = "HTTP listener")]
+    /// The HTTP listener's flags.
     pub listen: ListenArgs,
 
     #[command(flatten, next_help_heading = "Feeds")]
+    /// The feeds' flags.
     pub feeds: FeedArgs,
 
     #[command(flatten, next_help_heading = "WebSocket sessions")]
+    /// The WebSocket sessions' flags.
     pub limits: LimitsArgs,
 }
 
@@ -101,9 +108,13 @@ pub enum Command {
 /// The TOML file: the keys of every subsystem's settings (as the flags, with `_`), plus `[[feeds]]`.
 #[derive(Debug, Clone, Default)]
 pub struct FileConfig {
+    /// The HTTP listener's keys.
     pub listen: ListenArgs,
+    /// The WebSocket sessions' keys.
     pub limits: LimitsArgs,
+    /// `seed`: the seed of every feed that names none of its own.
     pub seed: Option<u64>,
+    /// The `[[feeds]]` entries.
     pub feeds: Vec<FeedEntry>,
 }
 
@@ -159,20 +170,36 @@ fn file_keys() -> &'static [&'static str] {
 /// The validated configuration the server runs with, one part per subsystem.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Config {
+    /// The HTTP listener.
     pub listen: Listen,
+    /// The WebSocket sessions' limits and timings.
     pub limits: Limits,
     /// The seed of every feed that names none of its own.
     pub seed: u64,
+    /// The feeds to run, in order (the flags' `sim` first).
     pub feeds: Vec<FeedConfig>,
 }
 
 /// A configuration value that cannot be used.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
+    /// The file named by `--config` cannot be read.
     #[error("cannot read config file {path}: {source}")]
-    Read { path: PathBuf, source: std::io::Error },
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The file is not valid TOML or has an unknown key or a value of the wrong type.
     #[error("config file {path}: {message}")]
-    Parse { path: PathBuf, message: String },
+    Parse {
+        /// The file.
+        path: PathBuf,
+        /// The parser's message, with the line and the key at fault.
+        message: String,
+    },
+    /// A value out of its range or against a rule; names the key.
     #[error(transparent)]
     Invalid(#[from] Invalid),
 }
@@ -217,7 +244,6 @@ fn read_file_config(path: &Path) -> Result<FileConfig, ConfigError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::feed::FeedKind;
 
     fn cli(args: &[&str]) -> Cli {
         let mut all = vec!["tickerfeed"];

@@ -18,18 +18,22 @@ use serde::Serialize;
 use crate::quote::Quote;
 
 /// One-second bars kept per symbol (15 minutes).
-pub const SECOND_BARS: usize = 900;
+pub(crate) const SECOND_BARS: usize = 900;
 /// One-minute bars kept per symbol (10 hours).
-pub const MINUTE_BARS: usize = 600;
+pub(crate) const MINUTE_BARS: usize = 600;
 
 /// One OHLCV bar.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize)]
 pub struct Bar {
     /// Start of the bar, ms since the epoch (of the quotes' event time).
     pub t: i64,
+    /// First price in the bar.
     pub open: f64,
+    /// Highest price.
     pub high: f64,
+    /// Lowest price.
     pub low: f64,
+    /// Last price.
     pub close: f64,
     /// Traded size within the bar.
     pub volume: u64,
@@ -40,14 +44,16 @@ pub struct Bar {
 /// Bar width of a history query.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 pub enum Resolution {
+    /// One-second bars (`1s`).
     #[serde(rename = "1s")]
     Second,
+    /// One-minute bars (`1m`).
     #[serde(rename = "1m")]
     Minute,
 }
 
 impl Resolution {
-    pub fn parse(text: &str) -> Option<Resolution> {
+    pub(crate) fn parse(text: &str) -> Option<Resolution> {
         match text {
             "1s" => Some(Resolution::Second),
             "1m" => Some(Resolution::Minute),
@@ -101,7 +107,7 @@ impl Ring {
 
 /// The history of one symbol.
 #[derive(Debug)]
-pub struct History {
+pub(crate) struct History {
     seconds: Ring,
     minutes: Ring,
 }
@@ -113,17 +119,17 @@ impl Default for History {
 }
 
 impl History {
-    pub fn new() -> History {
+    pub(crate) fn new() -> History {
         History { seconds: Ring::new(Resolution::Second, SECOND_BARS), minutes: Ring::new(Resolution::Minute, MINUTE_BARS) }
     }
 
-    pub fn record(&mut self, quote: &Quote) {
+    pub(crate) fn record(&mut self, quote: &Quote) {
         self.seconds.record(quote);
         self.minutes.record(quote);
     }
 
     /// The last `limit` bars at `resolution`, oldest first.
-    pub fn bars(&self, resolution: Resolution, limit: usize) -> Vec<Bar> {
+    pub(crate) fn bars(&self, resolution: Resolution, limit: usize) -> Vec<Bar> {
         let ring = match resolution {
             Resolution::Second => &self.seconds,
             Resolution::Minute => &self.minutes,

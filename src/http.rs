@@ -19,10 +19,8 @@
 
 mod control;
 mod errors;
-mod listen;
+pub(crate) mod listen;
 mod query;
-
-pub use self::listen::{Listen, ListenArgs};
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -44,8 +42,6 @@ use crate::metrics::Metrics;
 use crate::quote::PublishedQuote;
 use crate::ws::Connections;
 
-pub use self::control::MAX_BODY_BYTES as MAX_CONTROL_BODY_BYTES;
-
 /// What `Allow` says of a GET route.
 const GET_HEAD: &str = "GET, HEAD";
 
@@ -54,7 +50,7 @@ const GET_HEAD: &str = "GET, HEAD";
 /// Each path is one resource whose default service answers 405 with `Allow`, so a known path
 /// asked with another method is told what it takes instead of 404 (`App::route` would put the
 /// method guard on the resource, and the request would fall through to the 404).
-pub fn routes(cfg: &mut web::ServiceConfig) {
+pub(crate) fn routes(cfg: &mut web::ServiceConfig) {
     // The WebSocket upgrade is GET only: a HEAD cannot upgrade.
     cfg.service(resource("/ws", "GET").route(web::get().to(crate::ws::upgrade)))
         .service(get("/healthz", healthz))
@@ -106,7 +102,7 @@ fn dashboard_file(path: &str, parameter: &'static str) -> Resource {
 
 /// The middleware that gives every error answer the JSON shape, including those actix makes
 /// itself (see `http::errors::json_fallback`).
-pub fn json_errors<B: actix_web::body::MessageBody + 'static>() -> ErrorHandlers<B> {
+pub(crate) fn json_errors<B: actix_web::body::MessageBody + 'static>() -> ErrorHandlers<B> {
     ErrorHandlers::new().default_handler(errors::json_fallback)
 }
 
@@ -118,11 +114,11 @@ pub struct Readiness {
 }
 
 impl Readiness {
-    pub fn new(shutdown: tokio::sync::watch::Receiver<bool>) -> Readiness {
+    pub(crate) fn new(shutdown: tokio::sync::watch::Receiver<bool>) -> Readiness {
         Readiness { ready: std::sync::atomic::AtomicBool::new(true), shutdown }
     }
 
-    pub fn set_not_ready(&self) {
+    pub(crate) fn set_not_ready(&self) {
         self.ready.store(false, Ordering::Release);
     }
 
@@ -138,7 +134,7 @@ async fn metrics(metrics: web::Data<Metrics>, bus: web::Data<Bus>, feeds: web::D
 
 /// Middleware recording every request by matched route pattern (never the raw path, whose
 /// values are unbounded), method and status.
-pub struct RequestMetrics;
+pub(crate) struct RequestMetrics;
 
 impl<S, B> actix_web::dev::Transform<S, actix_web::dev::ServiceRequest> for RequestMetrics
 where
@@ -156,7 +152,7 @@ where
     }
 }
 
-pub struct RequestMetricsService<S> {
+pub(crate) struct RequestMetricsService<S> {
     service: std::rc::Rc<S>,
 }
 

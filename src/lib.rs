@@ -1,41 +1,34 @@
-//! tickerfeed: a real-time market data feed server.
+//! tickerfeed: a real-time market data feed server. Quotes flow one way: **feeds → bus →
+//! sessions**; the code map, the dependency rule and each module's invariant are in
+//! `docs/ARCHITECTURE.md`.
 //!
-//! Quotes flow one way: **feeds → bus → sessions**.
+//! The public API is what the binary and the integration tests use, nothing else:
 //!
-//! - [`quote`]: the quote model, its JSON form (rendered once, shared by all recipients) and
-//!   price rounding.
-//! - [`feed`]: the adapters that produce quotes — [`feed::sim`] (correlated geometric Brownian
-//!   motion over [`feed::universe`]) and [`feed::replay`] (historical CSV files) — plus their
-//!   runtime controls (pause, resume, seek, speed). Feeds know nothing of sessions.
-//! - [`bus`]: one topic per symbol holding the latest quote and seq; publishing is O(1)
-//!   whatever the number of listeners, and sessions are woken rather than sent queues.
-//! - [`ws`]: the WebSocket protocol v1 — message types ([`ws::protocol`]), per-symbol throttling
-//!   and conflation ([`ws::throttle`]), socket backpressure ([`ws::socket`]) and the session
-//!   loop ([`ws::session`]).
-//! - [`history`]: bounded per-symbol bars for chart backfill.
-//! - [`http`]: the REST API (symbols, quotes, history, feeds and their control, health).
-//! - [`api_error`]: the JSON error answer every HTTP endpoint gives, one code per status.
-//! - [`web`]: the browser dashboard's files, embedded in the binary at build time.
-//! - [`config`]: command line, environment and TOML configuration.
-//! - [`server`]: wires everything together, runs the HTTP server, handles shutdown.
-//! - [`metrics`]: the Prometheus metrics.
-//! - [`tickgen`]: `tickerfeed gen`, reproducible tick files for benchmarks.
-//! - [`healthcheck`]: `tickerfeed healthcheck`, for container health checks.
-//! - [`logging`]: the log setup, which reports a client's malformed request at DEBUG where
-//!   actix-http says ERROR.
+//! - [`config`]: the command line ([`config::Cli`]) and [`config::Config`], with the settings
+//!   types of each subsystem it nests.
+//! - [`server`]: [`server::start`] a server from a `Config` and get a [`server::RunningServer`]
+//!   (its address, its parts for inspection, a graceful shutdown), or
+//!   [`server::run_until_signal`].
+//! - [`logging`]: the log subscriber the binary installs.
+//! - [`tickgen`], [`healthcheck`]: the `gen` and `healthcheck` subcommands.
+//!
+//! Everything else is `pub(crate)`: the compiler, not a convention, keeps it internal.
 
-pub mod api_error;
-pub mod bus;
+#![warn(unreachable_pub, missing_docs)]
+
 pub mod config;
-pub mod feed;
 pub mod healthcheck;
-pub mod history;
-pub mod http;
 pub mod logging;
-pub mod metrics;
-pub mod quote;
 pub mod server;
-pub mod settings;
 pub mod tickgen;
-pub mod web;
-pub mod ws;
+
+mod api_error;
+mod bus;
+mod feed;
+mod history;
+mod http;
+mod metrics;
+mod quote;
+mod settings;
+mod web;
+mod ws;

@@ -87,6 +87,7 @@ pub struct DemotePeerErrors<S> {
 }
 
 impl<S: Subscriber> DemotePeerErrors<S> {
+    /// Wraps `inner`, which receives every event, a peer's errors demoted.
     pub fn new(inner: S) -> DemotePeerErrors<S> {
         DemotePeerErrors { inner }
     }

@@ -29,7 +29,7 @@ use crate::feed::{FeedHandle, FeedKind, FeedState, Feeds};
 
 /// The label values of the client metrics, from the protocol (which this module does not
 /// import: `ws` depends on `metrics`, not the other way round).
-pub struct ClientLabels<'a> {
+pub(crate) struct ClientLabels<'a> {
     /// The ops a client may send; `invalid` is added for messages that are not a valid request.
     pub ops: &'a [&'static str],
     /// The codes of the errors sent to clients.
@@ -38,7 +38,7 @@ pub struct ClientLabels<'a> {
 
 /// Why a WebSocket connection ended, as the `reason` label of `tickerfeed_disconnects_total`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum DisconnectReason {
+pub(crate) enum DisconnectReason {
     ClientClose,
     SlowConsumer,
     IdleTimeout,
@@ -49,7 +49,7 @@ pub enum DisconnectReason {
 }
 
 impl DisconnectReason {
-    pub const ALL: [DisconnectReason; 6] = [
+    pub(crate) const ALL: [DisconnectReason; 6] = [
         DisconnectReason::ClientClose,
         DisconnectReason::SlowConsumer,
         DisconnectReason::IdleTimeout,
@@ -58,7 +58,7 @@ impl DisconnectReason {
         DisconnectReason::Shutdown,
     ];
 
-    pub fn label(self) -> &'static str {
+    pub(crate) fn label(self) -> &'static str {
         match self {
             DisconnectReason::ClientClose => "client_close",
             DisconnectReason::SlowConsumer => "slow_consumer",
@@ -131,7 +131,7 @@ fn register<C: prometheus::core::Collector + Clone + 'static>(registry: &Registr
 
 impl Metrics {
     /// Creates every metric, with series for the given feeds initialised at zero.
-    pub fn new(feeds: &[(String, FeedKind)], client: &ClientLabels) -> Metrics {
+    pub(crate) fn new(feeds: &[(String, FeedKind)], client: &ClientLabels) -> Metrics {
         let registry = Registry::new_custom(Some("tickerfeed".into()), None).expect("the prefix is a valid metric name");
         let r = &registry;
         let connections = register(r, IntGaugeVec::new(Opts::new("connections", "Open client connections, by transport."), &["transport"]).unwrap());
@@ -216,26 +216,26 @@ impl Metrics {
     }
 
     /// A WebSocket connection was accepted.
-    pub fn connection_opened(&self) {
+    pub(crate) fn connection_opened(&self) {
         self.ws_opened.inc();
     }
 
-    pub fn disconnected(&self, reason: DisconnectReason) {
+    pub(crate) fn disconnected(&self, reason: DisconnectReason) {
         self.disconnects[reason as usize].inc();
     }
 
     /// A client message, by its op name (anything not an op counts as `invalid`).
-    pub fn client_message(&self, op: &str) {
+    pub(crate) fn client_message(&self, op: &str) {
         let index = self.client_ops.iter().position(|o| *o == op).unwrap_or(self.client_messages.len() - 1);
         self.client_messages[index].inc();
     }
 
-    pub fn client_error(&self, code: &str) {
+    pub(crate) fn client_error(&self, code: &str) {
         self.client_errors(code, 1);
     }
 
     /// `count` client mistakes of one kind (a rate-limited run is reported once for many).
-    pub fn client_errors(&self, code: &str, count: u64) {
+    pub(crate) fn client_errors(&self, code: &str, count: u64) {
         if let Some(index) = self.client_error_codes.iter().position(|c| *c == code) {
             self.client_errors[index].inc_by(count);
         }
@@ -244,7 +244,7 @@ impl Metrics {
     /// A quote frame was handed to a socket. Called once per frame: the per-quote work was
     /// summed by the caller.
     #[inline]
-    pub fn quote_frame(&self, quotes: usize, conflated: u64, wire_bytes: u64, longest_wait: Option<Duration>) {
+    pub(crate) fn quote_frame(&self, quotes: usize, conflated: u64, wire_bytes: u64, longest_wait: Option<Duration>) {
         if cfg!(feature = "metrics") {
             self.quotes_delivered.inc_by(quotes as u64);
             self.quotes_conflated.inc_by(conflated);
@@ -259,7 +259,7 @@ impl Metrics {
 
     /// Any other frame (control replies, pings) was handed to a socket.
     #[inline]
-    pub fn other_frame(&self, wire_bytes: u64) {
+    pub(crate) fn other_frame(&self, wire_bytes: u64) {
         if cfg!(feature = "metrics") {
             self.frames_sent.inc();
             self.sent_bytes.inc_by(wire_bytes);
@@ -267,7 +267,7 @@ impl Metrics {
     }
 
     /// An HTTP request was answered.
-    pub fn http_request(&self, route: &str, method: &str, status: u16, elapsed: Duration) {
+    pub(crate) fn http_request(&self, route: &str, method: &str, status: u16, elapsed: Duration) {
         let method = METHODS.iter().find(|m| **m == method).copied().unwrap_or("other");
         self.http_requests.with_label_values(&[route, method, &status.to_string()]).inc();
         self.http_duration.with_label_values(&[route, method]).observe(elapsed.as_secs_f64());
@@ -327,7 +327,7 @@ impl Metrics {
     }
 
     /// The content type of [`Metrics::render`]'s output.
-    pub fn content_type() -> &'static str {
+    pub(crate) fn content_type() -> &'static str {
         prometheus::TEXT_FORMAT
     }
 }

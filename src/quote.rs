@@ -12,7 +12,7 @@ use serde::{Deserialize, Serialize};
 
 /// A quote before the bus has stamped it: everything the feed knows.
 #[derive(Debug, Clone, PartialEq)]
-pub struct QuoteDraft {
+pub(crate) struct QuoteDraft {
     /// Event time, milliseconds since the Unix epoch (historical time for replay).
     pub ts: i64,
     pub last: f64,
@@ -32,7 +32,7 @@ pub struct QuoteDraft {
 
 /// A published quote as clients see it. Field order is the wire order.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Quote {
+pub(crate) struct Quote {
     pub symbol: Arc<str>,
     /// Per symbol, +1 for every quote published for it since the server started.
     pub seq: u64,
@@ -55,7 +55,7 @@ pub struct Quote {
 
 impl Quote {
     /// Freezes a draft: derives `change` and `change_pct` from `last` and `prev_close`.
-    pub fn from_draft(symbol: Arc<str>, seq: u64, pt: i64, draft: &QuoteDraft) -> Quote {
+    pub(crate) fn from_draft(symbol: Arc<str>, seq: u64, pt: i64, draft: &QuoteDraft) -> Quote {
         let change = round_to(draft.last - draft.prev_close, draft.decimals);
         let change_pct = if draft.prev_close != 0.0 { round_to(100.0 * (draft.last - draft.prev_close) / draft.prev_close, 2) } else { 0.0 };
         Quote {
@@ -82,18 +82,18 @@ impl Quote {
 
 /// A quote on the bus: the value plus its JSON, rendered on first use and shared afterwards.
 #[derive(Debug)]
-pub struct PublishedQuote {
+pub(crate) struct PublishedQuote {
     pub quote: Quote,
     json: OnceLock<Box<str>>,
 }
 
 impl PublishedQuote {
-    pub fn new(quote: Quote) -> PublishedQuote {
+    pub(crate) fn new(quote: Quote) -> PublishedQuote {
         PublishedQuote { quote, json: OnceLock::new() }
     }
 
     /// The quote's JSON object, serialised once for all recipients.
-    pub fn json(&self) -> &str {
+    pub(crate) fn json(&self) -> &str {
         self.json.get_or_init(|| {
             // Serialising a struct of numbers and one string cannot fail.
             serde_json::to_string(&self.quote).expect("quote serialises").into_boxed_str()
@@ -102,11 +102,11 @@ impl PublishedQuote {
 }
 
 /// The longest symbol, in characters.
-pub const MAX_SYMBOL_LEN: usize = 16;
+pub(crate) const MAX_SYMBOL_LEN: usize = 16;
 
 /// Why a text is not a symbol.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum SymbolError {
+pub(crate) enum SymbolError {
     Empty,
     TooLong,
     BadCharacter,
@@ -122,7 +122,7 @@ impl std::error::Error for SymbolError {}
 
 impl SymbolError {
     /// What is wrong, to follow the symbol's name in a message.
-    pub fn reason(self) -> &'static str {
+    pub(crate) fn reason(self) -> &'static str {
         match self {
             SymbolError::Empty => "must not be empty",
             SymbolError::TooLong => "is longer than 16 characters",
@@ -132,14 +132,14 @@ impl SymbolError {
 }
 
 /// Whether `c` may appear in a symbol: an ASCII letter or digit, `.`, `-`, `^` or `=`.
-pub fn is_symbol_char(c: char) -> bool {
+pub(crate) fn is_symbol_char(c: char) -> bool {
     c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '^' | '=')
 }
 
 /// The one symbol rule, for feed files, REST and every transport: surrounding spaces are
 /// dropped, the rest must be 1 to [`MAX_SYMBOL_LEN`] of [`is_symbol_char`], and it is
 /// upper-cased (symbols are case-insensitive on the way in, upper case everywhere after).
-pub fn normalise_symbol(raw: &str) -> Result<String, SymbolError> {
+pub(crate) fn normalise_symbol(raw: &str) -> Result<String, SymbolError> {
     let text = raw.trim();
     check_symbol(text)?;
     Ok(text.to_ascii_uppercase())
@@ -147,7 +147,7 @@ pub fn normalise_symbol(raw: &str) -> Result<String, SymbolError> {
 
 /// The syntax half of [`normalise_symbol`], for a text taken as it is (no trimming, no
 /// allocation: a replay file checks every row's symbol with it).
-pub fn check_symbol(text: &str) -> Result<(), SymbolError> {
+pub(crate) fn check_symbol(text: &str) -> Result<(), SymbolError> {
     if text.is_empty() {
         return Err(SymbolError::Empty);
     }
@@ -162,7 +162,7 @@ pub fn check_symbol(text: &str) -> Result<(), SymbolError> {
 
 /// Rounds `value` to `decimals` places. Values are then printed by serde_json's shortest
 /// round-trip formatting, so a rounded price prints with no more digits than its tick size.
-pub fn round_to(value: f64, decimals: u8) -> f64 {
+pub(crate) fn round_to(value: f64, decimals: u8) -> f64 {
     let scale = 10f64.powi(decimals as i32);
     let rounded = (value * scale).round() / scale;
     // Avoid printing "-0.0" for a change that rounds to nothing.
@@ -170,7 +170,7 @@ pub fn round_to(value: f64, decimals: u8) -> f64 {
 }
 
 /// Decimal places of a tick size such as 0.01 (2) or 0.00001 (5); at most 8.
-pub fn decimals_of_tick(tick: f64) -> u8 {
+pub(crate) fn decimals_of_tick(tick: f64) -> u8 {
     let mut decimals = 0u8;
     while decimals < 8 && ((tick * 10f64.powi(decimals as i32)).round() - tick * 10f64.powi(decimals as i32)).abs() > 1e-9 {
         decimals += 1;
@@ -180,7 +180,7 @@ pub fn decimals_of_tick(tick: f64) -> u8 {
 
 /// Bid and ask around a price: a spread of `spread_fraction` of the price, at least one tick,
 /// placed so that `bid <= last <= ask` and `bid < ask` once rounded.
-pub fn synthetic_spread(last: f64, spread_fraction: f64, decimals: u8) -> (f64, f64) {
+pub(crate) fn synthetic_spread(last: f64, spread_fraction: f64, decimals: u8) -> (f64, f64) {
     let tick = 10f64.powi(-(decimals as i32));
     let half = (last * spread_fraction / 2.0).max(tick / 2.0);
     let mut bid = round_to(((last - half) / tick).floor() * tick, decimals);
@@ -198,13 +198,13 @@ pub fn synthetic_spread(last: f64, spread_fraction: f64, decimals: u8) -> (f64, 
 }
 
 /// Now, in microseconds since the Unix epoch.
-pub fn now_micros() -> i64 {
+pub(crate) fn now_micros() -> i64 {
     let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
     now.as_micros() as i64
 }
 
 /// Now, in milliseconds since the Unix epoch.
-pub fn now_millis() -> i64 {
+pub(crate) fn now_millis() -> i64 {
     now_micros() / 1000
 }
 

@@ -14,32 +14,53 @@ use std::time::Duration;
 use actix_web::{App, HttpServer, web};
 use tokio::sync::watch;
 
-use crate::bus::Bus;
 use crate::config::Config;
-use crate::feed::{self, Feeds};
-use crate::http::Readiness;
-use crate::metrics::{ClientLabels, Metrics};
+use crate::feed;
+use crate::metrics::ClientLabels;
+use crate::ws::protocol;
 use crate::ws::socket::SocketProbe;
-use crate::ws::{Connections, protocol};
+
+// The parts a running server exposes, for tests and embedding: what each holds is documented
+// on the type.
+pub use crate::bus::{Bus, Topic};
+pub use crate::feed::Feeds;
+pub use crate::history::{Bar, Resolution};
+pub use crate::http::Readiness;
+pub use crate::metrics::Metrics;
+pub use crate::ws::Connections;
 
 /// Why the server could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
+    /// The listen address cannot be bound (in use, not local, no permission).
     #[error("cannot listen on {addr}: {source}")]
-    Bind { addr: std::net::SocketAddr, source: std::io::Error },
+    Bind {
+        /// The address.
+        addr: std::net::SocketAddr,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// A feed cannot start: its file, line or symbol is named.
     #[error(transparent)]
     Feed(#[from] feed::StartError),
+    /// Any other I/O error of the listener.
     #[error("{0}")]
     Io(#[from] std::io::Error),
 }
 
 /// A started server: where it listens, its parts (for tests and embedding), and how to stop it.
 pub struct RunningServer {
+    /// The address it listens on (the bound port when the configuration said 0).
     pub addr: std::net::SocketAddr,
+    /// The topics: each symbol's latest quote, seq and history.
     pub bus: Arc<Bus>,
+    /// The running feeds.
     pub feeds: Arc<Feeds>,
+    /// The Prometheus metrics (`render` gives what `/metrics` serves).
     pub metrics: Arc<Metrics>,
+    /// The open WebSocket connections (`count`).
     pub connections: Arc<Connections>,
+    /// What `/readyz` answers (`is_ready`).
     pub readiness: Arc<Readiness>,
     /// Changes on every start, so clients can tell a restart (seq back to 1) from a gap.
     pub instance: String,

@@ -13,18 +13,21 @@
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 #[error("{key}: {message}")]
 pub struct Invalid {
+    /// The TOML key (`feeds.<name>.<key>` for a feed's).
     pub key: String,
+    /// What is wrong with the value, and what would do.
     pub message: String,
 }
 
 impl Invalid {
+    /// A refusal of `key`'s value.
     pub fn new(key: &str, message: impl Into<String>) -> Invalid {
         Invalid { key: key.to_string(), message: message.into() }
     }
 }
 
 /// Refuses a value outside `min..=max` (or not a finite number), naming `key`.
-pub fn check_range(key: &str, value: f64, min: f64, max: f64) -> Result<(), Invalid> {
+pub(crate) fn check_range(key: &str, value: f64, min: f64, max: f64) -> Result<(), Invalid> {
     if !value.is_finite() || value < min || value > max {
         return Err(Invalid::new(key, format!("{value} must be between {min} and {max}")));
     }

@@ -15,9 +15,11 @@ use crate::quote::{decimals_of_tick, round_to};
 /// What to generate.
 #[derive(Debug, Clone, PartialEq)]
 pub struct GenOptions {
+    /// Seed of the simulation: the same options give the same file.
     pub seed: u64,
     /// Number of symbols: the default universe first, then synthetic ones (`S0102`, …).
     pub symbols: usize,
+    /// Number of quotes to write.
     pub quotes: u64,
     /// Quotes per second of event time (spacing of the timestamps).
     pub rate: f64,

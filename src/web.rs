@@ -6,10 +6,10 @@ use actix_web::http::header;
 use actix_web::{HttpRequest, HttpResponse, web};
 
 /// Every embedded file as (path relative to `dashboards/web/`, contents).
-pub static ASSETS: &[(&str, &[u8])] = include!(concat!(env!("OUT_DIR"), "/web_assets.rs"));
+pub(crate) static ASSETS: &[(&str, &[u8])] = include!(concat!(env!("OUT_DIR"), "/web_assets.rs"));
 
 /// The embedded file at `path`, if any.
-pub fn asset(path: &str) -> Option<&'static [u8]> {
+pub(crate) fn asset(path: &str) -> Option<&'static [u8]> {
     ASSETS.iter().find(|(name, _)| *name == path).map(|(_, bytes)| *bytes)
 }
 
@@ -39,12 +39,12 @@ fn serve(path: &str) -> Option<HttpResponse> {
 }
 
 /// `GET /`: the dashboard.
-pub async fn index() -> HttpResponse {
+pub(crate) async fn index() -> HttpResponse {
     serve("index.html").unwrap_or_else(|| HttpResponse::NotFound().json(serde_json::json!({"error": "not_found", "message": "the dashboard was not built into this binary"})))
 }
 
 /// `GET /{file}` and `GET /web/{path}`: one of the dashboard's files.
-pub async fn file(req: HttpRequest, path: web::Path<String>) -> HttpResponse {
+pub(crate) async fn file(req: HttpRequest, path: web::Path<String>) -> HttpResponse {
     let path = path.into_inner();
     serve(&path).unwrap_or_else(|| HttpResponse::NotFound().json(serde_json::json!({"error": "not_found", "message": format!("no route for {} {}", req.method(), req.path())})))
 }

@@ -46,7 +46,7 @@ async fn history_backfill_joins_the_live_stream() {
     client.send(serde_json::json!({"op":"subscribe","symbols":["AAPL"],"throttle_ms":0,"snapshot":false})).await;
     client.recv_type("subscribed").await;
     // Let a few bars form.
-    while server.bus.topic("AAPL").unwrap().history(tickerfeed::history::Resolution::Second, usize::MAX).len() < 2 {
+    while server.bus.topic("AAPL").unwrap().history(tickerfeed::server::Resolution::Second, usize::MAX).len() < 2 {
         client.recv_type("quotes").await;
     }
     let (status, history) = http_json(&server, "GET", "/api/history/aapl?limit=50", None).await;

@@ -9,6 +9,9 @@ use common::{Client, assert_others_unaffected, http_json, quote_symbols, start};
 use serde_json::{Value, json};
 use tokio_tungstenite::tungstenite::Message;
 
+/// Entries a `subscribed` message lists in `rejected` at most (docs/PROTOCOL.md).
+const MAX_REJECTED_LISTED: usize = 100;
+
 #[actix_web::test]
 async fn welcome_subscribe_and_snapshot() {
     let server = start(&[]).await;
@@ -354,7 +357,7 @@ async fn rejected_list_is_bounded() {
     client.send(json!({"op":"subscribe","symbols":symbols,"snapshot":false})).await;
     let subscribed = client.recv_type("subscribed").await;
     assert_eq!(subscribed["symbols"], json!(["AAPL"]));
-    assert_eq!(subscribed["rejected"].as_array().unwrap().len(), tickerfeed::ws::session::MAX_REJECTED_LISTED);
+    assert_eq!(subscribed["rejected"].as_array().unwrap().len(), MAX_REJECTED_LISTED);
     client.send(json!({"op":"ping","id":1})).await;
     assert_eq!(client.recv_type("pong").await["id"], 1);
     server.shutdown().await;

@@ -9,10 +9,10 @@
 //! Owned here: the shared control plumbing, the pacing clock that maps feed time to wall time
 //! ([`Pacer`]), and the per-day session statistics ([`DayStats`]) both feed kinds compute.
 
-pub mod replay;
-pub mod settings;
-pub mod sim;
-pub mod universe;
+pub(crate) mod replay;
+pub(crate) mod settings;
+pub(crate) mod sim;
+pub(crate) mod universe;
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -38,18 +38,28 @@ pub enum StartError {
 /// A feed to run, as the configuration resolved it (`config` builds these; a feed reads them).
 #[derive(Debug, Clone, PartialEq)]
 pub struct FeedConfig {
+    /// Unique; in `/api/feeds`, the control URL and the `feed` field of each symbol.
     pub name: String,
+    /// Which adapter runs it.
     pub kind: FeedKind,
+    /// Seed of the simulation or of the intrabar paths of bar files.
     pub seed: u64,
+    /// Appended (upper case) to every symbol of the feed.
     pub suffix: String,
+    /// Sim: model seconds per wall second. Replay: history seconds per wall second (0: as fast
+    /// as possible).
     pub speed: f64,
     /// Sim only.
     pub rate: f64,
+    /// Sim only: the instrument universe CSV (none: the built-in one).
     pub universe: Option<std::path::PathBuf>,
     /// Replay only.
     pub files: Vec<(std::path::PathBuf, Option<String>)>,
+    /// Replay only: a fixed wall interval per row instead of `speed`.
     pub interval_ms: Option<f64>,
+    /// Replay only: start again at the end of the data.
     pub loop_replay: bool,
+    /// Replay only: intrabar ticks per OHLC bar.
     pub ticks_per_bar: usize,
 }
 
@@ -62,7 +72,7 @@ pub struct Feeds {
 impl Feeds {
     /// Starts every configured feed: loads its data (errors stop startup), registers its symbols
     /// on the bus (a symbol published by two feeds is an error naming both), spawns its task.
-    pub async fn start(feeds: &[FeedConfig], bus: Arc<crate::bus::Bus>) -> Result<Feeds, StartError> {
+    pub(crate) async fn start(feeds: &[FeedConfig], bus: Arc<crate::bus::Bus>) -> Result<Feeds, StartError> {
         // State changes are rare (pause, seek, speed, end); a session that falls 64 behind
         // re-reads every status instead.
         let (events, _) = broadcast::channel(64);
@@ -78,34 +88,30 @@ impl Feeds {
         Ok(Feeds { handles, events })
     }
 
-    pub fn iter(&self) -> std::slice::Iter<'_, FeedHandle> {
+    pub(crate) fn iter(&self) -> std::slice::Iter<'_, FeedHandle> {
         self.handles.iter()
     }
 
-    pub fn len(&self) -> usize {
+    pub(crate) fn len(&self) -> usize {
         self.handles.len()
     }
 
-    pub fn is_empty(&self) -> bool {
-        self.handles.is_empty()
-    }
-
-    pub fn get(&self, index: usize) -> Option<&FeedHandle> {
+    pub(crate) fn get(&self, index: usize) -> Option<&FeedHandle> {
         self.handles.get(index)
     }
 
     /// The index of the feed with this name.
-    pub fn position(&self, name: &str) -> Option<usize> {
+    pub(crate) fn position(&self, name: &str) -> Option<usize> {
         self.handles.iter().position(|f| *f.name == *name)
     }
 
     /// Every feed has loaded and started.
-    pub fn all_started(&self) -> bool {
+    pub(crate) fn all_started(&self) -> bool {
         self.handles.iter().all(|f| f.status().state != FeedState::Starting)
     }
 
     /// State changes from now on, as `feed` messages for sessions.
-    pub fn subscribe(&self) -> broadcast::Receiver<FeedEvent> {
+    pub(crate) fn subscribe(&self) -> broadcast::Receiver<FeedEvent> {
         self.events.subscribe()
     }
 }
@@ -114,14 +120,16 @@ impl Feeds {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum FeedKind {
+    /// The simulated market (`feed::sim`).
     Sim,
+    /// Historical CSV files (`feed::replay`).
     Replay,
 }
 
 /// What a feed is doing.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
-pub enum FeedState {
+pub(crate) enum FeedState {
     /// Configured, not yet publishing.
     Starting,
     Running,
@@ -132,7 +140,7 @@ pub enum FeedState {
 
 /// A feed's state as the REST API and the `feed` WebSocket message report it.
 #[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct FeedStatus {
+pub(crate) struct FeedStatus {
     pub name: Arc<str>,
     pub kind: FeedKind,
     pub state: FeedState,
@@ -152,7 +160,7 @@ pub struct FeedStatus {
 }
 
 impl FeedStatus {
-    pub fn new(name: &str, kind: FeedKind, speed: f64, symbols: usize) -> FeedStatus {
+    pub(crate) fn new(name: &str, kind: FeedKind, speed: f64, symbols: usize) -> FeedStatus {
         FeedStatus {
             name: name.into(),
             kind,
@@ -172,11 +180,11 @@ impl FeedStatus {
 /// The highest speed any feed takes, in its configuration or at run time. Far beyond what a
 /// chart can show (a replay of 20 years in under a millisecond), it only keeps the pacing
 /// arithmetic away from infinities; the README and both feeds' speed rules quote it as `1e12`.
-pub const MAX_SPEED: f64 = 1e12;
+pub(crate) const MAX_SPEED: f64 = 1e12;
 
 /// A runtime command for a feed, from `POST /api/feeds/{name}/control`.
 #[derive(Debug, Clone, PartialEq)]
-pub enum ControlAction {
+pub(crate) enum ControlAction {
     Pause,
     Resume,
     /// Jump to this historical time (ms since the epoch). Replay only. `whole_day`: the target
@@ -192,7 +200,7 @@ pub enum ControlAction {
 
 /// Why a control command was refused.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
-pub enum ControlError {
+pub(crate) enum ControlError {
     #[error("feed '{0}' does not support {1}")]
     Unsupported(String, &'static str),
     /// `accepts` states the feed's rule, which differs by kind (a replay takes 0, a simulation
@@ -207,32 +215,31 @@ pub enum ControlError {
 }
 
 /// A control command with the channel its answer goes back on.
-pub struct ControlRequest {
+pub(crate) struct ControlRequest {
     pub action: ControlAction,
     pub reply: oneshot::Sender<Result<FeedStatus, ControlError>>,
 }
 
 /// A change of a feed's state, pushed to every session as a `feed` message.
 #[derive(Debug, Clone)]
-pub struct FeedEvent(pub FeedStatus);
+pub(crate) struct FeedEvent(pub FeedStatus);
 
 /// The part of a feed shared with the rest of the server: its status and its command queue.
 #[derive(Clone)]
-pub struct FeedHandle {
+pub(crate) struct FeedHandle {
     pub name: Arc<str>,
-    pub kind: FeedKind,
     status: Arc<Mutex<FeedStatus>>,
     commands: mpsc::Sender<ControlRequest>,
 }
 
 impl FeedHandle {
-    pub fn status(&self) -> FeedStatus {
+    pub(crate) fn status(&self) -> FeedStatus {
         // The lock is never held across an await or a panic-prone call.
         self.status.lock().expect("feed status lock").clone()
     }
 
     /// Sends a control command to the feed task and waits for its answer.
-    pub async fn control(&self, action: ControlAction) -> Result<FeedStatus, ControlError> {
+    pub(crate) async fn control(&self, action: ControlAction) -> Result<FeedStatus, ControlError> {
         let (reply, answer) = oneshot::channel();
         let stopped = || ControlError::Stopped(self.name.to_string());
         self.commands.send(ControlRequest { action, reply }).await.map_err(|_| stopped())?;
@@ -241,7 +248,7 @@ impl FeedHandle {
 }
 
 /// The feed task's side of the control plumbing.
-pub struct FeedControl {
+pub(crate) struct FeedControl {
     status: Arc<Mutex<FeedStatus>>,
     pub commands: mpsc::Receiver<ControlRequest>,
     events: broadcast::Sender<FeedEvent>,
@@ -250,7 +257,7 @@ pub struct FeedControl {
 impl FeedControl {
     /// Updates the shared status. `announce` pushes it to sessions (state or speed changed);
     /// counters and the clock are updated silently, clients read them over REST.
-    pub fn update(&self, announce: bool, change: impl FnOnce(&mut FeedStatus)) -> FeedStatus {
+    pub(crate) fn update(&self, announce: bool, change: impl FnOnce(&mut FeedStatus)) -> FeedStatus {
         let snapshot = {
             let mut status = self.status.lock().expect("feed status lock");
             change(&mut status);
@@ -263,19 +270,18 @@ impl FeedControl {
         snapshot
     }
 
-    pub fn status(&self) -> FeedStatus {
+    pub(crate) fn status(&self) -> FeedStatus {
         self.status.lock().expect("feed status lock").clone()
     }
 }
 
 /// Creates the two halves of a feed's control plumbing.
-pub fn control_pair(status: FeedStatus, events: broadcast::Sender<FeedEvent>) -> (FeedHandle, FeedControl) {
+pub(crate) fn control_pair(status: FeedStatus, events: broadcast::Sender<FeedEvent>) -> (FeedHandle, FeedControl) {
     let name = status.name.clone();
-    let kind = status.kind;
     let status = Arc::new(Mutex::new(status));
     // Control commands come from REST requests; a handful in flight is plenty.
     let (tx, rx) = mpsc::channel(16);
-    (FeedHandle { name, kind, status: status.clone(), commands: tx }, FeedControl { status, commands: rx, events })
+    (FeedHandle { name, status: status.clone(), commands: tx }, FeedControl { status, commands: rx, events })
 }
 
 /// Maps feed time (ms of history, or any monotonic feed clock) to wall-clock deadlines at a
@@ -284,7 +290,7 @@ pub fn control_pair(status: FeedStatus, events: broadcast::Sender<FeedEvent>) ->
 /// The mapping is re-anchored at every change, so a speed change applies from the current
 /// position on and a resume continues where the pause stopped, without a burst of catch-up.
 #[derive(Debug, Clone)]
-pub struct Pacer {
+pub(crate) struct Pacer {
     anchor_wall: Instant,
     anchor_feed_ms: f64,
     /// Feed milliseconds per wall millisecond; 0 = as fast as possible.
@@ -292,16 +298,16 @@ pub struct Pacer {
 }
 
 impl Pacer {
-    pub fn new(now: Instant, feed_ms: f64, speed: f64) -> Pacer {
+    pub(crate) fn new(now: Instant, feed_ms: f64, speed: f64) -> Pacer {
         Pacer { anchor_wall: now, anchor_feed_ms: feed_ms, speed }
     }
 
-    pub fn speed(&self) -> f64 {
+    pub(crate) fn speed(&self) -> f64 {
         self.speed
     }
 
     /// The wall time at which feed time `feed_ms` is due; `None` when due at once (speed 0).
-    pub fn deadline(&self, feed_ms: f64) -> Option<Instant> {
+    pub(crate) fn deadline(&self, feed_ms: f64) -> Option<Instant> {
         if self.speed <= 0.0 {
             return None;
         }
@@ -310,7 +316,7 @@ impl Pacer {
     }
 
     /// Restarts the mapping at (`now`, `feed_ms`) with a new speed.
-    pub fn reanchor(&mut self, now: Instant, feed_ms: f64, speed: f64) {
+    pub(crate) fn reanchor(&mut self, now: Instant, feed_ms: f64, speed: f64) {
         self.anchor_wall = now;
         self.anchor_feed_ms = feed_ms;
         self.speed = speed;
@@ -318,12 +324,12 @@ impl Pacer {
 
     /// Resumes after a pause at `feed_ms` (the next row's time) from `now`: the pause's length
     /// is not caught up in a burst.
-    pub fn resume(&mut self, now: Instant, feed_ms: f64) {
+    pub(crate) fn resume(&mut self, now: Instant, feed_ms: f64) {
         self.reanchor(now, feed_ms, self.speed);
     }
 
     /// Seconds the feed is behind its schedule when it publishes `feed_ms` at `now`.
-    pub fn lag_seconds(&self, now: Instant, feed_ms: f64) -> f64 {
+    pub(crate) fn lag_seconds(&self, now: Instant, feed_ms: f64) -> f64 {
         match self.deadline(feed_ms) {
             Some(due) if now > due => (now - due).as_secs_f64(),
             _ => 0.0,
@@ -335,7 +341,7 @@ impl Pacer {
 /// previous session's close. A session is whatever the feed says it is: the simulation's one
 /// session since start, or a replayed UTC calendar day.
 #[derive(Debug, Clone, PartialEq)]
-pub struct DayStats {
+pub(crate) struct DayStats {
     /// Which session these statistics belong to (replay: days since the epoch).
     pub day: i64,
     pub open: f64,
@@ -348,13 +354,13 @@ pub struct DayStats {
 
 impl DayStats {
     /// Statistics of a session that has not traded yet, whose previous close is `prev_close`.
-    pub fn new(day: i64, prev_close: f64) -> DayStats {
+    pub(crate) fn new(day: i64, prev_close: f64) -> DayStats {
         DayStats { day, open: f64::NAN, high: f64::NAN, low: f64::NAN, volume: 0, prev_close, last: prev_close }
     }
 
     /// Records a trade at `price` of `size` in session `day`. A new day rolls the statistics:
     /// the previous day's last becomes `prev_close`. Returns whether the day rolled.
-    pub fn trade(&mut self, day: i64, price: f64, size: u64) -> bool {
+    pub(crate) fn trade(&mut self, day: i64, price: f64, size: u64) -> bool {
         let rolled = day != self.day;
         if rolled {
             let prev = if self.open.is_nan() { self.prev_close } else { self.last };
@@ -377,7 +383,7 @@ impl DayStats {
 
     /// The quote of the trade just recorded with [`DayStats::trade`], with these session
     /// statistics.
-    pub fn draft(&self, ts: i64, bid: f64, ask: f64, size: u64, decimals: u8) -> crate::quote::QuoteDraft {
+    pub(crate) fn draft(&self, ts: i64, bid: f64, ask: f64, size: u64, decimals: u8) -> crate::quote::QuoteDraft {
         crate::quote::QuoteDraft {
             ts,
             last: self.last,
@@ -394,18 +400,18 @@ impl DayStats {
     }
 
     /// Overrides the cumulative volume when the source provides it (tick files with `volume`).
-    pub fn set_volume(&mut self, volume: u64) {
+    pub(crate) fn set_volume(&mut self, volume: u64) {
         self.volume = volume;
     }
 }
 
 /// Milliseconds since the epoch to a UTC day number.
-pub fn utc_day(ts_ms: i64) -> i64 {
+pub(crate) fn utc_day(ts_ms: i64) -> i64 {
     ts_ms.div_euclid(86_400_000)
 }
 
 /// Milliseconds since the epoch as ISO-8601 UTC (`2008-09-15T14:30:00.000Z`).
-pub fn iso_millis(ts_ms: i64) -> String {
+pub(crate) fn iso_millis(ts_ms: i64) -> String {
     match chrono::DateTime::from_timestamp_millis(ts_ms) {
         Some(time) => time.format("%Y-%m-%dT%H:%M:%S%.3fZ").to_string(),
         None => ts_ms.to_string(),

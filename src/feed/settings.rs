@@ -14,14 +14,14 @@ use super::{FeedConfig, FeedKind, MAX_SPEED};
 use crate::settings::{Invalid, check_range};
 
 /// Default quotes per second of a simulation, over all its symbols.
-pub const SIM_RATE: f64 = 1000.0;
+pub(crate) const SIM_RATE: f64 = 1000.0;
 /// Default time scale of a simulation: ten trading minutes per second, so a 30%-volatility
 /// stock moves about 0.3% per second — visible on a dashboard at once.
-pub const SIM_SPEED: f64 = 600.0;
+pub(crate) const SIM_SPEED: f64 = 600.0;
 /// Default replay speed: one day of history per second.
-pub const REPLAY_SPEED: f64 = 86_400.0;
+pub(crate) const REPLAY_SPEED: f64 = 86_400.0;
 /// Default intrabar ticks per OHLC bar.
-pub use super::replay::format::DEFAULT_TICKS_PER_BAR;
+pub(crate) use super::replay::format::DEFAULT_TICKS_PER_BAR;
 
 /// The feeds as flags and environment describe them.
 #[derive(Debug, Clone, Default, clap::Args)]
@@ -83,7 +83,9 @@ impl FeedArgs {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct FeedEntry {
+    /// The feed's name: 1-32 letters, digits, `-` or `_`.
     pub name: String,
+    /// `sim` or `replay`.
     pub kind: FeedKind,
     /// Replay: the files.
     #[serde(default)]
@@ -91,10 +93,14 @@ pub struct FeedEntry {
     /// Appended to every symbol of the feed (e.g. ".H"), so it can run beside another feed.
     #[serde(default)]
     pub suffix: Option<String>,
+    /// Sim: time scale; replay: history seconds per wall second.
     pub speed: Option<f64>,
+    /// Replay: a fixed wall interval per row instead of `speed`.
     pub interval_ms: Option<f64>,
+    /// Replay: start again at the end (`loop` in TOML).
     #[serde(rename = "loop", default)]
     pub loop_replay: Option<bool>,
+    /// This feed's own seed instead of the top-level one.
     pub seed: Option<u64>,
     /// Sim: quotes per second.
     pub rate: Option<f64>,
@@ -124,17 +130,26 @@ impl FeedEntry {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(untagged)]
 pub enum ReplayFile {
+    /// `"file.csv"`.
     Path(PathBuf),
-    Table { path: PathBuf, symbol: Option<String> },
+    /// `{ path = "spx.csv", symbol = "SPX" }`: a bar file without a symbol column.
+    Table {
+        /// The file.
+        path: PathBuf,
+        /// The symbol its rows are published as.
+        symbol: Option<String>,
+    },
 }
 
 impl ReplayFile {
+    /// The file.
     pub fn path(&self) -> &Path {
         match self {
             ReplayFile::Path(p) | ReplayFile::Table { path: p, .. } => p,
         }
     }
 
+    /// The symbol given for it, if any.
     pub fn symbol(&self) -> Option<&str> {
         match self {
             ReplayFile::Path(_) => None,
@@ -145,7 +160,7 @@ impl ReplayFile {
 
 /// The feeds to run, from the flags over the file's entries, each checked; `seed` is the one
 /// a feed without its own uses.
-pub fn resolve(args: &FeedArgs, entries: &[FeedEntry], seed: u64) -> Result<Vec<FeedConfig>, Invalid> {
+pub(crate) fn resolve(args: &FeedArgs, entries: &[FeedEntry], seed: u64) -> Result<Vec<FeedConfig>, Invalid> {
     let mut feeds: Vec<FeedConfig> = Vec::new();
     for entry in entries {
         if !valid_feed_name(&entry.name) {
@@ -242,7 +257,7 @@ fn valid_feed_name(name: &str) -> bool {
 }
 
 /// A seed for a run given none: different on every start (it is logged, so a run can be repeated).
-pub fn random_seed() -> u64 {
+pub(crate) fn random_seed() -> u64 {
     use std::hash::{BuildHasher, Hasher};
     let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
     hasher.write_u128(std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_nanos());

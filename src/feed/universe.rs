@@ -19,9 +19,9 @@ use serde::Serialize;
 use crate::quote::normalise_symbol;
 
 /// Annual drift of an instrument whose row leaves `drift` out or empty.
-pub const DEFAULT_DRIFT: f64 = 0.05;
+pub(crate) const DEFAULT_DRIFT: f64 = 0.05;
 /// Tick size of an instrument whose row leaves `tick_size` out or empty.
-pub const DEFAULT_TICK_SIZE: f64 = 0.01;
+pub(crate) const DEFAULT_TICK_SIZE: f64 = 0.01;
 
 /// Volatility and drift above this are almost certainly percentages typed as fractions
 /// (30 instead of 0.30); a 500 % annual volatility is not a stock anyone means to simulate.
@@ -74,14 +74,14 @@ pub enum UniverseError {
 }
 
 /// Reads and validates a universe file.
-pub fn load_universe(path: &Path) -> Result<Vec<Instrument>, UniverseError> {
+pub(crate) fn load_universe(path: &Path) -> Result<Vec<Instrument>, UniverseError> {
     let origin = path.display().to_string();
     let text = std::fs::read_to_string(path).map_err(|source| UniverseError::Io { origin: origin.clone(), source })?;
     parse_universe(&text, &origin)
 }
 
 /// The built-in universe (`feeds/universe.csv` at build time).
-pub fn default_universe() -> Vec<Instrument> {
+pub(crate) fn default_universe() -> Vec<Instrument> {
     // The embedded file is checked by a unit test, so this cannot fail in a tested build.
     parse_universe(DEFAULT_UNIVERSE_CSV, DEFAULT_UNIVERSE_ORIGIN).expect("the built-in universe parses")
 }
@@ -133,7 +133,7 @@ impl Layout {
 }
 
 /// Parses universe CSV text. `origin` names the source in errors (a path, or "built in").
-pub fn parse_universe(text: &str, origin: &str) -> Result<Vec<Instrument>, UniverseError> {
+pub(crate) fn parse_universe(text: &str, origin: &str) -> Result<Vec<Instrument>, UniverseError> {
     // Spreadsheet exports often start with a byte-order mark; it is not part of the header.
     let text = text.strip_prefix('\u{feff}').unwrap_or(text);
     let mut reader = csv::ReaderBuilder::new()

@@ -17,7 +17,7 @@ use crate::feed::replay::timestamp::{is_date_only, parse_timestamp};
 
 /// The largest control body accepted. The four actions fit in under 100 bytes; anything near
 /// this is not a control command.
-pub const MAX_BODY_BYTES: usize = 64 * 1024;
+pub(crate) const MAX_BODY_BYTES: usize = 64 * 1024;
 
 /// How much of an oversized body is read and thrown away before the 413 goes out. A client that
 /// writes its whole body before reading (most do) gets the answer instead of a connection reset
@@ -31,7 +31,7 @@ const EXPECTED: &str = r#"expected {"action":"pause"}, {"action":"resume"}, {"ac
 
 /// Why a control body could not be read.
 #[derive(Debug, thiserror::Error)]
-pub enum BodyError {
+pub(super) enum BodyError {
     #[error("control body: more than {MAX_BODY_BYTES} bytes; the limit is 64 KiB")]
     TooLarge,
     #[error("control body could not be read: {0}")]
@@ -39,7 +39,7 @@ pub enum BodyError {
 }
 
 /// Reads the whole body, refusing more than [`MAX_BODY_BYTES`].
-pub async fn read_body(mut payload: web::Payload) -> Result<Bytes, BodyError> {
+pub(super) async fn read_body(mut payload: web::Payload) -> Result<Bytes, BodyError> {
     let mut body = BytesMut::new();
     let mut received = 0usize;
     while let Some(chunk) = payload.next().await {
@@ -65,7 +65,7 @@ pub async fn read_body(mut payload: web::Payload) -> Result<Bytes, BodyError> {
 
 /// Checks a control body and turns it into the feed's command; the error is the message for a
 /// 400 answer.
-pub fn parse(body: &[u8]) -> Result<ControlAction, String> {
+pub(super) fn parse(body: &[u8]) -> Result<ControlAction, String> {
     let entries = match serde_json::from_slice::<Entries>(body) {
         Ok(Entries(entries)) => entries,
         Err(e) if e.is_data() => return Err(format!("control body must be a JSON object; {EXPECTED}")),

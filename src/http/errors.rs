@@ -20,18 +20,18 @@ use crate::api_error::{ApiError, ApiErrorCode};
 
 /// The `error` code of a status no handler chose a code for: its reason in snake case
 /// (`bad_request`, `payload_too_large`, `method_not_allowed`).
-pub fn code_for(status: StatusCode) -> String {
+pub(super) fn code_for(status: StatusCode) -> String {
     let reason = status.canonical_reason().unwrap_or("error");
     reason.chars().filter(|c| c.is_ascii_alphanumeric() || *c == ' ').map(|c| if c == ' ' { '_' } else { c.to_ascii_lowercase() }).collect()
 }
 
 /// 404 for a path no route has.
-pub async fn not_found(req: HttpRequest) -> HttpResponse {
+pub(super) async fn not_found(req: HttpRequest) -> HttpResponse {
     ApiError::new(ApiErrorCode::NotFound, format!("no route for {} {}", req.method(), super::truncate(req.path(), 200))).error_response()
 }
 
 /// 405 for a known path asked with a method it does not take; `allow` lists those it takes.
-pub fn method_not_allowed(req: &HttpRequest, allow: &'static str) -> HttpResponse {
+pub(super) fn method_not_allowed(req: &HttpRequest, allow: &'static str) -> HttpResponse {
     // An extension method is client text of any length.
     let method = super::truncate(req.method().as_str(), 16);
     ApiError::new(ApiErrorCode::MethodNotAllowed, format!("{method} is not allowed on {}; it takes {allow}", super::truncate(req.path(), 200)))
@@ -41,7 +41,7 @@ pub fn method_not_allowed(req: &HttpRequest, allow: &'static str) -> HttpRespons
 
 /// `ErrorHandlers` default handler: an error answer that is not JSON becomes the JSON shape, with
 /// the message of the actix error behind it when there is one, its status reason otherwise.
-pub fn json_fallback<B: MessageBody + 'static>(res: ServiceResponse<B>) -> actix_web::Result<ErrorHandlerResponse<B>> {
+pub(super) fn json_fallback<B: MessageBody + 'static>(res: ServiceResponse<B>) -> actix_web::Result<ErrorHandlerResponse<B>> {
     let is_json = res.headers().get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).is_some_and(|v| v.starts_with("application/json"));
     if is_json {
         return Ok(ErrorHandlerResponse::Response(res.map_into_left_body()));

@@ -11,25 +11,25 @@ use std::str::FromStr;
 use actix_web::web;
 
 /// The decoded `name=value` pairs of one request, in order.
-pub struct QueryParams {
+pub(super) struct QueryParams {
     pairs: Vec<(String, String)>,
 }
 
 impl QueryParams {
     /// Decodes `query` (`+` and `%XX` as in HTML forms; undecodable bytes become U+FFFD, so this
     /// cannot fail on what a client sends).
-    pub fn parse(query: &str) -> QueryParams {
+    pub(super) fn parse(query: &str) -> QueryParams {
         let pairs = web::Query::<Vec<(String, String)>>::from_query(query).map(web::Query::into_inner).unwrap_or_default();
         QueryParams { pairs }
     }
 
     /// Every value of `name`, in the order given.
-    pub fn values<'a, 'n>(&'a self, name: &'n str) -> impl Iterator<Item = &'a str> + use<'a, 'n> {
+    pub(super) fn values<'a, 'n>(&'a self, name: &'n str) -> impl Iterator<Item = &'a str> + use<'a, 'n> {
         self.pairs.iter().filter(move |(key, _)| key == name).map(|(_, value)| value.as_str())
     }
 
     /// The value of a parameter that may be given once.
-    pub fn single(&self, name: &str) -> Result<Option<&str>, String> {
+    pub(super) fn single(&self, name: &str) -> Result<Option<&str>, String> {
         let mut values = self.values(name);
         let first = values.next();
         match values.count() {
@@ -39,7 +39,7 @@ impl QueryParams {
     }
 
     /// A parameter given at most once, parsed; `expected` says what it should be.
-    pub fn parsed<T>(&self, name: &str, expected: &str) -> Result<Option<T>, String>
+    pub(super) fn parsed<T>(&self, name: &str, expected: &str) -> Result<Option<T>, String>
     where
         T: FromStr,
         T::Err: Display,

@@ -30,10 +30,11 @@ use actix_web::web::{Buf, Bytes, BytesMut};
 use bytestring::ByteString;
 use futures_util::Stream;
 
-pub use actix_ws::{CloseCode, CloseReason};
+pub(crate) use actix_ws::{CloseCode, CloseReason};
 
 /// Largest frame header: 2 bytes, an 8-byte extended length and a 4-byte mask.
-pub const MAX_HEADER_BYTES: usize = 14;
+#[cfg(test)]
+const MAX_HEADER_BYTES: usize = 14;
 /// RFC 6455 §5.5: control frames carry at most 125 bytes.
 const MAX_CONTROL_PAYLOAD: u64 = 125;
 
@@ -44,7 +45,7 @@ const MASKED: u8 = 0x80;
 
 /// One message from the client, continuations joined.
 #[derive(Debug, PartialEq)]
-pub enum Inbound {
+pub(crate) enum Inbound {
     Text(ByteString),
     Binary(Bytes),
     Ping(Bytes),
@@ -55,7 +56,7 @@ pub enum Inbound {
 
 /// Why the client's byte stream cannot be read on; each maps to one RFC 6455 close code.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
-pub enum InboundError {
+pub(crate) enum InboundError {
     /// The frames break RFC 6455 (close code 1002).
     #[error("protocol error: {0}")]
     Protocol(&'static str),
@@ -143,7 +144,7 @@ struct Partial {
 }
 
 /// The client's frames, decoded from the request payload.
-pub struct InboundStream {
+pub(crate) struct InboundStream {
     payload: Payload,
     /// The frame being read: its header, then its payload as it arrives.
     frame: BytesMut,
@@ -160,18 +161,19 @@ pub struct InboundStream {
 impl InboundStream {
     /// `max_message_bytes` bounds a message, whole or joined from fragments; a frame whose
     /// header would take a message beyond it ends the stream with [`InboundError::TooBig`].
-    pub fn new(payload: Payload, max_message_bytes: usize) -> InboundStream {
+    pub(crate) fn new(payload: Payload, max_message_bytes: usize) -> InboundStream {
         InboundStream { payload, frame: BytesMut::new(), rest: Bytes::new(), partial: None, max_message_bytes, eof: false, failed: false }
     }
 
     /// The next message; `None` when the connection has ended.
-    pub async fn recv(&mut self) -> Option<Result<Inbound, InboundError>> {
+    pub(crate) async fn recv(&mut self) -> Option<Result<Inbound, InboundError>> {
         poll_fn(|cx| self.poll_recv(cx)).await
     }
 
     /// Bytes of client data the decoder holds: the open fragmented message and the frame being
     /// read (not the rest of actix-http's chunk, which is actix-http's buffer).
-    pub fn buffered(&self) -> usize {
+    #[cfg(test)]
+    fn buffered(&self) -> usize {
         self.frame.len() + self.partial.as_ref().map_or(0, |p| p.data.len())
     }
 
@@ -308,7 +310,7 @@ impl InboundStream {
 
 /// RFC 6455 5.5: a control frame's payload is at most 125 bytes, so a close reason's text is
 /// at most 123 (cut at a character boundary).
-pub fn close_payload(reason: &CloseReason) -> Vec<u8> {
+pub(crate) fn close_payload(reason: &CloseReason) -> Vec<u8> {
     let mut payload = u16::from(reason.code).to_be_bytes().to_vec();
     if let Some(text) = &reason.description {
         let mut end = text.len().min(123);

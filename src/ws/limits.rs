@@ -7,7 +7,7 @@ use std::time::Duration;
 use crate::settings::{Invalid, settings};
 
 /// Longest throttle a client may ask for, in ms; `throttle_ms` and `min_throttle_ms` stay under it.
-pub const MAX_THROTTLE_MS: u64 = 60_000;
+pub(crate) const MAX_THROTTLE_MS: u64 = 60_000;
 
 settings! {
     /// Limits and timings of every WebSocket session.

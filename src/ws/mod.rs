@@ -13,13 +13,13 @@
 //! What sessions share is a [`SessionContext`], owned here and handed to the handler as app data: the
 //! bus, the feeds, the metrics, the limits and the connection count, nothing else.
 
-pub mod inbound;
-pub mod limits;
-pub mod outbound;
-pub mod protocol;
-pub mod session;
-pub mod socket;
-pub mod throttle;
+pub(crate) mod inbound;
+pub(crate) mod limits;
+pub(crate) mod outbound;
+pub(crate) mod protocol;
+pub(crate) mod session;
+pub(crate) mod socket;
+pub(crate) mod throttle;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -28,7 +28,7 @@ use actix_web::http::header;
 use actix_web::{HttpRequest, HttpResponse, web};
 
 use self::inbound::InboundStream;
-pub use self::limits::{Limits, LimitsArgs, MAX_THROTTLE_MS};
+use self::limits::Limits;
 use self::outbound::{OutboundBody, Output, SharedOutput};
 use self::session::{InitialSubscription, Session};
 use self::socket::SocketProbe;
@@ -38,7 +38,7 @@ use crate::feed::Feeds;
 use crate::metrics::Metrics;
 
 /// What every WebSocket session shares.
-pub struct SessionContext {
+pub(crate) struct SessionContext {
     pub limits: Arc<Limits>,
     pub bus: Arc<Bus>,
     pub feeds: Arc<Feeds>,
@@ -59,7 +59,7 @@ pub struct Connections {
 }
 
 impl Connections {
-    pub fn new(max: usize) -> Connections {
+    pub(crate) fn new(max: usize) -> Connections {
         Connections { open: AtomicUsize::new(0), max, drained: tokio::sync::Notify::new() }
     }
 
@@ -76,7 +76,7 @@ impl Connections {
     }
 
     /// Returns once no connection is open.
-    pub async fn drained(&self) {
+    pub(crate) async fn drained(&self) {
         loop {
             // Created before the count is read: `notify_waiters` reaches a `Notified` from its
             // creation, so a last close in between still wakes this.
@@ -96,7 +96,7 @@ const UPGRADE_PARAMETERS: &[&str] = &["symbols", "throttle_ms"];
 /// it fails the upgrade: `symbols` may be repeated (the lists are joined), and a parameter the
 /// server cannot use is reported to the client in an `error` message after `welcome`, with
 /// the subscription made as well as it can be (an unusable `throttle_ms` leaves the default).
-pub fn parse_upgrade_query(query: &str) -> InitialSubscription {
+pub(crate) fn parse_upgrade_query(query: &str) -> InitialSubscription {
     let mut initial = InitialSubscription::default();
     let pairs = match web::Query::<Vec<(String, String)>>::from_query(query) {
         Ok(pairs) => pairs.into_inner(),
@@ -128,7 +128,7 @@ pub fn parse_upgrade_query(query: &str) -> InitialSubscription {
 }
 
 /// Decrements the connection count when the session ends, however it ends.
-pub struct ConnectionSlot(Arc<Connections>);
+pub(crate) struct ConnectionSlot(Arc<Connections>);
 
 impl Drop for ConnectionSlot {
     fn drop(&mut self) {
@@ -139,7 +139,7 @@ impl Drop for ConnectionSlot {
 }
 
 /// `GET /ws`: upgrade and spawn the session.
-pub async fn upgrade(req: HttpRequest, body: web::Payload, context: web::Data<SessionContext>) -> actix_web::Result<HttpResponse> {
+pub(crate) async fn upgrade(req: HttpRequest, body: web::Payload, context: web::Data<SessionContext>) -> actix_web::Result<HttpResponse> {
     let context = context.into_inner();
     let Some(slot) = context.connections.open() else {
         let max = context.connections.max;

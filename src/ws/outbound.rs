@@ -47,15 +47,15 @@ use crate::bus::{SessionSignal, TopicId};
 
 /// actix-http's write buffer threshold for every connection (set on the server): it polls a
 /// body for more only while the buffer holds less than this.
-pub const WRITE_BUFFER_BYTES: usize = 16 * 1024;
+pub(crate) const WRITE_BUFFER_BYTES: usize = 16 * 1024;
 /// Most bytes of quote frames returned by one poll, so the write buffer of a client that
 /// stops reading holds at most [`WRITE_BUFFER_BYTES`] + this = 32 KiB.
-pub const CHUNK_BYTES: usize = 16 * 1024;
+pub(crate) const CHUNK_BYTES: usize = 16 * 1024;
 /// Above this many bytes of control replies waiting to be sent, the session stops reading the
 /// client's messages until the body has sent them: a client that floods requests is slowed to
 /// the pace at which it reads the answers (TCP flow control does the rest), instead of being
 /// closed or making the server queue replies without bound.
-pub const INPUT_PAUSE_BYTES: usize = 16 * 1024;
+pub(crate) const INPUT_PAUSE_BYTES: usize = 16 * 1024;
 /// Room made in the worker's scratch buffer before each chunk: one chunk, plus a frame that
 /// may overshoot it (a control reply, a lone large quote) without reallocating.
 const SCRATCH_RESERVE: usize = 2 * CHUNK_BYTES;
@@ -86,7 +86,7 @@ fn header_len(payload: usize) -> usize {
 }
 
 /// Size on the wire of a server-to-client WebSocket frame with this payload.
-pub fn frame_wire_bytes(payload: usize) -> u64 {
+pub(crate) fn frame_wire_bytes(payload: usize) -> u64 {
     (header_len(payload) + payload) as u64
 }
 
@@ -153,7 +153,7 @@ impl Outgoing {
 
 /// A session's output state, shared by the session task (which queues replies and changes
 /// subscriptions) and its [`OutboundBody`] (which turns them into frames).
-pub struct Output {
+pub(crate) struct Output {
     pub subs: SubscriptionSet,
     outbox: VecDeque<Outgoing>,
     outbox_bytes: usize,
@@ -178,7 +178,7 @@ pub struct Output {
 }
 
 impl Output {
-    pub fn new(context: Arc<SessionContext>, signal: Arc<SessionSignal>, now: Instant) -> Output {
+    pub(crate) fn new(context: Arc<SessionContext>, signal: Arc<SessionSignal>, now: Instant) -> Output {
         Output {
             subs: SubscriptionSet::new(signal),
             outbox: VecDeque::new(),
@@ -197,12 +197,12 @@ impl Output {
     }
 
     /// Queues a control reply (the caller wakes the body).
-    pub fn queue_text(&mut self, text: String) {
+    pub(crate) fn queue_text(&mut self, text: String) {
         self.queue(Outgoing::Text(text));
     }
 
     /// Queues the answer to a client's ping (the caller wakes the body).
-    pub fn queue_pong(&mut self, payload: Bytes) {
+    pub(crate) fn queue_pong(&mut self, payload: Bytes) {
         self.queue(Outgoing::Pong(payload));
     }
 
@@ -212,13 +212,13 @@ impl Output {
     }
 
     /// Owes the client a heartbeat ping (one, however many are asked for before it goes out).
-    pub fn queue_ping(&mut self) {
+    pub(crate) fn queue_ping(&mut self) {
         self.ping_due = true;
     }
 
     /// Owes the client the status of feed `index` (once, however often it changes before the
     /// status goes out; the status sent is the one current then).
-    pub fn queue_feed_status(&mut self, index: usize) {
+    pub(crate) fn queue_feed_status(&mut self, index: usize) {
         let index = index as u16;
         if !self.feeds_changed.contains(&index) {
             self.feeds_changed.push(index);
@@ -226,13 +226,13 @@ impl Output {
     }
 
     /// Bytes of control replies not yet handed to actix.
-    pub fn outbox_bytes(&self) -> usize {
+    pub(crate) fn outbox_bytes(&self) -> usize {
         self.outbox_bytes
     }
 
     /// Ready when the session may read the client's next message: the outbox holds at most
     /// [`INPUT_PAUSE_BYTES`]. Otherwise the body wakes the session once it has drained that far.
-    pub fn poll_input_room(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+    pub(crate) fn poll_input_room(&mut self, cx: &mut Context<'_>) -> Poll<()> {
         if self.outbox_bytes <= INPUT_PAUSE_BYTES {
             return Poll::Ready(());
         }
@@ -243,13 +243,13 @@ impl Output {
     }
 
     /// When actix-http last asked for data.
-    pub fn last_poll(&self) -> Instant {
+    pub(crate) fn last_poll(&self) -> Instant {
         self.last_poll
     }
 
     /// Stops producing frames: from now on the body carries only the close frame (none when
     /// the client is already gone), then ends.
-    pub fn begin_close(&mut self, reason: Option<&CloseReason>) {
+    pub(crate) fn begin_close(&mut self, reason: Option<&CloseReason>) {
         self.closing = true;
         if let Some(reason) = reason {
             let mut frame = BytesMut::new();
@@ -267,7 +267,7 @@ impl Output {
 
     /// Ready once the body has handed the close frame to actix-http (which writes it before
     /// anything else happens on the connection).
-    pub fn poll_close_sent(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+    pub(crate) fn poll_close_sent(&mut self, cx: &mut Context<'_>) -> Poll<()> {
         if self.closing && self.close_frame.is_none() {
             return Poll::Ready(());
         }
@@ -402,23 +402,23 @@ impl Output {
 
 /// A session's [`Output`], shared by its task and its [`OutboundBody`] on one worker thread.
 #[derive(Clone)]
-pub struct SharedOutput(Rc<RefCell<Output>>);
+pub(crate) struct SharedOutput(Rc<RefCell<Output>>);
 
 impl SharedOutput {
-    pub fn new(output: Output) -> SharedOutput {
+    pub(crate) fn new(output: Output) -> SharedOutput {
         SharedOutput(Rc::new(RefCell::new(output)))
     }
 
     /// Lends the output to `f`. Neither the session nor the body calls this from inside `f`,
     /// and `f` cannot await, so the borrow is always free when asked for.
-    pub fn with<R>(&self, f: impl FnOnce(&mut Output) -> R) -> R {
+    pub(crate) fn with<R>(&self, f: impl FnOnce(&mut Output) -> R) -> R {
         f(&mut self.0.borrow_mut())
     }
 }
 
 /// The upgrade response's body: pulls frames from the session's [`Output`] when actix-http has
 /// room for them; after the close, it sends the close frame and ends.
-pub struct OutboundBody {
+pub(crate) struct OutboundBody {
     output: SharedOutput,
     signal: Arc<SessionSignal>,
     timer: Pin<Box<Sleep>>,
@@ -426,7 +426,7 @@ pub struct OutboundBody {
 }
 
 impl OutboundBody {
-    pub fn new(output: SharedOutput, signal: Arc<SessionSignal>) -> OutboundBody {
+    pub(crate) fn new(output: SharedOutput, signal: Arc<SessionSignal>) -> OutboundBody {
         OutboundBody { output, signal, timer: Box::pin(tokio::time::sleep_until(Instant::now())), timer_at: None }
     }
 }

@@ -11,21 +11,21 @@ use serde_json::Value;
 use crate::feed::FeedStatus;
 
 /// Protocol version announced in `welcome`.
-pub const PROTOCOL_VERSION: u32 = 1;
+pub(crate) const PROTOCOL_VERSION: u32 = 1;
 /// Longest accepted string `id`.
-pub const MAX_ID_CHARS: usize = 64;
+pub(crate) const MAX_ID_CHARS: usize = 64;
 
 /// A request id, echoed in the reply: a number or a short string.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(untagged)]
-pub enum RequestId {
+pub(crate) enum RequestId {
     Number(serde_json::Number),
     Text(String),
 }
 
 /// Client → server.
 #[derive(Debug, Clone, PartialEq)]
-pub enum ClientOp {
+pub(crate) enum ClientOp {
     /// `{"op":"subscribe","symbols":[..],"throttle_ms":250,"snapshot":true,"id":1}`
     Subscribe { id: Option<RequestId>, symbols: Vec<String>, throttle_ms: Option<u64>, snapshot: Option<bool> },
     /// `{"op":"unsubscribe","symbols":[..]}`
@@ -38,7 +38,7 @@ pub enum ClientOp {
 
 impl ClientOp {
     /// The op's name, as sent.
-    pub fn name(&self) -> &'static str {
+    pub(crate) fn name(&self) -> &'static str {
         let index = match self {
             ClientOp::Subscribe { .. } => SUBSCRIBE,
             ClientOp::Unsubscribe { .. } => UNSUBSCRIBE,
@@ -51,7 +51,7 @@ impl ClientOp {
 
 /// Every op a client may send, with the fields it takes: the one list, read by the parser, by
 /// `unknown_op` messages and for the `op` label of `tickerfeed_client_messages_total`.
-pub const OPS: [(&str, &[&str]); 4] =
+pub(crate) const OPS: [(&str, &[&str]); 4] =
     [("subscribe", &["op", "id", "symbols", "throttle_ms", "snapshot"]), ("unsubscribe", &["op", "id", "symbols"]), ("list", &["op", "id"]), ("ping", &["op", "id"])];
 const SUBSCRIBE: usize = 0;
 const UNSUBSCRIBE: usize = 1;
@@ -61,7 +61,7 @@ const PING: usize = 3;
 /// Error codes of the `error` message and of `rejected` entries.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
-pub enum ErrorCode {
+pub(crate) enum ErrorCode {
     /// Not JSON, not an object, fields of the wrong type, or a binary frame.
     BadRequest,
     UnknownOp,
@@ -72,10 +72,10 @@ pub enum ErrorCode {
 }
 
 impl ErrorCode {
-    pub const ALL: &[ErrorCode] =
+    pub(crate) const ALL: &[ErrorCode] =
         &[ErrorCode::BadRequest, ErrorCode::UnknownOp, ErrorCode::TooManySymbols, ErrorCode::RateLimited, ErrorCode::UnknownSymbol, ErrorCode::InvalidSymbol];
 
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             ErrorCode::BadRequest => "bad_request",
             ErrorCode::UnknownOp => "unknown_op",
@@ -89,7 +89,7 @@ impl ErrorCode {
 
 /// A symbol the server would not subscribe, and why.
 #[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct Rejected {
+pub(crate) struct Rejected {
     pub symbol: String,
     pub code: ErrorCode,
 }
@@ -97,7 +97,7 @@ pub struct Rejected {
 /// Server → client, except quote batches (built by `ws::outbound`).
 #[derive(Debug, Clone, Serialize)]
 #[serde(tag = "type", rename_all = "lowercase")]
-pub enum ServerMessage<'a> {
+pub(crate) enum ServerMessage<'a> {
     Welcome {
         protocol: u32,
         server: &'a str,
@@ -143,7 +143,7 @@ pub enum ServerMessage<'a> {
 }
 
 impl ServerMessage<'_> {
-    pub fn to_json(&self) -> String {
+    pub(crate) fn to_json(&self) -> String {
         // Every variant is plain data: serialisation cannot fail.
         serde_json::to_string(self).expect("server message serialises")
     }
@@ -151,7 +151,7 @@ impl ServerMessage<'_> {
 
 /// A client message that could not be turned into a [`ClientOp`].
 #[derive(Debug, Clone, PartialEq)]
-pub struct ParseFailure {
+pub(crate) struct ParseFailure {
     pub id: Option<RequestId>,
     pub code: ErrorCode,
     pub message: String,
@@ -159,7 +159,7 @@ pub struct ParseFailure {
 
 /// Parses one client text frame. On failure, the error carries the request's `id` whenever the
 /// frame was a JSON object with a usable one, whatever else was wrong with it.
-pub fn parse_client_message(text: &str) -> Result<ClientOp, ParseFailure> {
+pub(crate) fn parse_client_message(text: &str) -> Result<ClientOp, ParseFailure> {
     let value: Value = serde_json::from_str(text).map_err(|e| ParseFailure { id: None, code: ErrorCode::BadRequest, message: format!("malformed JSON: {e}") })?;
     let Value::Object(object) = &value else {
         return Err(ParseFailure { id: None, code: ErrorCode::BadRequest, message: "a message must be a JSON object".into() });

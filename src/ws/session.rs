@@ -43,18 +43,18 @@ use crate::quote::now_millis;
 
 /// Entries listed in a `subscribed` message's `rejected`, at most (the rest are dropped from
 /// the list, not subscribed either), so a reply stays small whatever the request held.
-pub const MAX_REJECTED_LISTED: usize = 100;
+pub(crate) const MAX_REJECTED_LISTED: usize = 100;
 /// How long a closing connection may take to flush its close frame before it is dropped.
 const CLOSE_FLUSH_TIMEOUT: Duration = Duration::from_secs(1);
 /// The slow-consumer check runs this many times per `slow_consumer_timeout`, so a stalled
 /// client is closed between 1 and 1 + 1/8 timeouts after its socket stopped taking data.
 const STALL_CHECKS_PER_TIMEOUT: u32 = 8;
 /// A client over the message rate hears of the messages dropped since at most this often.
-pub const RATE_LIMIT_REPORT_INTERVAL: Duration = Duration::from_secs(1);
+pub(crate) const RATE_LIMIT_REPORT_INTERVAL: Duration = Duration::from_secs(1);
 
 /// A subscription requested in the upgrade URL (`/ws?symbols=A,B&throttle_ms=500`).
 #[derive(Debug, Clone, Default)]
-pub struct InitialSubscription {
+pub(crate) struct InitialSubscription {
     /// A subscription parameter was given (even an empty one): answer with `subscribed`.
     pub requested: bool,
     pub symbols: Vec<String>,
@@ -65,7 +65,7 @@ pub struct InitialSubscription {
 
 /// Why a session ended; each maps to a close code and a disconnect reason.
 #[derive(Debug, Clone, PartialEq)]
-pub enum End {
+pub(crate) enum End {
     /// The client sent a close frame: echoed with its code and reason (1000 when it gave none).
     ClientClose(Option<CloseReason>),
     /// The connection ended without a close frame.
@@ -93,7 +93,7 @@ impl End {
     }
 
     /// The disconnect reason reported in metrics.
-    pub fn reason(&self) -> DisconnectReason {
+    pub(crate) fn reason(&self) -> DisconnectReason {
         match self {
             End::ClientClose(_) | End::ClientGone => DisconnectReason::ClientClose,
             End::SlowConsumer => DisconnectReason::SlowConsumer,
@@ -143,7 +143,7 @@ impl TokenBucket {
 }
 
 /// One connection's session task.
-pub struct Session {
+pub(crate) struct Session {
     context: Arc<SessionContext>,
     /// Held for the session's life: dropping it releases the connection's place in the limit.
     _slot: ConnectionSlot,
@@ -162,7 +162,7 @@ pub struct Session {
 }
 
 impl Session {
-    pub fn new(context: Arc<SessionContext>, slot: ConnectionSlot, probe: Option<SocketProbe>, output: SharedOutput) -> Session {
+    pub(crate) fn new(context: Arc<SessionContext>, slot: ConnectionSlot, probe: Option<SocketProbe>, output: SharedOutput) -> Session {
         let now = Instant::now();
         let limits = context.limits.clone();
         let signal = output.with(|o| o.subs.signal().clone());
@@ -184,13 +184,13 @@ impl Session {
 
     /// Greets the client and applies the upgrade request's subscription. Called before the task
     /// is spawned, so the task's future does not carry the request's symbol list for its life.
-    pub fn start(&mut self, initial: InitialSubscription) {
+    pub(crate) fn start(&mut self, initial: InitialSubscription) {
         self.welcome(initial);
     }
 
     /// Runs the session to its end, closes the connection and records why it ended. This is the
     /// spawned future itself (no wrapper): every byte of its state is held per connection.
-    pub async fn run(mut self, mut stream: InboundStream) {
+    pub(crate) async fn run(mut self, mut stream: InboundStream) {
         let mut shutdown = self.context.shutdown.clone();
         let mut feed_events = self.context.feeds.subscribe();
         let mut topics = self.context.bus.watch_topics();

@@ -13,7 +13,7 @@ use std::os::fd::{AsRawFd, RawFd};
 
 /// What `on_connect` records about an accepted TCP connection.
 #[derive(Debug, Clone, Copy)]
-pub struct SocketProbe {
+pub(crate) struct SocketProbe {
     fd: RawFd,
     inode: u64,
 }
@@ -22,7 +22,7 @@ impl SocketProbe {
     /// Sets up an accepted socket: bounded send buffer, no Nagle delay (quotes are latency
     /// sensitive and actix already coalesces frames into large writes). Returns the probe to
     /// store in the connection's extensions.
-    pub fn on_accept(stream: &tokio::net::TcpStream, send_buffer_bytes: usize) -> Option<SocketProbe> {
+    pub(crate) fn on_accept(stream: &tokio::net::TcpStream, send_buffer_bytes: usize) -> Option<SocketProbe> {
         let sock = socket2::SockRef::from(stream);
         if send_buffer_bytes > 0 {
             // The kernel doubles this value for bookkeeping; `send_buffer_bytes` is what the
@@ -39,7 +39,7 @@ impl SocketProbe {
 
     /// Drops the connection without waiting for its queued data: the peer gets a reset and
     /// actix, finding the socket shut, releases the connection and its buffers.
-    pub fn force_close(&self) -> bool {
+    pub(crate) fn force_close(&self) -> bool {
         if inode_of(self.fd) != Some(self.inode) {
             return false;
         }
@@ -55,7 +55,7 @@ impl SocketProbe {
     /// stream, and actix, reading the end too, releases the connection. Used once a close
     /// handshake is over, because actix-http would otherwise keep the connection open for as
     /// long as the peer sends, reading and discarding (it drains a request payload nobody reads).
-    pub fn shutdown(&self) -> bool {
+    pub(crate) fn shutdown(&self) -> bool {
         if inode_of(self.fd) != Some(self.inode) {
             return false;
         }

@@ -58,7 +58,7 @@ impl Subscription {
 
 /// The subscriptions of one session.
 #[derive(Debug)]
-pub struct SubscriptionSet {
+pub(crate) struct SubscriptionSet {
     epoch: Instant,
     /// Sorted by topic id.
     subs: Vec<Subscription>,
@@ -85,13 +85,13 @@ pub struct SubscriptionSet {
 
 /// What a subscribe call changed.
 #[derive(Debug, Default, PartialEq)]
-pub struct SubscribeOutcome {
+pub(crate) struct SubscribeOutcome {
     /// Topics newly delivered to this session (not previously covered by any subscription).
     pub added: Vec<TopicId>,
 }
 
 impl SubscriptionSet {
-    pub fn new(signal: Arc<SessionSignal>) -> SubscriptionSet {
+    pub(crate) fn new(signal: Arc<SessionSignal>) -> SubscriptionSet {
         SubscriptionSet {
             epoch: Instant::now(),
             subs: Vec::new(),
@@ -108,7 +108,7 @@ impl SubscriptionSet {
         }
     }
 
-    pub fn signal(&self) -> &Arc<SessionSignal> {
+    pub(crate) fn signal(&self) -> &Arc<SessionSignal> {
         &self.signal
     }
 
@@ -117,39 +117,36 @@ impl SubscriptionSet {
     }
 
     /// The instant a pending µs offset stands for.
-    pub fn instant_of(&self, micros: u64) -> Instant {
+    pub(crate) fn instant_of(&self, micros: u64) -> Instant {
         self.epoch + std::time::Duration::from_micros(micros)
     }
 
     /// Explicit symbols plus one for `*`: what counts against the per-session limit.
-    pub fn counted(&self) -> usize {
+    pub(crate) fn counted(&self) -> usize {
         self.explicit_count + usize::from(self.wildcard_throttle_ms.is_some())
     }
 
     /// Throttle of the `*` subscription, if there is one.
-    pub fn wildcard_throttle_ms(&self) -> Option<u32> {
+    pub(crate) fn wildcard_throttle_ms(&self) -> Option<u32> {
         self.wildcard_throttle_ms
     }
 
-    pub fn has_wildcard(&self) -> bool {
+    pub(crate) fn has_wildcard(&self) -> bool {
         self.wildcard_throttle_ms.is_some()
     }
 
-    pub fn is_explicit(&self, topic: TopicId) -> bool {
+    pub(crate) fn is_explicit(&self, topic: TopicId) -> bool {
         self.find(topic).is_some_and(|i| self.subs[i].has(EXPLICIT))
     }
 
     /// Number of topics delivered to this session.
-    pub fn len(&self) -> usize {
+    #[cfg(test)]
+    fn len(&self) -> usize {
         self.subs.len()
     }
 
-    pub fn is_empty(&self) -> bool {
-        self.subs.is_empty()
-    }
-
     /// The explicit symbols, sorted, followed by `*` when subscribed: the `symbols` of replies.
-    pub fn symbol_list(&self) -> Vec<String> {
+    pub(crate) fn symbol_list(&self) -> Vec<String> {
         let mut symbols: Vec<String> = self.subs.iter().filter(|s| s.has(EXPLICIT)).map(|s| s.topic.symbol.to_string()).collect();
         symbols.sort();
         if self.has_wildcard() {
@@ -165,7 +162,7 @@ impl SubscriptionSet {
     /// Subscribes `topics` explicitly (or, with `wildcard`, as covered by `*`) at `throttle_ms`.
     /// With `snapshot`, newly added topics that have a latest quote are queued for a snapshot
     /// frame; without it, they start from the current seq and only later changes are sent.
-    pub fn subscribe(&mut self, topics: &[Arc<Topic>], throttle_ms: u32, snapshot: bool, wildcard: bool, now: Instant) -> SubscribeOutcome {
+    pub(crate) fn subscribe(&mut self, topics: &[Arc<Topic>], throttle_ms: u32, snapshot: bool, wildcard: bool, now: Instant) -> SubscribeOutcome {
         let mut outcome = SubscribeOutcome::default();
         if wildcard {
             self.wildcard_throttle_ms = Some(throttle_ms);
@@ -225,7 +222,7 @@ impl SubscriptionSet {
 
     /// Removes explicit subscriptions (`wildcard` = false) or the `*` subscription (`true`).
     /// A symbol still covered by the other kind stays delivered.
-    pub fn unsubscribe(&mut self, topics: &[TopicId], wildcard: bool) {
+    pub(crate) fn unsubscribe(&mut self, topics: &[TopicId], wildcard: bool) {
         if wildcard {
             self.wildcard_throttle_ms = None;
             let ids: Vec<TopicId> = self.subs.iter().filter(|s| s.has(WILDCARD)).map(|s| s.id).collect();
@@ -266,7 +263,7 @@ impl SubscriptionSet {
     }
 
     /// Drops every subscription (the session is ending).
-    pub fn clear(&mut self) {
+    pub(crate) fn clear(&mut self) {
         for sub in self.subs.drain(..) {
             sub.topic.subscriber_removed();
         }
@@ -306,7 +303,7 @@ impl SubscriptionSet {
     }
 
     /// Handles the topics the bus reported as changed.
-    pub fn on_fired(&mut self, topics: &[TopicId], now: Instant) {
+    pub(crate) fn on_fired(&mut self, topics: &[TopicId], now: Instant) {
         let now_us = self.micros(now);
         for &id in topics {
             match self.find(id) {
@@ -320,7 +317,7 @@ impl SubscriptionSet {
     }
 
     /// Handles the throttle intervals that ended by `now`.
-    pub fn on_timers(&mut self, now: Instant) {
+    pub(crate) fn on_timers(&mut self, now: Instant) {
         let now_us = self.micros(now);
         while let Some(&Reverse((at, id))) = self.timers.peek() {
             if at > now_us {
@@ -341,20 +338,21 @@ impl SubscriptionSet {
     }
 
     /// When the next throttle interval ends, if any is pending.
-    pub fn next_deadline(&self) -> Option<Instant> {
+    pub(crate) fn next_deadline(&self) -> Option<Instant> {
         self.timers.peek().map(|Reverse((at, _))| self.instant_of(*at))
     }
 
-    pub fn has_due(&self) -> bool {
+    pub(crate) fn has_due(&self) -> bool {
         !self.due.is_empty()
     }
 
-    pub fn has_snapshot_pending(&self) -> bool {
+    pub(crate) fn has_snapshot_pending(&self) -> bool {
         !self.snapshot_queue.is_empty()
     }
 
     /// Number of timers pending (for tests and the memory budget).
-    pub fn pending_timers(&self) -> usize {
+    #[cfg(test)]
+    fn pending_timers(&self) -> usize {
         self.timers.len()
     }
 
@@ -384,7 +382,7 @@ impl SubscriptionSet {
     /// ([`crate::bus::Bus::wake_after_next_dispatch`]), looks again then, and arms only what
     /// still has not changed. With throttle 0 under load, every delivered symbol has changed by
     /// then and nothing is armed at all.
-    pub fn recheck(&mut self, now: Instant, arm: bool) -> usize {
+    pub(crate) fn recheck(&mut self, now: Instant, arm: bool) -> usize {
         if self.recheck.is_empty() {
             return 0;
         }
@@ -417,25 +415,25 @@ impl SubscriptionSet {
         self.due.len() - due_before
     }
 
-    pub fn has_recheck(&self) -> bool {
+    pub(crate) fn has_recheck(&self) -> bool {
         !self.recheck.is_empty()
     }
 
     /// Takes due quotes, newest value of each symbol, while `take` accepts them (it returns
     /// false when the frame budget is spent; that quote and the rest stay due).
-    pub fn take_due(&mut self, now: Instant, mut take: impl FnMut(&Arc<PublishedQuote>) -> bool) -> usize {
+    pub(crate) fn take_due(&mut self, now: Instant, mut take: impl FnMut(&Arc<PublishedQuote>) -> bool) -> usize {
         self.drain_queue(now, false, &mut take)
     }
 
     /// Takes the snapshot quotes of newly subscribed symbols, as [`SubscriptionSet::take_due`].
-    pub fn take_snapshot(&mut self, now: Instant, mut take: impl FnMut(&Arc<PublishedQuote>) -> bool) -> usize {
+    pub(crate) fn take_snapshot(&mut self, now: Instant, mut take: impl FnMut(&Arc<PublishedQuote>) -> bool) -> usize {
         self.drain_queue(now, true, &mut take)
     }
 
     /// Quotes merged away and the longest wait of a delivered quote since the last call.
     /// The wait runs from when the quote became deliverable — published, and its throttle
     /// interval over — so a client's own throttle is not counted as server latency.
-    pub fn take_delivery_stats(&mut self) -> (u64, Option<std::time::Duration>) {
+    pub(crate) fn take_delivery_stats(&mut self) -> (u64, Option<std::time::Duration>) {
         let stats = (self.conflated, self.longest_wait_us.map(std::time::Duration::from_micros));
         self.conflated = 0;
         self.longest_wait_us = None;

@@ -37,13 +37,13 @@ use super::timestamp::{DAY_MS, parse_timestamp};
 use crate::quote::{MAX_SYMBOL_LEN, check_symbol, is_symbol_char, round_to};
 
 /// Price precision is capped here: finer digits in a file are noise, not tick size.
-pub const MAX_DECIMALS: u8 = 8;
+pub(crate) const MAX_DECIMALS: u8 = 8;
 /// How many skipped rows a [`LoadedFile`] keeps for reporting.
-pub const MAX_SKIPPED_KEPT: usize = 100;
+pub(crate) const MAX_SKIPPED_KEPT: usize = 100;
 /// How many skipped rows per file are logged individually before one summary line.
-pub const MAX_SKIPPED_LOGGED: u64 = 10;
+pub(crate) const MAX_SKIPPED_LOGGED: u64 = 10;
 /// Ticks per bar when the configuration does not say.
-pub const DEFAULT_TICKS_PER_BAR: usize = 12;
+pub(crate) const DEFAULT_TICKS_PER_BAR: usize = 12;
 
 /// What the error for an unrecognised header lists as acceptable.
 const ACCEPTED_FORMATS: &str = "ticks (timestamp|time|datetime, symbol, price [, size, bid, ask, volume]); \
@@ -52,7 +52,7 @@ const ACCEPTED_FORMATS: &str = "ticks (timestamp|time|datetime, symbol, price [,
 
 /// The layout of a replay file, detected from its header row.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum FileFormat {
+pub(crate) enum FileFormat {
     Ticks,
     LongPrices,
     Bars,
@@ -70,7 +70,7 @@ impl fmt::Display for FileFormat {
 
 /// One replayed trade or price, in historical time.
 #[derive(Debug, Clone, PartialEq)]
-pub struct ReplayTick {
+pub(crate) struct ReplayTick {
     /// Milliseconds since the Unix epoch, UTC.
     pub ts: i64,
     pub symbol: Arc<str>,
@@ -93,8 +93,7 @@ pub struct SkippedRow {
 
 /// The result of loading one file.
 #[derive(Debug, Clone)]
-pub struct LoadedFile {
-    pub path: PathBuf,
+pub(crate) struct LoadedFile {
     pub format: FileFormat,
     /// Sorted by `ts`; rows with equal times keep their file order.
     pub ticks: Vec<ReplayTick>,
@@ -103,13 +102,15 @@ pub struct LoadedFile {
     /// Data rows read (the header and blank lines excluded), including the skipped ones.
     pub rows_read: u64,
     pub rows_skipped: u64,
-    /// The first [`MAX_SKIPPED_KEPT`] skipped rows.
+    /// The first [`MAX_SKIPPED_KEPT`] skipped rows: the report the format's tests read (the
+    /// server logs each skipped row as it meets it, and names the first if none is usable).
+    #[cfg_attr(not(test), allow(dead_code))]
     pub skipped: Vec<SkippedRow>,
 }
 
 /// How to load a file.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct FileOptions {
+pub(crate) struct FileOptions {
     /// Symbol of a bar file; without it the file stem is used.
     pub symbol: Option<String>,
     /// Seed of the intrabar paths; with the bar's index it fixes every path of the file.
@@ -153,7 +154,7 @@ fn first_reason(first: &Option<SkippedRow>) -> String {
 }
 
 /// Loads one replay file. See the module docs for the layouts.
-pub fn load_file(path: &Path, options: &FileOptions) -> Result<LoadedFile, ReplayError> {
+pub(crate) fn load_file(path: &Path, options: &FileOptions) -> Result<LoadedFile, ReplayError> {
     let file = File::open(path).map_err(|source| ReplayError::Io { path: path.to_path_buf(), source })?;
     let mut reader = csv::ReaderBuilder::new()
         .has_headers(false)
@@ -598,15 +599,7 @@ impl<'p> Loader<'p> {
             });
         }
         tracing::debug!("replay file {}: {format} format, {} rows read, {} skipped, {} ticks", self.path.display(), self.rows_read, self.rows_skipped, ticks.len());
-        Ok(LoadedFile {
-            path: self.path.to_path_buf(),
-            format,
-            ticks,
-            decimals: self.symbols.into_iter().collect(),
-            rows_read: self.rows_read,
-            rows_skipped: self.rows_skipped,
-            skipped: self.skipped,
-        })
+        Ok(LoadedFile { format, ticks, decimals: self.symbols.into_iter().collect(), rows_read: self.rows_read, rows_skipped: self.rows_skipped, skipped: self.skipped })
     }
 }
 

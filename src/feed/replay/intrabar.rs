@@ -11,7 +11,7 @@ use rand::{Rng, RngExt};
 use rand_distr::{Distribution, StandardNormal};
 
 /// The fewest ticks a path can have: open, the two extremes, close.
-pub const MIN_TICKS: usize = 4;
+pub(crate) const MIN_TICKS: usize = 4;
 
 /// Step size of the bridges, as a fraction of the bar's range per square root of the number
 /// of ticks: large enough that paths visibly wander, small enough that they are not mostly
@@ -28,7 +28,7 @@ const ORDER_PROBABILITY_RANGE: (f64, f64) = (0.15, 0.85);
 ///
 /// The caller validates the bar (`low <= open, close <= high`, all finite); an invalid bar is
 /// not rejected here, but its output is still clamped into `[low, high]` (or `[high, low]`).
-pub fn intrabar_path<R: Rng + ?Sized>(open: f64, high: f64, low: f64, close: f64, ticks: usize, rng: &mut R) -> Vec<f64> {
+pub(crate) fn intrabar_path<R: Rng + ?Sized>(open: f64, high: f64, low: f64, close: f64, ticks: usize, rng: &mut R) -> Vec<f64> {
     let (low, high) = if low <= high { (low, high) } else { (high, low) };
     let ticks = ticks.max(MIN_TICKS);
     let range = high - low;

@@ -10,9 +10,9 @@
 //! the UTC calendar day of the quote's `ts`, recomputed from the data on a seek; a seek outside
 //! the data (before its first row or after its last) is refused and changes nothing.
 
-pub mod format;
-pub mod intrabar;
-pub mod timestamp;
+pub(crate) mod format;
+pub(crate) mod intrabar;
+pub(crate) mod timestamp;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -58,7 +58,7 @@ struct ReplaySymbol {
 }
 
 /// Loads every file, registers the symbols and spawns the feed task.
-pub fn start(config: &FeedConfig, publisher: Arc<dyn Publisher>, events: broadcast::Sender<FeedEvent>) -> Result<FeedHandle, StartError> {
+pub(crate) fn start(config: &FeedConfig, publisher: Arc<dyn Publisher>, events: broadcast::Sender<FeedEvent>) -> Result<FeedHandle, StartError> {
     let mut index: HashMap<Arc<str>, u32> = HashMap::new();
     let mut names: Vec<(Arc<str>, u8)> = Vec::new();
     let mut rows: Vec<Event> = Vec::new();

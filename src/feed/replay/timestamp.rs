@@ -21,16 +21,16 @@
 use chrono::NaiveDate;
 
 /// The styles the parser accepts, quoted in every error so users see what to write instead.
-pub const EXPECTED_STYLES: &str = "an ISO-8601 date or datetime (2008-09-15, 2008-09-15T14:30:00Z, \
+pub(crate) const EXPECTED_STYLES: &str = "an ISO-8601 date or datetime (2008-09-15, 2008-09-15T14:30:00Z, \
      2008-09-15 14:30:00.250+02:00), a month-name date (Jan 1 2000, January 1, 2000), \
      a Y/M/D date (2000/01/31) or Unix seconds/milliseconds (1221489000, 1221489000000)";
 
 /// Unix numbers at or above this magnitude are milliseconds; below it, seconds.
-pub const MILLIS_THRESHOLD: f64 = 1e11;
+pub(crate) const MILLIS_THRESHOLD: f64 = 1e11;
 
 /// Why a timestamp could not be parsed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum TimestampError {
+pub(crate) enum TimestampError {
     #[error("empty timestamp: expected {EXPECTED_STYLES}")]
     Empty,
     #[error("unrecognised timestamp '{text}': expected {EXPECTED_STYLES}")]
@@ -41,7 +41,7 @@ pub enum TimestampError {
 
 /// Parses `text` into milliseconds since the Unix epoch, UTC. See the module docs for the
 /// accepted styles.
-pub fn parse_timestamp(text: &str) -> Result<i64, TimestampError> {
+pub(crate) fn parse_timestamp(text: &str) -> Result<i64, TimestampError> {
     let trimmed = text.trim();
     if trimmed.is_empty() {
         return Err(TimestampError::Empty);
@@ -63,11 +63,11 @@ pub fn parse_timestamp(text: &str) -> Result<i64, TimestampError> {
 }
 
 /// Milliseconds in a UTC day (no leap seconds: Unix time has none).
-pub const DAY_MS: i64 = 86_400_000;
+pub(crate) const DAY_MS: i64 = 86_400_000;
 
 /// Whether `text` is a calendar date with no time of day (`2008-09-15`, `2008/9/15`,
 /// `Sep 15 2008`): a seek to it means that whole UTC day. A Unix timestamp is never a date.
-pub fn is_date_only(text: &str) -> bool {
+pub(crate) fn is_date_only(text: &str) -> bool {
     let trimmed = text.trim();
     if parse_unix_number(trimmed).is_some() {
         return false;

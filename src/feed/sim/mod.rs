@@ -10,7 +10,7 @@
 //! At high rates ticks are published in batches of everything already due, yielding to the
 //! executor every [`BATCH`] ticks, so a 1,000,000 quotes/s feed costs no timer per tick.
 
-pub mod model;
+pub(crate) mod model;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -31,7 +31,7 @@ const BATCH: usize = 1024;
 const STATUS_EVERY: Duration = Duration::from_millis(100);
 
 /// Loads the universe, registers its symbols and spawns the feed task.
-pub fn start(config: &FeedConfig, publisher: Arc<dyn Publisher>, events: broadcast::Sender<FeedEvent>) -> Result<FeedHandle, StartError> {
+pub(crate) fn start(config: &FeedConfig, publisher: Arc<dyn Publisher>, events: broadcast::Sender<FeedEvent>) -> Result<FeedHandle, StartError> {
     let instruments = match &config.universe {
         Some(path) => load_universe(path)?,
         None => default_universe(),

@@ -37,13 +37,13 @@ use crate::feed::universe::{DEFAULT_TICK_SIZE, Instrument};
 use crate::quote::{decimals_of_tick, round_to, synthetic_spread};
 
 /// Trading seconds in a year: 252 sessions of 6.5 hours (US equities, 09:30–16:00).
-pub const TRADING_SECONDS_PER_YEAR: f64 = 252.0 * 6.5 * 3600.0;
+pub(crate) const TRADING_SECONDS_PER_YEAR: f64 = 252.0 * 6.5 * 3600.0;
 
 /// The lowest accepted rate: below it the next tick would be so far away that the runtime's
 /// deadline arithmetic overflows. Pausing is the runtime's business, not a rate of zero.
-pub const MIN_RATE: f64 = 1e-6;
+pub(crate) const MIN_RATE: f64 = 1e-6;
 /// The highest accepted rate (quotes per wall second), far above what any consumer can take.
-pub const MAX_RATE: f64 = 1e9;
+pub(crate) const MAX_RATE: f64 = 1e9;
 
 /// Share of trades that are odd lots (fewer than 100 shares).
 const ODD_LOT_PROBABILITY: f64 = 0.08;
@@ -56,7 +56,7 @@ const ROUND_LOT: u64 = 100;
 
 /// Parameters of the simulation.
 #[derive(Debug, Clone, PartialEq)]
-pub struct SimParams {
+pub(crate) struct SimParams {
     /// Seed of the random generator; the same seed replays the same market.
     pub seed: u64,
     /// Total quotes per wall-clock second over all symbols; clamped to [`MIN_RATE`]..=[`MAX_RATE`].
@@ -87,7 +87,7 @@ impl Default for SimParams {
 
 /// One simulated trade and the quote around it.
 #[derive(Debug, Clone, Copy, PartialEq)]
-pub struct SimTick {
+pub(crate) struct SimTick {
     /// Schedule time in wall seconds since the model started (pauses are the runtime's business).
     pub at: f64,
     /// Index of the instrument in the slice the model was built from.
@@ -168,14 +168,13 @@ impl Loadings {
 
 /// The simulation: state of every instrument and factor, the schedule clock and the generator.
 #[derive(Debug, Clone)]
-pub struct SimModel {
+pub(crate) struct SimModel {
     rng: Xoshiro256PlusPlus,
     symbols: Vec<SymbolState>,
     market: Factor,
     sectors: Vec<Factor>,
     loadings: Loadings,
     arrivals: Exp<f64>,
-    rate: f64,
     time_scale: f64,
     spread_fraction: f64,
     /// Schedule time of the last tick, wall seconds since start.
@@ -190,7 +189,7 @@ impl SimModel {
     /// Instruments are expected to be validated (see [`crate::feed::universe`]); anything
     /// nonsensical is clamped so the model never produces NaN. Panics on an empty slice: a
     /// market of nothing is a configuration bug, and the universe loader never returns one.
-    pub fn new(instruments: &[Instrument], params: SimParams) -> SimModel {
+    pub(crate) fn new(instruments: &[Instrument], params: SimParams) -> SimModel {
         assert!(!instruments.is_empty(), "the simulation needs at least one instrument");
         let mut sector_names: Vec<&str> = Vec::new();
         let symbols = instruments
@@ -214,7 +213,6 @@ impl SimModel {
             sectors: vec![Factor::START; sector_names.len()],
             loadings: Loadings::new(params.market_weight, params.sector_weight),
             arrivals: arrivals(rate),
-            rate,
             time_scale: clamp_time_scale(params.time_scale),
             spread_fraction: if params.spread_bps.is_finite() { params.spread_bps.max(0.0) / 10_000.0 } else { 0.0 },
             wall: 0.0,
@@ -223,7 +221,7 @@ impl SimModel {
     }
 
     /// The next trade in schedule order. O(1), no allocation.
-    pub fn next_tick(&mut self) -> SimTick {
+    pub(crate) fn next_tick(&mut self) -> SimTick {
         let dt_wall: f64 = self.rng.sample(self.arrivals);
         self.wall += dt_wall;
         self.model_years += dt_wall * self.time_scale / TRADING_SECONDS_PER_YEAR;
@@ -250,27 +248,18 @@ impl SimModel {
 
     /// Sets model seconds per wall second for every step from now on (finite, ≥ 0; anything
     /// else is taken as 0, which freezes prices while trades keep printing).
-    pub fn set_time_scale(&mut self, time_scale: f64) {
+    pub(crate) fn set_time_scale(&mut self, time_scale: f64) {
         self.time_scale = clamp_time_scale(time_scale);
     }
 
-    pub fn time_scale(&self) -> f64 {
+    #[cfg(test)]
+    fn time_scale(&self) -> f64 {
         self.time_scale
     }
 
-    /// Sets the total quote rate (per wall second) from the next tick on. Poisson arrivals are
-    /// memoryless, so changing the rate between ticks needs no correction.
-    pub fn set_rate(&mut self, rate: f64) {
-        self.rate = clamp_rate(rate);
-        self.arrivals = arrivals(self.rate);
-    }
-
-    pub fn rate(&self) -> f64 {
-        self.rate
-    }
-
-    /// Trading seconds of model time elapsed up to the last tick (for a simulated clock).
-    pub fn model_seconds(&self) -> f64 {
+    /// Trading seconds of model time elapsed up to the last tick.
+    #[cfg(test)]
+    fn model_seconds(&self) -> f64 {
         self.model_years * TRADING_SECONDS_PER_YEAR
     }
 
@@ -452,12 +441,6 @@ mod tests {
         for c in counts {
             assert!((c as f64 / 20_000.0 - 1.0).abs() < 0.05, "counts {counts:?}");
         }
-
-        model.set_rate(2000.0);
-        assert_eq!(model.rate(), 2000.0);
-        let start = model.next_tick().at;
-        let end = (0..20_000).map(|_| model.next_tick()).last().unwrap().at;
-        assert!(((end - start) / 20_000.0 * 2000.0 - 1.0).abs() < 0.03);
     }
 
     #[test]
