@@ -11,6 +11,13 @@ use actix_web::http::header::{self, HeaderValue};
 use actix_web::{HttpResponse, ResponseError};
 use serde_json::json;
 
+/// What a client sent, quoted in an error message: its first `max_chars` characters, so an
+/// answer stays readable (and small) whatever the request held. Every transport and the REST
+/// API quote client text through this.
+pub(crate) fn excerpt(text: &str, max_chars: usize) -> String {
+    text.chars().take(max_chars).collect()
+}
+
 /// The `error` field of an error answer; each has one HTTP status.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum ApiErrorCode {

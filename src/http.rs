@@ -32,7 +32,7 @@ use serde_json::json;
 
 use self::errors::method_not_allowed;
 use self::query::QueryParams;
-use crate::api_error::{ApiError, ApiErrorCode};
+use crate::api_error::{ApiError, ApiErrorCode, excerpt};
 use crate::bus::Bus;
 use crate::bus::FindError;
 use crate::feed::ControlError;
@@ -283,7 +283,7 @@ async fn history(bus: web::Data<Bus>, path: web::Path<String>, req: HttpRequest)
     let bad_request = |message: String| ApiError::new(ApiErrorCode::BadRequest, message);
     let resolution = query.single("resolution").map_err(bad_request)?.unwrap_or("1s");
     let limit = query.parsed::<usize>("limit", "a whole number of bars >= 0").map_err(bad_request)?;
-    let resolution = Resolution::parse(resolution).ok_or_else(|| bad_request(format!("query parameter 'resolution': '{}' is not 1s or 1m", truncate(resolution, 16))))?;
+    let resolution = Resolution::parse(resolution).ok_or_else(|| bad_request(format!("query parameter 'resolution': '{}' is not 1s or 1m", excerpt(resolution, 16))))?;
     let bars = topic.history(resolution, limit.unwrap_or(usize::MAX));
     let seq = bars.last().map_or(0, |b| b.seq);
     Ok(HttpResponse::Ok().json(json!({"symbol": topic.symbol, "resolution": resolution, "seq": seq, "bars": bars})))
@@ -300,7 +300,7 @@ async fn control(feeds: web::Data<Feeds>, path: web::Path<String>, body: web::Pa
     let name = path.into_inner();
     let Some(feed) = feeds.position(&name).and_then(|index| feeds.get(index)) else {
         let known: Vec<&str> = feeds.iter().map(|f| &*f.name).collect();
-        return Err(ApiError::new(ApiErrorCode::UnknownFeed, format!("unknown feed '{}'; feeds: {}", truncate(&name, 32), known.join(", "))));
+        return Err(ApiError::new(ApiErrorCode::UnknownFeed, format!("unknown feed '{}'; feeds: {}", excerpt(&name, 32), known.join(", "))));
     };
     let body = control::read_body(body).await.map_err(|e| match e {
         control::BodyError::TooLarge => ApiError::new(ApiErrorCode::PayloadTooLarge, e.to_string()),
@@ -316,8 +316,4 @@ async fn control(feeds: web::Data<Feeds>, path: web::Path<String>, body: web::Pa
         ApiError::new(code, e.to_string())
     })?;
     Ok(HttpResponse::Ok().json(status))
-}
-
-fn truncate(text: &str, max_chars: usize) -> String {
-    text.chars().take(max_chars).collect()
 }

@@ -134,7 +134,7 @@ fn kind(value: &Value) -> &'static str {
 
 /// Client-chosen names in messages are cut to a readable length.
 fn clip(text: &str) -> String {
-    super::truncate(text, 32)
+    crate::api_error::excerpt(text, 32)
 }
 
 /// A JSON object's entries in order, repeats kept (a map would silently keep the last).

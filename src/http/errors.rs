@@ -16,7 +16,7 @@ use actix_web::http::header::{self, HeaderValue};
 use actix_web::middleware::ErrorHandlerResponse;
 use actix_web::{HttpRequest, HttpResponse, ResponseError};
 
-use crate::api_error::{ApiError, ApiErrorCode};
+use crate::api_error::{ApiError, ApiErrorCode, excerpt};
 
 /// The `error` code of a status no handler chose a code for: its reason in snake case
 /// (`bad_request`, `payload_too_large`, `method_not_allowed`).
@@ -27,14 +27,14 @@ pub(super) fn code_for(status: StatusCode) -> String {
 
 /// 404 for a path no route has.
 pub(super) async fn not_found(req: HttpRequest) -> HttpResponse {
-    ApiError::new(ApiErrorCode::NotFound, format!("no route for {} {}", req.method(), super::truncate(req.path(), 200))).error_response()
+    ApiError::new(ApiErrorCode::NotFound, format!("no route for {} {}", req.method(), excerpt(req.path(), 200))).error_response()
 }
 
 /// 405 for a known path asked with a method it does not take; `allow` lists those it takes.
 pub(super) fn method_not_allowed(req: &HttpRequest, allow: &'static str) -> HttpResponse {
     // An extension method is client text of any length.
-    let method = super::truncate(req.method().as_str(), 16);
-    ApiError::new(ApiErrorCode::MethodNotAllowed, format!("{method} is not allowed on {}; it takes {allow}", super::truncate(req.path(), 200)))
+    let method = excerpt(req.method().as_str(), 16);
+    ApiError::new(ApiErrorCode::MethodNotAllowed, format!("{method} is not allowed on {}; it takes {allow}", excerpt(req.path(), 200)))
         .with_header(header::ALLOW, HeaderValue::from_static(allow))
         .error_response()
 }

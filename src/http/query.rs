@@ -46,7 +46,7 @@ impl QueryParams {
     {
         match self.single(name)? {
             None => Ok(None),
-            Some(text) => text.parse().map(Some).map_err(|e| format!("query parameter '{name}': {e} ('{}'); expected {expected}", super::truncate(text, 32))),
+            Some(text) => text.parse().map(Some).map_err(|e| format!("query parameter '{name}': {e} ('{}'); expected {expected}", crate::api_error::excerpt(text, 32))),
         }
     }
 }

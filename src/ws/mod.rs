@@ -32,7 +32,7 @@ use self::limits::Limits;
 use self::outbound::{OutboundBody, Output, SharedOutput};
 use self::session::{InitialSubscription, Session};
 use self::socket::SocketProbe;
-use crate::api_error::{ApiError, ApiErrorCode};
+use crate::api_error::{ApiError, ApiErrorCode, excerpt};
 use crate::bus::{Bus, SessionSignal};
 use crate::feed::Feeds;
 use crate::metrics::Metrics;
@@ -115,13 +115,10 @@ pub(crate) fn parse_upgrade_query(query: &str) -> InitialSubscription {
                 initial.requested = true;
                 match value.trim().parse::<u64>() {
                     Ok(ms) => initial.throttle_ms = Some(ms),
-                    Err(_) => initial.problems.push(format!(
-                        "query parameter 'throttle_ms': '{}' is not a whole number of milliseconds; the default applies",
-                        value.chars().take(32).collect::<String>()
-                    )),
+                    Err(_) => initial.problems.push(format!("query parameter 'throttle_ms': '{}' is not a whole number of milliseconds; the default applies", excerpt(&value, 32))),
                 }
             }
-            other => initial.problems.push(format!("unknown query parameter '{}'; /ws takes: {}", other.chars().take(32).collect::<String>(), UPGRADE_PARAMETERS.join(", "))),
+            other => initial.problems.push(format!("unknown query parameter '{}'; /ws takes: {}", excerpt(other, 32), UPGRADE_PARAMETERS.join(", "))),
         }
     }
     initial

@@ -8,6 +8,7 @@
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+use crate::api_error::excerpt;
 use crate::feed::FeedStatus;
 
 /// Protocol version announced in `welcome`.
@@ -183,13 +184,13 @@ pub(crate) fn parse_client_message(text: &str) -> Result<ClientOp, ParseFailure>
     };
     let Some(index) = OPS.iter().position(|(name, _)| *name == op) else {
         let names: Vec<&str> = OPS.iter().map(|(name, _)| *name).collect();
-        return Err(fail(ErrorCode::UnknownOp, format!("unknown op '{}'; expected one of: {}", truncate(op, 32), names.join(", "))));
+        return Err(fail(ErrorCode::UnknownOp, format!("unknown op '{}'; expected one of: {}", excerpt(op, 32), names.join(", "))));
     };
     // Fields are read by hand rather than through serde so that an error names the field and
     // what it should be, which is what a client developer needs to fix the request.
     let allowed = OPS[index].1;
     if let Some(unknown) = object.keys().find(|k| !allowed.contains(&k.as_str())) {
-        return Err(fail(ErrorCode::BadRequest, format!("op '{op}': unknown field '{}'; allowed: {}", truncate(unknown, 32), allowed.join(", "))));
+        return Err(fail(ErrorCode::BadRequest, format!("op '{op}': unknown field '{}'; allowed: {}", excerpt(unknown, 32), allowed.join(", "))));
     }
     let symbols = || -> Result<Vec<String>, ParseFailure> {
         match object.get("symbols") {
@@ -222,10 +223,6 @@ pub(crate) fn parse_client_message(text: &str) -> Result<ClientOp, ParseFailure>
         LIST => Ok(ClientOp::List { id: id.clone() }),
         _ => Ok(ClientOp::Ping { id: id.clone() }),
     }
-}
-
-fn truncate(text: &str, max_chars: usize) -> String {
-    text.chars().take(max_chars).collect()
 }
 
 #[cfg(test)]

@@ -36,6 +36,7 @@ use super::limits::{Limits, MAX_THROTTLE_MS};
 use super::outbound::{INPUT_PAUSE_BYTES, Output, SharedOutput};
 use super::protocol::{ClientOp, ErrorCode, PROTOCOL_VERSION, Rejected, RequestId, ServerMessage, parse_client_message};
 use super::socket::SocketProbe;
+use crate::api_error::excerpt;
 use crate::bus::{FindError, SessionSignal, Topic};
 use crate::feed::FeedEvent;
 use crate::metrics::DisconnectReason;
@@ -437,7 +438,7 @@ impl Session {
                         topics.push(topic);
                     }
                 }
-                Err(FindError::Invalid { .. }) => reject(&mut rejected, Rejected { symbol: truncate(raw, 32), code: ErrorCode::InvalidSymbol }),
+                Err(FindError::Invalid { .. }) => reject(&mut rejected, Rejected { symbol: excerpt(raw, 32), code: ErrorCode::InvalidSymbol }),
                 Err(FindError::Unknown(symbol)) => reject(&mut rejected, Rejected { symbol, code: ErrorCode::UnknownSymbol }),
             }
         }
@@ -541,10 +542,6 @@ fn op_id(op: &ClientOp) -> Option<RequestId> {
     match op {
         ClientOp::Subscribe { id, .. } | ClientOp::Unsubscribe { id, .. } | ClientOp::List { id } | ClientOp::Ping { id } => id.clone(),
     }
-}
-
-fn truncate(text: &str, max_chars: usize) -> String {
-    text.chars().take(max_chars).collect()
 }
 
 #[cfg(test)]

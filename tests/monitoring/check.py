@@ -274,9 +274,9 @@ def cmd_static(args):
         if f"--config.file={config_target}" not in command and config_target != "/etc/prometheus/prometheus.yml":
             fail(f"compose: prometheus does not load {config_target}")
 
-    # The process_* families have the standard unprefixed names, which every exporter uses
-    # (Prometheus's own self-scrape among the compose stack's targets): a query of them selects
-    # the tickerfeed job, or it mixes in other processes.
+    # The process_* families have the standard unprefixed names, which every exporter uses, and
+    # every target has an `up` (Prometheus's own self-scrape is among the compose stack's
+    # targets): a query of them selects the tickerfeed job, or it mixes in other processes.
     alert_files = [k for k in data if k.endswith("dashboards/prometheus/alerts.yml")]
     rules = [r for g in (data[alert_files[0]] or {}).get("groups", []) for r in g.get("rules", [])] if alert_files else []
     queries = [(f"dashboard: {title}", expr) for title, _, expr in dashboard_targets(dashboard)]
@@ -286,13 +286,14 @@ def cmd_static(args):
         for selector in PROCESS_SELECTOR.finditer(expr):
             process_queries += 1
             if 'job="tickerfeed"' not in (selector.group(2) or ""):
-                fail(f"{where}: {selector.group(0)} does not select job=\"tickerfeed\" (process_* names are shared by every exporter)")
+                fail(f"{where}: {selector.group(0)} does not select job=\"tickerfeed\" (process_* and up are shared by every exporter)")
     if process_queries:
-        ok(f"{process_queries} process_* selectors in the dashboard and alerts select the tickerfeed job")
+        ok(f"{process_queries} process_* and up selectors in the dashboard and alerts select the tickerfeed job")
 
 
 # A selector of a process_* family (not tickerfeed_process_*), with its label matchers if any.
-PROCESS_SELECTOR = re.compile(r"(?<![A-Za-z0-9_:])(process_[A-Za-z0-9_]+)(\{[^}]*\})?")
+# process_* and up: names every scraped target has.
+PROCESS_SELECTOR = re.compile(r"(?<![A-Za-z0-9_:])(process_[A-Za-z0-9_]+|up)(\{[^}]*\})?(?![A-Za-z0-9_(])")
 
 
 # --------------------------------------------------------------------------------------------
