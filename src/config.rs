@@ -278,6 +278,16 @@ mod tests {
     }
 
     #[test]
+    fn every_part_reads_its_keys_from_the_file() {
+        let file: FileConfig = toml::from_str("bind = \"127.0.0.1:9\"\nshutdown_timeout = 2.5\nidle_timeout = 7\nseed = 3\n").unwrap();
+        let config = Config::resolve(cli(&[]), file).unwrap();
+        assert_eq!((config.listen.bind.as_str(), config.listen.shutdown_timeout), ("127.0.0.1:9", 2.5));
+        assert_eq!((config.limits.idle_timeout, config.seed, config.feeds[0].seed), (7.0, 3, 3));
+        let err = toml::from_str::<FileConfig>("workers = \"many\"").unwrap_err();
+        assert!(err.to_string().contains("expected usize"), "{err}");
+    }
+
+    #[test]
     fn bad_values_name_their_key() {
         let err = Config::resolve(cli(&["--bind", "nowhere"]), FileConfig::default()).unwrap_err();
         assert!(err.to_string().starts_with("bind: 'nowhere'"), "{err}");
