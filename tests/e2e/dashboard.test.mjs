@@ -48,6 +48,30 @@ test('loads with no console error and no failed request; prices change within 2 
   }
 });
 
+test('every column the watchlist shows is wide enough to read, at common screen widths', async () => {
+  // Columns are dropped as the screen narrows; one left with no room shows its header over
+  // its neighbour's (a 1280-px laptop once got a name column 0 px wide).
+  const problems = [];
+  for (const width of [1920, 1600, 1440, 1366, 1280, 1200, 1100, 1024, 900, 768, 390]) {
+    const { context, page } = await openPage(browser, { viewport: { width, height: 900 } });
+    try {
+      await page.goto(server.url);
+      await waitConnected(page);
+      await page.waitForFunction(() => document.querySelector('#watchlist tr[data-symbol="AAPL"] td.c-name')?.textContent === 'Apple Inc.');
+      const columns = await page.$$eval('#watchlist thead th', (ths) => ths
+        .filter((th) => getComputedStyle(th).display !== 'none')
+        .map((th) => ({ name: th.className, text: th.textContent.trim(), width: th.clientWidth, needs: th.scrollWidth })));
+      for (const c of columns) {
+        if (c.needs > c.width + 1) problems.push(`${width} px: column ${c.name} ("${c.text}") is ${c.width} px, its header needs ${c.needs}`);
+        if (c.name === 'c-name' && c.width < 72) problems.push(`${width} px: the name column is ${c.width} px (< 72)`);
+      }
+    } finally {
+      await context.close();
+    }
+  }
+  assert.deepEqual(problems, []);
+});
+
 test('adds and removes symbols; the watchlist survives a reload', async () => {
   const { context, page } = await openPage(browser);
   try {
