@@ -22,8 +22,8 @@ use crate::feed::settings as feed_settings;
 pub use crate::feed::settings::{FeedArgs, FeedEntry, ReplayFile};
 pub use crate::feed::{FeedConfig, FeedKind};
 pub use crate::http::listen::{Listen, ListenArgs};
+pub use crate::session::limits::{Limits, LimitsArgs};
 pub use crate::settings::Invalid;
-pub use crate::ws::limits::{Limits, LimitsArgs};
 
 /// Command line. Every flag can also be set by the environment variable shown, or in the TOML
 /// file given with `--config` under the same name with `_` for `-`.

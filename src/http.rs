@@ -40,7 +40,7 @@ use crate::feed::Feeds;
 use crate::history::Resolution;
 use crate::metrics::Metrics;
 use crate::quote::PublishedQuote;
-use crate::ws::Connections;
+use crate::session::Connections;
 
 /// What `Allow` says of a GET route.
 const GET_HEAD: &str = "GET, HEAD";

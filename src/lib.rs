@@ -29,6 +29,7 @@ mod history;
 mod http;
 mod metrics;
 mod quote;
+mod session;
 mod settings;
 mod web;
 mod ws;

@@ -17,8 +17,8 @@ use tokio::sync::watch;
 use crate::config::Config;
 use crate::feed;
 use crate::metrics::ClientLabels;
-use crate::ws::protocol;
-use crate::ws::socket::SocketProbe;
+use crate::session::protocol;
+use crate::session::socket::SocketProbe;
 
 // The parts a running server exposes, for tests and embedding: what each holds is documented
 // on the type.
@@ -27,7 +27,7 @@ pub use crate::feed::Feeds;
 pub use crate::history::{Bar, Resolution};
 pub use crate::http::Readiness;
 pub use crate::metrics::Metrics;
-pub use crate::ws::Connections;
+pub use crate::session::Connections;
 
 /// Why the server could not start.
 #[derive(Debug, thiserror::Error)]
@@ -104,7 +104,7 @@ pub async fn start(config: Config) -> Result<RunningServer, StartError> {
     let instance = instance_id();
     let connections = Arc::new(Connections::new(config.limits.max_connections));
     let readiness = Arc::new(Readiness::new(shutdown_rx.clone()));
-    let ws = web::Data::new(crate::ws::SessionContext {
+    let ws = web::Data::new(crate::session::SessionContext {
         limits: Arc::new(config.limits.clone()),
         bus: bus.clone(),
         feeds: feeds.clone(),

@@ -14,80 +14,21 @@
 //! bus, the feeds, the metrics, the limits and the connection count, nothing else.
 
 pub(crate) mod inbound;
-pub(crate) mod limits;
 pub(crate) mod outbound;
-pub(crate) mod protocol;
 pub(crate) mod session;
-pub(crate) mod socket;
-pub(crate) mod throttle;
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
 
 use actix_web::http::header;
 use actix_web::{HttpRequest, HttpResponse, web};
 
 use self::inbound::InboundStream;
-use self::limits::Limits;
 use self::outbound::{OutboundBody, Output, SharedOutput};
 use self::session::{InitialSubscription, Session};
-use self::socket::SocketProbe;
 use crate::api_error::{ApiError, ApiErrorCode, excerpt};
-use crate::bus::{Bus, SessionSignal};
-use crate::feed::Feeds;
-use crate::metrics::Metrics;
-
-/// What every WebSocket session shares.
-pub(crate) struct SessionContext {
-    pub limits: Arc<Limits>,
-    pub bus: Arc<Bus>,
-    pub feeds: Arc<Feeds>,
-    pub metrics: Arc<Metrics>,
-    pub connections: Arc<Connections>,
-    /// Changes on every start, so clients can tell a restart (seq back to 1) from a gap.
-    pub instance: String,
-    /// Turns true when the server shuts down: every session closes with 1001.
-    pub shutdown: tokio::sync::watch::Receiver<bool>,
-}
-
-/// Open WebSocket connections, against the limit; shutdown waits for them to end.
-pub struct Connections {
-    open: AtomicUsize,
-    max: usize,
-    /// Told when the last connection ends.
-    drained: tokio::sync::Notify,
-}
-
-impl Connections {
-    pub(crate) fn new(max: usize) -> Connections {
-        Connections { open: AtomicUsize::new(0), max, drained: tokio::sync::Notify::new() }
-    }
-
-    /// Connections open now.
-    pub fn count(&self) -> usize {
-        self.open.load(Ordering::Acquire)
-    }
-
-    /// A place within the limit, held for the connection's life; `None` at the limit.
-    fn open(self: &Arc<Connections>) -> Option<ConnectionSlot> {
-        let previous = self.open.fetch_add(1, Ordering::AcqRel);
-        let slot = ConnectionSlot(self.clone());
-        (previous < self.max).then_some(slot)
-    }
-
-    /// Returns once no connection is open.
-    pub(crate) async fn drained(&self) {
-        loop {
-            // Created before the count is read: `notify_waiters` reaches a `Notified` from its
-            // creation, so a last close in between still wakes this.
-            let notified = self.drained.notified();
-            if self.count() == 0 {
-                return;
-            }
-            notified.await;
-        }
-    }
-}
+use crate::bus::SessionSignal;
+use crate::session::SessionContext;
+use crate::session::socket::SocketProbe;
 
 /// The query parameters `/ws` takes.
 const UPGRADE_PARAMETERS: &[&str] = &["symbols", "throttle_ms"];
@@ -122,17 +63,6 @@ pub(crate) fn parse_upgrade_query(query: &str) -> InitialSubscription {
         }
     }
     initial
-}
-
-/// Decrements the connection count when the session ends, however it ends.
-pub(crate) struct ConnectionSlot(Arc<Connections>);
-
-impl Drop for ConnectionSlot {
-    fn drop(&mut self) {
-        if self.0.open.fetch_sub(1, Ordering::AcqRel) == 1 {
-            self.0.drained.notify_waiters();
-        }
-    }
 }
 
 /// `GET /ws`: upgrade and spawn the session.

@@ -40,10 +40,10 @@ use actix_web::body::{BodySize, MessageBody};
 use actix_web::web::{BufMut, Bytes, BytesMut};
 use tokio::time::{Instant, Sleep};
 
-use super::SessionContext;
 use super::inbound::{CloseReason, close_payload};
-use super::throttle::SubscriptionSet;
 use crate::bus::{SessionSignal, TopicId};
+use crate::session::SessionContext;
+use crate::session::throttle::SubscriptionSet;
 
 /// actix-http's write buffer threshold for every connection (set on the server): it polls a
 /// body for more only while the buffer holds less than this.
@@ -332,7 +332,7 @@ impl Output {
         }
         for index in std::mem::take(&mut self.feeds_changed) {
             if let Some(feed) = self.context.feeds.get(usize::from(index)) {
-                let status = crate::ws::protocol::ServerMessage::Feed(&feed.status()).to_json();
+                let status = crate::session::protocol::ServerMessage::Feed(&feed.status()).to_json();
                 self.put_control(buf, OPCODE_TEXT, status.as_bytes());
             }
         }

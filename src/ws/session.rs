@@ -30,17 +30,16 @@ use super::inbound::{CloseCode, CloseReason, Inbound, InboundError, InboundStrea
 use tokio::sync::broadcast;
 use tokio::time::{Instant, sleep_until};
 
-use super::ConnectionSlot;
-use super::SessionContext;
-use super::limits::{Limits, MAX_THROTTLE_MS};
 use super::outbound::{INPUT_PAUSE_BYTES, Output, SharedOutput};
-use super::protocol::{ClientOp, ErrorCode, PROTOCOL_VERSION, Rejected, RequestId, ServerMessage, parse_client_message};
-use super::socket::SocketProbe;
 use crate::api_error::excerpt;
 use crate::bus::{FindError, SessionSignal, Topic};
 use crate::feed::FeedEvent;
 use crate::metrics::DisconnectReason;
 use crate::quote::now_millis;
+use crate::session::limits::{Limits, MAX_THROTTLE_MS};
+use crate::session::protocol::{ClientOp, ErrorCode, PROTOCOL_VERSION, Rejected, RequestId, ServerMessage, parse_client_message};
+use crate::session::socket::SocketProbe;
+use crate::session::{ConnectionSlot, SessionContext};
 
 /// Entries listed in a `subscribed` message's `rejected`, at most (the rest are dropped from
 /// the list, not subscribed either), so a reply stays small whatever the request held.
