@@ -73,7 +73,7 @@ pub(crate) trait Publisher: Send + Sync {
 }
 
 /// What a session shares with the bus: the topics that fired, and the waker of whatever
-/// turns them into frames (the session's response body, see `ws::outbound`).
+/// turns them into frames (the session's response body, see `session::output`).
 ///
 /// The dirty list holds at most one entry per topic the session armed, and a session arms a
 /// topic at most once until it fires, so it is bounded by the number of topics.

@@ -2,8 +2,8 @@
 //! (`--config`) over built-in defaults.
 //!
 //! Each setting is declared once, by the subsystem that uses it: the HTTP listener's in
-//! [`http::Listen`], the WebSocket sessions' in [`ws::Limits`], the feeds' in
-//! [`feed::settings`] (see [`crate::settings`]). This module only layers the sources: clap
+//! [`Listen`], the sessions' in [`Limits`], the feeds' in [`FeedArgs`] and [`FeedEntry`]
+//! (with `settings!`, `src/settings.rs`). This module only layers the sources: clap
 //! resolves flags over environment variables (every flag has an `env`), the TOML file fills what
 //! neither set, the declared defaults the rest. [`Config`] is the validated result the server
 //! runs with: every value is checked before anything starts, and a bad one is reported with the

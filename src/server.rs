@@ -146,8 +146,8 @@ pub async fn start(config: Config) -> Result<RunningServer, StartError> {
     .backlog(4096)
     // actix-http asks a response body for more only while the connection's write buffer
     // holds less than this; WebSocket sessions produce frames only when asked (see
-    // `ws::outbound`), so this plus one chunk bounds a slow client's server-side buffer.
-    .h1_write_buffer_size(crate::ws::outbound::WRITE_BUFFER_BYTES)
+    // `session::output`), so this plus one chunk bounds a slow client's server-side buffer.
+    .h1_write_buffer_size(crate::session::output::WRITE_BUFFER_BYTES)
     .disable_signals()
     .shutdown_timeout(config.listen.shutdown_timeout.ceil() as u64)
     .listen(listener)?

@@ -4,6 +4,8 @@
 //! - [`protocol`]: protocol v1's messages, one enum each way (every transport carries these).
 //! - [`throttle`]: which subscribed symbols are due, per session (throttling and conflation).
 //! - [`limits`]: the sessions' settings.
+//! - [`output`]: what a session sends, produced when its socket can take it, in its
+//!   transport's encoding (the [`output::Encoder`] a transport supplies).
 //! - [`socket`]: the accepted socket's send-buffer bound and the forced close.
 //!
 //! Owned here: [`SessionContext`], what every session shares (bus, feeds, metrics, limits,
@@ -12,6 +14,7 @@
 //! session ends (the [`ConnectionSlot`] is dropped with the session).
 
 pub(crate) mod limits;
+pub(crate) mod output;
 pub(crate) mod protocol;
 pub(crate) mod socket;
 pub(crate) mod throttle;

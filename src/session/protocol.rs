@@ -3,7 +3,7 @@
 //! Client messages are parsed in two steps so that a malformed request still gets an error that
 //! echoes its `id`: first as a loose JSON object (to find `id` and `op`), then into the typed
 //! [`ClientOp`]. Quote batches are not built through serde: the quotes inside are already JSON
-//! (rendered once per quote for every recipient), so `ws::outbound` splices them into frames.
+//! (rendered once per quote for every recipient), so `session::output` splices them into frames.
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -95,7 +95,7 @@ pub(crate) struct Rejected {
     pub code: ErrorCode,
 }
 
-/// Server → client, except quote batches (built by `ws::outbound`).
+/// Server → client, except quote batches (built by `session::output`).
 #[derive(Debug, Clone, Serialize)]
 #[serde(tag = "type", rename_all = "lowercase")]
 pub(crate) enum ServerMessage<'a> {

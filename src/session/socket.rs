@@ -3,7 +3,7 @@
 //!
 //! By default Linux lets a socket's send buffer grow to 4 MB, so a client that stops reading
 //! would pin that much kernel memory; `SO_SNDBUF` set at accept bounds it. Backpressure itself
-//! needs no system call (see [`super::outbound`]).
+//! needs no system call (see [`super::output`]).
 //!
 //! The file descriptor belongs to actix. It is recorded with the socket's inode when the
 //! connection is accepted; the only destructive call made on it ([`SocketProbe::force_close`])

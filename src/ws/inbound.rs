@@ -11,7 +11,7 @@
 //!   a non-UTF-8 close reason as another; RFC 6455 wants 1002 for the first of each pair and
 //!   1007 for the second, so [`InboundError`] tells them apart.
 //! - `actix_ws::handle` would also build an outgoing channel (1.8 KB per connection) that
-//!   tickerfeed never uses: frames go out through [`super::outbound`].
+//!   tickerfeed never uses: frames go out through [`crate::session::output`].
 //!
 //! Architecture invariant: **the decoder holds at most `max_message_bytes` plus one frame header
 //! of the client's data**, whatever the client sends — the joined fragments of the open message

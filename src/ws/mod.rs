@@ -1,20 +1,18 @@
 //! WebSocket protocol v1 at `GET /ws`.
 //!
-//! - [`protocol`]: the messages, one enum each way.
-//! - [`throttle`]: which subscribed symbols are due, per session (throttling and conflation).
-//! - [`outbound`]: the upgrade response's body, which produces frames when the socket can take
-//!   them (backpressure, conflation while it cannot).
-//! - [`socket`]: the accepted socket's send-buffer bound and the forced close.
+//! - [`inbound`]: what the client sends, RFC 6455 frames decoded and judged on their header.
+//! - [`frame`]: RFC 6455 framing of what the server sends, and [`frame::WsEncoder`], protocol v1
+//!   over WebSocket for the session's output ([`crate::session::output`]).
 //! - [`session`]: the per-connection task (client messages, heartbeat, timeouts).
 //!
 //! This module holds the upgrade handler: it enforces the connection limit (503 beyond it, while
 //! the REST endpoints keep answering), performs the handshake and spawns the session on the
 //! worker's local executor (the session shares `Rc` state with its response body: not `Send`).
-//! What sessions share is a [`SessionContext`], owned here and handed to the handler as app data: the
-//! bus, the feeds, the metrics, the limits and the connection count, nothing else.
+//! What sessions share is the [`SessionContext`] of the transport-neutral core
+//! ([`crate::session`]), handed to the handler as app data.
 
+pub(crate) mod frame;
 pub(crate) mod inbound;
-pub(crate) mod outbound;
 pub(crate) mod session;
 
 use std::sync::Arc;
@@ -22,12 +20,13 @@ use std::sync::Arc;
 use actix_web::http::header;
 use actix_web::{HttpRequest, HttpResponse, web};
 
+use self::frame::WsEncoder;
 use self::inbound::InboundStream;
-use self::outbound::{OutboundBody, Output, SharedOutput};
 use self::session::{InitialSubscription, Session};
 use crate::api_error::{ApiError, ApiErrorCode, excerpt};
 use crate::bus::SessionSignal;
 use crate::session::SessionContext;
+use crate::session::output::{OutboundBody, Output, SharedOutput};
 use crate::session::socket::SocketProbe;
 
 /// The query parameters `/ws` takes.
@@ -89,7 +88,7 @@ pub(crate) async fn upgrade(req: HttpRequest, body: web::Payload, context: web::
     let max_message = context.limits.max_message_bytes;
     let stream = InboundStream::new(body.into_inner(), max_message);
     let signal = Arc::new(SessionSignal::default());
-    let output = SharedOutput::new(Output::new(context.clone(), signal.clone(), tokio::time::Instant::now()));
+    let output = SharedOutput::new(Output::new(WsEncoder, context.clone(), signal.clone(), tokio::time::Instant::now()));
     let response = HttpResponse::from(response.message_body(OutboundBody::new(output.clone(), signal))?.map_into_boxed_body());
     context.metrics.connection_opened();
     let mut session = Session::new(context, slot, probe, output);

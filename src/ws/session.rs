@@ -3,7 +3,7 @@
 //! One `select!` loop waits on the client's frames, feed state changes, new topics (for `*`),
 //! the heartbeat and shutdown. It changes the session's subscriptions and queues control
 //! replies in the shared [`Output`], then wakes the connection's response body, which produces
-//! the frames when the socket can take them (see [`super::outbound`]). The task never waits on
+//! the frames when the socket can take them (see [`crate::session::output`]). The task never waits on
 //! the socket, so a client that stops reading still has its pings answered and its close
 //! frame read.
 //!
@@ -30,13 +30,14 @@ use super::inbound::{CloseCode, CloseReason, Inbound, InboundError, InboundStrea
 use tokio::sync::broadcast;
 use tokio::time::{Instant, sleep_until};
 
-use super::outbound::{INPUT_PAUSE_BYTES, Output, SharedOutput};
+use super::frame::WsEncoder;
 use crate::api_error::excerpt;
 use crate::bus::{FindError, SessionSignal, Topic};
 use crate::feed::FeedEvent;
 use crate::metrics::DisconnectReason;
 use crate::quote::now_millis;
 use crate::session::limits::{Limits, MAX_THROTTLE_MS};
+use crate::session::output::{INPUT_PAUSE_BYTES, Output, SharedOutput};
 use crate::session::protocol::{ClientOp, ErrorCode, PROTOCOL_VERSION, Rejected, RequestId, ServerMessage, parse_client_message};
 use crate::session::socket::SocketProbe;
 use crate::session::{ConnectionSlot, SessionContext};
@@ -148,7 +149,7 @@ pub(crate) struct Session {
     /// Held for the session's life: dropping it releases the connection's place in the limit.
     _slot: ConnectionSlot,
     limits: Arc<Limits>,
-    output: SharedOutput,
+    output: SharedOutput<WsEncoder>,
     signal: Arc<SessionSignal>,
     probe: Option<SocketProbe>,
     bucket: TokenBucket,
@@ -162,7 +163,7 @@ pub(crate) struct Session {
 }
 
 impl Session {
-    pub(crate) fn new(context: Arc<SessionContext>, slot: ConnectionSlot, probe: Option<SocketProbe>, output: SharedOutput) -> Session {
+    pub(crate) fn new(context: Arc<SessionContext>, slot: ConnectionSlot, probe: Option<SocketProbe>, output: SharedOutput<WsEncoder>) -> Session {
         let now = Instant::now();
         let limits = context.limits.clone();
         let signal = output.with(|o| o.subs.signal().clone());
@@ -263,7 +264,7 @@ impl Session {
             self.report_rate_limited(now);
         }
         if now >= self.next_ping {
-            self.output.with(Output::queue_ping);
+            self.output.with(Output::<WsEncoder>::queue_ping);
             self.signal.wake();
             self.next_ping = now + self.limits.ping_interval();
         }
@@ -291,7 +292,7 @@ impl Session {
             max_symbols: self.limits.max_symbols,
             max_frame_bytes: self.limits.max_frame_bytes,
         };
-        self.queue_text(welcome.to_json());
+        self.reply(&welcome);
         if initial.requested {
             self.subscribe(None, &initial.symbols, initial.throttle_ms, true);
         }
@@ -301,14 +302,14 @@ impl Session {
         }
     }
 
-    fn queue_text(&mut self, text: String) {
-        self.output.with(|o| o.queue_text(text));
+    fn reply(&self, message: &ServerMessage<'_>) {
+        self.output.with(|o| o.queue_reply(message));
         self.signal.wake();
     }
 
     fn error(&mut self, id: Option<RequestId>, code: ErrorCode, message: String) {
         self.context.metrics.client_error(code.as_str());
-        self.queue_text(ServerMessage::Error { id, code, message, count: None }.to_json());
+        self.reply(&ServerMessage::Error { id, code, message, count: None });
     }
 
     /// A message over the rate is dropped: the first of a run is answered at once, the rest
@@ -348,7 +349,7 @@ impl Session {
         } else {
             format!("{count} messages not processed: more than {rate} messages per second (bursts of {burst})")
         };
-        self.queue_text(ServerMessage::Error { id, code: ErrorCode::RateLimited, message, count: Some(count) }.to_json());
+        self.reply(&ServerMessage::Error { id, code: ErrorCode::RateLimited, message, count: Some(count) });
     }
 
     /// Handles one client frame; returns how the session ends, if it does.
@@ -377,7 +378,7 @@ impl Session {
             Inbound::Ping(payload) => {
                 // Every ping gets its own pong (as Autobahn|Testsuite 2.10 expects); a flood of
                 // them is bounded by the input backpressure like any other request.
-                self.output.with(|o| o.queue_pong(payload));
+                self.output.with(|o| o.queue(WsEncoder::pong_frame(&payload)));
                 self.signal.wake();
             }
             Inbound::Pong(_) => {}
@@ -406,13 +407,13 @@ impl Session {
                     }
                     o.subs.symbol_list()
                 });
-                self.queue_text(ServerMessage::Unsubscribed { id, symbols }.to_json());
+                self.reply(&ServerMessage::Unsubscribed { id, symbols });
             }
             ClientOp::List { id } => {
                 let symbols = self.output.with(|o| o.subs.symbol_list());
-                self.queue_text(ServerMessage::Subscriptions { id, symbols }.to_json());
+                self.reply(&ServerMessage::Subscriptions { id, symbols });
             }
-            ClientOp::Ping { id } => self.queue_text(ServerMessage::Pong { id, ts: now_millis() }.to_json()),
+            ClientOp::Ping { id } => self.reply(&ServerMessage::Pong { id, ts: now_millis() }),
         }
     }
 
@@ -468,7 +469,7 @@ impl Session {
         for entry in &rejected {
             self.context.metrics.client_error(entry.code.as_str());
         }
-        self.queue_text(ServerMessage::Subscribed { id, throttle_ms: throttle as u64, symbols, rejected }.to_json());
+        self.reply(&ServerMessage::Subscribed { id, throttle_ms: throttle as u64, symbols, rejected });
     }
 
     /// A wildcard session picks up topics registered after it subscribed.
@@ -492,7 +493,7 @@ impl Session {
     /// has not flushed within [`CLOSE_FLUSH_TIMEOUT`].
     async fn close(self, mut stream: InboundStream, end: &End) {
         let reason = end.close_reason();
-        self.output.with(|o| o.begin_close(reason.as_ref()));
+        self.output.with(|o| o.begin_close(reason.as_ref().map(WsEncoder::close_frame)));
         self.signal.wake();
         if reason.is_none() {
             return;

@@ -1,4 +1,4 @@
-//! What a session sends, produced when the socket can take it.
+//! What a session sends, produced when the socket can take it, in its transport's encoding.
 //!
 //! actix-ws hands a session a channel of 32 messages that its response body drains into
 //! actix-http's write buffer; nothing tells the session whether the socket keeps up, and every
@@ -24,6 +24,10 @@
 //! - **Delivery does not involve the session task.** A publish wakes the body directly; the
 //!   session task only handles what the client sends, pings and timeouts.
 //!
+//! The output knows nothing of a wire protocol: its transport's [`Encoder`] writes each reply,
+//! heartbeat and quote batch (a WebSocket text frame, a Server-Sent Event, an Engine.IO packet),
+//! and the output decides what goes out when, and how much.
+//!
 //! The session task and the body run on the same actix worker thread and share [`Output`]
 //! through a [`SharedOutput`], whose one method lends it to a closure: a closure cannot await,
 //! so no borrow is ever held across an await, and the `RefCell` rule lives in one place.
@@ -40,10 +44,10 @@ use actix_web::body::{BodySize, MessageBody};
 use actix_web::web::{BufMut, Bytes, BytesMut};
 use tokio::time::{Instant, Sleep};
 
-use super::inbound::{CloseReason, close_payload};
+use super::SessionContext;
+use super::protocol::ServerMessage;
+use super::throttle::SubscriptionSet;
 use crate::bus::{SessionSignal, TopicId};
-use crate::session::SessionContext;
-use crate::session::throttle::SubscriptionSet;
 
 /// actix-http's write buffer threshold for every connection (set on the server): it polls a
 /// body for more only while the buffer holds less than this.
@@ -59,103 +63,51 @@ pub(crate) const INPUT_PAUSE_BYTES: usize = 16 * 1024;
 /// Room made in the worker's scratch buffer before each chunk: one chunk, plus a frame that
 /// may overshoot it (a control reply, a lone large quote) without reallocating.
 const SCRATCH_RESERVE: usize = 2 * CHUNK_BYTES;
+/// The smallest payload budget a quote batch is opened with (a nearly full chunk still takes
+/// one batch; its first quote always goes in, whatever its size).
+const MIN_BATCH_BYTES: usize = 64;
 
 thread_local! {
     static SCRATCH: RefCell<BytesMut> = RefCell::new(BytesMut::with_capacity(4 * CHUNK_BYTES));
 }
 
-const OPCODE_TEXT: u8 = 0x1;
-const OPCODE_CLOSE: u8 = 0x8;
-const OPCODE_PING: u8 = 0x9;
-const OPCODE_PONG: u8 = 0xA;
-const FIN: u8 = 0x80;
+/// How a transport writes what a session sends. The output calls it as it fills a chunk, so
+/// everything it writes is appended to `buf`, which holds the chunk so far.
+pub(crate) trait Encoder: 'static {
+    /// What ends a quote batch (after the last quote's JSON): counted when deciding whether
+    /// one more quote fits in a batch.
+    const QUOTES_SUFFIX: &'static [u8];
 
-const LIVE_PREFIX: &[u8] = br#"{"type":"quotes","quotes":["#;
-const SNAPSHOT_PREFIX: &[u8] = br#"{"type":"quotes","snapshot":true,"quotes":["#;
-const SUFFIX: &[u8] = b"]}";
+    /// Appends one message carrying `message` (a reply, an error, a feed's status, …).
+    fn reply(&self, buf: &mut BytesMut, message: &ServerMessage<'_>);
 
-/// Size of the header of a server-to-client (unmasked) frame with this payload.
-fn header_len(payload: usize) -> usize {
-    if payload < 126 {
-        2
-    } else if payload <= u16::MAX as usize {
-        4
-    } else {
-        10
-    }
+    /// Appends a heartbeat (a WebSocket ping, an Engine.IO ping, an SSE comment).
+    fn heartbeat(&self, buf: &mut BytesMut);
+
+    /// Opens a quote batch whose payload will be at most `max` bytes (or one lone larger
+    /// quote): writes what precedes the first quote's JSON and returns where the batch starts.
+    fn open_quotes(&self, buf: &mut BytesMut, max: usize, snapshot: bool) -> QuotesMark;
+
+    /// Ends the batch opened at `mark` (quotes were appended after it, comma-separated):
+    /// writes the suffix and any framing, and returns its size on the wire.
+    fn seal_quotes(&self, buf: &mut BytesMut, mark: QuotesMark) -> u64;
 }
 
-/// Size on the wire of a server-to-client WebSocket frame with this payload.
-pub(crate) fn frame_wire_bytes(payload: usize) -> u64 {
-    (header_len(payload) + payload) as u64
-}
-
-/// Writes a frame header into `into`, which is exactly `header_len(payload)` long.
-fn write_header(into: &mut [u8], opcode: u8, payload: usize) {
-    into[0] = FIN | opcode;
-    match into.len() {
-        2 => into[1] = payload as u8,
-        4 => {
-            into[1] = 126;
-            into[2..4].copy_from_slice(&(payload as u16).to_be_bytes());
-        }
-        _ => {
-            into[1] = 127;
-            into[2..10].copy_from_slice(&(payload as u64).to_be_bytes());
-        }
-    }
-}
-
-/// Appends one whole frame.
-fn put_frame(buf: &mut BytesMut, opcode: u8, payload: &[u8]) {
-    let header = header_len(payload.len());
-    buf.reserve(header + payload.len());
-    let start = buf.len();
-    buf.put_bytes(0, header);
-    write_header(&mut buf[start..], opcode, payload.len());
-    buf.extend_from_slice(payload);
-}
-
-/// Writes the header of the frame whose payload was appended after `room` placeholder bytes at
-/// `start`, moving the payload if its header needs a different size. Returns the payload size.
-fn seal_frame(buf: &mut BytesMut, start: usize, room: usize, opcode: u8) -> usize {
-    let payload_start = start + room;
-    let payload = buf.len() - payload_start;
-    let header = header_len(payload);
-    if header < room {
-        buf.copy_within(payload_start.., start + header);
-        buf.truncate(start + header + payload);
-    } else if header > room {
-        let grow = header - room;
-        buf.put_bytes(0, grow);
-        buf.copy_within(payload_start..payload_start + payload, payload_start + grow);
-    }
-    write_header(&mut buf[start..start + header], opcode, payload);
-    payload
-}
-
-/// A control reply waiting to be sent.
-#[derive(Debug)]
-enum Outgoing {
-    Text(String),
-    /// The answer to one of the client's pings, with its payload (RFC 6455 §5.5.3).
-    Pong(Bytes),
-}
-
-impl Outgoing {
-    fn bytes(&self) -> usize {
-        match self {
-            Outgoing::Text(text) => text.len(),
-            Outgoing::Pong(payload) => payload.len() + 2,
-        }
-    }
+/// Where an open quote batch starts in the chunk: the encoder's framing from `start`, the
+/// batch's payload (its JSON, prefix included) from `payload_start`.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct QuotesMark {
+    pub start: usize,
+    pub payload_start: usize,
 }
 
 /// A session's output state, shared by the session task (which queues replies and changes
 /// subscriptions) and its [`OutboundBody`] (which turns them into frames).
-pub(crate) struct Output {
+pub(crate) struct Output<E: Encoder> {
+    encoder: E,
     pub subs: SubscriptionSet,
-    outbox: VecDeque<Outgoing>,
+    /// Messages rendered by the transport, waiting to be sent.
+    outbox: VecDeque<Bytes>,
     outbox_bytes: usize,
     /// Feeds whose status changed since it was last sent (indexes into the state's feeds; each
     /// at most once: a client that reads slowly gets the latest status, not every change).
@@ -177,9 +129,10 @@ pub(crate) struct Output {
     awaiting_round: bool,
 }
 
-impl Output {
-    pub(crate) fn new(context: Arc<SessionContext>, signal: Arc<SessionSignal>, now: Instant) -> Output {
+impl<E: Encoder> Output<E> {
+    pub(crate) fn new(encoder: E, context: Arc<SessionContext>, signal: Arc<SessionSignal>, now: Instant) -> Output<E> {
         Output {
+            encoder,
             subs: SubscriptionSet::new(signal),
             outbox: VecDeque::new(),
             outbox_bytes: 0,
@@ -196,19 +149,17 @@ impl Output {
         }
     }
 
-    /// Queues a control reply (the caller wakes the body).
-    pub(crate) fn queue_text(&mut self, text: String) {
-        self.queue(Outgoing::Text(text));
+    /// Queues a reply, written by the transport's encoder (the caller wakes the body).
+    pub(crate) fn queue_reply(&mut self, message: &ServerMessage<'_>) {
+        let mut buf = BytesMut::new();
+        self.encoder.reply(&mut buf, message);
+        self.queue(buf.freeze());
     }
 
-    /// Queues the answer to a client's ping (the caller wakes the body).
-    pub(crate) fn queue_pong(&mut self, payload: Bytes) {
-        self.queue(Outgoing::Pong(payload));
-    }
-
-    fn queue(&mut self, outgoing: Outgoing) {
-        self.outbox_bytes += outgoing.bytes();
-        self.outbox.push_back(outgoing);
+    /// Queues a message the transport has written itself (e.g. a WebSocket pong).
+    pub(crate) fn queue(&mut self, message: Bytes) {
+        self.outbox_bytes += message.len();
+        self.outbox.push_back(message);
     }
 
     /// Owes the client a heartbeat ping (one, however many are asked for before it goes out).
@@ -247,17 +198,14 @@ impl Output {
         self.last_poll
     }
 
-    /// Stops producing frames: from now on the body carries only the close frame (none when
-    /// the client is already gone), then ends.
-    pub(crate) fn begin_close(&mut self, reason: Option<&CloseReason>) {
+    /// Stops producing frames: from now on the body carries only `close` (the transport's
+    /// close frame; none when the client is already gone or the transport has none), then ends.
+    pub(crate) fn begin_close(&mut self, close: Option<Bytes>) {
         self.closing = true;
-        if let Some(reason) = reason {
-            let mut frame = BytesMut::new();
-            let payload = close_payload(reason);
-            put_frame(&mut frame, OPCODE_CLOSE, &payload);
-            self.context.metrics.other_frame(frame_wire_bytes(payload.len()));
-            self.close_frame = Some(frame.freeze());
+        if let Some(frame) = &close {
+            self.context.metrics.other_frame(frame.len() as u64);
         }
+        self.close_frame = close;
         self.outbox.clear();
         self.outbox_bytes = 0;
         self.feeds_changed = Vec::new();
@@ -313,17 +261,17 @@ impl Output {
 
     fn produce_into(&mut self, buf: &mut BytesMut, now: Instant) {
         if std::mem::take(&mut self.ping_due) {
-            self.put_control(buf, OPCODE_PING, &[]);
+            let start = buf.len();
+            self.encoder.heartbeat(buf);
+            self.context.metrics.other_frame((buf.len() - start) as u64);
         }
         // Control replies go out a chunk's worth at a time like quotes, so that a flood's
         // answers reach actix-http at the pace the socket takes them.
         while buf.len() < CHUNK_BYTES {
-            let Some(outgoing) = self.outbox.pop_front() else { break };
-            self.outbox_bytes -= outgoing.bytes();
-            match &outgoing {
-                Outgoing::Text(text) => self.put_control(buf, OPCODE_TEXT, text.as_bytes()),
-                Outgoing::Pong(payload) => self.put_control(buf, OPCODE_PONG, payload),
-            }
+            let Some(message) = self.outbox.pop_front() else { break };
+            self.outbox_bytes -= message.len();
+            buf.extend_from_slice(&message);
+            self.context.metrics.other_frame(message.len() as u64);
         }
         if self.outbox_bytes <= INPUT_PAUSE_BYTES {
             if let Some(waker) = self.input_waker.take() {
@@ -332,8 +280,9 @@ impl Output {
         }
         for index in std::mem::take(&mut self.feeds_changed) {
             if let Some(feed) = self.context.feeds.get(usize::from(index)) {
-                let status = crate::session::protocol::ServerMessage::Feed(&feed.status()).to_json();
-                self.put_control(buf, OPCODE_TEXT, status.as_bytes());
+                let start = buf.len();
+                self.encoder.reply(buf, &ServerMessage::Feed(&feed.status()));
+                self.context.metrics.other_frame((buf.len() - start) as u64);
             }
         }
         while buf.len() < CHUNK_BYTES && self.subs.has_snapshot_pending() {
@@ -348,11 +297,6 @@ impl Output {
         }
     }
 
-    fn put_control(&self, buf: &mut BytesMut, opcode: u8, payload: &[u8]) {
-        put_frame(buf, opcode, payload);
-        self.context.metrics.other_frame(frame_wire_bytes(payload.len()));
-    }
-
     /// Appends one frame of due quotes (or snapshot quotes) of at most `max_frame_bytes`
     /// and of what is left of the chunk's budget (a single larger quote still goes out alone).
     /// Returns the number of quotes.
@@ -360,20 +304,15 @@ impl Output {
         // A frame also ends where the chunk's budget does, so a chunk never exceeds
         // CHUNK_BYTES (but for a lone quote larger than that) and the write buffer it lands in
         // stays under WRITE_BUFFER_BYTES + CHUNK_BYTES.
-        let max = self.max_frame_bytes.min(CHUNK_BYTES.saturating_sub(buf.len())).max(LIVE_PREFIX.len() + SUFFIX.len());
-        let start = buf.len();
-        // Room for the header of a frame of `max` bytes; moved if the frame ends up smaller
-        // than 126 bytes or a lone oversized quote makes it longer.
-        let room = header_len(max);
-        buf.reserve(room + max);
-        buf.put_bytes(0, room);
-        let payload_start = buf.len();
-        buf.extend_from_slice(if snapshot { SNAPSHOT_PREFIX } else { LIVE_PREFIX });
+        let max = self.max_frame_bytes.min(CHUNK_BYTES.saturating_sub(buf.len())).max(MIN_BATCH_BYTES);
+        let mark = self.encoder.open_quotes(buf, max, snapshot);
+        let (start, payload_start) = (mark.start, mark.payload_start);
+        let suffix = E::QUOTES_SUFFIX.len();
         let mut count = 0usize;
         let take = |quote: &Arc<crate::quote::PublishedQuote>| {
             let json = quote.json().as_bytes();
             let separator = usize::from(count > 0);
-            if count > 0 && buf.len() - payload_start + separator + json.len() + SUFFIX.len() > max {
+            if count > 0 && buf.len() - payload_start + separator + json.len() + suffix > max {
                 return false;
             }
             if separator > 0 {
@@ -393,45 +332,49 @@ impl Output {
             buf.truncate(start);
             return 0;
         }
-        buf.extend_from_slice(SUFFIX);
-        let payload = seal_frame(buf, start, room, OPCODE_TEXT);
-        self.context.metrics.quote_frame(count, conflated, frame_wire_bytes(payload), longest_wait);
+        let wire = self.encoder.seal_quotes(buf, mark);
+        self.context.metrics.quote_frame(count, conflated, wire, longest_wait);
         count
     }
 }
 
 /// A session's [`Output`], shared by its task and its [`OutboundBody`] on one worker thread.
-#[derive(Clone)]
-pub(crate) struct SharedOutput(Rc<RefCell<Output>>);
+pub(crate) struct SharedOutput<E: Encoder>(Rc<RefCell<Output<E>>>);
 
-impl SharedOutput {
-    pub(crate) fn new(output: Output) -> SharedOutput {
+impl<E: Encoder> Clone for SharedOutput<E> {
+    fn clone(&self) -> Self {
+        SharedOutput(self.0.clone())
+    }
+}
+
+impl<E: Encoder> SharedOutput<E> {
+    pub(crate) fn new(output: Output<E>) -> SharedOutput<E> {
         SharedOutput(Rc::new(RefCell::new(output)))
     }
 
     /// Lends the output to `f`. Neither the session nor the body calls this from inside `f`,
     /// and `f` cannot await, so the borrow is always free when asked for.
-    pub(crate) fn with<R>(&self, f: impl FnOnce(&mut Output) -> R) -> R {
+    pub(crate) fn with<R>(&self, f: impl FnOnce(&mut Output<E>) -> R) -> R {
         f(&mut self.0.borrow_mut())
     }
 }
 
 /// The upgrade response's body: pulls frames from the session's [`Output`] when actix-http has
 /// room for them; after the close, it sends the close frame and ends.
-pub(crate) struct OutboundBody {
-    output: SharedOutput,
+pub(crate) struct OutboundBody<E: Encoder> {
+    output: SharedOutput<E>,
     signal: Arc<SessionSignal>,
     timer: Pin<Box<Sleep>>,
     timer_at: Option<Instant>,
 }
 
-impl OutboundBody {
-    pub(crate) fn new(output: SharedOutput, signal: Arc<SessionSignal>) -> OutboundBody {
+impl<E: Encoder> OutboundBody<E> {
+    pub(crate) fn new(output: SharedOutput<E>, signal: Arc<SessionSignal>) -> OutboundBody<E> {
         OutboundBody { output, signal, timer: Box::pin(tokio::time::sleep_until(Instant::now())), timer_at: None }
     }
 }
 
-impl MessageBody for OutboundBody {
+impl<E: Encoder> MessageBody for OutboundBody<E> {
     type Error = std::convert::Infallible;
 
     fn size(&self) -> BodySize {
@@ -471,51 +414,5 @@ impl MessageBody for OutboundBody {
                 now = Instant::now();
             }
         })
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn frame(opcode: u8, payload: &[u8]) -> Vec<u8> {
-        let mut buf = BytesMut::new();
-        put_frame(&mut buf, opcode, payload);
-        buf.to_vec()
-    }
-
-    #[test]
-    fn frame_headers_follow_rfc_6455() {
-        assert_eq!(frame(OPCODE_TEXT, b"hi"), [0x81, 2, b'h', b'i']);
-        assert_eq!(frame(OPCODE_PONG, b""), [0x8A, 0]);
-        assert_eq!(frame(OPCODE_PING, b""), [0x89, 0]);
-        let medium = frame(OPCODE_TEXT, &[b'x'; 300]);
-        assert_eq!(&medium[..4], &[0x81, 126, 1, 44]);
-        assert_eq!(medium.len(), 304);
-        let large = frame(OPCODE_TEXT, &[b'x'; 70_000]);
-        assert_eq!(&large[..10], &[0x81, 127, 0, 0, 0, 0, 0, 1, 0x11, 0x70]);
-        assert_eq!(large.len(), 70_010);
-    }
-
-    #[test]
-    fn sealing_moves_the_payload_to_fit_its_header() {
-        for (room, size) in [(4, 10), (4, 300), (10, 300), (4, 70_000), (2, 300), (10, 70_000)] {
-            let mut buf = BytesMut::from(&b"xyz"[..]);
-            buf.put_bytes(0, room);
-            let payload: Vec<u8> = (0..size).map(|i| (i % 251) as u8).collect();
-            buf.extend_from_slice(&payload);
-            assert_eq!(seal_frame(&mut buf, 3, room, OPCODE_TEXT), size);
-            let mut expected = b"xyz".to_vec();
-            expected.extend(frame(OPCODE_TEXT, &payload));
-            assert_eq!(buf.to_vec(), expected, "room {room}, payload {size}");
-        }
-    }
-
-    #[test]
-    fn wire_sizes() {
-        assert_eq!(frame_wire_bytes(0), 2);
-        assert_eq!(frame_wire_bytes(125), 127);
-        assert_eq!(frame_wire_bytes(126), 130);
-        assert_eq!(frame_wire_bytes(70_000), 70_010);
     }
 }
