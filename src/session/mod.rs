@@ -7,6 +7,8 @@
 //! - [`output`]: what a session sends, produced when its socket can take it, in its
 //!   transport's encoding (the [`output::Encoder`] a transport supplies).
 //! - [`socket`]: the accepted socket's send-buffer bound and the forced close.
+//! - [`task`]: the session task (requests, replies, rate limits, heartbeat, timeouts) and the
+//!   [`task::Transport`] a wire protocol implements.
 //!
 //! Owned here: [`SessionContext`], what every session shares (bus, feeds, metrics, limits,
 //! connection count, shutdown), and [`Connections`], the one connection limit all transports
@@ -17,6 +19,7 @@ pub(crate) mod limits;
 pub(crate) mod output;
 pub(crate) mod protocol;
 pub(crate) mod socket;
+pub(crate) mod task;
 pub(crate) mod throttle;
 
 use std::sync::Arc;

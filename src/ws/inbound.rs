@@ -9,7 +9,7 @@
 //!   message past `max_message_bytes` is refused before a byte of its payload is read.
 //! - it reports reserved bits and invalid UTF-8 as the same error, and an invalid close code and
 //!   a non-UTF-8 close reason as another; RFC 6455 wants 1002 for the first of each pair and
-//!   1007 for the second, so [`InboundError`] tells them apart.
+//!   1007 for the second, so [`InputError`] tells them apart.
 //! - `actix_ws::handle` would also build an outgoing channel (1.8 KB per connection) that
 //!   tickerfeed never uses: frames go out through [`crate::session::output`].
 //!
@@ -31,6 +31,8 @@ use bytestring::ByteString;
 use futures_util::Stream;
 
 pub(crate) use actix_ws::{CloseCode, CloseReason};
+
+use crate::session::task::InputError;
 
 /// Largest frame header: 2 bytes, an 8-byte extended length and a 4-byte mask.
 #[cfg(test)]
@@ -54,20 +56,6 @@ pub(crate) enum Inbound {
     Close(Option<CloseReason>),
 }
 
-/// Why the client's byte stream cannot be read on; each maps to one RFC 6455 close code.
-#[derive(Debug, Clone, PartialEq, thiserror::Error)]
-pub(crate) enum InboundError {
-    /// The frames break RFC 6455 (close code 1002).
-    #[error("protocol error: {0}")]
-    Protocol(&'static str),
-    /// A text message or a close reason is not UTF-8 (close code 1007).
-    #[error("{0} is not UTF-8")]
-    InvalidUtf8(&'static str),
-    /// A frame's header announces more than the message limit allows (close code 1009).
-    #[error("a message of at least {announced} bytes; the limit is {limit}")]
-    TooBig { announced: u64, limit: usize },
-}
-
 /// A frame header, parsed and checked.
 #[derive(Debug, Clone, Copy, PartialEq)]
 struct Header {
@@ -81,17 +69,17 @@ struct Header {
 
 /// Parses the header at the start of `buf`: `Ok(None)` while more bytes are needed (the result
 /// says how many the header takes once its length field is readable).
-fn parse_header(buf: &[u8]) -> Result<Result<Header, usize>, InboundError> {
+fn parse_header(buf: &[u8]) -> Result<Result<Header, usize>, InputError> {
     if buf.len() < 2 {
         return Ok(Err(2));
     }
     let (first, second) = (buf[0], buf[1]);
     if first & RSV != 0 {
         // No extension is negotiated, so no reserved bit may be set (RFC 6455 §5.2).
-        return Err(InboundError::Protocol("reserved bits set with no extension negotiated"));
+        return Err(InputError::Protocol("reserved bits set with no extension negotiated"));
     }
     if second & MASKED == 0 {
-        return Err(InboundError::Protocol("client frames must be masked"));
+        return Err(InputError::Protocol("client frames must be masked"));
     }
     let (extended, len) = match second & 0x7F {
         126 => (2, 2 + 2 + 4),
@@ -107,7 +95,7 @@ fn parse_header(buf: &[u8]) -> Result<Result<Header, usize>, InboundError> {
         _ => u64::from(second & 0x7F),
     };
     if payload >> 63 != 0 {
-        return Err(InboundError::Protocol("a 64-bit length with its most significant bit set"));
+        return Err(InputError::Protocol("a 64-bit length with its most significant bit set"));
     }
     Ok(Ok(Header { fin: first & FIN != 0, opcode: first & OPCODE, mask: buf[len - 4..len].try_into().expect("four bytes"), len, payload }))
 }
@@ -121,19 +109,19 @@ fn unmask(payload: &mut [u8], mask: [u8; 4]) {
 
 /// Parses a close frame's payload (RFC 6455 §5.5.1, §7.4): nothing, or a valid code and a UTF-8
 /// reason.
-fn parse_close(payload: &[u8]) -> Result<Option<CloseReason>, InboundError> {
+fn parse_close(payload: &[u8]) -> Result<Option<CloseReason>, InputError> {
     match payload.len() {
         0 => return Ok(None),
-        1 => return Err(InboundError::Protocol("a close frame with a one-byte payload")),
+        1 => return Err(InputError::Protocol("a close frame with a one-byte payload")),
         _ => {}
     }
     let code = u16::from_be_bytes([payload[0], payload[1]]);
     // 1004–1006 and 1015 are reserved and never sent; 1016–2999 are unassigned; 3000–4999 are
     // for registered and private use.
     if !matches!(code, 1000..=1003 | 1007..=1014 | 3000..=4999) {
-        return Err(InboundError::Protocol("a close frame with an invalid status code"));
+        return Err(InputError::Protocol("a close frame with an invalid status code"));
     }
-    let reason = std::str::from_utf8(&payload[2..]).map_err(|_| InboundError::InvalidUtf8("the close reason"))?;
+    let reason = std::str::from_utf8(&payload[2..]).map_err(|_| InputError::InvalidUtf8("the close reason"))?;
     Ok(Some(CloseReason { code: CloseCode::from(code), description: (!reason.is_empty()).then(|| reason.to_string()) }))
 }
 
@@ -160,13 +148,13 @@ pub(crate) struct InboundStream {
 
 impl InboundStream {
     /// `max_message_bytes` bounds a message, whole or joined from fragments; a frame whose
-    /// header would take a message beyond it ends the stream with [`InboundError::TooBig`].
+    /// header would take a message beyond it ends the stream with [`InputError::TooBig`].
     pub(crate) fn new(payload: Payload, max_message_bytes: usize) -> InboundStream {
         InboundStream { payload, frame: BytesMut::new(), rest: Bytes::new(), partial: None, max_message_bytes, eof: false, failed: false }
     }
 
     /// The next message; `None` when the connection has ended.
-    pub(crate) async fn recv(&mut self) -> Option<Result<Inbound, InboundError>> {
+    pub(crate) async fn recv(&mut self) -> Option<Result<Inbound, InputError>> {
         poll_fn(|cx| self.poll_recv(cx)).await
     }
 
@@ -177,7 +165,7 @@ impl InboundStream {
         self.frame.len() + self.partial.as_ref().map_or(0, |p| p.data.len())
     }
 
-    fn fail(&mut self, error: InboundError) -> Poll<Option<Result<Inbound, InboundError>>> {
+    fn fail(&mut self, error: InputError) -> Poll<Option<Result<Inbound, InputError>>> {
         self.failed = true;
         self.partial = None;
         self.frame = BytesMut::new();
@@ -185,7 +173,7 @@ impl InboundStream {
         Poll::Ready(Some(Err(error)))
     }
 
-    fn poll_recv(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Inbound, InboundError>>> {
+    fn poll_recv(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Inbound, InputError>>> {
         if self.failed {
             return Poll::Ready(None);
         }
@@ -214,7 +202,7 @@ impl InboundStream {
 
     /// Moves bytes from `rest` into the frame until it is whole; returns the message it
     /// completes, if any. Each frame's header is checked as soon as it is readable.
-    fn next_frame(&mut self) -> Result<Option<Inbound>, InboundError> {
+    fn next_frame(&mut self) -> Result<Option<Inbound>, InputError> {
         let header = loop {
             match parse_header(&self.frame)? {
                 Ok(header) => break header,
@@ -254,37 +242,37 @@ impl InboundStream {
     }
 
     /// The rules a header must meet before any of its payload is read.
-    fn check(&self, header: &Header) -> Result<(), InboundError> {
+    fn check(&self, header: &Header) -> Result<(), InputError> {
         match header.opcode {
             0x8..=0xA => {
                 if !header.fin {
-                    return Err(InboundError::Protocol("a fragmented control frame"));
+                    return Err(InputError::Protocol("a fragmented control frame"));
                 }
                 if header.payload > MAX_CONTROL_PAYLOAD {
-                    return Err(InboundError::Protocol("a control frame with more than 125 bytes"));
+                    return Err(InputError::Protocol("a control frame with more than 125 bytes"));
                 }
             }
             0x0..=0x2 => {
                 match (header.opcode, self.partial.is_some()) {
-                    (0x0, false) => return Err(InboundError::Protocol("a continuation frame with no message started")),
-                    (0x1 | 0x2, true) => return Err(InboundError::Protocol("a new message before the fragmented one ended")),
+                    (0x0, false) => return Err(InputError::Protocol("a continuation frame with no message started")),
+                    (0x1 | 0x2, true) => return Err(InputError::Protocol("a new message before the fragmented one ended")),
                     _ => {}
                 }
                 let joined = self.partial.as_ref().map_or(0, |p| p.data.len() as u64);
                 if joined + header.payload > self.max_message_bytes as u64 {
-                    return Err(InboundError::TooBig { announced: joined + header.payload, limit: self.max_message_bytes });
+                    return Err(InputError::TooBig { announced: joined + header.payload, limit: self.max_message_bytes });
                 }
             }
-            _ => return Err(InboundError::Protocol("a reserved opcode")),
+            _ => return Err(InputError::Protocol("a reserved opcode")),
         }
         Ok(())
     }
 
     /// Turns a whole frame into a message, joining fragments (RFC 6455 §5.4: control frames may
     /// come between fragments). `check` has validated the frame's place in the sequence.
-    fn join(&mut self, header: Header, payload: BytesMut) -> Result<Option<Inbound>, InboundError> {
-        let message = |text: bool, data: Bytes| -> Result<Inbound, InboundError> {
-            if text { ByteString::try_from(data).map(Inbound::Text).map_err(|_| InboundError::InvalidUtf8("a text message")) } else { Ok(Inbound::Binary(data)) }
+    fn join(&mut self, header: Header, payload: BytesMut) -> Result<Option<Inbound>, InputError> {
+        let message = |text: bool, data: Bytes| -> Result<Inbound, InputError> {
+            if text { ByteString::try_from(data).map(Inbound::Text).map_err(|_| InputError::InvalidUtf8("a text message")) } else { Ok(Inbound::Binary(data)) }
         };
         match header.opcode {
             0x8 => parse_close(&payload).map(|reason| Some(Inbound::Close(reason))),
@@ -352,7 +340,7 @@ mod tests {
         (move |bytes: &[u8]| sender.feed_data(Bytes::copy_from_slice(bytes)), InboundStream::new(Payload::from(payload), limit))
     }
 
-    fn poll(stream: &mut InboundStream) -> Poll<Option<Result<Inbound, InboundError>>> {
+    fn poll(stream: &mut InboundStream) -> Poll<Option<Result<Inbound, InputError>>> {
         stream.poll_recv(&mut Context::from_waker(std::task::Waker::noop()))
     }
 
@@ -364,7 +352,7 @@ mod tests {
         header.extend_from_slice(&(1u64 << 62).to_be_bytes());
         header.extend_from_slice(&[1, 2, 3, 4]);
         feed(&header);
-        assert_eq!(poll(&mut inbound), Poll::Ready(Some(Err(InboundError::TooBig { announced: 1 << 62, limit: 4096 }))));
+        assert_eq!(poll(&mut inbound), Poll::Ready(Some(Err(InputError::TooBig { announced: 1 << 62, limit: 4096 }))));
         assert_eq!(inbound.buffered(), 0);
         assert_eq!(poll(&mut inbound), Poll::Ready(None), "nothing is decoded after an error");
     }
@@ -391,24 +379,24 @@ mod tests {
         // One byte more than the limit, announced by a continuation's header.
         feed(&frame(0x01, &[b'a'; 600]));
         feed(&frame(0x80, &[b'a'; 401])[..8]);
-        assert_eq!(poll(&mut inbound), Poll::Ready(Some(Err(InboundError::TooBig { announced: 1001, limit }))));
+        assert_eq!(poll(&mut inbound), Poll::Ready(Some(Err(InputError::TooBig { announced: 1001, limit }))));
     }
 
     #[test]
     fn each_rfc_violation_has_its_own_error() {
-        let cases: Vec<(&str, Vec<u8>, InboundError)> = vec![
-            ("RSV1 on a text frame", frame(0x81 | 0x40, b"{}"), InboundError::Protocol("reserved bits set with no extension negotiated")),
-            ("RSV3 on a ping", frame(0x89 | 0x10, b""), InboundError::Protocol("reserved bits set with no extension negotiated")),
-            ("an unmasked frame", vec![0x81, 0x00], InboundError::Protocol("client frames must be masked")),
-            ("a reserved opcode", frame(0x83, b""), InboundError::Protocol("a reserved opcode")),
-            ("a fragmented ping", frame(0x09, b""), InboundError::Protocol("a fragmented control frame")),
-            ("a 126-byte ping", frame(0x89, &[0; 126]), InboundError::Protocol("a control frame with more than 125 bytes")),
-            ("a continuation first", frame(0x80, b"x"), InboundError::Protocol("a continuation frame with no message started")),
-            ("invalid UTF-8 text", frame(0x81, &[0x7b, 0xff]), InboundError::InvalidUtf8("a text message")),
-            ("a one-byte close", frame(0x88, &[3]), InboundError::Protocol("a close frame with a one-byte payload")),
-            ("close code 1005", frame(0x88, &1005u16.to_be_bytes()), InboundError::Protocol("a close frame with an invalid status code")),
-            ("close code 2999", frame(0x88, &2999u16.to_be_bytes()), InboundError::Protocol("a close frame with an invalid status code")),
-            ("a non-UTF-8 close reason", frame(0x88, &[0x03, 0xE8, 0xce, 0xba, 0xff]), InboundError::InvalidUtf8("the close reason")),
+        let cases: Vec<(&str, Vec<u8>, InputError)> = vec![
+            ("RSV1 on a text frame", frame(0x81 | 0x40, b"{}"), InputError::Protocol("reserved bits set with no extension negotiated")),
+            ("RSV3 on a ping", frame(0x89 | 0x10, b""), InputError::Protocol("reserved bits set with no extension negotiated")),
+            ("an unmasked frame", vec![0x81, 0x00], InputError::Protocol("client frames must be masked")),
+            ("a reserved opcode", frame(0x83, b""), InputError::Protocol("a reserved opcode")),
+            ("a fragmented ping", frame(0x09, b""), InputError::Protocol("a fragmented control frame")),
+            ("a 126-byte ping", frame(0x89, &[0; 126]), InputError::Protocol("a control frame with more than 125 bytes")),
+            ("a continuation first", frame(0x80, b"x"), InputError::Protocol("a continuation frame with no message started")),
+            ("invalid UTF-8 text", frame(0x81, &[0x7b, 0xff]), InputError::InvalidUtf8("a text message")),
+            ("a one-byte close", frame(0x88, &[3]), InputError::Protocol("a close frame with a one-byte payload")),
+            ("close code 1005", frame(0x88, &1005u16.to_be_bytes()), InputError::Protocol("a close frame with an invalid status code")),
+            ("close code 2999", frame(0x88, &2999u16.to_be_bytes()), InputError::Protocol("a close frame with an invalid status code")),
+            ("a non-UTF-8 close reason", frame(0x88, &[0x03, 0xE8, 0xce, 0xba, 0xff]), InputError::InvalidUtf8("the close reason")),
         ];
         for (what, bytes, expected) in cases {
             let (mut feed, mut inbound) = stream(4096);

@@ -3,7 +3,7 @@
 //! - [`inbound`]: what the client sends, RFC 6455 frames decoded and judged on their header.
 //! - [`frame`]: RFC 6455 framing of what the server sends, and [`frame::WsEncoder`], protocol v1
 //!   over WebSocket for the session's output ([`crate::session::output`]).
-//! - [`session`]: the per-connection task (client messages, heartbeat, timeouts).
+//! - [`transport`]: the session's WebSocket side: frames in, and the RFC 6455 close.
 //!
 //! This module holds the upgrade handler: it enforces the connection limit (503 beyond it, while
 //! the REST endpoints keep answering), performs the handshake and spawns the session on the
@@ -13,7 +13,7 @@
 
 pub(crate) mod frame;
 pub(crate) mod inbound;
-pub(crate) mod session;
+pub(crate) mod transport;
 
 use std::sync::Arc;
 
@@ -22,12 +22,13 @@ use actix_web::{HttpRequest, HttpResponse, web};
 
 use self::frame::WsEncoder;
 use self::inbound::InboundStream;
-use self::session::{InitialSubscription, Session};
+use self::transport::WsTransport;
 use crate::api_error::{ApiError, ApiErrorCode, excerpt};
 use crate::bus::SessionSignal;
 use crate::session::SessionContext;
 use crate::session::output::{OutboundBody, Output, SharedOutput};
 use crate::session::socket::SocketProbe;
+use crate::session::task::{InitialSubscription, Session};
 
 /// The query parameters `/ws` takes.
 const UPGRADE_PARAMETERS: &[&str] = &["symbols", "throttle_ms"];
@@ -91,9 +92,9 @@ pub(crate) async fn upgrade(req: HttpRequest, body: web::Payload, context: web::
     let output = SharedOutput::new(Output::new(WsEncoder, context.clone(), signal.clone(), tokio::time::Instant::now()));
     let response = HttpResponse::from(response.message_body(OutboundBody::new(output.clone(), signal))?.map_into_boxed_body());
     context.metrics.connection_opened();
-    let mut session = Session::new(context, slot, probe, output);
+    let mut session = Session::new(context, slot, output);
     session.start(initial);
-    actix_web::rt::spawn(session.run(stream));
+    actix_web::rt::spawn(session.run(WsTransport::new(stream, probe)));
     Ok(response)
 }
 

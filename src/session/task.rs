@@ -1,59 +1,60 @@
-//! The session task: one per WebSocket connection, for everything except producing frames.
+//! The session task: one per connection, whatever its transport, for everything except
+//! producing output.
 //!
-//! One `select!` loop waits on the client's frames, feed state changes, new topics (for `*`),
-//! the heartbeat and shutdown. It changes the session's subscriptions and queues control
-//! replies in the shared [`Output`], then wakes the connection's response body, which produces
-//! the frames when the socket can take them (see [`crate::session::output`]). The task never waits on
-//! the socket, so a client that stops reading still has its pings answered and its close
-//! frame read.
+//! One `select!` loop waits on the client's input (from its [`Transport`]), feed state changes,
+//! new topics (for `*`), the heartbeat and shutdown. It changes the session's subscriptions and
+//! queues replies in the shared [`Output`], then wakes the connection's response body, which
+//! produces the output when the socket can take it (see [`super::output`]). The task never
+//! waits on the socket, so a client that stops reading still has its pings answered and its
+//! close read.
+//!
+//! A transport turns its wire input into [`Input`]s (a request already parsed into a
+//! [`ClientOp`], or why it could not be) and decides how a connection ends ([`Transport::close`]);
+//! everything else is decided here, the same for every transport: rate limits, limits, replies,
+//! the heartbeat, idle and slow-consumer closes.
 //!
 //! Input is read only as fast as its answers drain: while the replies waiting in the outbox
-//! pass [`INPUT_PAUSE_BYTES`], the session reads no client message (the client's writes then
+//! pass [`INPUT_PAUSE_BYTES`], the session reads no client input (the client's writes then
 //! stall in TCP), so a flood of requests from a client that reads is slowed, never closed. A
 //! client over the message rate gets one `rate_limited` error for the first message dropped and
 //! then at most one per [`RATE_LIMIT_REPORT_INTERVAL`], each counting the messages it stands for.
 //!
 //! A client is a slow consumer when output has been pending and actix-http has not asked for
-//! data for `slow_consumer_timeout`: the session closes it with 1008 and, if the close cannot
-//! be flushed within a second, drops the connection.
-//!
-//! A client whose frames break RFC 6455 or the message limit is failed (RFC 6455 §7.1.7): the
-//! close frame is sent, nothing more it sends is read, and the connection is dropped as soon as
-//! the close frame is on its way. After a close handshake the session shuts the socket itself
-//! (RFC 6455 §7.1.1: the server closes the TCP connection first), since actix-http would keep
-//! reading and discarding for as long as the peer sends.
+//! data for `slow_consumer_timeout`: the session ends with [`End::SlowConsumer`], and its
+//! transport closes the connection (dropping it if the close cannot be flushed within
+//! [`CLOSE_FLUSH_TIMEOUT`]).
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::inbound::{CloseCode, CloseReason, Inbound, InboundError, InboundStream};
+use actix_web::web::Bytes;
 use tokio::sync::broadcast;
 use tokio::time::{Instant, sleep_until};
 
-use super::frame::WsEncoder;
+use super::limits::{Limits, MAX_THROTTLE_MS};
+use super::output::{Encoder, INPUT_PAUSE_BYTES, Output, SharedOutput};
+use super::protocol::{ClientOp, ErrorCode, PROTOCOL_VERSION, ParseFailure, Rejected, RequestId, ServerMessage};
+use super::{ConnectionSlot, SessionContext};
 use crate::api_error::excerpt;
 use crate::bus::{FindError, SessionSignal, Topic};
 use crate::feed::FeedEvent;
 use crate::metrics::DisconnectReason;
 use crate::quote::now_millis;
-use crate::session::limits::{Limits, MAX_THROTTLE_MS};
-use crate::session::output::{INPUT_PAUSE_BYTES, Output, SharedOutput};
-use crate::session::protocol::{ClientOp, ErrorCode, PROTOCOL_VERSION, Rejected, RequestId, ServerMessage, parse_client_message};
-use crate::session::socket::SocketProbe;
-use crate::session::{ConnectionSlot, SessionContext};
+
+pub(crate) use actix_http::ws::{CloseCode, CloseReason};
 
 /// Entries listed in a `subscribed` message's `rejected`, at most (the rest are dropped from
 /// the list, not subscribed either), so a reply stays small whatever the request held.
 pub(crate) const MAX_REJECTED_LISTED: usize = 100;
-/// How long a closing connection may take to flush its close frame before it is dropped.
-const CLOSE_FLUSH_TIMEOUT: Duration = Duration::from_secs(1);
+/// How long a closing connection may take to flush its close before it is dropped.
+pub(crate) const CLOSE_FLUSH_TIMEOUT: Duration = Duration::from_secs(1);
 /// The slow-consumer check runs this many times per `slow_consumer_timeout`, so a stalled
 /// client is closed between 1 and 1 + 1/8 timeouts after its socket stopped taking data.
 const STALL_CHECKS_PER_TIMEOUT: u32 = 8;
 /// A client over the message rate hears of the messages dropped since at most this often.
 pub(crate) const RATE_LIMIT_REPORT_INTERVAL: Duration = Duration::from_secs(1);
 
-/// A subscription requested in the upgrade URL (`/ws?symbols=A,B&throttle_ms=500`).
+/// A subscription requested with the connection (`/ws?symbols=A,B&throttle_ms=500`).
 #[derive(Debug, Clone, Default)]
 pub(crate) struct InitialSubscription {
     /// A subscription parameter was given (even an empty one): answer with `subscribed`.
@@ -64,46 +65,78 @@ pub(crate) struct InitialSubscription {
     pub problems: Vec<String>,
 }
 
-/// Why a session ended; each maps to a close code and a disconnect reason.
+/// Why a session ended; each maps to a disconnect reason, and a transport to its way of closing.
 #[derive(Debug, Clone, PartialEq)]
 pub(crate) enum End {
-    /// The client sent a close frame: echoed with its code and reason (1000 when it gave none).
+    /// The client closed (a WebSocket close frame: echoed with its code and reason).
     ClientClose(Option<CloseReason>),
-    /// The connection ended without a close frame.
+    /// The connection ended without a close.
     ClientGone,
     SlowConsumer,
     IdleTimeout,
-    /// The client's frames could not be read on (1002, 1007 or 1009).
-    BadInput(InboundError),
+    /// The client's input could not be read on.
+    BadInput(InputError),
     Shutdown,
 }
 
 impl End {
-    fn close_reason(&self) -> Option<CloseReason> {
-        let reason = |code, text: String| Some(CloseReason { code, description: Some(text) });
-        match self {
-            End::ClientClose(reason) => Some(reason.clone().unwrap_or(CloseReason { code: CloseCode::Normal, description: None })),
-            End::ClientGone => None,
-            End::SlowConsumer => reason(CloseCode::Policy, "slow consumer".into()),
-            End::IdleTimeout => reason(CloseCode::Away, "idle timeout".into()),
-            End::BadInput(error @ InboundError::Protocol(_)) => reason(CloseCode::Protocol, error.to_string()),
-            End::BadInput(error @ InboundError::InvalidUtf8(_)) => reason(CloseCode::Invalid, error.to_string()),
-            End::BadInput(InboundError::TooBig { limit, .. }) => reason(CloseCode::Size, format!("message too big: the limit is {limit} bytes")),
-            End::Shutdown => reason(CloseCode::Away, "going away".into()),
-        }
-    }
-
     /// The disconnect reason reported in metrics.
     pub(crate) fn reason(&self) -> DisconnectReason {
         match self {
             End::ClientClose(_) | End::ClientGone => DisconnectReason::ClientClose,
             End::SlowConsumer => DisconnectReason::SlowConsumer,
             End::IdleTimeout => DisconnectReason::IdleTimeout,
-            End::BadInput(InboundError::TooBig { .. }) => DisconnectReason::Limit,
+            End::BadInput(InputError::TooBig { .. }) => DisconnectReason::Limit,
             End::BadInput(_) => DisconnectReason::ProtocolError,
             End::Shutdown => DisconnectReason::Shutdown,
         }
     }
+}
+
+/// Why a client's input cannot be read on, whatever its transport (a WebSocket maps each to
+/// an RFC 6455 close code).
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub(crate) enum InputError {
+    /// The input breaks its wire protocol's rules (WebSocket: close code 1002).
+    #[error("protocol error: {0}")]
+    Protocol(&'static str),
+    /// Text that is not UTF-8 (WebSocket: close code 1007).
+    #[error("{0} is not UTF-8")]
+    InvalidUtf8(&'static str),
+    /// A message over the limit, known from its announced size (WebSocket: close code 1009).
+    #[error("a message of at least {announced} bytes; the limit is {limit}")]
+    TooBig { announced: u64, limit: usize },
+}
+
+/// What a transport hands its session from the client.
+#[derive(Debug)]
+pub(crate) enum Input {
+    /// A request, parsed by the transport into an op, or why it could not be (answered with an
+    /// error). Counted against the message rate.
+    Request(Result<ClientOp, ParseFailure>),
+    /// Input of a kind the transport does not take (a binary WebSocket frame): answered with
+    /// `message` as a `bad_request` error, counted against the rate.
+    Unsupported(&'static str),
+    /// Something the transport answers itself, sent back as it is (a WebSocket pong).
+    Answer(Bytes),
+    /// A sign of life that needs no answer (a pong).
+    Alive,
+    /// The client closes.
+    Close(Option<CloseReason>),
+}
+
+/// A wire protocol's side of a session: it reads the client's input and closes the connection.
+/// What goes out is written by its [`Encoder`] into the session's [`Output`].
+pub(crate) trait Transport {
+    type Encoder: Encoder;
+
+    /// The client's next input; `None` once the client is gone. Must be cancel-safe: the
+    /// session drops the future when something else happens first.
+    async fn recv(&mut self) -> Option<Result<Input, InputError>>;
+
+    /// Ends the connection for `end`: hands the output its close (if the transport has one)
+    /// and waits for as long as its rules say, at most [`CLOSE_FLUSH_TIMEOUT`] or so.
+    async fn close(self, output: &SharedOutput<Self::Encoder>, signal: &SessionSignal, end: &End);
 }
 
 /// Messages dropped by the rate limit since the last `rate_limited` error.
@@ -144,14 +177,13 @@ impl TokenBucket {
 }
 
 /// One connection's session task.
-pub(crate) struct Session {
+pub(crate) struct Session<E: Encoder> {
     context: Arc<SessionContext>,
     /// Held for the session's life: dropping it releases the connection's place in the limit.
     _slot: ConnectionSlot,
     limits: Arc<Limits>,
-    output: SharedOutput<WsEncoder>,
+    output: SharedOutput<E>,
     signal: Arc<SessionSignal>,
-    probe: Option<SocketProbe>,
     bucket: TokenBucket,
     last_heard: Instant,
     next_ping: Instant,
@@ -162,8 +194,8 @@ pub(crate) struct Session {
     rate_limited: Option<Box<RateLimitedRun>>,
 }
 
-impl Session {
-    pub(crate) fn new(context: Arc<SessionContext>, slot: ConnectionSlot, probe: Option<SocketProbe>, output: SharedOutput<WsEncoder>) -> Session {
+impl<E: Encoder> Session<E> {
+    pub(crate) fn new(context: Arc<SessionContext>, slot: ConnectionSlot, output: SharedOutput<E>) -> Session<E> {
         let now = Instant::now();
         let limits = context.limits.clone();
         let signal = output.with(|o| o.subs.signal().clone());
@@ -175,7 +207,6 @@ impl Session {
             limits,
             output,
             signal,
-            probe,
             last_heard: now,
             known_topics: 0,
             rate_limited: None,
@@ -191,22 +222,22 @@ impl Session {
 
     /// Runs the session to its end, closes the connection and records why it ended. This is the
     /// spawned future itself (no wrapper): every byte of its state is held per connection.
-    pub(crate) async fn run(mut self, mut stream: InboundStream) {
+    pub(crate) async fn run<T: Transport<Encoder = E>>(mut self, mut transport: T) {
         let mut shutdown = self.context.shutdown.clone();
         let mut feed_events = self.context.feeds.subscribe();
         let mut topics = self.context.bus.watch_topics();
-        let end = if *shutdown.borrow() { End::Shutdown } else { self.event_loop(&mut stream, &mut shutdown, &mut feed_events, &mut topics).await };
+        let end = if *shutdown.borrow() { End::Shutdown } else { self.event_loop(&mut transport, &mut shutdown, &mut feed_events, &mut topics).await };
         let context = self.context.clone();
         // Boxed: the close path's state is only needed once, at the end; inline it would
         // enlarge every live session's task by its size.
-        Box::pin(self.close(stream, &end)).await;
+        Box::pin(self.close(transport, &end)).await;
         context.metrics.disconnected(end.reason());
         tracing::debug!(reason = end.reason().label(), "session ended: {end:?}");
     }
 
-    async fn event_loop(
+    async fn event_loop<T: Transport<Encoder = E>>(
         &mut self,
-        stream: &mut InboundStream,
+        transport: &mut T,
         shutdown: &mut tokio::sync::watch::Receiver<bool>,
         feed_events: &mut broadcast::Receiver<FeedEvent>,
         topics: &mut tokio::sync::watch::Receiver<usize>,
@@ -222,12 +253,12 @@ impl Session {
             tokio::select! {
                 biased;
                 _ = shutdown.changed() => return End::Shutdown,
-                message = stream.recv(), if !input_paused => {
+                input = transport.recv(), if !input_paused => {
                     let now = Instant::now();
                     self.last_heard = now;
-                    match message {
+                    match input {
                         None => return End::ClientGone,
-                        Some(Ok(message)) => if let Some(end) = self.on_message(message, now) { return end },
+                        Some(Ok(input)) => if let Some(end) = self.on_input(input, now) { return end },
                         Some(Err(error)) => return End::BadInput(error),
                     }
                 }
@@ -264,7 +295,7 @@ impl Session {
             self.report_rate_limited(now);
         }
         if now >= self.next_ping {
-            self.output.with(Output::<WsEncoder>::queue_ping);
+            self.output.with(Output::<E>::queue_ping);
             self.signal.wake();
             self.next_ping = now + self.limits.ping_interval();
         }
@@ -352,11 +383,10 @@ impl Session {
         self.reply(&ServerMessage::Error { id, code: ErrorCode::RateLimited, message, count: Some(count) });
     }
 
-    /// Handles one client frame; returns how the session ends, if it does.
-    fn on_message(&mut self, message: Inbound, now: Instant) -> Option<End> {
-        match message {
-            Inbound::Text(text) => {
-                let parsed = parse_client_message(&text);
+    /// Handles one input from the client; returns how the session ends, if it does.
+    fn on_input(&mut self, input: Input, now: Instant) -> Option<End> {
+        match input {
+            Input::Request(parsed) => {
                 self.context.metrics.client_message(parsed.as_ref().map_or("invalid", ClientOp::name));
                 if !self.bucket.take(now) {
                     self.rate_limited(parsed.map_or_else(|f| f.id, |op| op_id(&op)), now);
@@ -367,22 +397,22 @@ impl Session {
                     Err(failure) => self.error(failure.id, failure.code, failure.message),
                 }
             }
-            Inbound::Binary(_) => {
+            Input::Unsupported(message) => {
                 self.context.metrics.client_message("invalid");
                 if self.bucket.take(now) {
-                    self.error(None, ErrorCode::BadRequest, "binary frames are not supported: send JSON text frames".into());
+                    self.error(None, ErrorCode::BadRequest, message.into());
                 } else {
                     self.rate_limited(None, now);
                 }
             }
-            Inbound::Ping(payload) => {
-                // Every ping gets its own pong (as Autobahn|Testsuite 2.10 expects); a flood of
-                // them is bounded by the input backpressure like any other request.
-                self.output.with(|o| o.queue(WsEncoder::pong_frame(&payload)));
+            Input::Answer(answer) => {
+                // Every ping gets its own answer (as Autobahn|Testsuite 2.10 expects); a flood
+                // of them is bounded by the input backpressure like any other request.
+                self.output.with(|o| o.queue(answer));
                 self.signal.wake();
             }
-            Inbound::Pong(_) => {}
-            Inbound::Close(reason) => return Some(End::ClientClose(reason)),
+            Input::Alive => {}
+            Input::Close(reason) => return Some(End::ClientClose(reason)),
         }
         None
     }
@@ -489,48 +519,9 @@ impl Session {
         }
     }
 
-    /// Sends the close frame without waiting on a full socket, and drops the connection if it
-    /// has not flushed within [`CLOSE_FLUSH_TIMEOUT`].
-    async fn close(self, mut stream: InboundStream, end: &End) {
-        let reason = end.close_reason();
-        self.output.with(|o| o.begin_close(reason.as_ref().map(WsEncoder::close_frame)));
-        self.signal.wake();
-        if reason.is_none() {
-            return;
-        }
-        let probe = self.probe;
-        let output = self.output.clone();
-        let close_sent = || tokio::time::timeout(CLOSE_FLUSH_TIMEOUT, std::future::poll_fn(|cx| output.with(|o| o.poll_close_sent(cx))));
-        let ended = match end {
-            // RFC 6455 §7.1.7: after failing the connection, nothing more the client sends is
-            // read: once the close frame is on its way, the connection is dropped.
-            End::BadInput(_) => {
-                let _ = close_sent().await;
-                false
-            }
-            // The handshake is over once the echo is on its way; RFC 6455 §7.1.1: the server
-            // closes the TCP connection first.
-            End::ClientClose(_) => close_sent().await.is_ok(),
-            // The server closes: wait for the client's close frame (or its end), reading past
-            // what it still sends before it.
-            _ => {
-                let reply = async move {
-                    while let Some(Ok(message)) = stream.recv().await {
-                        if let Inbound::Close(_) = message {
-                            break;
-                        }
-                    }
-                };
-                tokio::time::timeout(CLOSE_FLUSH_TIMEOUT, reply).await.is_ok()
-            }
-        };
-        if let Some(probe) = probe {
-            if ended {
-                probe.shutdown();
-            } else {
-                probe.force_close();
-            }
-        }
+    /// Stops the output and lets the transport close the connection.
+    async fn close<T: Transport<Encoder = E>>(self, transport: T, end: &End) {
+        transport.close(&self.output, &self.signal, end).await;
     }
 }
 
