@@ -8,6 +8,7 @@
 //! - `GET /metrics` — Prometheus text format ([`crate::metrics`]).
 //! - `GET /api/history/{symbol}?resolution=1s|1m&limit=N` — recent bars ([`crate::history`]).
 //! - `GET /ws` — the WebSocket upgrade ([`crate::ws`]).
+//! - `GET /sse` — the Server-Sent Events stream ([`crate::sse`]).
 //! - `GET /`, `GET /{file}` — the browser dashboard ([`crate::web`]).
 //!
 //! Every GET route answers HEAD too (actix-http sends the headers without the body). A known
@@ -53,6 +54,7 @@ const GET_HEAD: &str = "GET, HEAD";
 pub(crate) fn routes(cfg: &mut web::ServiceConfig) {
     // The WebSocket upgrade is GET only: a HEAD cannot upgrade.
     cfg.service(resource("/ws", "GET").route(web::get().to(crate::ws::upgrade)))
+        .service(resource("/sse", "GET").route(web::get().to(crate::sse::stream)))
         .service(get("/healthz", healthz))
         .service(get("/metrics", metrics))
         .service(get("/readyz", readyz))

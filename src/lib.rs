@@ -31,5 +31,6 @@ mod metrics;
 mod quote;
 mod session;
 mod settings;
+mod sse;
 mod web;
 mod ws;

@@ -8,8 +8,9 @@ use std::path::Path;
 /// Each module and the modules it may import (docs/ARCHITECTURE.md, "The dependency rule").
 const ALLOWED: &[(&str, &[&str])] = &[
     ("server", &["http", "ws", "session", "config", "metrics", "feed", "bus", "history", "logging", "api_error"]),
-    ("http", &["ws", "session", "api_error", "metrics", "feed", "bus", "history", "quote", "web", "settings"]),
+    ("http", &["ws", "sse", "session", "api_error", "metrics", "feed", "bus", "history", "quote", "web", "settings"]),
     ("ws", &["session", "api_error", "metrics", "feed", "bus", "quote", "settings"]),
+    ("sse", &["session", "api_error", "metrics", "bus"]),
     ("session", &["api_error", "metrics", "feed", "bus", "quote", "settings"]),
     ("config", &["http", "session", "feed", "settings"]),
     ("metrics", &["feed", "bus"]),

@@ -116,6 +116,10 @@ pub(crate) struct Output<E: Encoder> {
     ping_due: bool,
     /// The session task, waiting for the outbox to drain below [`INPUT_PAUSE_BYTES`].
     input_waker: Option<Waker>,
+    /// The response body was dropped: actix-http is done with the connection.
+    body_gone: bool,
+    /// The transport, waiting to hear that the body was dropped.
+    gone_waker: Option<Waker>,
     /// Set when the session closes: the body then sends only the close frame, and ends.
     closing: bool,
     close_frame: Option<Bytes>,
@@ -139,6 +143,8 @@ impl<E: Encoder> Output<E> {
             feeds_changed: Vec::new(),
             ping_due: false,
             input_waker: None,
+            body_gone: false,
+            gone_waker: None,
             closing: false,
             close_frame: None,
             last_poll: now,
@@ -189,6 +195,19 @@ impl<E: Encoder> Output<E> {
         }
         if !self.input_waker.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
             self.input_waker = Some(cx.waker().clone());
+        }
+        Poll::Pending
+    }
+
+    /// Ready once the response body has been dropped: the connection is gone (or the server
+    /// ended the response). For a transport the client never writes to (SSE), this is how it
+    /// learns that the client left.
+    pub(crate) fn poll_body_gone(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+        if self.body_gone {
+            return Poll::Ready(());
+        }
+        if !self.gone_waker.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
+            self.gone_waker = Some(cx.waker().clone());
         }
         Poll::Pending
     }
@@ -371,6 +390,17 @@ pub(crate) struct OutboundBody<E: Encoder> {
 impl<E: Encoder> OutboundBody<E> {
     pub(crate) fn new(output: SharedOutput<E>, signal: Arc<SessionSignal>) -> OutboundBody<E> {
         OutboundBody { output, signal, timer: Box::pin(tokio::time::sleep_until(Instant::now())), timer_at: None }
+    }
+}
+
+impl<E: Encoder> Drop for OutboundBody<E> {
+    fn drop(&mut self) {
+        self.output.with(|output| {
+            output.body_gone = true;
+            if let Some(waker) = output.gone_waker.take() {
+                waker.wake();
+            }
+        });
     }
 }
 

@@ -144,6 +144,19 @@ pub(crate) enum ServerMessage<'a> {
 }
 
 impl ServerMessage<'_> {
+    /// The message's `type` (an SSE event's name, a Socket.IO event's).
+    pub(crate) fn kind(&self) -> &'static str {
+        match self {
+            ServerMessage::Welcome { .. } => "welcome",
+            ServerMessage::Subscribed { .. } => "subscribed",
+            ServerMessage::Unsubscribed { .. } => "unsubscribed",
+            ServerMessage::Subscriptions { .. } => "subscriptions",
+            ServerMessage::Pong { .. } => "pong",
+            ServerMessage::Feed(_) => "feed",
+            ServerMessage::Error { .. } => "error",
+        }
+    }
+
     pub(crate) fn to_json(&self) -> String {
         // Every variant is plain data: serialisation cannot fail.
         serde_json::to_string(self).expect("server message serialises")

@@ -27,7 +27,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use actix_web::web::Bytes;
+use actix_web::web::{self, Bytes};
 use tokio::sync::broadcast;
 use tokio::time::{Instant, sleep_until};
 
@@ -63,6 +63,46 @@ pub(crate) struct InitialSubscription {
     pub throttle_ms: Option<u64>,
     /// What the server could not use, each told to the client as a `bad_request` error.
     pub problems: Vec<String>,
+}
+
+/// The query parameters a connection's URL takes (`/ws`, `/sse`).
+const QUERY_PARAMETERS: &[&str] = &["symbols", "throttle_ms"];
+
+impl InitialSubscription {
+    /// Reads a connection request's query string (`?symbols=AAPL,MSFT&throttle_ms=500`) for
+    /// `endpoint` (named in messages). Nothing in it fails the connection: `symbols` may be
+    /// repeated (the lists are joined), and a parameter the server cannot use is reported to the
+    /// client in an `error` message after `welcome`, with the subscription made as well as it can
+    /// be (an unusable `throttle_ms` leaves the default).
+    pub(crate) fn from_query(query: &str, endpoint: &str) -> InitialSubscription {
+        let mut initial = InitialSubscription::default();
+        let pairs = match web::Query::<Vec<(String, String)>>::from_query(query) {
+            Ok(pairs) => pairs.into_inner(),
+            Err(e) => {
+                initial.problems.push(format!("query string: {e}"));
+                return initial;
+            }
+        };
+        for (name, value) in pairs {
+            match name.as_str() {
+                "symbols" => {
+                    initial.requested = true;
+                    initial.symbols.extend(value.split(',').map(str::trim).filter(|s| !s.is_empty()).map(str::to_string));
+                }
+                "throttle_ms" => {
+                    initial.requested = true;
+                    match value.trim().parse::<u64>() {
+                        Ok(ms) => initial.throttle_ms = Some(ms),
+                        Err(_) => {
+                            initial.problems.push(format!("query parameter 'throttle_ms': '{}' is not a whole number of milliseconds; the default applies", excerpt(&value, 32)))
+                        }
+                    }
+                }
+                other => initial.problems.push(format!("unknown query parameter '{}'; {endpoint} takes: {}", excerpt(other, 32), QUERY_PARAMETERS.join(", "))),
+            }
+        }
+        initial
+    }
 }
 
 /// Why a session ended; each maps to a disconnect reason, and a transport to its way of closing.
@@ -129,6 +169,11 @@ pub(crate) enum Input {
 /// What goes out is written by its [`Encoder`] into the session's [`Output`].
 pub(crate) trait Transport {
     type Encoder: Encoder;
+
+    /// Whether the client writes to the server (requests, pongs), so that its silence for
+    /// `idle_timeout` ends the session. False for a one-way stream (SSE), which a client leaves
+    /// by closing the connection, and which the slow-consumer rule still covers.
+    const HEARS_CLIENT: bool = true;
 
     /// The client's next input; `None` once the client is gone. Must be cancel-safe: the
     /// session drops the future when something else happens first.
@@ -243,7 +288,10 @@ impl<E: Encoder> Session<E> {
         topics: &mut tokio::sync::watch::Receiver<usize>,
     ) -> End {
         loop {
-            let mut wake_at = self.next_ping.min(self.last_heard + self.limits.idle_timeout()).min(self.next_stall_check);
+            let mut wake_at = self.next_ping.min(self.next_stall_check);
+            if T::HEARS_CLIENT {
+                wake_at = wake_at.min(self.last_heard + self.limits.idle_timeout());
+            }
             if let Some(run) = &self.rate_limited {
                 wake_at = wake_at.min(run.report_at);
             }
@@ -277,7 +325,7 @@ impl<E: Encoder> Session<E> {
                 _ = topics.changed(), if wildcard => self.extend_wildcard(),
                 _ = sleep_until(wake_at) => if let Some(end) = self.on_timer(Instant::now()) { return end },
             }
-            if self.last_heard + self.limits.idle_timeout() <= Instant::now() {
+            if T::HEARS_CLIENT && self.last_heard + self.limits.idle_timeout() <= Instant::now() {
                 return End::IdleTimeout;
             }
         }
@@ -547,5 +595,23 @@ mod tests {
         tokio::time::advance(Duration::from_secs(1)).await;
         let now = Instant::now();
         assert_eq!((0..150).filter(|_| bucket.take(now)).count(), 50);
+    }
+
+    #[test]
+    fn upgrade_query_joins_symbol_lists_and_reports_what_it_cannot_use() {
+        let initial = InitialSubscription::from_query("symbols=AAPL,MSFT&symbols=NVDA&throttle_ms=500", "/ws");
+        assert_eq!((initial.symbols, initial.throttle_ms, initial.requested), (vec!["AAPL".into(), "MSFT".into(), "NVDA".into()], Some(500), true));
+        assert!(initial.problems.is_empty());
+        let empty = InitialSubscription::from_query("symbols=", "/ws");
+        assert!(empty.requested && empty.symbols.is_empty() && empty.problems.is_empty());
+        assert!(!InitialSubscription::from_query("", "/ws").requested);
+        for bad in ["abc", "-1", "1.5", ""] {
+            let initial = InitialSubscription::from_query(&format!("symbols=AAPL&throttle_ms={bad}"), "/ws");
+            assert_eq!(initial.throttle_ms, None, "{bad}");
+            assert!(initial.problems[0].contains("'throttle_ms'"), "{bad}: {:?}", initial.problems);
+        }
+        let typo = InitialSubscription::from_query("symbol=AAPL", "/ws");
+        assert!(typo.problems[0].contains("unknown query parameter 'symbol'"), "{:?}", typo.problems);
+        assert!(!typo.requested);
     }
 }

@@ -23,47 +23,12 @@ use actix_web::{HttpRequest, HttpResponse, web};
 use self::frame::WsEncoder;
 use self::inbound::InboundStream;
 use self::transport::WsTransport;
-use crate::api_error::{ApiError, ApiErrorCode, excerpt};
+use crate::api_error::{ApiError, ApiErrorCode};
 use crate::bus::SessionSignal;
 use crate::session::SessionContext;
 use crate::session::output::{OutboundBody, Output, SharedOutput};
 use crate::session::socket::SocketProbe;
 use crate::session::task::{InitialSubscription, Session};
-
-/// The query parameters `/ws` takes.
-const UPGRADE_PARAMETERS: &[&str] = &["symbols", "throttle_ms"];
-
-/// Reads the upgrade request's query string (`?symbols=AAPL,MSFT&throttle_ms=500`). Nothing in
-/// it fails the upgrade: `symbols` may be repeated (the lists are joined), and a parameter the
-/// server cannot use is reported to the client in an `error` message after `welcome`, with
-/// the subscription made as well as it can be (an unusable `throttle_ms` leaves the default).
-pub(crate) fn parse_upgrade_query(query: &str) -> InitialSubscription {
-    let mut initial = InitialSubscription::default();
-    let pairs = match web::Query::<Vec<(String, String)>>::from_query(query) {
-        Ok(pairs) => pairs.into_inner(),
-        Err(e) => {
-            initial.problems.push(format!("query string: {e}"));
-            return initial;
-        }
-    };
-    for (name, value) in pairs {
-        match name.as_str() {
-            "symbols" => {
-                initial.requested = true;
-                initial.symbols.extend(value.split(',').map(str::trim).filter(|s| !s.is_empty()).map(str::to_string));
-            }
-            "throttle_ms" => {
-                initial.requested = true;
-                match value.trim().parse::<u64>() {
-                    Ok(ms) => initial.throttle_ms = Some(ms),
-                    Err(_) => initial.problems.push(format!("query parameter 'throttle_ms': '{}' is not a whole number of milliseconds; the default applies", excerpt(&value, 32))),
-                }
-            }
-            other => initial.problems.push(format!("unknown query parameter '{}'; /ws takes: {}", excerpt(other, 32), UPGRADE_PARAMETERS.join(", "))),
-        }
-    }
-    initial
-}
 
 /// `GET /ws`: upgrade and spawn the session.
 pub(crate) async fn upgrade(req: HttpRequest, body: web::Payload, context: web::Data<SessionContext>) -> actix_web::Result<HttpResponse> {
@@ -83,7 +48,7 @@ pub(crate) async fn upgrade(req: HttpRequest, body: web::Payload, context: web::
         // upgrade request has no body, so one that announces a chunked body is refused.
         return Err(ApiError::new(ApiErrorCode::BadRequest, "a WebSocket upgrade request has no body: remove its Transfer-Encoding header").into());
     }
-    let initial = parse_upgrade_query(req.query_string());
+    let initial = InitialSubscription::from_query(req.query_string(), "/ws");
     let probe = req.conn_data::<SocketProbe>().copied();
     let mut response = actix_http::ws::handshake(req.head())?;
     let max_message = context.limits.max_message_bytes;
@@ -96,27 +61,4 @@ pub(crate) async fn upgrade(req: HttpRequest, body: web::Payload, context: web::
     session.start(initial);
     actix_web::rt::spawn(session.run(WsTransport::new(stream, probe)));
     Ok(response)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn upgrade_query_joins_symbol_lists_and_reports_what_it_cannot_use() {
-        let initial = parse_upgrade_query("symbols=AAPL,MSFT&symbols=NVDA&throttle_ms=500");
-        assert_eq!((initial.symbols, initial.throttle_ms, initial.requested), (vec!["AAPL".into(), "MSFT".into(), "NVDA".into()], Some(500), true));
-        assert!(initial.problems.is_empty());
-        let empty = parse_upgrade_query("symbols=");
-        assert!(empty.requested && empty.symbols.is_empty() && empty.problems.is_empty());
-        assert!(!parse_upgrade_query("").requested);
-        for bad in ["abc", "-1", "1.5", ""] {
-            let initial = parse_upgrade_query(&format!("symbols=AAPL&throttle_ms={bad}"));
-            assert_eq!(initial.throttle_ms, None, "{bad}");
-            assert!(initial.problems[0].contains("'throttle_ms'"), "{bad}: {:?}", initial.problems);
-        }
-        let typo = parse_upgrade_query("symbol=AAPL");
-        assert!(typo.problems[0].contains("unknown query parameter 'symbol'"), "{:?}", typo.problems);
-        assert!(!typo.requested);
-    }
 }

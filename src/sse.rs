@@ -1,0 +1,142 @@
+//! Server-Sent Events at `GET /sse?symbols=AAPL,MSFT&throttle_ms=500`: protocol v1 one way,
+//! for `curl -N`, a browser `EventSource` or any HTTP client, through any proxy.
+//!
+//! The response is a `text/event-stream` whose events are protocol v1's messages, each named by
+//! its `type` and carrying the same JSON as on `/ws`: `welcome`, `subscribed` (with `rejected`),
+//! `quotes` (snapshot first), `feed`, `error`. The subscription is the query string's, fixed
+//! for the connection (a stream has no way back); a request whose every symbol is rejected
+//! still streams, so the client sees why. A `: keep-alive` comment goes out every
+//! `ping_interval`, and `retry:` tells an `EventSource` to reconnect after a second; a
+//! reconnecting client gets snapshots again (per-symbol seqs do not fit one event id).
+//!
+//! Same session core as `/ws` ([`crate::session`]): the connection limit, the symbol limit, the
+//! throttle clamp, and the pull-based output — events are produced only when actix-http asks
+//! for data, so a client that stops reading costs one write buffer and is closed as a slow
+//! consumer like any other. The client never writes, so silence is not idleness: a stream
+//! ends when the client closes it (the response body is dropped), at shutdown, or when it is
+//! a slow consumer.
+
+use std::sync::Arc;
+
+use actix_web::http::header::{self, HeaderValue};
+use actix_web::web::{BufMut, Bytes, BytesMut};
+use actix_web::{HttpRequest, HttpResponse, web};
+
+use crate::api_error::{ApiError, ApiErrorCode};
+use crate::bus::SessionSignal;
+use crate::session::SessionContext;
+use crate::session::output::{Encoder, OutboundBody, Output, QuotesMark, SharedOutput};
+use crate::session::protocol::ServerMessage;
+use crate::session::socket::SocketProbe;
+use crate::session::task::{End, InitialSubscription, Input, InputError, Session, Transport};
+
+/// Milliseconds an `EventSource` waits before reconnecting (its `retry:` field).
+const RETRY_MS: u32 = 1000;
+
+/// Protocol v1 as Server-Sent Events: `event: <type>` and the `/ws` JSON in one `data:` line
+/// (JSON holds no raw newline, so one line always does).
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct SseEncoder;
+
+const LIVE_PREFIX: &[u8] = b"event: quotes\ndata: {\"type\":\"quotes\",\"quotes\":[";
+const SNAPSHOT_PREFIX: &[u8] = b"event: quotes\ndata: {\"type\":\"quotes\",\"snapshot\":true,\"quotes\":[";
+const SUFFIX: &[u8] = b"]}\n\n";
+
+impl Encoder for SseEncoder {
+    const QUOTES_SUFFIX: &'static [u8] = SUFFIX;
+
+    fn reply(&self, buf: &mut BytesMut, message: &ServerMessage<'_>) {
+        buf.put_slice(b"event: ");
+        buf.put_slice(message.kind().as_bytes());
+        buf.put_slice(b"\ndata: ");
+        buf.put_slice(message.to_json().as_bytes());
+        buf.put_slice(b"\n\n");
+    }
+
+    fn heartbeat(&self, buf: &mut BytesMut) {
+        buf.put_slice(b": keep-alive\n\n");
+    }
+
+    fn open_quotes(&self, buf: &mut BytesMut, max: usize, snapshot: bool) -> QuotesMark {
+        let start = buf.len();
+        buf.reserve(max + 16);
+        // The event's name and field are framing: the batch's payload (what `max` bounds, as
+        // a frame's payload on /ws) starts at its JSON.
+        let (name, json) = if snapshot { SNAPSHOT_PREFIX.split_at(20) } else { LIVE_PREFIX.split_at(20) };
+        buf.put_slice(name);
+        let payload_start = buf.len();
+        buf.put_slice(json);
+        QuotesMark { start, payload_start }
+    }
+
+    fn seal_quotes(&self, buf: &mut BytesMut, mark: QuotesMark) -> u64 {
+        buf.put_slice(SUFFIX);
+        (buf.len() - mark.start) as u64
+    }
+}
+
+/// An SSE connection: nothing to read; it ends when its response body is dropped.
+pub(crate) struct SseTransport {
+    output: SharedOutput<SseEncoder>,
+    probe: Option<SocketProbe>,
+}
+
+impl Transport for SseTransport {
+    type Encoder = SseEncoder;
+    const HEARS_CLIENT: bool = false;
+
+    async fn recv(&mut self) -> Option<Result<Input, InputError>> {
+        // The client never writes; the stream is over when actix-http drops the body.
+        std::future::poll_fn(|cx| self.output.with(|o| o.poll_body_gone(cx))).await;
+        None
+    }
+
+    async fn close(self, output: &SharedOutput<SseEncoder>, signal: &SessionSignal, end: &End) {
+        // An event stream has no close message: the body ends (the client's EventSource then
+        // reconnects after `retry`, to a server that is back or to a 503 while it is not).
+        output.with(|o| o.begin_close(None));
+        signal.wake();
+        if *end == End::SlowConsumer {
+            // Its write buffer is full and the kernel takes nothing: the end of the body would
+            // never reach it.
+            if let Some(probe) = self.probe {
+                probe.force_close();
+            }
+        }
+    }
+}
+
+/// `GET /sse`: starts the session and answers with its event stream.
+pub(crate) async fn stream(req: HttpRequest, context: web::Data<SessionContext>) -> Result<HttpResponse, ApiError> {
+    let context = context.into_inner();
+    let Some(slot) = context.connections.open() else {
+        let max = context.connections.max;
+        context.metrics.disconnected(crate::metrics::DisconnectReason::Limit);
+        return Err(ApiError::new(ApiErrorCode::TooManyConnections, format!("the server is at its limit of {max} connections"))
+            .with_header(header::RETRY_AFTER, HeaderValue::from_static("5")));
+    };
+    if *context.shutdown.borrow() {
+        return Err(ApiError::new(ApiErrorCode::ShuttingDown, "the server is shutting down"));
+    }
+    let mut initial = InitialSubscription::from_query(req.query_string(), "/sse");
+    if !initial.requested {
+        // A stream cannot subscribe later: say so, and answer `subscribed` all the same.
+        initial.requested = true;
+        initial.problems.push("no symbols: ask for them in the URL, /sse?symbols=AAPL,MSFT&throttle_ms=500".into());
+    }
+    let probe = req.conn_data::<SocketProbe>().copied();
+    let signal = Arc::new(SessionSignal::default());
+    let output = SharedOutput::new(Output::new(SseEncoder, context.clone(), signal.clone(), tokio::time::Instant::now()));
+    output.with(|o| o.queue(Bytes::from(format!("retry: {RETRY_MS}\n\n"))));
+    let body = OutboundBody::new(output.clone(), signal);
+    context.metrics.connection_opened();
+    let mut session = Session::new(context, slot, output.clone());
+    session.start(initial);
+    actix_web::rt::spawn(session.run(SseTransport { output, probe }));
+    Ok(HttpResponse::Ok()
+        .insert_header((header::CONTENT_TYPE, HeaderValue::from_static("text/event-stream")))
+        .insert_header((header::CACHE_CONTROL, HeaderValue::from_static("no-cache")))
+        // Proxies that buffer responses (nginx) would hold events back.
+        .insert_header(("X-Accel-Buffering", HeaderValue::from_static("no")))
+        .body(body))
+}
