@@ -18,6 +18,7 @@ const ALLOWED: &[(&str, &[&str])] = &[
     ("bus", &["history", "quote"]),
     ("history", &["quote"]),
     ("tickgen", &["feed", "quote"]),
+    ("socketio", &["api_error"]),
     ("quote", &[]),
     ("api_error", &[]),
     ("settings", &[]),
