@@ -308,7 +308,7 @@ impl Bus {
     /// One registration here costs one of each, and under load — when the worker's run queue
     /// is long — the session runs again only after most of its symbols changed anyway. A
     /// session woken this way and finding none of its symbols changed arms them as usual (see
-    /// `ws::throttle`), so a quiet symbol costs at most one spurious wake-up.
+    /// `session::throttle`), so a quiet symbol costs at most one spurious wake-up.
     pub(crate) fn wake_after_next_dispatch(&self, signal: &Arc<SessionSignal>) {
         if !signal.listed.swap(true, Ordering::AcqRel) {
             self.after_dispatch.lock().expect("after-dispatch lock").push(Arc::downgrade(signal));

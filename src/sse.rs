@@ -119,9 +119,10 @@ pub(crate) async fn stream(req: HttpRequest, context: web::Data<SessionContext>)
         return Err(ApiError::new(ApiErrorCode::ShuttingDown, "the server is shutting down"));
     }
     let mut initial = InitialSubscription::from_query(req.query_string(), "/sse");
-    if !initial.requested {
-        // A stream cannot subscribe later: say so, and answer `subscribed` all the same.
-        initial.requested = true;
+    // A stream cannot subscribe later: it is always answered with `subscribed`, and told when
+    // it asked for nothing.
+    initial.requested = true;
+    if initial.symbols.is_empty() {
         initial.problems.push("no symbols: ask for them in the URL, /sse?symbols=AAPL,MSFT&throttle_ms=500".into());
     }
     let probe = req.conn_data::<SocketProbe>().copied();

@@ -13,6 +13,12 @@ use serde_json::json;
 #[actix_web::test]
 async fn streams_welcome_subscribed_then_throttled_quotes_snapshot_first() {
     let server = start(&["--sim-rate", "2000"]).await;
+    // Both symbols have a price, so the snapshot has something to carry.
+    let deadline = Instant::now() + EVENT_TIMEOUT;
+    while ["AAPL", "MSFT"].iter().any(|s| server.bus.topic(s).unwrap().seq() == 0) {
+        assert!(Instant::now() < deadline, "the simulation publishes AAPL and MSFT");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
     let mut sse = SseClient::connect(server.addr, "/sse?symbols=AAPL,msft,ZZZZ,../x&throttle_ms=300").await;
     assert_eq!(sse.status, 200);
     assert_eq!(sse.header("content-type"), Some("text/event-stream"));
@@ -123,10 +129,7 @@ async fn shutdown_ends_the_stream() {
     let mut sse = SseClient::connect(server.addr, "/sse?symbols=AAPL").await;
     sse.event("quotes").await;
     let stopping = actix_web::rt::spawn(server.shutdown());
-    let ended = tokio::time::timeout(EVENT_TIMEOUT, async {
-        while sse.next().await.is_some() {}
-    })
-    .await;
+    let ended = tokio::time::timeout(EVENT_TIMEOUT, async { while sse.next().await.is_some() {} }).await;
     assert!(ended.is_ok(), "the stream did not end at shutdown");
     stopping.await.unwrap();
 }
