@@ -41,7 +41,6 @@ use crate::feed::Feeds;
 use crate::history::Resolution;
 use crate::metrics::Metrics;
 use crate::quote::PublishedQuote;
-use crate::session::Connections;
 
 /// What `Allow` says of a GET route.
 const GET_HEAD: &str = "GET, HEAD";
@@ -130,8 +129,8 @@ impl Readiness {
     }
 }
 
-async fn metrics(metrics: web::Data<Metrics>, bus: web::Data<Bus>, feeds: web::Data<Feeds>, connections: web::Data<Connections>) -> HttpResponse {
-    HttpResponse::Ok().content_type(Metrics::content_type()).body(metrics.render(&bus, &feeds, connections.count()))
+async fn metrics(metrics: web::Data<Metrics>, bus: web::Data<Bus>, feeds: web::Data<Feeds>) -> HttpResponse {
+    HttpResponse::Ok().content_type(Metrics::content_type()).body(metrics.render(&bus, &feeds))
 }
 
 /// Middleware recording every request by matched route pattern (never the raw path, whose

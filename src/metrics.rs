@@ -70,6 +70,26 @@ impl DisconnectReason {
     }
 }
 
+/// The wire protocol a connection speaks: the `transport` label of the connection families.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum TransportKind {
+    /// `GET /ws`, protocol v1 in WebSocket text frames.
+    Websocket,
+    /// `GET /sse`, protocol v1 as Server-Sent Events.
+    Sse,
+}
+
+impl TransportKind {
+    pub(crate) const ALL: [TransportKind; 2] = [TransportKind::Websocket, TransportKind::Sse];
+
+    pub(crate) fn label(self) -> &'static str {
+        match self {
+            TransportKind::Websocket => "websocket",
+            TransportKind::Sse => "sse",
+        }
+    }
+}
+
 /// The `op` label of a client message that is not a valid request.
 const INVALID_OP: &str = "invalid";
 
@@ -86,8 +106,9 @@ pub struct Metrics {
     /// The standard `process_*` families, under their unprefixed names: a registry's prefix
     /// applies to every collector in it, so these cannot share `registry`.
     process: Registry,
-    ws_connections: IntGauge,
-    ws_opened: IntCounter,
+    /// Open connections and connections opened, per [`TransportKind`] (indexed by it).
+    connections: Vec<IntGauge>,
+    opened: Vec<IntCounter>,
     disconnects: Vec<IntCounter>,
     subscriptions: IntGauge,
     subscribed_symbols: IntGauge,
@@ -179,8 +200,8 @@ impl Metrics {
             }
         }
         Metrics {
-            ws_connections: connections.with_label_values(&["websocket"]),
-            ws_opened: opened.with_label_values(&["websocket"]),
+            connections: TransportKind::ALL.iter().map(|t| connections.with_label_values(&[t.label()])).collect(),
+            opened: TransportKind::ALL.iter().map(|t| opened.with_label_values(&[t.label()])).collect(),
             disconnects: DisconnectReason::ALL.iter().map(|r| disconnects.with_label_values(&[r.label()])).collect(),
             subscriptions: register(r, IntGauge::new("subscriptions", "Subscriptions: (session, symbol) pairs, a wildcard counting each symbol it covers.").unwrap()),
             subscribed_symbols: register(r, IntGauge::new("subscribed_symbols", "Symbols with at least one subscriber.").unwrap()),
@@ -215,11 +236,20 @@ impl Metrics {
         }
     }
 
-    /// A WebSocket connection was accepted.
-    pub(crate) fn connection_opened(&self) {
-        self.ws_opened.inc();
+    /// A connection was accepted and its session started.
+    pub(crate) fn connection_opened(&self, transport: TransportKind) {
+        self.opened[transport as usize].inc();
+        self.connections[transport as usize].inc();
     }
 
+    /// A connection's session ended, for `reason`.
+    pub(crate) fn connection_closed(&self, transport: TransportKind, reason: DisconnectReason) {
+        self.connections[transport as usize].dec();
+        self.disconnected(reason);
+    }
+
+    /// A connection ended or was refused (a refused one was never opened: it is not counted in
+    /// the open connections).
     pub(crate) fn disconnected(&self, reason: DisconnectReason) {
         self.disconnects[reason as usize].inc();
     }
@@ -274,10 +304,9 @@ impl Metrics {
     }
 
     /// Brings scrape-time values up to date and renders the text exposition format.
-    pub fn render(&self, bus: &Bus, feeds: &Feeds, ws_connections: usize) -> String {
+    pub fn render(&self, bus: &Bus, feeds: &Feeds) -> String {
         {
             let _guard = self.refresh.lock().expect("metrics refresh lock");
-            self.ws_connections.set(ws_connections as i64);
             let topics = bus.topics();
             let mut pairs = 0usize;
             let mut subscribed = 0usize;

@@ -24,6 +24,7 @@ use actix_web::{HttpRequest, HttpResponse, web};
 
 use crate::api_error::{ApiError, ApiErrorCode};
 use crate::bus::SessionSignal;
+use crate::metrics::TransportKind;
 use crate::session::SessionContext;
 use crate::session::output::{Encoder, OutboundBody, Output, QuotesMark, SharedOutput};
 use crate::session::protocol::ServerMessage;
@@ -83,6 +84,7 @@ pub(crate) struct SseTransport {
 
 impl Transport for SseTransport {
     type Encoder = SseEncoder;
+    const KIND: TransportKind = TransportKind::Sse;
     const HEARS_CLIENT: bool = false;
 
     async fn recv(&mut self) -> Option<Result<Input, InputError>> {
@@ -130,7 +132,7 @@ pub(crate) async fn stream(req: HttpRequest, context: web::Data<SessionContext>)
     let output = SharedOutput::new(Output::new(SseEncoder, context.clone(), signal.clone(), tokio::time::Instant::now()));
     output.with(|o| o.queue(Bytes::from(format!("retry: {RETRY_MS}\n\n"))));
     let body = OutboundBody::new(output.clone(), signal);
-    context.metrics.connection_opened();
+    context.metrics.connection_opened(TransportKind::Sse);
     let mut session = Session::new(context, slot, output.clone());
     session.start(initial);
     actix_web::rt::spawn(session.run(SseTransport { output, probe }));

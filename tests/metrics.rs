@@ -135,7 +135,28 @@ async fn refused_upgrades_count_as_limit_and_shutdown_as_shutdown() {
     let refused = tokio_tungstenite::connect_async(format!("ws://{}/ws", server.addr)).await;
     assert!(refused.is_err());
     assert_eq!(metric(&server, "tickerfeed_disconnects_total{reason=\"limit\"}").await, 1.0);
-    let (metrics, bus, feeds, connections) = (server.metrics.clone(), server.bus.clone(), server.feeds.clone(), server.connections.clone());
+    let (metrics, bus, feeds) = (server.metrics.clone(), server.bus.clone(), server.feeds.clone());
     server.shutdown().await;
-    assert_eq!(series_value(&metrics.render(&bus, &feeds, connections.count()), "tickerfeed_disconnects_total{reason=\"shutdown\"}"), 1.0);
+    assert_eq!(series_value(&metrics.render(&bus, &feeds), "tickerfeed_disconnects_total{reason=\"shutdown\"}"), 1.0);
+}
+
+#[actix_web::test]
+async fn connections_are_counted_by_transport() {
+    let server = start(&[]).await;
+    let (_ws, _) = Client::connect_welcomed(&server).await;
+    let mut sse = common::sse::SseClient::connect(server.addr, "/sse?symbols=AAPL").await;
+    sse.event("welcome").await;
+    assert_eq!(metric(&server, "tickerfeed_connections{transport=\"websocket\"}").await, 1.0);
+    assert_eq!(metric(&server, "tickerfeed_connections{transport=\"sse\"}").await, 1.0);
+    assert_eq!(metric(&server, "tickerfeed_connections_opened_total{transport=\"sse\"}").await, 1.0);
+    // The stream's end is counted when its session ends, which follows the client's leaving.
+    drop(sse);
+    let deadline = Instant::now() + common::EVENT_TIMEOUT;
+    while metric(&server, "tickerfeed_connections{transport=\"sse\"}").await != 0.0 {
+        assert!(Instant::now() < deadline, "the closed stream is still counted as open");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(metric(&server, "tickerfeed_connections{transport=\"websocket\"}").await, 1.0);
+    assert_eq!(metric(&server, "tickerfeed_disconnects_total{reason=\"client_close\"}").await, 1.0);
+    server.shutdown().await;
 }

@@ -144,7 +144,7 @@ async fn a_stream_that_is_not_read_is_closed_as_a_slow_consumer() {
         assert!(started.elapsed() < Duration::from_secs(15), "the unread stream was not closed");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    let metrics = server.metrics.render(&server.bus, &server.feeds, server.connections.count());
+    let metrics = server.metrics.render(&server.bus, &server.feeds);
     assert!(metrics.lines().any(|l| l.starts_with("tickerfeed_disconnects_total{reason=\"slow_consumer\"} 1")), "counted as a slow consumer");
     drop(stalled);
     server.shutdown().await;

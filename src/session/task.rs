@@ -38,7 +38,7 @@ use super::{ConnectionSlot, SessionContext};
 use crate::api_error::excerpt;
 use crate::bus::{FindError, SessionSignal, Topic};
 use crate::feed::FeedEvent;
-use crate::metrics::DisconnectReason;
+use crate::metrics::{DisconnectReason, TransportKind};
 use crate::quote::now_millis;
 
 pub(crate) use actix_http::ws::{CloseCode, CloseReason};
@@ -170,6 +170,9 @@ pub(crate) enum Input {
 pub(crate) trait Transport {
     type Encoder: Encoder;
 
+    /// The `transport` label of its connections in the metrics.
+    const KIND: TransportKind;
+
     /// Whether the client writes to the server (requests, pongs), so that its silence for
     /// `idle_timeout` ends the session. False for a one-way stream (SSE), which a client leaves
     /// by closing the connection, and which the slow-consumer rule still covers.
@@ -276,7 +279,7 @@ impl<E: Encoder> Session<E> {
         // Boxed: the close path's state is only needed once, at the end; inline it would
         // enlarge every live session's task by its size.
         Box::pin(self.close(transport, &end)).await;
-        context.metrics.disconnected(end.reason());
+        context.metrics.connection_closed(T::KIND, end.reason());
         tracing::debug!(reason = end.reason().label(), "session ended: {end:?}");
     }
 

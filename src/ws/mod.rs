@@ -56,7 +56,7 @@ pub(crate) async fn upgrade(req: HttpRequest, body: web::Payload, context: web::
     let signal = Arc::new(SessionSignal::default());
     let output = SharedOutput::new(Output::new(WsEncoder, context.clone(), signal.clone(), tokio::time::Instant::now()));
     let response = HttpResponse::from(response.message_body(OutboundBody::new(output.clone(), signal))?.map_into_boxed_body());
-    context.metrics.connection_opened();
+    context.metrics.connection_opened(crate::metrics::TransportKind::Websocket);
     let mut session = Session::new(context, slot, output);
     session.start(initial);
     actix_web::rt::spawn(session.run(WsTransport::new(stream, probe)));

@@ -12,6 +12,7 @@
 use super::frame::WsEncoder;
 use super::inbound::{Inbound, InboundStream};
 use crate::bus::SessionSignal;
+use crate::metrics::TransportKind;
 use crate::session::output::SharedOutput;
 use crate::session::protocol::parse_client_message;
 use crate::session::socket::SocketProbe;
@@ -46,6 +47,7 @@ fn close_reason(end: &End) -> Option<CloseReason> {
 
 impl Transport for WsTransport {
     type Encoder = WsEncoder;
+    const KIND: TransportKind = TransportKind::Websocket;
 
     async fn recv(&mut self) -> Option<Result<Input, InputError>> {
         let message = match self.stream.recv().await? {

@@ -340,7 +340,7 @@ LABEL_SETS = {
     ("tickerfeed_client_messages_total", "op"): {"subscribe", "unsubscribe", "list", "ping", "invalid"},
     ("tickerfeed_client_errors_total", "code"): {"bad_request", "unknown_op", "too_many_symbols", "rate_limited", "unknown_symbol", "invalid_symbol"},
     ("tickerfeed_feed_state", "state"): {"starting", "running", "paused", "finished"},
-    ("tickerfeed_connections", "transport"): {"websocket"},
+    ("tickerfeed_connections", "transport"): {"websocket", "sse"},
 }
 SAMPLE = re.compile(r'^([a-zA-Z_:][a-zA-Z0-9_:]*)(?:\{(.*)\})?\s+(\S+)(?:\s+\d+)?$')
 LABEL = re.compile(r'([a-zA-Z_][a-zA-Z0-9_]*)="((?:[^"\\]|\\.)*)"')
