@@ -141,5 +141,8 @@ pub(crate) async fn stream(req: HttpRequest, context: web::Data<SessionContext>)
         .insert_header((header::CACHE_CONTROL, HeaderValue::from_static("no-cache")))
         // Proxies that buffer responses (nginx) would hold events back.
         .insert_header(("X-Accel-Buffering", HeaderValue::from_static("no")))
+        // A page on any origin may subscribe, as it may open /ws (browsers do not apply CORS to
+        // WebSocket upgrades); an origin allow-list will apply to both.
+        .insert_header((header::ACCESS_CONTROL_ALLOW_ORIGIN, HeaderValue::from_static("*")))
         .body(body))
 }
