@@ -1,6 +1,7 @@
 #!/usr/bin/env python3
 """The side-by-side benchmark of issue 5: tickerfeed against Node `ws`, uWebSockets.js and
-Socket.IO, six scenarios, one run, one machine. Called by tests/bench/run.sh (which builds the
+Socket.IO, six scenarios, one run, one machine; and tickerfeed over its two transports, /ws
+and Server-Sent Events at /sse (issue 13). Called by tests/bench/run.sh (which builds the
 binaries, installs the peers and raises the open-file limit first); Python 3.11 stdlib only.
 
 What it owns:
@@ -54,14 +55,23 @@ COMMITTED_RESULTS = BENCH / "results"
 TICKERFEED = ROOT / "target" / "release" / "tickerfeed"
 LOADGEN = ROOT / "target" / "release" / "loadgen"
 
-ALL_SERVERS = ["tickerfeed", "ws", "uws", "socketio"]
+ALL_SERVERS = ["tickerfeed", "tickerfeed-sse", "ws", "uws", "socketio"]
 ALL_SCENARIOS = ["idle", "firehose", "ticker", "slow", "churn", "maxconn"]
 SERVER_LABEL = {
     "tickerfeed": "tickerfeed",
+    "tickerfeed-sse": "tickerfeed SSE",
     "ws": "Node ws",
     "uws": "uWebSockets.js",
     "socketio": "Socket.IO*",
 }
+# A variant is another way of reaching a server: the same process and command line, clients
+# over another transport. tickerfeed-sse's clients read GET /sse (Server-Sent Events) instead of
+# /ws, so the two compare the transports on the same server (issue 13).
+SERVER_PROCESS = {"tickerfeed-sse": "tickerfeed"}
+# The load generator's --protocol for each server (v1 over WebSocket when not named).
+LOADGEN_PROTOCOL = {"socketio": "socketio", "tickerfeed-sse": "sse"}
+# Issue 13: the firehose over SSE within 20% of /ws in delivered quotes per server CPU-second.
+SSE_VS_WS_TARGET = 0.8
 # Socket.IO speaks Engine.IO framing on top of WebSocket: its figures are not directly
 # comparable, so every table marks it.
 DIFFERENT_TRANSPORT = {"socketio"}
@@ -289,12 +299,20 @@ class Server:
         return self.proc.pid
 
     def url(self) -> str:
+        if LOADGEN_PROTOCOL.get(self.kind) == "sse":
+            return f"http://127.0.0.1:{self.port}/sse"
         return f"ws://127.0.0.1:{self.port}/ws"
+
+
+def process_of(kind: str) -> str:
+    """The server process behind `kind`: itself, or the server a variant reaches another way."""
+    return SERVER_PROCESS.get(kind, kind)
 
 
 def server_command(kind: str, port: int, rate: float, paused: bool, ticks: Path) -> list[str]:
     """The server replaying `ticks` at `rate` quotes/s; `paused`: held until resumed over REST
     (tickerfeed has no start-paused flag: start_server pauses it as soon as it is ready)."""
+    kind = process_of(kind)
     if kind == "tickerfeed":
         interval = 1000.0 / (rate if rate > 0 else 5000.0)
         return [str(TICKERFEED), "--bind", f"127.0.0.1:{port}", "--replay", str(ticks),
@@ -334,7 +352,7 @@ def start_server(kind: str, rate: float, ticks: Path, settings: Settings, tag: s
         if ready(server):
             break
         time.sleep(0.05)
-    if paused and kind == "tickerfeed":
+    if paused and process_of(kind) == "tickerfeed":
         status, state = http_json("POST", f"http://127.0.0.1:{port}{CONTROL_PATH}",
                                   {"action": "pause"})
         if status != 200 or state.get("state") != "paused":
@@ -343,7 +361,7 @@ def start_server(kind: str, rate: float, ticks: Path, settings: Settings, tag: s
 
 
 def ready(server: Server) -> bool:
-    if server.kind == "tickerfeed":
+    if process_of(server.kind) == "tickerfeed":
         try:
             status, _ = http_json("GET", f"http://127.0.0.1:{server.port}/readyz", timeout=1)
             return status == 200
@@ -420,15 +438,14 @@ def run_loadgen(sc: Scenario, server: Server, symbols: list[str], settings: Sett
     report_path.unlink(missing_ok=True)
     log = settings.work / "logs" / f"{tag}-{server.kind}-loadgen.log"
     cmd = [str(LOADGEN), "-q", "--url", server.url(), "--server-pid", str(server.pid),
-           "--json", str(report_path), "--symbol-list", ",".join(symbols), *sc.loadgen]
+           "--json", str(report_path), "--symbol-list", ",".join(symbols),
+           *loadgen_args(sc, server.kind)]
     if sc.feed_rate > 0:
         # Every server starts paused and the loadgen resumes the feed once all its clients are
         # subscribed: connecting thousands of clients to a server already busy with a feed
         # starves the handshakes of a single-threaded one (Node) into timeouts, and the
         # scenarios would then compare servers carrying different numbers of clients.
         cmd += ["--resume-feed", CONTROL_PATH]
-    if server.kind == "socketio":
-        cmd += ["--protocol", "socketio"]
     proc = PROCS.start(pinned(LOADGEN_CORE, cmd, settings), log)
     limit = sc.expected_seconds() * 1.5 + 60
     try:
@@ -442,6 +459,17 @@ def run_loadgen(sc: Scenario, server: Server, symbols: list[str], settings: Sett
         raise BenchError(f"the load generator could not run {tag} against {server.kind} (exit "
                          f"status {code}); log {log}:\n{log_tail(log)}")
     return json.loads(report_path.read_text()), code
+
+
+def loadgen_args(sc: Scenario, kind: str) -> list[str]:
+    """The scenario's load generator options for `kind`'s clients. An SSE stream always starts
+    with a snapshot (/sse has no snapshot parameter), so its idle clients get one; with the
+    feed paused from the start it holds at most the few quotes published before the pause."""
+    args = list(sc.loadgen)
+    protocol = LOADGEN_PROTOCOL.get(kind)
+    if protocol == "sse":
+        args = [a for a in args if a != "--no-snapshot"]
+    return args + (["--protocol", protocol] if protocol else [])
 
 
 def scenario_run(sc: Scenario, kind: str, ticks: Path, symbols: list[str], settings: Settings,
@@ -735,6 +763,10 @@ def markdown(data: dict) -> str:
         "each run starts a fresh server process with its feed paused, connects every client, then resumes "
         "the feed, warms up and measures. Raw reports: `results.json`. "
         "Socket.IO* speaks Engine.IO framing over WebSocket: a different transport, not directly comparable. "
+        "tickerfeed SSE is the same tickerfeed process and command line as tickerfeed, its clients reading "
+        "`GET /sse?symbols=…&throttle_ms=…` (Server-Sent Events) instead of /ws: the same scenarios, except "
+        "that an event stream always starts with a snapshot (idle included) and a churn connection ends by "
+        "closing its socket, there being no close handshake. "
         "⚠ = some clients failed to connect (see Run problems): that server carried a lighter load.",
         "",
     ]
@@ -752,7 +784,7 @@ def markdown(data: dict) -> str:
               "what each server spends on its feed. It is included in every server CPU figure below.",
               "", "| server | " + " | ".join(f"{float(r):,.0f} quotes/s" for r in data["feed_rates"]) + " |",
               "|---|" + "---|" * len(data["feed_rates"])]
-    for s in servers:
+    for s in dict.fromkeys(process_of(s) for s in servers):
         lines.append(f"| {SERVER_LABEL[s]} | " + " | ".join(
             fmt_pct((feed.get(s) or {}).get(f"{r:g}")) for r in data["feed_rates"]) + " |")
     lines.append("")
@@ -781,6 +813,11 @@ def markdown(data: dict) -> str:
                     ratios.append(f"tickerfeed / {SERVER_LABEL[peer]} = **{tf / p:.2f}**")
             if ratios:
                 lines += ["Delivered quotes per server CPU-second: " + "; ".join(ratios) + ".", ""]
+            sse = get(med, "firehose", "tickerfeed-sse", "quotes_per_server_cpu_s")
+            if tf and sse:
+                verdict, by = verdict_at_least(sse / tf, SSE_VS_WS_TARGET)
+                lines += [f"tickerfeed SSE / tickerfeed ws = **{sse / tf:.2f}** in delivered quotes per server "
+                          f"CPU-second (issue 13: ≥ {SSE_VS_WS_TARGET:g}, {verdict}, {by}).", ""]
     lines += ["## Client-bound runs", ""]
     lines += [("Runs where the load generator used ≥ 80% of its core (its figures may describe the "
                "client, not the server; quotes per server CPU-second stays valid): "
@@ -911,7 +948,8 @@ def svg_chart(med: dict, servers: list[str], smoke: bool) -> str:
         ("Ticker: p99 throttled latency (ms)", "lower is better",
          [(s, get(med, "ticker", s, "throttled_p99_ms")) for s in servers], "{:.2f}"),
     ]
-    colours = {"tickerfeed": "#d9480f", "ws": "#1c7ed6", "uws": "#2f9e44", "socketio": "#868e96"}
+    colours = {"tickerfeed": "#d9480f", "tickerfeed-sse": "#f59f00", "ws": "#1c7ed6", "uws": "#2f9e44",
+               "socketio": "#868e96"}
     width, panel_h, bar_h, gap, left, right = 760, 40 + 34 * len(servers) + 20, 24, 10, 150, 120
     height = 60 + panel_h * len(panels) + 30
     out = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" '
@@ -938,7 +976,8 @@ def svg_chart(med: dict, servers: list[str], smoke: bool) -> str:
             by += bar_h + gap
         y += panel_h
     out.append(f'<text x="10" y="{height - 10}" fill="#555" font-size="11">* Socket.IO: Engine.IO framing '
-               'over WebSocket, a different transport. Medians; details in results.md.</text>')
+               'over WebSocket, a different transport. tickerfeed SSE: the same server, clients on /sse. '
+               'Medians; details in results.md.</text>')
     out.append("</svg>")
     return "\n".join(out) + "\n"
 
@@ -1110,11 +1149,12 @@ def main(argv: list[str]) -> int:
             # Rotate the order each round so no server always runs first (or last).
             k = (rnd - 1) % len(settings.servers)
             order = settings.servers[k:] + settings.servers[:k]
+            # The feed alone costs a variant what it costs its server: measured once per process.
             for rate in feed_rates:
-                for kind in order:
+                for kind in dict.fromkeys(process_of(k) for k in order):
                     f = feed_only_run(kind, rate, ticks, settings, rnd)
                     feed_runs.append(f)
-                    print(f"[round {rnd}] feed only {rate:>7g}/s  {kind:<10} CPU "
+                    print(f"[round {rnd}] feed only {rate:>7g}/s  {kind:<14} CPU "
                           f"{f['cpu_pct']:5.1f}%", flush=True)
             for sc in chosen.values():
                 for kind in order:
@@ -1122,7 +1162,7 @@ def main(argv: list[str]) -> int:
                     runs.append(run)
                     for p in sanity_problems(sc, run):
                         print(f"  problem: {p}", flush=True)
-                    print(f"[round {rnd}] {sc.name:<9} {kind:<10} "
+                    print(f"[round {rnd}] {sc.name:<9} {kind:<14} "
                           f"{summary_line(sc, run['metrics'])} ({run['wall_s']:.0f} s)", flush=True)
     except BaseException:
         # An hour of measurements is worth keeping: the runs so far go to the work directory

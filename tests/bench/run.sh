@@ -1,11 +1,15 @@
 #!/usr/bin/env bash
 # The side-by-side benchmark (issue 5): tickerfeed against Node ws, uWebSockets.js and
-# Socket.IO, six scenarios, server pinned to core 0 and load generator to core 1.
+# Socket.IO, and tickerfeed's /ws against its /sse (issue 13), six scenarios, server pinned to
+# core 0 and load generator to core 1.
 #
 #   tests/bench/run.sh                 full run (about an hour), results in tests/bench/results/
-#   tests/bench/run.sh --smoke         tiny numbers, all six scenarios, all four servers, < 2 min,
+#   tests/bench/run.sh --smoke         tiny numbers, all six scenarios, all five servers, < 3 min,
 #                                      results in a temporary directory (part of tests/run.sh)
 #   tests/bench/run.sh --only firehose,idle --servers tickerfeed,uws --runs 5 --out DIR
+#   tests/bench/run.sh --only firehose --servers tickerfeed,tickerfeed-sse
+#                                      /ws against /sse (tickerfeed-sse: the same server, its
+#                                      clients on Server-Sent Events)
 #   tests/bench/run.sh --render tests/bench/results/results.json
 #                                      measure nothing: redo the tables, targets and chart of an
 #                                      earlier run from its raw reports

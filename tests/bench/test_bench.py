@@ -158,6 +158,35 @@ class Figures(unittest.TestCase):
         tf = bench.server_command("tickerfeed", 9000, 100_000.0, True, Path("t.csv"))
         self.assertEqual(tf[tf.index("--interval-ms") + 1], "0.01")
         self.assertIn(str(bench.TICKERFEED_MAX_CONNECTIONS), tf)
+        # The SSE variant is the same server with the same command line.
+        self.assertEqual(bench.server_command("tickerfeed-sse", 9000, 100_000.0, True, Path("t.csv")), tf)
+        self.assertEqual(bench.process_of("tickerfeed-sse"), "tickerfeed")
+        self.assertEqual(bench.process_of("uws"), "uws")
+
+
+class Variants(unittest.TestCase):
+    def test_each_server_gets_its_protocol_and_url(self):
+        sc = bench.scenarios(smoke=True)
+        for name, s in sc.items():
+            sse = bench.loadgen_args(s, "tickerfeed-sse")
+            self.assertEqual(sse[-2:], ["--protocol", "sse"], name)
+            # An event stream always starts with a snapshot: the loadgen refuses --no-snapshot.
+            self.assertNotIn("--no-snapshot", sse, name)
+            self.assertEqual([a for a in bench.loadgen_args(s, "tickerfeed") if a != "--no-snapshot"],
+                             sse[:-2], f"{name}: otherwise the same load")
+            self.assertEqual(bench.loadgen_args(s, "tickerfeed"), s.loadgen, name)
+            self.assertEqual(bench.loadgen_args(s, "socketio")[-2:], ["--protocol", "socketio"], name)
+        self.assertIn("--no-snapshot", bench.loadgen_args(sc["idle"], "ws"))
+        server = bench.Server("tickerfeed-sse", 9001, None, Path("x.log"))
+        self.assertEqual(server.url(), "http://127.0.0.1:9001/sse")
+        self.assertEqual(bench.Server("tickerfeed", 9001, None, Path("x.log")).url(), "ws://127.0.0.1:9001/ws")
+
+    def test_the_variant_is_selectable(self):
+        s = bench.parse_args(["--smoke", "--servers", "tickerfeed,tickerfeed-sse", "--only", "firehose"])
+        self.assertEqual(s.servers, ["tickerfeed", "tickerfeed-sse"])
+        s.out.rmdir()
+        self.assertIn("tickerfeed-sse", bench.ALL_SERVERS)
+        self.assertEqual(bench.SERVER_LABEL["tickerfeed-sse"], "tickerfeed SSE")
 
 
 class Outputs(unittest.TestCase):
@@ -165,14 +194,14 @@ class Outputs(unittest.TestCase):
         sc = bench.scenarios(smoke=True)
         runs = []
         for name, s in sc.items():
-            for server in ("tickerfeed", "ws", "socketio"):
+            for server in ("tickerfeed", "tickerfeed-sse", "ws", "socketio"):
                 rep = report(clients={"connected": s.clients - s.stall,
                                       "delivering": s.clients - s.stall,
                                       "stall_connected": s.stall})
                 runs.append(run_of(name, server, bench.metrics_of(s, rep)))
         med = bench.medians(runs)
         return {
-            "smoke": True, "runs": 1, "servers": ["tickerfeed", "ws", "uws", "socketio"],
+            "smoke": True, "runs": 1, "servers": ["tickerfeed", "tickerfeed-sse", "ws", "uws", "socketio"],
             "machine": {"command": "tests/bench/run.sh --smoke", "date": "today", "wall_minutes": 1.0,
                         "commit": "abc", "dirty": False, "cpu_model": "CPU", "cores": 2,
                         "kernel": "6", "rustc": "rustc", "node": "v20", "pinning": "pinned."},
@@ -190,10 +219,27 @@ class Outputs(unittest.TestCase):
         self.assertIn("Socket.IO*", text)
         self.assertIn("tickerfeed / Node ws = **", text)
         self.assertIn("- x / y / round 1: z", text)
+        # The SSE variant: a row in every scenario's table, its own ratio line, no feed-only row
+        # of its own (it is tickerfeed's process).
+        self.assertEqual(text.count("| tickerfeed SSE |"), 6)
+        self.assertIn("tickerfeed SSE / tickerfeed ws = **1.00**", text)
+        self.assertIn("(issue 13: ≥ 0.8, met,", text)
+        feed_table = text.split("## Feed alone")[1].split("## ")[0]
+        self.assertIn("| tickerfeed |", feed_table)
+        self.assertNotIn("SSE", feed_table)
         for line in text.splitlines():  # missing values print as —, never as Python's None
             if line.startswith("|"):
                 self.assertNotIn("None", line)
         self.assertIn("Smoke run", text)
+
+    def test_sse_ratio_line(self):
+        data = self.data()
+        data["medians"]["firehose"]["tickerfeed-sse"]["quotes_per_server_cpu_s"] = 3500.0
+        text = bench.markdown(data)
+        self.assertIn("tickerfeed SSE / tickerfeed ws = **0.70**", text)
+        self.assertIn("**missed**, 13% short", text)
+        del data["medians"]["firehose"]["tickerfeed-sse"]
+        self.assertNotIn("tickerfeed SSE / tickerfeed ws", bench.markdown(data))
 
     def test_svg_is_well_formed_with_missing_values(self):
         med = {"firehose": {"tickerfeed": {"quotes_per_server_cpu_s": 2.0e5},

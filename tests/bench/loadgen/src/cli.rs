@@ -5,7 +5,8 @@ use std::path::PathBuf;
 use anyhow::{Result, bail};
 use clap::Parser;
 
-/// Load generator for the tickerfeed WebSocket server (protocol v1).
+/// Load generator for the tickerfeed server: protocol v1 over WebSocket (or Server-Sent Events,
+/// or Socket.IO).
 ///
 /// Opens `--clients` reading connections (plus `--stall` connections that subscribe and then
 /// never read), subscribes each to `--symbols` random symbols, waits `--warmup` seconds and then
@@ -20,7 +21,8 @@ use clap::Parser;
 #[command(name = "loadgen", version, about, long_about, max_term_width = 100)]
 pub struct Args {
     /// WebSocket endpoint of the server; the symbol list is fetched from GET /api/symbols on the
-    /// same host and port (plain ws:// only, no TLS).
+    /// same host and port (plain ws:// only, no TLS). With --protocol sse an http:// URL does as
+    /// well, e.g. http://127.0.0.1:8080/sse.
     #[arg(long, env = "LOADGEN_URL", default_value = "ws://127.0.0.1:8080/ws")]
     pub url: String,
 
@@ -37,12 +39,13 @@ pub struct Args {
     #[arg(long)]
     pub wildcard: bool,
 
-    /// `throttle_ms` sent in each subscribe (0 = every update). Omitted when not given, so the
-    /// server's default applies.
+    /// `throttle_ms` sent in each subscribe (0 = every update), or in the query string with
+    /// --protocol sse. Omitted when not given, so the server's default applies.
     #[arg(long, value_name = "MS")]
     pub throttle_ms: Option<u64>,
 
-    /// Clients subscribe with `"snapshot":false` (probes always ask for a snapshot).
+    /// Clients subscribe with `"snapshot":false` (probes always ask for a snapshot). Not with
+    /// --protocol sse: an event stream always starts with the snapshot.
     #[arg(long)]
     pub no_snapshot: bool,
 
@@ -154,8 +157,13 @@ pub struct Args {
     #[arg(long, short)]
     pub quiet: bool,
 
-    /// Wire protocol: tickerfeed v1, or Socket.IO (Engine.IO v4 over WebSocket at
-    /// /socket.io/?EIO=4&transport=websocket on the host and port of --url).
+    /// Wire protocol: tickerfeed v1 over WebSocket; Socket.IO (Engine.IO v4 over WebSocket at
+    /// /socket.io/?EIO=4&transport=websocket on the host and port of --url); or v1 as
+    /// Server-Sent Events: one HTTP/1.1 GET per client to /sse?symbols=…&throttle_ms=… on the
+    /// host and port of --url (at --url's path if it ends in /sse), the subscription being the
+    /// query string's (--symbols or --wildcard, --throttle-ms), each `quotes` event counted as a
+    /// /ws frame, comments and `retry:` as other messages. An SSE client never writes: it is
+    /// closed by dropping the connection.
     #[arg(long, value_enum, default_value_t = Protocol::V1)]
     pub protocol: Protocol,
 
@@ -203,6 +211,9 @@ pub enum Protocol {
     /// Socket.IO v5 over Engine.IO v4 (WebSocket transport only) at /socket.io/ on the host and
     /// port of --url; events carry the v1 objects.
     Socketio,
+    /// Server-Sent Events at /sse on the host and port of --url: the subscription in the query
+    /// string, the v1 objects as the events' data (chunked HTTP/1.1).
+    Sse,
 }
 
 impl Args {
@@ -250,6 +261,9 @@ impl Args {
         }
         if self.processes > 1 && self.clients < self.processes {
             bail!("--processes {} needs at least as many --clients", self.processes);
+        }
+        if self.protocol == Protocol::Sse && self.no_snapshot {
+            bail!("--no-snapshot cannot be honoured with --protocol sse: /sse has no snapshot parameter, a stream always starts with one");
         }
         if self.clients + self.stall == 0 {
             bail!("nothing to do: --clients and --stall are both 0");

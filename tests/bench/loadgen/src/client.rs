@@ -5,11 +5,11 @@ use std::sync::{Mutex, OnceLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use anyhow::{Result, anyhow, bail};
-use futures_util::StreamExt;
 use serde::Serialize;
 use tokio::sync::{mpsc, watch};
 use tokio::time::{Instant, timeout, timeout_at};
 
+use crate::cli::Protocol;
 use crate::frame::{self, Event, ProbeEvent, SeqTracker, Welcome};
 use crate::net::{Conn, Incoming, Target};
 use crate::stats::{ConnectionCounts, StatsRegistry, keep_example};
@@ -58,8 +58,8 @@ impl Shared {
         f(&mut self.connections.lock().unwrap_or_else(|e| e.into_inner()))
     }
 
-    /// Processes one text frame of a client connection into the calling worker's statistics.
-    /// `wire_len` is the size of the WebSocket frame (larger than `text` with Socket.IO).
+    /// Processes one v1 message of a client connection into the calling worker's statistics.
+    /// `wire_len` is its size on the wire (larger than `text` with Socket.IO and SSE).
     fn handle(&self, text: &str, wire_len: usize, seq: &mut SeqTracker) -> Event {
         let now = now_us();
         let measuring = self.phase.load(Ordering::Relaxed) == PHASE_MEASURE;
@@ -69,7 +69,7 @@ impl Shared {
         })
     }
 
-    /// Engine.IO housekeeping frames count as frames of another type.
+    /// Housekeeping (Engine.IO pings, SSE comments and `retry:`) counts as frames of another type.
     fn count_control(&self, len: usize) {
         self.count_binary(len);
     }
@@ -107,6 +107,16 @@ struct SubscribeMsg<'a> {
 pub fn subscribe_text(spec: &SubSpec, id: u64) -> String {
     serde_json::to_string(&SubscribeMsg { op: "subscribe", symbols: &spec.symbols, throttle_ms: spec.throttle_ms, snapshot: spec.snapshot, id })
         .expect("serialising a plain struct cannot fail")
+}
+
+/// Subscribes an open connection as `spec` says: a `subscribe` op over a WebSocket; nothing
+/// over SSE, whose request carried the subscription (the server answers it with `subscribed`
+/// all the same, so what follows is the same for every protocol).
+async fn subscribe(conn: &mut Conn, spec: &SubSpec) -> Result<()> {
+    match conn.protocol {
+        Protocol::Sse => Ok(()),
+        Protocol::V1 | Protocol::Socketio => conn.send_op("subscribe", subscribe_text(spec, 1)).await,
+    }
 }
 
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -172,14 +182,14 @@ pub async fn client_task(
                 return; // lost the connection; already counted
             }
             let deadline = shutdown_deadline(&shutdown);
-            close(&mut ws, deadline, true).await;
+            ws.close(deadline, true).await;
         }
         Role::Stalled => {
             // Keep the socket open and unread; the server's problem is what to do about it.
             let _ = shutdown.wait_for(|s| s.is_some()).await;
             let deadline = shutdown_deadline(&shutdown);
             // Don't drain: megabytes may be queued and nobody cares about them. Just say goodbye.
-            close(&mut ws, deadline, false).await;
+            ws.close(deadline, false).await;
         }
     }
 }
@@ -200,14 +210,14 @@ fn shutdown_deadline(shutdown: &Shutdown) -> Instant {
 }
 
 /// Connect, welcome, subscribe, and read until the `subscribed` ack (returned). Frames before
-/// the ack are counted like any other.
+/// the ack are counted like any other. Over SSE the ack confirms the request's subscription.
 async fn setup(shared: &Shared, target: &Target, spec: &SubSpec, seq: &mut SeqTracker) -> Result<(Conn, Event)> {
-    let (mut ws, welcome) = Conn::open(target, spec.rcvbuf).await?;
+    let (mut ws, welcome) = Conn::open(target, spec).await?;
     let _ = shared.welcome.set(welcome);
-    ws.send_op("subscribe", subscribe_text(spec, 1)).await?;
+    subscribe(&mut ws, spec).await?;
     loop {
         match ws.next().await {
-            Some(Ok(Incoming::Text { frame, start, end })) => match shared.handle(&frame[start..end], frame.len(), seq) {
+            Some(Ok(Incoming::Text { frame, start, end, wire })) => match shared.handle(&frame[start..end], wire, seq) {
                 ev @ Event::Subscribed { .. } => return Ok((ws, ev)),
                 Event::Error => bail!("server error instead of subscribed: {}", frame::truncate(&frame, 300)),
                 _ => {}
@@ -236,8 +246,8 @@ async fn read_loop(shared: &Shared, ws: &mut Conn, seq: &mut SeqTracker, shutdow
             biased;
             _ = &mut stop => break None,
             msg = ws.next() => match msg {
-                Some(Ok(Incoming::Text { frame, start, end })) => {
-                    let event = shared.handle(&frame[start..end], frame.len(), seq);
+                Some(Ok(Incoming::Text { frame, start, end, wire })) => {
+                    let event = shared.handle(&frame[start..end], wire, seq);
                     if !delivering
                         && event == (Event::Quotes { snapshot: false })
                         && shared.phase.load(Ordering::Relaxed) == PHASE_MEASURE
@@ -266,23 +276,6 @@ async fn read_loop(shared: &Shared, ws: &mut Conn, seq: &mut SeqTracker, shutdow
     }
 }
 
-/// Close handshake, bounded by `deadline`. With `drain`, reads (and discards) until the
-/// server's close frame so it sees a clean close rather than a reset.
-async fn close(conn: &mut Conn, deadline: Instant, drain: bool) {
-    let ws = &mut conn.ws;
-    if timeout_at(deadline, ws.close(None)).await.is_err() || !drain {
-        return;
-    }
-    let _ = timeout_at(deadline, async {
-        while let Some(Ok(m)) = ws.next().await {
-            if m.is_close() {
-                break;
-            }
-        }
-    })
-    .await;
-}
-
 /// The unthrottled observer: subscribes at throttle 0 and records every (symbol, seq, pt) it
 /// receives into `log` until shutdown. Its traffic is not counted as client traffic.
 pub async fn observer_task(
@@ -295,8 +288,8 @@ pub async fn observer_task(
 ) -> Result<()> {
     let spec = SubSpec { symbols, throttle_ms: Some(0), snapshot: true, rcvbuf: None };
     let mut ws = timeout(connect_timeout, async {
-        let (mut ws, _) = Conn::open(&target, None).await?;
-        ws.send_op("subscribe", subscribe_text(&spec, 1)).await?;
+        let (mut ws, _) = Conn::open(&target, &spec).await?;
+        subscribe(&mut ws, &spec).await?;
         anyhow::Ok(ws)
     })
     .await
@@ -308,7 +301,7 @@ pub async fn observer_task(
             biased;
             _ = stop => break,
             msg = ws.next() => match msg {
-                Some(Ok(Incoming::Text { frame, start, end })) => record_observed(&log, &frame[start..end]),
+                Some(Ok(Incoming::Text { frame, start, end, .. })) => record_observed(&log, &frame[start..end]),
                 Some(Ok(Incoming::Closed(f))) => bail!("observer: server closed: {f}"),
                 Some(Ok(_)) => {}
                 Some(Err(e)) => return Err(e.context("observer read")),
@@ -317,7 +310,7 @@ pub async fn observer_task(
         }
     }
     let deadline = shutdown_deadline(&shutdown);
-    close(&mut ws, deadline, true).await;
+    ws.close(deadline, true).await;
     Ok(())
 }
 
@@ -363,17 +356,18 @@ pub async fn probe_once(target: &Target, spec: &SubSpec, limit: Duration) -> Pro
         Err(_) => sample.error = Some(format!("timed out after {limit:?}")),
     }
     if let Some(mut ws) = conn {
-        close(&mut ws, Instant::now() + Duration::from_millis(500), false).await;
+        ws.close(Instant::now() + Duration::from_millis(500), false).await;
     }
     sample
 }
 
 async fn probe_steps(target: &Target, spec: &SubSpec, t0: Instant, sample: &mut ProbeSample, conn: &mut Option<Conn>) -> Result<()> {
-    let (ws, _) = Conn::open(target, None).await?;
+    let (ws, _) = Conn::open(target, spec).await?;
     let ws = conn.insert(ws);
     sample.welcome = Some(t0.elapsed());
-    let t1 = Instant::now();
-    ws.send_op("subscribe", subscribe_text(spec, 1)).await?;
+    // Over SSE the subscription went with the request: the ack and the snapshot are timed from it.
+    let t1 = if ws.protocol == Protocol::Sse { t0 } else { Instant::now() };
+    subscribe(ws, spec).await?;
     loop {
         let (frame, start, end) = ws.next_text("probe connection").await?;
         let text = &frame[start..end];
@@ -408,7 +402,8 @@ const CHURN_CLOSE_LIMIT: Duration = Duration::from_secs(2);
 
 /// A short-lived client: connect, subscribe like the steady clients, wait for `subscribed`
 /// and (when asked for) the snapshot, then close with a full close handshake, so the server
-/// goes through its normal session teardown rather than a reset.
+/// goes through its normal session teardown rather than a reset. (An SSE stream has no close
+/// handshake: it is dropped, as a browser's `EventSource.close()` drops it.)
 pub async fn churn_once(target: &Target, spec: &SubSpec, limit: Duration) -> ChurnSample {
     let t0 = Instant::now();
     let mut conn: Option<Conn> = None;
@@ -421,15 +416,15 @@ pub async fn churn_once(target: &Target, spec: &SubSpec, limit: Duration) -> Chu
     }
     if let Some(mut ws) = conn {
         let deadline = Instant::now() + CHURN_CLOSE_LIMIT;
-        sample.clean_close = close_handshake(&mut ws, deadline).await;
+        sample.clean_close = ws.close_handshake(deadline).await;
     }
     sample
 }
 
 async fn churn_steps(target: &Target, spec: &SubSpec, conn: &mut Option<Conn>) -> Result<()> {
-    let (ws, _) = Conn::open(target, None).await?;
+    let (ws, _) = Conn::open(target, spec).await?;
     let ws = conn.insert(ws);
-    ws.send_op("subscribe", subscribe_text(spec, 1)).await?;
+    subscribe(ws, spec).await?;
     let mut acked = false;
     loop {
         let (frame, start, end) = ws.next_text("connection").await?;
@@ -445,36 +440,13 @@ async fn churn_steps(target: &Target, spec: &SubSpec, conn: &mut Option<Conn>) -
     }
 }
 
-/// Sends a close frame and reads until the server's; true if it arrived by `deadline`.
-async fn close_handshake(conn: &mut Conn, deadline: Instant) -> bool {
-    let ws = &mut conn.ws;
-    if timeout_at(deadline, ws.close(None)).await.is_err() {
-        return false;
-    }
-    timeout_at(deadline, async {
-        while let Some(m) = ws.next().await {
-            match m {
-                Ok(m) if m.is_close() => return true,
-                Ok(_) => {}
-                // tungstenite reports the end of a completed close handshake this way.
-                Err(tokio_tungstenite::tungstenite::Error::ConnectionClosed) => return true,
-                Err(_) => return false,
-            }
-        }
-        // The stream ends once the server's close frame has been processed.
-        true
-    })
-    .await
-    .unwrap_or(false)
-}
-
 /// The kind of a churn failure, from its message (the report counts failures by kind).
 pub fn failure_kind(message: &str) -> &'static str {
     if message.starts_with("timed out") {
         "timeout"
     } else if message.starts_with("TCP connect") {
         "connect"
-    } else if message.starts_with("WebSocket handshake") {
+    } else if message.starts_with("WebSocket handshake") || message.contains("SSE request refused") {
         "handshake"
     } else if message.contains("server error reply") {
         "error_reply"

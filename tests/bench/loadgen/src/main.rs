@@ -1,4 +1,5 @@
-//! `loadgen`: the load generator and correctness checker for the tickerfeed WebSocket server.
+//! `loadgen`: the load generator and correctness checker for the tickerfeed server, over
+//! WebSocket (protocol v1, or Socket.IO) or Server-Sent Events (`--protocol sse`).
 //!
 //! It opens many client connections from one process (one task per connection on a tokio
 //! runtime with `--threads` workers, 1 by default because the benchmark pins it to one core),
@@ -19,11 +20,14 @@
 //! - [`stats`]: the traffic counters (per worker), the connection counts (one type from the
 //!   connection tasks through the `--processes` merge to the report), latency histograms.
 //! - [`symbols`]: seeded choice of each client's symbols (uniform or Zipf).
-//! - [`net`]: target resolution, WebSocket connect, the HTTP GET for `/api/symbols`.
+//! - [`net`]: target resolution, the client connection over either transport ([`net::Conn`]),
+//!   the HTTP requests for `/api/symbols` and the feed control.
 //! - [`sys`]: fd limit, getrusage, /proc RSS.
 //! - [`report`]: the report (table and JSON).
 //! - [`timing`]: throttled latency, staleness and unexplained gaps; the observer's record.
 //! - [`eio`]: Engine.IO v4 / Socket.IO framing for `--protocol socketio`.
+//! - [`sse`]: the request, chunked transfer decoding and event-stream parsing for
+//!   `--protocol sse`: incremental, bounded, a malformed stream an error and never a panic.
 //! - [`multi`]: `--processes N`: child processes, the common start, merging their results.
 //!
 //! With a throttle (`--throttle-ms` > 0, or `--observer`) one extra unthrottled observer
@@ -45,6 +49,7 @@ mod net;
 mod report;
 mod run;
 mod scan;
+mod sse;
 mod stats;
 mod symbols;
 mod sys;

@@ -1,5 +1,6 @@
-//! Connections: the target address, WebSocket connect + welcome, and the minimal HTTP GET
-//! used to fetch the symbol list.
+//! Connections: the target address, the client connection over any of the three wire
+//! protocols ([`Conn`]: v1 and Socket.IO over WebSocket, v1 over Server-Sent Events), and the
+//! minimal HTTP requests used for the symbol list and the feed control.
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -9,14 +10,17 @@ use futures_util::{SinkExt, StreamExt};
 use serde::Deserialize;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpSocket, TcpStream};
+use tokio::time::{Instant, timeout_at};
 use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::http::Uri;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_tungstenite::tungstenite::{Message, Utf8Bytes};
 
 use crate::cli::Protocol;
+use crate::client::SubSpec;
 use crate::eio::{self, Packet};
 use crate::frame::{self, Welcome};
+use crate::sse::{self, SseStream};
 
 pub type Ws = WebSocketStream<TcpStream>;
 
@@ -24,25 +28,30 @@ pub type Ws = WebSocketStream<TcpStream>;
 /// lookup runs on the blocking pool).
 #[derive(Clone, Debug)]
 pub struct Target {
-    pub url: String,
     /// `host[:port]` as written in the URL, for the HTTP Host header.
     pub authority: String,
     pub addr: SocketAddr,
     pub ws_config: WebSocketConfig,
+    /// Read buffer per connection, bytes (the WebSocket's is in `ws_config`).
+    pub read_buffer: usize,
     pub protocol: Protocol,
     /// The URL actually connected to (the Socket.IO endpoint with `--protocol socketio`).
     pub ws_url: String,
+    /// The path of the event stream with `--protocol sse` (its query is the subscription's).
+    pub sse_path: String,
 }
 
 impl Target {
-    pub async fn resolve(url: &str, read_buffer: usize) -> Result<Target> {
+    /// Resolves `url` for `protocol`: ws:// for every protocol, http:// for SSE too.
+    pub async fn resolve(url: &str, read_buffer: usize, protocol: Protocol) -> Result<Target> {
         let uri: Uri = url.parse().with_context(|| format!("invalid --url {url:?}"))?;
-        match uri.scheme_str() {
-            Some("ws") => {}
-            Some("wss") => {
-                bail!("wss:// is not supported (the load generator has no TLS); use ws://")
+        match (uri.scheme_str(), protocol) {
+            (Some("ws"), _) | (Some("http"), Protocol::Sse) => {}
+            (Some("wss" | "https"), _) => {
+                bail!("{}:// is not supported (the load generator has no TLS); use ws://", uri.scheme_str().unwrap_or_default())
             }
-            other => bail!("--url must start with ws:// (got scheme {other:?})"),
+            (Some("http"), _) => bail!("--url http://… is for --protocol sse; a WebSocket needs ws://"),
+            (other, _) => bail!("--url must start with ws:// (or http:// with --protocol sse; got scheme {other:?})"),
         }
         let host = uri.host().ok_or_else(|| anyhow!("--url {url:?} has no host"))?;
         // http::Uri keeps the brackets of an IPv6 literal; the resolver wants them off.
@@ -54,72 +63,97 @@ impl Target {
             .next()
             .ok_or_else(|| anyhow!("{bare}:{port} resolved to no address"))?;
         let authority = uri.authority().map(|a| a.as_str().to_string()).unwrap_or_else(|| format!("{host}:{port}"));
-        Ok(Target { url: url.to_string(), authority, addr, ws_config: WebSocketConfig::default().read_buffer_size(read_buffer), protocol: Protocol::V1, ws_url: url.to_string() })
-    }
-
-    /// Switches the wire protocol (and with it the endpoint path for Socket.IO).
-    pub fn with_protocol(mut self, protocol: Protocol) -> Target {
-        self.protocol = protocol;
-        self.ws_url = match protocol {
-            Protocol::V1 => self.url.clone(),
-            Protocol::Socketio => eio::socketio_url(&self.url),
+        if protocol == Protocol::Sse {
+            // The query string is the subscription, built from --symbols, --wildcard and --throttle-ms.
+            ensure!(uri.query().is_none(), "--url {url:?}: with --protocol sse the query string is the subscription (--symbols, --wildcard, --throttle-ms); leave it out");
+        }
+        let ws_url = match protocol {
+            Protocol::Socketio => eio::socketio_url(url),
+            Protocol::V1 | Protocol::Sse => url.to_string(),
         };
-        self
+        // The stream is at /sse on the host and port of the URL, unless the URL names an SSE path.
+        let sse_path = if uri.path().ends_with("/sse") { uri.path().to_string() } else { "/sse".to_string() };
+        Ok(Target { authority, addr, ws_config: WebSocketConfig::default().read_buffer_size(read_buffer), read_buffer, protocol, ws_url, sse_path })
     }
 
-    /// `http://host:port` for the REST API, derived from the WebSocket URL.
+    /// `http://host:port` for the REST API, on the host and port of --url.
     pub fn http_base(&self) -> String {
         format!("http://{}", self.authority)
     }
 }
 
-/// TCP connect (no Nagle: the subscribe must not wait for an ACK) and WebSocket handshake.
-/// `rcvbuf` sets SO_RCVBUF before connecting (it must precede the handshake to bound the TCP
-/// window), so a stalled client's kernel buffer fills after kilobytes rather than megabytes.
-pub async fn connect(target: &Target, rcvbuf: Option<u32>) -> Result<Ws> {
+/// TCP connect (no Nagle: a request or the subscribe must not wait for an ACK). `rcvbuf` sets
+/// SO_RCVBUF before connecting (it must precede the handshake to bound the TCP window), so a
+/// stalled client's kernel buffer fills after kilobytes rather than megabytes.
+async fn tcp_connect(target: &Target, rcvbuf: Option<u32>) -> Result<TcpStream> {
     let socket = if target.addr.is_ipv4() { TcpSocket::new_v4()? } else { TcpSocket::new_v6()? };
     if let Some(size) = rcvbuf {
         socket.set_recv_buffer_size(size).context("setting SO_RCVBUF")?;
     }
     let stream = socket.connect(target.addr).await.with_context(|| format!("TCP connect to {}", target.addr))?;
     stream.set_nodelay(true)?;
+    Ok(stream)
+}
+
+/// TCP connect and WebSocket handshake.
+pub async fn connect(target: &Target, rcvbuf: Option<u32>) -> Result<Ws> {
+    let stream = tcp_connect(target, rcvbuf).await?;
     let (ws, _response) = tokio_tungstenite::client_async_with_config(target.ws_url.as_str(), stream, Some(target.ws_config)).await.context("WebSocket handshake")?;
     Ok(ws)
 }
 
-/// A connection speaking either protocol: v1 JSON frames, or the same objects wrapped in
-/// Socket.IO events (see [`crate::eio`]).
+/// A client connection speaking any of the wire protocols: v1 JSON frames or the same objects
+/// wrapped in Socket.IO events (see [`crate::eio`]) over a WebSocket, or v1 as Server-Sent
+/// Events (see [`crate::sse`]), whose subscription is made by the request itself.
 pub struct Conn {
-    pub ws: Ws,
     pub protocol: Protocol,
+    link: Link,
+}
+
+enum Link {
+    Ws(Ws),
+    Sse(SseStream),
 }
 
 /// What [`Conn::next`] read.
 pub enum Incoming {
-    /// A v1 message: `&frame[start..end]` is the JSON object; `frame.len()` is the wire size.
+    /// A v1 message: `&frame[start..end]` is the JSON object; `wire` is its size on the wire
+    /// (the WebSocket frame's payload, the Socket.IO packet, the SSE event block).
     Text {
         frame: Utf8Bytes,
         start: usize,
         end: usize,
+        wire: usize,
     },
-    /// Engine.IO / Socket.IO housekeeping (ping answered already, pong, open...): wire size.
+    /// Housekeeping (an Engine.IO ping, answered already, or pong; an SSE comment or `retry:`):
+    /// its size on the wire.
     Control(usize),
     Binary(usize),
-    /// The server closed (WebSocket close, Engine.IO close or Socket.IO disconnect).
+    /// The server closed (WebSocket close, Engine.IO close, Socket.IO disconnect, the end of
+    /// the event stream).
     Closed(String),
 }
 
 impl Conn {
-    /// Connect and complete the handshake up to and including `welcome`.
-    pub async fn open(target: &Target, rcvbuf: Option<u32>) -> Result<(Conn, Welcome)> {
-        let ws = connect(target, rcvbuf).await?;
-        let mut conn = Conn { ws, protocol: target.protocol };
+    /// Connects and completes the handshake up to and including `welcome`. Over SSE the
+    /// request carries `spec`'s subscription; over a WebSocket, [`crate::client`] subscribes
+    /// next. `spec.rcvbuf` sets the socket's receive buffer.
+    pub async fn open(target: &Target, spec: &SubSpec) -> Result<(Conn, Welcome)> {
+        let link = match target.protocol {
+            Protocol::Sse => {
+                let socket = tcp_connect(target, spec.rcvbuf).await?;
+                let path = sse::request_path(&target.sse_path, &spec.symbols, spec.throttle_ms);
+                Link::Sse(SseStream::open(socket, &target.authority, &path, target.read_buffer).await?)
+            }
+            Protocol::V1 | Protocol::Socketio => Link::Ws(connect(target, spec.rcvbuf).await?),
+        };
+        let mut conn = Conn { protocol: target.protocol, link };
         if conn.protocol == Protocol::Socketio {
             conn.socketio_handshake().await?;
         }
         let welcome = loop {
             match conn.next().await {
-                Some(Ok(Incoming::Text { frame, start, end })) => {
+                Some(Ok(Incoming::Text { frame, start, end, .. })) => {
                     break frame::parse_welcome(&frame[start..end]).map_err(|e| anyhow!(e))?;
                 }
                 Some(Ok(Incoming::Closed(why))) => {
@@ -133,6 +167,14 @@ impl Conn {
         Ok((conn, welcome))
     }
 
+    /// The WebSocket, for what only a WebSocket does.
+    fn ws(&mut self) -> Result<&mut Ws> {
+        match &mut self.link {
+            Link::Ws(ws) => Ok(ws),
+            Link::Sse(_) => bail!("an SSE stream sends nothing after its request (a loadgen bug: a WebSocket operation on it)"),
+        }
+    }
+
     /// `0{open}` from the server, `40` from us, `40{sid}` back.
     async fn socketio_handshake(&mut self) -> Result<()> {
         let open = self.raw_text().await.context("reading the Engine.IO open packet")?;
@@ -140,14 +182,14 @@ impl Conn {
             Packet::Open(_) => {}
             _ => bail!("expected the Engine.IO open packet, got {}", frame::truncate(&open, 200)),
         }
-        self.ws.send(Message::text(eio::CONNECT)).await?;
+        self.ws()?.send(Message::text(eio::CONNECT)).await?;
         loop {
             let t = self.raw_text().await.context("reading the Socket.IO connect ack")?;
             match eio::decode(&t) {
                 Packet::Connect(_) => return Ok(()),
                 Packet::Ping(d) => {
                     let pong = format!("{}{d}", eio::PONG);
-                    self.ws.send(Message::text(pong)).await?;
+                    self.ws()?.send(Message::text(pong)).await?;
                 }
                 Packet::ConnectError(e) => bail!("Socket.IO connect refused: {e}"),
                 _ => bail!("expected the Socket.IO connect ack, got {}", frame::truncate(&t, 200)),
@@ -156,8 +198,9 @@ impl Conn {
     }
 
     async fn raw_text(&mut self) -> Result<Utf8Bytes> {
+        let ws = self.ws()?;
         loop {
-            match self.ws.next().await {
+            match ws.next().await {
                 Some(Ok(Message::Text(t))) => return Ok(t),
                 Some(Ok(Message::Close(f))) => bail!("server closed: {f:?}"),
                 Some(Ok(_)) => continue,
@@ -167,13 +210,13 @@ impl Conn {
         }
     }
 
-    /// Sends a client op (`json` = the v1 object).
+    /// Sends a client op (`json` = the v1 object) over the WebSocket.
     pub async fn send_op(&mut self, op: &str, json: String) -> Result<()> {
         let text = match self.protocol {
-            Protocol::V1 => json,
             Protocol::Socketio => eio::encode_event(op, &json),
+            Protocol::V1 | Protocol::Sse => json,
         };
-        self.ws.send(Message::text(text)).await?;
+        self.ws()?.send(Message::text(text)).await?;
         Ok(())
     }
 
@@ -182,7 +225,7 @@ impl Conn {
     pub async fn next_text(&mut self, what: &str) -> Result<(Utf8Bytes, usize, usize)> {
         loop {
             match self.next().await {
-                Some(Ok(Incoming::Text { frame, start, end })) => return Ok((frame, start, end)),
+                Some(Ok(Incoming::Text { frame, start, end, .. })) => return Ok((frame, start, end)),
                 Some(Ok(Incoming::Closed(f))) => bail!("server closed the {what}: {f}"),
                 Some(Ok(_)) => continue,
                 Some(Err(e)) => return Err(e),
@@ -193,8 +236,20 @@ impl Conn {
 
     /// The next message; Engine.IO pings are answered here.
     pub async fn next(&mut self) -> Option<Result<Incoming>> {
+        let ws = match &mut self.link {
+            Link::Ws(ws) => ws,
+            Link::Sse(stream) => {
+                return stream.next().await.map(|item| {
+                    item.map(|item| match item {
+                        sse::Item::Event { block, start, end, wire } => Incoming::Text { frame: block, start, end, wire },
+                        sse::Item::Control(n) => Incoming::Control(n),
+                        sse::Item::End => Incoming::Closed("the server ended the event stream".into()),
+                    })
+                });
+            }
+        };
         loop {
-            let msg = match self.ws.next().await? {
+            let msg = match ws.next().await? {
                 Ok(m) => m,
                 Err(e) => return Some(Err(anyhow!(e))),
             };
@@ -204,11 +259,10 @@ impl Conn {
                 Message::Close(f) => return Some(Ok(Incoming::Closed(format!("{f:?}")))),
                 _ => continue, // ping/pong: tungstenite answers pings itself
             };
+            let wire = frame.len();
             if self.protocol == Protocol::V1 {
-                let end = frame.len();
-                return Some(Ok(Incoming::Text { frame, start: 0, end }));
+                return Some(Ok(Incoming::Text { frame, start: 0, end: wire, wire }));
             }
-            let len = frame.len();
             let (start, end) = match eio::decode(&frame) {
                 Packet::Event { payload, .. } => {
                     let start = payload.as_ptr() as usize - frame.as_ptr() as usize;
@@ -216,19 +270,66 @@ impl Conn {
                 }
                 Packet::Ping(d) => {
                     let pong = format!("{}{d}", eio::PONG);
-                    if let Err(e) = self.ws.send(Message::text(pong)).await {
+                    if let Err(e) = ws.send(Message::text(pong)).await {
                         return Some(Err(anyhow!(e)));
                     }
-                    return Some(Ok(Incoming::Control(len)));
+                    return Some(Ok(Incoming::Control(wire)));
                 }
                 Packet::Close => return Some(Ok(Incoming::Closed("Engine.IO close".into()))),
                 Packet::Disconnect => {
                     return Some(Ok(Incoming::Closed("Socket.IO disconnect".into())));
                 }
-                _ => return Some(Ok(Incoming::Control(len))),
+                _ => return Some(Ok(Incoming::Control(wire))),
             };
-            return Some(Ok(Incoming::Text { frame, start, end }));
+            return Some(Ok(Incoming::Text { frame, start, end, wire }));
         }
+    }
+
+    /// Closes the connection by `deadline`. A WebSocket sends its close frame and, with
+    /// `drain`, reads (and discards) until the server's, so the server sees a clean close
+    /// rather than a reset. An SSE stream has no close of its own: it ends when the connection
+    /// is dropped, as a browser's `EventSource.close()` ends it.
+    pub async fn close(&mut self, deadline: Instant, drain: bool) {
+        let Link::Ws(ws) = &mut self.link else {
+            return;
+        };
+        if timeout_at(deadline, ws.close(None)).await.is_err() || !drain {
+            return;
+        }
+        let _ = timeout_at(deadline, async {
+            while let Some(Ok(m)) = ws.next().await {
+                if m.is_close() {
+                    break;
+                }
+            }
+        })
+        .await;
+    }
+
+    /// Sends a close frame and reads until the server's; true if it arrived by `deadline`. An
+    /// SSE stream has no handshake to complete (see [`Conn::close`]): true.
+    pub async fn close_handshake(&mut self, deadline: Instant) -> bool {
+        let Link::Ws(ws) = &mut self.link else {
+            return true;
+        };
+        if timeout_at(deadline, ws.close(None)).await.is_err() {
+            return false;
+        }
+        timeout_at(deadline, async {
+            while let Some(m) = ws.next().await {
+                match m {
+                    Ok(m) if m.is_close() => return true,
+                    Ok(_) => {}
+                    // tungstenite reports the end of a completed close handshake this way.
+                    Err(tokio_tungstenite::tungstenite::Error::ConnectionClosed) => return true,
+                    Err(_) => return false,
+                }
+            }
+            // The stream ends once the server's close frame has been processed.
+            true
+        })
+        .await
+        .unwrap_or(false)
     }
 }
 

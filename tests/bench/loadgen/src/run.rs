@@ -258,7 +258,7 @@ impl<'a> Run<'a> {
     /// --symbol-list), the shared state, and the RSS sampler.
     async fn prepare(args: &'a Args) -> Result<Run<'a>> {
         let quiet = args.quiet;
-        let target = Arc::new(Target::resolve(&args.url, args.read_buffer_kib * 1024).await?.with_protocol(args.protocol));
+        let target = Arc::new(Target::resolve(&args.url, args.read_buffer_kib * 1024, args.protocol).await?);
         let universe = match &args.symbol_list {
             Some(list) => {
                 let mut seen = std::collections::HashSet::new();

@@ -331,8 +331,8 @@ struct Mock {
     closes_received: Arc<AtomicUsize>,
 }
 
-/// Serves `/ws` (WebSocket) and `GET /api/symbols` (chunked, to exercise the decoder) on one
-/// port, like the real server.
+/// Serves `/ws` (WebSocket), `GET /sse` (Server-Sent Events) and `GET /api/symbols` (chunked,
+/// to exercise the decoder) on one port, like the real server.
 async fn start_mock(opts: MockOpts) -> Mock {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
@@ -356,6 +356,9 @@ async fn start_mock(opts: MockOpts) -> Mock {
                     serve_control(stream, resumes).await;
                 } else if peek[..n].starts_with(b"GET /api/symbols") {
                     serve_symbols(stream, &opts.symbols).await;
+                } else if peek[..n].starts_with(b"GET /sse") {
+                    conns.fetch_add(1, Ordering::Relaxed);
+                    let _ = serve_sse(stream, opts).await;
                 } else {
                     conns.fetch_add(1, Ordering::Relaxed);
                     let sio = peek[..n].starts_with(b"GET /socket.io/");
@@ -516,9 +519,121 @@ async fn serve_ws(
     }
 }
 
+/// `GET /sse?symbols=…&throttle_ms=…` as tickerfeed answers it: the messages of [`serve_ws`] as
+/// events of a chunked stream, with `retry:` first and a keep-alive comment now and then. The
+/// chunks are cut without regard for the events (an event over several chunks, several events
+/// in one), so the client's decoder is exercised end to end.
+async fn serve_sse(mut stream: tokio::net::TcpStream, opts: MockOpts) -> anyhow::Result<()> {
+    stream.set_nodelay(true)?;
+    let mut req = Vec::new();
+    let mut buf = [0u8; 4096];
+    while !req.windows(4).any(|w| w == b"\r\n\r\n") {
+        let n = stream.read(&mut buf).await?;
+        if n == 0 {
+            return Ok(());
+        }
+        req.extend_from_slice(&buf[..n]);
+    }
+    let request = String::from_utf8(req)?;
+    let target = request.split(' ').nth(1).unwrap_or_default();
+    let (mut wanted, mut throttle) = (Vec::<String>::new(), Value::Null);
+    for pair in target.split_once('?').map_or("", |(_, q)| q).split('&') {
+        match pair.split_once('=') {
+            Some(("symbols", v)) => wanted.extend(v.split(',').map(percent_decode)),
+            Some(("throttle_ms", v)) => throttle = json!(v.parse::<u64>()?),
+            _ => {}
+        }
+    }
+    if opts.refuse {
+        let body = r#"{"error":"too_many_connections","message":"the server is at its limit of 0 connections"}"#;
+        let resp = format!("HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{body}", body.len());
+        stream.write_all(resp.as_bytes()).await?;
+        return Ok(());
+    }
+    stream.write_all(b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\ncontent-type: text/event-stream\r\ncache-control: no-cache\r\n\r\n").await?;
+    let mut pending = b"retry: 1000\n\n".to_vec();
+    let event = |pending: &mut Vec<u8>, v: Value| {
+        pending.extend_from_slice(format!("event: {}\ndata: {v}\n\n", v["type"].as_str().unwrap_or("message")).as_bytes());
+    };
+    let (symbols, rejected): (Vec<String>, Vec<String>) = if wanted == ["*"] { (opts.symbols.clone(), vec![]) } else { wanted.into_iter().partition(|s| opts.symbols.contains(s)) };
+    event(
+        &mut pending,
+        json!({"type":"welcome","protocol":1,"server":"mock 0.0.0","instance":"mock-1","throttle_ms":250,"min_throttle_ms":0,"max_symbols":1000,"max_frame_bytes":16384}),
+    );
+    event(&mut pending, json!({"type":"subscribed","throttle_ms":throttle,"symbols":symbols,"rejected":rejected}));
+    let mut seqs: HashMap<String, u64> = symbols.iter().map(|s| (s.clone(), 100)).collect();
+    let quotes: Vec<Value> = symbols.iter().map(|s| quote(s, seqs[s], now_us())).collect();
+    event(&mut pending, json!({"type":"quotes","snapshot":true,"quotes":quotes}));
+    event(&mut pending, json!({"type":"feed","name":"sim","quotes":5,"state":"running"}));
+    let mut sizes = [7usize, 300, 1, 4096].into_iter().cycle();
+    let mut tick = tokio::time::interval(opts.tick);
+    let mut n = 0u64;
+    loop {
+        // Cut what is pending into chunks of varying sizes, across event boundaries.
+        let mut wire = Vec::new();
+        let mut rest = &pending[..];
+        while !rest.is_empty() {
+            let k = sizes.next().unwrap_or(1).min(rest.len());
+            wire.extend_from_slice(format!("{k:x}\r\n").as_bytes());
+            wire.extend_from_slice(&rest[..k]);
+            wire.extend_from_slice(b"\r\n");
+            rest = &rest[k..];
+        }
+        pending.clear();
+        if stream.write_all(&wire).await.is_err() {
+            return Ok(()); // the client closed
+        }
+        tick.tick().await;
+        n += 1;
+        if opts.close_after.is_some_and(|c| n > c) {
+            stream.write_all(b"0\r\n\r\n").await?;
+            return Ok(());
+        }
+        if n % 10 == 0 {
+            pending.extend_from_slice(b": keep-alive\n\n");
+        }
+        let dup = opts.dup_every.is_some_and(|d| n % d == 0);
+        let quotes: Vec<Value> = symbols
+            .iter()
+            .take(3)
+            .enumerate()
+            .map(|(i, s)| {
+                let seq = seqs.get_mut(s).unwrap();
+                if !(dup && i == 0) {
+                    *seq += 1 + n % 3;
+                }
+                quote(s, *seq, now_us())
+            })
+            .collect();
+        event(&mut pending, json!({"type":"quotes","quotes":quotes}));
+    }
+}
+
+fn percent_decode(s: &str) -> String {
+    let b = s.as_bytes();
+    let mut out = Vec::new();
+    let mut i = 0;
+    while i < b.len() {
+        match (b[i], b.get(i + 1..i + 3).and_then(|h| u8::from_str_radix(std::str::from_utf8(h).ok()?, 16).ok())) {
+            (b'%', Some(v)) => {
+                out.push(v);
+                i += 3;
+            }
+            (c, _) => {
+                out.push(c);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
 fn args_for(mock: &Mock, extra: &[&str]) -> Args {
-    let url = format!("ws://{}/ws", mock.addr);
-    let mut v = vec!["loadgen", "--url", url.as_str(), "--quiet"];
+    args_with_url(&format!("ws://{}/ws", mock.addr), extra)
+}
+
+fn args_with_url(url: &str, extra: &[&str]) -> Args {
+    let mut v = vec!["loadgen", "--url", url, "--quiet"];
     // Test defaults, unless the test sets the option itself.
     for (flag, value) in [("--duration", "1"), ("--warmup", "0.2"), ("--connect-rate", "0")] {
         if !extra.contains(&flag) {
@@ -976,4 +1091,86 @@ fn children_leave_churn_resume_and_server_to_the_parent() {
     assert_eq!(c.settle, 3.0, "children stay connected while the parent settles");
     assert_eq!(c.connect_rate, 500.0);
     c.validate().unwrap();
+}
+
+// ---------------------------------------------------------------------------------------------
+// Server-Sent Events (--protocol sse)
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sse_against_mock() {
+    let mock = start_mock(MockOpts::default()).await;
+    let url = format!("http://{}/sse", mock.addr);
+    let args = args_with_url(
+        &url,
+        &["--protocol", "sse", "--clients", "6", "--symbols", "3", "--throttle-ms", "20", "--stall", "2", "--stall-rcvbuf-kib", "4", "--probe-interval-ms", "300", "--churn", "20"],
+    );
+    assert!(args.observer_on(), "throttle > 0 turns the observer on");
+    let r = crate::run::run(&args).await.unwrap();
+    eprintln!("{}", r.table());
+    assert!(r.ok, "failures: {:?}", r.failures);
+    let c = &r.clients.connections;
+    assert_eq!((c.connected, c.failed, c.disconnected, c.delivering), (6, 0, 0, 6));
+    assert_eq!((c.stall_connected, c.stall_failed), (2, 0));
+    assert_eq!(c.subscribed_symbols, 18, "the subscribed event confirms the request's symbols");
+    // The same counting as /ws: one subscribed per reader and stalled client, one feed message
+    // per reader, no parse errors, seq in order.
+    assert_eq!((r.messages.feed, r.messages.subscribed, r.messages.parse_errors, r.messages.ordering_errors), (6, 8, 0, 0));
+    // retry: and the keep-alive comments are housekeeping, counted as other messages.
+    assert!(r.messages.other >= 6, "{:?}", r.messages);
+    assert!(r.measured.quotes_live > 100, "quotes: {:?}", r.measured);
+    assert!((r.measured.quotes_per_frame - 3.0).abs() < 1e-9, "{:?}", r.measured);
+    // Bytes are the event blocks: more than the JSON alone.
+    assert!(r.measured.bytes > r.measured.quote_frames * 200, "{:?}", r.measured);
+    assert!(r.latency_ms.samples > 0 && r.latency_throttled_ms.samples > 0);
+    assert!(r.probe.ok >= 1 && r.probe.failed == 0, "{:?}", r.probe);
+    let o = r.observer.as_ref().expect("observer");
+    assert!(o.quotes > 0 && o.error.is_none(), "{o:?}");
+    let ch = r.churn.as_ref().expect("churn");
+    assert!(ch.attempted > 0 && ch.ok == ch.attempted && ch.failed == 0 && ch.unclean_closes == 0, "{ch:?}");
+    assert_eq!(r.server.welcome.as_ref().unwrap().instance.as_deref(), Some("mock-1"));
+    assert_eq!(serde_json::to_value(&r).unwrap()["config"]["protocol"], "sse");
+    assert_eq!(mock.connections.load(Ordering::Relaxed) as u64, 6 + 2 + 1 + r.probe.count as u64 + ch.attempted, "readers, stalled, observer, probes, churn");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sse_wildcard_ordering_refusal_and_end_of_stream() {
+    // A ws:// URL: the stream is at /sse on its host and port.
+    let mock = start_mock(MockOpts::default()).await;
+    let r = crate::run::run(&args_for(&mock, &["--protocol", "sse", "--clients", "2", "--wildcard", "--probe-interval-ms", "0"])).await.unwrap();
+    assert!(r.ok, "failures: {:?}", r.failures);
+    assert_eq!(r.clients.connections.subscribed_symbols, 40, "symbols=*: all 20 mock symbols each");
+
+    let mock = start_mock(MockOpts { dup_every: Some(10), ..Default::default() }).await;
+    let r = crate::run::run(&args_for(&mock, &["--protocol", "sse", "--clients", "2", "--symbols", "3", "--probe-interval-ms", "0"])).await.unwrap();
+    assert!(!r.ok && r.messages.ordering_errors > 0, "{:?}", r.failures);
+
+    let mock = start_mock(MockOpts { refuse: true, ..Default::default() }).await;
+    let r = crate::run::run(&args_for(&mock, &["--protocol", "sse", "--clients", "2", "--probe-interval-ms", "0", "--duration", "0.2"])).await.unwrap();
+    assert_eq!(r.clients.connections.failed, 2);
+    let e = &r.clients.connections.connect_errors[0];
+    assert!(e.contains("SSE request refused: HTTP/1.1 503") && e.contains("too_many_connections"), "{e}");
+    assert_eq!(crate::client::failure_kind(e), "handshake");
+
+    let mock = start_mock(MockOpts { close_after: Some(20), ..Default::default() }).await;
+    let r = crate::run::run(&args_for(&mock, &["--protocol", "sse", "--clients", "2", "--probe-interval-ms", "0"])).await.unwrap();
+    assert_eq!(r.clients.connections.disconnected, 2);
+    assert!(r.clients.connections.disconnect_reasons[0].contains("the server ended the event stream"), "{:?}", r.clients.connections.disconnect_reasons);
+    assert!(!r.ok);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sse_options_are_checked() {
+    let e = Args::try_parse_from(["loadgen", "--protocol", "sse", "--no-snapshot"]).unwrap().validate().unwrap_err().to_string();
+    assert!(e.contains("--no-snapshot") && e.contains("sse"), "{e}");
+    let run = |argv: &'static [&'static str]| async move { format!("{:#}", crate::run::run(&Args::try_parse_from(argv).unwrap()).await.unwrap_err()) };
+    let e = run(&["loadgen", "--quiet", "--url", "http://127.0.0.1:1/ws"]).await;
+    assert!(e.contains("--protocol sse"), "{e}");
+    let e = run(&["loadgen", "--quiet", "--protocol", "sse", "--url", "http://127.0.0.1:1/sse?symbols=A"]).await;
+    assert!(e.contains("query string is the subscription"), "{e}");
+    let e = run(&["loadgen", "--quiet", "--protocol", "sse", "--url", "https://127.0.0.1:1/sse"]).await;
+    assert!(e.contains("TLS"), "{e}");
+    let t = net::Target::resolve("http://127.0.0.1:9/feeds/sse", 1024, crate::cli::Protocol::Sse).await.unwrap();
+    assert_eq!((t.sse_path.as_str(), t.http_base().as_str()), ("/feeds/sse", "http://127.0.0.1:9"));
+    let t = net::Target::resolve("ws://127.0.0.1:9/ws", 1024, crate::cli::Protocol::Sse).await.unwrap();
+    assert_eq!(t.sse_path, "/sse");
 }
