@@ -27,7 +27,7 @@ use crate::bus::SessionSignal;
 use crate::metrics::TransportKind;
 use crate::session::SessionContext;
 use crate::session::output::{Encoder, OutboundBody, Output, QuotesMark, SharedOutput};
-use crate::session::protocol::ServerMessage;
+use crate::session::protocol::{QUOTES_JSON_PREFIX, QUOTES_JSON_SUFFIX, SNAPSHOT_JSON_PREFIX, ServerMessage};
 use crate::session::socket::SocketProbe;
 use crate::session::task::{End, InitialSubscription, Input, InputError, Session, Transport};
 
@@ -39,12 +39,11 @@ const RETRY_MS: u32 = 1000;
 #[derive(Debug, Clone, Copy, Default)]
 pub(crate) struct SseEncoder;
 
-const LIVE_PREFIX: &[u8] = b"event: quotes\ndata: {\"type\":\"quotes\",\"quotes\":[";
-const SNAPSHOT_PREFIX: &[u8] = b"event: quotes\ndata: {\"type\":\"quotes\",\"snapshot\":true,\"quotes\":[";
-const SUFFIX: &[u8] = b"]}\n\n";
+/// What precedes a quote batch's JSON: the event's name and its data field.
+const QUOTES_EVENT: &[u8] = b"event: quotes\ndata: ";
 
 impl Encoder for SseEncoder {
-    const QUOTES_SUFFIX: &'static [u8] = SUFFIX;
+    const QUOTES_SUFFIX: &'static [u8] = QUOTES_JSON_SUFFIX;
 
     fn reply(&self, buf: &mut BytesMut, message: &ServerMessage<'_>) {
         buf.put_slice(b"event: ");
@@ -63,15 +62,15 @@ impl Encoder for SseEncoder {
         buf.reserve(max + 16);
         // The event's name and field are framing: the batch's payload (what `max` bounds, as
         // a frame's payload on /ws) starts at its JSON.
-        let (name, json) = if snapshot { SNAPSHOT_PREFIX.split_at(20) } else { LIVE_PREFIX.split_at(20) };
-        buf.put_slice(name);
+        buf.put_slice(QUOTES_EVENT);
         let payload_start = buf.len();
-        buf.put_slice(json);
+        buf.put_slice(if snapshot { SNAPSHOT_JSON_PREFIX } else { QUOTES_JSON_PREFIX });
         QuotesMark { start, payload_start }
     }
 
     fn seal_quotes(&self, buf: &mut BytesMut, mark: QuotesMark) -> u64 {
-        buf.put_slice(SUFFIX);
+        buf.put_slice(QUOTES_JSON_SUFFIX);
+        buf.put_slice(b"\n\n");
         (buf.len() - mark.start) as u64
     }
 }

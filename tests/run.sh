@@ -45,15 +45,9 @@ step "release build"
 cargo build --release --workspace --bins
 
 step "smoke: the release binary with no configuration"
-port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
-./target/release/tickerfeed --bind "127.0.0.1:$port" >"$artifacts/smoke-server.log" 2>&1 &
-server=$!
-trap 'kill $server 2>/dev/null || true' EXIT
-for _ in $(seq 1 100); do
-  curl -sf "http://127.0.0.1:$port/readyz" >/dev/null && break
-  sleep 0.1
-done
-curl -sf "http://127.0.0.1:$port/readyz" >/dev/null || { echo "server not ready"; cat "$artifacts/smoke-server.log"; exit 1; }
+source tests/lib.sh
+trap 'kill ${server:-} 2>/dev/null || true' EXIT
+start_tickerfeed ./target/release/tickerfeed "$artifacts/smoke-server.log"
 symbols=$(curl -sf "http://127.0.0.1:$port/api/symbols" | python3 -c 'import json,sys; print(len(json.load(sys.stdin)))')
 echo "symbols served: $symbols"
 [ "$symbols" -ge 90 ] || { echo "expected the ~100-symbol default universe"; exit 1; }

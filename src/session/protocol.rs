@@ -95,6 +95,12 @@ pub(crate) struct Rejected {
     pub code: ErrorCode,
 }
 
+/// A `quotes` message's JSON up to its first quote (live, and snapshot), and after its last:
+/// every transport writes batches in place around the quotes' pre-rendered JSON.
+pub(crate) const QUOTES_JSON_PREFIX: &[u8] = br#"{"type":"quotes","quotes":["#;
+pub(crate) const SNAPSHOT_JSON_PREFIX: &[u8] = br#"{"type":"quotes","snapshot":true,"quotes":["#;
+pub(crate) const QUOTES_JSON_SUFFIX: &[u8] = b"]}";
+
 /// Server → client, except quote batches (built by `session::output`).
 #[derive(Debug, Clone, Serialize)]
 #[serde(tag = "type", rename_all = "lowercase")]

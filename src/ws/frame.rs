@@ -7,7 +7,7 @@ use actix_web::web::{BufMut, Bytes, BytesMut};
 
 use super::inbound::{CloseReason, close_payload};
 use crate::session::output::{Encoder, QuotesMark};
-use crate::session::protocol::ServerMessage;
+use crate::session::protocol::{QUOTES_JSON_PREFIX, QUOTES_JSON_SUFFIX, SNAPSHOT_JSON_PREFIX, ServerMessage};
 
 pub(crate) const OPCODE_TEXT: u8 = 0x1;
 pub(crate) const OPCODE_CLOSE: u8 = 0x8;
@@ -80,10 +80,6 @@ fn seal_frame(buf: &mut BytesMut, start: usize, room: usize, opcode: u8) -> usiz
 #[derive(Debug, Clone, Copy, Default)]
 pub(crate) struct WsEncoder;
 
-const LIVE_PREFIX: &[u8] = br#"{"type":"quotes","quotes":["#;
-const SNAPSHOT_PREFIX: &[u8] = br#"{"type":"quotes","snapshot":true,"quotes":["#;
-const SUFFIX: &[u8] = b"]}";
-
 impl WsEncoder {
     /// The close frame for `reason`.
     pub(crate) fn close_frame(reason: &CloseReason) -> Bytes {
@@ -101,7 +97,7 @@ impl WsEncoder {
 }
 
 impl Encoder for WsEncoder {
-    const QUOTES_SUFFIX: &'static [u8] = SUFFIX;
+    const QUOTES_SUFFIX: &'static [u8] = QUOTES_JSON_SUFFIX;
 
     fn reply(&self, buf: &mut BytesMut, message: &ServerMessage<'_>) {
         put_frame(buf, OPCODE_TEXT, message.to_json().as_bytes());
@@ -119,12 +115,12 @@ impl Encoder for WsEncoder {
         buf.reserve(room + max);
         buf.put_bytes(0, room);
         let payload_start = buf.len();
-        buf.extend_from_slice(if snapshot { SNAPSHOT_PREFIX } else { LIVE_PREFIX });
+        buf.extend_from_slice(if snapshot { SNAPSHOT_JSON_PREFIX } else { QUOTES_JSON_PREFIX });
         QuotesMark { start, payload_start }
     }
 
     fn seal_quotes(&self, buf: &mut BytesMut, mark: QuotesMark) -> u64 {
-        buf.extend_from_slice(SUFFIX);
+        buf.extend_from_slice(QUOTES_JSON_SUFFIX);
         let payload = seal_frame(buf, mark.start, mark.payload_start - mark.start, OPCODE_TEXT);
         frame_wire_bytes(payload)
     }

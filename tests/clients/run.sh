@@ -16,14 +16,9 @@ if [ ! -x .venv/bin/python ] || ! .venv/bin/python -c 'import httpx_sse' 2>/dev/
   .venv/bin/pip install -q --disable-pip-version-check -r requirements.txt
 fi
 
-port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
-"$bin" --bind "127.0.0.1:$port" --seed 7 >"$artifacts/server.log" 2>&1 &
-server=$!
-trap 'kill $server 2>/dev/null || true' EXIT
-for _ in $(seq 1 100); do
-  curl -sf "http://127.0.0.1:$port/readyz" >/dev/null && break
-  sleep 0.1
-done
+source ../lib.sh
+trap 'kill ${server:-} 2>/dev/null || true' EXIT
+start_tickerfeed "$bin" "$artifacts/server.log" --seed 7
 
 # Both symbols have a price before a client connects, so its snapshot carries them.
 for _ in $(seq 1 100); do
