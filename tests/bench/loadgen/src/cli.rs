@@ -209,7 +209,9 @@ pub enum Protocol {
     #[default]
     V1,
     /// Socket.IO v5 over Engine.IO v4 (WebSocket transport only) at /socket.io/ on the host and
-    /// port of --url; events carry the v1 objects.
+    /// port of --url, in tickerfeed's mapping: events named after what they carry (`quotes`,
+    /// `welcome`, `feed`, `error`), the v1 fields without `type`; `subscribe` sent with an ack
+    /// id, its ack standing for `subscribed`.
     Socketio,
     /// Server-Sent Events at /sse on the host and port of --url: the subscription in the query
     /// string, the v1 objects as the events' data (chunked HTTP/1.1).

@@ -10,7 +10,7 @@ use tokio::sync::{mpsc, watch};
 use tokio::time::{Instant, timeout, timeout_at};
 
 use crate::cli::Protocol;
-use crate::frame::{self, Event, ProbeEvent, SeqTracker, Welcome};
+use crate::frame::{self, Event, Kind, ProbeEvent, SeqTracker, Welcome};
 use crate::net::{Conn, Incoming, Target};
 use crate::stats::{ConnectionCounts, StatsRegistry, keep_example};
 use crate::timing::ObserverLog;
@@ -58,14 +58,15 @@ impl Shared {
         f(&mut self.connections.lock().unwrap_or_else(|e| e.into_inner()))
     }
 
-    /// Processes one v1 message of a client connection into the calling worker's statistics.
-    /// `wire_len` is its size on the wire (larger than `text` with Socket.IO and SSE).
-    fn handle(&self, text: &str, wire_len: usize, seq: &mut SeqTracker) -> Event {
+    /// Processes one message of a client connection into the calling worker's statistics:
+    /// `kind` as the transport read it (`None`: a v1 object naming its own type). `wire_len` is
+    /// its size on the wire (larger than `text` with Socket.IO and SSE).
+    fn handle(&self, kind: Option<Kind>, text: &str, wire_len: usize, seq: &mut SeqTracker) -> Event {
         let now = now_us();
         let measuring = self.phase.load(Ordering::Relaxed) == PHASE_MEASURE;
         self.stats.with(|st| {
             st.counters.bytes += wire_len.saturating_sub(text.len()) as u64;
-            frame::process(text, seq, st, now, measuring)
+            frame::process_as(kind, text, seq, st, now, measuring)
         })
     }
 
@@ -104,19 +105,29 @@ struct SubscribeMsg<'a> {
     id: u64,
 }
 
+/// The v1 `subscribe` op: `{"op":"subscribe","symbols":[...],"throttle_ms":0,"snapshot":true,"id":1}`.
 pub fn subscribe_text(spec: &SubSpec, id: u64) -> String {
     serde_json::to_string(&SubscribeMsg { op: "subscribe", symbols: &spec.symbols, throttle_ms: spec.throttle_ms, snapshot: spec.snapshot, id })
         .expect("serialising a plain struct cannot fail")
 }
 
-/// Subscribes an open connection as `spec` says: a `subscribe` op over a WebSocket; nothing
-/// over SSE, whose request carried the subscription (the server answers it with `subscribed`
-/// all the same, so what follows is the same for every protocol).
+#[derive(Serialize)]
+struct SubscribeArg<'a> {
+    symbols: &'a [String],
+    #[serde(skip_serializing_if = "Option::is_none")]
+    throttle_ms: Option<u64>,
+    snapshot: bool,
+}
+
+/// The Socket.IO `subscribe` event's argument: the op's fields without `op` and `id`,
+/// `{"symbols":[...],"throttle_ms":0,"snapshot":true}`.
+pub fn subscribe_payload(spec: &SubSpec) -> String {
+    serde_json::to_string(&SubscribeArg { symbols: &spec.symbols, throttle_ms: spec.throttle_ms, snapshot: spec.snapshot }).expect("serialising a plain struct cannot fail")
+}
+
+/// Subscribes an open connection as `spec` says (see [`Conn::subscribe`]).
 async fn subscribe(conn: &mut Conn, spec: &SubSpec) -> Result<()> {
-    match conn.protocol {
-        Protocol::Sse => Ok(()),
-        Protocol::V1 | Protocol::Socketio => conn.send_op("subscribe", subscribe_text(spec, 1)).await,
-    }
+    conn.subscribe(spec).await
 }
 
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -217,7 +228,7 @@ async fn setup(shared: &Shared, target: &Target, spec: &SubSpec, seq: &mut SeqTr
     subscribe(&mut ws, spec).await?;
     loop {
         match ws.next().await {
-            Some(Ok(Incoming::Text { frame, start, end, wire })) => match shared.handle(&frame[start..end], wire, seq) {
+            Some(Ok(Incoming::Text { frame, start, end, wire, kind })) => match shared.handle(kind, &frame[start..end], wire, seq) {
                 ev @ Event::Subscribed { .. } => return Ok((ws, ev)),
                 Event::Error => bail!("server error instead of subscribed: {}", frame::truncate(&frame, 300)),
                 _ => {}
@@ -246,8 +257,8 @@ async fn read_loop(shared: &Shared, ws: &mut Conn, seq: &mut SeqTracker, shutdow
             biased;
             _ = &mut stop => break None,
             msg = ws.next() => match msg {
-                Some(Ok(Incoming::Text { frame, start, end, wire })) => {
-                    let event = shared.handle(&frame[start..end], wire, seq);
+                Some(Ok(Incoming::Text { frame, start, end, wire, kind })) => {
+                    let event = shared.handle(kind, &frame[start..end], wire, seq);
                     if !delivering
                         && event == (Event::Quotes { snapshot: false })
                         && shared.phase.load(Ordering::Relaxed) == PHASE_MEASURE
@@ -301,7 +312,7 @@ pub async fn observer_task(
             biased;
             _ = stop => break,
             msg = ws.next() => match msg {
-                Some(Ok(Incoming::Text { frame, start, end, .. })) => record_observed(&log, &frame[start..end]),
+                Some(Ok(Incoming::Text { frame, start, end, kind, .. })) => record_observed(&log, kind, &frame[start..end]),
                 Some(Ok(Incoming::Closed(f))) => bail!("observer: server closed: {f}"),
                 Some(Ok(_)) => {}
                 Some(Err(e)) => return Err(e.context("observer read")),
@@ -314,9 +325,23 @@ pub async fn observer_task(
     Ok(())
 }
 
-fn record_observed(log: &ObserverLog, text: &str) {
+fn record_observed(log: &ObserverLog, kind: Option<Kind>, text: &str) {
     fn with_seq_pt(q: (&str, Option<u64>, Option<i64>)) -> Option<(&str, u64, i64)> {
         Some((q.0, q.1?, q.2?))
+    }
+    if let Some(kind) = kind {
+        // A Socket.IO event: only `quotes`, whose payload has no `type`.
+        if kind != Kind::Quotes {
+            return;
+        }
+        if let Some(f) = crate::scan::scan_quotes_payload(text) {
+            let it = f.quotes.iter().filter_map(|q| with_seq_pt((q.symbol, q.seq, q.pt)));
+            log.record(f.snapshot, it);
+        } else if let Ok(p) = serde_json::from_str::<frame::QuotesPayload>(text) {
+            let it = p.quotes.iter().filter_map(|q| with_seq_pt((&q.symbol, q.seq, q.pt)));
+            log.record(p.snapshot.unwrap_or(false), it);
+        }
+        return;
     }
     if let Some(f) = crate::scan::scan_quotes(text) {
         let it = f.quotes.iter().filter_map(|q| with_seq_pt((q.symbol, q.seq, q.pt)));
@@ -369,9 +394,9 @@ async fn probe_steps(target: &Target, spec: &SubSpec, t0: Instant, sample: &mut 
     let t1 = if ws.protocol == Protocol::Sse { t0 } else { Instant::now() };
     subscribe(ws, spec).await?;
     loop {
-        let (frame, start, end) = ws.next_text("probe connection").await?;
+        let (frame, start, end, kind) = ws.next_text("probe connection").await?;
         let text = &frame[start..end];
-        match frame::probe_classify(text) {
+        match frame::probe_classify_as(kind, text) {
             ProbeEvent::Subscribed => sample.ack = Some(t1.elapsed()),
             ProbeEvent::SnapshotQuotes => {
                 sample.snapshot = Some(t1.elapsed());
@@ -427,9 +452,9 @@ async fn churn_steps(target: &Target, spec: &SubSpec, conn: &mut Option<Conn>) -
     subscribe(ws, spec).await?;
     let mut acked = false;
     loop {
-        let (frame, start, end) = ws.next_text("connection").await?;
+        let (frame, start, end, kind) = ws.next_text("connection").await?;
         let text = &frame[start..end];
-        match frame::probe_classify(text) {
+        match frame::probe_classify_as(kind, text) {
             ProbeEvent::Subscribed if !spec.snapshot => return Ok(()),
             ProbeEvent::Subscribed => acked = true,
             // A live frame first means the server had nothing to snapshot: still served.

@@ -4,9 +4,15 @@
 //! `sid`, `pingInterval`, ...), `1` close, `2` ping (answered with `3` pong), `4` message. A
 //! Socket.IO packet is the data of an Engine.IO message: `40` connect (default namespace; the
 //! server answers `40{"sid":...}`), `41` disconnect, `42[event, payload]` event, `44{...}`
-//! connect error. The tickerfeed mapping: the event name is the v1 `type` (server → client)
-//! or `op` (client → server) and the payload is the v1 object itself, so the payload of a
-//! `42["quotes",{...}]` goes to the ordinary frame accounting unchanged.
+//! connect error, `43<id>[args...]` the answer to a client event sent with ack id `<id>`.
+//!
+//! tickerfeed's mapping (the Node peer speaks the same): the event name says what a message is,
+//! and its one argument is the v1 object's fields without `type`, `op` or `id`. The client
+//! sends `42<id>["subscribe",{"symbols":[...],"throttle_ms":0,"snapshot":true}]`; the server
+//! answers `43<id>[{"throttle_ms":0,"symbols":[...],"rejected":[...]}]` (or
+//! `43<id>[{"error":{"code":...,"message":...}}]`), then sends `42["quotes",{"quotes":[...]}]`
+//! (`{"snapshot":true,"quotes":[...]}` for snapshot batches), `42["feed",{...}]` and
+//! `42["error",{...}]`; `42["welcome",{...}]` follows the namespace connect.
 
 /// One decoded Engine.IO packet; strings borrow from the frame.
 #[derive(Debug, PartialEq)]
@@ -23,21 +29,28 @@ pub enum Packet<'a> {
     Disconnect,
     /// `44...`: connect refused (data = JSON error).
     ConnectError(&'a str),
-    /// `42[name,payload]` (payload = raw JSON text, "" if absent).
+    /// `42[name,payload]` (payload = raw JSON text, "" if absent). An ack id, if any, is
+    /// skipped: the server asks the client for no acknowledgement.
     Event {
         name: &'a str,
         payload: &'a str,
     },
-    /// Anything else (acks, binary events, upgrade/noop, garbage).
+    /// `43<id>[arg, ...]`: the answer to the client's event `id`; `payload` is the raw JSON
+    /// text of the first argument ("" if there is none).
+    Ack {
+        id: u64,
+        payload: &'a str,
+    },
+    /// Anything else (binary events, upgrade/noop, garbage).
     Other,
 }
 
 /// Decodes one text frame.
 pub fn decode(text: &str) -> Packet<'_> {
-    let Some(kind) = text.as_bytes().first() else {
+    // `get`: a frame starting with a multi-byte character has no boundary at 1.
+    let (Some(kind), Some(rest)) = (text.as_bytes().first(), text.get(1..)) else {
         return Packet::Other;
     };
-    let rest = &text[1..];
     match kind {
         b'0' => Packet::Open(rest),
         b'1' => Packet::Close,
@@ -49,15 +62,15 @@ pub fn decode(text: &str) -> Packet<'_> {
 }
 
 fn decode_sio(m: &str) -> Packet<'_> {
-    let Some(kind) = m.as_bytes().first() else {
+    let (Some(kind), Some(rest)) = (m.as_bytes().first(), m.get(1..)) else {
         return Packet::Other;
     };
-    let rest = &m[1..];
     match kind {
         b'0' => Packet::Connect(rest),
         b'1' => Packet::Disconnect,
         b'4' => Packet::ConnectError(rest),
         b'2' => decode_event(rest).unwrap_or(Packet::Other),
+        b'3' => decode_ack(rest).unwrap_or(Packet::Other),
         _ => Packet::Other,
     }
 }
@@ -77,16 +90,62 @@ fn decode_event(s: &str) -> Option<Packet<'_>> {
     let body = s.trim_end().strip_suffix(']')?;
     let payload = match body.strip_prefix(',') {
         Some(p) => p.trim(),
-        None if body.trim().is_empty() => "",
+        None if body.trim().is_empty() => &body[..0], // a slice of the frame, like any payload
         None => return None,
     };
     Some(Packet::Event { name, payload })
 }
 
+/// `<id>` `[` [first argument [`,` more]] `]`. Acks are rare (one per request), so the end of
+/// the first argument is found by parsing it; more arguments are ignored.
+fn decode_ack(s: &str) -> Option<Packet<'_>> {
+    let digits = s.bytes().take_while(u8::is_ascii_digit).count();
+    if digits == 0 {
+        return None;
+    }
+    let id = s[..digits].parse::<u64>().ok()?;
+    let args = s[digits..].trim();
+    let inner = args.strip_prefix('[')?.strip_suffix(']')?;
+    let first = inner.trim_start();
+    if first.is_empty() {
+        return Some(Packet::Ack { id, payload: &first[..0] });
+    }
+    let mut values = serde_json::Deserializer::from_str(first).into_iter::<serde::de::IgnoredAny>();
+    values.next()?.ok()?;
+    let end = values.byte_offset();
+    // After the first argument: nothing, or a comma and more arguments.
+    let after = first[end..].trim_start();
+    if !(after.is_empty() || after.starts_with(',')) {
+        return None;
+    }
+    Some(Packet::Ack { id, payload: &first[..end] })
+}
+
+/// Whether an ack's payload is tickerfeed's error answer, `{"error":{"code":...,...}}`.
+pub fn is_error_ack(payload: &str) -> bool {
+    #[derive(serde::Deserialize)]
+    struct Answer {
+        #[serde(default)]
+        error: Option<serde::de::IgnoredAny>,
+    }
+    // (serde would also read a struct from an array: only an object is an answer.)
+    payload.trim_start().starts_with('{') && matches!(serde_json::from_str::<Answer>(payload), Ok(Answer { error: Some(_) }))
+}
+
 /// `42["name",payload]`; `payload_json` must be one JSON value.
+#[cfg(test)]
 pub fn encode_event(name: &str, payload_json: &str) -> String {
-    let mut s = String::with_capacity(payload_json.len() + name.len() + 6);
-    s.push_str("42[\"");
+    encode_event_with_ack(name, None, payload_json)
+}
+
+/// `42<ack>["name",payload]`: with `Some(id)` the server answers with `43<id>[...]`.
+pub fn encode_event_with_ack(name: &str, ack: Option<u64>, payload_json: &str) -> String {
+    let mut s = String::with_capacity(payload_json.len() + name.len() + 26);
+    s.push_str("42");
+    if let Some(id) = ack {
+        s.push_str(&id.to_string());
+    }
+    s.push_str("[\"");
     s.push_str(name);
     s.push_str("\",");
     s.push_str(payload_json);
@@ -147,10 +206,78 @@ mod tests {
     }
 
     #[test]
+    fn decodes_acks() {
+        let sub = r#"{"throttle_ms":0,"symbols":["AAPL","MSFT"],"rejected":[{"symbol":"ZZZ","code":"unknown_symbol"}]}"#;
+        assert_eq!(decode(&format!("431[{sub}]")), Packet::Ack { id: 1, payload: sub });
+        assert_eq!(decode(r#"4312 [ {"ts":1} , "more", [1] ] "#), Packet::Ack { id: 12, payload: r#"{"ts":1}"# });
+        assert_eq!(decode("437[]"), Packet::Ack { id: 7, payload: "" });
+        assert_eq!(decode(r#"437["]",1]"#), Packet::Ack { id: 7, payload: r#""]""# });
+        let err = r#"{"error":{"code":"too_many_symbols","message":"no"}}"#;
+        assert_eq!(decode(&format!("439[{err}]")), Packet::Ack { id: 9, payload: err });
+        assert!(is_error_ack(err));
+        assert!(!is_error_ack(sub) && !is_error_ack(r#"{"error":null}"#) && !is_error_ack("") && !is_error_ack("[1]"));
+        for bad in ["43", "43[{}]", "431", "431{}", "431[{}", "431[{} {}]", "431[{]", "4318446744073709551616[{}]", "43x[{}]"] {
+            assert_eq!(decode(bad), Packet::Other, "{bad:?}");
+        }
+    }
+
+    /// Whatever arrives, decoding never panics and every payload is a slice of the frame (the
+    /// connection hands it on by offsets).
+    #[test]
+    fn garbage_never_panics_and_payloads_lie_in_the_frame() {
+        let valid = [
+            r#"42["quotes",{"quotes":[{"symbol":"A","seq":1,"pt":2}]}]"#,
+            r#"42["quotes",{"snapshot":true,"quotes":[]}]"#,
+            r#"431[{"throttle_ms":0,"symbols":["A"],"rejected":[]}]"#,
+            r#"432[{"error":{"code":"bad_request","message":"é "x""}}]"#,
+            r#"0{"sid":"x","upgrades":[],"pingInterval":25000,"pingTimeout":20000,"maxPayload":1000000}"#,
+            r#"40{"sid":"abc"}"#,
+            "é2",
+            "4é",
+            r#"42["welcome",{"protocol":1,"server":"tickerfeed","instance":"i"}]"#,
+            "2",
+            "6",
+        ];
+        let check = |text: &str| {
+            let payload = match decode(text) {
+                Packet::Event { payload, .. } | Packet::Ack { payload, .. } => payload,
+                _ => return,
+            };
+            let (base, p) = (text.as_ptr() as usize, payload.as_ptr() as usize);
+            assert!(p >= base && p + payload.len() <= base + text.len(), "{text:?}");
+        };
+        let mut rng = 0x9e37_79b9_7f4a_7c15u64;
+        let mut next = move || {
+            rng ^= rng << 13;
+            rng ^= rng >> 7;
+            rng ^= rng << 17;
+            rng
+        };
+        for v in valid {
+            for cut in (0..=v.len()).filter(|&i| v.is_char_boundary(i)) {
+                check(&v[..cut]);
+                check(&v[cut..]);
+            }
+            for _ in 0..500 {
+                let mut b = v.as_bytes().to_vec();
+                for _ in 0..1 + next() % 4 {
+                    let i = (next() % b.len() as u64) as usize;
+                    const BYTES: &[u8] = br#"[]{}\",:0123 4a"#;
+                    b[i] = BYTES[(next() % BYTES.len() as u64) as usize];
+                }
+                check(&String::from_utf8_lossy(&b));
+            }
+        }
+    }
+
+    #[test]
     fn encodes_events_and_round_trips() {
         let sub = r#"{"op":"subscribe","symbols":["A","B"],"throttle_ms":0,"snapshot":true}"#;
         let wire = encode_event("subscribe", sub);
         assert_eq!(wire, format!(r#"42["subscribe",{sub}]"#));
+        let arg = r#"{"symbols":["A"],"throttle_ms":0,"snapshot":true}"#;
+        assert_eq!(encode_event_with_ack("subscribe", Some(12), arg), format!(r#"4212["subscribe",{arg}]"#));
+        assert_eq!(decode(&encode_event_with_ack("subscribe", Some(3), arg)), Packet::Event { name: "subscribe", payload: arg });
         assert_eq!(decode(&wire), Packet::Event { name: "subscribe", payload: sub });
         let v: serde_json::Value = serde_json::from_str(&wire[2..]).unwrap();
         assert_eq!(v[0], "subscribe");

@@ -5,6 +5,11 @@
 //! [`crate::scan`] (about 3× faster); anything it declines is deserialised by serde into
 //! borrowed structs holding only the fields the measurements need (`type`, `snapshot`, and
 //! per quote `symbol`, `seq`, `pt`) — no `serde_json::Value`, no owned strings.
+//!
+//! A v1 message names its type in its JSON (`"type":"quotes"`); over Socket.IO the event's
+//! name does (`42["quotes",{"quotes":[...]}]`) and the payload has no `type`: [`process_as`],
+//! [`parse_welcome_as`] and [`probe_classify_as`] take the [`Kind`] the transport read, or
+//! `None` for a self-describing v1 message.
 
 use std::borrow::Cow;
 use std::collections::HashMap;
@@ -44,6 +49,44 @@ pub struct QuoteLite<'a> {
     pub pt: Option<i64>,
 }
 
+/// A `quotes` event's payload (Socket.IO): a [`Frame`] without `type`, `quotes` required.
+#[derive(Deserialize)]
+pub struct QuotesPayload<'a> {
+    #[serde(default)]
+    pub snapshot: Option<bool>,
+    #[serde(borrow)]
+    pub quotes: Vec<QuoteLite<'a>>,
+}
+
+/// What a message is, when the transport says so rather than the message's own `type`: a
+/// Socket.IO event's name, or the request an acknowledgement answers.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Kind {
+    Quotes,
+    Subscribed,
+    Welcome,
+    Feed,
+    Pong,
+    Error,
+    /// Any other name (`unsubscribed`, `subscriptions`, one a newer server adds).
+    Other,
+}
+
+impl Kind {
+    /// The kind of a message named `name` (a v1 `type` or a Socket.IO event name).
+    pub fn of_name(name: &str) -> Kind {
+        match name {
+            "quotes" => Kind::Quotes,
+            "subscribed" => Kind::Subscribed,
+            "welcome" => Kind::Welcome,
+            "feed" => Kind::Feed,
+            "pong" => Kind::Pong,
+            "error" => Kind::Error,
+            _ => Kind::Other,
+        }
+    }
+}
+
 /// Only the message type: the fallback when [`Frame`] does not fit.
 #[derive(Deserialize)]
 pub struct Head<'a> {
@@ -58,10 +101,27 @@ pub struct SubAck {
     #[serde(default)]
     pub symbols: Vec<IgnoredAny>,
     #[serde(default)]
-    pub rejected: Vec<String>,
+    pub rejected: Vec<Rejected>,
     /// The effective throttle the server applies to this subscription.
     #[serde(default)]
     pub throttle_ms: Option<u64>,
+}
+
+/// A rejected symbol: `{"symbol":"ZZZ","code":"unknown_symbol"}` as tickerfeed and the peers
+/// send it, or a bare name.
+#[derive(Deserialize, Debug, Clone)]
+#[serde(untagged)]
+pub enum Rejected {
+    Name(String),
+    Entry { symbol: String },
+}
+
+impl Rejected {
+    pub fn into_symbol(self) -> String {
+        match self {
+            Rejected::Name(s) | Rejected::Entry { symbol: s } => s,
+        }
+    }
 }
 
 /// What the caller needs to know about a processed frame (the counting is already done).
@@ -174,7 +234,7 @@ pub fn process(text: &str, seq: &mut SeqTracker, stats: &mut WorkerStats, now_us
         Err(_) => {
             // Not a quotes-shaped frame: find out its type alone.
             return match serde_json::from_str::<Head>(text) {
-                Ok(h) if h.kind != "quotes" => count_other(text, &h.kind, stats),
+                Ok(h) if h.kind != "quotes" => count_other(text, Kind::of_name(&h.kind), stats),
                 _ => {
                     stats.counters.parse_errors += 1;
                     Event::Unparseable
@@ -183,12 +243,43 @@ pub fn process(text: &str, seq: &mut SeqTracker, stats: &mut WorkerStats, now_us
         }
     };
     if frame.kind != "quotes" {
-        return count_other(text, &frame.kind, stats);
+        return count_other(text, Kind::of_name(&frame.kind), stats);
     }
     let quotes = frame.quotes.iter().map(|q| (&*q.symbol, q.seq, q.pt));
     let snapshot = frame.snapshot.unwrap_or(false);
     count_quotes(snapshot, frame.quotes.len(), quotes, seq, stats, now_us, record_latency);
     Event::Quotes { snapshot }
+}
+
+/// As [`process`], for a message whose kind the transport gave (`Some`: a Socket.IO event or
+/// acknowledgement, whose JSON has no `type`) or that names it itself (`None`: v1).
+pub fn process_as(kind: Option<Kind>, text: &str, seq: &mut SeqTracker, stats: &mut WorkerStats, now_us: i64, record_latency: bool) -> Event {
+    let Some(kind) = kind else {
+        return process(text, seq, stats, now_us, record_latency);
+    };
+    let c = &mut stats.counters;
+    c.frames += 1;
+    c.bytes += text.len() as u64;
+    if kind != Kind::Quotes {
+        return count_other(text, kind, stats);
+    }
+    if let Some(f) = scan::scan_quotes_payload(text) {
+        let quotes = f.quotes.iter().map(|q| (q.symbol, q.seq, q.pt));
+        count_quotes(f.snapshot, f.quotes.len(), quotes, seq, stats, now_us, record_latency);
+        return Event::Quotes { snapshot: f.snapshot };
+    }
+    match serde_json::from_str::<QuotesPayload>(text) {
+        Ok(p) => {
+            let quotes = p.quotes.iter().map(|q| (&*q.symbol, q.seq, q.pt));
+            let snapshot = p.snapshot.unwrap_or(false);
+            count_quotes(snapshot, p.quotes.len(), quotes, seq, stats, now_us, record_latency);
+            Event::Quotes { snapshot }
+        }
+        Err(_) => {
+            stats.counters.parse_errors += 1;
+            Event::Unparseable
+        }
+    }
 }
 
 /// The accounting of one `quotes` frame, whichever parser read it.
@@ -254,31 +345,38 @@ fn count_quotes<'q>(
     }
 }
 
-fn count_other(text: &str, kind: &str, stats: &mut WorkerStats) -> Event {
+/// Counts a message other than `quotes`. (A `quotes` kind here is a v1 frame that did not
+/// parse as one: [`process`] never passes it.)
+fn count_other(text: &str, kind: Kind, stats: &mut WorkerStats) -> Event {
     let c = &mut stats.counters;
     match kind {
-        "subscribed" => {
+        Kind::Subscribed => {
             c.subscribed_msgs += 1;
             let ack: SubAck = serde_json::from_str(text).unwrap_or_default();
-            Event::Subscribed { symbols: ack.symbols.len(), rejected: ack.rejected.len(), first_rejected: ack.rejected.into_iter().next(), throttle_ms: ack.throttle_ms }
+            Event::Subscribed {
+                symbols: ack.symbols.len(),
+                rejected: ack.rejected.len(),
+                first_rejected: ack.rejected.into_iter().next().map(Rejected::into_symbol),
+                throttle_ms: ack.throttle_ms,
+            }
         }
-        "welcome" => {
+        Kind::Welcome => {
             c.other_msgs += 1;
             Event::Welcome
         }
-        "feed" => {
+        Kind::Feed => {
             c.feed_msgs += 1;
             Event::Other
         }
-        "pong" => {
+        Kind::Pong => {
             c.pong_msgs += 1;
             Event::Other
         }
-        "error" => {
+        Kind::Error => {
             c.error_msgs += 1;
             Event::Error
         }
-        _ => {
+        Kind::Quotes | Kind::Other => {
             c.other_msgs += 1;
             Event::Other
         }
@@ -311,6 +409,37 @@ pub fn parse_welcome(text: &str) -> Result<Welcome, String> {
         Ok(h) if h.kind == "welcome" => serde_json::from_str(text).map_err(|e| format!("bad welcome: {e}")),
         Ok(h) => Err(format!("expected welcome, got type {:?}: {}", h.kind, truncate(text, 200))),
         Err(e) => Err(format!("expected welcome, got unparseable frame ({e}): {}", truncate(text, 200))),
+    }
+}
+
+/// As [`parse_welcome`], for a message whose kind the transport gave (`None`: v1).
+pub fn parse_welcome_as(kind: Option<Kind>, text: &str) -> Result<Welcome, String> {
+    match kind {
+        None => parse_welcome(text),
+        Some(Kind::Welcome) => serde_json::from_str(text).map_err(|e| format!("bad welcome: {e}")),
+        Some(k) => Err(format!("expected welcome, got a {k:?} message: {}", truncate(text, 200))),
+    }
+}
+
+/// As [`probe_classify`], for a message whose kind the transport gave (`None`: v1).
+pub fn probe_classify_as(kind: Option<Kind>, text: &str) -> ProbeEvent {
+    #[derive(Deserialize)]
+    struct ProbePayload {
+        #[serde(default)]
+        snapshot: Option<bool>,
+        #[allow(dead_code)]
+        quotes: IgnoredAny,
+    }
+    match kind {
+        None => probe_classify(text),
+        Some(Kind::Subscribed) => ProbeEvent::Subscribed,
+        Some(Kind::Error) => ProbeEvent::Error,
+        Some(Kind::Quotes) => match serde_json::from_str::<ProbePayload>(text) {
+            Ok(p) if p.snapshot == Some(true) => ProbeEvent::SnapshotQuotes,
+            Ok(_) => ProbeEvent::LiveQuotes,
+            Err(_) => ProbeEvent::Other,
+        },
+        Some(_) => ProbeEvent::Other,
     }
 }
 

@@ -19,7 +19,7 @@ use tokio_tungstenite::tungstenite::{Message, Utf8Bytes};
 use crate::cli::Protocol;
 use crate::client::SubSpec;
 use crate::eio::{self, Packet};
-use crate::frame::{self, Welcome};
+use crate::frame::{self, Kind, Welcome};
 use crate::sse::{self, SseStream};
 
 pub type Ws = WebSocketStream<TcpStream>;
@@ -102,12 +102,17 @@ pub async fn connect(target: &Target, rcvbuf: Option<u32>) -> Result<Ws> {
     Ok(ws)
 }
 
-/// A client connection speaking any of the wire protocols: v1 JSON frames or the same objects
-/// wrapped in Socket.IO events (see [`crate::eio`]) over a WebSocket, or v1 as Server-Sent
+/// A client connection speaking any of the wire protocols: v1 JSON frames, or Socket.IO events
+/// named after what they carry (see [`crate::eio`]) over a WebSocket, or v1 as Server-Sent
 /// Events (see [`crate::sse`]), whose subscription is made by the request itself.
 pub struct Conn {
     pub protocol: Protocol,
     link: Link,
+    /// Socket.IO: the last ack id used (ids start at 1).
+    last_ack: u64,
+    /// Socket.IO: the requests sent with an ack id and not answered yet, with the kind of
+    /// message their answer stands for (`subscribe` → [`Kind::Subscribed`]).
+    pending_acks: Vec<(u64, Kind)>,
 }
 
 enum Link {
@@ -117,16 +122,19 @@ enum Link {
 
 /// What [`Conn::next`] read.
 pub enum Incoming {
-    /// A v1 message: `&frame[start..end]` is the JSON object; `wire` is its size on the wire
-    /// (the WebSocket frame's payload, the Socket.IO packet, the SSE event block).
+    /// A message: `&frame[start..end]` is its JSON object; `wire` is its size on the wire (the
+    /// WebSocket frame's payload, the Socket.IO packet, the SSE event block). `kind` is what
+    /// the transport says it is — a Socket.IO event's name, or the request an ack answers
+    /// (whose JSON then has no `type`) — or `None` for a v1 object, which says it itself.
     Text {
         frame: Utf8Bytes,
         start: usize,
         end: usize,
         wire: usize,
+        kind: Option<Kind>,
     },
-    /// Housekeeping (an Engine.IO ping, answered already, or pong; an SSE comment or `retry:`):
-    /// its size on the wire.
+    /// Housekeeping (an Engine.IO ping, answered already, or pong; an ack nobody waits for; an
+    /// SSE comment or `retry:`): its size on the wire.
     Control(usize),
     Binary(usize),
     /// The server closed (WebSocket close, Engine.IO close, Socket.IO disconnect, the end of
@@ -147,14 +155,14 @@ impl Conn {
             }
             Protocol::V1 | Protocol::Socketio => Link::Ws(connect(target, spec.rcvbuf).await?),
         };
-        let mut conn = Conn { protocol: target.protocol, link };
+        let mut conn = Conn { protocol: target.protocol, link, last_ack: 0, pending_acks: Vec::new() };
         if conn.protocol == Protocol::Socketio {
             conn.socketio_handshake().await?;
         }
         let welcome = loop {
             match conn.next().await {
-                Some(Ok(Incoming::Text { frame, start, end, .. })) => {
-                    break frame::parse_welcome(&frame[start..end]).map_err(|e| anyhow!(e))?;
+                Some(Ok(Incoming::Text { frame, start, end, kind, .. })) => {
+                    break frame::parse_welcome_as(kind, &frame[start..end]).map_err(|e| anyhow!(e))?;
                 }
                 Some(Ok(Incoming::Closed(why))) => {
                     bail!("server closed the connection before welcome: {why}")
@@ -210,22 +218,32 @@ impl Conn {
         }
     }
 
-    /// Sends a client op (`json` = the v1 object) over the WebSocket.
-    pub async fn send_op(&mut self, op: &str, json: String) -> Result<()> {
+    /// Subscribes as `spec` says: over v1 `{"op":"subscribe",...,"id":1}`, answered by
+    /// `subscribed`; over Socket.IO `42<n>["subscribe",{"symbols":...}]`, whose ack
+    /// `43<n>[{...}]` [`Conn::next`] hands out as a [`Kind::Subscribed`] message. Nothing over
+    /// SSE, whose request carried the subscription (the server answers it with `subscribed`
+    /// all the same, so what follows is the same for every protocol).
+    pub async fn subscribe(&mut self, spec: &SubSpec) -> Result<()> {
         let text = match self.protocol {
-            Protocol::Socketio => eio::encode_event(op, &json),
-            Protocol::V1 | Protocol::Sse => json,
+            Protocol::Sse => return Ok(()),
+            Protocol::V1 => crate::client::subscribe_text(spec, 1),
+            Protocol::Socketio => {
+                self.last_ack += 1;
+                let id = self.last_ack;
+                self.pending_acks.push((id, Kind::Subscribed));
+                eio::encode_event_with_ack("subscribe", Some(id), &crate::client::subscribe_payload(spec))
+            }
         };
         self.ws()?.send(Message::text(text)).await?;
         Ok(())
     }
 
-    /// The next text message as (frame, start, end), skipping everything else; a close or the
-    /// end of the connection is an error naming `what` the connection was for.
-    pub async fn next_text(&mut self, what: &str) -> Result<(Utf8Bytes, usize, usize)> {
+    /// The next text message as (frame, start, end, kind), skipping everything else; a close
+    /// or the end of the connection is an error naming `what` the connection was for.
+    pub async fn next_text(&mut self, what: &str) -> Result<(Utf8Bytes, usize, usize, Option<Kind>)> {
         loop {
             match self.next().await {
-                Some(Ok(Incoming::Text { frame, start, end, .. })) => return Ok((frame, start, end)),
+                Some(Ok(Incoming::Text { frame, start, end, kind, .. })) => return Ok((frame, start, end, kind)),
                 Some(Ok(Incoming::Closed(f))) => bail!("server closed the {what}: {f}"),
                 Some(Ok(_)) => continue,
                 Some(Err(e)) => return Err(e),
@@ -241,7 +259,7 @@ impl Conn {
             Link::Sse(stream) => {
                 return stream.next().await.map(|item| {
                     item.map(|item| match item {
-                        sse::Item::Event { block, start, end, wire } => Incoming::Text { frame: block, start, end, wire },
+                        sse::Item::Event { block, start, end, wire } => Incoming::Text { frame: block, start, end, wire, kind: None },
                         sse::Item::Control(n) => Incoming::Control(n),
                         sse::Item::End => Incoming::Closed("the server ended the event stream".into()),
                     })
@@ -261,12 +279,20 @@ impl Conn {
             };
             let wire = frame.len();
             if self.protocol == Protocol::V1 {
-                return Some(Ok(Incoming::Text { frame, start: 0, end: wire, wire }));
+                return Some(Ok(Incoming::Text { frame, start: 0, end: wire, wire, kind: None }));
             }
-            let (start, end) = match eio::decode(&frame) {
-                Packet::Event { payload, .. } => {
-                    let start = payload.as_ptr() as usize - frame.as_ptr() as usize;
-                    (start, start + payload.len())
+            let (start, end, kind) = match eio::decode(&frame) {
+                Packet::Event { name, payload } => {
+                    let (start, end) = span_in(&frame, payload);
+                    (start, end, Kind::of_name(name))
+                }
+                Packet::Ack { id, payload } => {
+                    let Some(i) = self.pending_acks.iter().position(|&(p, _)| p == id) else {
+                        return Some(Ok(Incoming::Control(wire))); // nobody asked
+                    };
+                    let (_, answer) = self.pending_acks.swap_remove(i);
+                    let (start, end) = span_in(&frame, payload);
+                    (start, end, if eio::is_error_ack(payload) { Kind::Error } else { answer })
                 }
                 Packet::Ping(d) => {
                     let pong = format!("{}{d}", eio::PONG);
@@ -281,7 +307,7 @@ impl Conn {
                 }
                 _ => return Some(Ok(Incoming::Control(wire))),
             };
-            return Some(Ok(Incoming::Text { frame, start, end, wire }));
+            return Some(Ok(Incoming::Text { frame, start, end, wire, kind: Some(kind) }));
         }
     }
 
@@ -330,6 +356,16 @@ impl Conn {
         })
         .await
         .unwrap_or(false)
+    }
+}
+
+/// Where `part` (a slice of `whole`, as the decoders return) lies in `whole`; an empty span at
+/// the end if it is not a slice of it (which would be a decoder bug, not worth a panic).
+fn span_in(whole: &str, part: &str) -> (usize, usize) {
+    let start = (part.as_ptr() as usize).wrapping_sub(whole.as_ptr() as usize);
+    match start.checked_add(part.len()) {
+        Some(end) if end <= whole.len() => (start, end),
+        _ => (whole.len(), whole.len()),
     }
 }
 

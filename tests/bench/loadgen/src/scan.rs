@@ -27,15 +27,28 @@ pub struct Quotes<'a> {
 
 /// Scans `text`; `Some` only for a well-formed frame of type `quotes`.
 pub fn scan_quotes(text: &str) -> Option<Quotes<'_>> {
+    scan(text, true)
+}
+
+/// Scans a Socket.IO `quotes` event's payload: the same object without `type` (the event's
+/// name says it), `{"quotes":[...]}` or `{"snapshot":true,"quotes":[...]}`. `Some` only for a
+/// well-formed object with a `quotes` array; a `type` field, if any, is skipped.
+pub fn scan_quotes_payload(text: &str) -> Option<Quotes<'_>> {
+    scan(text, false)
+}
+
+/// `typed`: the object must say `"type":"quotes"` (v1); otherwise it must hold `quotes`.
+fn scan(text: &str, typed: bool) -> Option<Quotes<'_>> {
     let mut s = Scanner { b: text.as_bytes(), src: text, i: 0 };
     let mut kind_is_quotes = false;
+    let mut has_quotes = false;
     let mut snapshot = false;
     let mut quotes = Vec::new();
     s.ws();
     s.eat(b'{')?;
     s.ws();
     if s.peek()? == b'}' {
-        return None; // no type
+        return None; // no type, no quotes
     }
     loop {
         let key = s.plain_string()?;
@@ -43,9 +56,12 @@ pub fn scan_quotes(text: &str) -> Option<Quotes<'_>> {
         s.eat(b':')?;
         s.ws();
         match key {
-            "type" => kind_is_quotes = s.plain_string()? == "quotes",
+            "type" if typed => kind_is_quotes = s.plain_string()? == "quotes",
             "snapshot" => snapshot = s.boolean_or_null()?,
-            "quotes" => s.quote_array(&mut quotes)?,
+            "quotes" => {
+                s.quote_array(&mut quotes)?;
+                has_quotes = true;
+            }
             _ => s.skip_value()?,
         }
         s.ws();
@@ -56,7 +72,7 @@ pub fn scan_quotes(text: &str) -> Option<Quotes<'_>> {
         }
     }
     s.ws();
-    if s.i != s.b.len() || !kind_is_quotes {
+    if s.i != s.b.len() || !(if typed { kind_is_quotes } else { has_quotes }) {
         return None;
     }
     Some(Quotes { snapshot, quotes })
@@ -334,6 +350,35 @@ mod tests {
             assert_eq!(fast.snapshot, slow.snapshot.unwrap_or(false), "{text}");
             let slow_q: Vec<Q> = slow.quotes.iter().map(|q| Q { symbol: &q.symbol, seq: q.seq, pt: q.pt }).collect();
             assert_eq!(fast.quotes, slow_q, "{text}");
+        }
+    }
+
+    #[test]
+    fn payload_scanner_matches_serde() {
+        let cases = [
+            r#"{"quotes":[{"symbol":"AAPL","seq":1,"ts":5,"pt":1764100000123456,"last":1.5,"x":{"a":[1,"}"]}}]}"#,
+            r#" { "quotes" : [ { "pt" : -3 , "seq" : 7 , "symbol" : "B" } , {"symbol":"C","seq":null} ] , "snapshot" : true } "#,
+            r#"{"snapshot":true,"quotes":[]}"#,
+            r#"{"quotes":[{"symbol":"A","seq":1,"pt":2,"note":"a \"q\" }"},{"symbol":"D","seq":2,"pt":3}],"extra":[1,{"b":2}]}"#,
+            r#"{"type":"quotes","snapshot":false,"quotes":[{"symbol":"E","seq":3,"pt":4}]}"#, // a type is skipped
+        ];
+        for text in cases {
+            let fast = scan_quotes_payload(text).unwrap_or_else(|| panic!("declined {text}"));
+            let slow: crate::frame::QuotesPayload = serde_json::from_str(text).unwrap();
+            assert_eq!(fast.snapshot, slow.snapshot.unwrap_or(false), "{text}");
+            let slow_q: Vec<Q> = slow.quotes.iter().map(|q| Q { symbol: &q.symbol, seq: q.seq, pt: q.pt }).collect();
+            assert_eq!(fast.quotes, slow_q, "{text}");
+        }
+        for text in [
+            r#"{"snapshot":true}"#, // no quotes
+            "{}",
+            r#"{"quotes":7}"#,
+            r#"{"quotes":[{"symbol":"A","seq":1}]"#, // truncated
+            r#"{"quotes":[{"symbol":"A","seq":1}]} trailing"#,
+            r#"["quotes",{"quotes":[]}]"#, // not an object
+            "",
+        ] {
+            assert_eq!(scan_quotes_payload(text), None, "{text}");
         }
     }
 

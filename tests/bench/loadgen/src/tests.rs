@@ -15,7 +15,7 @@ use tokio_tungstenite::tungstenite::Message;
 
 use crate::cli::Args;
 use crate::client::{SubSpec, now_us, subscribe_text};
-use crate::frame::{self, Event, ProbeEvent, SeqTracker};
+use crate::frame::{self, Event, Kind, ProbeEvent, SeqTracker};
 use crate::net;
 use crate::stats::{StatsRegistry, WorkerStats};
 use crate::symbols::{Popularity, Rng, SymbolChooser};
@@ -111,6 +111,90 @@ fn other_message_types_are_counted_not_failed() {
 }
 
 #[test]
+fn rejected_symbols_as_objects_or_names() {
+    let mut st = WorkerStats::new();
+    let mut seq = SeqTracker::default();
+    // tickerfeed and the peers send objects; the count of symbols must not suffer from them.
+    let text = json!({"type": "subscribed", "id": 1, "throttle_ms": 250, "symbols": ["A"],
+                      "rejected": [{"symbol": "ZZZ", "code": "unknown_symbol"}, {"symbol": "b@d", "code": "invalid_symbol"}]});
+    assert_eq!(
+        frame::process(&text.to_string(), &mut seq, &mut st, 0, true),
+        Event::Subscribed { symbols: 1, rejected: 2, first_rejected: Some("ZZZ".into()), throttle_ms: Some(250) }
+    );
+}
+
+/// Socket.IO: the event's name (or the request an ack answers) gives the kind; the payload is
+/// the v1 object without `type`, counted exactly as the v1 frame would be.
+#[test]
+fn named_messages_are_counted_like_v1_frames() {
+    let now = 1_764_100_000_500_000i64;
+    let live = json!({"quotes": [quote("AAPL", 5, now - 1500), quote("MSFT", 9, now - 2500)]}).to_string();
+    let v1_live = json!({"type": "quotes", "quotes": [quote("AAPL", 5, now - 1500), quote("MSFT", 9, now - 2500)]}).to_string();
+    let (mut st, mut seq) = (WorkerStats::new(), SeqTracker::default());
+    assert_eq!(frame::process_as(Some(Kind::Quotes), &live, &mut seq, &mut st, now, true), Event::Quotes { snapshot: false });
+    let (mut st1, mut seq1) = (WorkerStats::new(), SeqTracker::default());
+    frame::process_as(None, &v1_live, &mut seq1, &mut st1, now, true);
+    let (a, b) = (st.counters, st1.counters);
+    assert_eq!((a.frames, a.quote_frames, a.quotes_live, a.quotes_snapshot), (b.frames, b.quote_frames, b.quotes_live, b.quotes_snapshot));
+    assert_eq!((a.frames, a.quotes_live), (1, 2));
+    assert_eq!(st.latency.len(), 2);
+    assert_eq!(st.latency.min(), 1500);
+
+    // Snapshot batches: counted apart, not timed; their seq counts for the order.
+    let snap = json!({"snapshot": true, "quotes": [quote("IBM", 7, 1)]}).to_string();
+    assert_eq!(frame::process_as(Some(Kind::Quotes), &snap, &mut seq, &mut st, now, true), Event::Quotes { snapshot: true });
+    assert_eq!((st.counters.snapshot_frames, st.counters.quotes_snapshot), (1, 1));
+    assert_eq!(st.latency.len(), 2);
+    let stale = json!({"quotes": [quote("IBM", 7, now)]}).to_string();
+    frame::process_as(Some(Kind::Quotes), &stale, &mut seq, &mut st, now, true);
+    assert_eq!(st.counters.ordering_errors, 1);
+    // The serde fallback (an escaped symbol the scanner declines) counts the same way.
+    let escaped = r#"{"quotes":[{"symbol":"I\u0042M","seq":8,"pt":1}]}"#;
+    assert_eq!(frame::process_as(Some(Kind::Quotes), escaped, &mut seq, &mut st, now, false), Event::Quotes { snapshot: false });
+    assert_eq!(st.counters.ordering_errors, 1, "IBM 8 after 7: in order");
+
+    // Every other kind, the ack of `subscribe` included (no `type`, no `id`).
+    let (mut st, mut seq) = (WorkerStats::new(), SeqTracker::default());
+    let mut p = |k: Kind, v: &str| frame::process_as(Some(k), v, &mut seq, &mut st, 0, true);
+    assert_eq!(
+        p(Kind::Subscribed, r#"{"throttle_ms":0,"symbols":["A","B"],"rejected":[{"symbol":"ZZZ","code":"unknown_symbol"}]}"#),
+        Event::Subscribed { symbols: 2, rejected: 1, first_rejected: Some("ZZZ".into()), throttle_ms: Some(0) }
+    );
+    assert_eq!(p(Kind::Welcome, r#"{"protocol":1}"#), Event::Welcome);
+    assert_eq!(p(Kind::Feed, r#"{"name":"sim","quotes":1234,"snapshot":"x"}"#), Event::Other);
+    assert_eq!(p(Kind::Pong, r#"{"ts":1}"#), Event::Other);
+    assert_eq!(p(Kind::Error, r#"{"code":"bad_request","message":"nope"}"#), Event::Error);
+    assert_eq!(p(Kind::Error, r#"{"error":{"code":"too_many_symbols","message":"no"}}"#), Event::Error);
+    assert_eq!(p(Kind::Other, r#"{"symbols":[]}"#), Event::Other);
+    // A quotes event that is not one: a parse error, never a panic.
+    for bad in ["", "not json", r#"{"quotes":7}"#, r#"{"snapshot":true}"#, r#"{"type":"quotes"}"#, "[]", r#"{"quotes":[{"seq":1}]}"#] {
+        assert_eq!(p(Kind::Quotes, bad), Event::Unparseable, "{bad}");
+    }
+    let c = st.counters;
+    assert_eq!((c.subscribed_msgs, c.other_msgs, c.feed_msgs, c.pong_msgs, c.error_msgs, c.parse_errors), (1, 2, 1, 1, 2, 7));
+    assert_eq!(c.frames, 14);
+}
+
+#[test]
+fn named_welcome_and_probe_classification() {
+    let w = frame::parse_welcome_as(Some(Kind::Welcome), r#"{"protocol":1,"server":"tickerfeed 0.1.0","instance":"abc","throttle_ms":250,"max_symbols":1000}"#).unwrap();
+    assert_eq!((w.instance.as_deref(), w.max_symbols), (Some("abc"), Some(1000)));
+    assert!(frame::parse_welcome_as(Some(Kind::Quotes), r#"{"quotes":[]}"#).unwrap_err().contains("expected welcome"));
+    assert!(frame::parse_welcome_as(Some(Kind::Welcome), "garbage").is_err());
+    assert!(frame::parse_welcome_as(None, r#"{"type":"welcome","protocol":1}"#).is_ok());
+
+    use frame::probe_classify_as as c;
+    assert_eq!(c(Some(Kind::Subscribed), r#"{"symbols":[]}"#), ProbeEvent::Subscribed);
+    assert_eq!(c(Some(Kind::Quotes), r#"{"snapshot":true,"quotes":[{"symbol":"A"}]}"#), ProbeEvent::SnapshotQuotes);
+    assert_eq!(c(Some(Kind::Quotes), r#"{"quotes":[]}"#), ProbeEvent::LiveQuotes);
+    assert_eq!(c(Some(Kind::Quotes), r#"{"snapshot":true}"#), ProbeEvent::Other);
+    assert_eq!(c(Some(Kind::Quotes), "garbage"), ProbeEvent::Other);
+    assert_eq!(c(Some(Kind::Error), r#"{"error":{"code":"x"}}"#), ProbeEvent::Error);
+    assert_eq!(c(Some(Kind::Feed), r#"{"snapshot":true,"quotes":[]}"#), ProbeEvent::Other);
+    assert_eq!(c(None, r#"{"type":"subscribed","id":1}"#), ProbeEvent::Subscribed);
+}
+
+#[test]
 fn negative_latency_is_clamped_and_counted() {
     let mut st = WorkerStats::new();
     let mut seq = SeqTracker::default();
@@ -144,6 +228,9 @@ fn subscribe_message_format() {
     let spec = SubSpec { symbols: vec!["AAPL".into(), "MSFT".into()], throttle_ms: Some(0), snapshot: true, rcvbuf: None };
     let v: Value = serde_json::from_str(&subscribe_text(&spec, 1)).unwrap();
     assert_eq!(v, json!({"op": "subscribe", "symbols": ["AAPL", "MSFT"], "throttle_ms": 0, "snapshot": true, "id": 1}));
+    // Socket.IO: the event's argument carries no op, type or id.
+    let v: Value = serde_json::from_str(&crate::client::subscribe_payload(&spec)).unwrap();
+    assert_eq!(v, json!({"symbols": ["AAPL", "MSFT"], "throttle_ms": 0, "snapshot": true}));
     let spec = SubSpec { symbols: vec!["*".into()], throttle_ms: None, snapshot: false, rcvbuf: Some(4096) };
     let v: Value = serde_json::from_str(&subscribe_text(&spec, 7)).unwrap();
     assert_eq!(v, json!({"op": "subscribe", "symbols": ["*"], "snapshot": false, "id": 7}));
@@ -431,13 +518,32 @@ async fn serve_ws(
     stream.set_nodelay(true)?;
     let mut ws = tokio_tungstenite::accept_async(stream).await?;
     let sio = sio_pongs.is_some();
-    // v1 object → wire text (a Socket.IO event named after its type in Socket.IO mode).
+    // v1 object → wire text. In Socket.IO mode, tickerfeed's mapping: an event named after the
+    // type, its one argument the object without `type` (and `id`).
     let wrap = |v: Value| -> Message {
         if sio {
-            let kind = v["type"].as_str().unwrap_or("message").to_string();
-            Message::text(json!([kind, v]).to_string().replacen('[', "42[", 1))
+            let mut v = v;
+            let obj = v.as_object_mut().expect("an object");
+            let kind = obj.remove("type").and_then(|t| t.as_str().map(String::from)).unwrap_or_default();
+            obj.remove("id");
+            Message::text(format!("42{}", json!([kind, v])))
         } else {
             Message::text(v.to_string())
+        }
+    };
+    // The answer to the client's `subscribe`: in Socket.IO mode the ack of its id, the object
+    // without `type` and `id` (an error as `{"error":{...}}`).
+    let answer = |v: Value, ack: Option<u64>| -> Message {
+        match ack {
+            Some(n) => {
+                let mut v = v;
+                let obj = v.as_object_mut().expect("an object");
+                let kind = obj.remove("type");
+                obj.remove("id");
+                let arg = if kind.as_ref().and_then(Value::as_str) == Some("error") { json!({ "error": v }) } else { v };
+                Message::text(format!("43{n}{}", json!([arg])))
+            }
+            None => Message::text(v.to_string()),
         }
     };
     if sio {
@@ -451,28 +557,46 @@ async fn serve_ws(
     ws.send(wrap(json!({"type":"welcome","protocol":1,"server":"mock 0.0.0","instance":"mock-1","throttle_ms":250,
                "min_throttle_ms":0,"max_symbols":1000,"max_frame_bytes":16384})))
         .await?;
-    let sub: Value = loop {
+    let (sub, ack): (Value, Option<u64>) = loop {
         match ws.next().await {
             Some(Ok(Message::Text(t))) if sio => {
-                let v: Value = serde_json::from_str(t.strip_prefix("42").expect("an event"))?;
+                // 42<ack id>["subscribe",{"symbols":[...],"throttle_ms":...,"snapshot":...}]
+                let rest = t.strip_prefix("42").expect("an event");
+                let digits = rest.bytes().take_while(u8::is_ascii_digit).count();
+                let ack = rest[..digits].parse::<u64>().ok();
+                assert!(ack.is_some(), "subscribe is sent with an ack id: {t}");
+                let v: Value = serde_json::from_str(&rest[digits..])?;
                 assert_eq!(v[0], "subscribe");
-                break v[1].clone();
+                let arg = v[1].clone();
+                for field in ["op", "type", "id"] {
+                    assert!(arg.get(field).is_none(), "the subscribe argument carries no {field}: {t}");
+                }
+                break (arg, ack);
             }
-            Some(Ok(Message::Text(t))) => break serde_json::from_str(&t)?,
+            Some(Ok(Message::Text(t))) => {
+                let v: Value = serde_json::from_str(&t)?;
+                assert_eq!(v["op"], "subscribe");
+                break (v, None);
+            }
             Some(Ok(_)) => continue,
             _ => return Ok(()),
         }
     };
-    assert_eq!(sub["op"], "subscribe");
     if opts.refuse {
-        ws.send(wrap(json!({"type":"error","id":sub["id"],"code":"too_many","message":"no"}))).await?;
+        ws.send(answer(json!({"type":"error","id":sub["id"],"code":"too_many_symbols","message":"no"}), ack)).await?;
         return Ok(());
     }
     let wanted: Vec<String> = serde_json::from_value(sub["symbols"].clone())?;
     let (symbols, rejected): (Vec<String>, Vec<String>) = if wanted == ["*"] { (opts.symbols.clone(), vec![]) } else { wanted.into_iter().partition(|s| opts.symbols.contains(s)) };
-    ws.send(wrap(json!({"type":"subscribed","id":sub["id"],"throttle_ms":sub["throttle_ms"],"symbols":symbols,"rejected":rejected}))).await?;
+    let rejected: Vec<Value> = rejected.iter().map(|s| json!({"symbol": s, "code": "unknown_symbol"})).collect();
+    ws.send(answer(json!({"type":"subscribed","id":sub["id"],"throttle_ms":sub["throttle_ms"],"symbols":symbols,"rejected":rejected}), ack)).await?;
     if sio {
         ws.send(Message::text("2")).await?; // Engine.IO ping: the client must answer 3
+        // What the client must take in its stride: an Engine.IO noop, an ack of a request it
+        // never made, an event it does not know.
+        ws.send(Message::text("6")).await?;
+        ws.send(Message::text(r#"4399[{"ts":1}]"#)).await?;
+        ws.send(Message::text(r#"42["subscriptions",{"symbols":[]}]"#)).await?;
     }
     let mut seqs: HashMap<String, u64> = symbols.iter().map(|s| (s.clone(), 100)).collect();
     if sub["snapshot"] == true {
@@ -556,6 +680,7 @@ async fn serve_sse(mut stream: tokio::net::TcpStream, opts: MockOpts) -> anyhow:
         pending.extend_from_slice(format!("event: {}\ndata: {v}\n\n", v["type"].as_str().unwrap_or("message")).as_bytes());
     };
     let (symbols, rejected): (Vec<String>, Vec<String>) = if wanted == ["*"] { (opts.symbols.clone(), vec![]) } else { wanted.into_iter().partition(|s| opts.symbols.contains(s)) };
+    let rejected: Vec<Value> = rejected.iter().map(|s| json!({"symbol": s, "code": "unknown_symbol"})).collect();
     event(
         &mut pending,
         json!({"type":"welcome","protocol":1,"server":"mock 0.0.0","instance":"mock-1","throttle_ms":250,"min_throttle_ms":0,"max_symbols":1000,"max_frame_bytes":16384}),
@@ -816,24 +941,78 @@ fn throttled_latency_and_staleness_through_process() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn socketio_against_mock() {
     let mock = start_mock(MockOpts::default()).await;
-    let args = args_for(&mock, &["--protocol", "socketio", "--clients", "4", "--symbols", "3", "--throttle-ms", "20", "--probe-interval-ms", "300"]);
+    let args = args_for(
+        &mock,
+        &[
+            "--protocol",
+            "socketio",
+            "--clients",
+            "4",
+            "--symbols",
+            "3",
+            "--throttle-ms",
+            "20",
+            "--stall",
+            "2",
+            "--stall-rcvbuf-kib",
+            "4",
+            "--probe-interval-ms",
+            "300",
+            "--churn",
+            "20",
+        ],
+    );
     assert!(args.observer_on(), "throttle > 0 turns the observer on");
     let r = crate::run::run(&args).await.unwrap();
     eprintln!("{}", r.table());
     assert!(r.ok, "failures: {:?}", r.failures);
-    assert_eq!((r.clients.connections.connected, r.clients.connections.failed), (4, 0));
-    assert_eq!(r.clients.connections.subscribed_symbols, 12);
-    assert_eq!(r.messages.feed, 4);
-    assert_eq!(r.messages.parse_errors, 0);
+    let c = &r.clients.connections;
+    assert_eq!((c.connected, c.failed, c.disconnected, c.delivering), (4, 0, 0, 4));
+    assert_eq!((c.stall_connected, c.stall_failed), (2, 0));
+    // The ack of `subscribe` stands for `subscribed`: its symbols are counted.
+    assert_eq!(c.subscribed_symbols, 12);
+    assert_eq!((r.messages.subscribed, r.messages.feed, r.messages.parse_errors, r.messages.ordering_errors), (6, 4, 0, 0));
+    // Per reader: the unknown event; the ping, the noop and the stray ack are housekeeping;
+    // all counted as other messages.
+    assert!(r.messages.other >= 4 * 4, "{:?}", r.messages);
     assert!(r.measured.quotes_live > 100, "quotes: {:?}", r.measured);
-    assert!(r.latency_throttled_ms.samples > 0);
+    assert!((r.measured.quotes_per_frame - 3.0).abs() < 1e-9, "{:?}", r.measured);
+    assert!(r.latency_ms.samples > 0 && r.latency_throttled_ms.samples > 0);
     assert!(r.probe.ok >= 1 && r.probe.failed == 0, "{:?}", r.probe);
     let o = r.observer.as_ref().expect("observer");
     assert!(o.quotes > 0 && o.error.is_none(), "{o:?}");
+    let ch = r.churn.as_ref().expect("churn");
+    assert!(ch.attempted > 0 && ch.ok == ch.attempted && ch.failed == 0 && ch.unclean_closes == 0, "{ch:?}");
     // Every reader, the observer and the probes answered the ping.
     tokio::time::sleep(Duration::from_millis(100)).await;
     assert!(mock.pongs.load(Ordering::Relaxed) >= 5);
     assert_eq!(r.server.welcome.as_ref().unwrap().instance.as_deref(), Some("mock-1"));
+    assert_eq!(serde_json::to_value(&r).unwrap()["config"]["protocol"], "socketio");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn socketio_wildcard_ordering_refusal_and_close() {
+    let mock = start_mock(MockOpts::default()).await;
+    let r = crate::run::run(&args_for(&mock, &["--protocol", "socketio", "--clients", "2", "--wildcard", "--probe-interval-ms", "0"])).await.unwrap();
+    assert!(r.ok, "failures: {:?}", r.failures);
+    assert_eq!(r.clients.connections.subscribed_symbols, 40, "*: all 20 mock symbols each");
+
+    let mock = start_mock(MockOpts { dup_every: Some(10), ..Default::default() }).await;
+    let r = crate::run::run(&args_for(&mock, &["--protocol", "socketio", "--clients", "2", "--symbols", "3", "--probe-interval-ms", "0"])).await.unwrap();
+    assert!(!r.ok && r.messages.ordering_errors > 0, "{:?}", r.failures);
+
+    // An error ack answering `subscribe` fails the client's setup and counts as an error.
+    let mock = start_mock(MockOpts { refuse: true, ..Default::default() }).await;
+    let r = crate::run::run(&args_for(&mock, &["--protocol", "socketio", "--clients", "2", "--probe-interval-ms", "0", "--duration", "0.2"])).await.unwrap();
+    assert_eq!(r.clients.connections.failed, 2);
+    let e = &r.clients.connections.connect_errors[0];
+    assert!(e.contains("server error instead of subscribed") && e.contains("too_many_symbols"), "{e}");
+    assert_eq!(r.messages.error, 2, "{:?}", r.messages);
+
+    let mock = start_mock(MockOpts { close_after: Some(20), ..Default::default() }).await;
+    let r = crate::run::run(&args_for(&mock, &["--protocol", "socketio", "--clients", "2", "--probe-interval-ms", "0"])).await.unwrap();
+    assert_eq!(r.clients.connections.disconnected, 2);
+    assert!(!r.ok);
 }
 
 #[test]
