@@ -313,12 +313,17 @@ export class Hub {
  *   sendQuotes(frame, syms, snapshot)  a pre-built v1 quotes frame (JSON string)
  *   bufferedAmount()     bytes queued on the socket
  *   cork(fn)             optional: run fn with the socket corked
+ *   quotesPrefix, snapshotPrefix  optional: how a quotes frame's JSON starts, live and
+ *                        snapshot (default: v1's `{"type":"quotes",...`; the Socket.IO peer's
+ *                        payloads have no `type`)
  */
 export class Session {
   constructor(hub, transport) {
     this.hub = hub;
     this.feed = hub.feed;
     this.t = transport;
+    this.quotesPrefix = transport.quotesPrefix ?? QUOTES_PREFIX;
+    this.snapshotPrefix = transport.snapshotPrefix ?? SNAPSHOT_PREFIX;
     this.subs = new Map(); // symbol index → { throttle, lastSentSeq, nextAllowed }
     this.dirty = new Set();
     this.timer = null;
@@ -370,7 +375,7 @@ export class Session {
 
   build(now) {
     const feed = this.feed;
-    const frames = new FrameBuilder(QUOTES_PREFIX, LIMITS.maxFrameBytes, (frame, syms) => this.t.sendQuotes(frame, syms, false));
+    const frames = new FrameBuilder(this.quotesPrefix, LIMITS.maxFrameBytes, (frame, syms) => this.t.sendQuotes(frame, syms, false));
     let wakeAt = Infinity;
     for (const s of this.dirty) {
       const sub = this.subs.get(s);
@@ -482,10 +487,10 @@ export class Session {
     }
     this.t.send(withId({ type: 'subscribed' }, id, { throttle_ms: throttle, symbols: this.symbolList(), rejected }));
     if (snapshot) {
-      const frames = new FrameBuilder(SNAPSHOT_PREFIX, LIMITS.maxFrameBytes, (frame, syms) => this.t.sendQuotes(frame, syms, true));
+      const frames = new FrameBuilder(this.snapshotPrefix, LIMITS.maxFrameBytes, (frame, syms) => this.t.sendQuotes(frame, syms, true));
       for (const s of snap) frames.add(this.feed.json[s], s);
       if (snap.length === 0) {
-        this.t.sendQuotes(SNAPSHOT_PREFIX + FRAME_SUFFIX, [], true);
+        this.t.sendQuotes(this.snapshotPrefix + FRAME_SUFFIX, [], true);
       } else {
         frames.finish();
       }

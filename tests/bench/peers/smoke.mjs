@@ -3,7 +3,10 @@
 // and the throttle semantics from the client side. Exits non-zero on any failure.
 //
 // The Socket.IO peer is spoken to with a raw `ws` client using Engine.IO v4 / Socket.IO v5
-// frames (`40` connect, `42[event,payload]`, `2`/`3` ping/pong), like the load generator.
+// frames (`40` connect, `42<ack>[event,arg]`, `43<ack>[reply]`, `2`/`3` ping/pong), like the load
+// generator, in tickerfeed's mapping (see peers/README.md): the client maps the v1 ops it is
+// given onto events with ack ids and the answers back onto v1 objects, and checks that no
+// payload carries `type`, `op` or `id`.
 import { spawn } from 'node:child_process';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import net from 'node:net';
@@ -75,17 +78,39 @@ async function startServer(peer, csv, rate, more = []) {
   return { port, child, exited };
 }
 
-/** A protocol-v1 client; for Socket.IO, maps events to v1 objects and back. */
-function connect(peer, port) {
+// Socket.IO: the v1 type of the answer to each op sent with an ack id.
+const REPLY = { subscribe: 'subscribed', unsubscribe: 'unsubscribed', list: 'subscriptions', ping: 'pong' };
+
+/** A protocol-v1 client; for Socket.IO, maps v1 ops onto events and the answers back to v1. */
+function connect(peer, port, query = '') {
   const sio = peer.startsWith('socketio');
-  const url = sio ? `ws://127.0.0.1:${port}/socket.io/?EIO=4&transport=websocket` : `ws://127.0.0.1:${port}/ws`;
+  const url = sio ? `ws://127.0.0.1:${port}/socket.io/?EIO=4&transport=websocket${query}` : `ws://127.0.0.1:${port}/ws`;
   const ws = new WebSocket(url);
+  const acks = new Map(); // ack id → the op and the v1 id it stands for
+  const rawAcks = new Set(); // ack ids of packets sent by sendRaw
+  let lastAck = 100; // above the ids the tests send by hand
   const client = {
     messages: [], // { at, msg, bytes }
     waiters: [],
     frameErrors: [],
+    raw: [], // Socket.IO: every packet received after the connect, as text
     send(obj) {
-      ws.send(sio ? `42${JSON.stringify([obj.op, obj])}` : JSON.stringify(obj));
+      if (!sio) return ws.send(JSON.stringify(obj));
+      // v1 `{op, id, ...fields}` → `42<n>[op, fields]` (an ack id when the op has an id).
+      const { op, id, ...fields } = obj;
+      const args = Object.keys(fields).length > 0 ? [op, fields] : [op];
+      let n = '';
+      if (id !== undefined) {
+        n = String(++lastAck);
+        acks.set(n, { op, id });
+      }
+      ws.send(`42${n}${JSON.stringify(args)}`);
+    },
+    /** Socket.IO only: sends a packet as it is (its ack, if any, is read from `raw`). */
+    sendRaw(text) {
+      const id = /^42(\d+)\[/.exec(text)?.[1];
+      if (id !== undefined) rawAcks.add(id);
+      ws.send(text);
     },
     close() {
       ws.terminate();
@@ -114,17 +139,39 @@ function connect(peer, port) {
       }
     }
   };
+  const noReservedFields = (what, payload) => {
+    if (payload === null || typeof payload !== 'object') return client.frameErrors.push(`${what}: argument ${JSON.stringify(payload)} is not an object`);
+    for (const f of ['type', 'op', 'id']) {
+      if (f in payload) client.frameErrors.push(`${what} carries '${f}'`);
+    }
+  };
   ws.on('message', (data) => {
     const text = data.toString();
     if (!sio) return deliver(JSON.parse(text), Buffer.byteLength(text));
-    // Engine.IO: 0 open, 2 ping, 4 message; Socket.IO inside: 0 connect, 2 event.
+    // Engine.IO: 0 open, 2 ping, 4 message; Socket.IO inside: 0 connect, 2 event, 3 ack.
     if (text[0] === '0') return ws.send('40');
     if (text === '2') return ws.send('3');
     if (text.startsWith('40')) return;
-    if (text.startsWith('42')) {
-      const [event, payload] = JSON.parse(text.slice(2));
-      if (payload?.type !== event) client.frameErrors.push(`event '${event}' carries type '${payload?.type}'`);
-      return deliver(payload, Buffer.byteLength(text) - 2 - event.length - 5);
+    client.raw.push(text);
+    const ack = /^43(\d+)\[/.exec(text);
+    if (ack) {
+      const args = JSON.parse(text.slice(2 + ack[1].length));
+      if (rawAcks.delete(ack[1])) return;
+      const pending = acks.get(ack[1]);
+      if (!pending) return client.frameErrors.push(`an ack nobody asked for: ${text.slice(0, 40)}`);
+      acks.delete(ack[1]);
+      const [payload] = args;
+      if (args.length !== 1) client.frameErrors.push(`ack ${ack[1]} has ${args.length} arguments`);
+      noReservedFields(`ack of ${pending.op}`, payload);
+      if (payload?.error) return deliver({ type: 'error', id: pending.id, ...payload.error }, Buffer.byteLength(text));
+      return deliver({ type: REPLY[pending.op], id: pending.id, ...payload }, Buffer.byteLength(text));
+    }
+    if (text.startsWith('42[')) {
+      const [event, payload, ...more] = JSON.parse(text.slice(2));
+      if (more.length > 0) client.frameErrors.push(`event '${event}' has ${more.length + 1} arguments`);
+      noReservedFields(`event '${event}'`, payload);
+      // The bytes of the quotes object alone, as a /ws frame would carry it.
+      return deliver({ type: event, ...payload }, Buffer.byteLength(text) - `42[${JSON.stringify(event)},`.length - 1);
     }
     client.frameErrors.push(`unexpected frame ${text.slice(0, 40)}`);
   });
@@ -306,6 +353,69 @@ async function testPeer(peer, csv) {
   } finally {
     held.child.kill('SIGTERM');
     await held.exited;
+  }
+
+  if (peer.startsWith('socketio')) await testSocketioMapping(peer, csv);
+}
+
+/** tickerfeed's Socket.IO mapping beyond what the v1 checks above reach: the wire form of
+ * acks and events, the argument shapes, the subscription in the URL, errors with and without
+ * an ack id. */
+async function testSocketioMapping(peer, csv) {
+  const srv = await startServer(peer, csv.path, RATE);
+  try {
+    const [a, b, c] = csv.symbols;
+    // The subscription in the URL: welcome, then a `subscribed` event, then the snapshot.
+    const q = await connect(peer, srv.port, `&symbols=${a},${b.toLowerCase()}&throttle_ms=0`);
+    await q.waitFor((m) => m.type === 'quotes' && m.snapshot === true);
+    const [w, sub, snap] = q.messages.map((m) => m.msg);
+    check(w.type === 'welcome' && w.protocol === 1, `URL subscription: welcome first (got ${w.type})`);
+    check(sub.type === 'subscribed' && sub.id === undefined && sub.throttle_ms === 0 && JSON.stringify([...sub.symbols].sort()) === JSON.stringify([a, b]), `URL subscription: a subscribed event ${JSON.stringify(sub)}`);
+    check(snap.type === 'quotes' && snap.quotes.length === 2, 'URL subscription: its snapshot');
+    check(q.raw[0].startsWith('42["welcome",{') && q.raw[1].startsWith('42["subscribed",{'), `wire: ${q.raw.slice(0, 2).map((t) => t.slice(0, 30))}`);
+    check(/^42\["quotes",\{"snapshot":true,"quotes":\[/.test(q.raw[2]), `wire: the snapshot event ${q.raw[2].slice(0, 40)}`);
+    await q.waitFor((m) => m.type === 'quotes' && !m.snapshot);
+    check(q.raw.some((t) => t.startsWith('42["quotes",{"quotes":[{"symbol":')), 'wire: live quotes as 42["quotes",{"quotes":[...]}]');
+    q.close();
+
+    const s = await connect(peer, srv.port);
+    await s.waitFor((m) => m.type === 'welcome');
+    // An array with an ack id: the ack is 43<n>[{throttle_ms, symbols, rejected}].
+    s.sendRaw(`421${JSON.stringify(['subscribe', [a, 'NOPE']])}`);
+    s.sendRaw(`422${JSON.stringify(['ping'])}`);
+    await sleep(200);
+    const ack1 = s.raw.find((t) => t.startsWith('431['));
+    const v = ack1 && JSON.parse(ack1.slice(3))[0];
+    check(v && v.throttle_ms === 250 && v.symbols.length === 1 && v.symbols[0] === a && v.rejected?.[0]?.symbol === 'NOPE' && v.rejected[0].code === 'unknown_symbol' && !('type' in v), `subscribe ack ${ack1}`);
+    const ack2 = s.raw.find((t) => t.startsWith('432['));
+    check(ack2 && typeof JSON.parse(ack2.slice(3))[0].ts === 'number', `ping ack ${ack2}`);
+    // A comma string without an ack id: a `subscribed` event; `list` without one: `subscriptions`.
+    s.send({ op: 'subscribe', symbols: `${b}, ${c}`, throttle_ms: 0, snapshot: false });
+    const ev = (await s.waitFor((m) => m.type === 'subscribed', 2000).catch(() => null))?.msg;
+    check(ev?.symbols?.length === 3 && ev.throttle_ms === 0, `comma string, no ack: subscribed event ${JSON.stringify(ev)}`);
+    s.sendRaw(`42${JSON.stringify(['subscribe', `${b},${c}`])}`);
+    await sleep(100);
+    s.send({ op: 'list' });
+    const list = (await s.waitFor((m) => m.type === 'subscriptions', 2000).catch(() => null))?.msg;
+    check(list?.symbols?.length === 3, `list without ack: subscriptions event ${JSON.stringify(list)}`);
+    s.send({ op: 'unsubscribe', symbols: [a], id: 5 });
+    const unsub = (await s.waitFor((m) => m.type === 'unsubscribed', 2000).catch(() => null))?.msg;
+    check(unsub?.id === 5 && unsub.symbols.length === 2 && !unsub.symbols.includes(a), `unsubscribe ack ${JSON.stringify(unsub)}`);
+    // Errors: with an ack id in the ack, without one as an `error` event.
+    s.sendRaw(`429${JSON.stringify(['frobnicate', {}])}`);
+    s.sendRaw(`42${JSON.stringify(['subscribe', { symbols: 7 }])}`);
+    await sleep(200);
+    const errAck = s.raw.find((t) => t.startsWith('439['));
+    const e = errAck && JSON.parse(errAck.slice(3))[0];
+    check(e?.error?.code === 'bad_request' && typeof e.error.message === 'string', `unknown event with an ack id: ${errAck}`);
+    const errEv = s.raw.find((t) => t.startsWith('42["error",'));
+    const e2 = errEv && JSON.parse(errEv.slice(2))[1];
+    check(e2?.code === 'bad_request' && typeof e2.message === 'string' && !('type' in e2), `bad subscribe without ack id: ${errEv}`);
+    check(q.frameErrors.length + s.frameErrors.length === 0, `frames well formed ${[...q.frameErrors, ...s.frameErrors].slice(0, 3)}`);
+    s.close();
+  } finally {
+    srv.child.kill('SIGTERM');
+    await srv.exited;
   }
 }
 
