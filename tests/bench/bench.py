@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """The side-by-side benchmark of issue 5: tickerfeed against Node `ws`, uWebSockets.js and
-Socket.IO, six scenarios, one run, one machine; and tickerfeed over its two transports, /ws
-and Server-Sent Events at /sse (issue 13). Called by tests/bench/run.sh (which builds the
+Socket.IO, six scenarios, one run, one machine; and tickerfeed over its other transports:
+Server-Sent Events at /sse against its /ws (issue 13), and its Socket.IO endpoint at
+/socket.io/ against the Node Socket.IO peer. Called by tests/bench/run.sh (which builds the
 binaries, installs the peers and raises the open-file limit first); Python 3.11 stdlib only.
 
 What it owns:
@@ -55,26 +56,33 @@ COMMITTED_RESULTS = BENCH / "results"
 TICKERFEED = ROOT / "target" / "release" / "tickerfeed"
 LOADGEN = ROOT / "target" / "release" / "loadgen"
 
-ALL_SERVERS = ["tickerfeed", "tickerfeed-sse", "ws", "uws", "socketio"]
+ALL_SERVERS = ["tickerfeed", "tickerfeed-sse", "tickerfeed-socketio", "ws", "uws", "socketio"]
 ALL_SCENARIOS = ["idle", "firehose", "ticker", "slow", "churn", "maxconn"]
 SERVER_LABEL = {
     "tickerfeed": "tickerfeed",
     "tickerfeed-sse": "tickerfeed SSE",
+    "tickerfeed-socketio": "tickerfeed Socket.IO*",
     "ws": "Node ws",
     "uws": "uWebSockets.js",
     "socketio": "Socket.IO*",
 }
 # A variant is another way of reaching a server: the same process and command line, clients
 # over another transport. tickerfeed-sse's clients read GET /sse (Server-Sent Events) instead of
-# /ws, so the two compare the transports on the same server (issue 13).
-SERVER_PROCESS = {"tickerfeed-sse": "tickerfeed"}
+# /ws, so the two compare the transports on the same server (issue 13); tickerfeed-socketio's
+# speak Socket.IO at /socket.io/ (Engine.IO v4 over WebSocket), the same wire as the Node
+# Socket.IO peer's (tests/bench/peers/README.md, "Socket.IO mapping").
+SERVER_PROCESS = {"tickerfeed-sse": "tickerfeed", "tickerfeed-socketio": "tickerfeed"}
 # The load generator's --protocol for each server (v1 over WebSocket when not named).
-LOADGEN_PROTOCOL = {"socketio": "socketio", "tickerfeed-sse": "sse"}
+LOADGEN_PROTOCOL = {"socketio": "socketio", "tickerfeed-socketio": "socketio", "tickerfeed-sse": "sse"}
 # Issue 13: the firehose over SSE within 20% of /ws in delivered quotes per server CPU-second.
 SSE_VS_WS_TARGET = 0.8
+# The Socket.IO endpoint's bar: tickerfeed's /socket.io/ websocket at least 3× the Node
+# Socket.IO peer in firehose quotes per server CPU-second.
+SIO_VS_NODE_SIO_TARGET = 3.0
 # Socket.IO speaks Engine.IO framing on top of WebSocket: its figures are not directly
-# comparable, so every table marks it.
-DIFFERENT_TRANSPORT = {"socketio"}
+# comparable with the v1 servers', so every table marks them (the asterisk in the labels).
+# tickerfeed-socketio and socketio are the same transport as each other: compare them together.
+DIFFERENT_TRANSPORT = {"socketio", "tickerfeed-socketio"}
 SERVER_CORE, LOADGEN_CORE = "0", "1"
 # tickerfeed refuses WebSocket upgrades beyond --max-connections (16,000 by default); the
 # max-connections scenario needs ~19,000, so every tickerfeed run gets this (same config
@@ -299,8 +307,11 @@ class Server:
         return self.proc.pid
 
     def url(self) -> str:
-        if LOADGEN_PROTOCOL.get(self.kind) == "sse":
+        protocol = LOADGEN_PROTOCOL.get(self.kind)
+        if protocol == "sse":
             return f"http://127.0.0.1:{self.port}/sse"
+        if protocol == "socketio":
+            return f"ws://127.0.0.1:{self.port}/socket.io/?EIO=4&transport=websocket"
         return f"ws://127.0.0.1:{self.port}/ws"
 
 
@@ -762,7 +773,10 @@ def markdown(data: dict) -> str:
         f"Every figure is the median of {data['runs']} run(s); servers alternate within each round, and "
         "each run starts a fresh server process with its feed paused, connects every client, then resumes "
         "the feed, warms up and measures. Raw reports: `results.json`. "
-        "Socket.IO* speaks Engine.IO framing over WebSocket: a different transport, not directly comparable. "
+        "Socket.IO* speaks Engine.IO framing over WebSocket: a different transport, not directly comparable "
+        "with the v1 servers. tickerfeed Socket.IO* is the same tickerfeed process and command line as "
+        "tickerfeed, its clients on its /socket.io/ endpoint, the same wire as Socket.IO* (the Node peer "
+        "speaks tickerfeed's mapping): those two compare with each other. "
         "tickerfeed SSE is the same tickerfeed process and command line as tickerfeed, its clients reading "
         "`GET /sse?symbols=…&throttle_ms=…` (Server-Sent Events) instead of /ws: the same scenarios, except "
         "that an event stream always starts with a snapshot (idle included) and a churn connection ends by "
@@ -818,6 +832,13 @@ def markdown(data: dict) -> str:
                 verdict, by = verdict_at_least(sse / tf, SSE_VS_WS_TARGET)
                 lines += [f"tickerfeed SSE / tickerfeed ws = **{sse / tf:.2f}** in delivered quotes per server "
                           f"CPU-second (issue 13: ≥ {SSE_VS_WS_TARGET:g}, {verdict}, {by}).", ""]
+            tf_sio = get(med, "firehose", "tickerfeed-socketio", "quotes_per_server_cpu_s")
+            node_sio = get(med, "firehose", "socketio", "quotes_per_server_cpu_s")
+            if tf_sio and node_sio:
+                verdict, by = verdict_at_least(tf_sio / node_sio, SIO_VS_NODE_SIO_TARGET)
+                lines += [f"tickerfeed Socket.IO / Node Socket.IO = **{tf_sio / node_sio:.2f}** in delivered quotes "
+                          f"per server CPU-second, the same wire (target: ≥ {SIO_VS_NODE_SIO_TARGET:g}×, {verdict}, "
+                          f"{by}).", ""]
     lines += ["## Client-bound runs", ""]
     lines += [("Runs where the load generator used ≥ 80% of its core (its figures may describe the "
                "client, not the server; quotes per server CPU-second stays valid): "
@@ -948,10 +969,10 @@ def svg_chart(med: dict, servers: list[str], smoke: bool) -> str:
         ("Ticker: p99 throttled latency (ms)", "lower is better",
          [(s, get(med, "ticker", s, "throttled_p99_ms")) for s in servers], "{:.2f}"),
     ]
-    colours = {"tickerfeed": "#d9480f", "tickerfeed-sse": "#f59f00", "ws": "#1c7ed6", "uws": "#2f9e44",
-               "socketio": "#868e96"}
-    width, panel_h, bar_h, gap, left, right = 760, 40 + 34 * len(servers) + 20, 24, 10, 150, 120
-    height = 60 + panel_h * len(panels) + 30
+    colours = {"tickerfeed": "#d9480f", "tickerfeed-sse": "#f59f00", "tickerfeed-socketio": "#c2255c",
+               "ws": "#1c7ed6", "uws": "#2f9e44", "socketio": "#868e96"}
+    width, panel_h, bar_h, gap, left, right = 760, 40 + 34 * len(servers) + 20, 24, 10, 170, 120
+    height = 60 + panel_h * len(panels) + 44
     out = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" '
            f'viewBox="0 0 {width} {height}" font-family="sans-serif" font-size="13">',
            f'<rect width="{width}" height="{height}" fill="#ffffff"/>',
@@ -975,9 +996,11 @@ def svg_chart(med: dict, servers: list[str], smoke: bool) -> str:
                 out.append(f'<text x="{left + w + 6:.1f}" y="{by + bar_h * 0.7:.0f}">{esc(fmt.format(v))}</text>')
             by += bar_h + gap
         y += panel_h
-    out.append(f'<text x="10" y="{height - 10}" fill="#555" font-size="11">* Socket.IO: Engine.IO framing '
-               'over WebSocket, a different transport. tickerfeed SSE: the same server, clients on /sse. '
+    out.append(f'<text x="10" y="{height - 24}" fill="#555" font-size="11">* Socket.IO: Engine.IO framing '
+               'over WebSocket, a different transport (compare the two Socket.IO* bars with each other). '
                'Medians; details in results.md.</text>')
+    out.append(f'<text x="10" y="{height - 10}" fill="#555" font-size="11">tickerfeed SSE, tickerfeed '
+               'Socket.IO*: the same tickerfeed server, its clients on /sse and /socket.io/.</text>')
     out.append("</svg>")
     return "\n".join(out) + "\n"
 
@@ -1154,7 +1177,7 @@ def main(argv: list[str]) -> int:
                 for kind in dict.fromkeys(process_of(k) for k in order):
                     f = feed_only_run(kind, rate, ticks, settings, rnd)
                     feed_runs.append(f)
-                    print(f"[round {rnd}] feed only {rate:>7g}/s  {kind:<14} CPU "
+                    print(f"[round {rnd}] feed only {rate:>7g}/s  {kind:<19} CPU "
                           f"{f['cpu_pct']:5.1f}%", flush=True)
             for sc in chosen.values():
                 for kind in order:
@@ -1162,7 +1185,7 @@ def main(argv: list[str]) -> int:
                     runs.append(run)
                     for p in sanity_problems(sc, run):
                         print(f"  problem: {p}", flush=True)
-                    print(f"[round {rnd}] {sc.name:<9} {kind:<14} "
+                    print(f"[round {rnd}] {sc.name:<9} {kind:<19} "
                           f"{summary_line(sc, run['metrics'])} ({run['wall_s']:.0f} s)", flush=True)
     except BaseException:
         # An hour of measurements is worth keeping: the runs so far go to the work directory

@@ -1,15 +1,19 @@
 #!/usr/bin/env bash
 # The side-by-side benchmark (issue 5): tickerfeed against Node ws, uWebSockets.js and
-# Socket.IO, and tickerfeed's /ws against its /sse (issue 13), six scenarios, server pinned to
-# core 0 and load generator to core 1.
+# Socket.IO, tickerfeed's /ws against its /sse (issue 13), and tickerfeed's /socket.io/ against
+# the Node Socket.IO peer, six scenarios, server pinned to core 0 and load generator to core 1.
 #
 #   tests/bench/run.sh                 full run (about an hour), results in tests/bench/results/
-#   tests/bench/run.sh --smoke         tiny numbers, all six scenarios, all five servers, < 3 min,
+#   tests/bench/run.sh --smoke         tiny numbers, all six scenarios, all six servers, < 4 min,
 #                                      results in a temporary directory (part of tests/run.sh)
 #   tests/bench/run.sh --only firehose,idle --servers tickerfeed,uws --runs 5 --out DIR
 #   tests/bench/run.sh --only firehose --servers tickerfeed,tickerfeed-sse
 #                                      /ws against /sse (tickerfeed-sse: the same server, its
 #                                      clients on Server-Sent Events)
+#   tests/bench/run.sh --only firehose --servers tickerfeed-socketio,socketio
+#                                      tickerfeed's Socket.IO endpoint against the Node peer, on
+#                                      the same wire (tickerfeed-socketio: the same server, its
+#                                      clients on /socket.io/)
 #   tests/bench/run.sh --render tests/bench/results/results.json
 #                                      measure nothing: redo the tables, targets and chart of an
 #                                      earlier run from its raw reports

@@ -162,6 +162,11 @@ class Figures(unittest.TestCase):
         self.assertEqual(bench.server_command("tickerfeed-sse", 9000, 100_000.0, True, Path("t.csv")), tf)
         self.assertEqual(bench.process_of("tickerfeed-sse"), "tickerfeed")
         self.assertEqual(bench.process_of("uws"), "uws")
+        # So is the Socket.IO variant.
+        self.assertEqual(bench.server_command("tickerfeed-socketio", 9000, 100_000.0, True, Path("t.csv")), tf)
+        self.assertEqual(bench.process_of("tickerfeed-socketio"), "tickerfeed")
+        self.assertEqual(bench.server_command("socketio", 9000, 5000.0, True, Path("t.csv"))[1],
+                         str(bench.PEERS / "socketio" / "server.mjs"))
 
 
 class Variants(unittest.TestCase):
@@ -176,10 +181,17 @@ class Variants(unittest.TestCase):
                              sse[:-2], f"{name}: otherwise the same load")
             self.assertEqual(bench.loadgen_args(s, "tickerfeed"), s.loadgen, name)
             self.assertEqual(bench.loadgen_args(s, "socketio")[-2:], ["--protocol", "socketio"], name)
+            # tickerfeed over Socket.IO: exactly tickerfeed's load (--no-snapshot included), the
+            # Node Socket.IO peer's protocol.
+            self.assertEqual(bench.loadgen_args(s, "tickerfeed-socketio"), s.loadgen + ["--protocol", "socketio"], name)
+            self.assertEqual(bench.loadgen_args(s, "tickerfeed-socketio"), bench.loadgen_args(s, "socketio"), name)
         self.assertIn("--no-snapshot", bench.loadgen_args(sc["idle"], "ws"))
         server = bench.Server("tickerfeed-sse", 9001, None, Path("x.log"))
         self.assertEqual(server.url(), "http://127.0.0.1:9001/sse")
         self.assertEqual(bench.Server("tickerfeed", 9001, None, Path("x.log")).url(), "ws://127.0.0.1:9001/ws")
+        sio = "ws://127.0.0.1:9001/socket.io/?EIO=4&transport=websocket"
+        self.assertEqual(bench.Server("tickerfeed-socketio", 9001, None, Path("x.log")).url(), sio)
+        self.assertEqual(bench.Server("socketio", 9001, None, Path("x.log")).url(), sio)
 
     def test_the_variant_is_selectable(self):
         s = bench.parse_args(["--smoke", "--servers", "tickerfeed,tickerfeed-sse", "--only", "firehose"])
@@ -187,6 +199,15 @@ class Variants(unittest.TestCase):
         s.out.rmdir()
         self.assertIn("tickerfeed-sse", bench.ALL_SERVERS)
         self.assertEqual(bench.SERVER_LABEL["tickerfeed-sse"], "tickerfeed SSE")
+        s = bench.parse_args(["--smoke", "--servers", "tickerfeed-socketio,socketio", "--only", "firehose"])
+        self.assertEqual(s.servers, ["tickerfeed-socketio", "socketio"])
+        s.out.rmdir()
+        self.assertIn("tickerfeed-socketio", bench.ALL_SERVERS)
+        self.assertEqual(bench.SERVER_LABEL["tickerfeed-socketio"], "tickerfeed Socket.IO*")
+        # Both speak Engine.IO: marked apart from the v1 servers, comparable with each other.
+        self.assertEqual(bench.DIFFERENT_TRANSPORT, {"socketio", "tickerfeed-socketio"})
+        for kind in bench.ALL_SERVERS:
+            self.assertEqual(kind in bench.DIFFERENT_TRANSPORT, bench.SERVER_LABEL[kind].endswith("*"), kind)
 
 
 class Outputs(unittest.TestCase):
@@ -194,14 +215,15 @@ class Outputs(unittest.TestCase):
         sc = bench.scenarios(smoke=True)
         runs = []
         for name, s in sc.items():
-            for server in ("tickerfeed", "tickerfeed-sse", "ws", "socketio"):
+            for server in ("tickerfeed", "tickerfeed-sse", "tickerfeed-socketio", "ws", "socketio"):
                 rep = report(clients={"connected": s.clients - s.stall,
                                       "delivering": s.clients - s.stall,
                                       "stall_connected": s.stall})
                 runs.append(run_of(name, server, bench.metrics_of(s, rep)))
         med = bench.medians(runs)
         return {
-            "smoke": True, "runs": 1, "servers": ["tickerfeed", "tickerfeed-sse", "ws", "uws", "socketio"],
+            "smoke": True, "runs": 1,
+            "servers": ["tickerfeed", "tickerfeed-sse", "tickerfeed-socketio", "ws", "uws", "socketio"],
             "machine": {"command": "tests/bench/run.sh --smoke", "date": "today", "wall_minutes": 1.0,
                         "commit": "abc", "dirty": False, "cpu_model": "CPU", "cores": 2,
                         "kernel": "6", "rustc": "rustc", "node": "v20", "pinning": "pinned."},
@@ -224,9 +246,16 @@ class Outputs(unittest.TestCase):
         self.assertEqual(text.count("| tickerfeed SSE |"), 6)
         self.assertIn("tickerfeed SSE / tickerfeed ws = **1.00**", text)
         self.assertIn("(issue 13: ≥ 0.8, met,", text)
+        # The Socket.IO variant likewise, its ratio against the Node Socket.IO peer.
+        self.assertEqual(text.count("| tickerfeed Socket.IO* |"), 6)
+        self.assertEqual(text.count("| Socket.IO* |"), 6 + 1)  # and the peer's feed-only row
+        self.assertIn("tickerfeed Socket.IO / Node Socket.IO = **1.00**", text)
+        self.assertIn("(target: ≥ 3×, **missed**, 67% short)", text)
         feed_table = text.split("## Feed alone")[1].split("## ")[0]
         self.assertIn("| tickerfeed |", feed_table)
         self.assertNotIn("SSE", feed_table)
+        self.assertEqual(feed_table.count("| tickerfeed"), 1, "one feed-only row per server process")
+        self.assertEqual(feed_table.count("| Socket.IO* |"), 1)
         for line in text.splitlines():  # missing values print as —, never as Python's None
             if line.startswith("|"):
                 self.assertNotIn("None", line)
@@ -240,6 +269,15 @@ class Outputs(unittest.TestCase):
         self.assertIn("**missed**, 13% short", text)
         del data["medians"]["firehose"]["tickerfeed-sse"]
         self.assertNotIn("tickerfeed SSE / tickerfeed ws", bench.markdown(data))
+
+    def test_socketio_ratio_line(self):
+        data = self.data()
+        data["medians"]["firehose"]["tickerfeed-socketio"]["quotes_per_server_cpu_s"] = 16000.0
+        text = bench.markdown(data)
+        self.assertIn("tickerfeed Socket.IO / Node Socket.IO = **3.20**", text)
+        self.assertIn("(target: ≥ 3×, met, +7% margin)", text)
+        del data["medians"]["firehose"]["socketio"]
+        self.assertNotIn("tickerfeed Socket.IO / Node Socket.IO", bench.markdown(data))
 
     def test_svg_is_well_formed_with_missing_values(self):
         med = {"firehose": {"tickerfeed": {"quotes_per_server_cpu_s": 2.0e5},
