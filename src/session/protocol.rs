@@ -167,6 +167,27 @@ impl ServerMessage<'_> {
         // Every variant is plain data: serialisation cannot fail.
         serde_json::to_string(self).expect("server message serialises")
     }
+
+    /// The message's JSON without `type` and `id`, for a transport that carries those itself
+    /// (a Socket.IO event's name, an ack's id). Not on the quotes path: replies only.
+    pub(crate) fn fields_json(&self) -> String {
+        let mut value = serde_json::to_value(self).expect("server message serialises");
+        if let Value::Object(fields) = &mut value {
+            fields.shift_remove("type");
+            fields.shift_remove("id");
+        }
+        value.to_string()
+    }
+
+    /// The request id the message answers, if any.
+    pub(crate) fn id(&self) -> Option<&RequestId> {
+        match self {
+            ServerMessage::Subscribed { id, .. } | ServerMessage::Unsubscribed { id, .. } | ServerMessage::Subscriptions { id, .. } | ServerMessage::Pong { id, .. } | ServerMessage::Error { id, .. } => {
+                id.as_ref()
+            }
+            ServerMessage::Welcome { .. } | ServerMessage::Feed(_) => None,
+        }
+    }
 }
 
 /// A client message that could not be turned into a [`ClientOp`].
@@ -288,7 +309,9 @@ mod tests {
             rejected: vec![Rejected { symbol: "ZZZZ".into(), code: ErrorCode::UnknownSymbol }],
         };
         assert_eq!(msg.to_json(), r#"{"type":"subscribed","id":1,"throttle_ms":250,"symbols":["AAPL"],"rejected":[{"symbol":"ZZZZ","code":"unknown_symbol"}]}"#);
+        assert_eq!(msg.fields_json(), r#"{"throttle_ms":250,"symbols":["AAPL"],"rejected":[{"symbol":"ZZZZ","code":"unknown_symbol"}]}"#);
         let msg = ServerMessage::Pong { id: None, ts: 5 };
         assert_eq!(msg.to_json(), r#"{"type":"pong","ts":5}"#);
+        assert_eq!(msg.fields_json(), r#"{"ts":5}"#);
     }
 }

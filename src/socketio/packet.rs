@@ -146,13 +146,6 @@ impl<'a> EnginePacket<'a> {
         }
     }
 
-    /// Appends the packet's text form to `out`.
-    pub(crate) fn encode(self, out: &mut impl BufMut) {
-        let (kind, data) = self.parts();
-        out.put_u8(kind as u8);
-        out.put_slice(data.as_bytes());
-    }
-
     /// The packet's text form, for a control packet sent as a frame of its own (`2`, `3probe`).
     pub(crate) fn to_text(self) -> String {
         let (kind, data) = self.parts();
@@ -223,6 +216,7 @@ pub(crate) fn decode_payload(body: &str) -> Result<Vec<EnginePacket<'_>>, Packet
         .collect()
 }
 
+#[cfg(test)] // The server writes whole records and frames itself (see `encoder`).
 /// Joins encoded packets into a polling response body: `\x1e` between records. Each record is
 /// one packet as this module's encoders write it, which holds no separator as long as the JSON
 /// handed to them is JSON (it escapes control characters; namespaces are checked for them).
@@ -270,22 +264,6 @@ pub(crate) enum SocketBody {
     BinaryEvent { attachments: u64, ack: Option<u64> },
     /// `6`: an ACK with binary attachments; refused like [`SocketBody::BinaryEvent`].
     BinaryAck { attachments: u64, id: Option<u64> },
-}
-
-impl SocketBody {
-    /// The packet type's name in the protocol document (`EVENT`, `CONNECT_ERROR`).
-    pub(crate) fn type_name(&self) -> &'static str {
-        let kind = match self {
-            SocketBody::Connect { .. } => SocketType::Connect,
-            SocketBody::Disconnect => SocketType::Disconnect,
-            SocketBody::Event { .. } => SocketType::Event,
-            SocketBody::Ack { .. } => SocketType::Ack,
-            SocketBody::ConnectError { .. } => SocketType::ConnectError,
-            SocketBody::BinaryEvent { .. } => SocketType::BinaryEvent,
-            SocketBody::BinaryAck { .. } => SocketType::BinaryAck,
-        };
-        kind.name()
-    }
 }
 
 /// The seven packet types (socket.io-protocol v5, "Exchange protocol"), in digit order.
@@ -511,11 +489,13 @@ pub(crate) fn write_connect_error(out: &mut impl BufMut, namespace: &str, messag
     put_json(out, &Refusal { message });
 }
 
+#[cfg(test)] // The server writes whole records and frames itself (see `encoder`).
 /// The server's DISCONNECT from a namespace: `41`, `41/admin,`.
 pub(crate) fn write_disconnect(out: &mut impl BufMut, namespace: &str) {
     put_header(out, SocketType::Disconnect, namespace);
 }
 
+#[cfg(test)] // The server writes whole records and frames itself (see `encoder`).
 /// An EVENT without ack id: `42["name",arg…]`, each argument already serialised JSON.
 pub(crate) fn write_event(out: &mut impl BufMut, namespace: &str, event: &str, args: &[&str]) {
     put_header(out, SocketType::Event, namespace);
