@@ -42,7 +42,7 @@ async fn a_polling_session_opens_connects_subscribes_and_is_told_in_acks() {
     while http(&server, "GET", "/api/quotes/AAPL", None).await.0 != 200 {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    let mut polling = Polling::open(&server).await;
+    let polling = Polling::open(&server).await;
     let open = &polling.open;
     assert_eq!((open["upgrades"].clone(), open["pingInterval"].clone(), open["pingTimeout"].clone(), open["maxPayload"].clone()), (json!(["websocket"]), json!(25000), json!(20000), json!(1000000)));
     // Nothing but the CONNECT and pongs counts before the CONNECT: the event is dropped.
@@ -88,7 +88,7 @@ async fn a_second_concurrent_poll_is_refused_and_closes_the_session() {
 #[actix_web::test]
 async fn post_bodies_over_max_payload_get_413_and_malformed_ones_close_the_session() {
     let server = start(&["--socketio-max-payload", "2048"]).await;
-    let mut polling = Polling::connected(&server).await;
+    let polling = Polling::connected(&server).await;
     let big = format!("42[\"list\",\"{}\"]", "x".repeat(2100));
     let response = polling.post_raw(big.as_bytes()).await;
     assert_eq!(response.status, 413, "{}", response.body);
@@ -98,7 +98,7 @@ async fn post_bodies_over_max_payload_get_413_and_malformed_ones_close_the_sessi
     assert_eq!(polling.poll_for("437[").await, "437[{\"symbols\":[]}]");
     // An event over the 4 KiB message limit inside an allowed body: an error event.
     let server2 = start(&[]).await;
-    let mut other = Polling::connected(&server2).await;
+    let other = Polling::connected(&server2).await;
     other.post(&format!("42[\"subscribe\",\"{}\"]", "A,".repeat(2100))).await;
     let error = other.poll_for("42[\"error\"").await;
     assert!(error.contains("the limit is 4096"), "{error}");
@@ -197,7 +197,7 @@ async fn bad_socket_io_packets_get_error_events_and_the_session_goes_on() {
 #[actix_web::test]
 async fn a_polling_client_that_stops_polling_is_closed_as_a_slow_consumer() {
     let server = start(&["--slow-consumer-timeout", "0.5"]).await;
-    let mut polling = Polling::connected(&server).await;
+    let polling = Polling::connected(&server).await;
     polling.post("421[\"subscribe\",{\"symbols\":[\"*\"],\"throttle_ms\":0}]").await;
     polling.poll_for("431[").await;
     // Stops polling while quotes are due: closed after the timeout.
@@ -211,7 +211,7 @@ async fn a_polling_client_that_stops_polling_is_closed_as_a_slow_consumer() {
 #[actix_web::test]
 async fn a_polling_session_upgrades_with_a_probe_and_its_pending_poll_gets_a_noop() {
     let server = start(&["--workers", "2"]).await;
-    let mut polling = Polling::connected(&server).await;
+    let polling = Polling::connected(&server).await;
     polling.post("421[\"subscribe\",{\"symbols\":[\"AAPL\"],\"throttle_ms\":50}]").await;
     polling.poll_for("431[").await;
     let (mut ws, _) = tokio_tungstenite::connect_async(format!("ws://{}/socket.io/?EIO=4&transport=websocket&sid={}", server.addr, polling.sid)).await.expect("upgrade");
@@ -240,7 +240,8 @@ async fn a_polling_session_upgrades_with_a_probe_and_its_pending_poll_gets_a_noo
     assert!(metrics.contains("tickerfeed_connections{transport=\"socketio_websocket\"} 1"), "{}", metrics.lines().filter(|l| l.starts_with("tickerfeed_connections")).collect::<Vec<_>>().join("\n"));
     assert!(metrics.contains("tickerfeed_connections{transport=\"socketio_polling\"} 0"));
     let refused = polling.poll_raw().await;
-    assert!(refused.status == 400 || refused.body == "1", "{} {}", refused.status, refused.body);
+    assert_eq!(refused.status, 400);
+    assert!(refused.json("poll after upgrade")["message"].as_str().unwrap().contains("has upgraded to WebSocket"), "{}", refused.body);
     server.shutdown().await;
 }
 
@@ -282,4 +283,47 @@ async fn wait_for_disconnects(server: &tickerfeed::server::RunningServer, reason
         assert!(Instant::now() < deadline, "{now} {reason} disconnects, expected {count}");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+}
+
+#[actix_web::test]
+async fn a_post_waits_until_its_requests_are_read_and_a_second_meanwhile_is_refused() {
+    let server = start(&["--rate-limit", "1000000", "--rate-burst", "1000000"]).await;
+    let polling = Polling::connected(&server).await;
+    // 2000 pings whose acks (over 16 KiB) are not polled: the session stops reading them, so
+    // the POST is not answered until the client polls.
+    let body: Vec<String> = (1..=2000).map(|id| format!("42{id}[\"ping\"]")).collect();
+    let body = body.join("\u{1e}");
+    let first = polling.post_raw(body.as_bytes());
+    let rest = async {
+        // Until the first POST is in progress, a POST of one request goes through.
+        let second = loop {
+            let response = polling.post_raw(b"42[\"list\"]").await;
+            if response.status == 400 {
+                break response;
+            }
+        };
+        let mut acks = 0;
+        while acks < 2000 {
+            acks += polling.poll().await.iter().filter(|p| p.starts_with("43")).count();
+        }
+        second
+    };
+    let (first, second) = futures_util::join!(first, rest);
+    assert!(second.json("second POST")["message"].as_str().unwrap().contains("a POST is already in progress"), "{}", second.body);
+    assert_eq!((first.status, first.body.as_str()), (200, "ok"), "the first POST is answered once its requests are read");
+    server.shutdown().await;
+}
+
+#[actix_web::test]
+async fn polling_sessions_count_against_the_one_connection_limit() {
+    let server = start(&["--max-connections", "2"]).await;
+    let _ws = common::Client::connect(&server).await;
+    let _polling = Polling::connected(&server).await;
+    let refused = request(&server, "GET", "EIO=4&transport=polling", None).await;
+    assert_eq!((refused.status, refused.header("retry-after")), (503, Some("5")));
+    assert!(refused.json("503")["message"].as_str().unwrap().contains("limit of 2 connections"), "{}", refused.body);
+    let url = format!("ws://{}/socket.io/?EIO=4&transport=websocket", server.addr);
+    let error = tokio_tungstenite::connect_async(url).await.expect_err("refused");
+    assert!(error.to_string().contains("503"), "{error}");
+    server.shutdown().await;
 }

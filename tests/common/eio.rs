@@ -41,7 +41,7 @@ impl<'a> Polling<'a> {
 
     /// Opens and connects to `/` (the CONNECT reply and the welcome read).
     pub async fn connected(server: &'a RunningServer) -> Polling<'a> {
-        let mut polling = Polling::open(server).await;
+        let polling = Polling::open(server).await;
         polling.post("40").await;
         let mut packets = Vec::new();
         while !packets.iter().any(|p: &String| p.starts_with("42[\"welcome\"")) {
@@ -56,7 +56,7 @@ impl<'a> Polling<'a> {
     }
 
     /// POSTs `body`; asserts `ok`.
-    pub async fn post(&mut self, body: &str) {
+    pub async fn post(&self, body: &str) {
         let response = self.post_raw(body.as_bytes()).await;
         assert_eq!((response.status, response.body.as_str()), (200, "ok"), "POST {body:?}");
     }
@@ -66,7 +66,7 @@ impl<'a> Polling<'a> {
     }
 
     /// GET: the packets of one poll.
-    pub async fn poll(&mut self) -> Vec<String> {
+    pub async fn poll(&self) -> Vec<String> {
         let response = self.poll_raw().await;
         assert_eq!(response.status, 200, "poll: {}", response.body);
         response.body.split('\u{1e}').map(str::to_string).collect()
@@ -77,7 +77,7 @@ impl<'a> Polling<'a> {
     }
 
     /// Polls until a packet starting with `prefix` arrives; returns it.
-    pub async fn poll_for(&mut self, prefix: &str) -> String {
+    pub async fn poll_for(&self, prefix: &str) -> String {
         let deadline = tokio::time::Instant::now() + EVENT_TIMEOUT;
         loop {
             let packets = tokio::time::timeout_at(deadline, self.poll()).await.unwrap_or_else(|_| panic!("no {prefix:?} in time"));
