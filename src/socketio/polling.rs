@@ -28,6 +28,7 @@
 
 use std::cell::RefCell;
 use std::collections::{HashMap, VecDeque};
+use std::future::Future;
 use std::pin::Pin;
 use std::rc::Rc;
 use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
@@ -515,8 +516,6 @@ impl MessageBody for UpgradeBody {
     }
 }
 
-use std::future::Future;
-
 /// Each `\x1e`-led record of `records` as a WebSocket text frame.
 fn frame_records(records: &[u8]) -> Bytes {
     let mut frames = BytesMut::with_capacity(records.len() + 16);
@@ -524,4 +523,16 @@ fn frame_records(records: &[u8]) -> Bytes {
         put_frame(&mut frames, OPCODE_TEXT, record);
     }
     frames.freeze()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_record_becomes_one_text_frame() {
+        let frames = frame_records(b"\x1e42[\"a\",{}]\x1e2");
+        assert_eq!(&frames[..], &[&[0x81, 10][..], br#"42["a",{}]"#, &[0x81, 1, b'2']].concat()[..]);
+        assert!(frame_records(b"").is_empty());
+    }
 }
