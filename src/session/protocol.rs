@@ -198,6 +198,23 @@ pub(crate) struct ParseFailure {
     pub message: String,
 }
 
+/// A subscribe request's optional `throttle_ms` and `snapshot`, from its fields, for every
+/// transport's form of it; an error names the field and what it takes (`what` names the request:
+/// `op 'subscribe'`, `event 'subscribe'`).
+pub(crate) fn subscribe_options(fields: &serde_json::Map<String, Value>, what: &str) -> Result<(Option<u64>, Option<bool>), String> {
+    let throttle_ms = match fields.get("throttle_ms") {
+        None | Some(Value::Null) => None,
+        Some(Value::Number(n)) if n.as_u64().is_some() => n.as_u64(),
+        Some(_) => return Err(format!("{what}: field 'throttle_ms' must be a non-negative integer (milliseconds)")),
+    };
+    let snapshot = match fields.get("snapshot") {
+        None | Some(Value::Null) => None,
+        Some(Value::Bool(b)) => Some(*b),
+        Some(_) => return Err(format!("{what}: field 'snapshot' must be true or false")),
+    };
+    Ok((throttle_ms, snapshot))
+}
+
 /// Parses one client text frame. On failure, the error carries the request's `id` whenever the
 /// frame was a JSON object with a usable one, whatever else was wrong with it.
 pub(crate) fn parse_client_message(text: &str) -> Result<ClientOp, ParseFailure> {
@@ -247,16 +264,7 @@ pub(crate) fn parse_client_message(text: &str) -> Result<ClientOp, ParseFailure>
     };
     match index {
         SUBSCRIBE => {
-            let throttle_ms = match object.get("throttle_ms") {
-                None | Some(Value::Null) => None,
-                Some(Value::Number(n)) if n.as_u64().is_some() => n.as_u64(),
-                Some(_) => return Err(fail(ErrorCode::BadRequest, "op 'subscribe': field 'throttle_ms' must be a non-negative integer (milliseconds)".into())),
-            };
-            let snapshot = match object.get("snapshot") {
-                None | Some(Value::Null) => None,
-                Some(Value::Bool(b)) => Some(*b),
-                Some(_) => return Err(fail(ErrorCode::BadRequest, "op 'subscribe': field 'snapshot' must be true or false".into())),
-            };
+            let (throttle_ms, snapshot) = subscribe_options(object, "op 'subscribe'").map_err(|message| fail(ErrorCode::BadRequest, message))?;
             Ok(ClientOp::Subscribe { id: id.clone(), symbols: symbols()?, throttle_ms, snapshot })
         }
         UNSUBSCRIBE => Ok(ClientOp::Unsubscribe { id: id.clone(), symbols: symbols()? }),

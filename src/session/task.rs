@@ -9,9 +9,11 @@
 //! close read.
 //!
 //! A transport turns its wire input into [`Input`]s (a request already parsed into a
-//! [`ClientOp`], or why it could not be) and decides how a connection ends ([`Transport::close`]);
-//! everything else is decided here, the same for every transport: rate limits, limits, replies,
-//! the heartbeat, idle and slow-consumer closes.
+//! [`ClientOp`], or why it could not be), decides how a connection ends ([`Transport::close`]),
+//! and may hold the greeting until its client is accepted ([`Transport::accept`], Socket.IO's
+//! CONNECT) and announce its own heartbeat ([`Transport::timing`]); everything else is decided
+//! here, the same for every transport: rate limits, limits, replies, the heartbeat, idle and
+//! slow-consumer closes.
 //!
 //! Input is read only as fast as its answers drain: while the replies waiting in the outbox
 //! pass [`INPUT_PAUSE_BYTES`], the session reads no client input (the client's writes then

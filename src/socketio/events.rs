@@ -9,8 +9,8 @@
 
 use serde_json::{Map, Value};
 
-use crate::api_error::excerpt;
-use crate::session::protocol::{ClientOp, ErrorCode, OPS, ParseFailure, RequestId};
+use crate::api_error::{excerpt, json_kind};
+use crate::session::protocol::{ClientOp, ErrorCode, OPS, ParseFailure, RequestId, subscribe_options};
 
 /// The request an event stands for.
 pub(crate) fn client_op(name: &str, args: Vec<Value>, ack: Option<u64>) -> Result<ClientOp, ParseFailure> {
@@ -27,7 +27,7 @@ pub(crate) fn client_op(name: &str, args: Vec<Value>, ack: Option<u64>) -> Resul
             let request = match argument {
                 Some(Value::Object(fields)) => fields,
                 Some(symbols @ (Value::Array(_) | Value::String(_))) => Map::from_iter([("symbols".to_string(), symbols)]),
-                Some(other) => return Err(fail(ErrorCode::BadRequest, format!("event '{name}': the argument must be an object, an array of symbols or a comma-separated string, not {}", describe(&other)))),
+                Some(other) => return Err(fail(ErrorCode::BadRequest, format!("event '{name}': the argument must be an object, an array of symbols or a comma-separated string, not {}", json_kind(&other)))),
                 None => return Err(fail(ErrorCode::BadRequest, format!("event '{name}' needs an argument: {{\"symbols\":[\"AAPL\"]}}, [\"AAPL\"] or \"AAPL,MSFT\""))),
             };
             let allowed: &[&str] = if subscribe { &["symbols", "throttle_ms", "snapshot"] } else { &["symbols"] };
@@ -40,25 +40,16 @@ pub(crate) fn client_op(name: &str, args: Vec<Value>, ack: Option<u64>) -> Resul
                     .iter()
                     .map(|item| match item {
                         Value::String(symbol) => Ok(symbol.clone()),
-                        other => Err(fail(ErrorCode::BadRequest, format!("event '{name}': symbols must be strings, not {}", describe(other)))),
+                        other => Err(fail(ErrorCode::BadRequest, format!("event '{name}': symbols must be strings, not {}", json_kind(other)))),
                     })
                     .collect::<Result<Vec<_>, _>>()?,
-                Some(other) => return Err(fail(ErrorCode::BadRequest, format!("event '{name}': field 'symbols' must be an array of strings or a comma-separated string, not {}", describe(other)))),
+                Some(other) => return Err(fail(ErrorCode::BadRequest, format!("event '{name}': field 'symbols' must be an array of strings or a comma-separated string, not {}", json_kind(other)))),
                 None => return Err(fail(ErrorCode::BadRequest, format!("event '{name}': missing field 'symbols'"))),
             };
             if !subscribe {
                 return Ok(ClientOp::Unsubscribe { id, symbols });
             }
-            let throttle_ms = match request.get("throttle_ms") {
-                None | Some(Value::Null) => None,
-                Some(Value::Number(n)) if n.as_u64().is_some() => n.as_u64(),
-                Some(_) => return Err(fail(ErrorCode::BadRequest, "event 'subscribe': field 'throttle_ms' must be a non-negative integer (milliseconds)".into())),
-            };
-            let snapshot = match request.get("snapshot") {
-                None | Some(Value::Null) => None,
-                Some(Value::Bool(b)) => Some(*b),
-                Some(_) => return Err(fail(ErrorCode::BadRequest, "event 'subscribe': field 'snapshot' must be true or false".into())),
-            };
+            let (throttle_ms, snapshot) = subscribe_options(&request, "event 'subscribe'").map_err(|message| fail(ErrorCode::BadRequest, message))?;
             Ok(ClientOp::Subscribe { id, symbols, throttle_ms, snapshot })
         }
         "list" => Ok(ClientOp::List { id }),
@@ -67,17 +58,6 @@ pub(crate) fn client_op(name: &str, args: Vec<Value>, ack: Option<u64>) -> Resul
             let names: Vec<&str> = OPS.iter().map(|(name, _)| *name).collect();
             Err(fail(ErrorCode::UnknownOp, format!("unknown event '{}'; expected one of: {}", excerpt(other, 32), names.join(", "))))
         }
-    }
-}
-
-fn describe(value: &Value) -> &'static str {
-    match value {
-        Value::Null => "null",
-        Value::Bool(_) => "a boolean",
-        Value::Number(_) => "a number",
-        Value::String(_) => "a string",
-        Value::Array(_) => "an array",
-        Value::Object(_) => "an object",
     }
 }
 

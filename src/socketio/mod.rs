@@ -131,6 +131,7 @@ pub(crate) async fn endpoint(req: HttpRequest, body: web::Payload, context: web:
             let handle = sio.registry.get(&sid).ok_or_else(|| unknown(&sid))?;
             match polling::poll(&handle).await {
                 Ok(Pulled::End) => return Err(unknown(&sid).into()),
+                Ok(Pulled::Upgraded) => return Err(ApiError::new(ApiErrorCode::BadRequest, "Engine.IO: this session has upgraded to WebSocket: it is not polled any more").into()),
                 Ok(pulled) => poll_response(pulled),
                 Err(why) => return Err(ApiError::new(ApiErrorCode::BadRequest, format!("Engine.IO: {why}")).into()),
             }
@@ -171,7 +172,7 @@ fn poll_response(pulled: Pulled) -> HttpResponse {
         // Records start with their separator: the payload is the records less the first byte.
         Pulled::Records(records) | Pulled::Close(records) => records.slice(1..),
         Pulled::Noop => Bytes::from_static(b"6"),
-        Pulled::End => Bytes::from_static(b"1"),
+        Pulled::End | Pulled::Upgraded => Bytes::from_static(b"1"),
     };
     HttpResponse::Ok().content_type("text/plain; charset=UTF-8").insert_header((header::CACHE_CONTROL, HeaderValue::from_static("no-store"))).body(body)
 }

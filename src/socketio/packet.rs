@@ -41,7 +41,7 @@ use actix_web::web::BufMut;
 use serde::Serialize;
 use serde_json::{Map, Value};
 
-use crate::api_error::excerpt;
+use crate::api_error::{excerpt, json_kind};
 
 /// Longest namespace accepted, in characters. Namespaces are names the server declares
 /// (`/`, `/admin`); a longer one is not a namespace anyone serves, only bytes to echo back.
@@ -368,7 +368,7 @@ impl<'a> SocketPacket<'a> {
                     "" => None,
                     _ => match parse_json(kind, data)? {
                         Value::Object(auth) => Some(auth),
-                        other => return Err(PacketError::socket(format!("CONNECT payload must be an object, got {}", describe(&other)))),
+                        other => return Err(PacketError::socket(format!("CONNECT payload must be an object, got {}", json_kind(&other)))),
                     },
                 };
                 SocketBody::Connect { auth }
@@ -386,12 +386,12 @@ impl<'a> SocketPacket<'a> {
                 }
                 let items = match parse_json(kind, data)? {
                     Value::Array(items) => items,
-                    other => return Err(PacketError::socket(format!("{EVENT_SHAPE}, got {}", describe(&other)))),
+                    other => return Err(PacketError::socket(format!("{EVENT_SHAPE}, got {}", json_kind(&other)))),
                 };
                 let mut items = items.into_iter();
                 let name = match items.next() {
                     Some(Value::String(name)) => name,
-                    Some(other) => return Err(PacketError::socket(format!("{EVENT_SHAPE}, got an array starting with {}", describe(&other)))),
+                    Some(other) => return Err(PacketError::socket(format!("{EVENT_SHAPE}, got an array starting with {}", json_kind(&other)))),
                     None => return Err(PacketError::socket(format!("{EVENT_SHAPE}, got an empty array"))),
                 };
                 if RESERVED_EVENTS.contains(&name.as_str()) {
@@ -408,7 +408,7 @@ impl<'a> SocketPacket<'a> {
                 }
                 match parse_json(kind, data)? {
                     Value::Array(args) => SocketBody::Ack { id, args },
-                    other => return Err(PacketError::socket(format!("ACK payload must be an array, got {}", describe(&other)))),
+                    other => return Err(PacketError::socket(format!("ACK payload must be an array, got {}", json_kind(&other)))),
                 }
             }
             SocketType::ConnectError => {
@@ -418,7 +418,7 @@ impl<'a> SocketPacket<'a> {
                 }
                 match parse_json(kind, data)? {
                     data @ (Value::String(_) | Value::Object(_)) => SocketBody::ConnectError { data },
-                    other => return Err(PacketError::socket(format!("CONNECT_ERROR payload must be a string or an object, got {}", describe(&other)))),
+                    other => return Err(PacketError::socket(format!("CONNECT_ERROR payload must be a string or an object, got {}", json_kind(&other)))),
                 }
             }
             SocketType::BinaryEvent => SocketBody::BinaryEvent { attachments, ack },
@@ -435,19 +435,6 @@ fn split_digits(text: &str) -> (&str, &str) {
 
 fn parse_json(kind: SocketType, data: &str) -> Result<Value, PacketError> {
     serde_json::from_str(data).map_err(|e| PacketError::socket(format!("{} payload is not JSON ({e}): '{}'", kind.name(), excerpt(data, QUOTE_CHARS))))
-}
-
-/// What a JSON value is, for an error saying what was expected instead.
-fn describe(value: &Value) -> &'static str {
-    match value {
-        Value::Null => "null",
-        Value::Bool(_) => "a boolean",
-        Value::Number(_) => "a number",
-        Value::String(_) => "a string",
-        Value::Array(items) if items.is_empty() => "an empty array",
-        Value::Array(_) => "an array",
-        Value::Object(_) => "an object",
-    }
 }
 
 /// Refuses a namespace the server would not echo: too long, or holding a control character.

@@ -28,11 +28,13 @@
 
 use std::cell::RefCell;
 use std::collections::{HashMap, VecDeque};
+use std::future::Future;
 use std::pin::Pin;
 use std::rc::Rc;
 use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll, Waker};
+use std::time::Duration;
 
 use actix_web::body::{BodySize, MessageBody};
 use actix_web::web::{Bytes, BytesMut};
@@ -53,6 +55,9 @@ use crate::ws::transport::close_reason;
 
 /// Most bytes of records one poll's answer carries (more waits for the next poll).
 pub(crate) const POLL_RESPONSE_BYTES: usize = 64 * 1024;
+/// How long an upgrade's WebSocket may take from its opening to its `5` (engine.io's
+/// `upgradeTimeout`); past it the WebSocket is closed and the session goes on polling.
+const UPGRADE_TIMEOUT: Duration = Duration::from_secs(10);
 /// WebSocket messages forwarded to a session and not yet read by it, at most.
 const INBOX_MESSAGES: usize = 16;
 
@@ -92,9 +97,9 @@ impl Registry {
 pub(crate) struct Handle {
     inbox: mpsc::Sender<Delivery>,
     pulls: mpsc::UnboundedSender<Pull>,
-    mode: AtomicU8,
-    /// Tells the pump that the mode changed (a pending poll may need its noop).
-    mode_changed: Notify,
+    /// Shared with the pump, which holds no sender of its own pulls (so that it ends once
+    /// nothing can reach it any more).
+    mode: Arc<ModeCell>,
     /// The upgraded WebSocket's socket, for the close.
     ws_probe: Mutex<Option<SocketProbe>>,
     polling: AtomicBool,
@@ -104,6 +109,23 @@ pub(crate) struct Handle {
 
 impl Handle {
     pub(crate) fn mode(&self) -> Mode {
+        self.mode.get()
+    }
+
+    fn set_mode(&self, mode: Mode) {
+        self.mode.set(mode);
+    }
+}
+
+/// A session's [`Mode`], and the pump's wake-up when it changes.
+struct ModeCell {
+    mode: AtomicU8,
+    /// Tells the pump that the mode changed (a pending poll may need its noop).
+    changed: Notify,
+}
+
+impl ModeCell {
+    fn get(&self) -> Mode {
         match self.mode.load(Ordering::Acquire) {
             0 => Mode::Polling,
             1 => Mode::Probing,
@@ -111,9 +133,9 @@ impl Handle {
         }
     }
 
-    fn set_mode(&self, mode: Mode) {
+    fn set(&self, mode: Mode) {
         self.mode.store(mode as u8, Ordering::Release);
-        self.mode_changed.notify_one();
+        self.changed.notify_one();
     }
 }
 
@@ -143,8 +165,10 @@ pub(crate) enum Pulled {
     Noop,
     /// The session's last bytes: `\x1e1` for a poll, a close frame for the WebSocket.
     Close(Bytes),
-    /// Nothing more, ever (or a poll after the upgrade).
+    /// Nothing more, ever.
     End,
+    /// A poll on a session that has upgraded to WebSocket.
+    Upgraded,
 }
 
 /// Opens a polling session's plumbing: its handle (registered under `sid`), the session's
@@ -155,8 +179,7 @@ pub(crate) fn open(registry: &Arc<Registry>, sid: String, metrics: Arc<Metrics>)
     let handle = Arc::new(Handle {
         inbox,
         pulls,
-        mode: AtomicU8::new(Mode::Polling as u8),
-        mode_changed: Notify::new(),
+        mode: Arc::new(ModeCell { mode: AtomicU8::new(Mode::Polling as u8), changed: Notify::new() }),
         ws_probe: Mutex::new(None),
         polling: AtomicBool::new(false),
         posting: AtomicBool::new(false),
@@ -164,33 +187,30 @@ pub(crate) fn open(registry: &Arc<Registry>, sid: String, metrics: Arc<Metrics>)
     });
     registry.insert(sid.clone(), handle.clone());
     let link = RemoteLink { inbox: inbox_rx, body: None, handle: handle.clone(), registry: registry.clone(), sid };
-    (link, PumpInput { pulls: pulls_rx, handle })
+    let mode = handle.mode.clone();
+    (link, PumpInput { pulls: pulls_rx, mode })
 }
 
 /// What the pump needs besides the output.
 pub(crate) struct PumpInput {
     pulls: mpsc::UnboundedReceiver<Pull>,
-    handle: Arc<Handle>,
+    mode: Arc<ModeCell>,
 }
 
 /// The pump: answers each pull with what the output produces, when it produces it. Runs on
-/// the session's worker for as long as anything can pull.
+/// the session's worker until it has handed out the session's close, or nothing can pull any
+/// more (the session is out of the registry, and no request or WebSocket holds its handle).
 pub(crate) async fn pump(output: SharedOutput<SioEncoder<Records>>, signal: Arc<SessionSignal>, input: PumpInput) {
-    let PumpInput { mut pulls, handle } = input;
+    let PumpInput { mut pulls, mode } = input;
     let mut body = OutboundBody::new(output.clone(), signal);
-    let mut ended = false;
     while let Some(pull) = pulls.recv().await {
         let Pull { from_ws, mut reply } = pull;
-        if ended {
-            let _ = reply.send(Pulled::End);
-            continue;
-        }
         let answer = loop {
             if !from_ws {
-                match handle.mode() {
+                match mode.get() {
                     Mode::Polling => {}
                     Mode::Probing => break Some(Pulled::Noop),
-                    Mode::Upgraded => break Some(Pulled::End),
+                    Mode::Upgraded => break Some(Pulled::Upgraded),
                 }
             }
             tokio::select! {
@@ -202,12 +222,16 @@ pub(crate) async fn pump(output: SharedOutput<SioEncoder<Records>>, signal: Arc<
                 }),
                 // The request went away before anything was produced for it.
                 () = reply.closed() => break None,
-                () = handle.mode_changed.notified(), if !from_ws => continue,
+                () = mode.changed.notified(), if !from_ws => continue,
             }
         };
         if let Some(answer) = answer {
-            ended |= matches!(answer, Pulled::End | Pulled::Close(_));
+            let last = matches!(answer, Pulled::End | Pulled::Close(_));
             let _ = reply.send(answer);
+            if last {
+                // Later pulls find the channel closed: `End`.
+                return;
+            }
         }
     }
 }
@@ -383,9 +407,11 @@ pub(crate) fn upgrade(handle: Arc<Handle>, mut stream: InboundStream, probe: Opt
             put_frame(&mut frame, OPCODE_TEXT, s.as_bytes());
             frame.freeze()
         };
-        // The probe: `2probe` → `3probe`, then `5`.
+        // The probe: `2probe` → `3probe`, then `5`, within the upgrade timeout.
+        let probe_deadline = tokio::time::Instant::now() + UPGRADE_TIMEOUT;
         let upgraded = loop {
-            match stream.recv().await {
+            let Ok(message) = tokio::time::timeout_at(probe_deadline, stream.recv()).await else { break false };
+            match message {
                 Some(Ok(Inbound::Text(t))) if &*t == "2probe" => {
                     local.borrow_mut().push(text(&EnginePacket::Pong("probe").to_text()));
                     handle.set_mode(Mode::Probing);
@@ -485,12 +511,10 @@ impl MessageBody for UpgradeBody {
                 cx.waker().wake_by_ref();
                 Poll::Pending
             }
-            Ok(Pulled::End) | Err(_) => Poll::Ready(None),
+            Ok(Pulled::End | Pulled::Upgraded) | Err(_) => Poll::Ready(None),
         }
     }
 }
-
-use std::future::Future;
 
 /// Each `\x1e`-led record of `records` as a WebSocket text frame.
 fn frame_records(records: &[u8]) -> Bytes {
@@ -499,4 +523,16 @@ fn frame_records(records: &[u8]) -> Bytes {
         put_frame(&mut frames, OPCODE_TEXT, record);
     }
     frames.freeze()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_record_becomes_one_text_frame() {
+        let frames = frame_records(b"\x1e42[\"a\",{}]\x1e2");
+        assert_eq!(&frames[..], &[&[0x81, 10][..], br#"42["a",{}]"#, &[0x81, 1, b'2']].concat()[..]);
+        assert!(frame_records(b"").is_empty());
+    }
 }
