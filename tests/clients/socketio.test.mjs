@@ -473,18 +473,21 @@ test('every session on the main server so far ended as a client close (none as a
 // ---------------------------------------------------------------------------------------------
 // Restart and reconnection
 
-test('restart: the client sees a transport close, reconnects by itself, resubscribes and gets fresh snapshots', async () => {
+test('restart: clients see a transport close, reconnect by themselves and get fresh snapshots (resubscribing, or by their URL query)', async () => {
   const port = await freePort();
-  let first = await startServer('restart', { port });
+  const first = await startServer('restart', { port });
   let second;
-  const client = new Client(first.url, {
-    reconnection: true, reconnectionDelay: 100, reconnectionDelayMax: 300, randomizationFactor: 0, timeout: 2000,
-  });
-  // What a real app does: (re)subscribe on every connect.
+  const reconnecting = { reconnection: true, reconnectionDelay: 100, reconnectionDelayMax: 300, randomizationFactor: 0, timeout: 2000 };
+  // Default transports (upgraded by the time of the restart), (re)subscribing on every connect,
+  // as a real app does.
+  const client = new Client(first.url, reconnecting);
   const acks = [];
   client.socket.on('connect', () => {
     client.socket.timeout(5000).emit('subscribe', { symbols: ['AAPL', 'MSFT'] }, (err, ack) => acks.push(err ? { failed: String(err) } : ack));
   });
+  // Polling only, subscribed by its URL query: again at every reconnection, by itself.
+  const polling = new Client(first.url, { ...reconnecting, transports: ['polling'], query: { symbols: 'MSFT', throttle_ms: 300 } });
+  const clients = [client, polling];
   try {
     const welcome1 = await client.next('welcome');
     assertWelcome(welcome1.data);
@@ -493,28 +496,37 @@ test('restart: the client sees a transport close, reconnects by itself, resubscr
     await client.quotes({ from: snapshot1.index, enough: (list) => list.length >= 2 });
     // Let it upgrade first, as a browser's would have long before a restart.
     if (client.transport !== 'websocket') await nextEvent(client.engine, 'upgrade');
+    await polling.next('quotes', { match: (d) => d.snapshot === true });
+    assert.equal(polling.transport, 'polling');
 
     const stopped = first.stop();
-    const gone = await client.next('disconnect');
-    assert.equal(gone.data, 'transport close', 'a shutdown closes the transport (no Socket.IO DISCONNECT, which would stop reconnection)');
+    for (const c of clients) {
+      const gone = await c.next('disconnect');
+      assert.equal(gone.data, 'transport close', `${c === polling ? 'polling' : 'websocket'}: a shutdown closes the transport (no Socket.IO DISCONNECT, which would stop reconnection)`);
+    }
     assert.equal(await stopped, 0, 'the server exits 0 on SIGTERM');
-    // It keeps trying while nothing listens.
-    await client.next('connect_error', { from: gone.index });
+    // They keep trying while nothing listens.
+    await Promise.all(clients.map((c) => c.next('connect_error', { from: c.events.findIndex((e) => e.name === 'disconnect') })));
 
     second = await startServer('restart', { port });
-    const connect2 = await client.next('connect', { from: gone.index, ms: 15_000 });
-    const welcome2 = await client.next('welcome', { from: connect2.index });
-    assertWelcome(welcome2.data);
-    assert.notEqual(welcome2.data.instance, welcome1.data.instance, 'a new server instance');
-    const snapshot2 = await client.next('quotes', { from: welcome2.index, match: (d) => d.snapshot === true });
-    assert.deepEqual(symbolsOf(snapshot2), ['AAPL', 'MSFT'], 'fresh snapshots after resubscribing');
-    const batches = await client.quotes({ from: snapshot2.index, enough: (list) => list.length >= 3 });
-    assertSeqRising(batches);
+    for (const c of clients) {
+      const gone = c.events.findIndex((e) => e.name === 'disconnect');
+      const connect2 = await c.next('connect', { from: gone, ms: 15_000 });
+      const welcome2 = await c.next('welcome', { from: connect2.index });
+      assertWelcome(welcome2.data);
+      assert.notEqual(welcome2.data.instance, welcome1.data.instance, 'a new server instance');
+      const snapshot2 = await c.next('quotes', { from: welcome2.index, match: (d) => d.snapshot === true });
+      assert.deepEqual(symbolsOf(snapshot2), c === polling ? ['MSFT'] : ['AAPL', 'MSFT'], 'fresh snapshots after the reconnection');
+      const batches = await c.quotes({ from: snapshot2.index, enough: (list) => list.length >= 3 });
+      assertSeqRising(batches);
+      assert.equal(c.events.filter((e) => e.name === 'disconnect').length, 1, 'one disconnect');
+    }
+    const resubscribed = polling.events.filter((e) => e.name === 'subscribed').map((e) => e.data);
+    assert.deepEqual(resubscribed, Array(2).fill({ throttle_ms: 300, symbols: ['MSFT'], rejected: [] }), 'the URL query subscribes again at the reconnection');
     assert.deepEqual(acks.map((a) => a.symbols), [['AAPL', 'MSFT'], ['AAPL', 'MSFT']], `acks: ${JSON.stringify(acks)}`);
-    assert.equal(client.events.filter((e) => e.name === 'disconnect').length, 1, 'one disconnect');
-    assert.ok(!client.events.some((e) => e.name === 'disconnect' && e.data === 'io server disconnect'));
+    assert.equal(polling.transport, 'polling');
   } finally {
-    client.close();
+    for (const c of clients) c.close();
     await second?.stop();
     await first.stop();
   }
@@ -588,7 +600,7 @@ test('a client that disconnects while its upgrade probe is in flight leaves no c
   const raceServer = await startServer('upgrade-race');
   try {
     let hits = 0;
-    for (let attempt = 0; attempt < 60 && hits < 3; attempt++) {
+    for (let attempt = 0; attempt < 300 && hits < 2; attempt++) {
       const client = new Client(raceServer.url);
       await client.next('welcome');
       // Connected over polling with the probe WebSocket open: socket.io-client sends the
@@ -606,7 +618,7 @@ test('a client that disconnects while its upgrade probe is in flight leaves no c
 });
 
 test('an event over the message limit sent with an ack gets its error as the ack', {
-  todo: 'server bug: the over-limit error goes out as an error event without the ack id, so the client\'s ack times out',
+  todo: 'server bug (against docs/PROTOCOL.md, \"the request\'s ack when it had one\"): the over-limit error is an error event without the ack id, so emitWithAck times out',
 }, async () => {
   const client = new Client(server.url, { transports: ['websocket'] });
   try {
