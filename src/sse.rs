@@ -83,10 +83,6 @@ pub(crate) struct SseTransport {
 
 impl Transport for SseTransport {
     type Encoder = SseEncoder;
-
-    fn kind(&self) -> TransportKind {
-        TransportKind::Sse
-    }
     const HEARS_CLIENT: bool = false;
 
     async fn recv(&mut self) -> Option<Result<Input, InputError>> {
@@ -95,7 +91,7 @@ impl Transport for SseTransport {
         None
     }
 
-    async fn close(self, output: &SharedOutput<SseEncoder>, signal: &SessionSignal, end: &End) {
+    async fn close(self, output: &SharedOutput<SseEncoder>, signal: &SessionSignal, end: &End) -> TransportKind {
         // An event stream has no close message: the body ends (the client's EventSource then
         // reconnects after `retry`, to a server that is back or to a 503 while it is not).
         output.with(|o| o.begin_close(None));
@@ -107,6 +103,7 @@ impl Transport for SseTransport {
                 probe.force_close();
             }
         }
+        TransportKind::Sse
     }
 }
 

@@ -177,8 +177,12 @@ async fn bad_socket_io_packets_get_error_events_and_the_session_goes_on() {
         let error = socket.event("error").await;
         assert!(error["message"].as_str().unwrap().contains(says), "{packet}: {error}");
     }
-    // Over the 4 KiB message limit (under maxPayload): an error event, nothing subscribed.
+    // Over the 4 KiB message limit (under maxPayload): refused unparsed, in its ack (read from
+    // the packet's head), nothing subscribed; without an ack id, an error event.
     socket.send(&format!("427[\"subscribe\",\"{}\"]", "AAPL,".repeat(1000))).await;
+    let refused = socket.ack(7).await;
+    assert!(refused["error"]["message"].as_str().unwrap().contains("the limit is 4096"), "{refused}");
+    socket.send(&format!("42[\"subscribe\",\"{}\"]", "AAPL,".repeat(1000))).await;
     let error = socket.event("error").await;
     assert!(error["message"].as_str().unwrap().contains("the limit is 4096"), "{error}");
     // And the session is as it was.
@@ -325,5 +329,69 @@ async fn polling_sessions_count_against_the_one_connection_limit() {
     let url = format!("ws://{}/socket.io/?EIO=4&transport=websocket", server.addr);
     let error = tokio_tungstenite::connect_async(url).await.expect_err("refused");
     assert!(error.to_string().contains("503"), "{error}");
+    server.shutdown().await;
+}
+
+#[actix_web::test]
+async fn a_session_that_closes_during_its_upgrade_probe_does_not_upgrade() {
+    use futures_util::{SinkExt, StreamExt};
+    use tokio_tungstenite::tungstenite::Message;
+    let server = start(&["--workers", "2"]).await;
+    let polling = Polling::connected(&server).await;
+    let (mut ws, _) = tokio_tungstenite::connect_async(format!("ws://{}/socket.io/?EIO=4&transport=websocket&sid={}", server.addr, polling.sid)).await.expect("upgrade");
+    ws.send(Message::Text("2probe".into())).await.unwrap();
+    assert_eq!(tokio::time::timeout(Duration::from_secs(5), ws.next()).await.unwrap().unwrap().unwrap(), Message::Text("3probe".into()));
+    // socket.io-client's disconnect() during the probe: DISCONNECT over polling, then `5`.
+    polling.post("41").await;
+    wait_for_disconnects(&server, "client_close", 1.0).await;
+    ws.send(Message::Text("5".into())).await.unwrap();
+    // The WebSocket is closed with a frame (never the polling close's raw bytes), and nothing
+    // is counted as upgraded.
+    let mut texts = Vec::new();
+    let close = loop {
+        match tokio::time::timeout(Duration::from_secs(5), ws.next()).await.expect("a close in time") {
+            Some(Ok(Message::Close(frame))) => break frame,
+            Some(Ok(Message::Text(text))) => texts.push(text.to_string()),
+            Some(Ok(_)) => continue,
+            other => panic!("expected a close frame, got {other:?}"),
+        }
+    };
+    assert!(texts.is_empty(), "{texts:?}");
+    let close = close.expect("a close code");
+    assert_eq!((u16::from(close.code), close.reason.as_str()), (1001, "the session is closed"));
+    let (_, metrics) = http(&server, "GET", "/metrics", None).await;
+    for transport in ["socketio_polling", "socketio_websocket"] {
+        assert!(metrics.contains(&format!("tickerfeed_connections{{transport=\"{transport}\"}} 0")), "{transport}: {}", metrics.lines().filter(|l| l.starts_with("tickerfeed_connections")).collect::<Vec<_>>().join("\n"));
+    }
+    server.shutdown().await;
+}
+
+#[actix_web::test]
+async fn every_request_with_an_ack_is_acked_even_over_the_rate_limit() {
+    let server = start(&["--rate-limit", "1", "--rate-burst", "5"]).await;
+    let (mut socket, _) = EioSocket::connected(server.addr, "").await;
+    // 30 requests at once: 5 within the burst, 25 dropped, each dropped one acked with an error
+    // (socket.io-client would otherwise wait for them until its own timeout).
+    for id in 1..=30 {
+        socket.send(&format!("42{id}[\"ping\"]")).await;
+    }
+    let mut answered = 0;
+    let mut limited = 0;
+    for id in 1..=30 {
+        let ack = socket.ack(id).await;
+        if ack.get("ts").is_some() {
+            answered += 1;
+        } else {
+            assert_eq!(ack["error"]["code"], "rate_limited", "{ack}");
+            limited += 1;
+        }
+    }
+    assert_eq!((answered, limited), (5, 25));
+    // Requests without an ack still fold into one error per second.
+    for _ in 0..10 {
+        socket.send("42[\"ping\"]").await;
+    }
+    let error = socket.event("error").await;
+    assert_eq!((error["code"].clone(), error["count"].clone()), (json!("rate_limited"), json!(1)));
     server.shutdown().await;
 }

@@ -184,10 +184,6 @@ pub(crate) struct Timing {
 pub(crate) trait Transport {
     type Encoder: Encoder;
 
-    /// The `transport` label of the connection in the metrics, now (a Socket.IO session that
-    /// upgrades from polling to WebSocket changes it).
-    fn kind(&self) -> TransportKind;
-
     /// The session's heartbeat and idle timeout: the sessions' settings, unless the wire
     /// protocol announces its own (Engine.IO's `pingInterval` and `pingTimeout`).
     fn timing(&self, limits: &Limits) -> Timing {
@@ -201,6 +197,12 @@ pub(crate) trait Transport {
         Ok(())
     }
 
+    /// Whether a request that carries an id is always answered, even when the rate limit drops
+    /// it (each with its own `rate_limited` error), because the client waits for that answer (a
+    /// Socket.IO ack). Otherwise dropped requests after the first are counted into one error per
+    /// [`RATE_LIMIT_REPORT_INTERVAL`]. Either way replies are bounded by the input backpressure.
+    const ANSWERS_EVERY_REQUEST: bool = false;
+
     /// Whether the client writes to the server (requests, pongs), so that its silence for
     /// `idle_timeout` ends the session. False for a one-way stream (SSE), which a client leaves
     /// by closing the connection, and which the slow-consumer rule still covers.
@@ -211,8 +213,10 @@ pub(crate) trait Transport {
     async fn recv(&mut self) -> Option<Result<Input, InputError>>;
 
     /// Ends the connection for `end`: hands the output its close (if the transport has one)
-    /// and waits for as long as its rules say, at most [`CLOSE_FLUSH_TIMEOUT`] or so.
-    async fn close(self, output: &SharedOutput<Self::Encoder>, signal: &SessionSignal, end: &End);
+    /// and waits for as long as its rules say, at most [`CLOSE_FLUSH_TIMEOUT`] or so. Returns
+    /// the `transport` label the connection ended on, for the metrics (a Socket.IO session
+    /// opened by polling may have upgraded to WebSocket, until the moment it closes).
+    async fn close(self, output: &SharedOutput<Self::Encoder>, signal: &SessionSignal, end: &End) -> TransportKind;
 }
 
 /// Messages dropped by the rate limit since the last `rate_limited` error.
@@ -322,9 +326,8 @@ impl<E: Encoder> Session<E> {
             }
         };
         let context = self.context.clone();
-        let kind = transport.kind();
         // Boxed, as the accept phase.
-        Box::pin(self.close(transport, &end)).await;
+        let kind = Box::pin(self.close(transport, &end)).await;
         context.metrics.connection_closed(kind, end.reason());
         tracing::debug!(reason = end.reason().label(), "session ended: {end:?}");
     }
@@ -355,7 +358,7 @@ impl<E: Encoder> Session<E> {
                     self.last_heard = now;
                     match input {
                         None => return End::ClientGone,
-                        Some(Ok(input)) => if let Some(end) = self.on_input(input, now) { return end },
+                        Some(Ok(input)) => if let Some(end) = self.on_input(input, now, T::ANSWERS_EVERY_REQUEST) { return end },
                         Some(Err(error)) => return End::BadInput(error),
                     }
                 }
@@ -442,7 +445,13 @@ impl<E: Encoder> Session<E> {
 
     /// A message over the rate is dropped: the first of a run is answered at once, the rest
     /// are counted into one error per [`RATE_LIMIT_REPORT_INTERVAL`].
-    fn rate_limited(&mut self, id: Option<RequestId>, now: Instant) {
+    fn rate_limited(&mut self, id: Option<RequestId>, now: Instant, answer_each: bool) {
+        if answer_each && id.is_some() {
+            self.context.metrics.client_errors(ErrorCode::RateLimited.as_str(), 1);
+            let (rate, burst) = (self.limits.rate_limit, self.limits.rate_burst);
+            let message = format!("message not processed: more than {rate} messages per second (bursts of {burst})");
+            return self.reply(&ServerMessage::Error { id, code: ErrorCode::RateLimited, message, count: Some(1) });
+        }
         match &mut self.rate_limited {
             Some(run) => {
                 if run.dropped == 0 {
@@ -481,12 +490,12 @@ impl<E: Encoder> Session<E> {
     }
 
     /// Handles one input from the client; returns how the session ends, if it does.
-    fn on_input(&mut self, input: Input, now: Instant) -> Option<End> {
+    fn on_input(&mut self, input: Input, now: Instant, answer_each: bool) -> Option<End> {
         match input {
             Input::Request(parsed) => {
                 self.context.metrics.client_message(parsed.as_ref().map_or("invalid", ClientOp::name));
                 if !self.bucket.take(now) {
-                    self.rate_limited(parsed.map_or_else(|f| f.id, |op| op_id(&op)), now);
+                    self.rate_limited(parsed.map_or_else(|f| f.id, |op| op_id(&op)), now, answer_each);
                     return None;
                 }
                 match parsed {
@@ -499,7 +508,7 @@ impl<E: Encoder> Session<E> {
                 if self.bucket.take(now) {
                     self.error(None, ErrorCode::BadRequest, message.into());
                 } else {
-                    self.rate_limited(None, now);
+                    self.rate_limited(None, now, answer_each);
                 }
             }
             Input::Answer(answer) => {
@@ -617,8 +626,8 @@ impl<E: Encoder> Session<E> {
     }
 
     /// Stops the output and lets the transport close the connection.
-    async fn close<T: Transport<Encoder = E>>(self, transport: T, end: &End) {
-        transport.close(&self.output, &self.signal, end).await;
+    async fn close<T: Transport<Encoder = E>>(self, transport: T, end: &End) -> TransportKind {
+        transport.close(&self.output, &self.signal, end).await
     }
 }
 

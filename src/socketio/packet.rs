@@ -428,6 +428,17 @@ impl<'a> SocketPacket<'a> {
     }
 }
 
+/// The ack id of an EVENT, read from its head alone (`2[/ns,]<id>[…`), for answering an event
+/// that is refused before it is parsed (too big). `None` for other packets or no id.
+pub(crate) fn peek_event_ack(text: &str) -> Option<u64> {
+    let rest = text.strip_prefix('2')?;
+    let rest = match rest.strip_prefix('/') {
+        Some(_) => &rest[rest.find(',')? + 1..],
+        None => rest,
+    };
+    split_digits(rest).0.parse().ok()
+}
+
 /// Splits `text` after its leading ASCII digits (a byte index past ASCII bytes: a char boundary).
 fn split_digits(text: &str) -> (&str, &str) {
     text.split_at(text.bytes().position(|b| !b.is_ascii_digit()).unwrap_or(text.len()))
@@ -761,6 +772,16 @@ mod tests {
         // Leading zeros are the same number, as for JavaScript's Number().
         assert_eq!(socket("2007[\"a\"]").body, SocketBody::Event { name: "a".into(), args: vec![], ack: Some(7) });
         assert_eq!(socket_error("5184467440737095516160-[]"), "socket.io packet: BINARY_EVENT: attachment count too long (21 digits)");
+    }
+
+    #[test]
+    fn an_event_ack_id_is_read_from_its_head() {
+        assert_eq!(peek_event_ack("212[\"subscribe\""), Some(12));
+        assert_eq!(peek_event_ack("2/admin,7[\"x"), Some(7));
+        assert_eq!(peek_event_ack("2[\"x\"]"), None);
+        assert_eq!(peek_event_ack("312[]"), None);
+        assert_eq!(peek_event_ack("2/admin"), None);
+        assert_eq!(peek_event_ack("299999999999999999999999["), None);
     }
 
     #[test]

@@ -48,7 +48,7 @@ use crate::bus::SessionSignal;
 use crate::metrics::{Metrics, TransportKind};
 use crate::session::output::{OutboundBody, SharedOutput};
 use crate::session::socket::SocketProbe;
-use crate::session::task::{CLOSE_FLUSH_TIMEOUT, End, InputError};
+use crate::session::task::{CLOSE_FLUSH_TIMEOUT, CloseCode, CloseReason, End, InputError};
 use crate::ws::frame::{OPCODE_TEXT, WsEncoder, put_frame};
 use crate::ws::inbound::{Inbound, InboundStream};
 use crate::ws::transport::close_reason;
@@ -70,6 +70,8 @@ pub(crate) enum Mode {
     Probing = 1,
     /// Everything goes over the WebSocket.
     Upgraded = 2,
+    /// The session is closing: an upgrade can no longer complete.
+    Closed = 3,
 }
 
 /// Every polling session, by Engine.IO sid.
@@ -112,8 +114,9 @@ impl Handle {
         self.mode.get()
     }
 
-    fn set_mode(&self, mode: Mode) {
-        self.mode.set(mode);
+    /// Moves the session from `from` to `to`, unless it has moved on (closed) meanwhile.
+    fn transition(&self, from: Mode, to: Mode) -> bool {
+        self.mode.transition(from, to)
     }
 }
 
@@ -126,16 +129,32 @@ struct ModeCell {
 
 impl ModeCell {
     fn get(&self) -> Mode {
-        match self.mode.load(Ordering::Acquire) {
+        Self::decode(self.mode.load(Ordering::Acquire))
+    }
+
+    fn decode(value: u8) -> Mode {
+        match value {
             0 => Mode::Polling,
             1 => Mode::Probing,
-            _ => Mode::Upgraded,
+            2 => Mode::Upgraded,
+            _ => Mode::Closed,
         }
     }
 
-    fn set(&self, mode: Mode) {
-        self.mode.store(mode as u8, Ordering::Release);
+    /// One atomic step, so that an upgrade and the session's close never both win.
+    fn transition(&self, from: Mode, to: Mode) -> bool {
+        let moved = self.mode.compare_exchange(from as u8, to as u8, Ordering::AcqRel, Ordering::Acquire).is_ok();
+        if moved {
+            self.changed.notify_one();
+        }
+        moved
+    }
+
+    /// Closes: no upgrade completes from now on. Returns the mode the session was in.
+    fn close(&self) -> Mode {
+        let previous = Self::decode(self.mode.swap(Mode::Closed as u8, Ordering::AcqRel));
         self.changed.notify_one();
+        previous
     }
 }
 
@@ -208,7 +227,8 @@ pub(crate) async fn pump(output: SharedOutput<SioEncoder<Records>>, signal: Arc<
         let answer = loop {
             if !from_ws {
                 match mode.get() {
-                    Mode::Polling => {}
+                    // A closing session's last poll carries its close.
+                    Mode::Polling | Mode::Closed => {}
                     Mode::Probing => break Some(Pulled::Noop),
                     Mode::Upgraded => break Some(Pulled::Upgraded),
                 }
@@ -279,13 +299,6 @@ impl RemoteLink {
 impl Link for RemoteLink {
     type Framing = Records;
 
-    fn kind(&self) -> TransportKind {
-        match self.handle.mode() {
-            Mode::Upgraded => TransportKind::SocketioWebsocket,
-            _ => TransportKind::SocketioPolling,
-        }
-    }
-
     async fn next(&mut self) -> Option<Result<Inbound, InputError>> {
         if let Some(record) = self.next_record() {
             return Some(Ok(record));
@@ -301,8 +314,10 @@ impl Link for RemoteLink {
         }
     }
 
-    async fn close(mut self, output: &SharedOutput<SioEncoder<Records>>, signal: &SessionSignal, end: &End) {
-        let upgraded = self.handle.mode() == Mode::Upgraded;
+    async fn close(mut self, output: &SharedOutput<SioEncoder<Records>>, signal: &SessionSignal, end: &End) -> TransportKind {
+        // From here on an upgrade in flight fails: the close goes out in the framing of the
+        // transport the session is on now.
+        let upgraded = self.handle.mode.close() == Mode::Upgraded;
         let close = if upgraded { close_reason(end).map(|reason| WsEncoder::close_frame(&reason)) } else { Some(SioEncoder::<Records>::packet(|buf| buf.extend_from_slice(b"1"))) };
         output.with(|o| o.begin_close(close));
         signal.wake();
@@ -335,6 +350,7 @@ impl Link for RemoteLink {
             }
         }
         self.registry.remove(&self.sid);
+        if upgraded { TransportKind::SocketioWebsocket } else { TransportKind::SocketioPolling }
     }
 }
 
@@ -413,26 +429,35 @@ pub(crate) fn upgrade(handle: Arc<Handle>, mut stream: InboundStream, probe: Opt
             let Ok(message) = tokio::time::timeout_at(probe_deadline, stream.recv()).await else { break false };
             match message {
                 Some(Ok(Inbound::Text(t))) if &*t == "2probe" => {
+                    if !handle.transition(Mode::Polling, Mode::Probing) {
+                        break false;
+                    }
                     local.borrow_mut().push(text(&EnginePacket::Pong("probe").to_text()));
-                    handle.set_mode(Mode::Probing);
                 }
-                Some(Ok(Inbound::Text(t))) if &*t == "5" && handle.mode() == Mode::Probing => break true,
+                Some(Ok(Inbound::Text(t))) if &*t == "5" && handle.mode() == Mode::Probing => {
+                    // Before the switch, so that a close right after it finds the socket.
+                    *handle.ws_probe.lock().expect("probe lock") = probe;
+                    break handle.transition(Mode::Probing, Mode::Upgraded);
+                }
                 Some(Ok(Inbound::Ping(payload))) => local.borrow_mut().push(WsEncoder::pong_frame(&payload)),
                 Some(Ok(Inbound::Pong(_))) => {}
                 _ => break false,
             }
         };
         if !upgraded {
-            // The session stays on polling; this WebSocket ends.
-            handle.set_mode(Mode::Polling);
+            // The session stays on polling (unless it has closed meanwhile); this WebSocket ends.
+            handle.transition(Mode::Probing, Mode::Polling);
             let mut local = local.borrow_mut();
             local.ended = true;
-            local.push(WsEncoder::close_frame(&crate::session::task::CloseReason { code: crate::session::task::CloseCode::Protocol, description: Some("upgrade aborted".into()) }));
+            let reason = if handle.mode() == Mode::Closed {
+                CloseReason { code: CloseCode::Away, description: Some("the session is closed".into()) }
+            } else {
+                CloseReason { code: CloseCode::Protocol, description: Some("upgrade aborted: expected 2probe, then 5".into()) }
+            };
+            local.push(WsEncoder::close_frame(&reason));
             return;
         }
-        *handle.ws_probe.lock().expect("probe lock") = probe;
         handle.metrics.connection_upgraded(TransportKind::SocketioPolling, TransportKind::SocketioWebsocket);
-        handle.set_mode(Mode::Upgraded);
         {
             let mut local = local.borrow_mut();
             local.upgraded = true;

@@ -23,7 +23,7 @@ use rand::RngExt;
 
 use super::encoder::{Framing, NAMESPACE, SioEncoder, WsFrames};
 use super::events::client_op;
-use super::packet::{EnginePacket, SocketBody, SocketPacket, write_connect, write_connect_error};
+use super::packet::{EnginePacket, SocketBody, SocketPacket, peek_event_ack, write_connect, write_connect_error};
 use super::settings::SocketIoSettings;
 use crate::bus::SessionSignal;
 use crate::metrics::TransportKind;
@@ -40,14 +40,12 @@ pub(crate) trait Link {
     /// How its packets reach the client.
     type Framing: Framing;
 
-    fn kind(&self) -> TransportKind;
-
     /// The client's next message (a WebSocket's, or a record of a polling request); `None`
     /// once it is gone. Cancel-safe.
     async fn next(&mut self) -> Option<Result<Inbound, InputError>>;
 
-    /// Ends the connection for `end`.
-    async fn close(self, output: &SharedOutput<SioEncoder<Self::Framing>>, signal: &SessionSignal, end: &End);
+    /// Ends the connection for `end`; returns the transport it ended on.
+    async fn close(self, output: &SharedOutput<SioEncoder<Self::Framing>>, signal: &SessionSignal, end: &End) -> TransportKind;
 }
 
 /// A Socket.IO session's transport over `L`.
@@ -116,7 +114,7 @@ impl<L: Link> SioTransport<L> {
     fn on_message(&mut self, data: &str) -> Option<Input> {
         let failure = |id: Option<u64>, message: String| Input::Request(Err(ParseFailure { id: id.map(|id| RequestId::Number(id.into())), code: ErrorCode::BadRequest, message }));
         if data.len() > self.max_message_bytes {
-            return Some(failure(None, format!("a message of {} bytes; the limit is {} (not processed)", data.len(), self.max_message_bytes)));
+            return Some(failure(peek_event_ack(data), format!("a message of {} bytes; the limit is {} (not processed)", data.len(), self.max_message_bytes)));
         }
         let packet = match SocketPacket::decode(data) {
             Ok(packet) => packet,
@@ -173,10 +171,8 @@ pub(crate) fn random_id() -> String {
 
 impl<L: Link> Transport for SioTransport<L> {
     type Encoder = SioEncoder<L::Framing>;
-
-    fn kind(&self) -> TransportKind {
-        self.link.kind()
-    }
+    /// A client library waits for each ack (until its own timeout, if it has one).
+    const ANSWERS_EVERY_REQUEST: bool = true;
 
     fn timing(&self, _limits: &Limits) -> Timing {
         self.timing
@@ -228,8 +224,8 @@ impl<L: Link> Transport for SioTransport<L> {
         }
     }
 
-    async fn close(self, output: &SharedOutput<Self::Encoder>, signal: &SessionSignal, end: &End) {
-        self.link.close(output, signal, end).await;
+    async fn close(self, output: &SharedOutput<Self::Encoder>, signal: &SessionSignal, end: &End) -> TransportKind {
+        self.link.close(output, signal, end).await
     }
 }
 
@@ -276,15 +272,12 @@ impl WsLink {
 impl Link for WsLink {
     type Framing = WsFrames;
 
-    fn kind(&self) -> TransportKind {
-        TransportKind::SocketioWebsocket
-    }
-
     async fn next(&mut self) -> Option<Result<Inbound, InputError>> {
         self.stream.recv().await
     }
 
-    async fn close(self, output: &SharedOutput<SioEncoder<WsFrames>>, signal: &SessionSignal, end: &End) {
+    async fn close(self, output: &SharedOutput<SioEncoder<WsFrames>>, signal: &SessionSignal, end: &End) -> TransportKind {
         crate::ws::transport::close(self.stream, self.probe, output, signal, end).await;
+        TransportKind::SocketioWebsocket
     }
 }

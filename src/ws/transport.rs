@@ -48,10 +48,6 @@ pub(crate) fn close_reason(end: &End) -> Option<CloseReason> {
 impl Transport for WsTransport {
     type Encoder = WsEncoder;
 
-    fn kind(&self) -> TransportKind {
-        TransportKind::Websocket
-    }
-
     async fn recv(&mut self) -> Option<Result<Input, InputError>> {
         let message = match self.stream.recv().await? {
             Ok(message) => message,
@@ -68,8 +64,9 @@ impl Transport for WsTransport {
 
     /// Sends the close frame without waiting on a full socket, and drops the connection if it
     /// has not flushed within [`CLOSE_FLUSH_TIMEOUT`].
-    async fn close(self, output: &SharedOutput<WsEncoder>, signal: &SessionSignal, end: &End) {
+    async fn close(self, output: &SharedOutput<WsEncoder>, signal: &SessionSignal, end: &End) -> TransportKind {
         close(self.stream, self.probe, output, signal, end).await;
+        TransportKind::Websocket
     }
 }
 
