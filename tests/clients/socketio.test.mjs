@@ -11,74 +11,24 @@
 
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
-import { createServer } from 'node:net';
-import { createWriteStream, mkdirSync } from 'node:fs';
-import { dirname, join, resolve } from 'node:path';
-import { fileURLToPath } from 'node:url';
+import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { io } from 'socket.io-client';
+import { freePort, root, startServer as start } from '../server.mjs';
 
-const here = dirname(fileURLToPath(import.meta.url));
-const root = resolve(here, '../..');
 const artifacts = join(root, 'tests/artifacts/clients');
-mkdirSync(artifacts, { recursive: true });
-const BIN = process.env.TICKERFEED_BIN ? resolve(process.env.TICKERFEED_BIN) : join(root, 'target/release/tickerfeed');
 
 // ---------------------------------------------------------------------------------------------
 // Servers
 
-/** A port nobody listens on right now (127.0.0.1). */
-function freePort() {
-  return new Promise((ok, fail) => {
-    const s = createServer();
-    s.unref();
-    s.on('error', fail);
-    s.listen(0, '127.0.0.1', () => {
-      const { port } = s.address();
-      s.close(() => ok(port));
-    });
-  });
-}
-
 /**
- * Starts tickerfeed on 127.0.0.1:port with --seed 7 and waits (10 s at most) until /readyz
- * answers and AAPL and MSFT have a price, so that a subscription's snapshot carries them.
+ * Starts tickerfeed with --seed 7 (log: tests/artifacts/clients/socketio-<name>-server.log) and
+ * waits until it is ready and AAPL and MSFT have a price, so that a subscription's snapshot
+ * carries them.
  */
-async function startServer(name, { port, args = [] } = {}) {
-  port ??= await freePort();
-  const log = createWriteStream(join(artifacts, `socketio-${name}-server.log`), { flags: 'a' });
-  const proc = spawn(BIN, ['--bind', `127.0.0.1:${port}`, '--seed', '7', ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
-  proc.stdout.pipe(log, { end: false });
-  proc.stderr.pipe(log, { end: false });
-  const exited = new Promise((ok) => proc.once('exit', (code, signal) => ok(code ?? signal)));
-  const url = `http://127.0.0.1:${port}`;
-  const deadline = Date.now() + 10_000;
-  for (;;) {
-    if (proc.exitCode !== null) throw new Error(`tickerfeed exited with ${proc.exitCode}; see socketio-${name}-server.log`);
-    try {
-      const res = await fetch(`${url}/api/quotes?symbols=AAPL,MSFT`);
-      if (res.ok && (await res.json()).quotes.length === 2) break;
-    } catch { /* not listening yet */ }
-    if (Date.now() > deadline) {
-      proc.kill('SIGKILL');
-      throw new Error(`tickerfeed not ready (or AAPL, MSFT unpriced) within 10 s; see socketio-${name}-server.log`);
-    }
-    await sleep(50);
-  }
-  const ready = await fetch(`${url}/readyz`);
-  assert.equal(ready.status, 200, '/readyz');
-  return {
-    port, url, proc,
-    /** SIGTERM, then wait for the exit (SIGKILL after 8 s). Resolves to the exit code. */
-    async stop() {
-      if (proc.exitCode === null && proc.signalCode === null) proc.kill('SIGTERM');
-      const timer = setTimeout(() => proc.kill('SIGKILL'), 8000);
-      const code = await exited;
-      clearTimeout(timer);
-      return code;
-    },
-  };
+function startServer(name, { port, args = [] } = {}) {
+  const priced = async (url) => (await (await fetch(`${url}/api/quotes?symbols=AAPL,MSFT`)).json()).quotes.length === 2;
+  return start({ name: `socketio-${name}`, logDir: artifacts, port, args: ['--seed', '7', ...args], ready: priced });
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -461,8 +411,8 @@ test('every session on the main server so far ended as a client close (none as a
     if (open(text) === 0 || Date.now() > deadline) break;
     await sleep(50);
   }
-  // The sum: how it splits by transport is the upgrade-race test's business (below).
-  assert.equal(open(text), 0, 'no Socket.IO connection open');
+  assert.equal(metric(text, 'tickerfeed_connections{transport="socketio_polling"}'), 0, 'no polling session open');
+  assert.equal(metric(text, 'tickerfeed_connections{transport="socketio_websocket"}'), 0, 'no WebSocket session open');
   const opened = metric(text, 'tickerfeed_connections_opened_total{transport="socketio_polling"}') + metric(text, 'tickerfeed_connections_opened_total{transport="socketio_websocket"}');
   assert.ok(opened >= 10, `${opened} sessions opened`);
   assert.equal(metric(text, 'tickerfeed_disconnects_total{reason="protocol_error"}'), 0, 'no protocol error');
