@@ -2,6 +2,7 @@
 // stopped per test file, a headless Chromium (system package, driven by playwright-core), one
 // fresh browser context per test with console and network failures recorded.
 
+import assert from 'node:assert/strict';
 import { mkdirSync } from 'node:fs';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -92,4 +93,32 @@ export async function until(predicate, { timeout = 5000, interval = 50, message 
     if (Date.now() > deadline) throw new Error(`timed out after ${timeout} ms waiting for ${message}`);
     await sleep(interval);
   }
+}
+
+/**
+ * Checks batches of quotes received in a page (`{at, data}`, `at` from performance.now()): the
+ * first is the snapshot, the rest live; only `symbols`; each symbol's seq rises; quotes kept
+ * coming; and at most a quarter of a symbol's gaps are shorter than `throttleMs` less 50 ms
+ * (timer and delivery jitter in a page).
+ */
+export function checkThrottledBatches(batches, { symbols, throttleMs }) {
+  assert.equal(batches[0].data.snapshot, true, 'the first batch is the snapshot');
+  const last = {};
+  let gaps = 0;
+  let short = 0;
+  for (const { at, data } of batches.slice(1)) {
+    assert.equal(data.snapshot, undefined);
+    for (const q of data.quotes) {
+      assert.ok(symbols.includes(q.symbol), q.symbol);
+      const prev = last[q.symbol];
+      if (prev) {
+        assert.ok(q.seq > prev.seq, `${q.symbol} seq ${q.seq} after ${prev.seq}`);
+        gaps += 1;
+        if (at - prev.at < throttleMs - 50) short += 1;
+      }
+      last[q.symbol] = { seq: q.seq, at };
+    }
+  }
+  assert.ok(gaps >= 6, `quotes kept coming (${gaps} gaps)`);
+  assert.ok(short * 4 <= gaps, `${short} of ${gaps} gaps under the ${throttleMs} ms throttle`);
 }
