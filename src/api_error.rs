@@ -18,6 +18,21 @@ pub(crate) fn excerpt(text: &str, max_chars: usize) -> String {
     text.chars().take(max_chars).collect()
 }
 
+/// What a JSON value a client sent is, for a message saying what was expected instead ("must
+/// be an array of strings, not a number"). Every transport and the REST API name kinds through this.
+pub(crate) fn json_kind(value: &serde_json::Value) -> &'static str {
+    use serde_json::Value;
+    match value {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(items) if items.is_empty() => "an empty array",
+        Value::Array(_) => "an array",
+        Value::Object(_) => "an object",
+    }
+}
+
 /// The `error` field of an error answer; each has one HTTP status.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum ApiErrorCode {

@@ -23,6 +23,7 @@ pub use crate::feed::settings::{FeedArgs, FeedEntry, ReplayFile};
 pub use crate::feed::{FeedConfig, FeedKind};
 pub use crate::http::listen::{Listen, ListenArgs};
 pub use crate::session::limits::{Limits, LimitsArgs};
+pub use crate::socketio::settings::{SocketIoArgs, SocketIoSettings};
 pub use crate::settings::Invalid;
 
 /// Command line. Every flag can also be set by the environment variable shown, or in the TOML
@@ -49,13 +50,17 @@ pub struct Cli {
     #[command(flatten, next_help_heading = "WebSocket sessions")]
     /// The WebSocket sessions' flags.
     pub limits: LimitsArgs,
+
+    #[command(flatten, next_help_heading = "Socket.IO")]
+    /// The Socket.IO endpoint's flags.
+    pub socketio: SocketIoArgs,
 }
 
 impl Cli {
     /// The command line as clap reads it, each setting's help ending with its default from the
     /// code (so `--help` cannot disagree with it).
     pub fn command_with_defaults() -> clap::Command {
-        let shown = ListenArgs::shown_defaults().into_iter().chain(FeedArgs::shown_defaults()).chain(LimitsArgs::shown_defaults());
+        let shown = ListenArgs::shown_defaults().into_iter().chain(FeedArgs::shown_defaults()).chain(LimitsArgs::shown_defaults()).chain(SocketIoArgs::shown_defaults());
         shown.fold(Cli::command(), |command, (id, default)| {
             command.mut_arg(id, |arg| {
                 let help = arg.get_help().map(|h| h.to_string()).unwrap_or_default();
@@ -112,6 +117,8 @@ pub struct FileConfig {
     pub listen: ListenArgs,
     /// The WebSocket sessions' keys.
     pub limits: LimitsArgs,
+    /// The Socket.IO endpoint's keys.
+    pub socketio: SocketIoArgs,
     /// `seed`: the seed of every feed that names none of its own.
     pub seed: Option<u64>,
     /// The `[[feeds]]` entries.
@@ -136,7 +143,7 @@ impl<'de> Deserialize<'de> for FileConfig {
                         "seed" => file.seed = Some(map.next_value()?),
                         "feeds" => file.feeds = map.next_value()?,
                         key => {
-                            let read = file.listen.read_toml(key, &mut map)? || file.limits.read_toml(key, &mut map)?;
+                            let read = file.listen.read_toml(key, &mut map)? || file.limits.read_toml(key, &mut map)? || file.socketio.read_toml(key, &mut map)?;
                             debug_assert!(read, "file_keys() lists {key}, which no part reads");
                         }
                     }
@@ -164,7 +171,7 @@ impl<'de> Deserialize<'de> for KnownKey {
 /// Every top-level key of the TOML file.
 fn file_keys() -> &'static [&'static str] {
     static KEYS: OnceLock<Vec<&'static str>> = OnceLock::new();
-    KEYS.get_or_init(|| ListenArgs::KEYS.iter().chain(["seed"].iter()).chain(LimitsArgs::KEYS).chain(["feeds"].iter()).copied().collect())
+    KEYS.get_or_init(|| ListenArgs::KEYS.iter().chain(["seed"].iter()).chain(LimitsArgs::KEYS).chain(SocketIoArgs::KEYS).chain(["feeds"].iter()).copied().collect())
 }
 
 /// The validated configuration the server runs with, one part per subsystem.
@@ -174,6 +181,8 @@ pub struct Config {
     pub listen: Listen,
     /// The WebSocket sessions' limits and timings.
     pub limits: Limits,
+    /// The Socket.IO endpoint's heartbeat and payload limit.
+    pub socketio: SocketIoSettings,
     /// The seed of every feed that names none of its own.
     pub seed: u64,
     /// The feeds to run, in order (the flags' `sim` first).
@@ -226,7 +235,8 @@ impl Config {
         let seed = cli.feeds.seed.or(file.seed).unwrap_or_else(feed_settings::random_seed);
         let feeds = feed_settings::resolve(&cli.feeds, &file.feeds, seed)?;
         let limits = cli.limits.or(file.limits).resolve()?;
-        Ok(Config { listen, limits, seed, feeds })
+        let socketio = cli.socketio.or(file.socketio).resolve()?;
+        Ok(Config { listen, limits, socketio, seed, feeds })
     }
 }
 

@@ -54,6 +54,8 @@ pub(crate) fn routes(cfg: &mut web::ServiceConfig) {
     // The WebSocket upgrade is GET only: a HEAD cannot upgrade.
     cfg.service(resource("/ws", "GET").route(web::get().to(crate::ws::upgrade)))
         .service(resource("/sse", "GET").route(web::get().to(crate::sse::stream)))
+        .service(socketio("/socket.io/"))
+        .service(socketio("/socket.io"))
         .service(get("/healthz", healthz))
         .service(get("/metrics", metrics))
         .service(get("/readyz", readyz))
@@ -72,6 +74,12 @@ pub(crate) fn routes(cfg: &mut web::ServiceConfig) {
 /// A path whose other methods get 405 with `Allow: {allow}`; its routes are added to it.
 fn resource(path: &str, allow: &'static str) -> Resource {
     web::resource(path).default_service(web::to(move |req: HttpRequest| async move { method_not_allowed(&req, allow) }))
+}
+
+/// Socket.IO's path: GET and POST (polling, the WebSocket upgrade) and CORS preflights.
+fn socketio(path: &str) -> Resource {
+    let methods = guard::Any(guard::Get()).or(guard::Post()).or(guard::Options());
+    resource(path, crate::socketio::ALLOW).route(web::route().guard(methods).to(crate::socketio::endpoint))
 }
 
 /// The route of a GET handler, which answers HEAD too.

@@ -32,7 +32,6 @@ mod quote;
 mod session;
 mod settings;
 // Wired by the Socket.IO transport (issue 13); nothing calls the codec until then.
-#[allow(dead_code)]
 mod socketio;
 mod sse;
 mod web;

@@ -77,15 +77,21 @@ pub(crate) enum TransportKind {
     Websocket,
     /// `GET /sse`, protocol v1 as Server-Sent Events.
     Sse,
+    /// `/socket.io/` on WebSocket (opened so, or upgraded from polling).
+    SocketioWebsocket,
+    /// `/socket.io/` on HTTP long-polling.
+    SocketioPolling,
 }
 
 impl TransportKind {
-    pub(crate) const ALL: [TransportKind; 2] = [TransportKind::Websocket, TransportKind::Sse];
+    pub(crate) const ALL: [TransportKind; 4] = [TransportKind::Websocket, TransportKind::Sse, TransportKind::SocketioWebsocket, TransportKind::SocketioPolling];
 
     pub(crate) fn label(self) -> &'static str {
         match self {
             TransportKind::Websocket => "websocket",
             TransportKind::Sse => "sse",
+            TransportKind::SocketioWebsocket => "socketio_websocket",
+            TransportKind::SocketioPolling => "socketio_polling",
         }
     }
 }
@@ -240,6 +246,13 @@ impl Metrics {
     pub(crate) fn connection_opened(&self, transport: TransportKind) {
         self.opened[transport as usize].inc();
         self.connections[transport as usize].inc();
+    }
+
+    /// An open connection moved to another transport (a Socket.IO upgrade): counted as open
+    /// on `to` from now on (it stays counted as opened on `from`).
+    pub(crate) fn connection_upgraded(&self, from: TransportKind, to: TransportKind) {
+        self.connections[from as usize].dec();
+        self.connections[to as usize].inc();
     }
 
     /// A connection's session ended, for `reason`.

@@ -113,6 +113,7 @@ pub async fn start(config: Config) -> Result<RunningServer, StartError> {
         instance: instance.clone(),
         shutdown: shutdown_rx,
     });
+    let socketio = web::Data::new(crate::socketio::SocketIo::new(config.socketio.clone()));
     // Each part is app data of its own: a handler's signature says which it reads.
     let (bus_data, feeds_data, metrics_data) = (web::Data::from(bus.clone()), web::Data::from(feeds.clone()), web::Data::from(metrics.clone()));
     let (connections_data, readiness_data) = (web::Data::from(connections.clone()), web::Data::from(readiness.clone()));
@@ -129,6 +130,7 @@ pub async fn start(config: Config) -> Result<RunningServer, StartError> {
             .app_data(connections_data.clone())
             .app_data(readiness_data.clone())
             .app_data(ws.clone())
+            .app_data(socketio.clone())
             .wrap(crate::http::json_errors())
             .wrap(crate::http::RequestMetrics)
             .configure(crate::http::routes)

@@ -22,7 +22,7 @@ use actix_web::http::header::{self, HeaderValue};
 use actix_web::web::{BufMut, Bytes, BytesMut};
 use actix_web::{HttpRequest, HttpResponse, web};
 
-use crate::api_error::{ApiError, ApiErrorCode};
+use crate::api_error::ApiError;
 use crate::bus::SessionSignal;
 use crate::metrics::TransportKind;
 use crate::session::SessionContext;
@@ -83,7 +83,6 @@ pub(crate) struct SseTransport {
 
 impl Transport for SseTransport {
     type Encoder = SseEncoder;
-    const KIND: TransportKind = TransportKind::Sse;
     const HEARS_CLIENT: bool = false;
 
     async fn recv(&mut self) -> Option<Result<Input, InputError>> {
@@ -92,7 +91,7 @@ impl Transport for SseTransport {
         None
     }
 
-    async fn close(self, output: &SharedOutput<SseEncoder>, signal: &SessionSignal, end: &End) {
+    async fn close(self, output: &SharedOutput<SseEncoder>, signal: &SessionSignal, end: &End) -> TransportKind {
         // An event stream has no close message: the body ends (the client's EventSource then
         // reconnects after `retry`, to a server that is back or to a 503 while it is not).
         output.with(|o| o.begin_close(None));
@@ -104,21 +103,14 @@ impl Transport for SseTransport {
                 probe.force_close();
             }
         }
+        TransportKind::Sse
     }
 }
 
 /// `GET /sse`: starts the session and answers with its event stream.
 pub(crate) async fn stream(req: HttpRequest, context: web::Data<SessionContext>) -> Result<HttpResponse, ApiError> {
     let context = context.into_inner();
-    let Some(slot) = context.connections.open() else {
-        let max = context.connections.max;
-        context.metrics.disconnected(crate::metrics::DisconnectReason::Limit);
-        return Err(ApiError::new(ApiErrorCode::TooManyConnections, format!("the server is at its limit of {max} connections"))
-            .with_header(header::RETRY_AFTER, HeaderValue::from_static("5")));
-    };
-    if *context.shutdown.borrow() {
-        return Err(ApiError::new(ApiErrorCode::ShuttingDown, "the server is shutting down"));
-    }
+    let slot = context.admit()?;
     let mut initial = InitialSubscription::from_query(req.query_string(), "/sse");
     // A stream cannot subscribe later: it is always answered with `subscribed`, and told when
     // it asked for nothing.
@@ -132,9 +124,8 @@ pub(crate) async fn stream(req: HttpRequest, context: web::Data<SessionContext>)
     output.with(|o| o.queue(Bytes::from(format!("retry: {RETRY_MS}\n\n"))));
     let body = OutboundBody::new(output.clone(), signal);
     context.metrics.connection_opened(TransportKind::Sse);
-    let mut session = Session::new(context, slot, output.clone());
-    session.start(initial);
-    actix_web::rt::spawn(session.run(SseTransport { output, probe }));
+    let session = Session::new(context, slot, output.clone());
+    actix_web::rt::spawn(session.run(SseTransport { output, probe }, initial));
     Ok(HttpResponse::Ok()
         .insert_header((header::CONTENT_TYPE, HeaderValue::from_static("text/event-stream")))
         .insert_header((header::CACHE_CONTROL, HeaderValue::from_static("no-cache")))

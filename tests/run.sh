@@ -73,7 +73,7 @@ status=0; wait "$server" || status=$?
 [ "$status" = 0 ] || { echo "server exited with $status after SIGTERM"; cat "$artifacts/smoke-server.log"; exit 1; }
 trap - EXIT
 
-step "real clients: curl -N and Python httpx-sse on /sse"
+step "real clients: curl -N and httpx-sse on /sse; socket.io-client and python-socketio on /socket.io/"
 bash tests/clients/run.sh
 
 step "browser: dashboard end to end in headless Chromium"

@@ -32,6 +32,9 @@ fn code_defaults() -> Vec<(&'static str, String)> {
         ("--slow-consumer-timeout", config.limits.slow_consumer_timeout.to_string()),
         ("--ping-interval", config.limits.ping_interval.to_string()),
         ("--idle-timeout", config.limits.idle_timeout.to_string()),
+        ("--socketio-ping-interval-ms", config.socketio.socketio_ping_interval_ms.to_string()),
+        ("--socketio-ping-timeout-ms", config.socketio.socketio_ping_timeout_ms.to_string()),
+        ("--socketio-max-payload", config.socketio.socketio_max_payload.to_string()),
         ("--shutdown-timeout", config.listen.shutdown_timeout.to_string()),
     ]
 }

@@ -12,6 +12,7 @@ use futures_util::StreamExt;
 use serde::de::{Deserialize, Deserializer, MapAccess, Visitor};
 use serde_json::Value;
 
+use crate::api_error::json_kind;
 use crate::feed::ControlAction;
 use crate::feed::replay::timestamp::{is_date_only, parse_timestamp};
 
@@ -80,7 +81,7 @@ pub(super) fn parse(body: &[u8]) -> Result<ControlAction, String> {
     let action = match field("action") {
         None => return Err(format!("control body: missing field 'action'; {EXPECTED}")),
         Some(Value::String(action)) => action.as_str(),
-        Some(other) => return Err(format!("control body: field 'action' must be a string (pause, resume, seek or speed), not {}", kind(other))),
+        Some(other) => return Err(format!("control body: field 'action' must be a string (pause, resume, seek or speed), not {}", json_kind(other))),
     };
     let Some((action, takes)) = ACTIONS.iter().copied().find(|(name, _)| *name == action) else {
         return Err(format!("control body: unknown action '{}'; expected pause, resume, seek or speed", clip(action)));
@@ -104,31 +105,19 @@ pub(super) fn parse(body: &[u8]) -> Result<ControlAction, String> {
         "speed" => match field("value") {
             None => Err("control body: action 'speed' needs field 'value' (a number, e.g. 3600)".to_string()),
             Some(Value::Number(n)) => n.as_f64().map(ControlAction::Speed).ok_or_else(|| format!("control body: field 'value': {n} is not a number a speed can be")),
-            Some(other) => Err(format!("control body: field 'value' must be a number, not {}", kind(other))),
+            Some(other) => Err(format!("control body: field 'value' must be a number, not {}", json_kind(other))),
         },
         "seek" => {
             let to = field("to").ok_or_else(|| "control body: action 'seek' needs field 'to' (a date, a datetime or a Unix timestamp, e.g. \"2008-09-15\")".to_string())?;
             let parsed = match to {
                 Value::String(text) => parse_timestamp(text).map(|to| ControlAction::Seek { to, whole_day: is_date_only(text) }).map_err(|e| e.to_string()),
                 Value::Number(n) => parse_timestamp(&n.to_string()).map(|to| ControlAction::Seek { to, whole_day: false }).map_err(|e| e.to_string()),
-                other => Err(format!("must be a date, a datetime or a Unix timestamp, not {}", kind(other))),
+                other => Err(format!("must be a date, a datetime or a Unix timestamp, not {}", json_kind(other))),
             };
             parsed.map_err(|message| format!("control body: field 'to': {message}"))
         }
         // ACTIONS lists exactly the four names matched above.
         _ => unreachable!("action '{action}' is in ACTIONS but not handled"),
-    }
-}
-
-/// What a JSON value is, for messages.
-fn kind(value: &Value) -> &'static str {
-    match value {
-        Value::Null => "null",
-        Value::Bool(_) => "a boolean",
-        Value::Number(_) => "a number",
-        Value::String(_) => "a string",
-        Value::Array(_) => "an array",
-        Value::Object(_) => "an object",
     }
 }
 

@@ -18,7 +18,7 @@ settings! {
         min_throttle_ms: u64 = 0, env "TICKERFEED_MIN_THROTTLE_MS", range(0, MAX_THROTTLE_MS);
         /// Symbols per session ("*" counts as one).
         max_symbols: usize = 1000, env "TICKERFEED_MAX_SYMBOLS", range(1, 1_000_000);
-        /// Concurrent connections, /ws and /sse together; more get 503.
+        /// Concurrent connections, /ws, /sse and /socket.io/ together; more get 503.
         max_connections: usize = 16_000, env "TICKERFEED_MAX_CONNECTIONS", range(1, 10_000_000);
         /// Largest quote frame sent, in bytes; quote batches are split to stay under it.
         max_frame_bytes: usize = 16 * 1024, env "TICKERFEED_MAX_FRAME_BYTES", range(1024, 16 * 1024 * 1024);

@@ -25,7 +25,10 @@ pub(crate) mod throttle;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
+use actix_web::http::header;
+
 use self::limits::Limits;
+use crate::api_error::{ApiError, ApiErrorCode};
 use crate::bus::Bus;
 use crate::feed::Feeds;
 use crate::metrics::Metrics;
@@ -41,6 +44,23 @@ pub(crate) struct SessionContext {
     pub instance: String,
     /// Turns true when the server shuts down: every session closes with 1001.
     pub shutdown: tokio::sync::watch::Receiver<bool>,
+}
+
+impl SessionContext {
+    /// A place for a new connection of any transport: refused (503) at the connection limit,
+    /// with `Retry-After`, and while the server shuts down.
+    pub(crate) fn admit(&self) -> Result<ConnectionSlot, ApiError> {
+        let Some(slot) = self.connections.open() else {
+            let max = self.connections.max;
+            self.metrics.disconnected(crate::metrics::DisconnectReason::Limit);
+            return Err(ApiError::new(ApiErrorCode::TooManyConnections, format!("the server is at its limit of {max} connections (/ws, /sse and /socket.io/ together)"))
+                .with_header(header::RETRY_AFTER, header::HeaderValue::from_static("5")));
+        };
+        if *self.shutdown.borrow() {
+            return Err(ApiError::new(ApiErrorCode::ShuttingDown, "the server is shutting down"));
+        }
+        Ok(slot)
+    }
 }
 
 /// Open sessions of every transport, against the limit; shutdown waits for them to end.

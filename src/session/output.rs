@@ -232,6 +232,11 @@ impl<E: Encoder> Output<E> {
         self.subs.clear();
     }
 
+    /// Whether the session is closing (the body now carries only its close).
+    pub(crate) fn is_closing(&self) -> bool {
+        self.closing
+    }
+
     /// Ready once the body has handed the close frame to actix-http (which writes it before
     /// anything else happens on the connection).
     pub(crate) fn poll_close_sent(&mut self, cx: &mut Context<'_>) -> Poll<()> {

@@ -167,6 +167,27 @@ impl ServerMessage<'_> {
         // Every variant is plain data: serialisation cannot fail.
         serde_json::to_string(self).expect("server message serialises")
     }
+
+    /// The message's JSON without `type` and `id`, for a transport that carries those itself
+    /// (a Socket.IO event's name, an ack's id). Not on the quotes path: replies only.
+    pub(crate) fn fields_json(&self) -> String {
+        let mut value = serde_json::to_value(self).expect("server message serialises");
+        if let Value::Object(fields) = &mut value {
+            fields.shift_remove("type");
+            fields.shift_remove("id");
+        }
+        value.to_string()
+    }
+
+    /// The request id the message answers, if any.
+    pub(crate) fn id(&self) -> Option<&RequestId> {
+        match self {
+            ServerMessage::Subscribed { id, .. } | ServerMessage::Unsubscribed { id, .. } | ServerMessage::Subscriptions { id, .. } | ServerMessage::Pong { id, .. } | ServerMessage::Error { id, .. } => {
+                id.as_ref()
+            }
+            ServerMessage::Welcome { .. } | ServerMessage::Feed(_) => None,
+        }
+    }
 }
 
 /// A client message that could not be turned into a [`ClientOp`].
@@ -175,6 +196,23 @@ pub(crate) struct ParseFailure {
     pub id: Option<RequestId>,
     pub code: ErrorCode,
     pub message: String,
+}
+
+/// A subscribe request's optional `throttle_ms` and `snapshot`, from its fields, for every
+/// transport's form of it; an error names the field and what it takes (`what` names the request:
+/// `op 'subscribe'`, `event 'subscribe'`).
+pub(crate) fn subscribe_options(fields: &serde_json::Map<String, Value>, what: &str) -> Result<(Option<u64>, Option<bool>), String> {
+    let throttle_ms = match fields.get("throttle_ms") {
+        None | Some(Value::Null) => None,
+        Some(Value::Number(n)) if n.as_u64().is_some() => n.as_u64(),
+        Some(_) => return Err(format!("{what}: field 'throttle_ms' must be a non-negative integer (milliseconds)")),
+    };
+    let snapshot = match fields.get("snapshot") {
+        None | Some(Value::Null) => None,
+        Some(Value::Bool(b)) => Some(*b),
+        Some(_) => return Err(format!("{what}: field 'snapshot' must be true or false")),
+    };
+    Ok((throttle_ms, snapshot))
 }
 
 /// Parses one client text frame. On failure, the error carries the request's `id` whenever the
@@ -226,16 +264,7 @@ pub(crate) fn parse_client_message(text: &str) -> Result<ClientOp, ParseFailure>
     };
     match index {
         SUBSCRIBE => {
-            let throttle_ms = match object.get("throttle_ms") {
-                None | Some(Value::Null) => None,
-                Some(Value::Number(n)) if n.as_u64().is_some() => n.as_u64(),
-                Some(_) => return Err(fail(ErrorCode::BadRequest, "op 'subscribe': field 'throttle_ms' must be a non-negative integer (milliseconds)".into())),
-            };
-            let snapshot = match object.get("snapshot") {
-                None | Some(Value::Null) => None,
-                Some(Value::Bool(b)) => Some(*b),
-                Some(_) => return Err(fail(ErrorCode::BadRequest, "op 'subscribe': field 'snapshot' must be true or false".into())),
-            };
+            let (throttle_ms, snapshot) = subscribe_options(object, "op 'subscribe'").map_err(|message| fail(ErrorCode::BadRequest, message))?;
             Ok(ClientOp::Subscribe { id: id.clone(), symbols: symbols()?, throttle_ms, snapshot })
         }
         UNSUBSCRIBE => Ok(ClientOp::Unsubscribe { id: id.clone(), symbols: symbols()? }),
@@ -288,7 +317,9 @@ mod tests {
             rejected: vec![Rejected { symbol: "ZZZZ".into(), code: ErrorCode::UnknownSymbol }],
         };
         assert_eq!(msg.to_json(), r#"{"type":"subscribed","id":1,"throttle_ms":250,"symbols":["AAPL"],"rejected":[{"symbol":"ZZZZ","code":"unknown_symbol"}]}"#);
+        assert_eq!(msg.fields_json(), r#"{"throttle_ms":250,"symbols":["AAPL"],"rejected":[{"symbol":"ZZZZ","code":"unknown_symbol"}]}"#);
         let msg = ServerMessage::Pong { id: None, ts: 5 };
         assert_eq!(msg.to_json(), r#"{"type":"pong","ts":5}"#);
+        assert_eq!(msg.fields_json(), r#"{"ts":5}"#);
     }
 }

@@ -9,9 +9,11 @@
 //! close read.
 //!
 //! A transport turns its wire input into [`Input`]s (a request already parsed into a
-//! [`ClientOp`], or why it could not be) and decides how a connection ends ([`Transport::close`]);
-//! everything else is decided here, the same for every transport: rate limits, limits, replies,
-//! the heartbeat, idle and slow-consumer closes.
+//! [`ClientOp`], or why it could not be), decides how a connection ends ([`Transport::close`]),
+//! and may hold the greeting until its client is accepted ([`Transport::accept`], Socket.IO's
+//! CONNECT) and announce its own heartbeat ([`Transport::timing`]); everything else is decided
+//! here, the same for every transport: rate limits, limits, replies, the heartbeat, idle and
+//! slow-consumer closes.
 //!
 //! Input is read only as fast as its answers drain: while the replies waiting in the outbox
 //! pass [`INPUT_PAUSE_BYTES`], the session reads no client input (the client's writes then
@@ -75,14 +77,15 @@ impl InitialSubscription {
     /// client in an `error` message after `welcome`, with the subscription made as well as it can
     /// be (an unusable `throttle_ms` leaves the default).
     pub(crate) fn from_query(query: &str, endpoint: &str) -> InitialSubscription {
+        match web::Query::<Vec<(String, String)>>::from_query(query) {
+            Ok(pairs) => InitialSubscription::from_pairs(pairs.into_inner(), endpoint),
+            Err(e) => InitialSubscription { problems: vec![format!("query string: {e}")], ..InitialSubscription::default() },
+        }
+    }
+
+    /// [`InitialSubscription::from_query`] for a query string already split into its pairs.
+    pub(crate) fn from_pairs(pairs: Vec<(String, String)>, endpoint: &str) -> InitialSubscription {
         let mut initial = InitialSubscription::default();
-        let pairs = match web::Query::<Vec<(String, String)>>::from_query(query) {
-            Ok(pairs) => pairs.into_inner(),
-            Err(e) => {
-                initial.problems.push(format!("query string: {e}"));
-                return initial;
-            }
-        };
         for (name, value) in pairs {
             match name.as_str() {
                 "symbols" => {
@@ -143,6 +146,9 @@ pub(crate) enum InputError {
     /// Text that is not UTF-8 (WebSocket: close code 1007).
     #[error("{0} is not UTF-8")]
     InvalidUtf8(&'static str),
+    /// Input its wire protocol cannot parse, with what is wrong (WebSocket: close code 1002).
+    #[error("{0}")]
+    Malformed(String),
     /// A message over the limit, known from its announced size (WebSocket: close code 1009).
     #[error("a message of at least {announced} bytes; the limit is {limit}")]
     TooBig { announced: u64, limit: usize },
@@ -165,13 +171,37 @@ pub(crate) enum Input {
     Close(Option<CloseReason>),
 }
 
+/// How often a session sends a heartbeat, and how long a client that [`Transport::HEARS_CLIENT`]
+/// may stay silent before it is closed.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(crate) struct Timing {
+    pub heartbeat: Duration,
+    pub idle: Duration,
+}
+
 /// A wire protocol's side of a session: it reads the client's input and closes the connection.
 /// What goes out is written by its [`Encoder`] into the session's [`Output`].
 pub(crate) trait Transport {
     type Encoder: Encoder;
 
-    /// The `transport` label of its connections in the metrics.
-    const KIND: TransportKind;
+    /// The session's heartbeat and idle timeout: the sessions' settings, unless the wire
+    /// protocol announces its own (Engine.IO's `pingInterval` and `pingTimeout`).
+    fn timing(&self, limits: &Limits) -> Timing {
+        Timing { heartbeat: limits.ping_interval(), idle: limits.idle_timeout() }
+    }
+
+    /// Waits until the client may be greeted, answering what it sends meanwhile itself
+    /// (Socket.IO: until its CONNECT). An `Err` ends the connection before the session starts.
+    /// Must watch its own deadline; shutdown is watched by the caller.
+    async fn accept(&mut self, _output: &SharedOutput<Self::Encoder>, _signal: &SessionSignal) -> Result<(), End> {
+        Ok(())
+    }
+
+    /// Whether a request that carries an id is always answered, even when the rate limit drops
+    /// it (each with its own `rate_limited` error), because the client waits for that answer (a
+    /// Socket.IO ack). Otherwise dropped requests after the first are counted into one error per
+    /// [`RATE_LIMIT_REPORT_INTERVAL`]. Either way replies are bounded by the input backpressure.
+    const ANSWERS_EVERY_REQUEST: bool = false;
 
     /// Whether the client writes to the server (requests, pongs), so that its silence for
     /// `idle_timeout` ends the session. False for a one-way stream (SSE), which a client leaves
@@ -183,8 +213,10 @@ pub(crate) trait Transport {
     async fn recv(&mut self) -> Option<Result<Input, InputError>>;
 
     /// Ends the connection for `end`: hands the output its close (if the transport has one)
-    /// and waits for as long as its rules say, at most [`CLOSE_FLUSH_TIMEOUT`] or so.
-    async fn close(self, output: &SharedOutput<Self::Encoder>, signal: &SessionSignal, end: &End);
+    /// and waits for as long as its rules say, at most [`CLOSE_FLUSH_TIMEOUT`] or so. Returns
+    /// the `transport` label the connection ended on, for the metrics (a Socket.IO session
+    /// opened by polling may have upgraded to WebSocket, until the moment it closes).
+    async fn close(self, output: &SharedOutput<Self::Encoder>, signal: &SessionSignal, end: &End) -> TransportKind;
 }
 
 /// Messages dropped by the rate limit since the last `rate_limited` error.
@@ -234,6 +266,8 @@ pub(crate) struct Session<E: Encoder> {
     signal: Arc<SessionSignal>,
     bucket: TokenBucket,
     last_heard: Instant,
+    /// The transport's heartbeat and idle timeout (set when the session runs).
+    timing: Timing,
     next_ping: Instant,
     next_stall_check: Instant,
     known_topics: usize,
@@ -250,6 +284,7 @@ impl<E: Encoder> Session<E> {
         Session {
             _slot: slot,
             bucket: TokenBucket::new(limits.rate_limit, limits.rate_burst, now),
+            timing: Timing { heartbeat: limits.ping_interval(), idle: limits.idle_timeout() },
             next_ping: now + limits.ping_interval(),
             next_stall_check: now + stall_check_interval(&limits),
             limits,
@@ -262,24 +297,38 @@ impl<E: Encoder> Session<E> {
         }
     }
 
-    /// Greets the client and applies the upgrade request's subscription. Called before the task
-    /// is spawned, so the task's future does not carry the request's symbol list for its life.
-    pub(crate) fn start(&mut self, initial: InitialSubscription) {
-        self.welcome(initial);
-    }
-
-    /// Runs the session to its end, closes the connection and records why it ended. This is the
-    /// spawned future itself (no wrapper): every byte of its state is held per connection.
-    pub(crate) async fn run<T: Transport<Encoder = E>>(mut self, mut transport: T) {
+    /// Runs the session to its end, closes the connection and records why it ended: once the
+    /// transport accepts the client, greets it and applies the connection request's
+    /// subscription (`initial`). This is the spawned future itself (no wrapper): every byte of
+    /// its state is held per connection.
+    pub(crate) async fn run<T: Transport<Encoder = E>>(mut self, mut transport: T, initial: InitialSubscription) {
         let mut shutdown = self.context.shutdown.clone();
         let mut feed_events = self.context.feeds.subscribe();
         let mut topics = self.context.bus.watch_topics();
-        let end = if *shutdown.borrow() { End::Shutdown } else { self.event_loop(&mut transport, &mut shutdown, &mut feed_events, &mut topics).await };
+        self.timing = transport.timing(&self.limits);
+        self.next_ping = self.last_heard + self.timing.heartbeat;
+        let end = if *shutdown.borrow() {
+            End::Shutdown
+        } else {
+            // Boxed: the accept phase's state is needed once, at the start; inline it would
+            // enlarge every live session's task by its size.
+            let accepted = tokio::select! {
+                biased;
+                _ = shutdown.changed() => Err(End::Shutdown),
+                accepted = Box::pin(transport.accept(&self.output, &self.signal)) => accepted,
+            };
+            match accepted {
+                Ok(()) => {
+                    self.welcome(initial);
+                    self.event_loop(&mut transport, &mut shutdown, &mut feed_events, &mut topics).await
+                }
+                Err(end) => end,
+            }
+        };
         let context = self.context.clone();
-        // Boxed: the close path's state is only needed once, at the end; inline it would
-        // enlarge every live session's task by its size.
-        Box::pin(self.close(transport, &end)).await;
-        context.metrics.connection_closed(T::KIND, end.reason());
+        // Boxed, as the accept phase.
+        let kind = Box::pin(self.close(transport, &end)).await;
+        context.metrics.connection_closed(kind, end.reason());
         tracing::debug!(reason = end.reason().label(), "session ended: {end:?}");
     }
 
@@ -293,7 +342,7 @@ impl<E: Encoder> Session<E> {
         loop {
             let mut wake_at = self.next_ping.min(self.next_stall_check);
             if T::HEARS_CLIENT {
-                wake_at = wake_at.min(self.last_heard + self.limits.idle_timeout());
+                wake_at = wake_at.min(self.last_heard + self.timing.idle);
             }
             if let Some(run) = &self.rate_limited {
                 wake_at = wake_at.min(run.report_at);
@@ -309,7 +358,7 @@ impl<E: Encoder> Session<E> {
                     self.last_heard = now;
                     match input {
                         None => return End::ClientGone,
-                        Some(Ok(input)) => if let Some(end) = self.on_input(input, now) { return end },
+                        Some(Ok(input)) => if let Some(end) = self.on_input(input, now, T::ANSWERS_EVERY_REQUEST) { return end },
                         Some(Err(error)) => return End::BadInput(error),
                     }
                 }
@@ -328,7 +377,7 @@ impl<E: Encoder> Session<E> {
                 _ = topics.changed(), if wildcard => self.extend_wildcard(),
                 _ = sleep_until(wake_at) => if let Some(end) = self.on_timer(Instant::now()) { return end },
             }
-            if T::HEARS_CLIENT && self.last_heard + self.limits.idle_timeout() <= Instant::now() {
+            if T::HEARS_CLIENT && self.last_heard + self.timing.idle <= Instant::now() {
                 return End::IdleTimeout;
             }
         }
@@ -348,7 +397,7 @@ impl<E: Encoder> Session<E> {
         if now >= self.next_ping {
             self.output.with(Output::<E>::queue_ping);
             self.signal.wake();
-            self.next_ping = now + self.limits.ping_interval();
+            self.next_ping = now + self.timing.heartbeat;
         }
         if now >= self.next_stall_check {
             self.next_stall_check = now + stall_check_interval(&self.limits);
@@ -396,7 +445,13 @@ impl<E: Encoder> Session<E> {
 
     /// A message over the rate is dropped: the first of a run is answered at once, the rest
     /// are counted into one error per [`RATE_LIMIT_REPORT_INTERVAL`].
-    fn rate_limited(&mut self, id: Option<RequestId>, now: Instant) {
+    fn rate_limited(&mut self, id: Option<RequestId>, now: Instant, answer_each: bool) {
+        if answer_each && id.is_some() {
+            self.context.metrics.client_errors(ErrorCode::RateLimited.as_str(), 1);
+            let (rate, burst) = (self.limits.rate_limit, self.limits.rate_burst);
+            let message = format!("message not processed: more than {rate} messages per second (bursts of {burst})");
+            return self.reply(&ServerMessage::Error { id, code: ErrorCode::RateLimited, message, count: Some(1) });
+        }
         match &mut self.rate_limited {
             Some(run) => {
                 if run.dropped == 0 {
@@ -435,12 +490,12 @@ impl<E: Encoder> Session<E> {
     }
 
     /// Handles one input from the client; returns how the session ends, if it does.
-    fn on_input(&mut self, input: Input, now: Instant) -> Option<End> {
+    fn on_input(&mut self, input: Input, now: Instant, answer_each: bool) -> Option<End> {
         match input {
             Input::Request(parsed) => {
                 self.context.metrics.client_message(parsed.as_ref().map_or("invalid", ClientOp::name));
                 if !self.bucket.take(now) {
-                    self.rate_limited(parsed.map_or_else(|f| f.id, |op| op_id(&op)), now);
+                    self.rate_limited(parsed.map_or_else(|f| f.id, |op| op_id(&op)), now, answer_each);
                     return None;
                 }
                 match parsed {
@@ -453,7 +508,7 @@ impl<E: Encoder> Session<E> {
                 if self.bucket.take(now) {
                     self.error(None, ErrorCode::BadRequest, message.into());
                 } else {
-                    self.rate_limited(None, now);
+                    self.rate_limited(None, now, answer_each);
                 }
             }
             Input::Answer(answer) => {
@@ -571,8 +626,8 @@ impl<E: Encoder> Session<E> {
     }
 
     /// Stops the output and lets the transport close the connection.
-    async fn close<T: Transport<Encoder = E>>(self, transport: T, end: &End) {
-        transport.close(&self.output, &self.signal, end).await;
+    async fn close<T: Transport<Encoder = E>>(self, transport: T, end: &End) -> TransportKind {
+        transport.close(&self.output, &self.signal, end).await
     }
 }
 

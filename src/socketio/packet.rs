@@ -41,7 +41,7 @@ use actix_web::web::BufMut;
 use serde::Serialize;
 use serde_json::{Map, Value};
 
-use crate::api_error::excerpt;
+use crate::api_error::{excerpt, json_kind};
 
 /// Longest namespace accepted, in characters. Namespaces are names the server declares
 /// (`/`, `/admin`); a longer one is not a namespace anyone serves, only bytes to echo back.
@@ -146,13 +146,6 @@ impl<'a> EnginePacket<'a> {
         }
     }
 
-    /// Appends the packet's text form to `out`.
-    pub(crate) fn encode(self, out: &mut impl BufMut) {
-        let (kind, data) = self.parts();
-        out.put_u8(kind as u8);
-        out.put_slice(data.as_bytes());
-    }
-
     /// The packet's text form, for a control packet sent as a frame of its own (`2`, `3probe`).
     pub(crate) fn to_text(self) -> String {
         let (kind, data) = self.parts();
@@ -223,6 +216,7 @@ pub(crate) fn decode_payload(body: &str) -> Result<Vec<EnginePacket<'_>>, Packet
         .collect()
 }
 
+#[cfg(test)] // The server writes whole records and frames itself (see `encoder`).
 /// Joins encoded packets into a polling response body: `\x1e` between records. Each record is
 /// one packet as this module's encoders write it, which holds no separator as long as the JSON
 /// handed to them is JSON (it escapes control characters; namespaces are checked for them).
@@ -270,22 +264,6 @@ pub(crate) enum SocketBody {
     BinaryEvent { attachments: u64, ack: Option<u64> },
     /// `6`: an ACK with binary attachments; refused like [`SocketBody::BinaryEvent`].
     BinaryAck { attachments: u64, id: Option<u64> },
-}
-
-impl SocketBody {
-    /// The packet type's name in the protocol document (`EVENT`, `CONNECT_ERROR`).
-    pub(crate) fn type_name(&self) -> &'static str {
-        let kind = match self {
-            SocketBody::Connect { .. } => SocketType::Connect,
-            SocketBody::Disconnect => SocketType::Disconnect,
-            SocketBody::Event { .. } => SocketType::Event,
-            SocketBody::Ack { .. } => SocketType::Ack,
-            SocketBody::ConnectError { .. } => SocketType::ConnectError,
-            SocketBody::BinaryEvent { .. } => SocketType::BinaryEvent,
-            SocketBody::BinaryAck { .. } => SocketType::BinaryAck,
-        };
-        kind.name()
-    }
 }
 
 /// The seven packet types (socket.io-protocol v5, "Exchange protocol"), in digit order.
@@ -390,7 +368,7 @@ impl<'a> SocketPacket<'a> {
                     "" => None,
                     _ => match parse_json(kind, data)? {
                         Value::Object(auth) => Some(auth),
-                        other => return Err(PacketError::socket(format!("CONNECT payload must be an object, got {}", describe(&other)))),
+                        other => return Err(PacketError::socket(format!("CONNECT payload must be an object, got {}", json_kind(&other)))),
                     },
                 };
                 SocketBody::Connect { auth }
@@ -408,12 +386,12 @@ impl<'a> SocketPacket<'a> {
                 }
                 let items = match parse_json(kind, data)? {
                     Value::Array(items) => items,
-                    other => return Err(PacketError::socket(format!("{EVENT_SHAPE}, got {}", describe(&other)))),
+                    other => return Err(PacketError::socket(format!("{EVENT_SHAPE}, got {}", json_kind(&other)))),
                 };
                 let mut items = items.into_iter();
                 let name = match items.next() {
                     Some(Value::String(name)) => name,
-                    Some(other) => return Err(PacketError::socket(format!("{EVENT_SHAPE}, got an array starting with {}", describe(&other)))),
+                    Some(other) => return Err(PacketError::socket(format!("{EVENT_SHAPE}, got an array starting with {}", json_kind(&other)))),
                     None => return Err(PacketError::socket(format!("{EVENT_SHAPE}, got an empty array"))),
                 };
                 if RESERVED_EVENTS.contains(&name.as_str()) {
@@ -430,7 +408,7 @@ impl<'a> SocketPacket<'a> {
                 }
                 match parse_json(kind, data)? {
                     Value::Array(args) => SocketBody::Ack { id, args },
-                    other => return Err(PacketError::socket(format!("ACK payload must be an array, got {}", describe(&other)))),
+                    other => return Err(PacketError::socket(format!("ACK payload must be an array, got {}", json_kind(&other)))),
                 }
             }
             SocketType::ConnectError => {
@@ -440,7 +418,7 @@ impl<'a> SocketPacket<'a> {
                 }
                 match parse_json(kind, data)? {
                     data @ (Value::String(_) | Value::Object(_)) => SocketBody::ConnectError { data },
-                    other => return Err(PacketError::socket(format!("CONNECT_ERROR payload must be a string or an object, got {}", describe(&other)))),
+                    other => return Err(PacketError::socket(format!("CONNECT_ERROR payload must be a string or an object, got {}", json_kind(&other)))),
                 }
             }
             SocketType::BinaryEvent => SocketBody::BinaryEvent { attachments, ack },
@@ -450,6 +428,17 @@ impl<'a> SocketPacket<'a> {
     }
 }
 
+/// The ack id of an EVENT, read from its head alone (`2[/ns,]<id>[…`), for answering an event
+/// that is refused before it is parsed (too big). `None` for other packets or no id.
+pub(crate) fn peek_event_ack(text: &str) -> Option<u64> {
+    let rest = text.strip_prefix('2')?;
+    let rest = match rest.strip_prefix('/') {
+        Some(_) => &rest[rest.find(',')? + 1..],
+        None => rest,
+    };
+    split_digits(rest).0.parse().ok()
+}
+
 /// Splits `text` after its leading ASCII digits (a byte index past ASCII bytes: a char boundary).
 fn split_digits(text: &str) -> (&str, &str) {
     text.split_at(text.bytes().position(|b| !b.is_ascii_digit()).unwrap_or(text.len()))
@@ -457,19 +446,6 @@ fn split_digits(text: &str) -> (&str, &str) {
 
 fn parse_json(kind: SocketType, data: &str) -> Result<Value, PacketError> {
     serde_json::from_str(data).map_err(|e| PacketError::socket(format!("{} payload is not JSON ({e}): '{}'", kind.name(), excerpt(data, QUOTE_CHARS))))
-}
-
-/// What a JSON value is, for an error saying what was expected instead.
-fn describe(value: &Value) -> &'static str {
-    match value {
-        Value::Null => "null",
-        Value::Bool(_) => "a boolean",
-        Value::Number(_) => "a number",
-        Value::String(_) => "a string",
-        Value::Array(items) if items.is_empty() => "an empty array",
-        Value::Array(_) => "an array",
-        Value::Object(_) => "an object",
-    }
 }
 
 /// Refuses a namespace the server would not echo: too long, or holding a control character.
@@ -511,11 +487,13 @@ pub(crate) fn write_connect_error(out: &mut impl BufMut, namespace: &str, messag
     put_json(out, &Refusal { message });
 }
 
+#[cfg(test)] // The server writes whole records and frames itself (see `encoder`).
 /// The server's DISCONNECT from a namespace: `41`, `41/admin,`.
 pub(crate) fn write_disconnect(out: &mut impl BufMut, namespace: &str) {
     put_header(out, SocketType::Disconnect, namespace);
 }
 
+#[cfg(test)] // The server writes whole records and frames itself (see `encoder`).
 /// An EVENT without ack id: `42["name",arg…]`, each argument already serialised JSON.
 pub(crate) fn write_event(out: &mut impl BufMut, namespace: &str, event: &str, args: &[&str]) {
     put_header(out, SocketType::Event, namespace);
@@ -794,6 +772,16 @@ mod tests {
         // Leading zeros are the same number, as for JavaScript's Number().
         assert_eq!(socket("2007[\"a\"]").body, SocketBody::Event { name: "a".into(), args: vec![], ack: Some(7) });
         assert_eq!(socket_error("5184467440737095516160-[]"), "socket.io packet: BINARY_EVENT: attachment count too long (21 digits)");
+    }
+
+    #[test]
+    fn an_event_ack_id_is_read_from_its_head() {
+        assert_eq!(peek_event_ack("212[\"subscribe\""), Some(12));
+        assert_eq!(peek_event_ack("2/admin,7[\"x"), Some(7));
+        assert_eq!(peek_event_ack("2[\"x\"]"), None);
+        assert_eq!(peek_event_ack("312[]"), None);
+        assert_eq!(peek_event_ack("2/admin"), None);
+        assert_eq!(peek_event_ack("299999999999999999999999["), None);
     }
 
     #[test]

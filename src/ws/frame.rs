@@ -75,6 +75,25 @@ fn seal_frame(buf: &mut BytesMut, start: usize, room: usize, opcode: u8) -> usiz
     payload
 }
 
+/// Starts a text frame whose payload the caller appends in place (at most `max` bytes, or a
+/// little more): reserves room for its header, which [`seal_text_frame`] writes.
+pub(crate) fn open_text_frame(buf: &mut BytesMut, max: usize) -> QuotesMark {
+    let start = buf.len();
+    // Room for the header of a frame of `max` bytes; moved if the frame ends up smaller than
+    // 126 bytes or a lone oversized quote makes it longer.
+    let room = header_len(max);
+    buf.reserve(room + max);
+    buf.put_bytes(0, room);
+    QuotesMark { start, payload_start: buf.len() }
+}
+
+/// Ends the text frame opened at `mark` (its payload is everything appended since): writes its
+/// header and returns its size on the wire.
+pub(crate) fn seal_text_frame(buf: &mut BytesMut, mark: QuotesMark) -> u64 {
+    let payload = seal_frame(buf, mark.start, mark.payload_start - mark.start, OPCODE_TEXT);
+    frame_wire_bytes(payload)
+}
+
 /// Protocol v1 over WebSocket: each message a text frame; `quotes` batches as
 /// `{"type":"quotes",["snapshot":true,]"quotes":[…]}`.
 #[derive(Debug, Clone, Copy, Default)]
@@ -108,21 +127,14 @@ impl Encoder for WsEncoder {
     }
 
     fn open_quotes(&self, buf: &mut BytesMut, max: usize, snapshot: bool) -> QuotesMark {
-        let start = buf.len();
-        // Room for the header of a frame of `max` bytes; moved if the frame ends up smaller
-        // than 126 bytes or a lone oversized quote makes it longer.
-        let room = header_len(max);
-        buf.reserve(room + max);
-        buf.put_bytes(0, room);
-        let payload_start = buf.len();
+        let mark = open_text_frame(buf, max);
         buf.extend_from_slice(if snapshot { SNAPSHOT_JSON_PREFIX } else { QUOTES_JSON_PREFIX });
-        QuotesMark { start, payload_start }
+        mark
     }
 
     fn seal_quotes(&self, buf: &mut BytesMut, mark: QuotesMark) -> u64 {
         buf.extend_from_slice(QUOTES_JSON_SUFFIX);
-        let payload = seal_frame(buf, mark.start, mark.payload_start - mark.start, OPCODE_TEXT);
-        frame_wire_bytes(payload)
+        seal_text_frame(buf, mark)
     }
 }
 

@@ -33,16 +33,7 @@ use crate::session::task::{InitialSubscription, Session};
 /// `GET /ws`: upgrade and spawn the session.
 pub(crate) async fn upgrade(req: HttpRequest, body: web::Payload, context: web::Data<SessionContext>) -> actix_web::Result<HttpResponse> {
     let context = context.into_inner();
-    let Some(slot) = context.connections.open() else {
-        let max = context.connections.max;
-        context.metrics.disconnected(crate::metrics::DisconnectReason::Limit);
-        return Err(ApiError::new(ApiErrorCode::TooManyConnections, format!("the server is at its limit of {max} WebSocket connections"))
-            .with_header(header::RETRY_AFTER, header::HeaderValue::from_static("5"))
-            .into());
-    };
-    if *context.shutdown.borrow() {
-        return Err(ApiError::new(ApiErrorCode::ShuttingDown, "the server is shutting down").into());
-    }
+    let slot = context.admit()?;
     if req.headers().contains_key(header::TRANSFER_ENCODING) {
         // actix-http would answer 101 and then frame the WebSocket stream in HTTP chunks: an
         // upgrade request has no body, so one that announces a chunked body is refused.
@@ -57,8 +48,7 @@ pub(crate) async fn upgrade(req: HttpRequest, body: web::Payload, context: web::
     let output = SharedOutput::new(Output::new(WsEncoder, context.clone(), signal.clone(), tokio::time::Instant::now()));
     let response = HttpResponse::from(response.message_body(OutboundBody::new(output.clone(), signal))?.map_into_boxed_body());
     context.metrics.connection_opened(crate::metrics::TransportKind::Websocket);
-    let mut session = Session::new(context, slot, output);
-    session.start(initial);
-    actix_web::rt::spawn(session.run(WsTransport::new(stream, probe)));
+    let session = Session::new(context, slot, output);
+    actix_web::rt::spawn(session.run(WsTransport::new(stream, probe), initial));
     Ok(response)
 }

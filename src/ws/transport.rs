@@ -13,7 +13,7 @@ use super::frame::WsEncoder;
 use super::inbound::{Inbound, InboundStream};
 use crate::bus::SessionSignal;
 use crate::metrics::TransportKind;
-use crate::session::output::SharedOutput;
+use crate::session::output::{Encoder, SharedOutput};
 use crate::session::protocol::parse_client_message;
 use crate::session::socket::SocketProbe;
 use crate::session::task::{CLOSE_FLUSH_TIMEOUT, CloseCode, CloseReason, End, Input, InputError, Transport};
@@ -31,14 +31,14 @@ impl WsTransport {
 }
 
 /// The close frame a session's end sends: its code and reason.
-fn close_reason(end: &End) -> Option<CloseReason> {
+pub(crate) fn close_reason(end: &End) -> Option<CloseReason> {
     let reason = |code, text: String| Some(CloseReason { code, description: Some(text) });
     match end {
         End::ClientClose(reason) => Some(reason.clone().unwrap_or(CloseReason { code: CloseCode::Normal, description: None })),
         End::ClientGone => None,
         End::SlowConsumer => reason(CloseCode::Policy, "slow consumer".into()),
         End::IdleTimeout => reason(CloseCode::Away, "idle timeout".into()),
-        End::BadInput(error @ InputError::Protocol(_)) => reason(CloseCode::Protocol, error.to_string()),
+        End::BadInput(error @ (InputError::Protocol(_) | InputError::Malformed(_))) => reason(CloseCode::Protocol, error.to_string()),
         End::BadInput(error @ InputError::InvalidUtf8(_)) => reason(CloseCode::Invalid, error.to_string()),
         End::BadInput(InputError::TooBig { limit, .. }) => reason(CloseCode::Size, format!("message too big: the limit is {limit} bytes")),
         End::Shutdown => reason(CloseCode::Away, "going away".into()),
@@ -47,7 +47,6 @@ fn close_reason(end: &End) -> Option<CloseReason> {
 
 impl Transport for WsTransport {
     type Encoder = WsEncoder;
-    const KIND: TransportKind = TransportKind::Websocket;
 
     async fn recv(&mut self) -> Option<Result<Input, InputError>> {
         let message = match self.stream.recv().await? {
@@ -65,44 +64,51 @@ impl Transport for WsTransport {
 
     /// Sends the close frame without waiting on a full socket, and drops the connection if it
     /// has not flushed within [`CLOSE_FLUSH_TIMEOUT`].
-    async fn close(self, output: &SharedOutput<WsEncoder>, signal: &SessionSignal, end: &End) {
-        let reason = close_reason(end);
-        output.with(|o| o.begin_close(reason.as_ref().map(WsEncoder::close_frame)));
-        signal.wake();
-        if reason.is_none() {
-            return;
+    async fn close(self, output: &SharedOutput<WsEncoder>, signal: &SessionSignal, end: &End) -> TransportKind {
+        close(self.stream, self.probe, output, signal, end).await;
+        TransportKind::Websocket
+    }
+}
+
+/// Ends a WebSocket session for `end`, whatever its output's encoding: sends the close frame
+/// without waiting on a full socket, and drops the connection if it has not flushed within
+/// [`CLOSE_FLUSH_TIMEOUT`] (see the module's doc for who closes the TCP connection when).
+pub(crate) async fn close<E: Encoder>(mut stream: InboundStream, probe: Option<SocketProbe>, output: &SharedOutput<E>, signal: &SessionSignal, end: &End) {
+    let reason = close_reason(end);
+    output.with(|o| o.begin_close(reason.as_ref().map(WsEncoder::close_frame)));
+    signal.wake();
+    if reason.is_none() {
+        return;
+    }
+    let close_sent = || tokio::time::timeout(CLOSE_FLUSH_TIMEOUT, std::future::poll_fn(|cx| output.with(|o| o.poll_close_sent(cx))));
+    let ended = match end {
+        // RFC 6455 §7.1.7: after failing the connection, nothing more the client sends is
+        // read: once the close frame is on its way, the connection is dropped.
+        End::BadInput(_) => {
+            let _ = close_sent().await;
+            false
         }
-        let WsTransport { mut stream, probe } = self;
-        let close_sent = || tokio::time::timeout(CLOSE_FLUSH_TIMEOUT, std::future::poll_fn(|cx| output.with(|o| o.poll_close_sent(cx))));
-        let ended = match end {
-            // RFC 6455 §7.1.7: after failing the connection, nothing more the client sends is
-            // read: once the close frame is on its way, the connection is dropped.
-            End::BadInput(_) => {
-                let _ = close_sent().await;
-                false
-            }
-            // The handshake is over once the echo is on its way; RFC 6455 §7.1.1: the server
-            // closes the TCP connection first.
-            End::ClientClose(_) => close_sent().await.is_ok(),
-            // The server closes: wait for the client's close frame (or its end), reading past
-            // what it still sends before it.
-            _ => {
-                let reply = async move {
-                    while let Some(Ok(message)) = stream.recv().await {
-                        if let Inbound::Close(_) = message {
-                            break;
-                        }
+        // The handshake is over once the echo is on its way; RFC 6455 §7.1.1: the server
+        // closes the TCP connection first.
+        End::ClientClose(_) => close_sent().await.is_ok(),
+        // The server closes: wait for the client's close frame (or its end), reading past
+        // what it still sends before it.
+        _ => {
+            let reply = async move {
+                while let Some(Ok(message)) = stream.recv().await {
+                    if let Inbound::Close(_) = message {
+                        break;
                     }
-                };
-                tokio::time::timeout(CLOSE_FLUSH_TIMEOUT, reply).await.is_ok()
-            }
-        };
-        if let Some(probe) = probe {
-            if ended {
-                probe.shutdown();
-            } else {
-                probe.force_close();
-            }
+                }
+            };
+            tokio::time::timeout(CLOSE_FLUSH_TIMEOUT, reply).await.is_ok()
+        }
+    };
+    if let Some(probe) = probe {
+        if ended {
+            probe.shutdown();
+        } else {
+            probe.force_close();
         }
     }
 }

@@ -1,7 +1,13 @@
 #!/usr/bin/env bash
-# Real clients against the release binary: curl -N and Python's httpx-sse on GET /sse.
-# Installs what it needs (a venv in tests/clients/.venv from requirements.txt); part of
-# tests/run.sh.
+# Real clients against the release binary (TICKERFEED_BIN, default target/release/tickerfeed):
+#   - curl -N and Python's httpx-sse on GET /sse;
+#   - python-socketio 5 (sync Client and AsyncClient) on /socket.io/: polling, WebSocket and the
+#     upgrade (socketio_client.py);
+#   - socket.io-client 4 under node --test (socketio.test.mjs, its own servers): every transport,
+#     acks and events, snapshots, errors, the throttle, reconnection after a restart, metrics.
+# Installs what it needs: a venv in tests/clients/.venv from requirements.txt (again when that
+# changes), node_modules by npm ci from package-lock.json (when missing or stale). Artifacts (server
+# logs, the node test log) go to tests/artifacts/clients/. Part of tests/run.sh.
 set -euo pipefail
 cd "$(dirname "$0")"
 root=$(cd ../.. && pwd)
@@ -10,10 +16,17 @@ mkdir -p "$artifacts"
 bin="${TICKERFEED_BIN:-$root/target/release/tickerfeed}"
 [ -x "$bin" ] || { echo "no tickerfeed binary at $bin: run cargo build --release first"; exit 1; }
 
-if [ ! -x .venv/bin/python ] || ! .venv/bin/python -c 'import httpx_sse' 2>/dev/null; then
+if [ ! -x .venv/bin/python ] || ! cmp -s requirements.txt .venv/requirements.installed; then
   echo "installing the Python clients (tests/clients/.venv)"
   python3 -m venv .venv || { echo "python3 -m venv failed: install python3-venv"; exit 1; }
   .venv/bin/pip install -q --disable-pip-version-check -r requirements.txt
+  cp requirements.txt .venv/requirements.installed
+fi
+command -v node >/dev/null || { echo "Node.js >= 20 is required"; exit 1; }
+node -e 'process.exit(Number(process.versions.node.split(".")[0]) >= 20 ? 0 : 1)' || { echo "Node.js >= 20 is required (found $(node --version))"; exit 1; }
+if [ ! -d node_modules/socket.io-client ] || [ package-lock.json -nt node_modules/.package-lock.json ]; then
+  echo "installing the Node clients (tests/clients/node_modules)"
+  npm ci --no-audit --no-fund --loglevel=error
 fi
 
 source ../lib.sh
@@ -54,7 +67,23 @@ PY
 echo "-- python httpx-sse"
 .venv/bin/python sse_client.py "http://127.0.0.1:$port"
 
+echo "-- python-socketio on /socket.io/"
+timeout 120 .venv/bin/python socketio_client.py "http://127.0.0.1:$port"
+
 kill -TERM "$server"
 wait "$server" || true
 trap - EXIT
+
+echo "-- socket.io-client (node --test) on /socket.io/"
+# One test at a time, each starting its own servers; 4 minutes at most.
+export TICKERFEED_BIN="$bin"
+status=0
+timeout --kill-after=10 240 node --test --test-concurrency=1 --test-timeout=60000 --test-reporter=spec socketio.test.mjs \
+  >"$artifacts/socketio-node.log" 2>&1 || status=$?
+if [ "$status" != 0 ]; then
+  grep -vE '^\s+at ' "$artifacts/socketio-node.log" | tail -150 || true
+  echo "socket.io-client tests failed ($status); see tests/artifacts/clients/socketio-node.log"; exit 1
+fi
+# Passed: one line a test and the counts (a TODO test, a known server bug, shows as ✖ … # TODO).
+awk '/^✖ failing tests:/ { exit } /^(✔|✖|﹣|ℹ (tests|pass|fail|todo|skipped) )/' "$artifacts/socketio-node.log"
 echo "CLIENT CHECKS PASSED"

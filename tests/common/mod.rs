@@ -3,6 +3,7 @@
 
 #![allow(dead_code)]
 
+pub mod eio;
 pub mod raw;
 pub mod sse;
 
@@ -28,7 +29,10 @@ pub fn config(args: &[&str]) -> Config {
 
 /// Like [`config`], but returns the error of an invalid configuration.
 pub fn try_config(args: &[&str]) -> Result<Config, tickerfeed::config::ConfigError> {
-    let mut all = vec!["tickerfeed", "--bind", "127.0.0.1:0", "--workers", "1"];
+    let mut all = vec!["tickerfeed", "--bind", "127.0.0.1:0"];
+    if !args.contains(&"--workers") {
+        all.extend(["--workers", "1"]);
+    }
     if !args.contains(&"--seed") {
         all.extend(["--seed", "7"]);
     }

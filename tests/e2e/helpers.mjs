@@ -2,68 +2,29 @@
 // stopped per test file, a headless Chromium (system package, driven by playwright-core), one
 // fresh browser context per test with console and network failures recorded.
 
-import { spawn } from 'node:child_process';
-import { createServer } from 'node:net';
-import { createWriteStream, mkdirSync } from 'node:fs';
+import assert from 'node:assert/strict';
+import { mkdirSync } from 'node:fs';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { chromium } from 'playwright-core';
+import { BIN, freePort, startServer as start } from '../server.mjs';
+
+export { BIN, freePort };
 
 export const here = dirname(fileURLToPath(import.meta.url));
 export const root = resolve(here, '../..');
 export const artifacts = join(root, 'tests/artifacts/e2e');
 mkdirSync(artifacts, { recursive: true });
 
-export const BIN = process.env.TICKERFEED_BIN || join(root, 'target/release/tickerfeed');
 export const CHROMIUM = process.env.CHROMIUM || '/usr/bin/chromium';
 
-/** A port nobody listens on right now (127.0.0.1). */
-export function freePort() {
-  return new Promise((ok, fail) => {
-    const s = createServer();
-    s.unref();
-    s.on('error', fail);
-    s.listen(0, '127.0.0.1', () => {
-      const { port } = s.address();
-      s.close(() => ok(port));
-    });
-  });
-}
-
 /**
- * Starts tickerfeed on 127.0.0.1:port and waits until /readyz answers 200 (10 s at most).
- * @returns {Promise<{port: number, url: string, proc: import('node:child_process').ChildProcess, stop(): Promise<number|null>}>}
+ * Starts tickerfeed on 127.0.0.1:port and waits until /readyz answers 200 (10 s at most); its
+ * log is tests/artifacts/e2e/<name>-server.log.
  */
-export async function startServer({ name, port, args = [] }) {
-  port ??= await freePort();
-  const log = createWriteStream(join(artifacts, `${name}-server.log`), { flags: 'w' });
-  const proc = spawn(BIN, ['--bind', `127.0.0.1:${port}`, ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
-  proc.stdout.pipe(log, { end: false });
-  proc.stderr.pipe(log, { end: false });
-  const exited = new Promise((ok) => proc.once('exit', (code, signal) => ok(code ?? signal)));
-  const url = `http://127.0.0.1:${port}`;
-  const deadline = Date.now() + 10_000;
-  for (;;) {
-    if (proc.exitCode !== null) throw new Error(`tickerfeed exited with ${proc.exitCode}; see ${name}-server.log`);
-    try {
-      const res = await fetch(`${url}/readyz`);
-      if (res.ok) break;
-    } catch { /* not listening yet */ }
-    if (Date.now() > deadline) { proc.kill('SIGKILL'); throw new Error('tickerfeed not ready within 10 s'); }
-    await sleep(50);
-  }
-  return {
-    port, url, proc,
-    /** SIGTERM, then wait for the exit (SIGKILL after 8 s). Resolves to the exit code. */
-    async stop() {
-      if (proc.exitCode === null && proc.signalCode === null) proc.kill('SIGTERM');
-      const timer = setTimeout(() => proc.kill('SIGKILL'), 8000);
-      const code = await exited;
-      clearTimeout(timer);
-      return code;
-    },
-  };
+export function startServer({ name, port, args = [] }) {
+  return start({ name, port, args, logDir: artifacts });
 }
 
 export async function launchBrowser() {
@@ -132,4 +93,32 @@ export async function until(predicate, { timeout = 5000, interval = 50, message 
     if (Date.now() > deadline) throw new Error(`timed out after ${timeout} ms waiting for ${message}`);
     await sleep(interval);
   }
+}
+
+/**
+ * Checks batches of quotes received in a page (`{at, data}`, `at` from performance.now()): the
+ * first is the snapshot, the rest live; only `symbols`; each symbol's seq rises; quotes kept
+ * coming; and at most a quarter of a symbol's gaps are shorter than `throttleMs` less 50 ms
+ * (timer and delivery jitter in a page).
+ */
+export function checkThrottledBatches(batches, { symbols, throttleMs }) {
+  assert.equal(batches[0].data.snapshot, true, 'the first batch is the snapshot');
+  const last = {};
+  let gaps = 0;
+  let short = 0;
+  for (const { at, data } of batches.slice(1)) {
+    assert.equal(data.snapshot, undefined);
+    for (const q of data.quotes) {
+      assert.ok(symbols.includes(q.symbol), q.symbol);
+      const prev = last[q.symbol];
+      if (prev) {
+        assert.ok(q.seq > prev.seq, `${q.symbol} seq ${q.seq} after ${prev.seq}`);
+        gaps += 1;
+        if (at - prev.at < throttleMs - 50) short += 1;
+      }
+      last[q.symbol] = { seq: q.seq, at };
+    }
+  }
+  assert.ok(gaps >= 6, `quotes kept coming (${gaps} gaps)`);
+  assert.ok(short * 4 <= gaps, `${short} of ${gaps} gaps under the ${throttleMs} ms throttle`);
 }
