@@ -82,7 +82,7 @@ bash tests/e2e/run.sh
 step "bench peers: Node ws, uWebSockets.js and Socket.IO servers speak protocol v1"
 (cd tests/bench/peers && npm ci --no-audit --no-fund --loglevel=error && timeout 300 node smoke.mjs)
 
-step "bench: the side-by-side driver (unit tests, then all six scenarios × five servers at tiny scale)"
+step "bench: the side-by-side driver (unit tests, then all six scenarios × six servers at tiny scale)"
 python3 tests/bench/test_bench.py
 rm -rf "$artifacts/bench-smoke"
 timeout 600 tests/bench/run.sh --smoke --out "$artifacts/bench-smoke"
