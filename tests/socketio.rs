@@ -26,6 +26,8 @@ async fn engine_io_requests_are_checked_before_any_session_opens() {
         assert_eq!(response.status, 400, "{query}: {}", response.body);
         let message = response.json(query)["message"].as_str().unwrap().to_string();
         assert!(message.contains(says), "{query}: {message}");
+        // A page on another origin may read why it was refused.
+        assert_eq!(response.header("access-control-allow-origin"), Some("http://app.example"), "{query}");
     }
     let response = request(&server, "POST", "EIO=4&transport=polling", Some(b"40")).await;
     assert_eq!(response.status, 400, "a POST without sid");

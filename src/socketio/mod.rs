@@ -102,11 +102,18 @@ fn engine_query(req: &HttpRequest) -> Result<EngineQuery, ApiError> {
     Ok(EngineQuery { transport, sid, initial: InitialSubscription::from_pairs(subscription, "/socket.io/") })
 }
 
-/// Every request to `/socket.io/`.
-pub(crate) async fn endpoint(req: HttpRequest, body: web::Payload, context: web::Data<SessionContext>, sio: web::Data<SocketIo>) -> actix_web::Result<HttpResponse> {
+/// Every request to `/socket.io/`. Every answer but a WebSocket's 101 carries the CORS headers,
+/// refusals included, so that a page on another origin can read why it was refused.
+pub(crate) async fn endpoint(req: HttpRequest, body: web::Payload, context: web::Data<SessionContext>, sio: web::Data<SocketIo>) -> HttpResponse {
     if req.method() == Method::OPTIONS {
-        return Ok(preflight(&req));
+        return preflight(&req);
     }
+    let response = route(req.clone(), body, context, sio).await.unwrap_or_else(|error| error.error_response());
+    if response.status() == StatusCode::SWITCHING_PROTOCOLS { response } else { with_cors(response, &req) }
+}
+
+/// Routes a request by its query and method (see the module's doc).
+async fn route(req: HttpRequest, body: web::Payload, context: web::Data<SessionContext>, sio: web::Data<SocketIo>) -> actix_web::Result<HttpResponse> {
     let query = engine_query(&req)?;
     let (context, sio) = (context.into_inner(), sio.into_inner());
     let unknown = |sid: &str| ApiError::new(ApiErrorCode::BadRequest, format!("Engine.IO: unknown session id '{}' (closed, or never opened here)", excerpt(sid, 32)));
@@ -160,7 +167,7 @@ pub(crate) async fn endpoint(req: HttpRequest, body: web::Payload, context: web:
         ("websocket", _, _) => return Err(ApiError::new(ApiErrorCode::BadRequest, "Engine.IO: a WebSocket is opened with GET").into()),
         _ => return Err(ApiError::new(ApiErrorCode::MethodNotAllowed, format!("Engine.IO: {} is not a polling request (GET polls, POST sends)", req.method())).with_header(header::ALLOW, HeaderValue::from_static(ALLOW)).into()),
     };
-    Ok(with_cors(response, &req))
+    Ok(response)
 }
 
 /// Methods `/socket.io/` takes.

@@ -22,6 +22,10 @@
 //! after `slow_consumer_timeout`; one that polls but stops answering pings is closed after
 //! pingInterval + pingTimeout.
 //!
+//! Invariant: a session's mode (polling, probing, upgraded, closed) moves by compare-and-swap
+//! only, so an upgrade and the session's close never both win: a session that closes during
+//! the probe never upgrades, and its close goes out in the framing of the transport it is on.
+//!
 //! Bounds: the registry holds one handle per open session (the connection limit); a session
 //! holds at most one POST body (`maxPayload`), 16 forwarded WebSocket messages (each at most
 //! `maxPayload`) and one poll's answer.
