@@ -23,8 +23,8 @@ pub use crate::feed::settings::{FeedArgs, FeedEntry, ReplayFile};
 pub use crate::feed::{FeedConfig, FeedKind};
 pub use crate::http::listen::{Listen, ListenArgs};
 pub use crate::session::limits::{Limits, LimitsArgs};
-pub use crate::socketio::settings::{SocketIoArgs, SocketIoSettings};
 pub use crate::settings::Invalid;
+pub use crate::socketio::settings::{SocketIoArgs, SocketIoSettings};
 
 /// Command line. Every flag can also be set by the environment variable shown, or in the TOML
 /// file given with `--config` under the same name with `_` for `-`.

@@ -46,7 +46,10 @@ async fn a_polling_session_opens_connects_subscribes_and_is_told_in_acks() {
     }
     let polling = Polling::open(&server).await;
     let open = &polling.open;
-    assert_eq!((open["upgrades"].clone(), open["pingInterval"].clone(), open["pingTimeout"].clone(), open["maxPayload"].clone()), (json!(["websocket"]), json!(25000), json!(20000), json!(1000000)));
+    assert_eq!(
+        (open["upgrades"].clone(), open["pingInterval"].clone(), open["pingTimeout"].clone(), open["maxPayload"].clone()),
+        (json!(["websocket"]), json!(25000), json!(20000), json!(1000000))
+    );
     // Nothing but the CONNECT and pongs counts before the CONNECT: the event is dropped.
     polling.post("42[\"list\"]\u{1e}40").await;
     let packets = polling.poll().await;
@@ -243,7 +246,11 @@ async fn a_polling_session_upgrades_with_a_probe_and_its_pending_poll_gets_a_noo
     assert_eq!(quotes["quotes"][0]["symbol"], "AAPL");
     // Counted as a WebSocket from now on; polling that session is refused.
     let (_, metrics) = http(&server, "GET", "/metrics", None).await;
-    assert!(metrics.contains("tickerfeed_connections{transport=\"socketio_websocket\"} 1"), "{}", metrics.lines().filter(|l| l.starts_with("tickerfeed_connections")).collect::<Vec<_>>().join("\n"));
+    assert!(
+        metrics.contains("tickerfeed_connections{transport=\"socketio_websocket\"} 1"),
+        "{}",
+        metrics.lines().filter(|l| l.starts_with("tickerfeed_connections")).collect::<Vec<_>>().join("\n")
+    );
     assert!(metrics.contains("tickerfeed_connections{transport=\"socketio_polling\"} 0"));
     let refused = polling.poll_raw().await;
     assert_eq!(refused.status, 400);
@@ -363,7 +370,11 @@ async fn a_session_that_closes_during_its_upgrade_probe_does_not_upgrade() {
     assert_eq!((u16::from(close.code), close.reason.as_str()), (1001, "the session is closed"));
     let (_, metrics) = http(&server, "GET", "/metrics", None).await;
     for transport in ["socketio_polling", "socketio_websocket"] {
-        assert!(metrics.contains(&format!("tickerfeed_connections{{transport=\"{transport}\"}} 0")), "{transport}: {}", metrics.lines().filter(|l| l.starts_with("tickerfeed_connections")).collect::<Vec<_>>().join("\n"));
+        assert!(
+            metrics.contains(&format!("tickerfeed_connections{{transport=\"{transport}\"}} 0")),
+            "{transport}: {}",
+            metrics.lines().filter(|l| l.starts_with("tickerfeed_connections")).collect::<Vec<_>>().join("\n")
+        );
     }
     server.shutdown().await;
 }

@@ -182,9 +182,11 @@ impl ServerMessage<'_> {
     /// The request id the message answers, if any.
     pub(crate) fn id(&self) -> Option<&RequestId> {
         match self {
-            ServerMessage::Subscribed { id, .. } | ServerMessage::Unsubscribed { id, .. } | ServerMessage::Subscriptions { id, .. } | ServerMessage::Pong { id, .. } | ServerMessage::Error { id, .. } => {
-                id.as_ref()
-            }
+            ServerMessage::Subscribed { id, .. }
+            | ServerMessage::Unsubscribed { id, .. }
+            | ServerMessage::Subscriptions { id, .. }
+            | ServerMessage::Pong { id, .. }
+            | ServerMessage::Error { id, .. } => id.as_ref(),
             ServerMessage::Welcome { .. } | ServerMessage::Feed(_) => None,
         }
     }

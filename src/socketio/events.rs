@@ -27,7 +27,12 @@ pub(crate) fn client_op(name: &str, args: Vec<Value>, ack: Option<u64>) -> Resul
             let request = match argument {
                 Some(Value::Object(fields)) => fields,
                 Some(symbols @ (Value::Array(_) | Value::String(_))) => Map::from_iter([("symbols".to_string(), symbols)]),
-                Some(other) => return Err(fail(ErrorCode::BadRequest, format!("event '{name}': the argument must be an object, an array of symbols or a comma-separated string, not {}", json_kind(&other)))),
+                Some(other) => {
+                    return Err(fail(
+                        ErrorCode::BadRequest,
+                        format!("event '{name}': the argument must be an object, an array of symbols or a comma-separated string, not {}", json_kind(&other)),
+                    ));
+                }
                 None => return Err(fail(ErrorCode::BadRequest, format!("event '{name}' needs an argument: {{\"symbols\":[\"AAPL\"]}}, [\"AAPL\"] or \"AAPL,MSFT\""))),
             };
             let allowed: &[&str] = if subscribe { &["symbols", "throttle_ms", "snapshot"] } else { &["symbols"] };
@@ -43,7 +48,12 @@ pub(crate) fn client_op(name: &str, args: Vec<Value>, ack: Option<u64>) -> Resul
                         other => Err(fail(ErrorCode::BadRequest, format!("event '{name}': symbols must be strings, not {}", json_kind(other)))),
                     })
                     .collect::<Result<Vec<_>, _>>()?,
-                Some(other) => return Err(fail(ErrorCode::BadRequest, format!("event '{name}': field 'symbols' must be an array of strings or a comma-separated string, not {}", json_kind(other)))),
+                Some(other) => {
+                    return Err(fail(
+                        ErrorCode::BadRequest,
+                        format!("event '{name}': field 'symbols' must be an array of strings or a comma-separated string, not {}", json_kind(other)),
+                    ));
+                }
                 None => return Err(fail(ErrorCode::BadRequest, format!("event '{name}': missing field 'symbols'"))),
             };
             if !subscribe {

@@ -89,7 +89,12 @@ fn engine_query(req: &HttpRequest) -> Result<EngineQuery, ApiError> {
     let value = |name: &str| pairs.iter().find(|(n, _)| n == name).map(|(_, v)| v.clone());
     match value("EIO").as_deref() {
         Some("4") => {}
-        Some(other) => return Err(bad(format!("Engine.IO: unsupported protocol version EIO={}; tickerfeed speaks EIO=4 (socket.io-client 3 and later, python-socketio 5)", excerpt(other, 16)))),
+        Some(other) => {
+            return Err(bad(format!(
+                "Engine.IO: unsupported protocol version EIO={}; tickerfeed speaks EIO=4 (socket.io-client 3 and later, python-socketio 5)",
+                excerpt(other, 16)
+            )));
+        }
         None => return Err(bad("Engine.IO: missing query parameter EIO (EIO=4)".into())),
     }
     let transport = match value("transport") {
@@ -165,7 +170,11 @@ async fn route(req: HttpRequest, body: web::Payload, context: web::Data<SessionC
         }
         (_, None, Method::POST) => return Err(ApiError::new(ApiErrorCode::BadRequest, "Engine.IO: a POST needs the sid of a polling session").into()),
         ("websocket", _, _) => return Err(ApiError::new(ApiErrorCode::BadRequest, "Engine.IO: a WebSocket is opened with GET").into()),
-        _ => return Err(ApiError::new(ApiErrorCode::MethodNotAllowed, format!("Engine.IO: {} is not a polling request (GET polls, POST sends)", req.method())).with_header(header::ALLOW, HeaderValue::from_static(ALLOW)).into()),
+        _ => {
+            return Err(ApiError::new(ApiErrorCode::MethodNotAllowed, format!("Engine.IO: {} is not a polling request (GET polls, POST sends)", req.method()))
+                .with_header(header::ALLOW, HeaderValue::from_static(ALLOW))
+                .into());
+        }
     };
     Ok(response)
 }

@@ -96,7 +96,6 @@ impl Registry {
     fn remove(&self, sid: &str) {
         self.sessions.lock().expect("registry lock").remove(sid);
     }
-
 }
 
 /// What a session's requests on any worker use to reach it.
