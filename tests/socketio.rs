@@ -408,3 +408,28 @@ async fn every_request_with_an_ack_is_acked_even_over_the_rate_limit() {
     assert_eq!((error["code"].clone(), error["count"].clone()), (json!("rate_limited"), json!(1)));
     server.shutdown().await;
 }
+
+#[actix_web::test]
+async fn of_two_upgrade_attempts_at_once_the_first_probe_wins_and_the_other_is_closed() {
+    use futures_util::{SinkExt, StreamExt};
+    use tokio_tungstenite::tungstenite::Message;
+    let server = start(&["--workers", "2"]).await;
+    let polling = Polling::connected(&server).await;
+    let url = format!("ws://{}/socket.io/?EIO=4&transport=websocket&sid={}", server.addr, polling.sid);
+    let (mut first, _) = tokio_tungstenite::connect_async(&url).await.expect("upgrade");
+    let (mut second, _) = tokio_tungstenite::connect_async(&url).await.expect("upgrade");
+    first.send(Message::Text("2probe".into())).await.unwrap();
+    assert_eq!(tokio::time::timeout(Duration::from_secs(5), first.next()).await.unwrap().unwrap().unwrap(), Message::Text("3probe".into()));
+    // The second's probe and `5` do nothing but close it.
+    second.send(Message::Text("2probe".into())).await.unwrap();
+    second.send(Message::Text("5".into())).await.unwrap();
+    match tokio::time::timeout(Duration::from_secs(5), second.next()).await.expect("a close in time") {
+        Some(Ok(Message::Close(Some(frame)))) => assert_eq!(u16::from(frame.code), 1002),
+        other => panic!("expected a close frame, got {other:?}"),
+    }
+    first.send(Message::Text("5".into())).await.unwrap();
+    let mut socket = EioSocket { ws: first };
+    socket.send("421[\"list\"]").await;
+    assert_eq!(socket.ack(1).await, json!({"symbols": []}));
+    server.shutdown().await;
+}

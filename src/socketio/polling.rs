@@ -428,16 +428,20 @@ pub(crate) fn upgrade(handle: Arc<Handle>, mut stream: InboundStream, probe: Opt
         };
         // The probe: `2probe` → `3probe`, then `5`, within the upgrade timeout.
         let probe_deadline = tokio::time::Instant::now() + UPGRADE_TIMEOUT;
+        // Only the WebSocket that turned the session to probing may complete or undo it (two
+        // upgrade attempts at once: the second's `2probe` fails).
+        let mut probing = false;
         let upgraded = loop {
             let Ok(message) = tokio::time::timeout_at(probe_deadline, stream.recv()).await else { break false };
             match message {
                 Some(Ok(Inbound::Text(t))) if &*t == "2probe" => {
-                    if !handle.transition(Mode::Polling, Mode::Probing) {
+                    if probing || !handle.transition(Mode::Polling, Mode::Probing) {
                         break false;
                     }
+                    probing = true;
                     local.borrow_mut().push(text(&EnginePacket::Pong("probe").to_text()));
                 }
-                Some(Ok(Inbound::Text(t))) if &*t == "5" && handle.mode() == Mode::Probing => {
+                Some(Ok(Inbound::Text(t))) if &*t == "5" && probing => {
                     // Before the switch, so that a close right after it finds the socket.
                     *handle.ws_probe.lock().expect("probe lock") = probe;
                     break handle.transition(Mode::Probing, Mode::Upgraded);
@@ -449,7 +453,9 @@ pub(crate) fn upgrade(handle: Arc<Handle>, mut stream: InboundStream, probe: Opt
         };
         if !upgraded {
             // The session stays on polling (unless it has closed meanwhile); this WebSocket ends.
-            handle.transition(Mode::Probing, Mode::Polling);
+            if probing {
+                handle.transition(Mode::Probing, Mode::Polling);
+            }
             let mut local = local.borrow_mut();
             local.ended = true;
             let reason = if handle.mode() == Mode::Closed {
