@@ -58,7 +58,7 @@ pub struct RunningServer {
     pub feeds: Arc<Feeds>,
     /// The Prometheus metrics (`render` gives what `/metrics` serves).
     pub metrics: Arc<Metrics>,
-    /// The open WebSocket connections (`count`).
+    /// The open connections of every transport (`count`).
     pub connections: Arc<Connections>,
     /// What `/readyz` answers (`is_ready`).
     pub readiness: Arc<Readiness>,

@@ -136,7 +136,7 @@ async fn route(req: HttpRequest, body: web::Payload, context: web::Data<SessionC
             return Ok(HttpResponse::from(response.message_body(body)?.map_into_boxed_body()));
         }
         ("polling", None, Method::GET) => {
-            let pulled = open_polling(&req, &context, &sio, query.initial).await?;
+            let pulled = open_polling(&context, &sio, query.initial).await?;
             poll_response(pulled)
         }
         ("polling", Some(sid), Method::GET) => {
@@ -261,7 +261,7 @@ fn open_websocket(req: &HttpRequest, body: web::Payload, context: &Arc<SessionCo
 }
 
 /// Opens a polling session on this worker and answers its handshake GET (the `open` packet).
-async fn open_polling(_req: &HttpRequest, context: &Arc<SessionContext>, sio: &SocketIo, initial: InitialSubscription) -> Result<Pulled, ApiError> {
+async fn open_polling(context: &Arc<SessionContext>, sio: &SocketIo, initial: InitialSubscription) -> Result<Pulled, ApiError> {
     let slot = context.admit()?;
     let sid = random_id();
     let signal = Arc::new(SessionSignal::default());
