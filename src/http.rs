@@ -18,6 +18,7 @@
 //! feed, query parameter or field at fault (`http::errors`); query parameters are read by
 //! `http::query`, which names the parameter in its refusals.
 
+pub(crate) mod connection;
 mod control;
 mod errors;
 pub(crate) mod listen;

@@ -11,6 +11,8 @@ use std::net::TcpListener;
 use std::sync::Arc;
 use std::time::Duration;
 
+use actix_web::http::KeepAlive;
+use actix_web::rt::net::TcpStream;
 use actix_web::{App, HttpServer, web};
 use tokio::sync::watch;
 
@@ -43,6 +45,9 @@ pub enum StartError {
     /// A feed cannot start: its file, line or symbol is named.
     #[error(transparent)]
     Feed(#[from] feed::StartError),
+    /// The TLS certificate or key cannot be used: the file is named.
+    #[error("TLS: {0}")]
+    Tls(#[from] crate::http::listen::TlsError),
     /// Any other I/O error of the listener.
     #[error("{0}")]
     Io(#[from] std::io::Error),
@@ -88,6 +93,9 @@ impl RunningServer {
     }
 }
 
+/// TLS handshakes in progress per worker (see `start`).
+const TLS_HANDSHAKES_PER_WORKER: usize = 256;
+
 /// Builds the feeds, binds the listener and starts serving. Must be called inside an actix
 /// system (`#[actix_web::main]` or `actix_web::rt::System`).
 pub async fn start(config: Config) -> Result<RunningServer, StartError> {
@@ -118,10 +126,14 @@ pub async fn start(config: Config) -> Result<RunningServer, StartError> {
     let (bus_data, feeds_data, metrics_data) = (web::Data::from(bus.clone()), web::Data::from(feeds.clone()), web::Data::from(metrics.clone()));
     let (connections_data, readiness_data) = (web::Data::from(connections.clone()), web::Data::from(readiness.clone()));
 
+    // The certificate and key are read before the port is bound: a bad file fails the start.
+    let tls = config.listen.tls_config()?;
     let bind = config.listen.addr();
     let listener = TcpListener::bind(bind).map_err(|source| StartError::Bind { addr: bind, source })?;
     let addr = listener.local_addr()?;
     let send_buffer = config.limits.send_buffer_bytes;
+    let listen = &config.listen;
+    let between_requests = listen.keep_alive() + listen.request_head();
     let server = HttpServer::new(move || {
         App::new()
             .app_data(bus_data.clone())
@@ -133,16 +145,19 @@ pub async fn start(config: Config) -> Result<RunningServer, StartError> {
             .app_data(socketio.clone())
             .wrap(crate::http::json_errors())
             .wrap(crate::http::RequestMetrics)
+            .wrap(crate::http::connection::TrackRequests)
             .configure(crate::http::routes)
     })
     .on_connect(move |connection, extensions| {
-        if let Some(stream) = connection.downcast_ref::<actix_web::rt::net::TcpStream>() {
-            if let Some(probe) = SocketProbe::on_accept(stream, send_buffer) {
-                extensions.insert(probe);
-            }
+        // A plain connection is the TcpStream itself; a TLS one (called once its handshake is
+        // done) wraps it, and the bound applies to the TcpStream under the encryption.
+        let tcp = connection.downcast_ref::<TcpStream>().or_else(|| connection.downcast_ref::<actix_tls::accept::rustls_0_23::TlsStream<TcpStream>>().map(|tls| tls.get_ref().0));
+        if let Some(probe) = tcp.and_then(|stream| SocketProbe::on_accept(stream, send_buffer)) {
+            extensions.insert(probe);
+            crate::http::connection::watch(extensions, probe, between_requests);
         }
     })
-    .workers(config.listen.workers)
+    .workers(listen.workers)
     // Above the connection limit, so that excess upgrades get a 503, not a refused connect.
     .max_connections(config.limits.max_connections + 1024)
     .backlog(4096)
@@ -150,14 +165,27 @@ pub async fn start(config: Config) -> Result<RunningServer, StartError> {
     // holds less than this; WebSocket sessions produce frames only when asked (see
     // `session::output`), so this plus one chunk bounds a slow client's server-side buffer.
     .h1_write_buffer_size(crate::session::output::WRITE_BUFFER_BYTES)
+    // Every wait on the client has a deadline (see `http::listen`); actix-http's own
+    // defaults are close, but a limit the operator reads in the README is set here.
+    .client_request_timeout(listen.request_head())
+    .keep_alive(if listen.keep_alive().is_zero() { KeepAlive::Disabled } else { KeepAlive::Timeout(listen.keep_alive()) })
+    .client_disconnect_timeout(Duration::from_secs_f64(listen.disconnect_timeout))
+    .tls_handshake_timeout(Duration::from_secs_f64(listen.tls_handshake_timeout))
+    // TLS handshakes in progress per worker (actix-tls's default, stated): beyond it the worker
+    // accepts no connection until one ends or times out, so handshake CPU stays bounded.
+    .max_connection_rate(TLS_HANDSHAKES_PER_WORKER)
     .disable_signals()
-    .shutdown_timeout(config.listen.shutdown_timeout.ceil() as u64)
-    .listen(listener)?
+    .shutdown_timeout(listen.shutdown_timeout.ceil() as u64);
+    let server = match tls {
+        Some(tls) => server.listen_rustls_0_23(listener, tls)?,
+        None => server.listen(listener)?,
+    }
     .run();
     let handle = server.handle();
     let join = actix_web::rt::spawn(server);
     let reachable = reachable_addr(addr);
-    tracing::info!(%addr, %instance, seed = config.seed, "tickerfeed listening: dashboard at http://{reachable}/, WebSocket at ws://{reachable}/ws");
+    let (http, ws) = if listen.tls() { ("https", "wss") } else { ("http", "ws") };
+    tracing::info!(%addr, %instance, seed = config.seed, "tickerfeed listening: dashboard at {http}://{reachable}/, WebSocket at {ws}://{reachable}/ws");
     Ok(RunningServer { addr, bus, feeds, metrics, connections, readiness, instance, server: handle, shutdown: shutdown_tx, join })
 }
 
