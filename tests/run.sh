@@ -8,7 +8,8 @@
 #   3. the browser dashboard in a real headless Chromium (tests/e2e/run.sh);
 #   4. the benchmark's peer servers (tests/bench/peers/smoke.mjs), and the side-by-side bench
 #      driver: its unit tests and a smoke run of all six scenarios at tiny scale;
-#   5. monitoring against a real Prometheus (tests/monitoring/run.sh).
+#   5. monitoring against a real Prometheus (tests/monitoring/run.sh);
+#   6. TLS with openssl-made certificates and curl (tests/clients/tls.sh).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$(pwd)
@@ -89,6 +90,9 @@ timeout 600 tests/bench/run.sh --smoke --out "$artifacts/bench-smoke"
 
 step "monitoring: Prometheus config and alerts, Grafana dashboard, compose stack against a real Prometheus"
 bash tests/monitoring/run.sh
+
+step "TLS: curl (OpenSSL) against --tls-cert/--tls-key with a test CA made by openssl"
+timeout 60 bash tests/clients/tls.sh target/release/tickerfeed
 
 echo
 echo "ALL TESTS PASSED"

@@ -36,6 +36,10 @@ fn code_defaults() -> Vec<(&'static str, String)> {
         ("--socketio-ping-timeout-ms", config.socketio.socketio_ping_timeout_ms.to_string()),
         ("--socketio-max-payload", config.socketio.socketio_max_payload.to_string()),
         ("--shutdown-timeout", config.listen.shutdown_timeout.to_string()),
+        ("--tls-handshake-timeout", config.listen.tls_handshake_timeout.to_string()),
+        ("--request-head-timeout", config.listen.request_head_timeout.to_string()),
+        ("--keep-alive-timeout", config.listen.keep_alive_timeout.to_string()),
+        ("--disconnect-timeout", config.listen.disconnect_timeout.to_string()),
     ]
 }
 
