@@ -159,3 +159,38 @@ async fn a_head_still_incomplete_at_128_kib_gets_431_and_the_connection_closes()
     assert_others_unaffected(&server).await;
     server.shutdown().await;
 }
+
+/// Asks for an answer of about 80 KB (9,000 unknown symbols, listed back) and never reads it,
+/// through a small receive buffer; returns how long after the request the server dropped the
+/// connection (its side of it gone from the process's descriptors).
+async fn never_read_the_answer(server: &tickerfeed::server::RunningServer, connection: &str) -> Duration {
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(4096).unwrap();
+    let mut stream = socket.connect(server.addr).await.unwrap();
+    let symbols: Vec<String> = (0..9000).map(|i| format!("Q{i:05}")).collect();
+    let request = format!("GET /api/quotes?symbols={} HTTP/1.1\r\nHost: localhost\r\nConnection: {connection}\r\n\r\n", symbols.join(","));
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let sent = Instant::now();
+    let client = stream.local_addr().unwrap();
+    while common::server_side_socket(server.addr, client).is_some() {
+        assert!(sent.elapsed() < EVENT_TIMEOUT, "a client that never reads its answer ({connection}) was never dropped");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    sent.elapsed()
+}
+
+#[actix_web::test]
+async fn a_client_that_never_reads_its_answer_is_dropped_at_keep_alive_plus_head_timeout() {
+    let server = start(&["--keep-alive-timeout", "1", "--request-head-timeout", "2", "--send-buffer-bytes", "4096"]).await;
+    // actix-http has no deadline for writing an answer: it asks the body for its end only once
+    // its write buffer drains, so neither its keep-alive nor its disconnect timer ever starts.
+    // The connection watchdog counts the answer as handed over once its last byte is taken and
+    // drops the connection keep-alive + request head (3 s) later, kept alive or not.
+    for connection in ["keep-alive", "close"] {
+        let dropped = never_read_the_answer(&server, connection).await;
+        eprintln!("a client never reading its answer ({connection}): dropped after {dropped:?}");
+        assert!(dropped >= Duration::from_millis(2950) && dropped < Duration::from_millis(3600), "{connection}: {dropped:?}");
+    }
+    assert_others_unaffected(&server).await;
+    server.shutdown().await;
+}

@@ -113,24 +113,8 @@ async fn next_of_type(ws: &mut Wss, kind: &str) -> Value {
     }
 }
 
-/// The server's end of the connection whose client end is `client`: found among this process's
-/// descriptors (the server runs in the test's process) by its local and peer addresses.
-fn server_side_fd(server: std::net::SocketAddr, client: std::net::SocketAddr) -> RawFd {
-    for entry in std::fs::read_dir("/proc/self/fd").unwrap().flatten() {
-        let Ok(fd) = entry.file_name().to_string_lossy().parse::<RawFd>() else { continue };
-        // SAFETY: borrowed only for the two address queries, while the descriptor is open.
-        let borrowed = unsafe { std::os::fd::BorrowedFd::borrow_raw(fd) };
-        let socket = socket2::SockRef::from(&borrowed);
-        let (Ok(local), Ok(peer)) = (socket.local_addr(), socket.peer_addr()) else { continue };
-        if local.as_socket() == Some(server) && peer.as_socket() == Some(client) {
-            return fd;
-        }
-    }
-    panic!("no server-side socket for {client}");
-}
-
 fn send_buffer(fd: RawFd) -> usize {
-    // SAFETY: as above.
+    // SAFETY: borrowed for one query, while the connection is open.
     let borrowed = unsafe { std::os::fd::BorrowedFd::borrow_raw(fd) };
     let socket = socket2::SockRef::from(&borrowed);
     socket.send_buffer_size().unwrap()
@@ -168,7 +152,7 @@ async fn wss_subscribes_and_receives_quotes_with_the_send_buffer_bound() {
     // The TLS connection's socket got SO_SNDBUF at accept, as a plain one does: the kernel
     // reports the doubled value (20000 → 40000), where an unbounded socket reports its default.
     let client = ws.get_ref().get_ref().0.local_addr().unwrap();
-    assert_eq!(send_buffer(server_side_fd(server.addr, client)), 40000);
+    assert_eq!(send_buffer(common::server_side_socket(server.addr, client).expect("the server side of the connection")), 40000);
 
     // The close handshake over TLS: the echo arrives, then the end.
     ws.close(None).await.unwrap();

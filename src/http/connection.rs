@@ -1,21 +1,26 @@
-//! The deadline between a kept-alive connection's requests, which actix-http leaves open.
+//! The deadlines actix-http leaves open once a connection has had its first request.
 //!
 //! actix-http bounds the first request's head (`client_request_timeout`) and the idle wait for
-//! a next request (keep-alive), but once the first byte of a second request arrives it clears
-//! the keep-alive timer and sets no head timer ("head timer only applies to first request on
-//! connection", `h1/dispatcher.rs`): a client could answer one request and then hold the
-//! connection forever by trickling the next head a byte at a time.
+//! a next request (keep-alive), but:
+//! - once the first byte of a second request arrives it clears the keep-alive timer and sets no
+//!   head timer ("head timer only applies to first request on connection", `h1/dispatcher.rs`):
+//!   a client could get one answer and then hold the connection forever by trickling the next
+//!   head a byte at a time;
+//! - it has no deadline for writing an answer: it asks a body for its end only once its write
+//!   buffer has drained, and starts its keep-alive or disconnect timer only then, so a client
+//!   that never reads a large answer holds the connection forever.
 //!
 //! So each connection has an [`Activity`] in its connection data (`on_connect`), which the
-//! [`TrackRequests`] middleware keeps up to date — requests in flight, and when the last
-//! answer's body was done or dropped — and a watchdog task that shuts the socket when the
-//! connection has had no request in flight for `keep_alive + request_head` since its last
-//! answer (or its accept).
+//! [`TrackRequests`] middleware keeps up to date — requests in flight, and when the last answer
+//! was wholly handed to actix-http — and a watchdog task that shuts the socket when the
+//! connection has had no request in flight for `keep_alive + request_head` since then (or since
+//! its accept).
 //!
-//! Invariant: a connection never waits more than `keep_alive_timeout + request_head_timeout`
-//! between the end of an answer and the whole head of the next request. A request in flight
-//! (a WebSocket, an SSE stream, a long poll) is its handler's to bound. The watchdog ends with
-//! its connection and costs one sleeping task per connection and a few cell updates per request.
+//! Invariant: no connection stays open more than `keep_alive_timeout + request_head_timeout`
+//! after an answer was handed over without the whole head of a next request. A request in
+//! flight (a WebSocket, an SSE stream, a long poll) is its handler's to bound. The watchdog ends
+//! with its connection and costs one sleeping task per connection and a few cell updates per
+//! request.
 
 use std::cell::Cell;
 use std::future::{Ready, ready};
@@ -123,7 +128,7 @@ where
         Box::pin(async move {
             // An error is turned into an answer right after this: the request ends with `guard`.
             let response = response.await?;
-            Ok(response.map_into_boxed_body().map_body(|_, body| TrackedBody { body, _in_flight: guard }))
+            Ok(response.map_into_boxed_body().map_body(|_, body| TrackedBody::new(body, guard)))
         })
     }
 }
@@ -148,11 +153,30 @@ impl Drop for InFlight {
     }
 }
 
-/// An answer's body that ends its request's [`InFlight`] when it is done or dropped. Boxed
-/// (`BoxBody` keeps bytes and empty bodies unboxed), so that it is `Unpin`.
+/// An answer's body that ends its request's [`InFlight`] once the whole answer is handed to
+/// actix-http: when its last byte of a known size has been taken, at its end, or when dropped.
+/// (actix-http asks a body for its end only once its write buffer has drained, which a client
+/// that does not read never lets happen.) Boxed (`BoxBody` keeps bytes and empty bodies
+/// unboxed), so that it is `Unpin`.
 pub(crate) struct TrackedBody {
     body: BoxBody,
-    _in_flight: Option<InFlight>,
+    /// Bytes still to come of a body of known size.
+    remaining: Option<u64>,
+    in_flight: Option<InFlight>,
+}
+
+impl TrackedBody {
+    fn new(body: BoxBody, in_flight: Option<InFlight>) -> TrackedBody {
+        let remaining = match body.size() {
+            BodySize::Sized(size) => Some(size),
+            BodySize::None | BodySize::Stream => None,
+        };
+        let mut tracked = TrackedBody { body, remaining, in_flight };
+        if tracked.remaining == Some(0) {
+            tracked.in_flight = None;
+        }
+        tracked
+    }
 }
 
 impl MessageBody for TrackedBody {
@@ -163,6 +187,19 @@ impl MessageBody for TrackedBody {
     }
 
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Bytes, Self::Error>>> {
-        Pin::new(&mut self.body).poll_next(cx)
+        let next = Pin::new(&mut self.body).poll_next(cx);
+        match &next {
+            Poll::Ready(Some(Ok(chunk))) => {
+                if let Some(remaining) = self.remaining.as_mut() {
+                    *remaining = remaining.saturating_sub(chunk.len() as u64);
+                    if *remaining == 0 {
+                        self.in_flight = None;
+                    }
+                }
+            }
+            Poll::Ready(_) => self.in_flight = None,
+            Poll::Pending => {}
+        }
+        next
     }
 }

@@ -205,3 +205,21 @@ pub async fn http_full(server: &RunningServer, method: &str, path: &str, body: O
 pub fn quote_symbols(frame: &Value) -> Vec<String> {
     frame["quotes"].as_array().expect("quotes array").iter().map(|q| q["symbol"].as_str().unwrap().to_string()).collect()
 }
+
+/// The server's end of the connection whose client end is `client`, found among this process's
+/// descriptors (the server runs in the test's process) by its local and peer addresses; `None`
+/// once the server has closed it.
+pub fn server_side_socket(server: std::net::SocketAddr, client: std::net::SocketAddr) -> Option<std::os::fd::RawFd> {
+    for entry in std::fs::read_dir("/proc/self/fd").unwrap().flatten() {
+        let Ok(fd) = entry.file_name().to_string_lossy().parse::<std::os::fd::RawFd>() else { continue };
+        // SAFETY: borrowed only for the two address queries; a descriptor closed meanwhile
+        // makes them fail, which skips it.
+        let borrowed = unsafe { std::os::fd::BorrowedFd::borrow_raw(fd) };
+        let socket = socket2::SockRef::from(&borrowed);
+        let (Ok(local), Ok(peer)) = (socket.local_addr(), socket.peer_addr()) else { continue };
+        if local.as_socket() == Some(server) && peer.as_socket() == Some(client) {
+            return Some(fd);
+        }
+    }
+    None
+}
