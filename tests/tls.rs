@@ -173,6 +173,43 @@ async fn wss_subscribes_and_receives_quotes_with_the_send_buffer_bound() {
 }
 
 #[actix_web::test]
+async fn a_stalled_tls_reader_is_closed_as_a_slow_consumer_with_bounded_buffers() {
+    let pki = TestPki::new();
+    let server = pki.start(&["--sim-rate", "20000", "--slow-consumer-timeout", "1"]).await;
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(4096).unwrap();
+    let tcp = socket.connect(server.addr).await.unwrap();
+    let tls = pki.connector().connect(ServerName::try_from("localhost").unwrap(), tcp).await.unwrap();
+    let (mut stalled, _) = tokio_tungstenite::client_async("wss://localhost/ws", tls).await.unwrap();
+    stalled.send(Message::Text(json!({"op":"subscribe","symbols":["*"],"throttle_ms":0}).to_string().into())).await.unwrap();
+    // It never reads again: the session must end as a slow consumer (the forced close goes
+    // through the probe found under the TLS stream).
+    let started = Instant::now();
+    while server.connections.count() > 0 {
+        assert!(started.elapsed() < EVENT_TIMEOUT, "the stalled TLS client was not disconnected");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    eprintln!("stalled TLS reader closed after {:?} (slow-consumer timeout 1 s)", started.elapsed());
+    // What was queued for it, TLS records included: bounded by actix-http's write buffer,
+    // rustls's 64 KiB of unsent records and the kernel's, not by the feed's 6 MB/s.
+    let mut raw = stalled.into_inner().into_inner().0;
+    let mut buffer = vec![0u8; 1 << 16];
+    let mut total = 0usize;
+    let drained = tokio::time::timeout(EVENT_TIMEOUT, async {
+        loop {
+            match raw.read(&mut buffer).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => total += n,
+            }
+        }
+    });
+    drained.await.expect("the stalled connection ends");
+    eprintln!("bytes queued for the stalled TLS reader: {total}");
+    assert!(total < 512 * 1024, "{total} bytes were queued for a stalled TLS client");
+    server.shutdown().await;
+}
+
+#[actix_web::test]
 async fn sse_and_socketio_work_over_tls() {
     let pki = TestPki::new();
     let server = pki.start(&[]).await;
