@@ -282,6 +282,44 @@ async fn a_handshake_never_completed_is_closed_within_the_tls_handshake_timeout(
     server.shutdown().await;
 }
 
+/// Opens `count` connections that start a handshake and never finish it.
+async fn silent_handshakes(server: &RunningServer, count: usize) -> Vec<TcpStream> {
+    let mut silent = Vec::with_capacity(count);
+    for _ in 0..count {
+        let mut stream = TcpStream::connect(server.addr).await.unwrap();
+        stream.write_all(&[0x16, 0x03, 0x01]).await.unwrap();
+        silent.push(stream);
+    }
+    silent
+}
+
+#[actix_web::test]
+async fn at_most_256_handshakes_are_in_progress_per_worker() {
+    let pki = TestPki::new();
+    let server = pki.start(&["--tls-handshake-timeout", "2", "--workers", "1"]).await;
+    // 255 silent handshakes leave a place: a real client's handshake is immediate.
+    let silent = silent_handshakes(&server, 255).await;
+    let started = Instant::now();
+    drop(pki.connect(&server).await);
+    let beside_255 = started.elapsed();
+    drop(silent);
+    // Wait for the worker to see those go (each ends at its timeout at the latest).
+    tokio::time::sleep(Duration::from_millis(2200)).await;
+    // 256 take every place: the worker accepts nothing more until the first of them times out,
+    // 2 s after it began.
+    let silent = silent_handshakes(&server, 256).await;
+    // Give the worker time to take all 256 (nothing to await from outside: they are silent).
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let started = Instant::now();
+    drop(pki.connect(&server).await);
+    let behind_256 = started.elapsed();
+    eprintln!("a handshake beside 255 silent ones took {beside_255:?}; behind 256, {behind_256:?} (handshake timeout 2 s)");
+    assert!(beside_255 < Duration::from_millis(300), "{beside_255:?}");
+    assert!(behind_256 >= Duration::from_millis(1000) && behind_256 < Duration::from_millis(2000), "{behind_256:?}");
+    drop(silent);
+    server.shutdown().await;
+}
+
 fn tls_config(pki: &TestPki, cert: &str, key: &str) -> tickerfeed::config::Config {
     let (cert, key) = (pki.path(cert), pki.path(key));
     common::config(&["--tls-cert", &cert, "--tls-key", &key])

@@ -109,7 +109,8 @@ impl TlsError {
     }
 }
 
-/// The server's TLS configuration: HTTP/1.1 only (ALPN `http/1.1`), because the WebSocket
+/// The server's TLS configuration. ALPN is left to actix-http, which offers `http/1.1`, and `h2`
+/// only with actix-web's `http2` feature, which stays off: HTTP/1.1 only, because the WebSocket
 /// upgrade is an HTTP/1.1 exchange, and the output's backpressure (the write buffer and the
 /// socket's send buffer, `session::output`) is HTTP/1.1's: over HTTP/2 a stream's data would
 /// wait in flow-control windows instead, and SSE would lose its slow-consumer rule.
@@ -127,15 +128,12 @@ fn tls_config(cert_path: &Path, key_path: &Path) -> Result<rustls::ServerConfig,
     }
     let key = PrivateKeyDer::from_pem_slice(&key_pem).map_err(|e| TlsError::new(key_path, format!("holds no usable PEM private key ({e})")))?;
     let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
-    let mut config = rustls::ServerConfig::builder_with_provider(provider)
+    rustls::ServerConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
         .map_err(|e| TlsError::new(cert_path, e.to_string()))?
         .with_no_client_auth()
         .with_single_cert(chain, key)
-        .map_err(|e| TlsError::new(key_path, format!("cannot be used with {} ({e})", cert_path.display())))?;
-    // actix-web adds `http/1.1` to the list as well; stated here so that no `h2` is ever offered.
-    config.alpn_protocols = vec![b"http/1.1".to_vec()];
-    Ok(config)
+        .map_err(|e| TlsError::new(key_path, format!("cannot be used with {} ({e})", cert_path.display())))
 }
 
 #[cfg(test)]
