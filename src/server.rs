@@ -43,6 +43,9 @@ pub enum StartError {
     /// A feed cannot start: its file, line or symbol is named.
     #[error(transparent)]
     Feed(#[from] feed::StartError),
+    /// The token key cannot be used: the file is named.
+    #[error(transparent)]
+    Access(#[from] crate::access::KeyError),
     /// Any other I/O error of the listener.
     #[error("{0}")]
     Io(#[from] std::io::Error),
@@ -92,6 +95,7 @@ impl RunningServer {
 /// system (`#[actix_web::main]` or `actix_web::rt::System`).
 pub async fn start(config: Config) -> Result<RunningServer, StartError> {
     let config = Arc::new(config);
+    let access = Arc::new(crate::access::Access::new(&config.access)?);
     let error_codes: Vec<&'static str> = protocol::ErrorCode::ALL.iter().map(|c| c.as_str()).collect();
     let ops: Vec<&'static str> = protocol::OPS.iter().map(|(name, _)| *name).collect();
     let feed_labels: Vec<_> = config.feeds.iter().map(|f| (f.name.clone(), f.kind)).collect();
@@ -102,7 +106,7 @@ pub async fn start(config: Config) -> Result<RunningServer, StartError> {
 
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
     let instance = instance_id();
-    let connections = Arc::new(Connections::new(config.limits.max_connections));
+    let connections = Arc::new(Connections::new(config.limits.max_connections, config.limits.max_connections_per_ip));
     let readiness = Arc::new(Readiness::new(shutdown_rx.clone()));
     let ws = web::Data::new(crate::session::SessionContext {
         limits: Arc::new(config.limits.clone()),
@@ -110,6 +114,7 @@ pub async fn start(config: Config) -> Result<RunningServer, StartError> {
         feeds: feeds.clone(),
         metrics: metrics.clone(),
         connections: connections.clone(),
+        access: access.clone(),
         instance: instance.clone(),
         shutdown: shutdown_rx,
     });
@@ -117,6 +122,10 @@ pub async fn start(config: Config) -> Result<RunningServer, StartError> {
     // Each part is app data of its own: a handler's signature says which it reads.
     let (bus_data, feeds_data, metrics_data) = (web::Data::from(bus.clone()), web::Data::from(feeds.clone()), web::Data::from(metrics.clone()));
     let (connections_data, readiness_data) = (web::Data::from(connections.clone()), web::Data::from(readiness.clone()));
+    if let Some(algorithm) = access.required() {
+        tracing::info!(algorithm, "authentication on: /ws, /sse, /socket.io/ and /api need a token");
+    }
+    let access_data = web::Data::from(access);
 
     let bind = config.listen.addr();
     let listener = TcpListener::bind(bind).map_err(|source| StartError::Bind { addr: bind, source })?;
@@ -129,6 +138,7 @@ pub async fn start(config: Config) -> Result<RunningServer, StartError> {
             .app_data(metrics_data.clone())
             .app_data(connections_data.clone())
             .app_data(readiness_data.clone())
+            .app_data(access_data.clone())
             .app_data(ws.clone())
             .app_data(socketio.clone())
             .wrap(crate::http::json_errors())
