@@ -38,6 +38,16 @@ pub(crate) fn json_kind(value: &serde_json::Value) -> &'static str {
 pub(crate) enum ApiErrorCode {
     /// 400: a query parameter, path or body that does not parse or is refused.
     BadRequest,
+    /// 401: no token, or one that does not verify (with `WWW-Authenticate`).
+    Unauthorized,
+    /// 401: the token expired (a new one of the same kind will do).
+    TokenExpired,
+    /// 403: the request's `Origin` is not in `--allowed-origins`.
+    OriginNotAllowed,
+    /// 403: the token does not allow this (feed control without `admin`).
+    Forbidden,
+    /// 403: the token's `symbols` do not include this symbol.
+    NotEntitled,
     /// 404: no route has this path.
     NotFound,
     /// 404: no feed publishes this symbol (or it is not a symbol).
@@ -52,6 +62,8 @@ pub(crate) enum ApiErrorCode {
     Unsupported,
     /// 413: a request body over its limit.
     PayloadTooLarge,
+    /// 429: the address has its limit of connections open (with `Retry-After`).
+    TooManyConnectionsPerIp,
     /// 503: the feed has stopped.
     FeedStopped,
     /// 503: the WebSocket connection limit is reached (with `Retry-After`).
@@ -64,6 +76,9 @@ impl ApiErrorCode {
     pub(crate) fn status(self) -> StatusCode {
         match self {
             ApiErrorCode::BadRequest => StatusCode::BAD_REQUEST,
+            ApiErrorCode::Unauthorized | ApiErrorCode::TokenExpired => StatusCode::UNAUTHORIZED,
+            ApiErrorCode::OriginNotAllowed | ApiErrorCode::Forbidden | ApiErrorCode::NotEntitled => StatusCode::FORBIDDEN,
+            ApiErrorCode::TooManyConnectionsPerIp => StatusCode::TOO_MANY_REQUESTS,
             ApiErrorCode::NotFound | ApiErrorCode::UnknownSymbol | ApiErrorCode::NoQuoteYet | ApiErrorCode::UnknownFeed => StatusCode::NOT_FOUND,
             ApiErrorCode::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             ApiErrorCode::Unsupported => StatusCode::CONFLICT,
@@ -75,6 +90,12 @@ impl ApiErrorCode {
     pub(crate) fn as_str(self) -> &'static str {
         match self {
             ApiErrorCode::BadRequest => "bad_request",
+            ApiErrorCode::Unauthorized => "unauthorized",
+            ApiErrorCode::TokenExpired => "token_expired",
+            ApiErrorCode::OriginNotAllowed => "origin_not_allowed",
+            ApiErrorCode::Forbidden => "forbidden",
+            ApiErrorCode::NotEntitled => "not_entitled",
+            ApiErrorCode::TooManyConnectionsPerIp => "too_many_connections_per_ip",
             ApiErrorCode::NotFound => "not_found",
             ApiErrorCode::UnknownSymbol => "unknown_symbol",
             ApiErrorCode::NoQuoteYet => "no_quote_yet",
@@ -94,7 +115,7 @@ impl ApiErrorCode {
 pub(crate) struct ApiError {
     pub code: ApiErrorCode,
     pub message: String,
-    /// `Allow` for 405, `Retry-After` for 503 at the connection limit.
+    /// `Allow` for 405, `Retry-After` for 503 and 429 at the connection limits, `WWW-Authenticate` for 401.
     headers: Vec<(header::HeaderName, HeaderValue)>,
 }
 

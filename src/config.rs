@@ -19,6 +19,7 @@ use serde::de::{Deserializer, MapAccess, Visitor};
 use crate::feed::settings as feed_settings;
 
 // The settings types of each subsystem, nested in `Cli`, `FileConfig` and `Config`.
+pub use crate::access::settings::{AccessArgs, AccessSettings};
 pub use crate::feed::settings::{FeedArgs, FeedEntry, ReplayFile};
 pub use crate::feed::{FeedConfig, FeedKind};
 pub use crate::http::listen::{Listen, ListenArgs};
@@ -54,13 +55,22 @@ pub struct Cli {
     #[command(flatten, next_help_heading = "Socket.IO")]
     /// The Socket.IO endpoint's flags.
     pub socketio: SocketIoArgs,
+
+    #[command(flatten, next_help_heading = "Access: tokens and origins")]
+    /// Access control's flags.
+    pub access: AccessArgs,
 }
 
 impl Cli {
     /// The command line as clap reads it, each setting's help ending with its default from the
     /// code (so `--help` cannot disagree with it).
     pub fn command_with_defaults() -> clap::Command {
-        let shown = ListenArgs::shown_defaults().into_iter().chain(FeedArgs::shown_defaults()).chain(LimitsArgs::shown_defaults()).chain(SocketIoArgs::shown_defaults());
+        let shown = ListenArgs::shown_defaults()
+            .into_iter()
+            .chain(FeedArgs::shown_defaults())
+            .chain(LimitsArgs::shown_defaults())
+            .chain(SocketIoArgs::shown_defaults())
+            .chain(AccessArgs::shown_defaults());
         shown.fold(Cli::command(), |command, (id, default)| {
             command.mut_arg(id, |arg| {
                 let help = arg.get_help().map(|h| h.to_string()).unwrap_or_default();
@@ -108,6 +118,25 @@ pub enum Command {
         #[arg(long, default_value = "http://127.0.0.1:8080")]
         url: String,
     },
+    /// Print a signed token (HS256) for a server started with --auth-secret-file: for tests and
+    /// demos. Production tokens come from your own issuer.
+    Token {
+        /// The HS256 secret file the server verifies with.
+        #[arg(long)]
+        secret_file: PathBuf,
+        /// The subject (`sub`): who the token is for.
+        #[arg(long)]
+        sub: String,
+        /// Symbol patterns it may read, comma-separated: AAPL, EUR* (a prefix), * (all).
+        #[arg(long, value_delimiter = ',', required = true)]
+        symbols: Vec<String>,
+        /// Seconds until it expires.
+        #[arg(long, default_value_t = 3600)]
+        ttl: u64,
+        /// May control feeds (pause, resume, seek, speed).
+        #[arg(long)]
+        admin: bool,
+    },
 }
 
 /// The TOML file: the keys of every subsystem's settings (as the flags, with `_`), plus `[[feeds]]`.
@@ -119,6 +148,8 @@ pub struct FileConfig {
     pub limits: LimitsArgs,
     /// The Socket.IO endpoint's keys.
     pub socketio: SocketIoArgs,
+    /// Access control's keys.
+    pub access: AccessArgs,
     /// `seed`: the seed of every feed that names none of its own.
     pub seed: Option<u64>,
     /// The `[[feeds]]` entries.
@@ -143,7 +174,10 @@ impl<'de> Deserialize<'de> for FileConfig {
                         "seed" => file.seed = Some(map.next_value()?),
                         "feeds" => file.feeds = map.next_value()?,
                         key => {
-                            let read = file.listen.read_toml(key, &mut map)? || file.limits.read_toml(key, &mut map)? || file.socketio.read_toml(key, &mut map)?;
+                            let read = file.listen.read_toml(key, &mut map)?
+                                || file.limits.read_toml(key, &mut map)?
+                                || file.socketio.read_toml(key, &mut map)?
+                                || file.access.read_toml(key, &mut map)?;
                             debug_assert!(read, "file_keys() lists {key}, which no part reads");
                         }
                     }
@@ -171,7 +205,9 @@ impl<'de> Deserialize<'de> for KnownKey {
 /// Every top-level key of the TOML file.
 fn file_keys() -> &'static [&'static str] {
     static KEYS: OnceLock<Vec<&'static str>> = OnceLock::new();
-    KEYS.get_or_init(|| ListenArgs::KEYS.iter().chain(["seed"].iter()).chain(LimitsArgs::KEYS).chain(SocketIoArgs::KEYS).chain(["feeds"].iter()).copied().collect())
+    KEYS.get_or_init(|| {
+        ListenArgs::KEYS.iter().chain(["seed"].iter()).chain(LimitsArgs::KEYS).chain(SocketIoArgs::KEYS).chain(AccessArgs::KEYS).chain(["feeds"].iter()).copied().collect()
+    })
 }
 
 /// The validated configuration the server runs with, one part per subsystem.
@@ -183,6 +219,8 @@ pub struct Config {
     pub limits: Limits,
     /// The Socket.IO endpoint's heartbeat and payload limit.
     pub socketio: SocketIoSettings,
+    /// Tokens and allowed origins.
+    pub access: AccessSettings,
     /// The seed of every feed that names none of its own.
     pub seed: u64,
     /// The feeds to run, in order (the flags' `sim` first).
@@ -236,7 +274,8 @@ impl Config {
         let feeds = feed_settings::resolve(&cli.feeds, &file.feeds, seed)?;
         let limits = cli.limits.or(file.limits).resolve()?;
         let socketio = cli.socketio.or(file.socketio).resolve()?;
-        Ok(Config { listen, limits, socketio, seed, feeds })
+        let access = cli.access.or(file.access).resolve()?;
+        Ok(Config { listen, limits, socketio, access, seed, feeds })
     }
 }
 
@@ -247,6 +286,11 @@ fn read_file_config(path: &Path) -> Result<FileConfig, ConfigError> {
     let base = path.parent().map(Path::to_path_buf).unwrap_or_default();
     for feed in &mut file.feeds {
         feed.relative_to(&base);
+    }
+    for key_file in [&mut file.access.auth_secret_file, &mut file.access.auth_public_key].into_iter().flatten() {
+        if !key_file.is_empty() && Path::new(key_file.as_str()).is_relative() {
+            *key_file = base.join(&*key_file).display().to_string();
+        }
     }
     Ok(file)
 }

@@ -34,6 +34,7 @@ use serde_json::json;
 
 use self::errors::method_not_allowed;
 use self::query::QueryParams;
+use crate::access::{Access, Grant};
 use crate::api_error::{ApiError, ApiErrorCode, excerpt};
 use crate::bus::Bus;
 use crate::bus::FindError;
@@ -220,8 +221,9 @@ struct SymbolEntry<'a> {
     seq: u64,
 }
 
-async fn symbols(bus: web::Data<Bus>) -> HttpResponse {
-    let topics = bus.topics();
+async fn symbols(bus: web::Data<Bus>, grant: Grant) -> HttpResponse {
+    let mut topics = bus.topics();
+    topics.retain(|t| grant.entitlements.allows(&t.symbol));
     let latest: Vec<_> = topics.iter().map(|t| t.latest()).collect();
     let entries: Vec<SymbolEntry> = topics
         .iter()
@@ -231,23 +233,29 @@ async fn symbols(bus: web::Data<Bus>) -> HttpResponse {
     HttpResponse::Ok().json(entries)
 }
 
-/// Latest quotes of the listed symbols (all symbols when none are listed); unknown ones are
-/// listed under `unknown` rather than failing the whole request. `symbols` may be repeated, and
-/// the lists are joined: `symbols=A&symbols=B,C` asks for A, B and C.
-async fn quotes(bus: web::Data<Bus>, req: HttpRequest) -> Result<HttpResponse, ApiError> {
+/// Latest quotes of the listed symbols (all the token's symbols when none are listed); unknown
+/// ones are listed under `unknown`, and those the token does not include under `not_entitled`,
+/// rather than failing the whole request. `symbols` may be repeated, and the lists are joined:
+/// `symbols=A&symbols=B,C` asks for A, B and C.
+async fn quotes(bus: web::Data<Bus>, grant: Grant, req: HttpRequest) -> Result<HttpResponse, ApiError> {
     let mut found: Vec<Arc<PublishedQuote>> = Vec::new();
     let mut unknown: Vec<String> = Vec::new();
+    let mut not_entitled: Vec<String> = Vec::new();
     let query = QueryParams::parse(req.query_string());
-    let requested: Vec<String> = if query.values("symbols").next().is_some() {
+    let listed = query.values("symbols").next().is_some();
+    let requested: Vec<String> = if listed {
         query.values("symbols").flat_map(|list| list.split(',')).map(str::trim).filter(|s| !s.is_empty()).map(str::to_string).collect()
     } else {
-        bus.topics().iter().map(|t| t.symbol.to_string()).collect()
+        bus.topics().iter().filter(|t| grant.entitlements.allows(&t.symbol)).map(|t| t.symbol.to_string()).collect()
     };
     if requested.len() > 10_000 {
         return Err(ApiError::new(ApiErrorCode::BadRequest, "query parameter 'symbols': at most 10000 symbols per request"));
     }
     for symbol in requested {
         match bus.find(&symbol) {
+            // As on a session: whether the symbol exists is not told to a token without it.
+            Ok(topic) if !grant.entitlements.allows(&topic.symbol) => not_entitled.push(topic.symbol.to_string()),
+            Err(FindError::Unknown(symbol)) if !grant.entitlements.allows(&symbol) => not_entitled.push(symbol),
             Ok(topic) => {
                 if let Some(q) = topic.latest() {
                     found.push(q);
@@ -269,17 +277,28 @@ async fn quotes(bus: web::Data<Bus>, req: HttpRequest) -> Result<HttpResponse, A
     }
     body.push_str(r#"],"unknown":"#);
     body.push_str(&serde_json::to_string(&unknown).unwrap_or_else(|_| "[]".into()));
+    // Only where it can be non-empty, so that a server without tokens answers as it always did.
+    if listed && !grant.entitlements.allows_all() {
+        body.push_str(r#","not_entitled":"#);
+        body.push_str(&serde_json::to_string(&not_entitled).unwrap_or_else(|_| "[]".into()));
+    }
     body.push('}');
     Ok(HttpResponse::Ok().content_type("application/json").body(body))
 }
 
-/// The topic a path names, or the 404 that says why there is none.
-fn find_topic(bus: &Bus, requested: &str) -> Result<Arc<crate::bus::Topic>, ApiError> {
-    bus.find(requested).map_err(|e| ApiError::new(ApiErrorCode::UnknownSymbol, e.to_string()))
+/// The topic a path names, or the 404 that says why there is none (403 for a symbol the token
+/// does not include, whether it exists or not).
+fn find_topic(bus: &Bus, grant: &Grant, requested: &str) -> Result<Arc<crate::bus::Topic>, ApiError> {
+    let not_entitled = |symbol: &str| ApiError::new(ApiErrorCode::NotEntitled, format!("the token does not include symbol '{symbol}'"));
+    match bus.find(requested) {
+        Ok(topic) if !grant.entitlements.allows(&topic.symbol) => Err(not_entitled(&topic.symbol)),
+        Err(FindError::Unknown(symbol)) if !grant.entitlements.allows(&symbol) => Err(not_entitled(&symbol)),
+        found => found.map_err(|e| ApiError::new(ApiErrorCode::UnknownSymbol, e.to_string())),
+    }
 }
 
-async fn quote(bus: web::Data<Bus>, path: web::Path<String>) -> Result<HttpResponse, ApiError> {
-    let topic = find_topic(&bus, &path)?;
+async fn quote(bus: web::Data<Bus>, grant: Grant, path: web::Path<String>) -> Result<HttpResponse, ApiError> {
+    let topic = find_topic(&bus, &grant, &path)?;
     match topic.latest() {
         Some(q) => Ok(HttpResponse::Ok().content_type("application/json").body(q.json().to_string())),
         None => Err(ApiError::new(ApiErrorCode::NoQuoteYet, format!("symbol '{}' has not been published yet", topic.symbol))),
@@ -287,8 +306,8 @@ async fn quote(bus: web::Data<Bus>, path: web::Path<String>) -> Result<HttpRespo
 }
 
 /// Recent bars of one symbol for chart backfill; each bar carries the seq of its last quote.
-async fn history(bus: web::Data<Bus>, path: web::Path<String>, req: HttpRequest) -> Result<HttpResponse, ApiError> {
-    let topic = find_topic(&bus, &path)?;
+async fn history(bus: web::Data<Bus>, grant: Grant, path: web::Path<String>, req: HttpRequest) -> Result<HttpResponse, ApiError> {
+    let topic = find_topic(&bus, &grant, &path)?;
     let query = QueryParams::parse(req.query_string());
     let bad_request = |message: String| ApiError::new(ApiErrorCode::BadRequest, message);
     let resolution = query.single("resolution").map_err(bad_request)?.unwrap_or("1s");
@@ -299,14 +318,28 @@ async fn history(bus: web::Data<Bus>, path: web::Path<String>, req: HttpRequest)
     Ok(HttpResponse::Ok().json(json!({"symbol": topic.symbol, "resolution": resolution, "seq": seq, "bars": bars})))
 }
 
-async fn feeds(feeds: web::Data<Feeds>) -> HttpResponse {
+/// Feed state: any valid token may read it (it names no symbol).
+async fn feeds(feeds: web::Data<Feeds>, _grant: Grant) -> HttpResponse {
     let statuses: Vec<_> = feeds.iter().map(|f| f.status()).collect();
     HttpResponse::Ok().json(statuses)
 }
 
-/// `POST /api/feeds/{name}/control`: the feed is looked up first (404 names the known feeds),
-/// then the body is read (at most [`MAX_CONTROL_BODY_BYTES`], else 413) and checked.
-async fn control(feeds: web::Data<Feeds>, path: web::Path<String>, body: web::Payload) -> Result<HttpResponse, ApiError> {
+/// `POST /api/feeds/{name}/control`: a page on an origin not allowed is refused (403: no web
+/// page elsewhere can pause the feeds of a server without tokens); a token without `admin` too.
+/// Then the feed is looked up (404 names the known feeds), the body is read (at most
+/// [`MAX_CONTROL_BODY_BYTES`], else 413) and checked.
+async fn control(
+    feeds: web::Data<Feeds>,
+    access: web::Data<Access>,
+    grant: Grant,
+    req: HttpRequest,
+    path: web::Path<String>,
+    body: web::Payload,
+) -> Result<HttpResponse, ApiError> {
+    access.check_origin(&req)?;
+    if !grant.admin {
+        return Err(ApiError::new(ApiErrorCode::Forbidden, "feed control needs a token with the admin claim"));
+    }
     let name = path.into_inner();
     let Some(feed) = feeds.position(&name).and_then(|index| feeds.get(index)) else {
         let known: Vec<&str> = feeds.iter().map(|f| &*f.name).collect();

@@ -10,12 +10,15 @@
 //!   (its address, its parts for inspection, a graceful shutdown), or
 //!   [`server::run_until_signal`].
 //! - [`logging`]: the log subscriber the binary installs.
-//! - [`tickgen`], [`healthcheck`]: the `gen` and `healthcheck` subcommands.
+//! - [`tickgen`], [`healthcheck`]: the `gen` and `healthcheck` subcommands; [`access`]'s
+//!   [`access::sign_with_secret_file`]: the `token` subcommand (the rest of `access` is
+//!   internal).
 //!
 //! Everything else is `pub(crate)`: the compiler, not a convention, keeps it internal.
 
 #![warn(unreachable_pub, missing_docs)]
 
+pub mod access;
 pub mod config;
 pub mod healthcheck;
 pub mod logging;

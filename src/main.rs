@@ -18,6 +18,19 @@ fn main() -> std::process::ExitCode {
                 }
             };
         }
+        Some(Command::Token { secret_file, sub, symbols, ttl, admin }) => {
+            let request = tickerfeed::access::TokenRequest { sub: sub.clone(), symbols: symbols.clone(), ttl_seconds: *ttl, admin: *admin };
+            return match tickerfeed::access::sign_with_secret_file(secret_file, &request) {
+                Ok(token) => {
+                    println!("{token}");
+                    std::process::ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("tickerfeed token: {e}");
+                    std::process::ExitCode::from(2)
+                }
+            };
+        }
         None => {}
     }
     let config = match Config::load(cli) {

@@ -46,16 +46,25 @@ pub(crate) enum DisconnectReason {
     /// Closed or refused for exceeding a limit (message size, connection count).
     Limit,
     Shutdown,
+    /// Refused before the session: an origin not allowed, or no valid token.
+    Refused,
+    /// The session's token expired.
+    TokenExpired,
+    /// Still over the message rate after 10 s of `rate_limited` errors.
+    RateLimitAbuse,
 }
 
 impl DisconnectReason {
-    pub(crate) const ALL: [DisconnectReason; 6] = [
+    pub(crate) const ALL: [DisconnectReason; 9] = [
         DisconnectReason::ClientClose,
         DisconnectReason::SlowConsumer,
         DisconnectReason::IdleTimeout,
         DisconnectReason::ProtocolError,
         DisconnectReason::Limit,
         DisconnectReason::Shutdown,
+        DisconnectReason::Refused,
+        DisconnectReason::TokenExpired,
+        DisconnectReason::RateLimitAbuse,
     ];
 
     pub(crate) fn label(self) -> &'static str {
@@ -66,6 +75,9 @@ impl DisconnectReason {
             DisconnectReason::ProtocolError => "protocol_error",
             DisconnectReason::Limit => "limit",
             DisconnectReason::Shutdown => "shutdown",
+            DisconnectReason::Refused => "refused",
+            DisconnectReason::TokenExpired => "token_expired",
+            DisconnectReason::RateLimitAbuse => "rate_limit_abuse",
         }
     }
 }

@@ -48,6 +48,9 @@ pub enum StartError {
     /// The TLS certificate or key cannot be used: the file is named.
     #[error("TLS: {0}")]
     Tls(#[from] crate::http::listen::TlsError),
+    /// The token key cannot be used: the file is named.
+    #[error(transparent)]
+    Access(#[from] crate::access::KeyError),
     /// Any other I/O error of the listener.
     #[error("{0}")]
     Io(#[from] std::io::Error),
@@ -100,6 +103,7 @@ const TLS_HANDSHAKES_PER_WORKER: usize = 256;
 /// system (`#[actix_web::main]` or `actix_web::rt::System`).
 pub async fn start(config: Config) -> Result<RunningServer, StartError> {
     let config = Arc::new(config);
+    let access = Arc::new(crate::access::Access::new(&config.access)?);
     let error_codes: Vec<&'static str> = protocol::ErrorCode::ALL.iter().map(|c| c.as_str()).collect();
     let ops: Vec<&'static str> = protocol::OPS.iter().map(|(name, _)| *name).collect();
     let feed_labels: Vec<_> = config.feeds.iter().map(|f| (f.name.clone(), f.kind)).collect();
@@ -110,7 +114,7 @@ pub async fn start(config: Config) -> Result<RunningServer, StartError> {
 
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
     let instance = instance_id();
-    let connections = Arc::new(Connections::new(config.limits.max_connections));
+    let connections = Arc::new(Connections::new(config.limits.max_connections, config.limits.max_connections_per_ip));
     let readiness = Arc::new(Readiness::new(shutdown_rx.clone()));
     let ws = web::Data::new(crate::session::SessionContext {
         limits: Arc::new(config.limits.clone()),
@@ -118,6 +122,7 @@ pub async fn start(config: Config) -> Result<RunningServer, StartError> {
         feeds: feeds.clone(),
         metrics: metrics.clone(),
         connections: connections.clone(),
+        access: access.clone(),
         instance: instance.clone(),
         shutdown: shutdown_rx,
     });
@@ -125,6 +130,10 @@ pub async fn start(config: Config) -> Result<RunningServer, StartError> {
     // Each part is app data of its own: a handler's signature says which it reads.
     let (bus_data, feeds_data, metrics_data) = (web::Data::from(bus.clone()), web::Data::from(feeds.clone()), web::Data::from(metrics.clone()));
     let (connections_data, readiness_data) = (web::Data::from(connections.clone()), web::Data::from(readiness.clone()));
+    if let Some(algorithm) = access.required() {
+        tracing::info!(algorithm, "authentication on: /ws, /sse, /socket.io/ and /api need a token");
+    }
+    let access_data = web::Data::from(access);
 
     // The certificate and key are read before the port is bound: a bad file fails the start.
     let tls = config.listen.tls_config()?;
@@ -141,6 +150,7 @@ pub async fn start(config: Config) -> Result<RunningServer, StartError> {
             .app_data(metrics_data.clone())
             .app_data(connections_data.clone())
             .app_data(readiness_data.clone())
+            .app_data(access_data.clone())
             .app_data(ws.clone())
             .app_data(socketio.clone())
             .wrap(crate::http::json_errors())

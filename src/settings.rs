@@ -114,6 +114,8 @@ macro_rules! settings {
 
             /// Each setting's key and its default as `--help` and the README state it.
             pub fn shown_defaults() -> Vec<(&'static str, String)> {
+                // Unused when every default is `shown`.
+                #[allow(unused_variables)]
                 let defaults = $Settings::default();
                 vec![$( (stringify!($name), $crate::settings::settings!(@shown defaults.$name $(, $shown)?)) ),*]
             }

@@ -25,11 +25,11 @@ use actix_web::{HttpRequest, HttpResponse, web};
 use crate::api_error::ApiError;
 use crate::bus::SessionSignal;
 use crate::metrics::TransportKind;
-use crate::session::SessionContext;
 use crate::session::output::{Encoder, OutboundBody, Output, QuotesMark, SharedOutput};
 use crate::session::protocol::{QUOTES_JSON_PREFIX, QUOTES_JSON_SUFFIX, SNAPSHOT_JSON_PREFIX, ServerMessage};
 use crate::session::socket::SocketProbe;
 use crate::session::task::{End, InitialSubscription, Input, InputError, Session, Transport};
+use crate::session::{SessionContext, TokenAt};
 
 /// Milliseconds an `EventSource` waits before reconnecting (its `retry:` field).
 const RETRY_MS: u32 = 1000;
@@ -110,7 +110,7 @@ impl Transport for SseTransport {
 /// `GET /sse`: starts the session and answers with its event stream.
 pub(crate) async fn stream(req: HttpRequest, context: web::Data<SessionContext>) -> Result<HttpResponse, ApiError> {
     let context = context.into_inner();
-    let slot = context.admit()?;
+    let admission = context.admit(&req, TokenAt::Handshake)?;
     let mut initial = InitialSubscription::from_query(req.query_string(), "/sse");
     // A stream cannot subscribe later: it is always answered with `subscribed`, and told when
     // it asked for nothing.
@@ -124,15 +124,18 @@ pub(crate) async fn stream(req: HttpRequest, context: web::Data<SessionContext>)
     output.with(|o| o.queue(Bytes::from(format!("retry: {RETRY_MS}\n\n"))));
     let body = OutboundBody::new(output.clone(), signal);
     context.metrics.connection_opened(TransportKind::Sse);
-    let session = Session::new(context, slot, output.clone());
+    let session = Session::new(context, admission, output.clone());
     actix_web::rt::spawn(session.run(SseTransport { output, probe }, initial));
-    Ok(HttpResponse::Ok()
+    let mut response = HttpResponse::Ok();
+    response
         .insert_header((header::CONTENT_TYPE, HeaderValue::from_static("text/event-stream")))
         .insert_header((header::CACHE_CONTROL, HeaderValue::from_static("no-cache")))
         // Proxies that buffer responses (nginx) would hold events back.
-        .insert_header(("X-Accel-Buffering", HeaderValue::from_static("no")))
-        // A page on any origin may subscribe, as it may open /ws (browsers do not apply CORS to
-        // WebSocket upgrades); an origin allow-list will apply to both.
-        .insert_header((header::ACCESS_CONTROL_ALLOW_ORIGIN, HeaderValue::from_static("*")))
-        .body(body))
+        .insert_header(("X-Accel-Buffering", HeaderValue::from_static("no")));
+    // An `EventSource` is subject to CORS: a page whose origin was admitted (the allow-list
+    // applies to every transport alike) may read the stream.
+    if let Some(origin) = req.headers().get(header::ORIGIN) {
+        response.insert_header((header::ACCESS_CONTROL_ALLOW_ORIGIN, origin.clone())).insert_header((header::VARY, HeaderValue::from_static("Origin")));
+    }
+    Ok(response.body(body))
 }

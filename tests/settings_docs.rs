@@ -24,6 +24,7 @@ fn code_defaults() -> Vec<(&'static str, String)> {
         ("--min-throttle-ms", config.limits.min_throttle_ms.to_string()),
         ("--max-symbols", config.limits.max_symbols.to_string()),
         ("--max-connections", config.limits.max_connections.to_string()),
+        ("--max-connections-per-ip", config.limits.max_connections_per_ip.to_string()),
         ("--max-frame-bytes", config.limits.max_frame_bytes.to_string()),
         ("--max-message-bytes", config.limits.max_message_bytes.to_string()),
         ("--rate-limit", config.limits.rate_limit.to_string()),

@@ -23,7 +23,7 @@ async fn streams_welcome_subscribed_then_throttled_quotes_snapshot_first() {
     assert_eq!(sse.status, 200);
     assert_eq!(sse.header("content-type"), Some("text/event-stream"));
     assert_eq!(sse.header("cache-control"), Some("no-cache"));
-    assert_eq!(sse.header("access-control-allow-origin"), Some("*"), "an EventSource on another origin may read it, as it may open /ws");
+    assert_eq!(sse.header("access-control-allow-origin"), None, "no Origin, no CORS (tests/access.rs: an allowed page's origin is named)");
     assert_eq!(sse.next().await, Some(Block::Retry(1000)), "retry: comes first, so a reconnect is paced from the start");
     let welcome = match sse.next().await {
         Some(Block::Event { name, data }) if name == "welcome" => data,

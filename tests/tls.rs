@@ -209,6 +209,28 @@ async fn a_stalled_tls_reader_is_closed_as_a_slow_consumer_with_bounded_buffers(
     server.shutdown().await;
 }
 
+/// The status of a wss upgrade to `Host: feed.test` from a page of `origin`.
+async fn upgrade_from(pki: &TestPki, server: &RunningServer, origin: &str) -> u16 {
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+    let mut request = "wss://feed.test/ws".into_client_request().unwrap();
+    request.headers_mut().insert("Origin", origin.parse().unwrap());
+    match tokio_tungstenite::client_async(request, pki.connect(server).await).await {
+        Ok((_, response)) => response.status().as_u16(),
+        Err(tokio_tungstenite::tungstenite::Error::Http(response)) => response.status().as_u16(),
+        Err(e) => panic!("{origin}: {e}"),
+    }
+}
+
+#[actix_web::test]
+async fn the_own_origin_over_tls_is_https() {
+    // `--allowed-origins self`: the page the server itself serves, which over TLS is https.
+    let pki = TestPki::new();
+    let server = pki.start(&["--allowed-origins", "self"]).await;
+    assert_eq!(upgrade_from(&pki, &server, "https://feed.test").await, 101);
+    assert_eq!(upgrade_from(&pki, &server, "http://feed.test").await, 403, "the same host over http is another origin");
+    server.shutdown().await;
+}
+
 #[actix_web::test]
 async fn sse_and_socketio_work_over_tls() {
     let pki = TestPki::new();

@@ -10,6 +10,7 @@ import { Watchlist } from '/web/js/watchlist.js';
 import { Chart } from '/web/js/chart.js';
 import { ReplayPanel } from '/web/js/replay.js';
 import * as fmt from '/web/js/format.js';
+import { askForToken, authFetch, withToken } from '/web/js/auth.js';
 
 const DEFAULT_SYMBOLS = ['AAPL', 'MSFT', 'NVDA', 'AMZN', 'GOOGL', 'META', 'TSLA', 'JPM', 'SPX.H'];
 const THROTTLES = [100, 250, 1000, 5000];
@@ -34,7 +35,8 @@ const throttleMs = THROTTLES.includes(storedThrottle) ? storedThrottle : 250;
 
 // --- components --------------------------------------------------------------------------------
 
-const conn = new Connection({ throttleMs });
+const wsUrl = withToken(`${location.protocol === 'https:' ? 'wss' : 'ws'}://${location.host}/ws`);
+const conn = new Connection({ throttleMs, url: wsUrl });
 const watchlist = new Watchlist(document.querySelector('#watchlist tbody'), {
   onSelect: (symbol) => select(symbol),
   onRemove: (symbol) => removeSymbol(symbol),
@@ -55,8 +57,11 @@ const feeds = new Map();               // feed name -> last status
 // --- helpers -----------------------------------------------------------------------------------
 
 async function getJSON(path) {
-  const res = await fetch(path);
-  if (!res.ok) throw new Error(`${path}: ${res.status}`);
+  const res = await authFetch(path);
+  if (!res.ok) {
+    const answer = await res.json().catch(() => ({}));
+    throw Object.assign(new Error(`${path}: ${res.status}`), { status: res.status, answer });
+  }
   return res.json();
 }
 
@@ -216,7 +221,10 @@ conn.addEventListener('subscribed', (e) => {
 
 conn.addEventListener('feed', (e) => setFeed(e.detail));
 
-conn.addEventListener('error', (e) => say(`Server: ${e.detail.message}`));
+conn.addEventListener('error', (e) => {
+  if (e.detail.code === 'token_expired') askForToken('Your token expired: paste a new one.');
+  say(`Server: ${e.detail.message}`);
+});
 
 conn.addEventListener('state', () => renderStatus());
 
@@ -323,7 +331,16 @@ $('theme-toggle').setAttribute('aria-pressed', String(document.documentElement.d
 async function start() {
   const saved = store.get('watchlist', null);
   let list = null;
-  try { list = await loadSymbols(); } catch { /* server down: the connection retries */ }
+  try {
+    list = await loadSymbols();
+  } catch (e) {
+    // A server that requires a token: nothing can be read without one.
+    if (e.status === 401) {
+      askForToken(e.answer?.message ?? 'Sign in with a token.');
+      return;
+    }
+    /* server down: the connection retries */
+  }
   let initial;
   if (Array.isArray(saved)) {
     initial = saved.filter((s) => typeof s === 'string');

@@ -20,6 +20,9 @@ settings! {
         max_symbols: usize = 1000, env "TICKERFEED_MAX_SYMBOLS", range(1, 1_000_000);
         /// Concurrent connections, /ws, /sse and /socket.io/ together; more get 503.
         max_connections: usize = 16_000, env "TICKERFEED_MAX_CONNECTIONS", range(1, 10_000_000);
+        /// Concurrent connections from one IP address (all transports); more get 429. Behind a
+        /// reverse proxy every client shares the proxy's address: raise it there.
+        max_connections_per_ip: usize = 100, env "TICKERFEED_MAX_CONNECTIONS_PER_IP", range(1, 10_000_000);
         /// Largest quote frame sent, in bytes; quote batches are split to stay under it.
         max_frame_bytes: usize = 16 * 1024, env "TICKERFEED_MAX_FRAME_BYTES", range(1024, 16 * 1024 * 1024);
         /// Largest client message accepted, in bytes; a bigger one closes the connection with 1009.

@@ -11,9 +11,11 @@
 //!   [`task::Transport`] a wire protocol implements.
 //!
 //! Owned here: [`SessionContext`], what every session shares (bus, feeds, metrics, limits,
-//! connection count, shutdown), and [`Connections`], the one connection limit all transports
-//! count against. Invariant: a connection's place in the limit is released however its
-//! session ends (the [`ConnectionSlot`] is dropped with the session).
+//! access, connection count, shutdown), its one admission rule for every transport, and
+//! [`Connections`], the connection limits (total and per client address) all transports count
+//! against. Invariant: a connection's places in the limits are released however its session
+//! ends (the [`ConnectionSlot`] is dropped with the session), and an address is in the
+//! per-address map only while it has a connection open.
 
 pub(crate) mod limits;
 pub(crate) mod output;
@@ -22,16 +24,20 @@ pub(crate) mod socket;
 pub(crate) mod task;
 pub(crate) mod throttle;
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::net::IpAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 
+use actix_web::HttpRequest;
 use actix_web::http::header;
 
 use self::limits::Limits;
+use crate::access::{Access, Grant};
 use crate::api_error::{ApiError, ApiErrorCode};
 use crate::bus::Bus;
 use crate::feed::Feeds;
-use crate::metrics::Metrics;
+use crate::metrics::{DisconnectReason, Metrics};
 
 /// What every session shares, whatever its transport.
 pub(crate) struct SessionContext {
@@ -40,40 +46,89 @@ pub(crate) struct SessionContext {
     pub feeds: Arc<Feeds>,
     pub metrics: Arc<Metrics>,
     pub connections: Arc<Connections>,
+    /// Tokens and origins: checked before a session starts.
+    pub access: Arc<Access>,
     /// Changes on every start, so clients can tell a restart (seq back to 1) from a gap.
     pub instance: String,
     /// Turns true when the server shuts down: every session closes with 1001.
     pub shutdown: tokio::sync::watch::Receiver<bool>,
 }
 
+/// When a transport's client shows its token.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum TokenAt {
+    /// With the request that opens the session (`/ws`, `/sse`): checked by [`SessionContext::admit`].
+    Handshake,
+    /// Later, in the protocol (Socket.IO's CONNECT): the transport checks it.
+    Connect,
+}
+
+/// A new connection let in: its place in the limits, and what its client may read.
+pub(crate) struct Admission {
+    pub slot: ConnectionSlot,
+    /// Unrestricted when no token is required; for [`TokenAt::Connect`] with tokens required,
+    /// nothing until the transport checks the token.
+    pub grant: Grant,
+}
+
 impl SessionContext {
-    /// A place for a new connection of any transport: refused (503) at the connection limit,
-    /// with `Retry-After`, and while the server shuts down.
-    pub(crate) fn admit(&self) -> Result<ConnectionSlot, ApiError> {
-        let Some(slot) = self.connections.open() else {
-            let max = self.connections.max;
-            self.metrics.disconnected(crate::metrics::DisconnectReason::Limit);
-            return Err(ApiError::new(ApiErrorCode::TooManyConnections, format!("the server is at its limit of {max} connections (/ws, /sse and /socket.io/ together)"))
-                .with_header(header::RETRY_AFTER, header::HeaderValue::from_static("5")));
+    /// Lets a new connection of any transport in, or refuses it, in this order: a page whose
+    /// `Origin` is not allowed (403), a missing or invalid token (401, unless the transport
+    /// checks it later), an address at its connection limit (429), the server at its limit
+    /// (503, with `Retry-After`) or shutting down (503).
+    pub(crate) fn admit(&self, req: &HttpRequest, token_at: TokenAt) -> Result<Admission, ApiError> {
+        self.access.check_origin(req).inspect_err(|_| self.metrics.disconnected(DisconnectReason::Refused))?;
+        let grant = match (token_at, self.access.required()) {
+            (_, None) => Grant::unrestricted(),
+            (TokenAt::Handshake, Some(_)) => self.access.authenticate(req).inspect_err(|_| self.metrics.disconnected(DisconnectReason::Refused))?,
+            (TokenAt::Connect, Some(_)) => Grant::nothing(),
         };
+        let ip = req.peer_addr().map(|a| a.ip().to_canonical());
+        let slot = self.connections.open(ip).map_err(|refusal| {
+            self.metrics.disconnected(DisconnectReason::Limit);
+            match refusal {
+                Refusal::PerIp { max, ip } => {
+                    ApiError::new(ApiErrorCode::TooManyConnectionsPerIp, format!("{ip} has {max} connections open, the limit per address (--max-connections-per-ip)"))
+                        .with_header(header::RETRY_AFTER, header::HeaderValue::from_static("5"))
+                }
+                Refusal::Total { max } => {
+                    ApiError::new(ApiErrorCode::TooManyConnections, format!("the server is at its limit of {max} connections (/ws, /sse and /socket.io/ together)"))
+                        .with_header(header::RETRY_AFTER, header::HeaderValue::from_static("5"))
+                }
+            }
+        })?;
         if *self.shutdown.borrow() {
             return Err(ApiError::new(ApiErrorCode::ShuttingDown, "the server is shutting down"));
         }
-        Ok(slot)
+        Ok(Admission { slot, grant })
     }
 }
 
-/// Open sessions of every transport, against the limit; shutdown waits for them to end.
+/// Why [`Connections::open`] refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Refusal {
+    /// The address has `max` open.
+    PerIp { max: usize, ip: IpAddr },
+    /// The server has `max` open.
+    Total { max: usize },
+}
+
+/// Open sessions of every transport, against the limits (in total and per client address);
+/// shutdown waits for them to end.
 pub struct Connections {
     open: AtomicUsize,
     pub(crate) max: usize,
+    max_per_ip: usize,
+    /// Open connections per client address: an entry exists only while its address has one
+    /// open, so the map holds at most `max` entries.
+    per_ip: Mutex<HashMap<IpAddr, usize>>,
     /// Told when the last connection ends.
     drained: tokio::sync::Notify,
 }
 
 impl Connections {
-    pub(crate) fn new(max: usize) -> Connections {
-        Connections { open: AtomicUsize::new(0), max, drained: tokio::sync::Notify::new() }
+    pub(crate) fn new(max: usize, max_per_ip: usize) -> Connections {
+        Connections { open: AtomicUsize::new(0), max, max_per_ip, per_ip: Mutex::new(HashMap::new()), drained: tokio::sync::Notify::new() }
     }
 
     /// Connections open now.
@@ -81,11 +136,25 @@ impl Connections {
         self.open.load(Ordering::Acquire)
     }
 
-    /// A place within the limit, held for the connection's life; `None` at the limit.
-    pub(crate) fn open(self: &Arc<Connections>) -> Option<ConnectionSlot> {
+    /// Client addresses with a connection open now (the per-address map's size).
+    pub fn addresses(&self) -> usize {
+        self.per_ip.lock().expect("per-ip lock").len()
+    }
+
+    /// A place within the limits, held for the connection's life.
+    pub(crate) fn open(self: &Arc<Connections>, ip: Option<IpAddr>) -> Result<ConnectionSlot, Refusal> {
+        if let Some(ip) = ip {
+            let mut per_ip = self.per_ip.lock().expect("per-ip lock");
+            let open = per_ip.entry(ip).or_insert(0);
+            if *open >= self.max_per_ip {
+                return Err(Refusal::PerIp { max: self.max_per_ip, ip });
+            }
+            *open += 1;
+        }
         let previous = self.open.fetch_add(1, Ordering::AcqRel);
-        let slot = ConnectionSlot(self.clone());
-        (previous < self.max).then_some(slot)
+        // Built before the check, so that a refusal gives both places back through its drop.
+        let slot = ConnectionSlot { connections: self.clone(), ip };
+        if previous < self.max { Ok(slot) } else { Err(Refusal::Total { max: self.max }) }
     }
 
     /// Returns once no connection is open.
@@ -102,13 +171,47 @@ impl Connections {
     }
 }
 
-/// Decrements the connection count when the session ends, however it ends.
-pub(crate) struct ConnectionSlot(Arc<Connections>);
+/// Gives the connection's places back when the session ends, however it ends.
+pub(crate) struct ConnectionSlot {
+    connections: Arc<Connections>,
+    ip: Option<IpAddr>,
+}
 
 impl Drop for ConnectionSlot {
     fn drop(&mut self) {
-        if self.0.open.fetch_sub(1, Ordering::AcqRel) == 1 {
-            self.0.drained.notify_waiters();
+        if let Some(ip) = self.ip {
+            let mut per_ip = self.connections.per_ip.lock().expect("per-ip lock");
+            if let Some(open) = per_ip.get_mut(&ip) {
+                *open -= 1;
+                if *open == 0 {
+                    per_ip.remove(&ip);
+                }
+            }
         }
+        if self.connections.open.fetch_sub(1, Ordering::AcqRel) == 1 {
+            self.connections.drained.notify_waiters();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn per_address_and_total_limits_release_their_places() {
+        let connections = Arc::new(Connections::new(3, 2));
+        let (a, b): (IpAddr, IpAddr) = ("192.0.2.1".parse().unwrap(), "192.0.2.2".parse().unwrap());
+        let first = connections.open(Some(a)).unwrap();
+        let _second = connections.open(Some(a)).unwrap();
+        assert_eq!(connections.open(Some(a)).err(), Some(Refusal::PerIp { max: 2, ip: a }));
+        let third = connections.open(Some(b)).unwrap();
+        assert_eq!(connections.open(Some(b)).err(), Some(Refusal::Total { max: 3 }), "the total is reached first");
+        assert_eq!((connections.count(), connections.addresses()), (3, 2), "refusals hold nothing");
+        drop(first);
+        assert!(connections.open(Some(a)).is_ok(), "a closed connection gives its address's place back");
+        drop(third);
+        assert_eq!(connections.addresses(), 1, "an address with nothing open leaves the map");
+        assert!(connections.open(None).is_ok(), "no address: only the total applies");
     }
 }

@@ -123,6 +123,9 @@ pub(crate) struct Output<E: Encoder> {
     /// Set when the session closes: the body then sends only the close frame, and ends.
     closing: bool,
     close_frame: Option<Bytes>,
+    /// A message that goes out just before the close frame, even though the close drops what
+    /// else was waiting (why the server closes, where the close itself cannot say it).
+    last_words: Option<Bytes>,
     /// When actix-http last asked the body for data.
     last_poll: Instant,
     max_frame_bytes: usize,
@@ -147,6 +150,7 @@ impl<E: Encoder> Output<E> {
             gone_waker: None,
             closing: false,
             close_frame: None,
+            last_words: None,
             last_poll: now,
             max_frame_bytes: context.limits.max_frame_bytes,
             context,
@@ -160,6 +164,13 @@ impl<E: Encoder> Output<E> {
         let mut buf = BytesMut::new();
         self.encoder.reply(&mut buf, message);
         self.queue(buf.freeze());
+    }
+
+    /// `message` goes out just before the close, whatever else is dropped then.
+    pub(crate) fn say_last(&mut self, message: &ServerMessage<'_>) {
+        let mut buf = BytesMut::new();
+        self.encoder.reply(&mut buf, message);
+        self.last_words = Some(buf.freeze());
     }
 
     /// Queues a message the transport has written itself (e.g. a WebSocket pong).
@@ -217,8 +228,9 @@ impl<E: Encoder> Output<E> {
         self.last_poll
     }
 
-    /// Stops producing frames: from now on the body carries only `close` (the transport's
-    /// close frame; none when the client is already gone or the transport has none), then ends.
+    /// Stops producing frames: from now on the body carries only the last words, if any, and
+    /// `close` (the transport's close frame; none when the client is already gone or the
+    /// transport has none), then ends.
     pub(crate) fn begin_close(&mut self, close: Option<Bytes>) {
         self.closing = true;
         if let Some(frame) = &close {
@@ -227,6 +239,9 @@ impl<E: Encoder> Output<E> {
         self.close_frame = close;
         self.outbox.clear();
         self.outbox_bytes = 0;
+        if let Some(words) = self.last_words.take() {
+            self.queue(words);
+        }
         self.feeds_changed = Vec::new();
         self.ping_due = false;
         self.subs.clear();
@@ -240,7 +255,7 @@ impl<E: Encoder> Output<E> {
     /// Ready once the body has handed the close frame to actix-http (which writes it before
     /// anything else happens on the connection).
     pub(crate) fn poll_close_sent(&mut self, cx: &mut Context<'_>) -> Poll<()> {
-        if self.closing && self.close_frame.is_none() {
+        if self.closing && self.close_frame.is_none() && self.outbox.is_empty() {
             return Poll::Ready(());
         }
         self.input_waker = Some(cx.waker().clone());
@@ -420,6 +435,10 @@ impl<E: Encoder> MessageBody for OutboundBody<E> {
         let OutboundBody { output, signal, timer, timer_at } = self.get_mut();
         output.with(|output| {
             if output.closing {
+                if let Some(words) = output.outbox.pop_front() {
+                    output.outbox_bytes -= words.len();
+                    return Poll::Ready(Some(Ok(words)));
+                }
                 let frame = output.close_frame.take();
                 if let Some(waker) = output.input_waker.take() {
                     // The session may be waiting to drop a failed connection once this is written.

@@ -70,11 +70,23 @@ pub(crate) enum ErrorCode {
     RateLimited,
     UnknownSymbol,
     InvalidSymbol,
+    /// The session's token does not include the symbol.
+    NotEntitled,
+    /// The session's token expired: sent just before the connection closes.
+    TokenExpired,
 }
 
 impl ErrorCode {
-    pub(crate) const ALL: &[ErrorCode] =
-        &[ErrorCode::BadRequest, ErrorCode::UnknownOp, ErrorCode::TooManySymbols, ErrorCode::RateLimited, ErrorCode::UnknownSymbol, ErrorCode::InvalidSymbol];
+    pub(crate) const ALL: &[ErrorCode] = &[
+        ErrorCode::BadRequest,
+        ErrorCode::UnknownOp,
+        ErrorCode::TooManySymbols,
+        ErrorCode::RateLimited,
+        ErrorCode::UnknownSymbol,
+        ErrorCode::InvalidSymbol,
+        ErrorCode::NotEntitled,
+        ErrorCode::TokenExpired,
+    ];
 
     pub(crate) fn as_str(self) -> &'static str {
         match self {
@@ -84,6 +96,8 @@ impl ErrorCode {
             ErrorCode::RateLimited => "rate_limited",
             ErrorCode::UnknownSymbol => "unknown_symbol",
             ErrorCode::InvalidSymbol => "invalid_symbol",
+            ErrorCode::NotEntitled => "not_entitled",
+            ErrorCode::TokenExpired => "token_expired",
         }
     }
 }

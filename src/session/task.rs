@@ -36,7 +36,9 @@ use tokio::time::{Instant, sleep_until};
 use super::limits::{Limits, MAX_THROTTLE_MS};
 use super::output::{Encoder, INPUT_PAUSE_BYTES, Output, SharedOutput};
 use super::protocol::{ClientOp, ErrorCode, PROTOCOL_VERSION, ParseFailure, Rejected, RequestId, ServerMessage};
-use super::{ConnectionSlot, SessionContext};
+use super::{Admission, ConnectionSlot, SessionContext};
+use crate::access::Grant;
+use crate::access::entitlements::Entitlements;
 use crate::api_error::excerpt;
 use crate::bus::{FindError, SessionSignal, Topic};
 use crate::feed::FeedEvent;
@@ -55,6 +57,9 @@ pub(crate) const CLOSE_FLUSH_TIMEOUT: Duration = Duration::from_secs(1);
 const STALL_CHECKS_PER_TIMEOUT: u32 = 8;
 /// A client over the message rate hears of the messages dropped since at most this often.
 pub(crate) const RATE_LIMIT_REPORT_INTERVAL: Duration = Duration::from_secs(1);
+/// A client still over the message rate this long after its first `rate_limited` error is not
+/// a burst but abuse: it is closed (WebSocket 1008).
+pub(crate) const RATE_LIMIT_ABUSE_AFTER: Duration = Duration::from_secs(10);
 
 /// A subscription requested with the connection (`/ws?symbols=A,B&throttle_ms=500`).
 #[derive(Debug, Clone, Default)]
@@ -68,7 +73,7 @@ pub(crate) struct InitialSubscription {
 }
 
 /// The query parameters a connection's URL takes (`/ws`, `/sse`).
-const QUERY_PARAMETERS: &[&str] = &["symbols", "throttle_ms"];
+const QUERY_PARAMETERS: &[&str] = &["symbols", "throttle_ms", crate::access::TOKEN_PARAMETER];
 
 impl InitialSubscription {
     /// Reads a connection request's query string (`?symbols=AAPL,MSFT&throttle_ms=500`) for
@@ -88,6 +93,8 @@ impl InitialSubscription {
         let mut initial = InitialSubscription::default();
         for (name, value) in pairs {
             match name.as_str() {
+                // Read by access control before the session starts.
+                crate::access::TOKEN_PARAMETER => {}
                 "symbols" => {
                     initial.requested = true;
                     initial.symbols.extend(value.split(',').map(str::trim).filter(|s| !s.is_empty()).map(str::to_string));
@@ -120,6 +127,10 @@ pub(crate) enum End {
     /// The client's input could not be read on.
     BadInput(InputError),
     Shutdown,
+    /// The session's token reached its `exp`.
+    TokenExpired,
+    /// Still over the message rate after [`RATE_LIMIT_ABUSE_AFTER`] of `rate_limited` errors.
+    RateLimitAbuse,
 }
 
 impl End {
@@ -132,6 +143,8 @@ impl End {
             End::BadInput(InputError::TooBig { .. }) => DisconnectReason::Limit,
             End::BadInput(_) => DisconnectReason::ProtocolError,
             End::Shutdown => DisconnectReason::Shutdown,
+            End::TokenExpired => DisconnectReason::TokenExpired,
+            End::RateLimitAbuse => DisconnectReason::RateLimitAbuse,
         }
     }
 }
@@ -191,10 +204,11 @@ pub(crate) trait Transport {
     }
 
     /// Waits until the client may be greeted, answering what it sends meanwhile itself
-    /// (Socket.IO: until its CONNECT). An `Err` ends the connection before the session starts.
-    /// Must watch its own deadline; shutdown is watched by the caller.
-    async fn accept(&mut self, _output: &SharedOutput<Self::Encoder>, _signal: &SessionSignal) -> Result<(), End> {
-        Ok(())
+    /// (Socket.IO: until its CONNECT, whose token it checks: `Some` is the grant that token
+    /// gives, replacing the handshake's). An `Err` ends the connection before the session
+    /// starts. Must watch its own deadline; shutdown is watched by the caller.
+    async fn accept(&mut self, _output: &SharedOutput<Self::Encoder>, _signal: &SessionSignal) -> Result<Option<Grant>, End> {
+        Ok(None)
     }
 
     /// Whether a request that carries an id is always answered, even when the rate limit drops
@@ -222,6 +236,12 @@ pub(crate) trait Transport {
 /// Messages dropped by the rate limit since the last `rate_limited` error.
 #[derive(Debug)]
 struct RateLimitedRun {
+    /// When the first message of the run was dropped.
+    since: Instant,
+    /// Whether a message was dropped since the last report (a run with none ends).
+    dropped_since_report: bool,
+    /// Whether the run's first dropped message without its own answer was reported at once.
+    told: bool,
     /// When the next report is due.
     report_at: Instant,
     dropped: u64,
@@ -274,10 +294,15 @@ pub(crate) struct Session<E: Encoder> {
     /// Open while the client is over the message rate (boxed: rare, and every idle session
     /// would carry its size).
     rate_limited: Option<Box<RateLimitedRun>>,
+    /// The symbols the client's token lets it read.
+    entitlements: Entitlements,
+    /// When the client's token expires: the session ends then.
+    token_expires: Option<Instant>,
 }
 
 impl<E: Encoder> Session<E> {
-    pub(crate) fn new(context: Arc<SessionContext>, slot: ConnectionSlot, output: SharedOutput<E>) -> Session<E> {
+    pub(crate) fn new(context: Arc<SessionContext>, admission: Admission, output: SharedOutput<E>) -> Session<E> {
+        let Admission { slot, grant } = admission;
         let now = Instant::now();
         let limits = context.limits.clone();
         let signal = output.with(|o| o.subs.signal().clone());
@@ -293,8 +318,21 @@ impl<E: Encoder> Session<E> {
             last_heard: now,
             known_topics: 0,
             rate_limited: None,
+            entitlements: Entitlements::unrestricted(),
+            token_expires: None,
             context,
         }
+        .with_grant(grant)
+    }
+
+    /// Takes what the client's token allows: its symbols, and its expiry as a deadline.
+    fn with_grant(mut self, grant: Grant) -> Session<E> {
+        self.entitlements = grant.entitlements;
+        self.token_expires = grant.expires_at.map(|at| {
+            let left = at.duration_since(std::time::SystemTime::now()).unwrap_or_default();
+            Instant::now() + left
+        });
+        self
     }
 
     /// Runs the session to its end, closes the connection and records why it ended: once the
@@ -318,7 +356,10 @@ impl<E: Encoder> Session<E> {
                 accepted = Box::pin(transport.accept(&self.output, &self.signal)) => accepted,
             };
             match accepted {
-                Ok(()) => {
+                Ok(grant) => {
+                    if let Some(grant) = grant {
+                        self = self.with_grant(grant);
+                    }
                     self.welcome(initial);
                     self.event_loop(&mut transport, &mut shutdown, &mut feed_events, &mut topics).await
                 }
@@ -346,6 +387,9 @@ impl<E: Encoder> Session<E> {
             }
             if let Some(run) = &self.rate_limited {
                 wake_at = wake_at.min(run.report_at);
+            }
+            if let Some(expires) = self.token_expires {
+                wake_at = wake_at.min(expires);
             }
             let wildcard = self.output.with(|o| o.subs.has_wildcard());
             // Backpressure on input: no client message is read while its answers pile up.
@@ -391,8 +435,18 @@ impl<E: Encoder> Session<E> {
     }
 
     fn on_timer(&mut self, now: Instant) -> Option<End> {
+        if self.token_expires.is_some_and(|expires| now >= expires) {
+            // Told in the protocol too: a Socket.IO polling close and an event stream's end
+            // carry no reason of their own.
+            self.context.metrics.client_error(ErrorCode::TokenExpired.as_str());
+            let message = "the token expired: reconnect with a new one".to_string();
+            self.output.with(|o| o.say_last(&ServerMessage::Error { id: None, code: ErrorCode::TokenExpired, message, count: None }));
+            return Some(End::TokenExpired);
+        }
         if self.rate_limited.as_ref().is_some_and(|run| now >= run.report_at) {
-            self.report_rate_limited(now);
+            if let Some(end) = self.report_rate_limited(now) {
+                return Some(end);
+            }
         }
         if now >= self.next_ping {
             self.output.with(Output::<E>::queue_ping);
@@ -446,36 +500,46 @@ impl<E: Encoder> Session<E> {
     /// A message over the rate is dropped: the first of a run is answered at once, the rest
     /// are counted into one error per [`RATE_LIMIT_REPORT_INTERVAL`].
     fn rate_limited(&mut self, id: Option<RequestId>, now: Instant, answer_each: bool) {
+        let opened = self.rate_limited.is_none();
+        let run = self.rate_limited.get_or_insert_with(|| {
+            Box::new(RateLimitedRun { since: now, dropped_since_report: false, told: false, report_at: now + RATE_LIMIT_REPORT_INTERVAL, dropped: 0, first_id: None })
+        });
+        // The message that opens a run is reported at once; the run goes on while more follow.
+        run.dropped_since_report |= !opened;
         if answer_each && id.is_some() {
             self.context.metrics.client_errors(ErrorCode::RateLimited.as_str(), 1);
             let (rate, burst) = (self.limits.rate_limit, self.limits.rate_burst);
             let message = format!("message not processed: more than {rate} messages per second (bursts of {burst})");
             return self.reply(&ServerMessage::Error { id, code: ErrorCode::RateLimited, message, count: Some(1) });
         }
-        match &mut self.rate_limited {
-            Some(run) => {
-                if run.dropped == 0 {
-                    run.first_id = id;
-                }
-                run.dropped += 1;
+        if !run.told {
+            run.told = true;
+            self.send_rate_limited(id, 1);
+        } else {
+            if run.dropped == 0 {
+                run.first_id = id;
             }
-            None => {
-                self.rate_limited = Some(Box::new(RateLimitedRun { report_at: now + RATE_LIMIT_REPORT_INTERVAL, dropped: 0, first_id: None }));
-                self.send_rate_limited(id, 1);
-            }
+            run.dropped += 1;
         }
     }
 
-    /// Reports the messages dropped since the last report; closes the run if there were none.
-    fn report_rate_limited(&mut self, now: Instant) {
-        let Some(run) = self.rate_limited.as_mut() else { return };
-        if run.dropped == 0 {
+    /// Reports the messages dropped since the last report; closes the run if there were none,
+    /// and the session if the run has lasted [`RATE_LIMIT_ABUSE_AFTER`].
+    fn report_rate_limited(&mut self, now: Instant) -> Option<End> {
+        let run = self.rate_limited.as_mut()?;
+        if !std::mem::take(&mut run.dropped_since_report) {
             self.rate_limited = None;
-            return;
+            return None;
         }
-        let (id, dropped) = (run.first_id.take(), std::mem::take(&mut run.dropped));
+        if now.saturating_duration_since(run.since) >= RATE_LIMIT_ABUSE_AFTER {
+            return Some(End::RateLimitAbuse);
+        }
         run.report_at = now + RATE_LIMIT_REPORT_INTERVAL;
-        self.send_rate_limited(id, dropped);
+        let (id, dropped) = (run.first_id.take(), std::mem::take(&mut run.dropped));
+        if dropped > 0 {
+            self.send_rate_limited(id, dropped);
+        }
+        None
     }
 
     fn send_rate_limited(&mut self, id: Option<RequestId>, count: u64) {
@@ -569,6 +633,9 @@ impl<E: Encoder> Session<E> {
                 continue;
             }
             match self.context.bus.find(raw) {
+                // Whether the symbol exists is not told to a client that may not read it.
+                Ok(topic) if !self.entitlements.allows(&topic.symbol) => reject(&mut rejected, Rejected { symbol: topic.symbol.to_string(), code: ErrorCode::NotEntitled }),
+                Err(FindError::Unknown(symbol)) if !self.entitlements.allows(&symbol) => reject(&mut rejected, Rejected { symbol, code: ErrorCode::NotEntitled }),
                 Ok(topic) => {
                     if !topics.iter().any(|t| t.id == topic.id) {
                         topics.push(topic);
@@ -580,6 +647,7 @@ impl<E: Encoder> Session<E> {
         }
         let max_symbols = self.limits.max_symbols;
         let all = wildcard.then(|| self.context.bus.topics());
+        let entitled_all = all.as_ref().map(|all| self.entitled(all));
         let subscribed = self.output.with(|o| {
             let subs = &mut o.subs;
             let new_explicit = topics.iter().filter(|t| !subs.is_explicit(t.id)).count();
@@ -590,7 +658,7 @@ impl<E: Encoder> Session<E> {
             }
             let now = Instant::now();
             subs.subscribe(&topics, throttle, snapshot, false, now);
-            if let Some(all) = &all {
+            if let Some(all) = &entitled_all {
                 subs.subscribe(all, throttle, snapshot, true, now);
             }
             Ok(subs.symbol_list())
@@ -612,10 +680,10 @@ impl<E: Encoder> Session<E> {
     fn extend_wildcard(&mut self) {
         let all = self.context.bus.topics();
         if all.len() > self.known_topics {
-            let new = &all[self.known_topics..];
+            let new = self.entitled(&all[self.known_topics..]);
             let extended = self.output.with(|o| {
                 let Some(throttle) = o.subs.wildcard_throttle_ms() else { return false };
-                o.subs.subscribe(new, throttle, false, true, Instant::now());
+                o.subs.subscribe(&new, throttle, false, true, Instant::now());
                 true
             });
             if extended {
@@ -623,6 +691,14 @@ impl<E: Encoder> Session<E> {
                 self.signal.wake();
             }
         }
+    }
+
+    /// The topics of `topics` the client may read: `*` means these, present and future.
+    fn entitled<'t>(&self, topics: &'t [Arc<Topic>]) -> std::borrow::Cow<'t, [Arc<Topic>]> {
+        if self.entitlements.allows_all() {
+            return std::borrow::Cow::Borrowed(topics);
+        }
+        topics.iter().filter(|t| self.entitlements.allows(&t.symbol)).cloned().collect::<Vec<_>>().into()
     }
 
     /// Stops the output and lets the transport close the connection.

@@ -32,21 +32,21 @@ use std::sync::Arc;
 use actix_web::http::header::{self, HeaderValue};
 use actix_web::http::{Method, StatusCode};
 use actix_web::web::{self, Bytes, BytesMut};
-use actix_web::{HttpRequest, HttpResponse};
+use actix_web::{HttpRequest, HttpResponse, ResponseError};
 use futures_util::StreamExt;
 
 use self::encoder::{Records, SioEncoder, WsFrames};
 use self::packet::{OpenPacket, decode_payload};
 use self::polling::{Pulled, Registry};
 use self::settings::SocketIoSettings;
-use self::transport::{SioTransport, WsLink, random_id};
+use self::transport::{ConnectAuth, SioTransport, WsLink, random_id};
 use crate::api_error::{ApiError, ApiErrorCode, excerpt};
 use crate::bus::SessionSignal;
 use crate::metrics::TransportKind;
-use crate::session::SessionContext;
 use crate::session::output::{OutboundBody, Output, SharedOutput};
 use crate::session::socket::SocketProbe;
 use crate::session::task::{InitialSubscription, InputError, Session};
+use crate::session::{SessionContext, TokenAt};
 use crate::ws::inbound::InboundStream;
 
 /// The Socket.IO endpoint's own state, shared by every worker.
@@ -110,6 +110,12 @@ fn engine_query(req: &HttpRequest) -> Result<EngineQuery, ApiError> {
 /// Every request to `/socket.io/`. Every answer but a WebSocket's 101 carries the CORS headers,
 /// refusals included, so that a page on another origin can read why it was refused.
 pub(crate) async fn endpoint(req: HttpRequest, body: web::Payload, context: web::Data<SessionContext>, sio: web::Data<SocketIo>) -> HttpResponse {
+    // Every request, not only the handshake: a page that may not open a session may not poll
+    // or post to one either (and is told so without CORS headers: its script cannot read it).
+    if let Err(refusal) = context.access.check_origin(&req) {
+        context.metrics.disconnected(crate::metrics::DisconnectReason::Refused);
+        return refusal.error_response();
+    }
     if req.method() == Method::OPTIONS {
         return preflight(&req);
     }
@@ -136,7 +142,7 @@ async fn route(req: HttpRequest, body: web::Payload, context: web::Data<SessionC
             return Ok(HttpResponse::from(response.message_body(body)?.map_into_boxed_body()));
         }
         ("polling", None, Method::GET) => {
-            let pulled = open_polling(&context, &sio, query.initial).await?;
+            let pulled = open_polling(&req, &context, &sio, query.initial).await?;
             poll_response(pulled)
         }
         ("polling", Some(sid), Method::GET) => {
@@ -193,8 +199,8 @@ fn poll_response(pulled: Pulled) -> HttpResponse {
     HttpResponse::Ok().content_type("text/plain; charset=UTF-8").insert_header((header::CACHE_CONTROL, HeaderValue::from_static("no-store"))).body(body)
 }
 
-/// Polling requests may come from a page on another origin, as a WebSocket may: every origin
-/// is allowed (an origin allow-list will apply to every transport alike).
+/// Polling requests may come from a page on another origin, as a WebSocket may: an origin that
+/// `--allowed-origins` allows (the only ones that get this far) is named in the answer.
 fn with_cors(mut response: HttpResponse, req: &HttpRequest) -> HttpResponse {
     let headers = response.headers_mut();
     match req.headers().get(header::ORIGIN) {
@@ -241,7 +247,7 @@ async fn read_body(mut body: web::Payload, limit: usize) -> Result<Bytes, ApiErr
 
 /// A session on a WebSocket opened with `transport=websocket`.
 fn open_websocket(req: &HttpRequest, body: web::Payload, context: &Arc<SessionContext>, sio: &SocketIo, initial: InitialSubscription) -> actix_web::Result<HttpResponse> {
-    let slot = context.admit()?;
+    let admission = context.admit(req, TokenAt::Connect)?;
     if req.headers().contains_key(header::TRANSFER_ENCODING) {
         return Err(ApiError::new(ApiErrorCode::BadRequest, "a WebSocket upgrade request has no body: remove its Transfer-Encoding header").into());
     }
@@ -254,15 +260,20 @@ fn open_websocket(req: &HttpRequest, body: web::Payload, context: &Arc<SessionCo
     output.with(|o| o.queue(SioEncoder::<WsFrames>::packet(|buf| sio.open_packet(&sid, &[], buf))));
     let response = HttpResponse::from(response.message_body(OutboundBody::new(output.clone(), signal))?.map_into_boxed_body());
     context.metrics.connection_opened(TransportKind::SocketioWebsocket);
-    let transport = SioTransport::new(WsLink::new(stream, probe), &sio.settings, &context.limits);
-    let session = Session::new(context.clone(), slot, output);
+    let transport = SioTransport::new(WsLink::new(stream, probe), &sio.settings, &context.limits, connect_auth(req, context));
+    let session = Session::new(context.clone(), admission, output);
     actix_web::rt::spawn(session.run(transport, initial));
     Ok(response)
 }
 
+/// What the session's CONNECT is checked with: the handshake's token, if it carried one.
+fn connect_auth(req: &HttpRequest, context: &SessionContext) -> ConnectAuth {
+    ConnectAuth { access: context.access.clone(), handshake_token: crate::access::request_token(req) }
+}
+
 /// Opens a polling session on this worker and answers its handshake GET (the `open` packet).
-async fn open_polling(context: &Arc<SessionContext>, sio: &SocketIo, initial: InitialSubscription) -> Result<Pulled, ApiError> {
-    let slot = context.admit()?;
+async fn open_polling(req: &HttpRequest, context: &Arc<SessionContext>, sio: &SocketIo, initial: InitialSubscription) -> Result<Pulled, ApiError> {
+    let admission = context.admit(req, TokenAt::Connect)?;
     let sid = random_id();
     let signal = Arc::new(SessionSignal::default());
     let output = SharedOutput::new(Output::new(SioEncoder::<Records>::default(), context.clone(), signal.clone(), tokio::time::Instant::now()));
@@ -271,8 +282,8 @@ async fn open_polling(context: &Arc<SessionContext>, sio: &SocketIo, initial: In
     let handle = sio.registry.get(&sid).expect("just registered");
     context.metrics.connection_opened(TransportKind::SocketioPolling);
     actix_web::rt::spawn(polling::pump(output.clone(), signal, pump));
-    let transport = SioTransport::new(link, &sio.settings, &context.limits);
-    let session = Session::new(context.clone(), slot, output);
+    let transport = SioTransport::new(link, &sio.settings, &context.limits, connect_auth(req, context));
+    let session = Session::new(context.clone(), admission, output);
     actix_web::rt::spawn(session.run(transport, initial));
     match polling::poll(&handle).await {
         Ok(pulled) => Ok(pulled),

@@ -478,13 +478,21 @@ pub(crate) fn write_connect(out: &mut impl BufMut, namespace: &str, sid: &str) {
 }
 
 /// The CONNECT_ERROR refusing a namespace: `44{"message":"…"}`, `44/random,{"message":"…"}`.
-pub(crate) fn write_connect_error(out: &mut impl BufMut, namespace: &str, message: &str) {
+pub(crate) fn write_connect_error(out: &mut impl BufMut, namespace: &str, message: &str, code: Option<&str>) {
+    // socket.io-client hands `message` and `data` to `connect_error` as an Error's `message`
+    // and `data`: `data.code` is what a program branches on (`token_expired`: get a new one).
+    #[derive(Serialize)]
+    struct Data<'a> {
+        code: &'a str,
+    }
     #[derive(Serialize)]
     struct Refusal<'a> {
         message: &'a str,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        data: Option<Data<'a>>,
     }
     put_header(out, SocketType::ConnectError, namespace);
-    put_json(out, &Refusal { message });
+    put_json(out, &Refusal { message, data: code.map(|code| Data { code }) });
 }
 
 #[cfg(test)] // The server writes whole records and frames itself (see `encoder`).
@@ -817,9 +825,10 @@ mod tests {
         assert_eq!(text(|out| write_connect(out, "/admin", "-G5j-67EZFp-q59rADQM")), r#"40/admin,{"sid":"-G5j-67EZFp-q59rADQM"}"#);
         // "Packet encoding" gives `4{"message":"Not authorized"}`, sent as `44…`; the test suite
         // expects `44/random,{"message":"Invalid namespace"}` for an unknown namespace.
-        assert_eq!(text(|out| write_connect_error(out, "/", "Not authorized")), r#"44{"message":"Not authorized"}"#);
-        assert_eq!(text(|out| write_connect_error(out, "/random", "Invalid namespace")), r#"44/random,{"message":"Invalid namespace"}"#);
-        assert_eq!(text(|out| write_connect_error(out, "/", "say \"no\"\n")), r#"44{"message":"say \"no\"\n"}"#);
+        assert_eq!(text(|out| write_connect_error(out, "/", "Not authorized", None)), r#"44{"message":"Not authorized"}"#);
+        assert_eq!(text(|out| write_connect_error(out, "/random", "Invalid namespace", None)), r#"44/random,{"message":"Invalid namespace"}"#);
+        assert_eq!(text(|out| write_connect_error(out, "/", "the token expired", Some("token_expired"))), r#"44{"message":"the token expired","data":{"code":"token_expired"}}"#);
+        assert_eq!(text(|out| write_connect_error(out, "/", "say \"no\"\n", None)), r#"44{"message":"say \"no\"\n"}"#);
         // "Disconnection from a namespace": `1`, `1/admin,`.
         assert_eq!(text(|out| write_disconnect(out, "/")), "41");
         assert_eq!(text(|out| write_disconnect(out, "/admin")), "41/admin,");
@@ -875,7 +884,7 @@ mod tests {
             let data = message(out);
             assert_eq!(socket(&data), SocketPacket { namespace, body: SocketBody::Connect { auth: json!({"sid": "sid1"}).as_object().cloned() } });
             let mut out = Vec::new();
-            write_connect_error(&mut out, namespace, "no");
+            write_connect_error(&mut out, namespace, "no", None);
             assert_eq!(socket(&message(out)), SocketPacket { namespace, body: SocketBody::ConnectError { data: json!({"message": "no"}) } });
             let mut out = Vec::new();
             write_disconnect(&mut out, namespace);

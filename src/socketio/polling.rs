@@ -240,7 +240,8 @@ pub(crate) async fn pump(output: SharedOutput<SioEncoder<Records>>, signal: Arc<
                 biased;
                 chunk = std::future::poll_fn(|cx| Pin::new(&mut body).poll_next(cx)) => break Some(match chunk {
                     None => Pulled::End,
-                    Some(Ok(chunk)) if output.with(|o| o.is_closing()) => Pulled::Close(chunk),
+                    // The close, and the last words before it if any.
+                    Some(Ok(chunk)) if output.with(|o| o.is_closing()) => Pulled::Close(gather(&mut body, chunk).await),
                     Some(Ok(chunk)) => Pulled::Records(gather(&mut body, chunk).await),
                 }),
                 // The request went away before anything was produced for it.

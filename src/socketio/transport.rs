@@ -17,6 +17,8 @@
 //! - the server ends a session by closing its transport, never with a DISCONNECT, so that the
 //!   client reconnects (a DISCONNECT tells socket.io-client not to).
 
+use std::sync::Arc;
+
 use actix_web::web::Bytes;
 use bytestring::ByteString;
 use rand::RngExt;
@@ -25,6 +27,7 @@ use super::encoder::{Framing, NAMESPACE, SioEncoder, WsFrames};
 use super::events::client_op;
 use super::packet::{EnginePacket, SocketBody, SocketPacket, peek_event_ack, write_connect, write_connect_error};
 use super::settings::SocketIoSettings;
+use crate::access::{Access, Grant, unauthorized};
 use crate::bus::SessionSignal;
 use crate::metrics::TransportKind;
 use crate::session::limits::Limits;
@@ -48,9 +51,19 @@ pub(crate) trait Link {
     async fn close(self, output: &SharedOutput<SioEncoder<Self::Framing>>, signal: &SessionSignal, end: &End) -> TransportKind;
 }
 
+/// How a Socket.IO client shows its token: in the CONNECT's auth payload (`{"token": …}`,
+/// socket.io-client's `auth` option), else with the handshake request (`Authorization: Bearer`
+/// or the `token` query parameter).
+pub(crate) struct ConnectAuth {
+    pub access: Arc<Access>,
+    pub handshake_token: Option<String>,
+}
+
 /// A Socket.IO session's transport over `L`.
 pub(crate) struct SioTransport<L: Link> {
     link: L,
+    /// Taken when the CONNECT is accepted: checked once.
+    auth: Option<ConnectAuth>,
     /// The Socket.IO socket's id, told to the client in the CONNECT reply.
     socket_id: String,
     timing: Timing,
@@ -60,9 +73,10 @@ pub(crate) struct SioTransport<L: Link> {
 }
 
 impl<L: Link> SioTransport<L> {
-    pub(crate) fn new(link: L, settings: &SocketIoSettings, limits: &Limits) -> SioTransport<L> {
+    pub(crate) fn new(link: L, settings: &SocketIoSettings, limits: &Limits, auth: ConnectAuth) -> SioTransport<L> {
         SioTransport {
             link,
+            auth: Some(auth),
             socket_id: random_id(),
             timing: Timing { heartbeat: settings.ping_interval(), idle: settings.silence_timeout() },
             max_message_bytes: limits.max_message_bytes,
@@ -148,7 +162,31 @@ impl<L: Link> SioTransport<L> {
     }
 
     fn connect_error(&self, namespace: &str) -> Bytes {
-        Self::packet(|buf| write_connect_error(buf, namespace, "Invalid namespace"))
+        Self::packet(|buf| write_connect_error(buf, namespace, "Invalid namespace", None))
+    }
+
+    /// The grant of a CONNECT to `/` with `auth`, or the CONNECT_ERROR that refuses it (the
+    /// client may CONNECT again, with another token, until the session's deadline).
+    fn authenticate(&mut self, auth: Option<&serde_json::Map<String, serde_json::Value>>) -> Result<Grant, Bytes> {
+        let connect = self.auth.as_ref().expect("authenticated once");
+        let token = match auth.and_then(|a| a.get(crate::access::TOKEN_PARAMETER)) {
+            Some(serde_json::Value::String(token)) => Some(token.as_str()),
+            Some(other) => {
+                let message = format!("auth.token must be a string, not {}", crate::api_error::json_kind(other));
+                return Err(Self::packet(|buf| write_connect_error(buf, NAMESPACE, &message, Some("unauthorized"))));
+            }
+            None => connect.handshake_token.as_deref(),
+        };
+        match connect.access.verify(token) {
+            Ok(grant) => {
+                self.auth = None;
+                Ok(grant)
+            }
+            Err(error) => {
+                let refusal = unauthorized(error);
+                Err(Self::packet(|buf| write_connect_error(buf, NAMESPACE, &refusal.message, Some(refusal.code.as_str()))))
+            }
+        }
     }
 }
 
@@ -178,8 +216,9 @@ impl<L: Link> Transport for SioTransport<L> {
         self.timing
     }
 
-    /// Waits for the client's CONNECT to `/`, at most pingInterval + pingTimeout.
-    async fn accept(&mut self, output: &SharedOutput<Self::Encoder>, signal: &SessionSignal) -> Result<(), End> {
+    /// Waits for the client's CONNECT to `/` with a valid token (when one is required), at most
+    /// pingInterval + pingTimeout.
+    async fn accept(&mut self, output: &SharedOutput<Self::Encoder>, signal: &SessionSignal) -> Result<Option<Grant>, End> {
         let deadline = tokio::time::Instant::now() + self.timing.idle;
         loop {
             let inbound = match tokio::time::timeout_at(deadline, self.link.next()).await {
@@ -203,11 +242,11 @@ impl<L: Link> Transport for SioTransport<L> {
                 Ok(None) => continue,
                 Err(end) => return Err(end),
             };
-            let connected = reply.1;
-            output.with(|o| o.queue(reply.0));
+            let (reply, grant) = reply;
+            output.with(|o| o.queue(reply));
             signal.wake();
-            if connected {
-                return Ok(());
+            if grant.is_some() {
+                return Ok(grant);
             }
         }
     }
@@ -230,9 +269,9 @@ impl<L: Link> Transport for SioTransport<L> {
 }
 
 impl<L: Link> SioTransport<L> {
-    /// A packet before the CONNECT: the answer to send and whether the client is now
-    /// connected, nothing, or the end of the connection.
-    fn connect_phase(&mut self, text: &ByteString) -> Result<Option<(Bytes, bool)>, End> {
+    /// A packet before the CONNECT: the answer to send and, if the client is now connected,
+    /// its grant; nothing; or the end of the connection.
+    fn connect_phase(&mut self, text: &ByteString) -> Result<Option<(Bytes, Option<Grant>)>, End> {
         let packet = EnginePacket::decode(text).map_err(|e| End::BadInput(InputError::Malformed(e.to_string())))?;
         let data = match packet {
             EnginePacket::Message(data) => data,
@@ -249,9 +288,11 @@ impl<L: Link> SioTransport<L> {
             }
         };
         match packet.body {
-            // The auth payload is kept for tokens (not checked yet).
-            SocketBody::Connect { .. } if packet.namespace == NAMESPACE => Ok(Some((self.connect_reply(), true))),
-            SocketBody::Connect { .. } => Ok(Some((self.connect_error(packet.namespace), false))),
+            SocketBody::Connect { auth } if packet.namespace == NAMESPACE => match self.authenticate(auth.as_ref()) {
+                Ok(grant) => Ok(Some((self.connect_reply(), Some(grant)))),
+                Err(refusal) => Ok(Some((refusal, None))),
+            },
+            SocketBody::Connect { .. } => Ok(Some((self.connect_error(packet.namespace), None))),
             _ => Ok(None),
         }
     }

@@ -5,8 +5,8 @@
 //!   over WebSocket for the session's output ([`crate::session::output`]).
 //! - [`transport`]: the session's WebSocket side: frames in, and the RFC 6455 close.
 //!
-//! This module holds the upgrade handler: it enforces the connection limit (503 beyond it, while
-//! the REST endpoints keep answering), performs the handshake and spawns the session on the
+//! This module holds the upgrade handler: it admits the client (origin, token, connection limits:
+//! [`SessionContext::admit`], refusals while the REST endpoints keep answering), performs the handshake and spawns the session on the
 //! worker's local executor (the session shares `Rc` state with its response body: not `Send`).
 //! What sessions share is the [`SessionContext`] of the transport-neutral core
 //! ([`crate::session`]), handed to the handler as app data.
@@ -25,15 +25,15 @@ use self::inbound::InboundStream;
 use self::transport::WsTransport;
 use crate::api_error::{ApiError, ApiErrorCode};
 use crate::bus::SessionSignal;
-use crate::session::SessionContext;
 use crate::session::output::{OutboundBody, Output, SharedOutput};
 use crate::session::socket::SocketProbe;
 use crate::session::task::{InitialSubscription, Session};
+use crate::session::{SessionContext, TokenAt};
 
 /// `GET /ws`: upgrade and spawn the session.
 pub(crate) async fn upgrade(req: HttpRequest, body: web::Payload, context: web::Data<SessionContext>) -> actix_web::Result<HttpResponse> {
     let context = context.into_inner();
-    let slot = context.admit()?;
+    let admission = context.admit(&req, TokenAt::Handshake)?;
     if req.headers().contains_key(header::TRANSFER_ENCODING) {
         // actix-http would answer 101 and then frame the WebSocket stream in HTTP chunks: an
         // upgrade request has no body, so one that announces a chunked body is refused.
@@ -48,7 +48,7 @@ pub(crate) async fn upgrade(req: HttpRequest, body: web::Payload, context: web::
     let output = SharedOutput::new(Output::new(WsEncoder, context.clone(), signal.clone(), tokio::time::Instant::now()));
     let response = HttpResponse::from(response.message_body(OutboundBody::new(output.clone(), signal))?.map_into_boxed_body());
     context.metrics.connection_opened(crate::metrics::TransportKind::Websocket);
-    let session = Session::new(context, slot, output);
+    let session = Session::new(context, admission, output);
     actix_web::rt::spawn(session.run(WsTransport::new(stream, probe), initial));
     Ok(response)
 }

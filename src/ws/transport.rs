@@ -42,6 +42,8 @@ pub(crate) fn close_reason(end: &End) -> Option<CloseReason> {
         End::BadInput(error @ InputError::InvalidUtf8(_)) => reason(CloseCode::Invalid, error.to_string()),
         End::BadInput(InputError::TooBig { limit, .. }) => reason(CloseCode::Size, format!("message too big: the limit is {limit} bytes")),
         End::Shutdown => reason(CloseCode::Away, "going away".into()),
+        End::TokenExpired => reason(CloseCode::Policy, "token expired".into()),
+        End::RateLimitAbuse => reason(CloseCode::Policy, "over the message rate for 10 s".into()),
     }
 }
 

@@ -56,7 +56,9 @@ COMMITTED_RESULTS = BENCH / "results"
 TICKERFEED = ROOT / "target" / "release" / "tickerfeed"
 LOADGEN = ROOT / "target" / "release" / "loadgen"
 
-ALL_SERVERS = ["tickerfeed", "tickerfeed-sse", "tickerfeed-socketio", "ws", "uws", "socketio"]
+# tickerfeed-auth (issue 14: the cost of tokens) is measured only when named in --servers.
+ALL_SERVERS = ["tickerfeed", "tickerfeed-sse", "tickerfeed-socketio", "ws", "uws", "socketio", "tickerfeed-auth"]
+DEFAULT_SERVERS = [s for s in ALL_SERVERS if s != "tickerfeed-auth"]
 ALL_SCENARIOS = ["idle", "firehose", "ticker", "slow", "churn", "maxconn"]
 SERVER_LABEL = {
     "tickerfeed": "tickerfeed",
@@ -65,6 +67,7 @@ SERVER_LABEL = {
     "ws": "Node ws",
     "uws": "uWebSockets.js",
     "socketio": "Socket.IO*",
+    "tickerfeed-auth": "tickerfeed, tokens on",
 }
 # A variant is another way of reaching a server: the same process and command line, clients
 # over another transport. tickerfeed-sse's clients read GET /sse (Server-Sent Events) instead of
@@ -72,6 +75,26 @@ SERVER_LABEL = {
 # speak Socket.IO at /socket.io/ (Engine.IO v4 over WebSocket), the same wire as the Node
 # Socket.IO peer's (tests/bench/peers/README.md, "Socket.IO mapping").
 SERVER_PROCESS = {"tickerfeed-sse": "tickerfeed", "tickerfeed-socketio": "tickerfeed"}
+# tickerfeed-auth is a process of its own: tickerfeed with --auth-secret-file, every client
+# with a token in its URL (checked once, at the upgrade) and feed control with an admin token.
+TICKERFEED_PROCESSES = {"tickerfeed", "tickerfeed-auth"}
+AUTH_SECRET: Path | None = None
+
+
+def auth_secret() -> Path:
+    """tickerfeed-auth's HS256 secret file (made once per bench)."""
+    global AUTH_SECRET
+    if AUTH_SECRET is None:
+        AUTH_SECRET = Path(tempfile.mkdtemp(prefix="tickerfeed-bench-auth-")) / "secret"
+        AUTH_SECRET.write_text("bench-secret-of-at-least-thirty-two-bytes-0123\n")
+    return AUTH_SECRET
+
+
+def auth_token(admin: bool) -> str:
+    """A token for tickerfeed-auth (all symbols, a day), from `tickerfeed token`."""
+    cmd = [str(TICKERFEED), "token", "--secret-file", str(auth_secret()), "--sub", "bench",
+           "--symbols", "*", "--ttl", "86400"] + (["--admin"] if admin else [])
+    return subprocess.run(cmd, check=True, capture_output=True, text=True).stdout.strip()
 # The load generator's --protocol for each server (v1 over WebSocket when not named).
 LOADGEN_PROTOCOL = {"socketio": "socketio", "tickerfeed-socketio": "socketio", "tickerfeed-sse": "sse"}
 # Issue 13: the firehose over SSE within 20% of /ws in delivered quotes per server CPU-second.
@@ -312,6 +335,8 @@ class Server:
             return f"http://127.0.0.1:{self.port}/sse"
         if protocol == "socketio":
             return f"ws://127.0.0.1:{self.port}/socket.io/?EIO=4&transport=websocket"
+        if self.kind == "tickerfeed-auth":
+            return f"ws://127.0.0.1:{self.port}/ws?token={auth_token(admin=False)}"
         return f"ws://127.0.0.1:{self.port}/ws"
 
 
@@ -324,21 +349,26 @@ def server_command(kind: str, port: int, rate: float, paused: bool, ticks: Path)
     """The server replaying `ticks` at `rate` quotes/s; `paused`: held until resumed over REST
     (tickerfeed has no start-paused flag: start_server pauses it as soon as it is ready)."""
     kind = process_of(kind)
-    if kind == "tickerfeed":
+    if kind in TICKERFEED_PROCESSES:
         interval = 1000.0 / (rate if rate > 0 else 5000.0)
-        return [str(TICKERFEED), "--bind", f"127.0.0.1:{port}", "--replay", str(ticks),
+        auth = ["--auth-secret-file", str(auth_secret())] if kind == "tickerfeed-auth" else []
+        return [str(TICKERFEED), "--bind", f"127.0.0.1:{port}", *auth, "--replay", str(ticks),
                 "--interval-ms", f"{interval:.6g}", "--loop",
-                "--max-connections", str(TICKERFEED_MAX_CONNECTIONS)]
+                "--max-connections", str(TICKERFEED_MAX_CONNECTIONS),
+                # Every load-generator client comes from 127.0.0.1.
+                "--max-connections-per-ip", str(TICKERFEED_MAX_CONNECTIONS)]
     script = PEERS / kind / "server.mjs"
     cmd = ["node", str(script), "--host", "127.0.0.1", "--port", str(port), "--file", str(ticks),
            "--rate", f"{rate:g}"]
     return cmd + (["--paused"] if paused or rate <= 0 else [])
 
 
-def http_json(method: str, url: str, body: dict | None = None, timeout: float = 5.0):
+def http_json(method: str, url: str, body: dict | None = None, timeout: float = 5.0, token: str | None = None):
     data = json.dumps(body).encode() if body is not None else None
-    req = urllib.request.Request(url, data=data, method=method,
-                                 headers={"content-type": "application/json"})
+    headers = {"content-type": "application/json"}
+    if token:
+        headers["authorization"] = f"Bearer {token}"
+    req = urllib.request.Request(url, data=data, method=method, headers=headers)
     with urllib.request.urlopen(req, timeout=timeout) as resp:
         return resp.status, json.loads(resp.read() or b"null")
 
@@ -363,16 +393,21 @@ def start_server(kind: str, rate: float, ticks: Path, settings: Settings, tag: s
         if ready(server):
             break
         time.sleep(0.05)
-    if paused and process_of(kind) == "tickerfeed":
+    if paused and process_of(kind) in TICKERFEED_PROCESSES:
         status, state = http_json("POST", f"http://127.0.0.1:{port}{CONTROL_PATH}",
-                                  {"action": "pause"})
+                                  {"action": "pause"}, token=control_token(kind))
         if status != 200 or state.get("state") != "paused":
             raise BenchError(f"tickerfeed did not pause its feed: HTTP {status} {state}")
     return server
 
 
+def control_token(kind: str) -> str | None:
+    """The token feed control needs on `kind`'s server (none without tokens)."""
+    return auth_token(admin=True) if process_of(kind) == "tickerfeed-auth" else None
+
+
 def ready(server: Server) -> bool:
-    if process_of(server.kind) == "tickerfeed":
+    if process_of(server.kind) in TICKERFEED_PROCESSES:
         try:
             status, _ = http_json("GET", f"http://127.0.0.1:{server.port}/readyz", timeout=1)
             return status == 200
@@ -456,7 +491,8 @@ def run_loadgen(sc: Scenario, server: Server, symbols: list[str], settings: Sett
         # subscribed: connecting thousands of clients to a server already busy with a feed
         # starves the handshakes of a single-threaded one (Node) into timeouts, and the
         # scenarios would then compare servers carrying different numbers of clients.
-        cmd += ["--resume-feed", CONTROL_PATH]
+        token = control_token(server.kind)
+        cmd += ["--resume-feed", CONTROL_PATH + (f"?token={token}" if token else "")]
     proc = PROCS.start(pinned(LOADGEN_CORE, cmd, settings), log)
     limit = sc.expected_seconds() * 1.5 + 60
     try:
@@ -1080,8 +1116,8 @@ def parse_args(argv: list[str]) -> Settings:
                    help="tiny numbers, a few seconds per run, results in a temporary directory")
     p.add_argument("--only", default=",".join(ALL_SCENARIOS),
                    help=f"scenarios, comma-separated (default: all: {','.join(ALL_SCENARIOS)})")
-    p.add_argument("--servers", default=",".join(ALL_SERVERS),
-                   help=f"servers, comma-separated (default: {','.join(ALL_SERVERS)})")
+    p.add_argument("--servers", default=",".join(DEFAULT_SERVERS),
+                   help=f"servers, comma-separated (default: {','.join(DEFAULT_SERVERS)}; also: tickerfeed-auth)")
     p.add_argument("--runs", type=int, default=None, help="rounds; medians over them (default 3, smoke 1)")
     p.add_argument("--render", type=Path, default=None, metavar="RESULTS_JSON",
                    help="measure nothing: recompute the figures of an earlier run's results.json with "

@@ -16,7 +16,7 @@ ticks=$(getconf CLK_TCK)
 
 run_one() { # build-name binary
   port=$((port + 1))
-  taskset -c 0 "$2" --bind "127.0.0.1:$port" --sim-rate 1000000 >"$out/server.log" 2>&1 &
+  taskset -c 0 "$2" --bind "127.0.0.1:$port" --sim-rate 1000000 --max-connections-per-ip 2000 >"$out/server.log" 2>&1 &
   local pid=$!
   for _ in $(seq 1 100); do curl -sf "http://127.0.0.1:$port/readyz" >/dev/null && break; sleep 0.05; done
   local cpu0; cpu0=$(awk '{print $14+$15}' "/proc/$pid/stat")

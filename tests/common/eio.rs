@@ -14,7 +14,7 @@ use super::{EVENT_TIMEOUT, Response, Socket, http_raw};
 pub async fn request(server: &RunningServer, method: &str, query: &str, body: Option<&[u8]>) -> Response {
     let body = body.unwrap_or(b"");
     let mut request = format!(
-        "{method} /socket.io/?{query} HTTP/1.1\r\nHost: {}\r\nConnection: close\r\nOrigin: http://app.example\r\nContent-Type: text/plain;charset=UTF-8\r\nContent-Length: {}\r\n\r\n",
+        "{method} /socket.io/?{query} HTTP/1.1\r\nHost: {}\r\nConnection: close\r\nOrigin: http://localhost:5173\r\nContent-Type: text/plain;charset=UTF-8\r\nContent-Length: {}\r\n\r\n",
         server.addr,
         body.len()
     )

@@ -336,9 +336,9 @@ EXPECTED = {
     **PROCESS_FAMILIES,
 }
 LABEL_SETS = {
-    ("tickerfeed_disconnects_total", "reason"): {"client_close", "slow_consumer", "idle_timeout", "protocol_error", "limit", "shutdown"},
+    ("tickerfeed_disconnects_total", "reason"): {"client_close", "slow_consumer", "idle_timeout", "protocol_error", "limit", "shutdown", "refused", "token_expired", "rate_limit_abuse"},
     ("tickerfeed_client_messages_total", "op"): {"subscribe", "unsubscribe", "list", "ping", "invalid"},
-    ("tickerfeed_client_errors_total", "code"): {"bad_request", "unknown_op", "too_many_symbols", "rate_limited", "unknown_symbol", "invalid_symbol"},
+    ("tickerfeed_client_errors_total", "code"): {"bad_request", "unknown_op", "too_many_symbols", "rate_limited", "unknown_symbol", "invalid_symbol", "not_entitled", "token_expired"},
     ("tickerfeed_feed_state", "state"): {"starting", "running", "paused", "finished"},
     ("tickerfeed_connections", "transport"): {"websocket", "sse"},
 }

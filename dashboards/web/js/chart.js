@@ -8,6 +8,7 @@
 // buffered; afterwards only quotes with a higher seq are applied — no gap, no duplicate.
 // A live quote updates the last bar or starts a new one (bars are buckets of event time `ts`).
 
+import { authFetch } from './auth.js';
 import * as fmt from './format.js';
 
 const AXIS_W = 72;      // price labels on the right
@@ -73,7 +74,7 @@ export class Chart {
     const limit = resolution === '1s' ? 900 : 600;
     let history = null;
     try {
-      const res = await fetch(`/api/history/${encodeURIComponent(symbol)}?resolution=${resolution}&limit=${limit}`);
+      const res = await authFetch(`/api/history/${encodeURIComponent(symbol)}?resolution=${resolution}&limit=${limit}`);
       if (res.ok) history = await res.json();
     } catch {
       // Offline: the chart fills from live quotes once the connection is back.

@@ -2,6 +2,7 @@
 // through `POST /api/feeds/{name}/control`. One group per replay feed; feed status comes from
 // `GET /api/feeds` (polled by the app while connected) and from pushed `feed` messages.
 
+import { authFetch } from './auth.js';
 import * as fmt from './format.js';
 
 const SPEEDS = [
@@ -100,7 +101,7 @@ export class ReplayPanel {
 
   async #control(name, body) {
     try {
-      const res = await fetch(`/api/feeds/${encodeURIComponent(name)}/control`, {
+      const res = await authFetch(`/api/feeds/${encodeURIComponent(name)}/control`, {
         method: 'POST',
         headers: { 'content-type': 'application/json' },
         body: JSON.stringify(body),
