@@ -3,6 +3,7 @@
 // /readyz answers (and a suite's own condition holds), stopped with SIGTERM. No dependencies.
 
 import { spawn } from 'node:child_process';
+import { get as httpsGet } from 'node:https';
 import { createServer } from 'node:net';
 import { createWriteStream, mkdirSync } from 'node:fs';
 import { dirname, join, resolve } from 'node:path';
@@ -25,28 +26,37 @@ export function freePort() {
   });
 }
 
+/** The status of GET `url` over https, trusting only the PEM certificate `ca`. */
+function httpsStatus(url, ca) {
+  return new Promise((ok, fail) => {
+    httpsGet(url, { ca }, (res) => { res.resume(); ok(res.statusCode); }).on('error', fail);
+  });
+}
+
 /**
  * Starts tickerfeed on 127.0.0.1:port (a free one if none is given), its output in
  * `${logDir}/${name}-server.log`, and waits (10 s at most) until /readyz answers 200 and
- * `ready(url)` (if given) resolves true.
+ * `ready(url)` (if given) resolves true. With `tls: {cert, key, ca}` (PEM file paths, and the
+ * CA's PEM text, the certificate naming 127.0.0.1) it serves https and `url` is https://…
  * @returns {Promise<{port: number, url: string, proc: import('node:child_process').ChildProcess, stop(): Promise<number|string|null>}>}
  */
-export async function startServer({ name, logDir, port, args = [], ready = null }) {
+export async function startServer({ name, logDir, port, args = [], ready = null, tls = null }) {
   port ??= await freePort();
   mkdirSync(logDir, { recursive: true });
   const logName = `${name}-server.log`;
   const log = createWriteStream(join(logDir, logName), { flags: 'a' });
-  const proc = spawn(BIN, ['--bind', `127.0.0.1:${port}`, ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
+  const tlsArgs = tls ? ['--tls-cert', tls.cert, '--tls-key', tls.key] : [];
+  const proc = spawn(BIN, ['--bind', `127.0.0.1:${port}`, ...tlsArgs, ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
   proc.stdout.pipe(log, { end: false });
   proc.stderr.pipe(log, { end: false });
   const exited = new Promise((ok) => proc.once('exit', (code, signal) => ok(code ?? signal)));
-  const url = `http://127.0.0.1:${port}`;
+  const url = `${tls ? 'https' : 'http'}://127.0.0.1:${port}`;
   const deadline = Date.now() + 10_000;
   for (;;) {
     if (proc.exitCode !== null) throw new Error(`tickerfeed exited with ${proc.exitCode}; see ${logName}`);
     try {
-      const res = await fetch(`${url}/readyz`);
-      if (res.ok && (!ready || (await ready(url)))) break;
+      const ok = tls ? (await httpsStatus(`${url}/readyz`, tls.ca)) === 200 : (await fetch(`${url}/readyz`)).ok;
+      if (ok && (!ready || (await ready(url)))) break;
     } catch { /* not listening yet */ }
     if (Date.now() > deadline) {
       proc.kill('SIGKILL');

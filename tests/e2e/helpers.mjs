@@ -23,8 +23,8 @@ export const CHROMIUM = process.env.CHROMIUM || '/usr/bin/chromium';
  * Starts tickerfeed on 127.0.0.1:port and waits until /readyz answers 200 (10 s at most); its
  * log is tests/artifacts/e2e/<name>-server.log.
  */
-export function startServer({ name, port, args = [] }) {
-  return start({ name, port, args, logDir: artifacts });
+export function startServer({ name, port, args = [], tls = null }) {
+  return start({ name, port, args, tls, logDir: artifacts });
 }
 
 export async function launchBrowser() {
