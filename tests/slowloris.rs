@@ -2,7 +2,7 @@
 //! one byte a second, a connection that never sends, a second request trickled on a kept-alive
 //! connection, too many headers, a head too large. Each is closed on time or refused, and the
 //! server keeps serving everyone else meanwhile. Small timeouts (set with the flags) keep the
-//! tests fast; the margins are actix-http's 500 ms clock plus scheduling.
+//! tests fast; the margins are actix-http's 500 ms clock early and up to 1 s late (a busy CI).
 
 mod common;
 
@@ -72,7 +72,7 @@ async fn a_head_trickled_one_byte_a_second_is_closed_at_the_request_head_timeout
         eprintln!("{what}: closed after {after:?} (request head timeout {timeout} s)");
         assert!(received.starts_with("HTTP/1.1 408"), "{what}: {received:?}");
         // actix-http takes the deadline from its clock, which ticks every 500 ms: up to 0.5 s early.
-        assert!(after.as_secs_f64() >= timeout - 0.6 && after.as_secs_f64() < timeout + 0.5, "{what}: closed after {after:?}");
+        assert!(after.as_secs_f64() >= timeout - 0.6 && after.as_secs_f64() < timeout + 1.0, "{what}: closed after {after:?}");
     }
     let trickled = writer.await.unwrap();
     assert!(trickled <= 3, "the server took {trickled} trickled bytes");
@@ -102,7 +102,7 @@ async fn a_second_request_trickled_on_a_kept_alive_connection_is_closed_too() {
     let after = closed_at - answered;
     eprintln!("second request trickled: closed {after:?} after the first answer (keep-alive 1 s + head 1 s)");
     assert!(!received.contains("HTTP/1.1 200"), "{received:?}");
-    assert!(after >= Duration::from_millis(1900) && after < Duration::from_millis(2600), "closed after {after:?}");
+    assert!(after >= Duration::from_millis(1900) && after < Duration::from_millis(3000), "closed after {after:?}");
     trickler.abort();
     assert_others_unaffected(&server).await;
     server.shutdown().await;
@@ -195,7 +195,7 @@ async fn a_client_that_never_reads_its_answer_is_dropped_at_keep_alive_plus_head
         // About 80 KB: actix-http's write buffer stays over its 16 KiB threshold.
         let dropped = never_read_the_answer(&server, connection, 9000).await;
         eprintln!("a client never reading its answer ({connection}): dropped after {dropped:?}");
-        assert!(dropped >= Duration::from_millis(2950) && dropped < Duration::from_millis(3600), "{connection}: {dropped:?}");
+        assert!(dropped >= Duration::from_millis(2950) && dropped < Duration::from_millis(4000), "{connection}: {dropped:?}");
     }
     assert_others_unaffected(&server).await;
     server.shutdown().await;

@@ -299,7 +299,7 @@ async fn a_handshake_never_completed_is_closed_within_the_tls_handshake_timeout(
     let closed_after = started.elapsed();
     assert!(!String::from_utf8_lossy(&received).contains("HTTP/"));
     // The timer starts at accept, just after the connect; the margin is scheduling.
-    assert!(closed_after >= Duration::from_millis(950) && closed_after < Duration::from_millis(1500), "closed after {closed_after:?}");
+    assert!(closed_after >= Duration::from_millis(950) && closed_after < Duration::from_millis(2000), "closed after {closed_after:?}");
     eprintln!("silent TLS handshake closed after {closed_after:?} (timeout 1 s)");
     server.shutdown().await;
 }
@@ -337,7 +337,7 @@ async fn at_most_256_handshakes_are_in_progress_per_worker() {
     let behind_256 = started.elapsed();
     eprintln!("a handshake beside 255 silent ones took {beside_255:?}; behind 256, {behind_256:?} (handshake timeout 2 s)");
     assert!(beside_255 < Duration::from_millis(300), "{beside_255:?}");
-    assert!(behind_256 >= Duration::from_millis(1000) && behind_256 < Duration::from_millis(2000), "{behind_256:?}");
+    assert!(behind_256 >= Duration::from_millis(1000) && behind_256 < Duration::from_millis(2500), "{behind_256:?}");
     drop(silent);
     server.shutdown().await;
 }
