@@ -247,6 +247,11 @@ impl<E: Encoder> Output<E> {
         self.subs.clear();
     }
 
+    /// Whether the body has handed out the close frame (its last words, if any, went before).
+    pub(crate) fn close_taken(&self) -> bool {
+        self.close_frame.is_none() && self.outbox.is_empty()
+    }
+
     /// Whether the session is closing (the body now carries only its close).
     pub(crate) fn is_closing(&self) -> bool {
         self.closing
