@@ -494,6 +494,50 @@ mod tests {
     }
 
     #[test]
+    fn invalid_utf8_fails_at_its_first_byte_not_at_the_end_of_the_message() {
+        // A first fragment whose bytes can never be UTF-8 (a UTF-16 surrogate): refused before
+        // the message's last fragment arrives.
+        let (mut feed, mut inbound) = stream(4096);
+        feed(&frame(0x01, &[b'a', 0xed, 0xa0, 0x80, b'b']));
+        assert_eq!(poll(&mut inbound), Poll::Ready(Some(Err(InputError::InvalidUtf8("a text message")))));
+        // Within a frame: a header announcing 100 bytes, then 10 of them with a 0xFF among them.
+        let (mut feed, mut inbound) = stream(4096);
+        let whole = frame(0x81, &[[b'x'; 5].as_slice(), &[0xff], &[b'y'; 94]].concat());
+        feed(&whole[..2 + 2 + 4 + 10]);
+        assert_eq!(poll(&mut inbound), Poll::Ready(Some(Err(InputError::InvalidUtf8("a text message")))));
+        // A continuation of a text message is checked as the message; binary is never checked.
+        let (mut feed, mut inbound) = stream(4096);
+        feed(&frame(0x01, b"ok so far"));
+        feed(&frame(0x00, &[0xc0, 0xaf]));
+        assert_eq!(poll(&mut inbound), Poll::Ready(Some(Err(InputError::InvalidUtf8("a text message")))));
+        let (mut feed, mut inbound) = stream(4096);
+        feed(&frame(0x82, &[0xff, 0xfe]));
+        assert_eq!(poll(&mut inbound), Poll::Ready(Some(Ok(Inbound::Binary(Bytes::from_static(&[0xff, 0xfe]))))));
+    }
+
+    #[test]
+    fn characters_cut_by_fragments_and_reads_are_joined_and_a_cut_at_the_end_is_refused() {
+        let text = "κόσμε 𝄞 ok";
+        let bytes = text.as_bytes();
+        // Fragments cut inside characters (after 1, 8 and 10 bytes), fed one byte at a time.
+        let (mut feed, mut inbound) = stream(4096);
+        let mut wire = frame(0x01, &bytes[..1]);
+        wire.extend(frame(0x00, &bytes[1..8]));
+        wire.extend(frame(0x00, &bytes[8..10]));
+        wire.extend(frame(0x80, &bytes[10..]));
+        for byte in &wire[..wire.len() - 1] {
+            feed(&[*byte]);
+            assert!(poll(&mut inbound).is_pending());
+        }
+        feed(&wire[wire.len() - 1..]);
+        assert_eq!(poll(&mut inbound), Poll::Ready(Some(Ok(Inbound::Text(text.into())))));
+        // The next message starts afresh, and one that ends inside a character is refused.
+        feed(&frame(0x01, "é".as_bytes()));
+        feed(&frame(0x80, &"𝄞".as_bytes()[..3]));
+        assert_eq!(poll(&mut inbound), Poll::Ready(Some(Err(InputError::InvalidUtf8("a text message")))));
+    }
+
+    #[test]
     fn close_payload_is_code_then_reason_cut_to_123_bytes_at_a_character() {
         let short = CloseReason { code: CloseCode::Away, description: Some("idle timeout".into()) };
         assert_eq!(close_payload(&short), [&[0x03, 0xE9][..], b"idle timeout"].concat());
