@@ -2,7 +2,8 @@
 //! ends the RFC 6455 way.
 //!
 //! A client whose frames break RFC 6455 or the message limit is failed (RFC 6455 §7.1.7): the
-//! close frame is sent, nothing more it sends is read, and the connection is dropped as soon as
+//! answers to what it sent before are sent, then the close frame (so too before the echo of a
+//! client's close), nothing more it sends is read, and the connection is dropped as soon as
 //! the close frame is on its way. After a close handshake the session shuts the socket itself
 //! (RFC 6455 §7.1.1: the server closes the TCP connection first), since actix-http would keep
 //! reading and discarding for as long as the peer sends. A server-initiated close waits (at
