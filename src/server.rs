@@ -131,6 +131,10 @@ pub async fn start(config: Config) -> Result<RunningServer, StartError> {
     let listener = TcpListener::bind(bind).map_err(|source| StartError::Bind { addr: bind, source })?;
     let addr = listener.local_addr()?;
     let send_buffer = config.limits.send_buffer_bytes;
+    let test_echo = config.listen.test_echo;
+    if test_echo {
+        tracing::warn!("test_echo is on: {} echoes WebSocket messages (for conformance tests only)", crate::ws::echo::PATH);
+    }
     let server = HttpServer::new(move || {
         App::new()
             .app_data(bus_data.clone())
@@ -143,6 +147,13 @@ pub async fn start(config: Config) -> Result<RunningServer, StartError> {
             .app_data(socketio.clone())
             .wrap(crate::http::json_errors())
             .wrap(crate::http::RequestMetrics)
+            // Registered before the route table, whose default service answers 404 (and
+            // then not at all: without the setting the path is unknown).
+            .configure(|cfg| {
+                if test_echo {
+                    cfg.route(crate::ws::echo::PATH, web::get().to(crate::ws::echo::upgrade));
+                }
+            })
             .configure(crate::http::routes)
     })
     .on_connect(move |connection, extensions| {

@@ -15,6 +15,9 @@ settings! {
         workers: usize = available_cpus(), env "TICKERFEED_WORKERS", range(1, 1024), shown "number of CPUs";
         /// Seconds to wait for connections to close at shutdown (SIGINT, SIGTERM).
         shutdown_timeout: f64 = 5.0, env "TICKERFEED_SHUTDOWN_TIMEOUT", range(0, 3600);
+        /// Test only, never in production: also serve `GET /test/echo`, a WebSocket echo with
+        /// /ws's decoder and framing, for Autobahn|Testsuite (docs/CONFORMANCE.md).
+        test_echo: bool = false, env "TICKERFEED_TEST_ECHO";
     }
     check = check_bind;
 }
