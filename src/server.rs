@@ -143,6 +143,10 @@ pub async fn start(config: Config) -> Result<RunningServer, StartError> {
     let send_buffer = config.limits.send_buffer_bytes;
     let listen = &config.listen;
     let between_requests = listen.keep_alive() + listen.request_head();
+    let test_echo = config.listen.test_echo;
+    if test_echo {
+        tracing::warn!("test_echo is on: {} echoes WebSocket messages (for conformance tests only)", crate::ws::echo::PATH);
+    }
     let server = HttpServer::new(move || {
         App::new()
             .app_data(bus_data.clone())
@@ -156,6 +160,13 @@ pub async fn start(config: Config) -> Result<RunningServer, StartError> {
             .wrap(crate::http::json_errors())
             .wrap(crate::http::RequestMetrics)
             .wrap(crate::http::connection::TrackRequests)
+            // Registered before the route table, whose default service answers 404 (and
+            // then not at all: without the setting the path is unknown).
+            .configure(|cfg| {
+                if test_echo {
+                    cfg.route(crate::ws::echo::PATH, web::get().to(crate::ws::echo::upgrade));
+                }
+            })
             .configure(crate::http::routes)
     })
     .on_connect(move |connection, extensions| {

@@ -256,3 +256,39 @@ async fn a_flooding_client_that_never_reads_is_a_slow_consumer_and_the_server_ho
     assert_others_unaffected(&server).await;
     server.shutdown().await;
 }
+
+#[actix_web::test]
+async fn invalid_utf8_fails_the_connection_before_the_message_ends() {
+    let server = start(&[]).await;
+    // The first fragment of a text message holds a byte no UTF-8 has: 1007 comes without the
+    // rest of the message (Autobahn|Testsuite 6.4.1: fail fast).
+    let mut raw = Raw::connect(&server).await;
+    raw.send(&frame(0x01, &[b'{', 0xf4, 0x90, 0x80, 0x80])).await;
+    assert_eq!(raw.recv_close().await.0, 1007);
+    // Within a frame: the header announces 64 bytes, 8 arrive with the bad one among them.
+    let mut raw = Raw::connect(&server).await;
+    let whole = frame(0x81, &[&br#"{"op""#[..], &[0xff], &[b' '; 58]].concat());
+    raw.send(&whole[..2 + 4 + 8]).await;
+    assert_eq!(raw.recv_close().await.0, 1007);
+    assert_eq!(disconnects(&server, "protocol_error").await, 2.0);
+    server.shutdown().await;
+}
+
+#[actix_web::test]
+async fn what_a_client_sent_before_a_failing_frame_or_its_close_is_answered_first() {
+    let server = start(&[]).await;
+    // A request and a frame with a reserved bit in one write: the reply, then 1002
+    // (Autobahn|Testsuite 3.2: the echo of the valid message precedes the failure).
+    let mut raw = Raw::connect(&server).await;
+    raw.send(&[text(r#"{"op":"ping","id":"before"}"#), frame(0x81 | 0x20, b"{}")].concat()).await;
+    let reply = raw.next_frame().await.expect("the reply").json().expect("a text frame");
+    assert_eq!((reply["type"].as_str(), reply["id"].as_str()), (Some("pong"), Some("before")));
+    assert_eq!(raw.recv_close().await.0, 1002);
+    // A request and a close in one write: the reply, then the close echoed.
+    let mut raw = Raw::connect(&server).await;
+    raw.send(&[text(r#"{"op":"list","id":2}"#), frame(0x88, &1000u16.to_be_bytes())].concat()).await;
+    let reply = raw.next_frame().await.expect("the reply").json().expect("a text frame");
+    assert_eq!((reply["type"].as_str(), reply["id"].as_i64()), (Some("subscriptions"), Some(2)));
+    assert_eq!(raw.recv_close().await.0, 1000);
+    server.shutdown().await;
+}

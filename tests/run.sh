@@ -9,7 +9,9 @@
 #   4. the benchmark's peer servers (tests/bench/peers/smoke.mjs), and the side-by-side bench
 #      driver: its unit tests and a smoke run of all six scenarios at tiny scale;
 #   5. monitoring against a real Prometheus (tests/monitoring/run.sh);
-#   6. TLS with openssl-made certificates and curl (tests/clients/tls.sh).
+#   6. Autobahn|Testsuite's fuzzingclient against /ws and the test-only echo route: every case
+#      OK or INFORMATIONAL (tests/autobahn/run.sh, docs/CONFORMANCE.md);
+#   7. TLS with openssl-made certificates and curl (tests/clients/tls.sh).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$(pwd)
@@ -90,6 +92,9 @@ timeout 600 tests/bench/run.sh --smoke --out "$artifacts/bench-smoke"
 
 step "monitoring: Prometheus config and alerts, Grafana dashboard, compose stack against a real Prometheus"
 bash tests/monitoring/run.sh
+
+step "Autobahn|Testsuite: fuzzingclient against /ws and /test/echo, every case OK or INFORMATIONAL"
+timeout 900 bash tests/autobahn/run.sh
 
 step "TLS: curl (OpenSSL) against --tls-cert/--tls-key with a test CA made by openssl"
 timeout 60 bash tests/clients/tls.sh target/release/tickerfeed

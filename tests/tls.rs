@@ -337,7 +337,9 @@ async fn at_most_256_handshakes_are_in_progress_per_worker() {
     let behind_256 = started.elapsed();
     eprintln!("a handshake beside 255 silent ones took {beside_255:?}; behind 256, {behind_256:?} (handshake timeout 2 s)");
     assert!(beside_255 < Duration::from_millis(300), "{beside_255:?}");
-    assert!(behind_256 >= Duration::from_millis(1000) && behind_256 < Duration::from_millis(2500), "{behind_256:?}");
+    // It waited for a place (about 1.5 s here), and got one once the first silent handshake
+    // timed out (the upper bound leaves room for a busy machine).
+    assert!(behind_256 >= Duration::from_millis(1000) && behind_256 < Duration::from_millis(5000), "{behind_256:?}");
     drop(silent);
     server.shutdown().await;
 }

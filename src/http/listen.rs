@@ -34,14 +34,18 @@ settings! {
         tls_key: String = String::new(), env "TICKERFEED_TLS_KEY", shown "none: plain HTTP";
         /// Seconds a client has to complete the TLS handshake.
         tls_handshake_timeout: f64 = 3.0, env "TICKERFEED_TLS_HANDSHAKE_TIMEOUT", range(0.1, 600);
-        /// Seconds a client has to send a whole request head (line and headers), from its
-        /// connection or from its first byte after a previous request; then 408 and close.
+        /// Seconds a client has to send its first request's whole head (line and headers) from
+        /// its connect, then 408 and close; a later request's, within keep-alive + this of the
+        /// previous answer.
         request_head_timeout: f64 = 5.0, env "TICKERFEED_REQUEST_HEAD_TIMEOUT", range(0.1, 600);
         /// Seconds an idle connection is kept open between requests (0: one request per connection).
         keep_alive_timeout: f64 = 5.0, env "TICKERFEED_KEEP_ALIVE_TIMEOUT", range(0, 3600);
         /// Seconds the server waits for a closing connection to flush (and, over TLS, to exchange
         /// close_notify) before dropping it.
         disconnect_timeout: f64 = 1.0, env "TICKERFEED_DISCONNECT_TIMEOUT", range(0.1, 60);
+        /// Test only, never in production: also serve `GET /test/echo`, a WebSocket echo with
+        /// /ws's decoder and framing, for Autobahn|Testsuite (docs/CONFORMANCE.md).
+        test_echo: bool = false, env "TICKERFEED_TEST_ECHO";
     }
     check = check_listen;
 }

@@ -247,6 +247,27 @@ impl<E: Encoder> Output<E> {
         self.subs.clear();
     }
 
+    /// Whether the body has handed out the close frame (its last words, if any, went before).
+    pub(crate) fn close_taken(&self) -> bool {
+        self.close_frame.is_none() && self.outbox.is_empty()
+    }
+
+    /// [`Output::begin_close`] for a close the client caused (its close frame, or input that
+    /// fails the connection): the answers already queued (pongs, replies to what it sent before)
+    /// go out ahead of `close`, so that each message before the one at fault is answered
+    /// (Autobahn|Testsuite 3.2: a valid message's echo precedes the failure). Bounded: the
+    /// outbox holds at most [`INPUT_PAUSE_BYTES`] and one reply.
+    pub(crate) fn begin_close_after_answers(&mut self, close: Bytes) {
+        let mut frames = BytesMut::with_capacity(self.outbox_bytes + close.len());
+        for answer in self.outbox.drain(..) {
+            self.context.metrics.other_frame(answer.len() as u64);
+            frames.extend_from_slice(&answer);
+        }
+        self.begin_close(Some(close.clone()));
+        frames.extend_from_slice(&close);
+        self.close_frame = Some(frames.freeze());
+    }
+
     /// Whether the session is closing (the body now carries only its close).
     pub(crate) fn is_closing(&self) -> bool {
         self.closing

@@ -240,8 +240,10 @@ pub(crate) async fn pump(output: SharedOutput<SioEncoder<Records>>, signal: Arc<
                 biased;
                 chunk = std::future::poll_fn(|cx| Pin::new(&mut body).poll_next(cx)) => break Some(match chunk {
                     None => Pulled::End,
-                    // The close, and the last words before it if any.
-                    Some(Ok(chunk)) if output.with(|o| o.is_closing()) => Pulled::Close(gather(&mut body, chunk).await),
+                    // A closing session's last words (records, framed as such after an upgrade),
+                    // then its close.
+                    Some(Ok(chunk)) if output.with(|o| o.is_closing() && !o.close_taken()) => Pulled::Records(chunk),
+                    Some(Ok(chunk)) if output.with(|o| o.is_closing()) => Pulled::Close(chunk),
                     Some(Ok(chunk)) => Pulled::Records(gather(&mut body, chunk).await),
                 }),
                 // The request went away before anything was produced for it.

@@ -10,6 +10,7 @@ use crate::session::output::{Encoder, QuotesMark};
 use crate::session::protocol::{QUOTES_JSON_PREFIX, QUOTES_JSON_SUFFIX, SNAPSHOT_JSON_PREFIX, ServerMessage};
 
 pub(crate) const OPCODE_TEXT: u8 = 0x1;
+pub(crate) const OPCODE_BINARY: u8 = 0x2;
 pub(crate) const OPCODE_CLOSE: u8 = 0x8;
 pub(crate) const OPCODE_PING: u8 = 0x9;
 pub(crate) const OPCODE_PONG: u8 = 0xA;

@@ -100,10 +100,57 @@ fn parse_header(buf: &[u8]) -> Result<Result<Header, usize>, InputError> {
     Ok(Ok(Header { fin: first & FIN != 0, opcode: first & OPCODE, mask: buf[len - 4..len].try_into().expect("four bytes"), len, payload }))
 }
 
-/// Unmasks a client payload in place (RFC 6455 §5.3).
-fn unmask(payload: &mut [u8], mask: [u8; 4]) {
+/// Unmasks part of a client payload in place (RFC 6455 §5.3): `payload` starts `offset` bytes
+/// into the frame's payload.
+fn unmask(payload: &mut [u8], mask: [u8; 4], offset: usize) {
     for (i, byte) in payload.iter_mut().enumerate() {
-        *byte ^= mask[i & 3];
+        *byte ^= mask[(offset + i) & 3];
+    }
+}
+
+/// A text message's UTF-8, checked as its bytes arrive (RFC 6455 §8.1): a message is refused at
+/// the first byte that no continuation could make valid, not once it is whole, so that a client
+/// streaming an invalid message is failed at once (Autobahn|Testsuite 6.4: fail fast).
+#[derive(Debug, Default)]
+struct Utf8Check {
+    /// The start of a character cut by the end of the bytes checked so far (at most 3 bytes).
+    pending: [u8; 4],
+    pending_len: usize,
+}
+
+impl Utf8Check {
+    /// Checks the message's next bytes; an error if they cannot be part of valid UTF-8.
+    fn feed(&mut self, mut bytes: &[u8]) -> Result<(), InputError> {
+        let invalid = || InputError::InvalidUtf8("a text message");
+        // First complete the character the previous bytes cut, one byte at a time.
+        while self.pending_len > 0 {
+            let Some((&first, rest)) = bytes.split_first() else { return Ok(()) };
+            self.pending[self.pending_len] = first;
+            self.pending_len += 1;
+            bytes = rest;
+            match std::str::from_utf8(&self.pending[..self.pending_len]) {
+                Ok(_) => self.pending_len = 0,
+                Err(e) if e.error_len().is_some() => return Err(invalid()),
+                Err(_) => {}
+            }
+        }
+        match std::str::from_utf8(bytes) {
+            Ok(_) => Ok(()),
+            // `error_len` is `None` when the bytes end inside a character that may yet be valid.
+            Err(e) if e.error_len().is_some() => Err(invalid()),
+            Err(e) => {
+                let cut = &bytes[e.valid_up_to()..];
+                self.pending[..cut.len()].copy_from_slice(cut);
+                self.pending_len = cut.len();
+                Ok(())
+            }
+        }
+    }
+
+    /// At the message's end: no character may be left unfinished. Resets for the next message.
+    fn finish(&mut self) -> Result<(), InputError> {
+        let unfinished = std::mem::take(&mut self.pending_len) > 0;
+        if unfinished { Err(InputError::InvalidUtf8("a text message")) } else { Ok(()) }
     }
 }
 
@@ -139,6 +186,10 @@ pub(crate) struct InboundStream {
     /// The part of actix-http's last chunk not yet moved into `frame`.
     rest: Bytes,
     partial: Option<Partial>,
+    /// Bytes of the frame's payload already unmasked (and, in a text message, checked).
+    unmasked: usize,
+    /// The UTF-8 of the text message being read.
+    utf8: Utf8Check,
     max_message_bytes: usize,
     /// The payload has ended (or failed): decode what is held, then end.
     eof: bool,
@@ -150,7 +201,7 @@ impl InboundStream {
     /// `max_message_bytes` bounds a message, whole or joined from fragments; a frame whose
     /// header would take a message beyond it ends the stream with [`InputError::TooBig`].
     pub(crate) fn new(payload: Payload, max_message_bytes: usize) -> InboundStream {
-        InboundStream { payload, frame: BytesMut::new(), rest: Bytes::new(), partial: None, max_message_bytes, eof: false, failed: false }
+        InboundStream { payload, frame: BytesMut::new(), rest: Bytes::new(), partial: None, unmasked: 0, utf8: Utf8Check::default(), max_message_bytes, eof: false, failed: false }
     }
 
     /// The next message; `None` when the connection has ended.
@@ -216,12 +267,24 @@ impl InboundStream {
         self.check(&header)?;
         // `check` bounded the payload by the message limit (or 125), so this fits in memory.
         let whole = header.len + header.payload as usize;
-        if !self.take_rest(whole) {
+        let complete = self.take_rest(whole);
+        // What has arrived of the payload is unmasked now, and a text message's checked, so
+        // that invalid UTF-8 fails the connection before the rest of its frame is waited for.
+        let arrived = self.frame.len() - header.len;
+        if arrived > self.unmasked {
+            let new = &mut self.frame[header.len + self.unmasked..];
+            unmask(new, header.mask, self.unmasked);
+            self.unmasked = arrived;
+            if header.opcode == 0x1 || (header.opcode == 0x0 && self.partial.as_ref().is_some_and(|p| p.text)) {
+                self.utf8.feed(new)?;
+            }
+        }
+        if !complete {
             return Ok(None);
         }
+        self.unmasked = 0;
         let mut payload = std::mem::take(&mut self.frame);
         payload.advance(header.len);
-        unmask(&mut payload, header.mask);
         self.join(header, payload)
     }
 
@@ -271,8 +334,15 @@ impl InboundStream {
     /// Turns a whole frame into a message, joining fragments (RFC 6455 §5.4: control frames may
     /// come between fragments). `check` has validated the frame's place in the sequence.
     fn join(&mut self, header: Header, payload: BytesMut) -> Result<Option<Inbound>, InputError> {
-        let message = |text: bool, data: Bytes| -> Result<Inbound, InputError> {
-            if text { ByteString::try_from(data).map(Inbound::Text).map_err(|_| InputError::InvalidUtf8("a text message")) } else { Ok(Inbound::Binary(data)) }
+        // A text message's bytes were checked as they arrived; `finish` checks its end.
+        let utf8 = &mut self.utf8;
+        let mut message = |text: bool, data: Bytes| -> Result<Inbound, InputError> {
+            if text {
+                utf8.finish()?;
+                ByteString::try_from(data).map(Inbound::Text).map_err(|_| InputError::InvalidUtf8("a text message"))
+            } else {
+                Ok(Inbound::Binary(data))
+            }
         };
         match header.opcode {
             0x8 => parse_close(&payload).map(|reason| Some(Inbound::Close(reason))),
@@ -421,6 +491,50 @@ mod tests {
         assert_eq!(poll(&mut inbound), Poll::Ready(Some(Ok(Inbound::Close(Some(close))))));
         assert!(poll(&mut inbound).is_pending());
         assert_eq!(inbound.buffered(), 0);
+    }
+
+    #[test]
+    fn invalid_utf8_fails_at_its_first_byte_not_at_the_end_of_the_message() {
+        // A first fragment whose bytes can never be UTF-8 (a UTF-16 surrogate): refused before
+        // the message's last fragment arrives.
+        let (mut feed, mut inbound) = stream(4096);
+        feed(&frame(0x01, &[b'a', 0xed, 0xa0, 0x80, b'b']));
+        assert_eq!(poll(&mut inbound), Poll::Ready(Some(Err(InputError::InvalidUtf8("a text message")))));
+        // Within a frame: a header announcing 100 bytes, then 10 of them with a 0xFF among them.
+        let (mut feed, mut inbound) = stream(4096);
+        let whole = frame(0x81, &[[b'x'; 5].as_slice(), &[0xff], &[b'y'; 94]].concat());
+        feed(&whole[..2 + 2 + 4 + 10]);
+        assert_eq!(poll(&mut inbound), Poll::Ready(Some(Err(InputError::InvalidUtf8("a text message")))));
+        // A continuation of a text message is checked as the message; binary is never checked.
+        let (mut feed, mut inbound) = stream(4096);
+        feed(&frame(0x01, b"ok so far"));
+        feed(&frame(0x00, &[0xc0, 0xaf]));
+        assert_eq!(poll(&mut inbound), Poll::Ready(Some(Err(InputError::InvalidUtf8("a text message")))));
+        let (mut feed, mut inbound) = stream(4096);
+        feed(&frame(0x82, &[0xff, 0xfe]));
+        assert_eq!(poll(&mut inbound), Poll::Ready(Some(Ok(Inbound::Binary(Bytes::from_static(&[0xff, 0xfe]))))));
+    }
+
+    #[test]
+    fn characters_cut_by_fragments_and_reads_are_joined_and_a_cut_at_the_end_is_refused() {
+        let text = "κόσμε 𝄞 ok";
+        let bytes = text.as_bytes();
+        // Fragments cut inside characters (after 1, 8 and 10 bytes), fed one byte at a time.
+        let (mut feed, mut inbound) = stream(4096);
+        let mut wire = frame(0x01, &bytes[..1]);
+        wire.extend(frame(0x00, &bytes[1..8]));
+        wire.extend(frame(0x00, &bytes[8..10]));
+        wire.extend(frame(0x80, &bytes[10..]));
+        for byte in &wire[..wire.len() - 1] {
+            feed(&[*byte]);
+            assert!(poll(&mut inbound).is_pending());
+        }
+        feed(&wire[wire.len() - 1..]);
+        assert_eq!(poll(&mut inbound), Poll::Ready(Some(Ok(Inbound::Text(text.into())))));
+        // The next message starts afresh, and one that ends inside a character is refused.
+        feed(&frame(0x01, "é".as_bytes()));
+        feed(&frame(0x80, &"𝄞".as_bytes()[..3]));
+        assert_eq!(poll(&mut inbound), Poll::Ready(Some(Err(InputError::InvalidUtf8("a text message")))));
     }
 
     #[test]

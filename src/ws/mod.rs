@@ -4,6 +4,8 @@
 //! - [`frame`]: RFC 6455 framing of what the server sends, and [`frame::WsEncoder`], protocol v1
 //!   over WebSocket for the session's output ([`crate::session::output`]).
 //! - [`transport`]: the session's WebSocket side: frames in, and the RFC 6455 close.
+//! - [`echo`]: `GET /test/echo`, an echo on the same decoder and framing, for conformance tests
+//!   only (off unless `--test-echo true`).
 //!
 //! This module holds the upgrade handler: it admits the client (origin, token, connection limits:
 //! [`SessionContext::admit`], refusals while the REST endpoints keep answering), performs the handshake and spawns the session on the
@@ -11,6 +13,7 @@
 //! What sessions share is the [`SessionContext`] of the transport-neutral core
 //! ([`crate::session`]), handed to the handler as app data.
 
+pub(crate) mod echo;
 pub(crate) mod frame;
 pub(crate) mod inbound;
 pub(crate) mod transport;

@@ -2,12 +2,16 @@
 //! ends the RFC 6455 way.
 //!
 //! A client whose frames break RFC 6455 or the message limit is failed (RFC 6455 §7.1.7): the
-//! close frame is sent, nothing more it sends is read, and the connection is dropped as soon as
+//! answers to what it sent before are sent, then the close frame (so too before the echo of a
+//! client's close), nothing more it sends is read, and the connection is dropped as soon as
 //! the close frame is on its way. After a close handshake the session shuts the socket itself
 //! (RFC 6455 §7.1.1: the server closes the TCP connection first), since actix-http would keep
 //! reading and discarding for as long as the peer sends. A server-initiated close waits (at
 //! most [`CLOSE_FLUSH_TIMEOUT`]) for the client's close frame, then shuts the socket; a close
 //! that cannot be flushed in that time drops the connection.
+
+use actix_web::web::Bytes;
+use bytestring::ByteString;
 
 use super::frame::WsEncoder;
 use super::inbound::{Inbound, InboundStream};
@@ -47,6 +51,20 @@ pub(crate) fn close_reason(end: &End) -> Option<CloseReason> {
     }
 }
 
+/// The session's input for a client message: text and binary messages as the route takes them
+/// (protocol v1 requests on `/ws`, echoes on the test route), control frames the same on every
+/// WebSocket route: a ping is answered with its payload, a pong is a sign of life, a close ends
+/// the session.
+pub(crate) fn to_input(message: Inbound, text: impl FnOnce(ByteString) -> Input, binary: impl FnOnce(Bytes) -> Input) -> Input {
+    match message {
+        Inbound::Text(payload) => text(payload),
+        Inbound::Binary(payload) => binary(payload),
+        Inbound::Ping(payload) => Input::Answer(WsEncoder::pong_frame(&payload)),
+        Inbound::Pong(_) => Input::Alive,
+        Inbound::Close(reason) => Input::Close(reason),
+    }
+}
+
 impl Transport for WsTransport {
     type Encoder = WsEncoder;
 
@@ -55,13 +73,7 @@ impl Transport for WsTransport {
             Ok(message) => message,
             Err(error) => return Some(Err(error)),
         };
-        Some(Ok(match message {
-            Inbound::Text(text) => Input::Request(parse_client_message(&text)),
-            Inbound::Binary(_) => Input::Unsupported("binary frames are not supported: send JSON text frames"),
-            Inbound::Ping(payload) => Input::Answer(WsEncoder::pong_frame(&payload)),
-            Inbound::Pong(_) => Input::Alive,
-            Inbound::Close(reason) => Input::Close(reason),
-        }))
+        Some(Ok(to_input(message, |text| Input::Request(parse_client_message(&text)), |_| Input::Unsupported("binary frames are not supported: send JSON text frames"))))
     }
 
     /// Sends the close frame without waiting on a full socket, and drops the connection if it
@@ -77,7 +89,12 @@ impl Transport for WsTransport {
 /// [`CLOSE_FLUSH_TIMEOUT`] (see the module's doc for who closes the TCP connection when).
 pub(crate) async fn close<E: Encoder>(mut stream: InboundStream, probe: Option<SocketProbe>, output: &SharedOutput<E>, signal: &SessionSignal, end: &End) {
     let reason = close_reason(end);
-    output.with(|o| o.begin_close(reason.as_ref().map(WsEncoder::close_frame)));
+    let frame = reason.as_ref().map(WsEncoder::close_frame);
+    match (end, frame) {
+        // What the client sent before its close, or before the frame at fault, is answered first.
+        (End::ClientClose(_) | End::BadInput(_), Some(frame)) => output.with(|o| o.begin_close_after_answers(frame)),
+        (_, frame) => output.with(|o| o.begin_close(frame)),
+    }
     signal.wake();
     if reason.is_none() {
         return;

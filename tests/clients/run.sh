@@ -72,6 +72,24 @@ timeout 120 .venv/bin/python socketio_client.py "http://127.0.0.1:$port"
 
 kill -TERM "$server"
 wait "$server" || true
+
+echo "-- tokens: curl and python-socketio against --auth-secret-file"
+secret="$artifacts/auth-secret"
+head -c 48 /dev/urandom | base64 >"$secret"
+start_tickerfeed "$bin" "$artifacts/auth-server.log" --seed 7 --auth-secret-file "$secret"
+token=$("$bin" token --secret-file "$secret" --sub clients --symbols 'AAPL,M*' --ttl 600)
+status=$(curl -s -o "$artifacts/curl-401.json" -w '%{http_code}' "http://127.0.0.1:$port/api/quotes")
+[ "$status" = 401 ] || { echo "curl without a token: HTTP $status, expected 401"; exit 1; }
+grep -q '"error":"unauthorized"' "$artifacts/curl-401.json" || { echo "the 401 body: $(cat "$artifacts/curl-401.json")"; exit 1; }
+curl -sf -H "Authorization: Bearer $token" "http://127.0.0.1:$port/api/symbols" \
+  | python3 -c 'import json,sys; s=[e["symbol"] for e in json.load(sys.stdin)]; assert s and all(x == "AAPL" or x.startswith("M") for x in s), s; print("curl with a token:", len(s), "symbols, all AAPL or M*")'
+status=0
+curl -sN --max-time 2 "http://127.0.0.1:$port/sse?symbols=AAPL,NVDA&token=$token" >"$artifacts/curl-sse-token.txt" || status=$?
+[ "$status" = 28 ] || { echo "curl -N with a token ended with $status"; exit 1; }
+grep -q '"code":"not_entitled"' "$artifacts/curl-sse-token.txt" || { echo "NVDA was not rejected as not_entitled"; exit 1; }
+timeout 60 .venv/bin/python socketio_client.py --auth "http://127.0.0.1:$port" "$token"
+kill -TERM "$server"
+wait "$server" || true
 trap - EXIT
 
 echo "-- socket.io-client (node --test) on /socket.io/"

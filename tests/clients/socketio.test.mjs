@@ -14,7 +14,10 @@ import assert from 'node:assert/strict';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { io } from 'socket.io-client';
-import { freePort, root, startServer as start } from '../server.mjs';
+import { spawnSync } from 'node:child_process';
+import { mkdtempSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { BIN, freePort, root, startServer as start } from '../server.mjs';
 
 const artifacts = join(root, 'tests/artifacts/clients');
 
@@ -309,7 +312,7 @@ for (const mode of MODES) {
   });
 }
 
-test('another namespace is refused with connect_error; an auth payload is accepted', async () => {
+test('another namespace is refused with connect_error; an auth payload is accepted (no tokens required)', async () => {
   const other = new Client(`${server.url}/admin`, { transports: ['websocket'] });
   try {
     const refused = await other.next('connect_error');
@@ -323,6 +326,52 @@ test('another namespace is refused with connect_error; an auth payload is accept
     assertWelcome((await withAuth.next('welcome')).data);
   } finally {
     withAuth.close();
+  }
+});
+
+test('tokens: no token or a bad one is a connect_error with its code; auth.token connects to its symbols; expiry closes the transport', async () => {
+  const dir = mkdtempSync(join(tmpdir(), 'tickerfeed-sio-auth-'));
+  const secret = join(dir, 'secret');
+  writeFileSync(secret, 'socket.io-client-secret-of-at-least-32-bytes\n');
+  const token = (symbols, ttl) => {
+    const run = spawnSync(BIN, ['token', '--secret-file', secret, '--sub', 'sio', '--symbols', symbols, '--ttl', String(ttl)], { encoding: 'utf8' });
+    assert.equal(run.status, 0, run.stderr);
+    return run.stdout.trim();
+  };
+  const secured = await start({ name: 'socketio-auth', logDir: artifacts, args: ['--seed', '7', '--auth-secret-file', secret] });
+  try {
+    for (const auth of [undefined, { token: 'not-a-token' }]) {
+      const client = new Client(secured.url, { transports: ['websocket'], ...(auth ? { auth } : {}) });
+      try {
+        const refused = await client.next('connect_error');
+        assert.match(refused.data, /token/, 'the message says what is wrong with the token');
+        assert.equal(client.socket.connected, false);
+      } finally {
+        client.close();
+      }
+    }
+    // The error's data carries the code a program branches on.
+    const data = await new Promise((ok) => {
+      const socket = io(secured.url, { reconnection: false, forceNew: true, auth: { token: 'x.y.z' } });
+      socket.on('connect_error', (e) => { socket.close(); ok(e.data); });
+    });
+    assert.deepEqual(data, { code: 'unauthorized' });
+    const client = new Client(secured.url, { auth: { token: token('AAPL', 3) } });
+    try {
+      assertWelcome((await client.next('welcome')).data);
+      const ack = await client.call('subscribe', { symbols: ['AAPL', 'MSFT'] });
+      assert.deepEqual(ack.symbols, ['AAPL']);
+      assert.deepEqual(ack.rejected, [{ symbol: 'MSFT', code: 'not_entitled' }]);
+      // Within 3 s the token expires: an error event, then the transport closes (the client
+      // would reconnect, and be refused until it has a new token).
+      const expired = await client.next('error', { match: (e) => e?.code === 'token_expired', ms: 5000 });
+      const gone = await client.next('disconnect', { from: expired.index });
+      assert.equal(gone.data, 'transport close');
+    } finally {
+      client.close();
+    }
+  } finally {
+    await secured.stop();
   }
 });
 

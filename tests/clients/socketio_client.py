@@ -214,7 +214,39 @@ async def run_async(url, transport):
     print(f"python-socketio AsyncClient, {transport}: welcome, acks, {len(batches)} quote batches, error ack, disconnect")
 
 
+def run_auth(url, token):
+    """Against a server that requires tokens: a CONNECT without one is refused with the reason,
+    `auth={"token": …}` connects, and the token's symbols are all it may subscribe."""
+    sio = socketio.Client(reconnection=False, request_timeout=5)
+    refusals = []
+    sio.on("connect_error", lambda data=None: refusals.append(data))
+    try:
+        sio.connect(url, transports=["websocket"], wait_timeout=5)
+        check(False, "connected without a token")
+    except socketio.exceptions.ConnectionError:
+        pass
+    check(len(refusals) == 1 and "token" in str(refusals[0]), f"connect_error names the token: {refusals}")
+    events = Events()
+    sio = socketio.Client(reconnection=False, request_timeout=5)
+    sio.on("*", lambda event, *args: events.put(event, args[0] if args else None))
+    sio.connect(url, transports=["websocket"], auth={"token": token}, wait_timeout=5)
+    try:
+        check_welcome(events.next("welcome"))
+        ack = sio.call("subscribe", {"symbols": ["AAPL", "NVDA"]}, timeout=5)
+        check(ack["symbols"] == ["AAPL"] and ack["rejected"] == [{"symbol": "NVDA", "code": "not_entitled"}], f"entitled subscribe ack {ack}")
+    finally:
+        sio.disconnect()
+    print("python-socketio Client, tokens: refused without one (the reason given), auth token connects to its symbols")
+
+
 def main():
+    if len(sys.argv) == 4 and sys.argv[1] == "--auth":
+        try:
+            run_auth(sys.argv[2].rstrip("/"), sys.argv[3])
+        except (Failure, Exception) as error:
+            print(f"FAILED: python-socketio with tokens against {sys.argv[2]}: {type(error).__name__}: {error}", file=sys.stderr)
+            sys.exit(1)
+        return
     url = sys.argv[1].rstrip("/") if len(sys.argv) > 1 else "http://127.0.0.1:8080"
     print(f"python-socketio {version('python-socketio')}, python-engineio {version('python-engineio')}")
     try:
