@@ -34,5 +34,7 @@ mod settings;
 // Wired by the Socket.IO transport (issue 13); nothing calls the codec until then.
 mod socketio;
 mod sse;
+#[cfg(test)]
+mod test_support;
 mod web;
 mod ws;
