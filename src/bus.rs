@@ -193,7 +193,7 @@ impl Topic {
 
     /// Registrations waiting for this topic's next publish (including those of sessions that
     /// ended since, until they are swept).
-    #[cfg(test)]
+    #[cfg(any(test, feature = "fuzzing"))]
     pub(crate) fn registrations(&self) -> usize {
         self.waiters.lock().expect("waiters lock").armed.len()
     }

@@ -11,12 +11,15 @@
 //!   [`server::run_until_signal`].
 //! - [`logging`]: the log subscriber the binary installs.
 //! - [`tickgen`], [`healthcheck`]: the `gen` and `healthcheck` subcommands.
+//! - `fuzzing` (with the `fuzzing` feature only): the fuzz targets' entry points.
 //!
 //! Everything else is `pub(crate)`: the compiler, not a convention, keeps it internal.
 
 #![warn(unreachable_pub, missing_docs)]
 
 pub mod config;
+#[cfg(feature = "fuzzing")]
+pub mod fuzzing;
 pub mod healthcheck;
 pub mod logging;
 pub mod server;

@@ -368,9 +368,8 @@ pub(crate) mod properties {
                 assert_eq!(object.get("op").and_then(Value::as_str), Some(name), "{text:?}");
                 let allowed = OPS.iter().find(|(n, _)| *n == name).expect("an op of OPS").1;
                 assert!(object.keys().all(|k| allowed.contains(&k.as_str())), "{text:?} has a field {name} does not take");
-                let strings = |field: &str| -> Vec<String> {
-                    object[field].as_array().expect("symbols is an array").iter().map(|s| s.as_str().expect("of strings").to_string()).collect()
-                };
+                let strings =
+                    |field: &str| -> Vec<String> { object[field].as_array().expect("symbols is an array").iter().map(|s| s.as_str().expect("of strings").to_string()).collect() };
                 match &op {
                     ClientOp::Subscribe { symbols, throttle_ms, snapshot, .. } => {
                         assert_eq!(symbols, &strings("symbols"));
@@ -473,11 +472,7 @@ pub(crate) mod properties {
 
         /// A message the parser must accept, and the op it must give.
         fn valid_op() -> impl Strategy<Value = ClientOp> {
-            let id = prop_oneof![
-                Just(None),
-                any::<i64>().prop_map(|n| Some(RequestId::Number(n.into()))),
-                "\\PC{0,64}".prop_map(|s| Some(RequestId::Text(s))),
-            ];
+            let id = prop_oneof![Just(None), any::<i64>().prop_map(|n| Some(RequestId::Number(n.into()))), "\\PC{0,64}".prop_map(|s| Some(RequestId::Text(s))),];
             let symbols = prop::collection::vec(any::<String>(), 0..6);
             prop_oneof![
                 (id.clone(), symbols.clone(), prop::option::of(any::<u64>()), prop::option::of(any::<bool>()))

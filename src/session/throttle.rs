@@ -797,18 +797,36 @@ pub(crate) mod properties {
     #[derive(Debug, Clone, Copy, PartialEq)]
     pub(crate) enum Step {
         /// The feed publishes the topic.
-        Publish { topic: usize },
+        Publish {
+            topic: usize,
+        },
         /// `subscribe` of the topics in the mask (all of them for `*`).
-        Subscribe { mask: u8, throttle: usize, snapshot: bool, wildcard: bool },
-        Unsubscribe { mask: u8, wildcard: bool },
-        Advance { ms: u64 },
+        Subscribe {
+            mask: u8,
+            throttle: usize,
+            snapshot: bool,
+            wildcard: bool,
+        },
+        Unsubscribe {
+            mask: u8,
+            wildcard: bool,
+        },
+        Advance {
+            ms: u64,
+        },
         /// A dispatcher round, and the body applying what fired.
         Dispatch,
         Timers,
-        Recheck { arm: bool },
+        Recheck {
+            arm: bool,
+        },
         /// A frame of live quotes, holding at most `budget` of them.
-        Deliver { budget: usize },
-        Snapshot { budget: usize },
+        Deliver {
+            budget: usize,
+        },
+        Snapshot {
+            budget: usize,
+        },
     }
 
     /// Bytes to steps, two bytes each: how the fuzz target reads its input.

@@ -13,9 +13,11 @@
 //! - `actix_ws::handle` would also build an outgoing channel (1.8 KB per connection) that
 //!   tickerfeed never uses: frames go out through [`crate::session::output`].
 //!
-//! Architecture invariant: **the decoder holds at most `max_message_bytes` plus one frame header
-//! of the client's data**, whatever the client sends — the joined fragments of the open message
-//! and the bytes of the frame being read, which [`InboundStream::buffered`] reports — plus the
+//! Architecture invariant: **the decoder holds at most `max_message_bytes` plus one control
+//! frame (125 bytes) and one frame header (14) of the client's data**, whatever the client
+//! sends — the joined fragments of the open message and the bytes of the frame being read, which
+//! [`InboundStream::buffered`] reports; the control frame is a ping, pong or close that RFC 6455
+//! lets a client send between the fragments of a message at the limit — plus the
 //! rest of the one chunk actix-http last handed over (bounded by actix-http's read buffer, which
 //! stops reading the socket while its payload is not consumed). A session that does not call
 //! [`InboundStream::recv`] therefore stops the client by TCP flow control.
@@ -383,6 +385,26 @@ mod tests {
     }
 
     #[test]
+    fn a_ping_between_fragments_at_the_limit_is_held_beside_them() {
+        // Found by the fuzz target: the module doc said "the limit plus a header", but a control
+        // frame may come between the fragments of a message already at the limit.
+        let limit = 64;
+        let (mut feed, mut inbound) = stream(limit);
+        feed(&frame(0x02, &[7; 64]));
+        assert!(poll(&mut inbound).is_pending());
+        let ping = frame(0x89, &[1; 125]);
+        feed(&ping[..ping.len() - 1]);
+        assert!(poll(&mut inbound).is_pending());
+        // The message so far, and all but the last byte of the ping (a 6-byte header, 125 bytes).
+        assert_eq!(inbound.buffered(), limit + 6 + 125 - 1);
+        assert!(inbound.buffered() <= limit + MAX_CONTROL_PAYLOAD as usize + MAX_HEADER_BYTES);
+        feed(&ping[ping.len() - 1..]);
+        assert_eq!(poll(&mut inbound), Poll::Ready(Some(Ok(Inbound::Ping(Bytes::from_static(&[1; 125]))))));
+        feed(&frame(0x80, b""));
+        assert_eq!(poll(&mut inbound), Poll::Ready(Some(Ok(Inbound::Binary(Bytes::from_static(&[7; 64]))))));
+    }
+
+    #[test]
     fn each_rfc_violation_has_its_own_error() {
         let cases: Vec<(&str, Vec<u8>, InputError)> = vec![
             ("RSV1 on a text frame", frame(0x81 | 0x40, b"{}"), InputError::Protocol("reserved bits set with no extension negotiated")),
@@ -469,7 +491,8 @@ pub(crate) mod properties {
             }
             loop {
                 let poll = inbound.poll_recv(&mut cx);
-                assert!(inbound.frame.len() + inbound.partial.as_ref().map_or(0, |p| p.data.len()) <= limit + HEADER_BYTES, "the decoder holds more than the limit and a header");
+                let held = inbound.frame.len() + inbound.partial.as_ref().map_or(0, |p| p.data.len());
+                assert!(held <= limit + MAX_CONTROL_PAYLOAD as usize + HEADER_BYTES, "the decoder holds {held} bytes, over the limit {limit}, a control frame and a header");
                 match poll {
                     Poll::Pending => break,
                     Poll::Ready(None) => return outcome,
@@ -533,7 +556,7 @@ pub(crate) mod properties {
 
         fn message(limit: usize) -> impl Strategy<Value = Message> {
             let payload = prop_oneof![any::<String>().prop_map(|s| (true, s.into_bytes())), prop::collection::vec(any::<u8>(), 0..64).prop_map(|b| (false, b))];
-            (payload, prop::collection::vec(any::<prop::sample::Index>(), 0..3), prop::option::of(prop::collection::vec(any::<u8>(), 0..20)), any::<[u8; 4]>(), 0u8..3)
+            (payload, prop::collection::vec(any::<prop::sample::Index>(), 0..3), prop::option::of(prop::collection::vec(any::<u8>(), 0..126)), any::<[u8; 4]>(), 0u8..3)
                 .prop_filter("within the limit", move |((_, payload), ..)| payload.len() <= limit)
                 .prop_map(|((text, payload), cuts, ping_between, mask, width)| {
                     let mut fragments: Vec<usize> = cuts.iter().map(|cut| cut.index(payload.len() + 1)).collect();
@@ -551,7 +574,13 @@ pub(crate) mod properties {
                 bounds.push(m.payload.len());
                 let pieces: Vec<&[u8]> = bounds.windows(2).map(|w| &m.payload[w[0]..w[1]]).collect();
                 for (index, piece) in pieces.iter().enumerate() {
-                    let opcode = if index > 0 { 0x0 } else if m.text { 0x1 } else { 0x2 };
+                    let opcode = if index > 0 {
+                        0x0
+                    } else if m.text {
+                        0x1
+                    } else {
+                        0x2
+                    };
                     let fin = if index == pieces.len() - 1 { FIN } else { 0 };
                     bytes.extend(frame(fin | opcode, piece, m.mask, m.width));
                     if let (Some(ping), true) = (&m.ping_between, fin == 0) {
