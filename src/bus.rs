@@ -193,7 +193,7 @@ impl Topic {
 
     /// Registrations waiting for this topic's next publish (including those of sessions that
     /// ended since, until they are swept).
-    #[cfg(test)]
+    #[cfg(any(test, feature = "fuzzing"))]
     pub(crate) fn registrations(&self) -> usize {
         self.waiters.lock().expect("waiters lock").armed.len()
     }
@@ -323,33 +323,46 @@ impl Bus {
         let mut after: Vec<Weak<SessionSignal>> = Vec::new();
         loop {
             self.dispatch_wake.notified().await;
-            std::mem::swap(&mut batch, &mut *self.dispatch_queue.lock().expect("dispatch lock"));
-            // Held for the batch: registering a topic (the only writer) is rare and brief.
-            let topics = self.topics.read().expect("topic table lock");
-            for id in batch.drain(..) {
-                let topic = &topics[id as usize];
-                // Cleared before taking the registrations: a publish from here on queues the
-                // topic again, so no change is left without a wake-up.
-                topic.queued.store(false, Ordering::Release);
-                std::mem::swap(&mut fired, &mut topic.waiters.lock().expect("waiters lock").armed);
-                for waiter in fired.drain(..) {
-                    if let Some(signal) = waiter.upgrade() {
-                        signal.fire(id);
-                    }
-                }
-            }
-            drop(topics);
-            // Taken after the batch's `queued` flags were cleared: a publish that found its
-            // topic still queued happened before this point, so a session listed after it
-            // sees its seq when it checks, and one listed before it is woken now.
-            std::mem::swap(&mut after, &mut *self.after_dispatch.lock().expect("after-dispatch lock"));
-            for waiter in after.drain(..) {
+            self.dispatch_round(&mut batch, &mut fired, &mut after);
+        }
+    }
+
+    /// One round of the dispatcher: the queued topics' registrations fired, then the sessions
+    /// waiting for the round woken. The vectors are scratch space kept between rounds.
+    fn dispatch_round(&self, batch: &mut Vec<TopicId>, fired: &mut Vec<Weak<SessionSignal>>, after: &mut Vec<Weak<SessionSignal>>) {
+        std::mem::swap(batch, &mut *self.dispatch_queue.lock().expect("dispatch lock"));
+        // Held for the batch: registering a topic (the only writer) is rare and brief.
+        let topics = self.topics.read().expect("topic table lock");
+        for id in batch.drain(..) {
+            let topic = &topics[id as usize];
+            // Cleared before taking the registrations: a publish from here on queues the
+            // topic again, so no change is left without a wake-up.
+            topic.queued.store(false, Ordering::Release);
+            std::mem::swap(fired, &mut topic.waiters.lock().expect("waiters lock").armed);
+            for waiter in fired.drain(..) {
                 if let Some(signal) = waiter.upgrade() {
-                    signal.listed.store(false, Ordering::Release);
-                    signal.wake();
+                    signal.fire(id);
                 }
             }
         }
+        drop(topics);
+        // Taken after the batch's `queued` flags were cleared: a publish that found its
+        // topic still queued happened before this point, so a session listed after it
+        // sees its seq when it checks, and one listed before it is woken now.
+        std::mem::swap(after, &mut *self.after_dispatch.lock().expect("after-dispatch lock"));
+        for waiter in after.drain(..) {
+            if let Some(signal) = waiter.upgrade() {
+                signal.listed.store(false, Ordering::Release);
+                signal.wake();
+            }
+        }
+    }
+
+    /// Runs one dispatcher round now, on the caller's thread: a test drives the wake-up path
+    /// step by step with it instead of spawning [`Bus::run_dispatcher`].
+    #[cfg(any(test, feature = "fuzzing"))]
+    pub(crate) fn dispatch_now(&self) {
+        self.dispatch_round(&mut Vec::new(), &mut Vec::new(), &mut Vec::new());
     }
 }
 
@@ -485,5 +498,58 @@ mod tests {
             topic.arm(&signal);
         }
         assert!(topic.waiters.lock().unwrap().armed.len() <= 128);
+    }
+}
+
+/// [`Bus::find`]'s invariants, checked on any text: by the property tests below and by the
+/// fuzz target `symbol` (through `crate::fuzzing`).
+#[cfg(any(test, feature = "fuzzing"))]
+pub(crate) mod properties {
+    use super::*;
+
+    /// A bus with a few topics, as a feed registers them.
+    pub(crate) fn bus_with(symbols: &[&str]) -> Bus {
+        let bus = Bus::new();
+        for symbol in symbols {
+            bus.register(symbol, SymbolInfo { name: symbol.to_string(), sector: "Test".into(), feed: "test".into() }).expect("distinct symbols");
+        }
+        bus
+    }
+
+    /// Asserts, whatever `requested` is: it finds the topic of its normalised symbol when a feed
+    /// publishes it; a valid symbol no feed publishes is `Unknown`, named normalised; anything
+    /// else is `Invalid`, quoting at most 32 characters of the text with the symbol rule's reason.
+    pub(crate) fn check_find(bus: &Bus, requested: &str) {
+        match (bus.find(requested), normalise_symbol(requested)) {
+            (Ok(topic), Ok(symbol)) => assert_eq!(&*topic.symbol, symbol.as_str()),
+            (Err(FindError::Unknown(name)), Ok(symbol)) => {
+                assert_eq!(name, symbol);
+                assert!(bus.topic(&symbol).is_none(), "{symbol} is published but was not found");
+            }
+            (Err(FindError::Invalid { text, reason }), Err(expected)) => {
+                assert_eq!(reason, expected);
+                assert!(text.chars().count() <= 32, "{text:?} quotes more than 32 characters");
+                assert!(requested.trim().starts_with(&text));
+            }
+            (found, normalised) => panic!("{requested:?}: find gave {found:?}, the symbol rule {normalised:?}"),
+        }
+    }
+
+    #[cfg(test)]
+    mod tests {
+        use proptest::prelude::*;
+
+        use super::*;
+        use crate::test_support::proptest_config;
+
+        proptest! {
+            #![proptest_config(proptest_config(1024, "target/proptest-regressions/bus.txt"))]
+
+            #[test]
+            fn a_client_finds_what_the_symbol_rule_names(requested in prop_oneof![any::<String>(), "\\s?(AAPL|aapl|MSFT|BRK\\.B|brk\\.b|EURUSD=X|\\^GSPC|XYZ|[A-Za-z.^=-]{0,18})\\s?", "[A-Za-zé ]{30,40}"]) {
+                let bus = bus_with(&["AAPL", "MSFT", "BRK.B", "EURUSD=X", "^GSPC"]);
+                check_find(&bus, &requested);
+            }
+        }
     }
 }

@@ -13,6 +13,7 @@
 //! - [`tickgen`], [`healthcheck`]: the `gen` and `healthcheck` subcommands; [`access`]'s
 //!   [`access::sign_with_secret_file`]: the `token` subcommand (the rest of `access` is
 //!   internal).
+//! - `fuzzing` (with the `fuzzing` feature only): the fuzz targets' entry points.
 //!
 //! Everything else is `pub(crate)`: the compiler, not a convention, keeps it internal.
 
@@ -20,6 +21,8 @@
 
 pub mod access;
 pub mod config;
+#[cfg(feature = "fuzzing")]
+pub mod fuzzing;
 pub mod healthcheck;
 pub mod logging;
 pub mod server;
@@ -37,5 +40,7 @@ mod settings;
 // Wired by the Socket.IO transport (issue 13); nothing calls the codec until then.
 mod socketio;
 mod sse;
+#[cfg(test)]
+mod test_support;
 mod web;
 mod ws;

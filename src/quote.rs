@@ -279,3 +279,53 @@ mod tests {
         }
     }
 }
+
+/// The one symbol rule's invariants, checked on any text: by the property tests below and by
+/// the fuzz target `symbol` (through `crate::fuzzing`).
+#[cfg(any(test, feature = "fuzzing"))]
+pub(crate) mod properties {
+    use super::*;
+
+    /// Asserts, whatever `raw` is: an accepted symbol is 1 to [`MAX_SYMBOL_LEN`] symbol
+    /// characters in upper case, accepted again as itself (normalising is idempotent), and is
+    /// `raw` trimmed and upper-cased; the syntax check of a file's cell ([`check_symbol`], no
+    /// trimming) agrees with it on a text with no surrounding space.
+    pub(crate) fn check_any_text(raw: &str) {
+        match normalise_symbol(raw) {
+            Ok(symbol) => {
+                assert!((1..=MAX_SYMBOL_LEN).contains(&symbol.chars().count()), "{raw:?} → {symbol:?}");
+                assert!(symbol.chars().all(is_symbol_char) && !symbol.chars().any(|c| c.is_ascii_lowercase()), "{raw:?} → {symbol:?}");
+                assert_eq!(symbol, raw.trim().to_ascii_uppercase());
+                assert_eq!(normalise_symbol(&symbol).as_deref(), Ok(symbol.as_str()), "normalising {symbol:?} again");
+            }
+            Err(error) => assert!(!error.reason().is_empty()),
+        }
+        if raw.trim() == raw {
+            assert_eq!(check_symbol(raw).is_ok(), normalise_symbol(raw).is_ok(), "{raw:?}: a file and a client disagree");
+        }
+    }
+
+    #[cfg(test)]
+    mod tests {
+        use proptest::prelude::*;
+
+        use super::*;
+        use crate::test_support::proptest_config;
+
+        proptest! {
+            #![proptest_config(proptest_config(1024, "target/proptest-regressions/quote.txt"))]
+
+            #[test]
+            fn any_text_is_a_normal_symbol_or_refused(raw in prop_oneof![any::<String>(), "\\s{0,2}[A-Za-z0-9.^=*é -]{0,20}\\s{0,2}"]) {
+                check_any_text(&raw);
+            }
+
+            #[test]
+            fn symbols_are_case_insensitive_and_spaces_around_do_not_count(symbol in "[A-Za-z0-9.^=-]{1,16}", before in "[ \t]{0,3}", after in "[ \t\r\n]{0,3}") {
+                let expected = symbol.to_ascii_uppercase();
+                prop_assert_eq!(normalise_symbol(&format!("{before}{symbol}{after}")), Ok(expected.clone()));
+                prop_assert_eq!(normalise_symbol(&symbol.to_ascii_lowercase()), Ok(expected));
+            }
+        }
+    }
+}

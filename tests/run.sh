@@ -11,7 +11,8 @@
 #   5. monitoring against a real Prometheus (tests/monitoring/run.sh);
 #   6. Autobahn|Testsuite's fuzzingclient against /ws and the test-only echo route: every case
 #      OK or INFORMATIONAL (tests/autobahn/run.sh, docs/CONFORMANCE.md);
-#   7. TLS with openssl-made certificates and curl (tests/clients/tls.sh).
+#   7. TLS with openssl-made certificates and curl (tests/clients/tls.sh);
+#   8. a bounded fuzzing run of the decoders (tests/fuzz/run.sh, docs/FUZZING.md).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$(pwd)
@@ -98,6 +99,9 @@ timeout 900 bash tests/autobahn/run.sh
 
 step "TLS: curl (OpenSSL) against --tls-cert/--tls-key with a test CA made by openssl"
 timeout 60 bash tests/clients/tls.sh target/release/tickerfeed
+
+step "fuzzing: the decoders' cargo-fuzz targets, stable toolchain, 30 s each (tests/fuzz/run.sh)"
+timeout 900 bash tests/fuzz/run.sh
 
 echo
 echo "ALL TESTS PASSED"

@@ -325,6 +325,16 @@ mod tests {
     }
 
     #[test]
+    fn a_number_id_is_echoed_as_the_same_number() {
+        // Found by the fuzz target: serde_json's default float parser may land one ULP off, so
+        // the reply's id was a different number from the one the client sent.
+        let text = r#"{"op":"ping","id":33333333333323333e-6}"#;
+        let Ok(ClientOp::Ping { id: Some(id) }) = parse_client_message(text) else { panic!("a ping with an id") };
+        let reply: Value = serde_json::from_str(&ServerMessage::Pong { id: Some(id), ts: 0 }.to_json()).unwrap();
+        assert_eq!(reply["id"].as_f64(), Some(33333333333.323333));
+    }
+
+    #[test]
     fn messages_serialise_as_documented() {
         let msg = ServerMessage::Subscribed {
             id: Some(RequestId::Number(1.into())),
@@ -337,5 +347,212 @@ mod tests {
         let msg = ServerMessage::Pong { id: None, ts: 5 };
         assert_eq!(msg.to_json(), r#"{"type":"pong","ts":5}"#);
         assert_eq!(msg.fields_json(), r#"{"ts":5}"#);
+    }
+}
+
+/// The parser's invariants, checked on any text: by the property tests below and by the fuzz
+/// target `protocol` (through `crate::fuzzing`).
+#[cfg(any(test, feature = "fuzzing"))]
+pub(crate) mod properties {
+    use super::*;
+
+    /// The id a reply to `text` must echo: the object's `id` when it is usable (a number, or a
+    /// string of at most [`MAX_ID_CHARS`] characters); `None` for no id, an unusable one, or a
+    /// text that is not a JSON object. The second value says whether the message may be
+    /// accepted at all (false: not an object, or an unusable id).
+    fn expected_id(text: &str) -> (Option<RequestId>, bool) {
+        let Ok(Value::Object(object)) = serde_json::from_str::<Value>(text) else { return (None, false) };
+        match object.get("id") {
+            None | Some(Value::Null) => (None, true),
+            Some(Value::Number(n)) => (Some(RequestId::Number(n.clone())), true),
+            Some(Value::String(s)) if s.chars().count() <= MAX_ID_CHARS => (Some(RequestId::Text(s.clone())), true),
+            Some(_) => (None, false),
+        }
+    }
+
+    fn id_of(op: &ClientOp) -> &Option<RequestId> {
+        match op {
+            ClientOp::Subscribe { id, .. } | ClientOp::Unsubscribe { id, .. } | ClientOp::List { id } | ClientOp::Ping { id } => id,
+        }
+    }
+
+    /// Parses `text` and asserts what the module promises, whatever the text:
+    /// - no panic; a refusal has a code and a message;
+    /// - the id is echoed whenever it is usable, accepted or refused (a string id is at most
+    ///   64 characters), and a reply carrying it serialises it back as the client wrote it;
+    /// - an accepted message is an object whose `op` is one of [`OPS`], with no other field than
+    ///   the op's, and the op's fields are those of the object.
+    pub(crate) fn check_any_text(text: &str) {
+        let (expected, may_accept) = expected_id(text);
+        let (id, accepted) = match parse_client_message(text) {
+            Ok(op) => {
+                assert!(may_accept, "accepted {text:?} with an unusable id or not an object");
+                let Ok(Value::Object(object)) = serde_json::from_str::<Value>(text) else { unreachable!("checked by expected_id") };
+                let name = op.name();
+                assert_eq!(object.get("op").and_then(Value::as_str), Some(name), "{text:?}");
+                let allowed = OPS.iter().find(|(n, _)| *n == name).expect("an op of OPS").1;
+                assert!(object.keys().all(|k| allowed.contains(&k.as_str())), "{text:?} has a field {name} does not take");
+                let strings =
+                    |field: &str| -> Vec<String> { object[field].as_array().expect("symbols is an array").iter().map(|s| s.as_str().expect("of strings").to_string()).collect() };
+                match &op {
+                    ClientOp::Subscribe { symbols, throttle_ms, snapshot, .. } => {
+                        assert_eq!(symbols, &strings("symbols"));
+                        assert_eq!(*throttle_ms, object.get("throttle_ms").and_then(Value::as_u64));
+                        assert_eq!(*snapshot, object.get("snapshot").and_then(Value::as_bool));
+                    }
+                    ClientOp::Unsubscribe { symbols, .. } => assert_eq!(symbols, &strings("symbols")),
+                    ClientOp::List { .. } | ClientOp::Ping { .. } => {}
+                }
+                (id_of(&op).clone(), true)
+            }
+            Err(failure) => {
+                assert!(!failure.message.is_empty(), "{text:?}: a refusal without a message");
+                (failure.id, false)
+            }
+        };
+        assert_eq!(id, expected, "{text:?} (accepted: {accepted}): the id echoed");
+        if let Some(RequestId::Text(s)) = &id {
+            assert!(s.chars().count() <= MAX_ID_CHARS);
+        }
+        // The reply echoes it as sent: its JSON holds the same id.
+        if let Some(id) = id {
+            let reply = ServerMessage::Error { id: Some(id.clone()), code: ErrorCode::BadRequest, message: String::new(), count: None }.to_json();
+            let reply: Value = serde_json::from_str(&reply).expect("a reply is JSON");
+            let original: Value = serde_json::from_str::<Value>(text).expect("an object")["id"].clone();
+            assert_eq!(reply["id"], original, "{text:?}: the reply's id");
+        }
+    }
+
+    #[cfg(test)]
+    mod tests {
+        use proptest::prelude::*;
+        use serde_json::{Map, json};
+
+        use super::*;
+        use crate::test_support::proptest_config;
+
+        /// A field's value, from the grammar: mostly the right type, sometimes not.
+        fn json_leaf() -> impl Strategy<Value = Value> {
+            prop_oneof![
+                Just(Value::Null),
+                any::<bool>().prop_map(Value::Bool),
+                any::<u64>().prop_map(Value::from),
+                any::<i64>().prop_map(Value::from),
+                (-1000i32..1000).prop_map(|n| json!(f64::from(n) / 8.0)),
+                // Any double, written as ryu writes it: the id must come back the same number.
+                (prop::num::f64::NORMAL | prop::num::f64::SUBNORMAL).prop_map(|f| json!(f)),
+                "[ -~]{0,8}".prop_map(Value::from),
+                any::<String>().prop_map(Value::from),
+            ]
+        }
+
+        fn id() -> impl Strategy<Value = Option<Value>> {
+            prop_oneof![
+                2 => Just(None),
+                2 => json_leaf().prop_map(Some),
+                // Around the 64-character limit, counted in characters (é is two bytes).
+                2 => (60usize..68, prop_oneof![Just('x'), Just('é'), Just('𝄞')]).prop_map(|(n, c)| Some(Value::from(c.to_string().repeat(n)))),
+                1 => Just(Some(json!([1]))),
+                1 => Just(Some(json!({"a": 1}))),
+            ]
+        }
+
+        fn symbols() -> impl Strategy<Value = Option<Value>> {
+            prop_oneof![
+                4 => prop::collection::vec(prop_oneof!["[A-Za-z.^=*-]{0,6}", any::<String>()], 0..5).prop_map(|s| Some(json!(s))),
+                1 => Just(None),
+                1 => prop::collection::vec(json_leaf(), 0..3).prop_map(|s| Some(Value::Array(s))),
+                1 => json_leaf().prop_map(Some),
+            ]
+        }
+
+        /// A message as a client might write it: one of the ops (or not), each field present or
+        /// absent, of the right type or not, sometimes a field the op does not take.
+        fn message() -> impl Strategy<Value = String> {
+            let op = prop_oneof![
+                4 => prop::sample::select(OPS.iter().map(|(name, _)| Value::from(*name)).collect::<Vec<_>>()),
+                1 => json_leaf(),
+            ];
+            let throttle = prop_oneof![2 => Just(None), 2 => (0u64..100_000).prop_map(|n| Some(json!(n))), 1 => json_leaf().prop_map(Some)];
+            let snapshot = prop_oneof![2 => Just(None), 2 => any::<bool>().prop_map(|b| Some(json!(b))), 1 => json_leaf().prop_map(Some)];
+            let extra = prop_oneof![4 => Just(None), 1 => ("[a-z_]{1,10}", json_leaf()).prop_map(Some)];
+            (prop::option::weighted(0.95, op), id(), symbols(), throttle, snapshot, extra, any::<u64>(), any::<bool>()).prop_map(
+                |(op, id, symbols, throttle, snapshot, extra, order, pretty)| {
+                    let mut fields: Vec<(String, Value)> = Vec::new();
+                    let named = [("op", op), ("id", id), ("symbols", symbols), ("throttle_ms", throttle), ("snapshot", snapshot)];
+                    for (name, value) in named {
+                        if let Some(value) = value {
+                            fields.push((name.to_string(), value));
+                        }
+                    }
+                    fields.extend(extra);
+                    // Field order is free on the wire.
+                    let len = fields.len().max(1);
+                    fields.rotate_left(order as usize % len);
+                    let object: Map<String, Value> = fields.into_iter().collect();
+                    if pretty { serde_json::to_string_pretty(&object).unwrap() } else { serde_json::to_string(&object).unwrap() }
+                },
+            )
+        }
+
+        /// A message the parser must accept, and the op it must give.
+        fn valid_op() -> impl Strategy<Value = ClientOp> {
+            let id = prop_oneof![Just(None), any::<i64>().prop_map(|n| Some(RequestId::Number(n.into()))), "\\PC{0,64}".prop_map(|s| Some(RequestId::Text(s))),];
+            let symbols = prop::collection::vec(any::<String>(), 0..6);
+            prop_oneof![
+                (id.clone(), symbols.clone(), prop::option::of(any::<u64>()), prop::option::of(any::<bool>()))
+                    .prop_map(|(id, symbols, throttle_ms, snapshot)| ClientOp::Subscribe { id, symbols, throttle_ms, snapshot }),
+                (id.clone(), symbols).prop_map(|(id, symbols)| ClientOp::Unsubscribe { id, symbols }),
+                id.clone().prop_map(|id| ClientOp::List { id }),
+                id.prop_map(|id| ClientOp::Ping { id }),
+            ]
+        }
+
+        /// The client side of the protocol: an op as JSON text (`null` for absent options).
+        fn encode(op: &ClientOp) -> String {
+            let mut object = Map::new();
+            object.insert("op".into(), op.name().into());
+            let id = id_of(op).clone();
+            object.insert("id".into(), serde_json::to_value(id).unwrap());
+            match op {
+                ClientOp::Subscribe { symbols, throttle_ms, snapshot, .. } => {
+                    object.insert("symbols".into(), json!(symbols));
+                    object.insert("throttle_ms".into(), json!(throttle_ms));
+                    object.insert("snapshot".into(), json!(snapshot));
+                }
+                ClientOp::Unsubscribe { symbols, .. } => {
+                    object.insert("symbols".into(), json!(symbols));
+                }
+                ClientOp::List { .. } | ClientOp::Ping { .. } => {}
+            }
+            Value::Object(object).to_string()
+        }
+
+        proptest! {
+            #![proptest_config(proptest_config(512, "target/proptest-regressions/session-protocol.txt"))]
+
+            #[test]
+            fn any_text_is_parsed_or_refused_and_a_usable_id_is_echoed(text in prop_oneof![any::<String>(), "[{}\\[\\]\":,a-z0-9 ]{0,40}"]) {
+                check_any_text(&text);
+            }
+
+            #[test]
+            fn near_valid_messages_keep_the_promises(text in message()) {
+                check_any_text(&text);
+            }
+
+            #[test]
+            fn cut_messages_keep_the_promises(text in message(), cut in any::<prop::sample::Index>()) {
+                let end = cut.index(text.len() + 1);
+                let end = (0..=end).rev().find(|&i| text.is_char_boundary(i)).unwrap_or(0);
+                check_any_text(&text[..end]);
+            }
+
+            #[test]
+            fn what_a_client_encodes_decodes_back(op in valid_op()) {
+                let text = encode(&op);
+                prop_assert_eq!(parse_client_message(&text), Ok(op), "{}", text);
+            }
+        }
     }
 }

@@ -223,23 +223,34 @@ impl SubscriptionSet {
     /// Removes explicit subscriptions (`wildcard` = false) or the `*` subscription (`true`).
     /// A symbol still covered by the other kind stays delivered.
     pub(crate) fn unsubscribe(&mut self, topics: &[TopicId], wildcard: bool) {
+        let mut timer_dropped = false;
         if wildcard {
             self.wildcard_throttle_ms = None;
             let ids: Vec<TopicId> = self.subs.iter().filter(|s| s.has(WILDCARD)).map(|s| s.id).collect();
             for id in ids {
-                self.drop_flag(id, WILDCARD);
+                timer_dropped |= self.drop_flag(id, WILDCARD);
             }
         } else {
             for &id in topics {
-                self.drop_flag(id, EXPLICIT);
+                timer_dropped |= self.drop_flag(id, EXPLICIT);
             }
+        }
+        if timer_dropped {
+            // A removed subscription's timer goes with it, at once: left in the heap until its
+            // interval ended, a client subscribing and unsubscribing in a loop would pile up
+            // one entry per round for as long as the throttle (up to a minute), not one per
+            // symbol. One pass per request, not per symbol.
+            let subs = &self.subs;
+            self.timers.retain(|Reverse((_, id))| subs.binary_search_by_key(id, |s| s.id).is_ok_and(|i| subs[i].has(TIMER)));
         }
     }
 
-    fn drop_flag(&mut self, id: TopicId, flag: u8) {
-        let Some(i) = self.find(id) else { return };
+    /// Drops `flag` from the subscription of `id`, and the subscription when nothing covers it
+    /// any more; whether the subscription removed had a timer pending.
+    fn drop_flag(&mut self, id: TopicId, flag: u8) -> bool {
+        let Some(i) = self.find(id) else { return false };
         if !self.subs[i].has(flag) {
-            return;
+            return false;
         }
         if flag == EXPLICIT {
             self.explicit_count -= 1;
@@ -250,7 +261,7 @@ impl SubscriptionSet {
             if let Some(throttle) = self.wildcard_throttle_ms {
                 self.subs[i].throttle_ms = throttle;
             }
-            return;
+            return false;
         }
         let sub = self.subs.remove(i);
         sub.topic.subscriber_removed();
@@ -260,6 +271,7 @@ impl SubscriptionSet {
         self.due.retain(|&t| t != id);
         self.snapshot_queue.retain(|&t| t != id);
         self.recheck.retain(|&t| t != id);
+        sub.has(TIMER)
     }
 
     /// Drops every subscription (the session is ending).
@@ -721,6 +733,34 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
+    async fn resubscribing_in_a_loop_leaves_one_timer_per_symbol() {
+        // Found by the property test: an unsubscribed symbol's timer stayed in the heap until
+        // its interval ended, so subscribe (snapshot), deliver, unsubscribe in a loop grew the
+        // heap by one entry per round for as long as the throttle.
+        let mut h = Harness::new(&["A", "B"]);
+        h.publish(0, 1.0);
+        let topics = h.topics.clone();
+        for _ in 0..1000 {
+            h.set.subscribe(&topics, 60_000, true, false, Instant::now());
+            assert_eq!(h.snapshot().len(), 1);
+            h.set.unsubscribe(&[topics[0].id, topics[1].id], false);
+            assert_eq!(h.set.pending_timers(), 0);
+        }
+        // A symbol still subscribed keeps its timer when another is dropped.
+        h.set.subscribe(&topics, 60_000, true, false, Instant::now());
+        h.snapshot();
+        h.publish(1, 1.0);
+        h.wait_fired().await;
+        h.deliver();
+        assert_eq!(h.set.pending_timers(), 2);
+        h.set.unsubscribe(&[topics[0].id], false);
+        assert_eq!(h.set.pending_timers(), 1);
+        h.publish(1, 2.0);
+        h.advance_to_deadline().await;
+        assert_eq!(h.deliver(), vec![("B".into(), 2)]);
+    }
+
+    #[tokio::test(start_paused = true)]
     async fn resubscribing_does_not_register_twice() {
         let mut h = Harness::new(&["A"]);
         let topics = h.topics.clone();
@@ -732,5 +772,313 @@ mod tests {
         h.publish(0, 1.0);
         h.wait_fired().await;
         assert_eq!(h.deliver(), vec![("A".into(), 1)]);
+    }
+}
+
+/// The state machine's invariants, checked on any sequence of calls: by the property tests
+/// below and by the fuzz target `throttle` (through `crate::fuzzing`). A model of what the
+/// client asked for runs beside a real [`SubscriptionSet`] on a real bus, driven the way the
+/// session's body drives it, with the clock in the test's hands.
+#[cfg(any(test, feature = "fuzzing"))]
+pub(crate) mod properties {
+    use std::time::Duration;
+
+    use super::*;
+    use crate::bus::{Bus, Publisher, properties::bus_with};
+    use crate::quote::QuoteDraft;
+
+    /// Symbols of the model's bus.
+    const SYMBOLS: [&str; 4] = ["A", "B", "C", "D"];
+    /// Throttles a step may ask for; the largest bounds how long a change may wait.
+    const THROTTLES_MS: [u32; 4] = [0, 50, 100, 250];
+
+    /// One thing that happens to a session: a client request, a feed's publish, time passing,
+    /// or one of the body's calls.
+    #[derive(Debug, Clone, Copy, PartialEq)]
+    pub(crate) enum Step {
+        /// The feed publishes the topic.
+        Publish {
+            topic: usize,
+        },
+        /// `subscribe` of the topics in the mask (all of them for `*`).
+        Subscribe {
+            mask: u8,
+            throttle: usize,
+            snapshot: bool,
+            wildcard: bool,
+        },
+        Unsubscribe {
+            mask: u8,
+            wildcard: bool,
+        },
+        Advance {
+            ms: u64,
+        },
+        /// A dispatcher round, and the body applying what fired.
+        Dispatch,
+        Timers,
+        Recheck {
+            arm: bool,
+        },
+        /// A frame of live quotes, holding at most `budget` of them.
+        Deliver {
+            budget: usize,
+        },
+        Snapshot {
+            budget: usize,
+        },
+    }
+
+    /// Bytes to steps, two bytes each: how the fuzz target reads its input.
+    pub(crate) fn steps_from_bytes(data: &[u8]) -> Vec<Step> {
+        data.chunks_exact(2).map(|pair| Step::from_bytes(pair[0], pair[1])).collect()
+    }
+
+    impl Step {
+        fn from_bytes(kind: u8, arg: u8) -> Step {
+            let mask = arg & 0x0F;
+            match kind % 10 {
+                0 | 1 => Step::Publish { topic: usize::from(arg) % SYMBOLS.len() },
+                2 => Step::Subscribe { mask, throttle: usize::from(arg >> 4) % THROTTLES_MS.len(), snapshot: arg & 0x40 != 0, wildcard: arg & 0x80 != 0 },
+                3 => Step::Unsubscribe { mask, wildcard: arg & 0x80 != 0 },
+                4 => Step::Advance { ms: u64::from(arg) * 2 },
+                5 => Step::Dispatch,
+                6 => Step::Timers,
+                7 => Step::Recheck { arm: arg & 1 != 0 },
+                8 => Step::Deliver { budget: usize::from(arg % 5) + 1 },
+                _ => Step::Snapshot { budget: usize::from(arg % 5) + 1 },
+            }
+        }
+    }
+
+    /// What the client asked for, per symbol, and what it was sent.
+    #[derive(Debug, Default, Clone)]
+    struct Model {
+        /// Per topic: the throttle of its explicit subscription.
+        explicit: [Option<u32>; SYMBOLS.len()],
+        wildcard: Option<u32>,
+        /// Per topic while delivered: seq of the last quote sent (or the seq it started from),
+        /// when and under which throttle it was sent, and whether a snapshot is owed.
+        last_seq: [u64; SYMBOLS.len()],
+        last_sent: [Option<(u64, u32)>; SYMBOLS.len()],
+        snapshot_owed: [bool; SYMBOLS.len()],
+    }
+
+    impl Model {
+        fn delivered(&self, topic: usize) -> bool {
+            self.explicit[topic].is_some() || self.wildcard.is_some()
+        }
+
+        /// The throttle a delivery is made under: the explicit subscription's, else `*`'s.
+        fn throttle(&self, topic: usize) -> Option<u32> {
+            self.explicit[topic].or(self.wildcard)
+        }
+    }
+
+    fn draft() -> QuoteDraft {
+        QuoteDraft { ts: 0, last: 1.0, bid: 0.99, ask: 1.01, size: 1, volume: 1, open: 1.0, high: 1.0, low: 1.0, prev_close: 1.0, decimals: 2 }
+    }
+
+    /// Runs `steps` and asserts, after each: the set's books agree with each other and with the
+    /// model — **at most one pending entry per symbol** (one due slot, one timer, one bus
+    /// registration, one recheck slot), the subscriptions and their throttles are what the
+    /// client asked for; each quote taken is its topic's newest, above the last seq sent, and
+    /// never sooner than the throttle after the previous one. At the end, once time has passed
+    /// and the body has looked, **no stale value is left standing**: every delivered symbol's
+    /// last quote sent is its topic's latest.
+    pub(crate) fn check_steps(steps: &[Step]) {
+        let bus = bus_with(&SYMBOLS);
+        let topics = bus.topics();
+        let mut set = SubscriptionSet::new(Arc::new(crate::bus::SessionSignal::default()));
+        let start = Instant::now();
+        let mut clock_ms = 0u64;
+        let mut model = Model::default();
+        for step in steps {
+            let now = start + Duration::from_millis(clock_ms);
+            apply(&bus, &topics, &mut set, &mut model, step, now, clock_ms);
+            check_books(&set, &model, &topics);
+            if let Step::Advance { ms } = step {
+                clock_ms += ms;
+            }
+        }
+        // Quiet: no more publishes; time passes and the body looks, as it would.
+        let settle = [Step::Dispatch, Step::Recheck { arm: true }, Step::Timers, Step::Snapshot { budget: SYMBOLS.len() }, Step::Deliver { budget: SYMBOLS.len() }];
+        for _ in 0..3 {
+            clock_ms += u64::from(THROTTLES_MS[THROTTLES_MS.len() - 1]);
+            for step in &settle {
+                apply(&bus, &topics, &mut set, &mut model, step, start + Duration::from_millis(clock_ms), clock_ms);
+                check_books(&set, &model, &topics);
+            }
+        }
+        for (index, topic) in topics.iter().enumerate() {
+            if model.delivered(index) {
+                assert_eq!(model.last_seq[index], topic.seq(), "{}: the latest value was never sent ({steps:?})", topic.symbol);
+            }
+        }
+    }
+
+    fn apply(bus: &Bus, topics: &[Arc<Topic>], set: &mut SubscriptionSet, model: &mut Model, step: &Step, now: Instant, clock_ms: u64) {
+        let chosen = |mask: u8| -> Vec<usize> { (0..SYMBOLS.len()).filter(|i| mask & (1 << i) != 0).collect() };
+        match *step {
+            Step::Publish { topic } => {
+                bus.publish(&topics[topic], &draft());
+            }
+            Step::Subscribe { mask, throttle, snapshot, wildcard } => {
+                let throttle = THROTTLES_MS[throttle];
+                let indices = if wildcard { (0..SYMBOLS.len()).collect() } else { chosen(mask) };
+                let was: Vec<bool> = (0..SYMBOLS.len()).map(|i| model.delivered(i)).collect();
+                let picked: Vec<Arc<Topic>> = indices.iter().map(|&i| topics[i].clone()).collect();
+                set.subscribe(&picked, throttle, snapshot, wildcard, now);
+                if wildcard {
+                    model.wildcard = Some(throttle);
+                }
+                for &i in &indices {
+                    if !wildcard {
+                        model.explicit[i] = Some(throttle);
+                    }
+                    if !was[i] {
+                        // New to the session: a snapshot if asked for and there is a quote,
+                        // otherwise only changes from now on.
+                        let seq = topics[i].seq();
+                        model.snapshot_owed[i] = snapshot && seq > 0;
+                        model.last_seq[i] = if snapshot { 0 } else { seq };
+                        model.last_sent[i] = None;
+                    }
+                }
+            }
+            Step::Unsubscribe { mask, wildcard } => {
+                if wildcard {
+                    set.unsubscribe(&[], true);
+                    model.wildcard = None;
+                } else {
+                    let indices = chosen(mask);
+                    let ids: Vec<TopicId> = indices.iter().map(|&i| topics[i].id).collect();
+                    set.unsubscribe(&ids, false);
+                    for i in indices {
+                        model.explicit[i] = None;
+                    }
+                }
+            }
+            Step::Advance { .. } => {}
+            Step::Dispatch => {
+                bus.dispatch_now();
+                let mut fired = Vec::new();
+                set.signal().take_dirty(&mut fired);
+                set.on_fired(&fired, now);
+            }
+            Step::Timers => set.on_timers(now),
+            Step::Recheck { arm } => {
+                set.recheck(now, arm);
+            }
+            Step::Deliver { budget } | Step::Snapshot { budget } => {
+                let snapshot = matches!(step, Step::Snapshot { .. });
+                let mut taken = Vec::new();
+                let take = |quote: &Arc<crate::quote::PublishedQuote>| {
+                    if taken.len() == budget {
+                        return false;
+                    }
+                    taken.push((quote.quote.symbol.clone(), quote.quote.seq));
+                    true
+                };
+                if snapshot {
+                    set.take_snapshot(now, take);
+                } else {
+                    set.take_due(now, take);
+                }
+                for (symbol, seq) in taken {
+                    let i = SYMBOLS.iter().position(|s| **s == *symbol).expect("a model symbol");
+                    assert!(model.delivered(i), "{symbol} sent but not subscribed");
+                    assert_eq!(seq, topics[i].seq(), "{symbol}: a quote sent is the newest");
+                    assert!(seq > model.last_seq[i], "{symbol}: seq {seq} sent after {}", model.last_seq[i]);
+                    if snapshot {
+                        assert!(model.snapshot_owed[i], "{symbol}: a snapshot nobody asked for");
+                        model.snapshot_owed[i] = false;
+                    } else {
+                        assert!(!model.snapshot_owed[i], "{symbol}: a live quote before its snapshot");
+                    }
+                    if let Some((at, throttle)) = model.last_sent[i] {
+                        assert!(clock_ms >= at + u64::from(throttle), "{symbol}: sent at {clock_ms} ms, {} ms after the last, under a {throttle} ms throttle", clock_ms - at);
+                    }
+                    model.last_seq[i] = seq;
+                    model.last_sent[i] = Some((clock_ms, model.throttle(i).expect("delivered")));
+                }
+            }
+        }
+        // A topic no longer delivered forgets what was sent: a new subscription starts afresh.
+        for i in 0..SYMBOLS.len() {
+            if !model.delivered(i) {
+                model.snapshot_owed[i] = false;
+                model.last_sent[i] = None;
+            }
+        }
+    }
+
+    /// The set's books against each other and the model.
+    fn check_books(set: &SubscriptionSet, model: &Model, topics: &[Arc<Topic>]) {
+        assert!(set.subs.windows(2).all(|pair| pair[0].id < pair[1].id), "subscriptions sorted by topic, once each");
+        let mut timers: Vec<TopicId> = set.timers.iter().map(|Reverse((_, id))| *id).collect();
+        timers.sort_unstable();
+        assert!(timers.windows(2).all(|pair| pair[0] != pair[1]), "two timers for one symbol: {timers:?}");
+        let with_timer: Vec<TopicId> = set.subs.iter().filter(|s| s.has(TIMER)).map(|s| s.id).collect();
+        assert_eq!(timers, with_timer, "a timer per symbol waiting for its interval's end, and no other");
+        for (list, flag, name) in [(&set.due, DUE, "due"), (&set.snapshot_queue, AWAITING_SNAPSHOT, "snapshot"), (&set.recheck, RECHECK, "recheck")] {
+            let mut listed = list.clone();
+            listed.sort_unstable();
+            let flagged: Vec<TopicId> = set.subs.iter().filter(|s| s.has(flag)).map(|s| s.id).collect();
+            assert_eq!(listed, flagged, "the {name} list holds each flagged symbol once");
+        }
+        for (index, topic) in topics.iter().enumerate() {
+            let sub = set.find(topic.id).map(|i| &set.subs[i]);
+            assert_eq!(sub.is_some(), model.delivered(index), "{} delivered", topic.symbol);
+            assert_eq!(topic.subscribers(), usize::from(sub.is_some()), "{} subscriber count", topic.symbol);
+            if let Some(sub) = sub {
+                assert_eq!(sub.has(EXPLICIT), model.explicit[index].is_some(), "{} explicit", topic.symbol);
+                assert_eq!(sub.has(WILDCARD), model.wildcard.is_some(), "{} covered by *", topic.symbol);
+                assert_eq!(Some(sub.throttle_ms), model.throttle(index), "{} throttle", topic.symbol);
+            }
+            let orphan = set.orphan_registrations.iter().filter(|&&id| id == topic.id).count();
+            assert!(orphan <= 1 && (orphan == 0 || sub.is_none()), "{}: orphan registrations", topic.symbol);
+            let armed = usize::from(sub.is_some_and(|s| s.has(ARMED))) + orphan;
+            assert_eq!(topic.registrations(), armed, "{}: one bus registration, only while armed", topic.symbol);
+        }
+        assert_eq!(set.explicit_count, model.explicit.iter().flatten().count());
+        assert_eq!(set.wildcard_throttle_ms, model.wildcard);
+    }
+
+    #[cfg(test)]
+    mod tests {
+        use proptest::prelude::*;
+
+        use super::*;
+        use crate::test_support::proptest_config;
+
+        fn step() -> impl Strategy<Value = Step> {
+            prop_oneof![
+                6 => (0..SYMBOLS.len()).prop_map(|topic| Step::Publish { topic }),
+                2 => (1u8..16, 0..THROTTLES_MS.len(), any::<bool>(), prop::bool::weighted(0.2))
+                    .prop_map(|(mask, throttle, snapshot, wildcard)| Step::Subscribe { mask, throttle, snapshot, wildcard }),
+                1 => (1u8..16, prop::bool::weighted(0.2)).prop_map(|(mask, wildcard)| Step::Unsubscribe { mask, wildcard }),
+                3 => prop_oneof![0u64..10, 10u64..300].prop_map(|ms| Step::Advance { ms }),
+                3 => Just(Step::Dispatch),
+                2 => Just(Step::Timers),
+                1 => any::<bool>().prop_map(|arm| Step::Recheck { arm }),
+                3 => (1..=SYMBOLS.len()).prop_map(|budget| Step::Deliver { budget }),
+                1 => (1..=SYMBOLS.len()).prop_map(|budget| Step::Snapshot { budget }),
+            ]
+        }
+
+        proptest! {
+            #![proptest_config(proptest_config(256, "target/proptest-regressions/session-throttle.txt"))]
+
+            #[test]
+            fn one_pending_entry_per_symbol_throttled_newest_value_never_stale(steps in prop::collection::vec(step(), 0..120)) {
+                check_steps(&steps);
+            }
+
+            #[test]
+            fn any_bytes_read_as_steps_keep_the_promises(bytes in prop::collection::vec(any::<u8>(), 0..240)) {
+                check_steps(&steps_from_bytes(&bytes));
+            }
+        }
     }
 }

@@ -1006,3 +1006,194 @@ mod tests {
         }
     }
 }
+
+/// The decoders' invariants, checked on any text: by the property tests below and by the fuzz
+/// target `socketio` (through `crate::fuzzing`).
+#[cfg(any(test, feature = "fuzzing"))]
+pub(crate) mod properties {
+    use super::*;
+
+    /// Runs every decoder on `input` (as a frame, as a polling body, as a Socket.IO packet and as
+    /// the data of an Engine.IO message) and asserts: no panic; a refusal names its layer; an
+    /// Engine.IO packet or payload that decodes encodes back to the same text; a decoded
+    /// namespace is one the server may echo (starts with `/`, at most
+    /// [`MAX_NAMESPACE_CHARS`] characters, no `,`, no control character).
+    pub(crate) fn check_any_text(input: &str) {
+        match EnginePacket::decode(input) {
+            Ok(packet) => assert_eq!(packet.to_text(), input, "an engine.io packet encodes back"),
+            Err(e) => assert!(e.to_string().starts_with("engine.io packet: "), "{input:?}: {e}"),
+        }
+        match decode_payload(input) {
+            Ok(packets) => {
+                let records: Vec<String> = packets.iter().map(|p| p.to_text()).collect();
+                assert_eq!(records.join("\u{1e}"), input, "a polling payload encodes back");
+            }
+            Err(e) => assert!(e.to_string().starts_with("polling payload: "), "{input:?}: {e}"),
+        }
+        for text in [Some(input), input.strip_prefix('4')].into_iter().flatten() {
+            match SocketPacket::decode(text) {
+                Ok(packet) => {
+                    let namespace = packet.namespace;
+                    assert!(namespace.starts_with('/') && namespace.chars().count() <= MAX_NAMESPACE_CHARS, "{text:?}");
+                    assert!(!namespace.contains(',') && !namespace.chars().any(char::is_control), "{text:?}");
+                    if let SocketBody::Event { name, .. } = &packet.body {
+                        assert!(!RESERVED_EVENTS.contains(&name.as_str()), "{text:?}");
+                    }
+                }
+                Err(e) => assert!(e.to_string().starts_with("socket.io packet: "), "{text:?}: {e}"),
+            }
+        }
+        let _ = peek_event_ack(input);
+    }
+
+    #[cfg(test)]
+    mod tests {
+        use proptest::prelude::*;
+        use serde_json::json;
+
+        use super::*;
+        use crate::test_support::proptest_config;
+
+        fn namespace() -> impl Strategy<Value = String> {
+            prop_oneof![Just("/".to_string()), "/[a-zA-Z0-9é€𝄞_/. -]{1,30}"]
+        }
+
+        /// JSON that reads back as itself: integers, short strings, flags, nesting.
+        fn json_value() -> impl Strategy<Value = Value> {
+            let leaf = prop_oneof![Just(Value::Null), any::<bool>().prop_map(Value::Bool), any::<i64>().prop_map(Value::from), any::<String>().prop_map(Value::from)];
+            leaf.prop_recursive(3, 16, 4, |inner| {
+                prop_oneof![
+                    prop::collection::vec(inner.clone(), 0..4).prop_map(Value::Array),
+                    prop::collection::vec(("[a-z]{1,6}", inner), 0..4).prop_map(|fields| Value::Object(fields.into_iter().collect())),
+                ]
+            })
+        }
+
+        fn object() -> impl Strategy<Value = Map<String, Value>> {
+            prop::collection::vec(("\\PC{0,6}", json_value()), 0..4).prop_map(|fields| fields.into_iter().collect())
+        }
+
+        fn event_name() -> impl Strategy<Value = String> {
+            any::<String>().prop_filter("a reserved name", |name| !RESERVED_EVENTS.contains(&name.as_str()))
+        }
+
+        fn body() -> impl Strategy<Value = SocketBody> {
+            prop_oneof![
+                prop::option::of(object()).prop_map(|auth| SocketBody::Connect { auth }),
+                Just(SocketBody::Disconnect),
+                (event_name(), prop::collection::vec(json_value(), 0..4), prop::option::of(any::<u64>())).prop_map(|(name, args, ack)| SocketBody::Event { name, args, ack }),
+                (any::<u64>(), prop::collection::vec(json_value(), 0..4)).prop_map(|(id, args)| SocketBody::Ack { id, args }),
+                prop_oneof![any::<String>().prop_map(Value::from), object().prop_map(Value::Object)].prop_map(|data| SocketBody::ConnectError { data }),
+                (any::<u64>(), prop::option::of(any::<u64>())).prop_map(|(attachments, ack)| SocketBody::BinaryEvent { attachments, ack }),
+                (any::<u64>(), prop::option::of(any::<u64>())).prop_map(|(attachments, id)| SocketBody::BinaryAck { attachments, id }),
+            ]
+        }
+
+        /// A client's encoder, as socket.io-parser's `encodeAsString` writes a packet.
+        fn encode(namespace: &str, body: &SocketBody) -> String {
+            let mut out = String::new();
+            let (kind, attachments, ack, data) = match body {
+                SocketBody::Connect { auth } => ('0', None, None, auth.as_ref().map(|a| Value::Object(a.clone()).to_string())),
+                SocketBody::Disconnect => ('1', None, None, None),
+                SocketBody::Event { name, args, ack } => {
+                    let mut items = vec![Value::from(name.clone())];
+                    items.extend(args.iter().cloned());
+                    ('2', None, *ack, Some(Value::Array(items).to_string()))
+                }
+                SocketBody::Ack { id, args } => ('3', None, Some(*id), Some(Value::Array(args.clone()).to_string())),
+                SocketBody::ConnectError { data } => ('4', None, None, Some(data.to_string())),
+                SocketBody::BinaryEvent { attachments, ack } => ('5', Some(*attachments), *ack, None),
+                SocketBody::BinaryAck { attachments, id } => ('6', Some(*attachments), *id, None),
+            };
+            out.push(kind);
+            if let Some(count) = attachments {
+                out.push_str(&format!("{count}-"));
+            }
+            if namespace != "/" {
+                out.push_str(namespace);
+                out.push(',');
+            }
+            if let Some(id) = ack {
+                out.push_str(&id.to_string());
+            }
+            out.push_str(data.as_deref().unwrap_or(""));
+            out
+        }
+
+        /// Text built from the pieces of the grammar, so that random input reaches past the
+        /// type digit: types, separators, digits, JSON punctuation, multi-byte characters.
+        fn grammar_soup() -> impl Strategy<Value = String> {
+            let piece = prop::sample::select(vec![
+                "0", "1", "2", "3", "4", "5", "6", "7", "9", "b", "-", "/", ",", "[", "]", "{", "}", "\"", ":", "null", "true", "\\", "\u{1e}", "é", "€", "𝄞", " ", "a", "\u{7f}",
+                "probe", "\"x\"", "12",
+            ]);
+            prop::collection::vec(piece, 0..24).prop_map(|pieces| pieces.concat())
+        }
+
+        proptest! {
+            #![proptest_config(proptest_config(1024, "target/proptest-regressions/socketio-packet.txt"))]
+
+            #[test]
+            fn any_text_decodes_or_is_refused_naming_its_layer(input in prop_oneof![any::<String>(), grammar_soup()]) {
+                check_any_text(&input);
+            }
+
+            #[test]
+            fn a_packet_encoded_as_a_client_does_decodes_back(namespace in namespace(), body in body()) {
+                let text = encode(&namespace, &body);
+                check_any_text(&format!("4{text}"));
+                prop_assert_eq!(SocketPacket::decode(&text), Ok(SocketPacket { namespace: &namespace, body }), "{}", text);
+            }
+
+            #[test]
+            fn a_polling_payload_of_encoded_packets_splits_into_them(packets in prop::collection::vec((namespace(), body()), 1..5)) {
+                let records: Vec<String> = packets.iter().map(|(namespace, body)| format!("4{}", encode(namespace, body))).collect();
+                let mut body = Vec::new();
+                join_payload(&records, &mut body);
+                let body = String::from_utf8(body).expect("UTF-8");
+                let decoded = decode_payload(&body).expect("a payload of packets");
+                prop_assert_eq!(decoded.len(), packets.len());
+                for (packet, (namespace, expected)) in decoded.into_iter().zip(&packets) {
+                    let EnginePacket::Message(data) = packet else { panic!("{packet:?} is not a message") };
+                    prop_assert_eq!(SocketPacket::decode(data), Ok(SocketPacket { namespace, body: expected.clone() }));
+                }
+            }
+
+            #[test]
+            fn what_the_server_writes_decodes_back(namespace in namespace(), text in any::<String>(), id in any::<u64>(), args in prop::collection::vec(json_value(), 0..3)) {
+                let message = |out: Vec<u8>| -> String {
+                    let text = String::from_utf8(out).expect("encoders write UTF-8");
+                    match EnginePacket::decode(&text) {
+                        Ok(EnginePacket::Message(data)) => data.to_owned(),
+                        other => panic!("{text:?} is not a message: {other:?}"),
+                    }
+                };
+                let decode = |out: Vec<u8>| SocketPacket::decode(&message(out)).map(|p| (p.namespace.to_string(), p.body));
+                let arg_texts: Vec<String> = args.iter().map(Value::to_string).collect();
+                let arg_refs: Vec<&str> = arg_texts.iter().map(String::as_str).collect();
+                let mut out = Vec::new();
+                write_connect(&mut out, &namespace, &text);
+                prop_assert_eq!(decode(out), Ok((namespace.clone(), SocketBody::Connect { auth: json!({"sid": text}).as_object().cloned() })));
+                let mut out = Vec::new();
+                write_connect_error(&mut out, &namespace, &text, None);
+                prop_assert_eq!(decode(out), Ok((namespace.clone(), SocketBody::ConnectError { data: json!({"message": text}) })));
+                let mut out = Vec::new();
+                write_connect_error(&mut out, &namespace, &text, Some(&text));
+                prop_assert_eq!(decode(out), Ok((namespace.clone(), SocketBody::ConnectError { data: json!({"message": text, "data": {"code": text}}) })));
+                let mut out = Vec::new();
+                write_ack(&mut out, &namespace, id, &arg_refs);
+                prop_assert_eq!(decode(out), Ok((namespace.clone(), SocketBody::Ack { id, args: args.clone() })));
+                if !RESERVED_EVENTS.contains(&text.as_str()) {
+                    let mut out = Vec::new();
+                    write_event(&mut out, &namespace, &text, &arg_refs);
+                    prop_assert_eq!(decode(out), Ok((namespace.clone(), SocketBody::Event { name: text.clone(), args: args.clone(), ack: None })));
+                    let mut out = Vec::new();
+                    write_event_prefix(&mut out, &namespace, &text);
+                    out.extend_from_slice(b"{\"quotes\":[]}");
+                    out.extend_from_slice(EVENT_SUFFIX);
+                    prop_assert_eq!(decode(out), Ok((namespace.clone(), SocketBody::Event { name: text.clone(), args: vec![json!({"quotes": []})], ack: None })));
+                }
+            }
+        }
+    }
+}

@@ -13,9 +13,11 @@
 //! - `actix_ws::handle` would also build an outgoing channel (1.8 KB per connection) that
 //!   tickerfeed never uses: frames go out through [`crate::session::output`].
 //!
-//! Architecture invariant: **the decoder holds at most `max_message_bytes` plus one frame header
-//! of the client's data**, whatever the client sends — the joined fragments of the open message
-//! and the bytes of the frame being read, which [`InboundStream::buffered`] reports — plus the
+//! Architecture invariant: **the decoder holds at most `max_message_bytes` plus one control
+//! frame (125 bytes) and one frame header (14) of the client's data**, whatever the client
+//! sends — the joined fragments of the open message and the bytes of the frame being read, which
+//! [`InboundStream::buffered`] reports; the control frame is a ping, pong or close that RFC 6455
+//! lets a client send between the fragments of a message at the limit — plus the
 //! rest of the one chunk actix-http last handed over (bounded by actix-http's read buffer, which
 //! stops reading the socket while its payload is not consumed). A session that does not call
 //! [`InboundStream::recv`] therefore stops the client by TCP flow control.
@@ -453,6 +455,26 @@ mod tests {
     }
 
     #[test]
+    fn a_ping_between_fragments_at_the_limit_is_held_beside_them() {
+        // Found by the fuzz target: the module doc said "the limit plus a header", but a control
+        // frame may come between the fragments of a message already at the limit.
+        let limit = 64;
+        let (mut feed, mut inbound) = stream(limit);
+        feed(&frame(0x02, &[7; 64]));
+        assert!(poll(&mut inbound).is_pending());
+        let ping = frame(0x89, &[1; 125]);
+        feed(&ping[..ping.len() - 1]);
+        assert!(poll(&mut inbound).is_pending());
+        // The message so far, and all but the last byte of the ping (a 6-byte header, 125 bytes).
+        assert_eq!(inbound.buffered(), limit + 6 + 125 - 1);
+        assert!(inbound.buffered() <= limit + MAX_CONTROL_PAYLOAD as usize + MAX_HEADER_BYTES);
+        feed(&ping[ping.len() - 1..]);
+        assert_eq!(poll(&mut inbound), Poll::Ready(Some(Ok(Inbound::Ping(Bytes::from_static(&[1; 125]))))));
+        feed(&frame(0x80, b""));
+        assert_eq!(poll(&mut inbound), Poll::Ready(Some(Ok(Inbound::Binary(Bytes::from_static(&[7; 64]))))));
+    }
+
+    #[test]
     fn each_rfc_violation_has_its_own_error() {
         let cases: Vec<(&str, Vec<u8>, InputError)> = vec![
             ("RSV1 on a text frame", frame(0x81 | 0x40, b"{}"), InputError::Protocol("reserved bits set with no extension negotiated")),
@@ -547,5 +569,169 @@ mod tests {
         let payload = close_payload(&long);
         assert_eq!(payload.len(), 2 + 122);
         assert!(std::str::from_utf8(&payload[2..]).is_ok());
+    }
+}
+
+/// The decoder's invariants, checked on any bytes: by the property tests below and by the fuzz
+/// target `ws_inbound` (through `crate::fuzzing`).
+#[cfg(any(test, feature = "fuzzing"))]
+pub(crate) mod properties {
+    use super::*;
+
+    /// Largest frame header: 2 bytes, an 8-byte extended length and a 4-byte mask.
+    const HEADER_BYTES: usize = 14;
+
+    /// What the decoder gave, in order, up to its end or its first error.
+    pub(crate) type Outcome = Vec<Result<Inbound, InputError>>;
+
+    /// Feeds `data` to a decoder with a message limit of `limit`, cut into chunks after each
+    /// offset in `cuts`, polling until it waits after each chunk; asserts after every poll what
+    /// the module promises — it holds at most `limit` plus one header of client data; a message
+    /// is at most `limit` bytes, a control frame's at most 125; nothing comes after an error —
+    /// and returns what it decoded.
+    pub(crate) fn check_any_bytes(data: &[u8], cuts: &[usize], limit: usize) -> Outcome {
+        let (mut sender, payload) = actix_http::h1::Payload::create(false);
+        let mut inbound = InboundStream::new(Payload::from(payload), limit);
+        let mut outcome = Vec::new();
+        let mut offsets: Vec<usize> = cuts.iter().map(|&cut| cut.min(data.len())).collect();
+        offsets.push(data.len());
+        offsets.sort_unstable();
+        let mut from = 0;
+        let mut cx = Context::from_waker(std::task::Waker::noop());
+        for to in offsets {
+            if to > from {
+                sender.feed_data(Bytes::copy_from_slice(&data[from..to]));
+                from = to;
+            }
+            loop {
+                let poll = inbound.poll_recv(&mut cx);
+                let held = inbound.frame.len() + inbound.partial.as_ref().map_or(0, |p| p.data.len());
+                assert!(held <= limit + MAX_CONTROL_PAYLOAD as usize + HEADER_BYTES, "the decoder holds {held} bytes, over the limit {limit}, a control frame and a header");
+                match poll {
+                    Poll::Pending => break,
+                    Poll::Ready(None) => return outcome,
+                    Poll::Ready(Some(result)) => {
+                        match &result {
+                            Ok(Inbound::Text(text)) => assert!(text.len() <= limit),
+                            Ok(Inbound::Binary(bytes)) => assert!(bytes.len() <= limit),
+                            Ok(Inbound::Ping(bytes) | Inbound::Pong(bytes)) => assert!(bytes.len() as u64 <= MAX_CONTROL_PAYLOAD),
+                            Ok(Inbound::Close(_)) => {}
+                            Err(_) => {
+                                outcome.push(result);
+                                assert_eq!(inbound.poll_recv(&mut cx), Poll::Ready(None), "nothing is decoded after an error");
+                                return outcome;
+                            }
+                        }
+                        outcome.push(result);
+                    }
+                }
+            }
+        }
+        outcome
+    }
+
+    #[cfg(test)]
+    mod tests {
+        use proptest::prelude::*;
+
+        use super::*;
+
+        /// A masked client frame; `width` picks the length field (7 bits, 16 or 64), wider than
+        /// needed when asked (RFC 6455 wants the shortest; the decoder takes any).
+        fn frame(first: u8, payload: &[u8], mask: [u8; 4], width: u8) -> Vec<u8> {
+            let mut out = vec![first];
+            let n = payload.len();
+            match width {
+                0 if n < 126 => out.push(MASKED | n as u8),
+                0 | 1 if n <= 0xFFFF => {
+                    out.push(MASKED | 126);
+                    out.extend_from_slice(&(n as u16).to_be_bytes());
+                }
+                _ => {
+                    out.push(MASKED | 127);
+                    out.extend_from_slice(&(n as u64).to_be_bytes());
+                }
+            }
+            out.extend_from_slice(&mask);
+            out.extend(payload.iter().enumerate().map(|(i, b)| b ^ mask[i & 3]));
+            out
+        }
+
+        /// A message a client may send, cut into fragments, with pings between them.
+        #[derive(Debug, Clone)]
+        struct Message {
+            text: bool,
+            payload: Vec<u8>,
+            fragments: Vec<usize>,
+            ping_between: Option<Vec<u8>>,
+            mask: [u8; 4],
+            width: u8,
+        }
+
+        fn message(limit: usize) -> impl Strategy<Value = Message> {
+            let payload = prop_oneof![any::<String>().prop_map(|s| (true, s.into_bytes())), prop::collection::vec(any::<u8>(), 0..64).prop_map(|b| (false, b))];
+            (payload, prop::collection::vec(any::<prop::sample::Index>(), 0..3), prop::option::of(prop::collection::vec(any::<u8>(), 0..126)), any::<[u8; 4]>(), 0u8..3)
+                .prop_filter("within the limit", move |((_, payload), ..)| payload.len() <= limit)
+                .prop_map(|((text, payload), cuts, ping_between, mask, width)| {
+                    let mut fragments: Vec<usize> = cuts.iter().map(|cut| cut.index(payload.len() + 1)).collect();
+                    fragments.sort_unstable();
+                    Message { text, payload, fragments, ping_between, mask, width }
+                })
+        }
+
+        fn encode(messages: &[Message]) -> (Vec<u8>, Vec<Inbound>) {
+            let mut bytes = Vec::new();
+            let mut expected = Vec::new();
+            for m in messages {
+                let mut bounds = vec![0];
+                bounds.extend(&m.fragments);
+                bounds.push(m.payload.len());
+                let pieces: Vec<&[u8]> = bounds.windows(2).map(|w| &m.payload[w[0]..w[1]]).collect();
+                for (index, piece) in pieces.iter().enumerate() {
+                    let opcode = if index > 0 {
+                        0x0
+                    } else if m.text {
+                        0x1
+                    } else {
+                        0x2
+                    };
+                    let fin = if index == pieces.len() - 1 { FIN } else { 0 };
+                    bytes.extend(frame(fin | opcode, piece, m.mask, m.width));
+                    if let (Some(ping), true) = (&m.ping_between, fin == 0) {
+                        bytes.extend(frame(FIN | 0x9, ping, m.mask, 0));
+                        expected.push(Inbound::Ping(Bytes::copy_from_slice(ping)));
+                    }
+                }
+                let payload = Bytes::copy_from_slice(&m.payload);
+                expected.push(if m.text { Inbound::Text(ByteString::try_from(payload).expect("a String's bytes")) } else { Inbound::Binary(payload) });
+            }
+            (bytes, expected)
+        }
+
+        proptest! {
+            #![proptest_config(crate::test_support::proptest_config(512, "target/proptest-regressions/ws-inbound.txt"))]
+
+            #[test]
+            fn any_bytes_in_any_chunks_keep_the_bounds(data in prop::collection::vec(any::<u8>(), 0..300), cuts in prop::collection::vec(0usize..300, 0..6), limit in 0usize..200) {
+                let whole = check_any_bytes(&data, &[], limit);
+                // How the bytes arrive changes nothing that is decoded.
+                prop_assert_eq!(check_any_bytes(&data, &cuts, limit), whole);
+            }
+
+            #[test]
+            fn frames_a_client_sends_decode_to_its_messages_however_they_arrive(messages in prop::collection::vec(message(100), 0..5), cuts in prop::collection::vec(0usize..600, 0..8)) {
+                let (bytes, expected) = encode(&messages);
+                let outcome = check_any_bytes(&bytes, &cuts, 100);
+                prop_assert_eq!(outcome, expected.into_iter().map(Ok).collect::<Outcome>());
+            }
+
+            #[test]
+            fn a_message_over_the_limit_is_refused_on_its_header(size in 101usize..400, cut in 2usize..14) {
+                let bytes = frame(FIN | 0x2, &vec![0; size], [1, 2, 3, 4], 1);
+                // Only the header has arrived: the refusal does not wait for the payload.
+                let outcome = check_any_bytes(&bytes[..cut.max(8)], &[], 100);
+                prop_assert_eq!(outcome, vec![Err(InputError::TooBig { announced: size as u64, limit: 100 })]);
+            }
+        }
     }
 }

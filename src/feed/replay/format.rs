@@ -156,6 +156,13 @@ fn first_reason(first: &Option<SkippedRow>) -> String {
 /// Loads one replay file. See the module docs for the layouts.
 pub(crate) fn load_file(path: &Path, options: &FileOptions) -> Result<LoadedFile, ReplayError> {
     let file = File::open(path).map_err(|source| ReplayError::Io { path: path.to_path_buf(), source })?;
+    load_from(file, path, options)
+}
+
+/// Loads replay rows read from `input` as if from the file at `path`, which errors name and
+/// which gives a bar file its symbol when the options do not (the fuzz target and the property
+/// tests feed text this way).
+pub(crate) fn load_from(input: impl Read, path: &Path, options: &FileOptions) -> Result<LoadedFile, ReplayError> {
     let mut reader = csv::ReaderBuilder::new()
         .has_headers(false)
         .flexible(true)
@@ -163,7 +170,7 @@ pub(crate) fn load_file(path: &Path, options: &FileOptions) -> Result<LoadedFile
         // Only `\n` ends a row, so the `\r` of CRLF files lands in the last field (where `trim`
         // drops it) and every row's terminator is consumed with the row: see `Loader::row_line`.
         .terminator(csv::Terminator::Any(b'\n'))
-        .from_reader(NewlineTerminated::new(file));
+        .from_reader(NewlineTerminated::new(input));
     let mut record = csv::ByteRecord::new();
     let mut loader = Loader::new(path);
     let header = loop {
@@ -189,7 +196,7 @@ pub(crate) fn load_file(path: &Path, options: &FileOptions) -> Result<LoadedFile
     loader.finish(format, ticks)
 }
 
-type CsvReader = csv::Reader<NewlineTerminated<File>>;
+type CsvReader<R> = csv::Reader<NewlineTerminated<R>>;
 
 /// A reader that adds a final `\n` to input that lacks one, so that the last row of a file is
 /// terminated like every other and its line number is computed the same way.
@@ -395,7 +402,7 @@ impl<'p> Loader<'p> {
     }
 
     /// Reads the next record; `false` at the end of the file.
-    fn read(&self, reader: &mut CsvReader, record: &mut csv::ByteRecord) -> Result<bool, ReplayError> {
+    fn read<R: Read>(&self, reader: &mut CsvReader<R>, record: &mut csv::ByteRecord) -> Result<bool, ReplayError> {
         reader.read_byte_record(record).map_err(|err| {
             let line = err.position().map_or(0, |p| p.line());
             match err.into_kind() {
@@ -406,7 +413,7 @@ impl<'p> Loader<'p> {
     }
 
     /// Reads the next data row, skipping blank lines and counting it; `None` at the end.
-    fn next_row(&mut self, reader: &mut CsvReader, record: &mut csv::ByteRecord) -> Result<Option<u64>, ReplayError> {
+    fn next_row<R: Read>(&mut self, reader: &mut CsvReader<R>, record: &mut csv::ByteRecord) -> Result<Option<u64>, ReplayError> {
         loop {
             if !self.read(reader, record)? {
                 return Ok(None);
@@ -423,7 +430,7 @@ impl<'p> Loader<'p> {
     /// reading resumed, i.e. before any blank lines it skipped, so the line is worked back
     /// from the end instead: every row ends with a consumed `\n` (see [`NewlineTerminated`]),
     /// and newlines inside quoted fields are still in the record.
-    fn row_line(reader: &CsvReader, record: &csv::ByteRecord) -> u64 {
+    fn row_line<R: Read>(reader: &CsvReader<R>, record: &csv::ByteRecord) -> u64 {
         let embedded = record.as_slice().iter().filter(|&&b| b == b'\n').count() as u64;
         reader.position().line().saturating_sub(1 + embedded).max(1)
     }
@@ -497,7 +504,7 @@ impl<'p> Loader<'p> {
         entry.0.clone()
     }
 
-    fn read_ticks(&mut self, reader: &mut CsvReader, record: &mut csv::ByteRecord, columns: &TickColumns) -> Result<Vec<ReplayTick>, ReplayError> {
+    fn read_ticks<R: Read>(&mut self, reader: &mut CsvReader<R>, record: &mut csv::ByteRecord, columns: &TickColumns) -> Result<Vec<ReplayTick>, ReplayError> {
         let mut ticks = Vec::new();
         while let Some(line) = self.next_row(reader, record)? {
             match self.parse_tick(record, columns, line) {
@@ -552,9 +559,9 @@ impl<'p> Loader<'p> {
         Ok(Bar { line, ts, open, high, low, close, volume, decimals })
     }
 
-    fn read_bars(
+    fn read_bars<R: Read>(
         &mut self,
-        reader: &mut CsvReader,
+        reader: &mut CsvReader<R>,
         record: &mut csv::ByteRecord,
         columns: &BarColumns,
         symbol: Arc<str>,
@@ -1039,6 +1046,188 @@ mod tests {
             let file = load_file(&repo_file(name), &FileOptions::default()).unwrap();
             assert_eq!((file.format, file.rows_skipped), (format, 0), "{name}: {:?}", file.skipped);
             assert_eq!(file.decimals[&Arc::<str>::from(symbol)], decimals, "{name}");
+        }
+    }
+}
+
+/// The loader's invariants, checked on any input: by the property tests below and by the fuzz
+/// target `replay_csv` (through `crate::fuzzing`).
+#[cfg(any(test, feature = "fuzzing"))]
+pub(crate) mod properties {
+    use super::*;
+
+    /// Loads `input` as the file `fuzz.csv` and asserts what the module promises, whatever the
+    /// bytes: no panic; a refusal names the file; a load has only usable ticks — sorted by time,
+    /// each price finite and above zero, a bid below its ask, a valid upper-case symbol whose
+    /// decimals are known and at most [`MAX_DECIMALS`], a line within the input — and its
+    /// counts add up (every tick row read is loaded or skipped; the skipped report is bounded).
+    pub(crate) fn check_any_file(input: &[u8]) -> Option<LoadedFile> {
+        let path = Path::new("fuzz.csv");
+        let options = FileOptions { ticks_per_bar: 4, ..FileOptions::default() };
+        let file = match load_from(input, path, &options) {
+            Ok(file) => file,
+            Err(error) => {
+                assert!(error.to_string().contains("fuzz.csv"), "the error names the file: {error}");
+                return None;
+            }
+        };
+        let lines = input.iter().filter(|&&b| b == b'\n').count() as u64 + 1;
+        assert!(!file.ticks.is_empty(), "a load has ticks");
+        assert!(file.ticks.windows(2).all(|pair| pair[0].ts <= pair[1].ts), "ticks are sorted by time");
+        for tick in &file.ticks {
+            assert!(tick.price.is_finite() && tick.price > 0.0, "price {} at line {}", tick.price, tick.line);
+            for quote in [tick.bid, tick.ask].into_iter().flatten() {
+                assert!(quote.is_finite() && quote > 0.0, "bid/ask {quote} at line {}", tick.line);
+            }
+            if let (Some(bid), Some(ask)) = (tick.bid, tick.ask) {
+                assert!(bid < ask, "bid {bid} not below ask {ask} at line {}", tick.line);
+            }
+            assert!(check_symbol(&tick.symbol).is_ok() && !tick.symbol.bytes().any(|b| b.is_ascii_lowercase()), "symbol {:?}", tick.symbol);
+            assert!(file.decimals.get(&tick.symbol).is_some_and(|&d| d <= MAX_DECIMALS), "decimals of {}", tick.symbol);
+            assert!((1..=lines).contains(&tick.line), "line {} of {lines}", tick.line);
+        }
+        assert!(file.rows_skipped <= file.rows_read);
+        assert_eq!(file.skipped.len() as u64, file.rows_skipped.min(MAX_SKIPPED_KEPT as u64));
+        if file.format != FileFormat::Bars {
+            assert_eq!(file.ticks.len() as u64, file.rows_read - file.rows_skipped, "each row read is a tick or a skipped row");
+        }
+        Some(file)
+    }
+
+    #[cfg(test)]
+    mod tests {
+        use proptest::prelude::*;
+
+        use super::*;
+        use crate::test_support::proptest_config;
+
+        /// A cell's text and, when the row may load with it, the value it must give.
+        type Cell<T> = (String, Option<T>);
+
+        fn timestamp() -> impl Strategy<Value = Cell<i64>> {
+            // 1900 to 2100.
+            let valid = (-2_208_988_800_000i64..4_102_444_800_000, 0..4).prop_map(|(ms, style)| {
+                let time = chrono::DateTime::from_timestamp_millis(ms).expect("in range");
+                match style {
+                    0 => (time.format("%Y-%m-%dT%H:%M:%S%.3fZ").to_string(), Some(ms)),
+                    1 => (time.format("%Y-%m-%d").to_string(), Some(ms.div_euclid(86_400_000) * 86_400_000)),
+                    2 if ms.abs() >= 100_000_000_000 => (ms.to_string(), Some(ms)),
+                    _ => (ms.div_euclid(1000).to_string(), Some(ms.div_euclid(1000) * 1000)),
+                }
+            });
+            let invalid = prop::sample::select(vec!["", "2008-13-01", "2008-02-30", "yesterday", "2008-09-15T25:00", "12:30"]).prop_map(|t| (t.to_string(), None));
+            prop_oneof![6 => valid, 1 => invalid]
+        }
+
+        fn symbol() -> impl Strategy<Value = Cell<String>> {
+            let valid = "[A-Za-z0-9.^=-]{1,16}".prop_map(|s| (format!(" {s}"), Some(s.to_ascii_uppercase())));
+            let invalid = prop_oneof![Just(String::new()), "[A-Z]{17,20}", "[A-Z]{1,3}[!é/ ][A-Z]{1,3}"].prop_map(|s| (s, None));
+            prop_oneof![6 => valid, 1 => invalid]
+        }
+
+        fn price() -> impl Strategy<Value = Cell<f64>> {
+            let valid = (1u32..10_000_000, 0usize..7).prop_map(|(units, decimals)| {
+                let text = if decimals == 0 { units.to_string() } else { format!("{}.{:0width$}", units / 1000, units % 1000, width = decimals) };
+                let value: f64 = text.parse().expect("a number");
+                if value > 0.0 { (text, Some(value)) } else { (text, None) }
+            });
+            let invalid = prop::sample::select(vec!["0", "-1.5", "abc", "inf", "NaN", "1e999", ""]).prop_map(|t| (t.to_string(), None));
+            prop_oneof![6 => valid, 1 => invalid]
+        }
+
+        fn optional<T: std::fmt::Debug + Clone + 'static>(cell: impl Strategy<Value = Cell<T>>) -> impl Strategy<Value = Cell<Option<T>>> {
+            // An empty cell is an absent value, whatever the column would refuse.
+            prop_oneof![Just((String::new(), Some(None))), cell.prop_map(|(text, value)| if text.is_empty() { (text, Some(None)) } else { (text, value.map(Some)) })]
+        }
+
+        fn size() -> impl Strategy<Value = Cell<u64>> {
+            prop_oneof![4 => any::<u32>().prop_map(|n| (n.to_string(), Some(u64::from(n)))), 1 => prop::sample::select(vec!["-3", "x"]).prop_map(|t| (t.to_string(), None))]
+        }
+
+        #[derive(Debug, Clone)]
+        struct Row {
+            cells: [String; 6],
+            /// The tick it must load as (line aside), or none if it must be skipped.
+            tick: Option<ReplayTick>,
+            extra_field: bool,
+            blank_lines_before: usize,
+        }
+
+        fn row() -> impl Strategy<Value = Row> {
+            (timestamp(), symbol(), price(), optional(price()), optional(price()), optional(size()), prop::bool::weighted(0.05), 0usize..3).prop_map(
+                |((ts, ts_ms), (sym, symbol), (price, price_value), (bid, bid_value), (ask, ask_value), (size, size_value), extra_field, blank)| {
+                    let mut tick = match (ts_ms, symbol, price_value, bid_value, ask_value, size_value) {
+                        (Some(ts), Some(symbol), Some(price), Some(bid), Some(ask), Some(size)) if !matches!((bid, ask), (Some(b), Some(a)) if b >= a) => {
+                            Some(ReplayTick { ts, symbol: symbol.into(), price, size, bid, ask, volume: None, line: 0 })
+                        }
+                        _ => None,
+                    };
+                    if extra_field {
+                        tick = None;
+                    }
+                    Row { cells: [ts, sym, price, bid, ask, size], tick, extra_field, blank_lines_before: blank % 3 / 2 }
+                },
+            )
+        }
+
+        /// A tick file: the six columns in any order, then the rows (some blank lines between,
+        /// CRLF or LF), and the ticks it must give, in file order, with their lines.
+        fn tick_file() -> impl Strategy<Value = (Vec<u8>, Vec<ReplayTick>, Vec<u64>)> {
+            (Just([0usize, 1, 2, 3, 4, 5]).prop_shuffle(), prop::collection::vec(row(), 0..40), any::<bool>()).prop_map(|(order, rows, crlf)| {
+                let names = ["timestamp", "Symbol", "price", "bid", "ask", "size"];
+                let end = if crlf { "\r\n" } else { "\n" };
+                let mut text = order.iter().map(|&i| names[i]).collect::<Vec<_>>().join(",") + end;
+                let mut line = 1;
+                let (mut ticks, mut skipped) = (Vec::new(), Vec::new());
+                for row in rows {
+                    for _ in 0..row.blank_lines_before {
+                        text.push_str(end);
+                        line += 1;
+                    }
+                    line += 1;
+                    text.push_str(&order.iter().map(|&i| row.cells[i].as_str()).collect::<Vec<_>>().join(","));
+                    if row.extra_field {
+                        text.push_str(",extra");
+                    }
+                    text.push_str(end);
+                    match row.tick {
+                        Some(tick) => ticks.push(ReplayTick { line, ..tick }),
+                        None => skipped.push(line),
+                    }
+                }
+                ticks.sort_by_key(|tick| tick.ts);
+                (text.into_bytes(), ticks, skipped)
+            })
+        }
+
+        fn header() -> impl Strategy<Value = &'static str> {
+            prop::sample::select(vec!["timestamp,symbol,price,size,bid,ask,volume\n", "symbol,date,price\n", "date,open,high,low,close,volume\n", ",open,high,low,close\n"])
+        }
+
+        proptest! {
+            #![proptest_config(proptest_config(256, "target/proptest-regressions/feed-replay-format.txt"))]
+
+            #[test]
+            fn any_bytes_load_as_usable_ticks_or_fail_naming_the_file(input in prop::collection::vec(any::<u8>(), 0..512)) {
+                check_any_file(&input);
+            }
+
+            #[test]
+            fn any_rows_under_a_known_header_load_as_usable_ticks(header in header(), rows in "([0-9a-zA-Z.:,\"\\- \r\n]|é|\\x00){0,300}") {
+                check_any_file(format!("{header}{rows}").as_bytes());
+            }
+
+            #[test]
+            fn every_good_row_loads_and_every_bad_one_is_skipped_with_its_line((input, ticks, skipped) in tick_file()) {
+                let loaded = check_any_file(&input);
+                match loaded {
+                    Some(file) => {
+                        prop_assert_eq!(&file.ticks, &ticks);
+                        prop_assert_eq!(file.skipped.iter().map(|row| row.line).collect::<Vec<_>>(), skipped.iter().copied().take(MAX_SKIPPED_KEPT).collect::<Vec<_>>());
+                    }
+                    None => prop_assert!(ticks.is_empty(), "nothing loaded from a file with {} good rows", ticks.len()),
+                }
+            }
         }
     }
 }

@@ -419,3 +419,79 @@ mod tests {
         }
     }
 }
+
+/// The parser's invariants, checked on any text: by the property tests below and by the fuzz
+/// target `replay_csv` (through `crate::fuzzing`).
+#[cfg(any(test, feature = "fuzzing"))]
+pub(crate) mod properties {
+    use super::*;
+
+    /// Parses `text` and asserts, whatever it is: no panic; a time is one chrono can represent;
+    /// a date alone ([`is_date_only`]) is a UTC midnight; a refusal quotes the styles or says
+    /// what is out of range.
+    pub(crate) fn check_any_text(text: &str) {
+        match parse_timestamp(text) {
+            Ok(ms) => {
+                assert!(chrono::DateTime::from_timestamp_millis(ms).is_some(), "{text:?} gave {ms}, no representable time");
+                if is_date_only(text) {
+                    assert_eq!(ms.rem_euclid(DAY_MS), 0, "{text:?} is a date, {ms} is not a midnight");
+                }
+            }
+            Err(error) => {
+                let message = error.to_string();
+                assert!(message.contains(EXPECTED_STYLES) || message.contains("out of range"), "{text:?}: {message}");
+            }
+        }
+    }
+
+    #[cfg(test)]
+    mod tests {
+        use proptest::prelude::*;
+
+        use super::*;
+        use crate::test_support::proptest_config;
+
+        /// Years 1000 to 9999: what four-digit years spell.
+        fn instant() -> impl Strategy<Value = i64> {
+            -30_610_224_000_000i64..253_402_300_799_999
+        }
+
+        proptest! {
+            #![proptest_config(proptest_config(1024, "target/proptest-regressions/feed-replay-timestamp.txt"))]
+
+            #[test]
+            fn any_text_is_a_time_or_a_refusal_that_says_why(text in prop_oneof![any::<String>(), "[0-9 :TZz+./,-]{0,30}", "[A-Za-z]{3,9}\\.? [0-9]{1,2},? [0-9]{4}( [0-9:]{4,12})?"]) {
+                check_any_text(&text);
+            }
+
+            #[test]
+            fn every_style_of_one_instant_parses_to_it(ms in instant(), offset_minutes in -23i64 * 60..=23 * 60, separator in prop::sample::select(vec!["T", " ", "t"])) {
+                let time = chrono::DateTime::from_timestamp_millis(ms).expect("in range");
+                let iso = format!("{}{separator}{}Z", time.format("%Y-%m-%d"), time.format("%H:%M:%S%.3f"));
+                prop_assert_eq!(parse_timestamp(&iso), Ok(ms), "{}", iso);
+                // The same instant in another zone: the offset is applied.
+                let offset = chrono::FixedOffset::east_opt(offset_minutes as i32 * 60).expect("within a day");
+                let local = time.with_timezone(&offset);
+                let text = local.format("%Y-%m-%dT%H:%M:%S%.3f%:z").to_string();
+                let parsed = parse_timestamp(&text);
+                // Near year 1000 or 9999 the local date may leave the four-digit years.
+                if (1000..=9999).contains(&chrono::Datelike::year(&local)) {
+                    prop_assert_eq!(parsed, Ok(ms), "{}", text);
+                }
+                let date = time.format("%Y-%m-%d").to_string();
+                prop_assert!(is_date_only(&date));
+                prop_assert_eq!(parse_timestamp(&date), Ok(ms.div_euclid(DAY_MS) * DAY_MS));
+                prop_assert_eq!(parse_timestamp(&time.format("%b %-d, %Y").to_string()), Ok(ms.div_euclid(DAY_MS) * DAY_MS));
+                prop_assert_eq!(parse_timestamp(&time.format("%Y/%m/%d %H:%M").to_string()), Ok(ms.div_euclid(60_000) * 60_000));
+                // Unix numbers: seconds below 1e11, milliseconds from there on.
+                if ms.abs() as f64 >= MILLIS_THRESHOLD {
+                    prop_assert_eq!(parse_timestamp(&ms.to_string()), Ok(ms));
+                }
+                let seconds = ms.div_euclid(1000);
+                if (seconds.abs() as f64) < MILLIS_THRESHOLD {
+                    prop_assert_eq!(parse_timestamp(&seconds.to_string()), Ok(seconds * 1000));
+                }
+            }
+        }
+    }
+}
