@@ -8,7 +8,10 @@
 #   3. the browser dashboard in a real headless Chromium (tests/e2e/run.sh);
 #   4. the benchmark's peer servers (tests/bench/peers/smoke.mjs), and the side-by-side bench
 #      driver: its unit tests and a smoke run of all six scenarios at tiny scale;
-#   5. monitoring against a real Prometheus (tests/monitoring/run.sh).
+#   5. monitoring against a real Prometheus (tests/monitoring/run.sh);
+#   6. a 2-minute soak: 2,000 clients with churn and slow readers, the server's RSS,
+#      descriptors and client maps flat and back to baseline (tests/soak/run.sh; 30 minutes
+#      by default when run alone).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$(pwd)
@@ -89,6 +92,10 @@ timeout 600 tests/bench/run.sh --smoke --out "$artifacts/bench-smoke"
 
 step "monitoring: Prometheus config and alerts, Grafana dashboard, compose stack against a real Prometheus"
 bash tests/monitoring/run.sh
+
+step "soak: 2,000 clients, churn and slow readers, 2 minutes"
+# About 3 minutes: the run, the drain and the settle; the binaries are built already.
+timeout 300 tests/soak/run.sh --duration 2m --clients 2000
 
 echo
 echo "ALL TESTS PASSED"
