@@ -233,6 +233,8 @@ struct Sample {
     /// Server counters: connections opened (all transports), slow-consumer disconnects.
     opened_total: u64,
     slow_consumer_closes: u64,
+    /// Server counter: connections ended, by reason (`tickerfeed_disconnects_total`).
+    disconnects: BTreeMap<String, u64>,
 }
 
 /// Settings common to every client task.
@@ -625,6 +627,7 @@ async fn sample(plan: &Plan, started: Instant, phase: &'static str) -> Result<Sa
         clients_open: plan.counts.open.load(Ordering::Relaxed),
         opened_total: scrape.opened_total,
         slow_consumer_closes: scrape.slow_consumer_closes,
+        disconnects: scrape.disconnects,
     })
 }
 
@@ -634,6 +637,7 @@ struct Scrape {
     maps: BTreeMap<String, i64>,
     opened_total: u64,
     slow_consumer_closes: u64,
+    disconnects: BTreeMap<String, u64>,
 }
 
 impl Scrape {
@@ -646,8 +650,11 @@ impl Scrape {
                 scrape.maps.insert(map.to_string(), value as i64);
             } else if series.starts_with("tickerfeed_connections_opened_total{") {
                 scrape.opened_total += value as u64;
-            } else if series == "tickerfeed_disconnects_total{reason=\"slow_consumer\"}" {
-                scrape.slow_consumer_closes = value as u64;
+            } else if let Some(reason) = series.strip_prefix("tickerfeed_disconnects_total{reason=\"").and_then(|r| r.strip_suffix("\"}")) {
+                scrape.disconnects.insert(reason.to_string(), value as u64);
+                if reason == "slow_consumer" {
+                    scrape.slow_consumer_closes = value as u64;
+                }
             }
         }
         scrape
@@ -717,6 +724,8 @@ struct ClientFigures {
     /// The server's own counts over the run.
     server_connections_opened: u64,
     server_slow_consumer_closes: u64,
+    /// Connections the server ended over the run, by reason (`limit` includes refusals).
+    server_disconnects: BTreeMap<String, u64>,
     failure_examples: Vec<String>,
 }
 
@@ -831,6 +840,7 @@ fn judge(args: &SoakArgs, counts: &Counts, samples: Vec<Sample>, drained: bool) 
         messages: counts.messages.load(Ordering::Relaxed),
         server_connections_opened: last.opened_total.saturating_sub(baseline.opened_total),
         server_slow_consumer_closes: last.slow_consumer_closes.saturating_sub(baseline.slow_consumer_closes),
+        server_disconnects: last.disconnects.iter().map(|(reason, n)| (reason.clone(), n.saturating_sub(baseline.disconnects.get(reason).copied().unwrap_or(0)))).collect(),
         failure_examples: counts.failure_examples.lock().unwrap_or_else(|e| e.into_inner()).clone(),
     };
     SoakReport { ok: failures.is_empty(), config: args.clone(), warmup_s, drained, series, clients, failures, samples }
@@ -896,6 +906,9 @@ impl SoakReport {
             "slow consumers: {} closed by the server (its count: {}), {} survived; readers closed by the server: {}; messages read: {}",
             c.stall_closed_by_server, c.server_slow_consumer_closes, c.stall_survived, c.server_closed_readers, c.messages
         );
+        let closed: u64 = c.server_disconnects.values().sum();
+        let reasons: Vec<String> = c.server_disconnects.iter().filter(|(_, n)| **n > 0).map(|(reason, n)| format!("{reason} {n}")).collect();
+        let _ = writeln!(out, "the server ended {closed} connections: {}", reasons.join(", "));
         for example in &c.failure_examples {
             let _ = writeln!(out, "  e.g. {example}");
         }
@@ -923,6 +936,7 @@ mod tests {
         let scrape = Scrape::parse(text);
         assert_eq!(scrape.maps, BTreeMap::from([("connections".to_string(), 12), ("socketio_sids".to_string(), 3)]));
         assert_eq!((scrape.opened_total, scrape.slow_consumer_closes), (12, 4));
+        assert_eq!(scrape.disconnects, BTreeMap::from([("client_close".to_string(), 9), ("slow_consumer".to_string(), 4)]));
     }
 
     fn args(extra: &[&str]) -> SoakArgs {
@@ -939,6 +953,7 @@ mod tests {
             clients_open: connections,
             opened_total: 0,
             slow_consumer_closes: 0,
+            disconnects: BTreeMap::new(),
         }
     }
 
