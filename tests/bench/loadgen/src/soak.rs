@@ -110,6 +110,9 @@ pub struct SoakArgs {
     /// buffers may take a while to fill while the machine is busy.
     #[arg(long, default_value_t = 40.0)]
     pub stall_for: f64,
+    /// Stalled connections still open when they look again, at most this percentage.
+    #[arg(long, default_value_t = 1)]
+    pub stall_survivors_max_pct: u64,
     /// Flatness: the last third's median may exceed the first third's by this much (percent).
     #[arg(long, default_value_t = 10.0)]
     pub tolerance_pct: f64,
@@ -813,11 +816,20 @@ fn judge(args: &SoakArgs, counts: &Counts, samples: Vec<Sample>, drained: bool) 
     }
     let stall_closed = counts.stall_closed_by_server.load(Ordering::Relaxed);
     let stall_survived = counts.stall_survived.load(Ordering::Relaxed);
-    if stall_survived > 0 {
+    // A stalled client still open when it looks again: the rule closes it 30–33.75 s after its
+    // socket stopped taking data, but the 30-minute run on a machine shared with other builds
+    // saw 5 of 2,418 stalls (0.2%) still open at 40 s. Under 1% is reported; a rule that no
+    // longer closes stalled clients leaves nearly all of them open and fails here.
+    if stall_survived * 100 > (stall_closed + stall_survived) * args.stall_survivors_max_pct {
         failures.push(format!(
-            "{stall_survived} stalled connections were still open {} s (/sse: 20 s more) after they stopped reading (the slow-consumer rule should have closed them)",
-            args.stall_for
+            "{stall_survived} of {} stalled connections were still open {} s (/sse: 20 s more) after they stopped reading, more than {}% (the slow-consumer rule should have closed them)",
+            stall_closed + stall_survived,
+            args.stall_for,
+            args.stall_survivors_max_pct
         ));
+    }
+    if stall_closed + stall_survived == 0 && args.stall_fraction > 0.0 && args.duration > args.stall_for + 20.0 {
+        failures.push("no stalled client completed a cycle: the slow-consumer rule was not exercised".to_string());
     }
     // The stalled clients' ends were the slow-consumer rule's, not the idle timeout's.
     let slow_consumer_closes = samples.last().map_or(0, |s| s.slow_consumer_closes.saturating_sub(baseline.slow_consumer_closes));
