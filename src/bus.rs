@@ -193,7 +193,6 @@ impl Topic {
 
     /// Registrations waiting for this topic's next publish (including those of sessions that
     /// ended since, until they are swept).
-    #[cfg(any(test, feature = "fuzzing"))]
     pub(crate) fn registrations(&self) -> usize {
         self.waiters.lock().expect("waiters lock").armed.len()
     }
@@ -284,6 +283,23 @@ impl Bus {
     /// A receiver that changes whenever a topic is added.
     pub(crate) fn watch_topics(&self) -> watch::Receiver<usize> {
         self.topic_count.subscribe()
+    }
+
+    /// Registrations over every topic ([`Topic::arm`]), dead ones included until they fire or
+    /// are swept: bounded by sessions × their symbols (watched as a client map; a scrape takes
+    /// each topic's lock once).
+    pub(crate) fn registrations(&self) -> usize {
+        self.topics.read().expect("topic table lock").iter().map(|t| t.registrations()).sum()
+    }
+
+    /// Sessions listed for a wake-up after the next dispatch round (watched as a client map).
+    pub(crate) fn after_dispatch_entries(&self) -> usize {
+        self.after_dispatch.lock().expect("after-dispatch lock").len()
+    }
+
+    /// Receivers of [`Bus::watch_topics`]: one per open session (watched as a client map).
+    pub(crate) fn topic_watchers(&self) -> usize {
+        self.topic_count.receiver_count()
     }
 
     /// Stores a quote stamped elsewhere (by this bus's [`Publisher::publish`], or by a remote

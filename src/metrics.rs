@@ -18,8 +18,14 @@
 //! already exist elsewhere — connection and subscription counts, feed state and counters — are
 //! read at scrape time instead of being maintained twice. Building without the default
 //! `metrics` feature turns the hot-path updates into no-ops, to measure their cost.
+//!
+//! Every collection that grows with clients (connections, the Socket.IO sid registry, the bus's
+//! registrations, …) is watched by `tickerfeed_client_map_entries{map}`: its owner registers it
+//! once with [`Metrics::client_map`] and its length is read at scrape time, so a leak (entries
+//! left behind by sessions that ended) shows as a series that only grows. The soak
+//! (`tests/soak/run.sh`) asserts them flat under churn and back to zero after.
 
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
 use prometheus::{Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry, TextEncoder};
@@ -150,8 +156,20 @@ pub struct Metrics {
     feed_speed: prometheus::GaugeVec,
     http_requests: IntCounterVec,
     http_duration: HistogramVec,
+    /// `tickerfeed_client_map_entries{map}`: one series per registered map.
+    client_map_entries: IntGaugeVec,
+    /// The maps keyed by clients, read at scrape time (see [`Metrics::client_map`]).
+    client_maps: Mutex<Vec<ClientMap>>,
     /// Serialises scrape-time refreshes, which turn absolute feed counters into increments.
     refresh: Mutex<()>,
+}
+
+/// A collection whose size grows with clients, as [`Metrics::client_map`] registered it.
+struct ClientMap {
+    gauge: IntGauge,
+    /// Its number of entries now; `None` once its owner is gone (a weak reference, so that
+    /// watching a map never keeps it, or the sessions it holds, alive).
+    entries: Box<dyn Fn() -> Option<usize> + Send + Sync>,
 }
 
 /// Delivery latency buckets (seconds): from a quarter millisecond, where a keeping-up client
@@ -196,6 +214,17 @@ impl Metrics {
                 HistogramOpts::new("http_request_duration_seconds", "Time to answer an HTTP request (for /ws: the upgrade, not the connection's life).")
                     .buckets(HTTP_BUCKETS.to_vec()),
                 &["route", "method"],
+            )
+            .unwrap(),
+        );
+        let client_map_entries = register(
+            r,
+            IntGaugeVec::new(
+                Opts::new(
+                    "client_map_entries",
+                    "Entries in each server-side collection that grows with clients (read at scrape time); flat under churn, back to 0 when all disconnect.",
+                ),
+                &["map"],
             )
             .unwrap(),
         );
@@ -248,10 +277,27 @@ impl Metrics {
             feed_speed,
             http_requests,
             http_duration,
+            client_map_entries,
+            client_maps: Mutex::new(Vec::new()),
             refresh: Mutex::new(()),
             registry,
             process,
         }
+    }
+
+    /// Watches a collection that grows with clients as `tickerfeed_client_map_entries{map}`:
+    /// `entries(owner)` is called at each scrape (never on a hot path), through a weak
+    /// reference to `owner`, so the series reads 0 once the owner is gone. `map` is a fixed
+    /// name, never client input. One line per map, where the server is wired:
+    ///
+    /// ```ignore
+    /// metrics.client_map("socketio_sids", &socketio, SocketIo::sessions);
+    /// ```
+    pub(crate) fn client_map<T: Send + Sync + 'static>(&self, map: &'static str, owner: &Arc<T>, entries: fn(&T) -> usize) {
+        let owner: Weak<T> = Arc::downgrade(owner);
+        let gauge = self.client_map_entries.with_label_values(&[map]);
+        let mut maps = self.client_maps.lock().expect("client maps lock");
+        maps.push(ClientMap { gauge, entries: Box::new(move || owner.upgrade().map(|owner| entries(&owner))) });
     }
 
     /// A connection was accepted and its session started.
@@ -345,6 +391,7 @@ impl Metrics {
             for feed in feeds.iter() {
                 self.refresh_feed(feed);
             }
+            self.refresh_client_maps();
         }
         self.encode()
     }
@@ -359,6 +406,12 @@ impl Metrics {
         // Encoding gathered families into memory cannot fail.
         TextEncoder::new().encode(&families, &mut buffer).expect("metrics encode");
         String::from_utf8(buffer).expect("the text format is UTF-8")
+    }
+
+    fn refresh_client_maps(&self) {
+        for map in self.client_maps.lock().expect("client maps lock").iter() {
+            map.gauge.set((map.entries)().unwrap_or(0) as i64);
+        }
     }
 
     fn refresh_feed(&self, feed: &FeedHandle) {
@@ -463,6 +516,22 @@ mod tests {
                 assert!(names.contains(&family), "{family} missing from {names:?}");
             }
         }
+    }
+
+    #[test]
+    fn client_maps_are_read_at_scrape_time_and_read_zero_once_their_owner_is_gone() {
+        let metrics = Metrics::new(&[], &CLIENT);
+        let sids = Arc::new(Mutex::new(vec![1, 2, 3]));
+        metrics.client_map("sids", &sids, |m| m.lock().unwrap().len());
+        metrics.refresh_client_maps();
+        assert_eq!(value(&metrics.encode(), "tickerfeed_client_map_entries{map=\"sids\"}"), 3.0);
+        sids.lock().unwrap().clear();
+        metrics.refresh_client_maps();
+        assert_eq!(value(&metrics.encode(), "tickerfeed_client_map_entries{map=\"sids\"}"), 0.0);
+        sids.lock().unwrap().push(4);
+        drop(sids);
+        metrics.refresh_client_maps();
+        assert_eq!(value(&metrics.encode(), "tickerfeed_client_map_entries{map=\"sids\"}"), 0.0, "a map whose owner is gone holds nothing");
     }
 
     #[test]

@@ -21,6 +21,7 @@ use crate::feed;
 use crate::metrics::ClientLabels;
 use crate::session::protocol;
 use crate::session::socket::SocketProbe;
+use crate::socketio::SocketIo;
 
 // The parts a running server exposes, for tests and embedding: what each holds is documented
 // on the type.
@@ -73,7 +74,7 @@ pub struct RunningServer {
     /// Changes on every start, so clients can tell a restart (seq back to 1) from a gap.
     pub instance: String,
     server: actix_web::dev::ServerHandle,
-    shutdown: watch::Sender<bool>,
+    shutdown: Arc<watch::Sender<bool>>,
     join: tokio::task::JoinHandle<std::io::Result<()>>,
 }
 
@@ -126,7 +127,10 @@ pub async fn start(config: Config) -> Result<RunningServer, StartError> {
         instance: instance.clone(),
         shutdown: shutdown_rx,
     });
-    let socketio = web::Data::new(crate::socketio::SocketIo::new(config.socketio.clone()));
+    let socketio = Arc::new(crate::socketio::SocketIo::new(config.socketio.clone()));
+    let shutdown_tx = Arc::new(shutdown_tx);
+    watch_client_maps(&metrics, &connections, &socketio, &bus, &feeds, &shutdown_tx);
+    let socketio = web::Data::from(socketio);
     // Each part is app data of its own: a handler's signature says which it reads.
     let (bus_data, feeds_data, metrics_data) = (web::Data::from(bus.clone()), web::Data::from(feeds.clone()), web::Data::from(metrics.clone()));
     let (connections_data, readiness_data) = (web::Data::from(connections.clone()), web::Data::from(readiness.clone()));
@@ -208,6 +212,20 @@ pub async fn start(config: Config) -> Result<RunningServer, StartError> {
     let (http, ws) = if listen.tls() { ("https", "wss") } else { ("http", "ws") };
     tracing::info!(%addr, %instance, seed = config.seed, "tickerfeed listening: dashboard at {http}://{reachable}/, WebSocket at {ws}://{reachable}/ws");
     Ok(RunningServer { addr, bus, feeds, metrics, connections, readiness, instance, server: handle, shutdown: shutdown_tx, join })
+}
+
+/// Every collection that grows with clients, as `tickerfeed_client_map_entries{map}`: one line
+/// per map (its owner and how many entries it holds), read at scrape time. The soak
+/// (`tests/soak/run.sh`) asserts each flat under churn and back to its baseline after.
+fn watch_client_maps(metrics: &Metrics, connections: &Arc<Connections>, socketio: &Arc<SocketIo>, bus: &Arc<Bus>, feeds: &Arc<Feeds>, shutdown: &Arc<watch::Sender<bool>>) {
+    metrics.client_map("connections", connections, Connections::count);
+    metrics.client_map("client_addresses", connections, Connections::addresses);
+    metrics.client_map("socketio_sids", socketio, SocketIo::sessions);
+    metrics.client_map("bus_registrations", bus, Bus::registrations);
+    metrics.client_map("bus_after_dispatch", bus, Bus::after_dispatch_entries);
+    metrics.client_map("topic_watchers", bus, Bus::topic_watchers);
+    metrics.client_map("feed_event_receivers", feeds, Feeds::event_receivers);
+    metrics.client_map("shutdown_watchers", shutdown, watch::Sender::receiver_count);
 }
 
 /// Runs until SIGINT or SIGTERM, then shuts down gracefully.

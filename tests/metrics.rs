@@ -160,3 +160,55 @@ async fn connections_are_counted_by_transport() {
     assert_eq!(metric(&server, "tickerfeed_disconnects_total{reason=\"client_close\"}").await, 1.0);
     server.shutdown().await;
 }
+
+/// Every map keyed by clients (`tickerfeed_client_map_entries`) holds one entry per session of
+/// every transport while they are open, and is back where it started once they are gone: a
+/// session that left an entry behind anywhere would show here before the soak.
+#[actix_web::test]
+async fn client_maps_hold_each_open_session_and_return_to_their_baseline() {
+    // Every registered map: each must be back at its baseline once the clients are gone.
+    const MAPS: [&str; 8] =
+        ["connections", "client_addresses", "socketio_sids", "bus_registrations", "bus_after_dispatch", "topic_watchers", "feed_event_receivers", "shutdown_watchers"];
+    let server = start(&["--sim-rate", "2000"]).await;
+    let series = |map: &str| format!("tickerfeed_client_map_entries{{map=\"{map}\"}}");
+    let mut baseline = Vec::new();
+    for map in MAPS {
+        baseline.push(metric(&server, &series(map)).await);
+    }
+    assert_eq!(&baseline[..3], &[0.0, 0.0, 0.0], "no connection, no address, no sid before any client");
+
+    let (mut ws, _) = Client::connect_welcomed(&server).await;
+    ws.send(json!({"op":"subscribe","symbols":["*"],"throttle_ms":0})).await;
+    ws.recv_type("subscribed").await;
+    let mut sse = common::sse::SseClient::connect(server.addr, "/sse?symbols=AAPL&throttle_ms=1000").await;
+    sse.event("welcome").await;
+    let polling = common::eio::Polling::connected(&server).await;
+    let (sio, _) = common::eio::EioSocket::connected(server.addr, "&symbols=MSFT").await;
+    assert_eq!(metric(&server, &series("connections")).await, 4.0);
+    assert_eq!(metric(&server, &series("client_addresses")).await, 1.0, "four sessions, one address (loopback)");
+    assert_eq!(metric(&server, &series("socketio_sids")).await, 1.0, "the polling session, by sid");
+    for map in ["topic_watchers", "feed_event_receivers", "shutdown_watchers"] {
+        let at_start = baseline[MAPS.iter().position(|m| *m == map).unwrap()];
+        assert_eq!(metric(&server, &series(map)).await, at_start + 4.0, "{map}: one entry per open session");
+    }
+    assert!(metric(&server, &series("bus_registrations")).await > 0.0, "the sessions wait for their symbols");
+
+    ws.ws.close(None).await.unwrap();
+    drop(ws);
+    drop(sse);
+    drop(sio);
+    polling.post("1").await;
+    let deadline = Instant::now() + common::EVENT_TIMEOUT;
+    for (map, at_start) in MAPS.iter().zip(&baseline) {
+        loop {
+            // Dead bus registrations go when their topic next fires (the feed runs).
+            let now = metric(&server, &series(map)).await;
+            if now == *at_start {
+                break;
+            }
+            assert!(Instant::now() < deadline, "{map} is at {now} after every client left, was {at_start} before");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+    server.shutdown().await;
+}

@@ -12,7 +12,10 @@
 #   6. Autobahn|Testsuite's fuzzingclient against /ws and the test-only echo route: every case
 #      OK or INFORMATIONAL (tests/autobahn/run.sh, docs/CONFORMANCE.md);
 #   7. TLS with openssl-made certificates and curl (tests/clients/tls.sh);
-#   8. a bounded fuzzing run of the decoders (tests/fuzz/run.sh, docs/FUZZING.md).
+#   8. a bounded fuzzing run of the decoders (tests/fuzz/run.sh, docs/FUZZING.md);
+#   9. a 2-minute soak: 2,000 clients with churn and slow readers, the server's RSS,
+#      descriptors and client maps flat and back to baseline (tests/soak/run.sh; 30 minutes
+#      by default when run alone).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$(pwd)
@@ -102,6 +105,10 @@ timeout 60 bash tests/clients/tls.sh target/release/tickerfeed
 
 step "fuzzing: the decoders' cargo-fuzz targets, stable toolchain, 30 s each (tests/fuzz/run.sh)"
 timeout 900 bash tests/fuzz/run.sh
+
+step "soak: 2,000 clients, churn and slow readers, 2 minutes"
+# About 3 minutes: the run, the drain and the settle; the binaries are built already.
+timeout 300 tests/soak/run.sh --duration 2m --clients 2000
 
 echo
 echo "ALL TESTS PASSED"

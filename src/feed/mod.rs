@@ -114,6 +114,11 @@ impl Feeds {
     pub(crate) fn subscribe(&self) -> broadcast::Receiver<FeedEvent> {
         self.events.subscribe()
     }
+
+    /// Receivers of the state changes: one per open session (watched as a client map).
+    pub(crate) fn event_receivers(&self) -> usize {
+        self.events.receiver_count()
+    }
 }
 
 /// Which adapter a feed is.

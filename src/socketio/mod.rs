@@ -60,6 +60,11 @@ impl SocketIo {
         SocketIo { settings, registry: Arc::new(Registry::default()) }
     }
 
+    /// Entries of the polling registry, by sid (watched as the client map `socketio_sids`).
+    pub(crate) fn sessions(&self) -> usize {
+        self.registry.len()
+    }
+
     /// The handshake's `open` packet for session `sid`.
     fn open_packet(&self, sid: &str, upgrades: &[&str], out: &mut BytesMut) {
         OpenPacket {

@@ -96,6 +96,11 @@ impl Registry {
     fn remove(&self, sid: &str) {
         self.sessions.lock().expect("registry lock").remove(sid);
     }
+
+    /// Open polling sessions (upgraded ones included): watched as a client map.
+    pub(crate) fn len(&self) -> usize {
+        self.sessions.lock().expect("registry lock").len()
+    }
 }
 
 /// What a session's requests on any worker use to reach it.

@@ -315,6 +315,7 @@ EXPECTED = {
     "tickerfeed_build_info": "gauge",
     "tickerfeed_connections": "gauge",
     "tickerfeed_connections_opened_total": "counter",
+    "tickerfeed_client_map_entries": "gauge",
     "tickerfeed_disconnects_total": "counter",
     "tickerfeed_subscriptions": "gauge",
     "tickerfeed_subscribed_symbols": "gauge",
@@ -341,6 +342,8 @@ LABEL_SETS = {
     ("tickerfeed_client_errors_total", "code"): {"bad_request", "unknown_op", "too_many_symbols", "rate_limited", "unknown_symbol", "invalid_symbol", "not_entitled", "token_expired"},
     ("tickerfeed_feed_state", "state"): {"starting", "running", "paused", "finished"},
     ("tickerfeed_connections", "transport"): {"websocket", "sse"},
+    ("tickerfeed_client_map_entries", "map"): {"connections", "client_addresses", "socketio_sids", "bus_registrations", "bus_after_dispatch",
+                                               "topic_watchers", "feed_event_receivers", "shutdown_watchers"},
 }
 SAMPLE = re.compile(r'^([a-zA-Z_:][a-zA-Z0-9_:]*)(?:\{(.*)\})?\s+(\S+)(?:\s+\d+)?$')
 LABEL = re.compile(r'([a-zA-Z_][a-zA-Z0-9_]*)="((?:[^"\\]|\\.)*)"')

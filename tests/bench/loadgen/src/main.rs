@@ -29,6 +29,9 @@
 //! - [`sse`]: the request, chunked transfer decoding and event-stream parsing for
 //!   `--protocol sse`: incremental, bounded, a malformed stream an error and never a panic.
 //! - [`multi`]: `--processes N`: child processes, the common start, merging their results.
+//! - [`soak`]: `loadgen soak …`, a mode of its own: thousands of clients with churn and slow
+//!   readers for a long time; the server's RSS, descriptors and client maps judged flat and
+//!   back to baseline (`tests/soak/run.sh`).
 //!
 //! With a throttle (`--throttle-ms` > 0, or `--observer`) one extra unthrottled observer
 //! connection records what is published, so each delivery can be judged: throttled latency
@@ -49,6 +52,7 @@ mod net;
 mod report;
 mod run;
 mod scan;
+mod soak;
 mod sse;
 mod stats;
 mod symbols;
@@ -68,6 +72,17 @@ use crate::cli::Args;
 use crate::report::Report;
 
 fn main() -> ExitCode {
+    // `loadgen soak …` is a mode with options of its own.
+    if std::env::args().nth(1).as_deref() == Some("soak") {
+        return match soak::main(std::env::args().skip(1)) {
+            Ok(true) => ExitCode::SUCCESS,
+            Ok(false) => ExitCode::from(1),
+            Err(e) => {
+                eprintln!("loadgen soak: error: {e:#}");
+                ExitCode::from(2)
+            }
+        };
+    }
     let args = Args::parse();
     match main_inner(&args) {
         Ok(report) => {
