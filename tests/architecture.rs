@@ -61,6 +61,9 @@ fn imports_follow_the_dependency_rule() {
         let Some((_, allowed)) = ALLOWED.iter().find(|(name, _)| *name == module) else { continue };
         checked += 1;
         let text = std::fs::read_to_string(file).expect("readable source file");
+        // Comments may name a module (a doc saying who calls this); only code imports.
+        let code: String = text.lines().filter(|line| !line.trim_start().starts_with("//")).collect::<Vec<_>>().join("\n");
+        let text = code;
         for (at, _) in text.match_indices("crate::") {
             let name: String = text[at + "crate::".len()..].chars().take_while(|c| c.is_ascii_alphanumeric() || *c == '_').collect();
             if name.is_empty() || name == module || !ALLOWED.iter().any(|(m, _)| *m == name) {
