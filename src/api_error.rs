@@ -33,6 +33,16 @@ pub(crate) fn json_kind(value: &serde_json::Value) -> &'static str {
     }
 }
 
+/// The answer to a request body that could not be read (`what`: whose body): 408 when it did not
+/// arrive in time (the listener's body deadline ends the stream with `TimedOut`), else 400.
+pub(crate) fn body_read_error(what: &str, error: &actix_web::error::PayloadError) -> ApiError {
+    use actix_web::error::PayloadError;
+    match error {
+        PayloadError::Io(e) if e.kind() == std::io::ErrorKind::TimedOut => ApiError::new(ApiErrorCode::RequestTimeout, format!("{what}: {e}")),
+        _ => ApiError::new(ApiErrorCode::BadRequest, format!("{what} could not be read: {error}")),
+    }
+}
+
 /// The `error` field of an error answer; each has one HTTP status.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum ApiErrorCode {
@@ -60,6 +70,8 @@ pub(crate) enum ApiErrorCode {
     MethodNotAllowed,
     /// 409: the feed cannot do this (seek on a simulation).
     Unsupported,
+    /// 408: a request body that did not arrive whole within `--request-body-timeout`.
+    RequestTimeout,
     /// 413: a request body over its limit.
     PayloadTooLarge,
     /// 429: the address has its limit of connections open (with `Retry-After`).
@@ -82,6 +94,7 @@ impl ApiErrorCode {
             ApiErrorCode::NotFound | ApiErrorCode::UnknownSymbol | ApiErrorCode::NoQuoteYet | ApiErrorCode::UnknownFeed => StatusCode::NOT_FOUND,
             ApiErrorCode::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             ApiErrorCode::Unsupported => StatusCode::CONFLICT,
+            ApiErrorCode::RequestTimeout => StatusCode::REQUEST_TIMEOUT,
             ApiErrorCode::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             ApiErrorCode::FeedStopped | ApiErrorCode::TooManyConnections | ApiErrorCode::ShuttingDown => StatusCode::SERVICE_UNAVAILABLE,
         }
@@ -102,6 +115,7 @@ impl ApiErrorCode {
             ApiErrorCode::UnknownFeed => "unknown_feed",
             ApiErrorCode::MethodNotAllowed => "method_not_allowed",
             ApiErrorCode::Unsupported => "unsupported",
+            ApiErrorCode::RequestTimeout => "request_timeout",
             ApiErrorCode::PayloadTooLarge => "payload_too_large",
             ApiErrorCode::FeedStopped => "feed_stopped",
             ApiErrorCode::TooManyConnections => "too_many_connections",

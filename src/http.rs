@@ -347,7 +347,7 @@ async fn control(
     };
     let body = control::read_body(body).await.map_err(|e| match e {
         control::BodyError::TooLarge => ApiError::new(ApiErrorCode::PayloadTooLarge, e.to_string()),
-        control::BodyError::Read(_) => ApiError::new(ApiErrorCode::BadRequest, e.to_string()),
+        control::BodyError::Read(e) => crate::api_error::body_read_error("control body", &e),
     })?;
     let action = control::parse(&body).map_err(|message| ApiError::new(ApiErrorCode::BadRequest, message))?;
     let status = feed.control(action).await.map_err(|e| {

@@ -147,6 +147,7 @@ pub async fn start(config: Config) -> Result<RunningServer, StartError> {
     let send_buffer = config.limits.send_buffer_bytes;
     let listen = &config.listen;
     let between_requests = listen.keep_alive() + listen.request_head();
+    let body_deadline = listen.request_body();
     let test_echo = config.listen.test_echo;
     if test_echo {
         tracing::warn!("test_echo is on: {} echoes WebSocket messages (for conformance tests only)", crate::ws::echo::PATH);
@@ -163,7 +164,7 @@ pub async fn start(config: Config) -> Result<RunningServer, StartError> {
             .app_data(socketio.clone())
             .wrap(crate::http::json_errors())
             .wrap(crate::http::RequestMetrics)
-            .wrap(crate::http::connection::TrackRequests)
+            .wrap(crate::http::connection::TrackRequests::new(body_deadline))
             // Registered before the route table, whose default service answers 404 (and
             // then not at all: without the setting the path is unknown).
             .configure(|cfg| {

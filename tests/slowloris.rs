@@ -1,7 +1,7 @@
 //! The deadlines and size limits of a request's head (slowloris and friends): a head trickled
 //! one byte a second, a connection that never sends, a second request trickled on a kept-alive
-//! connection, too many headers, a head too large. Each is closed on time or refused, and the
-//! server keeps serving everyone else meanwhile. Small timeouts (set with the flags) keep the
+//! connection, a request body trickled, too many headers, a head too large. Each is closed on
+//! time or refused, and the server keeps serving everyone else meanwhile. Small timeouts (set with the flags) keep the
 //! tests fast; the margins are actix-http's 500 ms clock early and up to 1 s late (a busy CI).
 
 mod common;
@@ -26,10 +26,10 @@ async fn read_until_closed(stream: &mut tokio::net::tcp::OwnedReadHalf) -> (Stri
 }
 
 /// Writes `head` and then one byte a second, for as long as the server takes it.
-fn trickle(mut writer: tokio::net::tcp::OwnedWriteHalf, head: &'static [u8]) -> tokio::task::JoinHandle<usize> {
+fn trickle(mut writer: tokio::net::tcp::OwnedWriteHalf, head: impl AsRef<[u8]> + Send + 'static) -> tokio::task::JoinHandle<usize> {
     tokio::spawn(async move {
         let mut sent = 0;
-        if writer.write_all(head).await.is_err() {
+        if writer.write_all(head.as_ref()).await.is_err() {
             return sent;
         }
         loop {
@@ -104,6 +104,48 @@ async fn a_second_request_trickled_on_a_kept_alive_connection_is_closed_too() {
     assert!(!received.contains("HTTP/1.1 200"), "{received:?}");
     assert!(after >= Duration::from_millis(1900) && after < Duration::from_millis(3000), "closed after {after:?}");
     trickler.abort();
+    assert_others_unaffected(&server).await;
+    server.shutdown().await;
+}
+
+/// A request body trickled a byte a second after its head: 408 with the JSON error at
+/// `--request-body-timeout`, the connection closed, the server serving others meanwhile. For
+/// feed control and for a Socket.IO polling POST (the two routes that read a body).
+#[actix_web::test]
+async fn a_body_trickled_one_byte_a_second_gets_408_at_the_request_body_timeout() {
+    let timeout = 2.0;
+    let server = start(&["--request-body-timeout", "2"]).await;
+    let polling = common::eio::Polling::connected(&server).await;
+    let heads = [
+        ("feed control", "POST /api/feeds/sim/control HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{".to_string()),
+        (
+            "Socket.IO polling POST",
+            format!("POST /socket.io/?EIO=4&transport=polling&sid={} HTTP/1.1\r\nHost: localhost\r\nContent-Type: text/plain\r\nContent-Length: 100\r\n\r\n4", polling.sid),
+        ),
+    ];
+    for (what, head) in heads {
+        let started = Instant::now();
+        let (mut reader, writer) = TcpStream::connect(server.addr).await.unwrap().into_split();
+        let trickler = trickle(writer, head);
+        let read = async {
+            // When the answer's first bytes arrive, then everything until the server closes.
+            let mut first = [0u8; 1];
+            let n = reader.read(&mut first).await.unwrap_or(0);
+            let answered_at = Instant::now();
+            let (rest, closed_at) = read_until_closed(&mut reader).await;
+            (format!("{}{rest}", String::from_utf8_lossy(&first[..n])), answered_at, closed_at)
+        };
+        let ((received, answered_at, closed_at), ()) =
+            tokio::time::timeout(EVENT_TIMEOUT, async { tokio::join!(read, others_are_served(&server)) }).await.expect("the trickled body is answered and closed");
+        let (answered, closed) = ((answered_at - started).as_secs_f64(), (closed_at - started).as_secs_f64());
+        eprintln!("{what}: body trickled, answered after {answered:.3} s, closed after {closed:.3} s (body timeout {timeout} s, disconnect timeout 1 s)");
+        assert!(received.starts_with("HTTP/1.1 408"), "{what}: {received:?}");
+        assert!(received.contains(r#""error":"request_timeout""#) && received.contains("--request-body-timeout"), "{what}: {received:?}");
+        assert!(answered >= timeout - 0.1 && answered < timeout + 1.0, "{what}: answered after {answered} s");
+        // actix-http closes a connection whose body was not read, after its disconnect timeout.
+        assert!(closed < answered + 1.0 + 1.0, "{what}: closed {closed} s after the start");
+        trickler.abort();
+    }
     assert_others_unaffected(&server).await;
     server.shutdown().await;
 }

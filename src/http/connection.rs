@@ -16,9 +16,17 @@
 //! connection has had no request in flight for `keep_alive + request_head` since then (or since
 //! its accept).
 //!
+//! actix-http has no deadline for a request's body either: a client could announce a body and
+//! trickle it a byte at a time. [`TrackRequests`] also wraps the body of every request that has
+//! one (not an upgrade: a WebSocket's stream is its session's) in a [`Deadline`]: once
+//! `request_body_timeout` has passed since the head, the stream ends with a `TimedOut` error,
+//! which the handlers answer with 408 (`api_error::body_read_error`); actix-http closes a
+//! connection whose request body was not read to its end.
+//!
 //! Invariant: no connection stays open more than `keep_alive_timeout + request_head_timeout`
-//! after an answer was handed over without the whole head of a next request. A request in
-//! flight (a WebSocket, an SSE stream, a long poll) is its handler's to bound. The watchdog ends
+//! after an answer was handed over without the whole head of a next request, and no handler
+//! waits for a request body longer than `request_body_timeout`. A request in flight (a
+//! WebSocket, an SSE stream, a long poll) is its handler's to bound. The watchdog ends
 //! with its connection and costs one sleeping task per connection (about 0.5 KB with its state)
 //! and a few cell updates per request.
 
@@ -30,8 +38,11 @@ use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use actix_web::body::{BodySize, BoxBody, MessageBody};
-use actix_web::dev::{Extensions, Service, ServiceRequest, ServiceResponse, Transform, forward_ready};
+use actix_web::dev::{Extensions, Payload, Service, ServiceRequest, ServiceResponse, Transform, forward_ready};
+use actix_web::error::PayloadError;
+use actix_web::http::header;
 use actix_web::web::Bytes;
+use futures_util::Stream;
 use tokio::sync::Notify;
 
 use crate::session::socket::SocketProbe;
@@ -89,7 +100,16 @@ async fn watchdog(activity: Weak<Activity>, changed: Rc<Notify>, probe: SocketPr
 
 /// Middleware that counts a connection's requests in flight: from the head's arrival to the
 /// end (or drop) of the answer's body. Outermost, so that every answer's body is counted.
-pub(crate) struct TrackRequests;
+pub(crate) struct TrackRequests {
+    body_deadline: Duration,
+}
+
+impl TrackRequests {
+    /// Tracks requests; a request body must arrive whole within `body_deadline` of its head.
+    pub(crate) fn new(body_deadline: Duration) -> TrackRequests {
+        TrackRequests { body_deadline }
+    }
+}
 
 impl<S, B> Transform<S, ServiceRequest> for TrackRequests
 where
@@ -103,12 +123,13 @@ where
     type Future = Ready<Result<Self::Transform, ()>>;
 
     fn new_transform(&self, service: S) -> Self::Future {
-        ready(Ok(TrackRequestsService { service }))
+        ready(Ok(TrackRequestsService { service, body_deadline: self.body_deadline }))
     }
 }
 
 pub(crate) struct TrackRequestsService<S> {
     service: S,
+    body_deadline: Duration,
 }
 
 impl<S, B> Service<ServiceRequest> for TrackRequestsService<S>
@@ -122,14 +143,62 @@ where
 
     forward_ready!(service);
 
-    fn call(&self, req: ServiceRequest) -> Self::Future {
+    fn call(&self, mut req: ServiceRequest) -> Self::Future {
         let guard = req.conn_data::<Watched>().map(|watched| InFlight::begin(&watched.0));
+        if has_body(&req) {
+            let body = actix_web::HttpMessage::take_payload(&mut req);
+            req.set_payload(Payload::from(Box::pin(Deadline::new(body, self.body_deadline)) as actix_http::BoxedPayloadStream));
+        }
         let response = self.service.call(req);
         Box::pin(async move {
             // An error is turned into an answer right after this: the request ends with `guard`.
             let response = response.await?;
             Ok(response.map_into_boxed_body().map_body(|_, body| TrackedBody::new(body, guard)))
         })
+    }
+}
+
+/// Whether a request announces a body of its own: a length above zero or a chunked body, and
+/// no `Upgrade` (after a WebSocket upgrade the "body" is the session's stream).
+fn has_body(req: &ServiceRequest) -> bool {
+    let headers = req.headers();
+    if headers.contains_key(header::UPGRADE) {
+        return false;
+    }
+    headers.contains_key(header::TRANSFER_ENCODING)
+        || headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.trim().parse::<u64>().ok()).is_some_and(|n| n > 0)
+}
+
+/// A request body with a deadline: after it, the stream yields one `TimedOut` error and ends.
+struct Deadline<S> {
+    body: S,
+    limit: Duration,
+    timer: Pin<Box<tokio::time::Sleep>>,
+    expired: bool,
+}
+
+impl<S> Deadline<S> {
+    fn new(body: S, limit: Duration) -> Deadline<S> {
+        Deadline { body, limit, timer: Box::pin(tokio::time::sleep(limit)), expired: false }
+    }
+}
+
+impl<S: Stream<Item = Result<Bytes, PayloadError>> + Unpin> Stream for Deadline<S> {
+    type Item = Result<Bytes, PayloadError>;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        if self.expired {
+            return Poll::Ready(None);
+        }
+        if let Poll::Ready(item) = Pin::new(&mut self.body).poll_next(cx) {
+            return Poll::Ready(item);
+        }
+        if self.timer.as_mut().poll(cx).is_ready() {
+            self.expired = true;
+            let message = format!("not received whole within {} s (--request-body-timeout)", self.limit.as_secs_f64());
+            return Poll::Ready(Some(Err(PayloadError::Io(std::io::Error::new(std::io::ErrorKind::TimedOut, message)))));
+        }
+        Poll::Pending
     }
 }
 

@@ -35,6 +35,7 @@ const EXPECTED: &str = r#"expected {"action":"pause"}, {"action":"resume"}, {"ac
 pub(super) enum BodyError {
     #[error("control body: more than {MAX_BODY_BYTES} bytes; the limit is 64 KiB")]
     TooLarge,
+    /// Not whole within the body deadline (`TimedOut`), or a broken stream.
     #[error("control body could not be read: {0}")]
     Read(#[from] actix_web::error::PayloadError),
 }

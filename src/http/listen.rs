@@ -3,8 +3,8 @@
 //! here once each (see [`crate::settings`]); `server` builds the listener from them.
 //!
 //! Invariant: no step of a connection waits on the client without a deadline — the TLS
-//! handshake (`tls_handshake_timeout`), the first request's head (`request_head_timeout`), the
-//! wait for a next request (`keep_alive_timeout`, then the head again: see
+//! handshake (`tls_handshake_timeout`), the first request's head (`request_head_timeout`), a
+//! request's body (`request_body_timeout`), the wait for a next request (`keep_alive_timeout`, then the head again: see
 //! [`super::connection`]) and the close (`disconnect_timeout`); once a request is read, its
 //! handler's own limits apply (a WebSocket's idle timeout, the slow-consumer rule).
 
@@ -38,6 +38,9 @@ settings! {
         /// its connect, then 408 and close; a later request's, within keep-alive + this of the
         /// previous answer.
         request_head_timeout: f64 = 5.0, env "TICKERFEED_REQUEST_HEAD_TIMEOUT", range(0.1, 600);
+        /// Seconds a client has to send a request's whole body (feed control, Socket.IO polling
+        /// POSTs) from its head, then 408 and close.
+        request_body_timeout: f64 = 10.0, env "TICKERFEED_REQUEST_BODY_TIMEOUT", range(0.1, 600);
         /// Seconds an idle connection is kept open between requests (0: one request per connection).
         keep_alive_timeout: f64 = 5.0, env "TICKERFEED_KEEP_ALIVE_TIMEOUT", range(0, 3600);
         /// Seconds the server waits for a closing connection to flush (and, over TLS, to exchange
@@ -81,6 +84,11 @@ impl Listen {
     /// `request_head_timeout` as a duration.
     pub(crate) fn request_head(&self) -> Duration {
         Duration::from_secs_f64(self.request_head_timeout)
+    }
+
+    /// `request_body_timeout` as a duration.
+    pub(crate) fn request_body(&self) -> Duration {
+        Duration::from_secs_f64(self.request_body_timeout)
     }
 
     /// `keep_alive_timeout` as a duration (zero: no keep-alive).

@@ -238,7 +238,7 @@ async fn read_body(mut body: web::Payload, limit: usize) -> Result<Bytes, ApiErr
     let too_big = || ApiError::new(ApiErrorCode::PayloadTooLarge, format!("Engine.IO: the request body is over maxPayload ({limit} bytes)"));
     let mut all = BytesMut::new();
     while let Some(chunk) = body.next().await {
-        let chunk = chunk.map_err(|e| ApiError::new(ApiErrorCode::BadRequest, format!("Engine.IO: reading the request body: {e}")))?;
+        let chunk = chunk.map_err(|e| crate::api_error::body_read_error("Engine.IO: the request body", &e))?;
         if all.len() + chunk.len() > limit {
             return Err(too_big());
         }
