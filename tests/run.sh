@@ -103,7 +103,7 @@ timeout 900 bash tests/autobahn/run.sh
 step "TLS: curl (OpenSSL) against --tls-cert/--tls-key with a test CA made by openssl"
 timeout 60 bash tests/clients/tls.sh target/release/tickerfeed
 
-step "fuzzing: the decoders' cargo-fuzz targets, stable toolchain, 30 s each (tests/fuzz/run.sh)"
+step "fuzzing: the decoders' cargo-fuzz targets, stable toolchain, 60 s each (tests/fuzz/run.sh)"
 timeout 900 bash tests/fuzz/run.sh
 
 step "soak: 2,000 clients, churn and slow readers, 2 minutes"

@@ -2,7 +2,7 @@
 # Bounded fuzzing of the decoders (docs/FUZZING.md): installs cargo-fuzz if missing, builds the
 # targets of tests/fuzz/ on the stable toolchain with no sanitizer (`-s none`: sanitizers need
 # nightly; libFuzzer's coverage guidance and the targets' own assertions still run), then runs
-# each target for FUZZ_SECONDS (default 30) from its seed corpus, tests/fuzz/corpus/<target>/.
+# each target for FUZZ_SECONDS (default 60) from its seed corpus, tests/fuzz/corpus/<target>/.
 # Fails on the first crash, panic, timeout or out-of-memory; the input that caused it is saved
 # under tests/artifacts/fuzz/artifacts/<target>/, and the corpus the run grew (never the seed
 # corpus) under tests/artifacts/fuzz/corpus/<target>/.
@@ -10,7 +10,7 @@ set -euo pipefail
 cd "$(dirname "$0")/../.."
 root=$(pwd)
 out="$root/tests/artifacts/fuzz"
-seconds=${FUZZ_SECONDS:-30}
+seconds=${FUZZ_SECONDS:-60}
 cargo_fuzz_version=0.13.2
 targets=(protocol replay_csv symbol socketio ws_inbound throttle)
 
