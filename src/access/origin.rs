@@ -55,8 +55,12 @@ impl OriginPolicy {
             Entry::Any => true,
             Entry::OwnOrigin => {
                 let Some((scheme, host_port)) = origin.split_once("://") else { return false };
-                let own_scheme = if https { "https" } else { "http" };
-                host.is_some_and(|host| scheme.eq_ignore_ascii_case(own_scheme) && host_port.eq_ignore_ascii_case(host))
+                // A plain listener also takes its host's https pages: behind a proxy that
+                // terminates TLS, the dashboard is an https page and the request comes in as
+                // plain HTTP with the same Host. An https listener refuses its host's http
+                // pages (a page anyone on the path could have written).
+                let scheme_ok = scheme.eq_ignore_ascii_case("https") || (!https && scheme.eq_ignore_ascii_case("http"));
+                host.is_some_and(|host| scheme_ok && host_port.eq_ignore_ascii_case(host))
             }
             Entry::Origin { scheme, host, port } => parsed.as_ref().is_some_and(|(s, h, p)| {
                 s.eq_ignore_ascii_case(scheme) && h.eq_ignore_ascii_case(host) && port.as_ref().is_none_or(|port| p.as_deref().unwrap_or(default_port(s)) == port)
@@ -117,7 +121,9 @@ mod tests {
         assert!(policy.allows(None, Some("feed.example.com"), false), "no Origin: not a browser page");
         assert!(policy.allows(Some("http://feed.example.com"), Some("feed.example.com"), false), "the dashboard it serves");
         assert!(policy.allows(Some("https://feed.example.com:8443"), Some("feed.example.com:8443"), true));
-        assert!(!policy.allows(Some("http://feed.example.com:8443"), Some("feed.example.com:8443"), true), "the own origin has the own scheme");
+        assert!(!policy.allows(Some("http://feed.example.com:8443"), Some("feed.example.com:8443"), true), "an https listener refuses its host's http pages");
+        assert!(policy.allows(Some("https://feed.example.com"), Some("feed.example.com"), false), "behind a TLS-terminating proxy the page is https, the request plain");
+        assert!(!policy.allows(Some("https://feed.example.com:8443"), Some("feed.example.com"), false), "the port is part of the origin");
         assert!(policy.allows(Some("http://localhost:3000"), Some("127.0.0.1:8080"), false));
         assert!(policy.allows(Some("http://127.0.0.1:5173"), Some("127.0.0.1:8080"), false));
         assert!(policy.allows(Some("https://[::1]:1"), Some("127.0.0.1:8080"), false));
