@@ -22,6 +22,9 @@
 //! table with [`Bus::apply`]. Sessions only ever read the local table, so neither feeds nor
 //! sessions change when the backend does.
 
+pub(crate) mod redis;
+pub(crate) mod settings;
+
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, RwLock, Weak};
@@ -305,9 +308,14 @@ impl Bus {
     /// Stores a quote stamped elsewhere (by this bus's [`Publisher::publish`], or by a remote
     /// node for a distributed backend) and schedules the wake-up of armed sessions.
     pub(crate) fn apply(&self, topic: &Topic, quote: Quote) {
-        let seq = quote.seq;
-        topic.history.lock().expect("history lock").record(&quote);
-        topic.latest.store(Some(Arc::new(PublishedQuote::new(quote))));
+        self.apply_published(topic, PublishedQuote::new(quote));
+    }
+
+    /// [`Bus::apply`] for a quote whose JSON is known already (received from a remote node).
+    pub(crate) fn apply_published(&self, topic: &Topic, published: PublishedQuote) {
+        let seq = published.quote.seq;
+        topic.history.lock().expect("history lock").record(&published.quote);
+        topic.latest.store(Some(Arc::new(published)));
         topic.seq.store(seq, Ordering::Release);
         if !topic.queued.swap(true, Ordering::AcqRel) {
             self.dispatch_queue.lock().expect("dispatch lock").push(topic.id);

@@ -20,6 +20,7 @@ use crate::feed::settings as feed_settings;
 
 // The settings types of each subsystem, nested in `Cli`, `FileConfig` and `Config`.
 pub use crate::access::settings::{AccessArgs, AccessSettings};
+pub use crate::bus::settings::{Backend, BusArgs, BusSettings, Role};
 pub use crate::feed::settings::{FeedArgs, FeedEntry, ReplayFile};
 pub use crate::feed::{FeedConfig, FeedKind};
 pub use crate::http::listen::{Listen, ListenArgs};
@@ -59,6 +60,10 @@ pub struct Cli {
     #[command(flatten, next_help_heading = "Access: tokens and origins")]
     /// Access control's flags.
     pub access: AccessArgs,
+
+    #[command(flatten, next_help_heading = "Bus: Redis and roles")]
+    /// The bus's flags.
+    pub bus: BusArgs,
 }
 
 impl Cli {
@@ -70,7 +75,8 @@ impl Cli {
             .chain(FeedArgs::shown_defaults())
             .chain(LimitsArgs::shown_defaults())
             .chain(SocketIoArgs::shown_defaults())
-            .chain(AccessArgs::shown_defaults());
+            .chain(AccessArgs::shown_defaults())
+            .chain(BusArgs::shown_defaults());
         shown.fold(Cli::command(), |command, (id, default)| {
             command.mut_arg(id, |arg| {
                 let help = arg.get_help().map(|h| h.to_string()).unwrap_or_default();
@@ -150,6 +156,8 @@ pub struct FileConfig {
     pub socketio: SocketIoArgs,
     /// Access control's keys.
     pub access: AccessArgs,
+    /// The bus's keys.
+    pub bus: BusArgs,
     /// `seed`: the seed of every feed that names none of its own.
     pub seed: Option<u64>,
     /// The `[[feeds]]` entries.
@@ -177,7 +185,8 @@ impl<'de> Deserialize<'de> for FileConfig {
                             let read = file.listen.read_toml(key, &mut map)?
                                 || file.limits.read_toml(key, &mut map)?
                                 || file.socketio.read_toml(key, &mut map)?
-                                || file.access.read_toml(key, &mut map)?;
+                                || file.access.read_toml(key, &mut map)?
+                                || file.bus.read_toml(key, &mut map)?;
                             debug_assert!(read, "file_keys() lists {key}, which no part reads");
                         }
                     }
@@ -206,7 +215,16 @@ impl<'de> Deserialize<'de> for KnownKey {
 fn file_keys() -> &'static [&'static str] {
     static KEYS: OnceLock<Vec<&'static str>> = OnceLock::new();
     KEYS.get_or_init(|| {
-        ListenArgs::KEYS.iter().chain(["seed"].iter()).chain(LimitsArgs::KEYS).chain(SocketIoArgs::KEYS).chain(AccessArgs::KEYS).chain(["feeds"].iter()).copied().collect()
+        ListenArgs::KEYS
+            .iter()
+            .chain(["seed"].iter())
+            .chain(LimitsArgs::KEYS)
+            .chain(SocketIoArgs::KEYS)
+            .chain(AccessArgs::KEYS)
+            .chain(BusArgs::KEYS)
+            .chain(["feeds"].iter())
+            .copied()
+            .collect()
     })
 }
 
@@ -221,6 +239,8 @@ pub struct Config {
     pub socketio: SocketIoSettings,
     /// Tokens and allowed origins.
     pub access: AccessSettings,
+    /// The bus backend and this node's role.
+    pub bus: BusSettings,
     /// The seed of every feed that names none of its own.
     pub seed: u64,
     /// The feeds to run, in order (the flags' `sim` first).
@@ -275,7 +295,8 @@ impl Config {
         let limits = cli.limits.or(file.limits).resolve()?;
         let socketio = cli.socketio.or(file.socketio).resolve()?;
         let access = cli.access.or(file.access).resolve()?;
-        Ok(Config { listen, limits, socketio, access, seed, feeds })
+        let bus = cli.bus.or(file.bus).resolve()?;
+        Ok(Config { listen, limits, socketio, access, bus, seed, feeds })
     }
 }
 

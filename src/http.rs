@@ -47,18 +47,21 @@ use crate::quote::PublishedQuote;
 /// What `Allow` says of a GET route.
 const GET_HEAD: &str = "GET, HEAD";
 
-/// Registers every route.
+/// Registers every route; `clients`: the client sessions' too (not on a feed-only node, where
+/// `/ws`, `/sse` and `/socket.io/` are unknown paths).
 ///
 /// Each path is one resource whose default service answers 405 with `Allow`, so a known path
 /// asked with another method is told what it takes instead of 404 (`App::route` would put the
 /// method guard on the resource, and the request would fall through to the 404).
-pub(crate) fn routes(cfg: &mut web::ServiceConfig) {
-    // The WebSocket upgrade is GET only: a HEAD cannot upgrade.
-    cfg.service(resource("/ws", "GET").route(web::get().to(crate::ws::upgrade)))
-        .service(resource("/sse", "GET").route(web::get().to(crate::sse::stream)))
-        .service(socketio("/socket.io/"))
-        .service(socketio("/socket.io"))
-        .service(get("/healthz", healthz))
+pub(crate) fn routes(cfg: &mut web::ServiceConfig, clients: bool) {
+    if clients {
+        // The WebSocket upgrade is GET only: a HEAD cannot upgrade.
+        cfg.service(resource("/ws", "GET").route(web::get().to(crate::ws::upgrade)))
+            .service(resource("/sse", "GET").route(web::get().to(crate::sse::stream)))
+            .service(socketio("/socket.io/"))
+            .service(socketio("/socket.io"));
+    }
+    cfg.service(get("/healthz", healthz))
         .service(get("/metrics", metrics))
         .service(get("/readyz", readyz))
         .service(get("/api/symbols", symbols))

@@ -92,6 +92,13 @@ impl PublishedQuote {
         PublishedQuote { quote, json: OnceLock::new() }
     }
 
+    /// A quote received as JSON (from another node): the text is what clients get.
+    pub(crate) fn with_json(quote: Quote, json: &str) -> PublishedQuote {
+        let published = PublishedQuote::new(quote);
+        let _ = published.json.set(json.into());
+        published
+    }
+
     /// The quote's JSON object, serialised once for all recipients.
     pub(crate) fn json(&self) -> &str {
         self.json.get_or_init(|| {

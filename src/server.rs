@@ -52,6 +52,9 @@ pub enum StartError {
     /// The token key cannot be used: the file is named.
     #[error(transparent)]
     Access(#[from] crate::access::KeyError),
+    /// The Redis bus cannot be reached or read: its URL is named.
+    #[error(transparent)]
+    Bus(#[from] crate::bus::redis::RedisError),
     /// Any other I/O error of the listener.
     #[error("{0}")]
     Io(#[from] std::io::Error),
@@ -110,11 +113,11 @@ pub async fn start(config: Config) -> Result<RunningServer, StartError> {
     let feed_labels: Vec<_> = config.feeds.iter().map(|f| (f.name.clone(), f.kind)).collect();
     let metrics = Arc::new(Metrics::new(&feed_labels, &ClientLabels { ops: &ops, error_codes: &error_codes }));
     let bus = Arc::new(Bus::new());
-    let feeds = Arc::new(Feeds::start(&config.feeds, bus.clone()).await?);
+    let instance = instance_id();
+    let feeds = Arc::new(start_bus(&config, &bus, &instance).await?);
     tokio::spawn(bus.clone().run_dispatcher());
 
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
-    let instance = instance_id();
     let connections = Arc::new(Connections::new(config.limits.max_connections, config.limits.max_connections_per_ip));
     let readiness = Arc::new(Readiness::new(shutdown_rx.clone()));
     let ws = web::Data::new(crate::session::SessionContext {
@@ -149,6 +152,7 @@ pub async fn start(config: Config) -> Result<RunningServer, StartError> {
     let between_requests = listen.keep_alive() + listen.request_head();
     let body_deadline = listen.request_body();
     let test_echo = config.listen.test_echo;
+    let serves_clients = config.bus.role().serves_clients();
     if test_echo {
         tracing::warn!("test_echo is on: {} echoes WebSocket messages (for conformance tests only)", crate::ws::echo::PATH);
     }
@@ -172,7 +176,7 @@ pub async fn start(config: Config) -> Result<RunningServer, StartError> {
                     cfg.route(crate::ws::echo::PATH, web::get().to(crate::ws::echo::upgrade));
                 }
             })
-            .configure(crate::http::routes)
+            .configure(|cfg| crate::http::routes(cfg, serves_clients))
     })
     .on_connect(move |connection, extensions| {
         // A plain connection is the TcpStream itself; a TLS one (called once its handshake is
@@ -213,6 +217,23 @@ pub async fn start(config: Config) -> Result<RunningServer, StartError> {
     let (http, ws) = if listen.tls() { ("https", "wss") } else { ("http", "ws") };
     tracing::info!(%addr, %instance, seed = config.seed, "tickerfeed listening: dashboard at {http}://{reachable}/, WebSocket at {ws}://{reachable}/ws");
     Ok(RunningServer { addr, bus, feeds, metrics, connections, readiness, instance, server: handle, shutdown: shutdown_tx, join })
+}
+
+/// The bus backend and the feeds this node runs: on the memory bus the feeds publish on `bus`;
+/// on Redis a feed node's feeds publish through it to Redis as well, and a gateway runs no feed
+/// and fills `bus` from Redis.
+async fn start_bus(config: &Config, bus: &Arc<Bus>, instance: &str) -> Result<Feeds, StartError> {
+    let backend = config.bus.backend();
+    let role = config.bus.role();
+    if backend == crate::bus::settings::Backend::Memory {
+        return Ok(Feeds::start(&config.feeds, bus.clone()).await?);
+    }
+    if !role.runs_feeds() {
+        crate::bus::redis::gateway_node(&backend, &config.bus.bus_prefix, bus.clone()).await?;
+        return Ok(Feeds::start(&[], bus.clone()).await?);
+    }
+    let publisher = crate::bus::redis::feed_node(&backend, &config.bus.bus_prefix, bus.clone(), instance.to_string()).await?;
+    Ok(Feeds::start(&config.feeds, publisher).await?)
 }
 
 /// Every collection that grows with clients, as `tickerfeed_client_map_entries{map}`: one line

@@ -2,7 +2,8 @@
 # The one full test command. Installs what it needs on a fresh Debian machine, then runs:
 #   0. cargo fmt --check and cargo clippy --all-targets -D warnings, over the workspace (the
 #      server and the load generator, tests/bench/loadgen);
-#   1. cargo test (unit and integration tests against the real server; the load generator's);
+#   1. cargo test (unit and integration tests against the real server, the Redis bus against a
+#      real redis-server; the load generator's);
 #   2. a smoke test of the release binary as a user runs it: start with no configuration,
 #      serve REST and WebSocket (checked with the load generator), stop on SIGTERM in time;
 #   3. the browser dashboard in a real headless Chromium (tests/e2e/run.sh);
@@ -33,6 +34,8 @@ need() {
   fi
 }
 need curl curl
+# tests/redis.rs starts its own redis-server processes on free loopback ports.
+need redis-server redis-server
 
 step "style: cargo fmt --check, cargo clippy -D warnings"
 cargo fmt --version >/dev/null 2>&1 || { echo "rustfmt is missing: rustup component add rustfmt"; exit 1; }

@@ -72,11 +72,10 @@ pub struct Feeds {
 impl Feeds {
     /// Starts every configured feed: loads its data (errors stop startup), registers its symbols
     /// on the bus (a symbol published by two feeds is an error naming both), spawns its task.
-    pub(crate) async fn start(feeds: &[FeedConfig], bus: Arc<crate::bus::Bus>) -> Result<Feeds, StartError> {
+    pub(crate) async fn start(feeds: &[FeedConfig], publisher: Arc<dyn crate::bus::Publisher>) -> Result<Feeds, StartError> {
         // State changes are rare (pause, seek, speed, end); a session that falls 64 behind
         // re-reads every status instead.
         let (events, _) = broadcast::channel(64);
-        let publisher: Arc<dyn crate::bus::Publisher> = bus;
         let mut handles = Vec::new();
         for feed in feeds {
             let handle = match feed.kind {

@@ -1,0 +1,520 @@
+//! The Redis bus: feed nodes forward what they publish to Redis, gateway nodes apply what
+//! arrives from Redis to their local topic table. Sessions only ever read the local [`Bus`], so
+//! neither they nor the feeds know which backend runs.
+//!
+//! Names, under `--bus-prefix` (`P`); every per-symbol name carries the symbol as its hash tag,
+//! so on a Cluster a symbol's channel and last value live on one shard and no single key is hot:
+//! - `P:quotes:{SYM}`: the channel of a symbol's quotes (`SPUBLISH` on a Cluster). A message
+//!   is the publishing node's id, one space, and the quote's JSON exactly as clients get it.
+//! - `P:quote:{SYM}`: the symbol's last value, the same message (written with each publish).
+//! - `P:symbols`: a hash, symbol → `{"name","sector","feed"}`, the registry gateways build their
+//!   topic table from.
+//!
+//! Invariants:
+//! - **A feed node never queues without bound.** Its outbox holds at most one entry per symbol
+//!   (a dirty flag): a publish while the symbol is already waiting merges into it, counted as
+//!   conflated, and the writer sends each symbol's latest value when it gets to it. While Redis
+//!   is away the outbox keeps conflating and `seq` keeps advancing.
+//! - **A gateway applies a symbol's quotes in `seq` order.** A quote whose seq is not above the
+//!   topic's is dropped (a repeat after a resubscribe); `seq` and `pt` are the feed node's, so
+//!   every gateway serves the same (symbol, seq, last) stream, and a gap shows in `seq`.
+//! - **Nothing is queued on the way in either.** Redis's push messages are applied to the
+//!   topic table as they are read (the push sender is a function, not a channel).
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use ::redis::aio::ConnectionManager;
+use ::redis::cluster_async::ClusterConnection;
+use ::redis::{AsyncCommands, PushInfo, PushKind, Value};
+use serde::{Deserialize, Serialize};
+use tokio::sync::Notify;
+
+use super::settings::Backend;
+use super::{Bus, BusError, Publisher, SymbolInfo, Topic, TopicId};
+use crate::quote::{PublishedQuote, Quote, QuoteDraft};
+
+/// Why the Redis bus could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum RedisError {
+    #[error("bus {url}: {source}")]
+    Connect { url: String, source: ::redis::RedisError },
+    #[error("bus {url}: reading the symbol registry {key}: {source}")]
+    Registry { url: String, key: String, source: ::redis::RedisError },
+}
+
+/// The channel, key and registry names under one prefix.
+#[derive(Debug, Clone)]
+pub(crate) struct Names {
+    prefix: String,
+}
+
+impl Names {
+    pub(crate) fn new(prefix: &str) -> Names {
+        Names { prefix: prefix.to_string() }
+    }
+
+    /// `P:quotes:{SYM}`.
+    pub(crate) fn channel(&self, symbol: &str) -> String {
+        format!("{}:quotes:{{{symbol}}}", self.prefix)
+    }
+
+    /// `P:quote:{SYM}`.
+    pub(crate) fn last_value(&self, symbol: &str) -> String {
+        format!("{}:quote:{{{symbol}}}", self.prefix)
+    }
+
+    /// `P:symbols`.
+    pub(crate) fn registry(&self) -> String {
+        format!("{}:symbols", self.prefix)
+    }
+
+    /// The symbol of a quote channel's name, if it is one of ours.
+    fn symbol_of<'a>(&self, channel: &'a str) -> Option<&'a str> {
+        channel.strip_prefix(self.prefix.as_str())?.strip_prefix(":quotes:{")?.strip_suffix('}')
+    }
+}
+
+/// A symbol's entry in the registry.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct RegistryEntry {
+    name: String,
+    sector: String,
+    feed: String,
+}
+
+/// One connection, to a single Redis or to a Cluster.
+#[derive(Clone)]
+enum Connection {
+    Single(ConnectionManager),
+    Cluster(ClusterConnection),
+}
+
+impl Connection {
+    /// Connects with RESP3; push messages (subscriptions' messages, disconnections) go to
+    /// `push`, a function called as each is read.
+    async fn open(backend: &Backend, push: impl Fn(PushInfo) + Send + Sync + 'static) -> Result<Connection, RedisError> {
+        let sender = move |info: PushInfo| {
+            push(info);
+            Ok::<(), ::redis::aio::SendError>(())
+        };
+        match backend {
+            Backend::Memory => unreachable!("the memory bus has no Redis connection"),
+            Backend::Redis(url) => {
+                let connect = |source| RedisError::Connect { url: url.clone(), source };
+                let info = ::redis::IntoConnectionInfo::into_connection_info(url.as_str()).map_err(connect)?;
+                let resp3 = info.redis_settings().clone().set_protocol(::redis::ProtocolVersion::RESP3);
+                let info = info.set_redis_settings(resp3);
+                let client = ::redis::Client::open(info).map_err(connect)?;
+                let config = ::redis::aio::ConnectionManagerConfig::new()
+                    .set_push_sender(sender)
+                    .set_automatic_resubscription()
+                    // Reconnect with exponential backoff capped at 2 s (the crate adds jitter).
+                    .set_min_delay(Duration::from_millis(50))
+                    .set_max_delay(Duration::from_secs(2))
+                    .set_connection_timeout(Some(Duration::from_secs(2)))
+                    .set_response_timeout(Some(Duration::from_secs(2)));
+                client.get_connection_manager_with_config(config).await.map(Connection::Single).map_err(connect)
+            }
+            Backend::Cluster(nodes) => {
+                let url = nodes.join(",");
+                let connect = |source| RedisError::Connect { url: url.clone(), source };
+                let client = ::redis::cluster::ClusterClientBuilder::new(nodes.clone())
+                    .use_protocol(::redis::ProtocolVersion::RESP3)
+                    .push_sender(sender)
+                    .connection_timeout(Duration::from_secs(2))
+                    .response_timeout(Duration::from_secs(2))
+                    .build()
+                    .map_err(connect)?;
+                client.get_async_connection().await.map(Connection::Cluster).map_err(connect)
+            }
+        }
+    }
+
+    async fn pipeline(&mut self, pipe: &::redis::Pipeline) -> ::redis::RedisResult<()> {
+        match self {
+            Connection::Single(c) => pipe.query_async(c).await,
+            Connection::Cluster(c) => pipe.query_async(c).await,
+        }
+    }
+
+    async fn registry(&mut self, key: &str) -> ::redis::RedisResult<HashMap<String, String>> {
+        match self {
+            Connection::Single(c) => c.hgetall(key).await,
+            Connection::Cluster(c) => c.hgetall(key).await,
+        }
+    }
+
+    async fn get(&mut self, key: &str) -> ::redis::RedisResult<Option<String>> {
+        match self {
+            Connection::Single(c) => c.get(key).await,
+            Connection::Cluster(c) => c.get(key).await,
+        }
+    }
+
+    async fn exists(&mut self, key: &str) -> ::redis::RedisResult<bool> {
+        match self {
+            Connection::Single(c) => c.exists(key).await,
+            Connection::Cluster(c) => c.exists(key).await,
+        }
+    }
+
+    async fn ping(&mut self) -> ::redis::RedisResult<()> {
+        let ping = ::redis::cmd("PING");
+        match self {
+            Connection::Single(c) => ping.query_async(c).await,
+            Connection::Cluster(c) => ping.query_async(c).await,
+        }
+    }
+
+    /// Subscribes to a symbol's channel: sharded on a Cluster.
+    async fn subscribe(&mut self, channel: &str) -> ::redis::RedisResult<()> {
+        match self {
+            Connection::Single(c) => c.subscribe(channel).await,
+            Connection::Cluster(c) => c.ssubscribe(channel).await,
+        }
+    }
+
+    fn is_cluster(&self) -> bool {
+        matches!(self, Connection::Cluster(_))
+    }
+}
+
+/// A feed node's forwarder: a [`Publisher`] that publishes on the local bus (local sessions,
+/// REST) and queues the symbol for Redis.
+pub(crate) struct RedisPublisher {
+    bus: Arc<Bus>,
+    outbox: Arc<Outbox>,
+}
+
+/// The symbols waiting to be written to Redis: one flag per topic, and the order they came in.
+#[derive(Default)]
+struct Outbox {
+    waiting: Mutex<Waiting>,
+    wake: Notify,
+    /// Publishes merged into a symbol already waiting.
+    conflated: AtomicU64,
+    /// Symbols registered, to write to the registry.
+    registry: Mutex<Vec<(String, RegistryEntry)>>,
+    /// The connection dropped: Redis may have restarted empty, so the writer writes the whole
+    /// registry and every last value again.
+    rewrite: AtomicBool,
+}
+
+#[derive(Default)]
+struct Waiting {
+    queued: Vec<bool>,
+    order: Vec<TopicId>,
+}
+
+impl Outbox {
+    fn put(&self, topic: TopicId) {
+        let mut waiting = self.waiting.lock().expect("outbox lock");
+        let index = topic as usize;
+        if waiting.queued.len() <= index {
+            waiting.queued.resize(index + 1, false);
+        }
+        if waiting.queued[index] {
+            self.conflated.fetch_add(1, Ordering::Relaxed);
+            return;
+        }
+        waiting.queued[index] = true;
+        waiting.order.push(topic);
+        drop(waiting);
+        self.wake.notify_one();
+    }
+
+    /// Takes every waiting symbol (their flags cleared: a publish from now on queues again).
+    fn take(&self, into: &mut Vec<TopicId>) {
+        let mut waiting = self.waiting.lock().expect("outbox lock");
+        let Waiting { queued, order } = &mut *waiting;
+        for &id in order.iter() {
+            queued[id as usize] = false;
+        }
+        into.append(order);
+    }
+}
+
+impl Publisher for RedisPublisher {
+    fn register(&self, symbol: &str, info: SymbolInfo) -> Result<Arc<Topic>, BusError> {
+        let entry = RegistryEntry { name: info.name.clone(), sector: info.sector.clone(), feed: info.feed.to_string() };
+        let topic = self.bus.register(symbol, info)?;
+        self.outbox.registry.lock().expect("registry lock").push((symbol.to_string(), entry));
+        self.outbox.wake.notify_one();
+        Ok(topic)
+    }
+
+    fn publish(&self, topic: &Topic, draft: &QuoteDraft) -> u64 {
+        let seq = self.bus.publish(topic, draft);
+        self.outbox.put(topic.id);
+        seq
+    }
+}
+
+/// How often an idle feed node checks that Redis still has its registry.
+const REGISTRY_CHECK: Duration = Duration::from_secs(2);
+
+/// Symbols written per pipeline: a burst is sent in pieces, so one round trip stays short.
+const BATCH: usize = 512;
+
+/// Connects a feed node to Redis: its publisher (for the feeds) and the writer task.
+pub(crate) async fn feed_node(backend: &Backend, prefix: &str, bus: Arc<Bus>, node: String) -> Result<Arc<RedisPublisher>, RedisError> {
+    let outbox = Arc::new(Outbox::default());
+    let dropped = {
+        let outbox = outbox.clone();
+        move |info: PushInfo| {
+            if info.kind == PushKind::Disconnection {
+                tracing::warn!("bus: the Redis connection dropped; reconnecting");
+                outbox.rewrite.store(true, Ordering::Release);
+                outbox.wake.notify_one();
+            }
+        }
+    };
+    let connection = Connection::open(backend, dropped).await?;
+    let publisher = Arc::new(RedisPublisher { bus: bus.clone(), outbox: outbox.clone() });
+    tokio::spawn(write_loop(connection, Names::new(prefix), bus, outbox, node));
+    Ok(publisher)
+}
+
+/// The feed node's writer: each waiting symbol's latest quote, published and stored in one
+/// pipeline. On an error the batch's symbols go back into the outbox (where newer publishes
+/// may already have merged) and the writer waits for the connection to come back; then it
+/// writes the whole registry and every symbol's last value again, since the Redis it finds may
+/// be a restarted one that lost them.
+async fn write_loop(mut connection: Connection, names: Names, bus: Arc<Bus>, outbox: Arc<Outbox>, node: String) {
+    let mut batch = Vec::new();
+    let mut registered: Vec<(String, RegistryEntry)> = Vec::new();
+    // Every symbol this node registered: what a rewrite writes.
+    let mut all_registered: Vec<(String, RegistryEntry)> = Vec::new();
+    let mut backoff = Duration::from_millis(50);
+    loop {
+        {
+            let mut pending = outbox.registry.lock().expect("registry lock");
+            all_registered.extend(pending.iter().cloned());
+            registered.append(&mut pending);
+        }
+        if outbox.rewrite.swap(false, Ordering::AcqRel) {
+            registered.clone_from(&all_registered);
+            for topic in bus.topics() {
+                outbox.put(topic.id);
+            }
+        }
+        outbox.take(&mut batch);
+        if batch.is_empty() && registered.is_empty() {
+            // Idle (a paused feed): look every REGISTRY_CHECK whether Redis still has the
+            // registry, so a Redis that restarted or was flushed meanwhile is filled again.
+            tokio::select! {
+                () = outbox.wake.notified() => {}
+                () = tokio::time::sleep(REGISTRY_CHECK) => {
+                    if !all_registered.is_empty() && connection.exists(&names.registry()).await.is_ok_and(|exists| !exists) {
+                        tracing::warn!("bus: Redis has lost the symbol registry; writing it again");
+                        outbox.rewrite.store(true, Ordering::Release);
+                    }
+                }
+            }
+            continue;
+        }
+        let mut sent_ok = true;
+        if !registered.is_empty() {
+            let mut pipe = ::redis::pipe();
+            for (symbol, entry) in &registered {
+                pipe.hset(names.registry(), symbol, serde_json::to_string(entry).expect("registry entry serialises")).ignore();
+            }
+            sent_ok = connection.pipeline(&pipe).await.inspect_err(|e| tracing::warn!("bus: writing the symbol registry: {e}")).is_ok();
+            if sent_ok {
+                registered.clear();
+            }
+        }
+        for chunk in batch.chunks(BATCH) {
+            if !sent_ok {
+                break;
+            }
+            let mut pipe = ::redis::pipe();
+            for &id in chunk {
+                let Some(topic) = bus.topic_by_id(id) else { continue };
+                let Some(quote) = topic.latest() else { continue };
+                let message = format!("{node} {}", quote.json());
+                if connection.is_cluster() {
+                    pipe.cmd("SPUBLISH").arg(names.channel(&topic.symbol)).arg(&message).ignore();
+                } else {
+                    pipe.publish(names.channel(&topic.symbol), &message).ignore();
+                }
+                pipe.set(names.last_value(&topic.symbol), &message).ignore();
+            }
+            if let Err(e) = connection.pipeline(&pipe).await {
+                tracing::warn!("bus: publishing to Redis: {e}");
+                sent_ok = false;
+            }
+        }
+        if sent_ok {
+            batch.clear();
+            backoff = Duration::from_millis(50);
+        } else {
+            // Back into the outbox: every symbol once (its latest value read again when sent),
+            // and the whole registry, for a Redis that comes back empty.
+            batch.clear();
+            for topic in bus.topics() {
+                outbox.put(topic.id);
+            }
+            registered.clone_from(&all_registered);
+            tokio::time::sleep(backoff).await;
+            backoff = (backoff * 2).min(Duration::from_secs(2));
+        }
+    }
+}
+
+/// A gateway's view of the Redis bus: what it has applied, for metrics and tests.
+#[derive(Default)]
+pub(crate) struct GatewayStats {
+    /// Quotes applied to the local topic table.
+    pub applied: AtomicU64,
+    /// Quotes dropped because their seq was not above the topic's (repeats).
+    pub stale: AtomicU64,
+    /// Messages that could not be read (not ours, not JSON, an unknown symbol).
+    pub unreadable: AtomicU64,
+    /// Whether the connection is up, as the last push or command saw it.
+    pub connected: AtomicBool,
+}
+
+/// Connects a gateway to Redis: builds the local topic table from the registry, applies each
+/// symbol's last value, subscribes to every symbol's channel and applies what arrives.
+pub(crate) async fn gateway_node(backend: &Backend, prefix: &str, bus: Arc<Bus>) -> Result<Arc<GatewayStats>, RedisError> {
+    let names = Names::new(prefix);
+    let stats = Arc::new(GatewayStats::default());
+    let url = match backend {
+        Backend::Redis(url) => url.clone(),
+        Backend::Cluster(nodes) => nodes.join(","),
+        Backend::Memory => unreachable!("the memory bus has no gateway"),
+    };
+    let push = {
+        let (bus, names, stats) = (bus.clone(), names.clone(), stats.clone());
+        move |info: PushInfo| on_push(&bus, &names, &stats, info)
+    };
+    let mut connection = Connection::open(backend, push).await?;
+    stats.connected.store(true, Ordering::Release);
+    let registry = connection.registry(&names.registry()).await.map_err(|source| RedisError::Registry { url: url.clone(), key: names.registry(), source })?;
+    let mut symbols: Vec<(String, RegistryEntry)> = registry.into_iter().filter_map(|(symbol, entry)| serde_json::from_str(&entry).ok().map(|entry| (symbol, entry))).collect();
+    symbols.sort_by(|a, b| a.0.cmp(&b.0));
+    for (symbol, entry) in &symbols {
+        let info = SymbolInfo { name: entry.name.clone(), sector: entry.sector.clone(), feed: entry.feed.as_str().into() };
+        if bus.register(symbol, info).is_err() {
+            continue;
+        }
+        // Subscribed before the last value is read: a quote published in between is either
+        // in the value or arrives after it (and an older one is dropped by its seq).
+        if let Err(e) = connection.subscribe(&names.channel(symbol)).await {
+            tracing::warn!("bus: subscribing to {}: {e}", names.channel(symbol));
+        }
+        if let Ok(Some(message)) = connection.get(&names.last_value(symbol)).await {
+            apply_message(&bus, &stats, symbol, &message);
+        }
+    }
+    tracing::info!(symbols = symbols.len(), "bus: gateway on {url}");
+    tokio::spawn(watch_gateway(connection, names, bus, stats.clone()));
+    Ok(stats)
+}
+
+/// How often a gateway checks its connection: `/readyz` follows within two of these.
+const HEALTH_INTERVAL: Duration = Duration::from_millis(500);
+
+/// Holds the gateway's connection (the subscriptions live on it) and checks it: a PING every
+/// [`HEALTH_INTERVAL`]; when one answers after a failure, the connection came back (and
+/// resubscribed), so every symbol's last value is read again and applied if newer: nobody is
+/// left on a price published while the gateway was cut off.
+async fn watch_gateway(mut connection: Connection, names: Names, bus: Arc<Bus>, stats: Arc<GatewayStats>) {
+    loop {
+        tokio::time::sleep(HEALTH_INTERVAL).await;
+        let up = connection.ping().await.is_ok();
+        // A dropped connection is also reported by its push (`on_push`), which may come first.
+        let was_up = stats.connected.swap(up, Ordering::AcqRel);
+        if up && !was_up {
+            tracing::info!("bus: the Redis connection is back; reading every symbol's last value");
+            for topic in bus.topics() {
+                if let Ok(Some(message)) = connection.get(&names.last_value(&topic.symbol)).await {
+                    apply_message(&bus, &stats, &topic.symbol, &message);
+                }
+            }
+        } else if !up && was_up {
+            tracing::warn!("bus: Redis does not answer; reconnecting");
+        }
+    }
+}
+
+fn on_push(bus: &Bus, names: &Names, stats: &GatewayStats, info: PushInfo) {
+    match info.kind {
+        PushKind::Message | PushKind::SMessage => {
+            let [Value::BulkString(channel), Value::BulkString(message)] = info.data.as_slice() else {
+                stats.unreadable.fetch_add(1, Ordering::Relaxed);
+                return;
+            };
+            let (Ok(channel), Ok(message)) = (std::str::from_utf8(channel), std::str::from_utf8(message)) else {
+                stats.unreadable.fetch_add(1, Ordering::Relaxed);
+                return;
+            };
+            match names.symbol_of(channel) {
+                Some(symbol) => apply_message(bus, stats, symbol, message),
+                None => {
+                    stats.unreadable.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+        }
+        PushKind::Disconnection => {
+            stats.connected.store(false, Ordering::Release);
+            tracing::warn!("bus: the Redis connection dropped; reconnecting");
+        }
+        _ => {}
+    }
+}
+
+/// Applies one message (`node json`) of `symbol` to the local topic table, in seq order.
+fn apply_message(bus: &Bus, stats: &GatewayStats, symbol: &str, message: &str) {
+    let unreadable = || {
+        stats.unreadable.fetch_add(1, Ordering::Relaxed);
+    };
+    let Some((_node, json)) = message.split_once(' ') else { return unreadable() };
+    let Some(topic) = bus.topic(symbol) else { return unreadable() };
+    let Ok(quote) = serde_json::from_str::<Quote>(json) else { return unreadable() };
+    if *quote.symbol != *symbol {
+        return unreadable();
+    }
+    if quote.seq <= topic.seq() {
+        stats.stale.fetch_add(1, Ordering::Relaxed);
+        return;
+    }
+    stats.applied.fetch_add(1, Ordering::Relaxed);
+    bus.apply_published(&topic, PublishedQuote::with_json(quote, json));
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_share_the_symbol_hash_tag_and_channels_map_back() {
+        let names = Names::new("tf");
+        assert_eq!(names.channel("AAPL"), "tf:quotes:{AAPL}");
+        assert_eq!(names.last_value("AAPL"), "tf:quote:{AAPL}");
+        assert_eq!(names.registry(), "tf:symbols");
+        assert_eq!(names.symbol_of("tf:quotes:{BRK.B}"), Some("BRK.B"));
+        assert_eq!(names.symbol_of("other:quotes:{AAPL}"), None);
+        assert_eq!(names.symbol_of("tf:quote:{AAPL}"), None);
+    }
+
+    #[test]
+    fn the_outbox_holds_one_entry_per_symbol_and_counts_what_it_merged() {
+        let outbox = Outbox::default();
+        for _ in 0..1000 {
+            outbox.put(3);
+            outbox.put(1);
+        }
+        let mut taken = Vec::new();
+        outbox.take(&mut taken);
+        assert_eq!(taken, vec![3, 1]);
+        assert_eq!(outbox.conflated.load(Ordering::Relaxed), 1998);
+        outbox.put(3);
+        outbox.take(&mut taken);
+        assert_eq!(taken, vec![3, 1, 3], "taken symbols queue again");
+    }
+}

@@ -1,0 +1,176 @@
+//! The Redis bus against a real `redis-server` (Debian's; `tests/run.sh` installs it), started
+//! here on a free loopback port with no persistence: a feed node and gateways serve the same
+//! (symbol, seq, last) stream, a gateway started late serves snapshots at once, and delivery
+//! survives a Redis restart (the feed node rewrites the registry it lost).
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use common::{Client, EVENT_TIMEOUT, http, http_json, start};
+use serde_json::{Value, json};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+/// A `redis-server` on loopback, killed when dropped.
+struct RedisServer {
+    child: Child,
+    port: u16,
+}
+
+impl RedisServer {
+    async fn start() -> RedisServer {
+        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        RedisServer::start_on(port).await
+    }
+
+    async fn start_on(port: u16) -> RedisServer {
+        let child = Command::new("redis-server")
+            .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("redis-server runs (tests/run.sh installs Debian's redis-server)");
+        let server = RedisServer { child, port };
+        let deadline = tokio::time::Instant::now() + EVENT_TIMEOUT;
+        while server.command("PING").await.as_deref() != Some("+PONG") {
+            assert!(tokio::time::Instant::now() < deadline, "redis-server on port {port} does not answer");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        server
+    }
+
+    fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    /// One inline command; the first line of the answer, or `None` when it cannot connect.
+    async fn command(&self, command: &str) -> Option<String> {
+        let mut stream = TcpStream::connect(("127.0.0.1", self.port)).await.ok()?;
+        stream.write_all(format!("{command}\r\n").as_bytes()).await.ok()?;
+        let mut answer = vec![0u8; 256];
+        let n = tokio::time::timeout(EVENT_TIMEOUT, stream.read(&mut answer)).await.ok()?.ok()?;
+        Some(String::from_utf8_lossy(&answer[..n]).lines().next().unwrap_or_default().to_string())
+    }
+
+    fn stop(mut self) -> u16 {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        self.port
+    }
+}
+
+impl Drop for RedisServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+async fn feed_node(redis: &RedisServer) -> tickerfeed::server::RunningServer {
+    start(&["--bus", &redis.url(), "--role", "feed", "--sim-rate", "2000"]).await
+}
+
+async fn gateway(redis: &RedisServer) -> tickerfeed::server::RunningServer {
+    start(&["--bus", &redis.url(), "--role", "gateway"]).await
+}
+
+/// A client subscribed to `symbols` at throttle 0; returns it and its snapshot (symbol → seq).
+async fn subscriber(server: &tickerfeed::server::RunningServer, symbols: &[&str]) -> (Client, BTreeMap<String, u64>) {
+    let (mut client, _) = Client::connect_welcomed(server).await;
+    client.send(json!({"op":"subscribe","symbols":symbols,"throttle_ms":0,"snapshot":true})).await;
+    client.recv_type("subscribed").await;
+    let snapshot = client.recv_type("quotes").await;
+    assert_eq!(snapshot["snapshot"], true, "{snapshot}");
+    let seqs = snapshot["quotes"].as_array().unwrap().iter().map(|q| (q["symbol"].as_str().unwrap().to_string(), q["seq"].as_u64().unwrap())).collect();
+    (client, seqs)
+}
+
+/// Live quotes until `count` have arrived: (symbol, seq) → last, checking seq rises per symbol.
+async fn collect(client: &mut Client, count: usize) -> BTreeMap<(String, u64), f64> {
+    let mut seen = BTreeMap::new();
+    let mut last_seq: BTreeMap<String, u64> = BTreeMap::new();
+    while seen.len() < count {
+        let message: Value = client.recv_type("quotes").await;
+        for quote in message["quotes"].as_array().unwrap() {
+            let symbol = quote["symbol"].as_str().unwrap().to_string();
+            let seq = quote["seq"].as_u64().unwrap();
+            let previous = last_seq.insert(symbol.clone(), seq).unwrap_or(0);
+            assert!(seq > previous, "{symbol}: seq {seq} after {previous}");
+            seen.insert((symbol, seq), quote["last"].as_f64().unwrap());
+        }
+    }
+    seen
+}
+
+#[actix_web::test]
+async fn gateways_serve_the_feed_nodes_stream_and_a_late_gateway_has_snapshots_at_once() {
+    let redis = RedisServer::start().await;
+    let feed = feed_node(&redis).await;
+    let first = gateway(&redis).await;
+    let (mut on_first, _) = subscriber(&first, &["AAPL", "MSFT"]).await;
+    collect(&mut on_first, 20).await;
+
+    // Started after the feed has published: its snapshot comes from Redis's last values.
+    let second = gateway(&redis).await;
+    let (mut on_second, snapshot) = subscriber(&second, &["AAPL", "MSFT"]).await;
+    assert_eq!(snapshot.len(), 2, "both symbols in the late gateway's snapshot: {snapshot:?}");
+    assert!(snapshot.values().all(|seq| *seq > 0), "{snapshot:?}");
+
+    let (a, b) = tokio::join!(collect(&mut on_first, 200), collect(&mut on_second, 200));
+    let common: Vec<_> = a.keys().filter(|k| b.contains_key(*k)).collect();
+    assert!(common.len() >= 100, "the two gateways' streams overlap in {} quotes only", common.len());
+    for key in common {
+        assert_eq!(a[key], b[key], "{key:?}: the gateways disagree on last");
+    }
+    // The feed node serves REST but not clients.
+    let (status, _) = http(&feed, "GET", "/api/quotes/AAPL", None).await;
+    assert_eq!(status, 200);
+    let (status, _) = http(&feed, "GET", "/ws", None).await;
+    assert_eq!(status, 404, "a feed node serves no client sessions");
+    let (status, body) = http_json(&second, "GET", "/api/symbols", None).await;
+    assert_eq!(status, 200);
+    assert!(body.as_array().is_some_and(|s| s.len() > 50), "the gateway lists the feed's symbols");
+    for server in [second, first, feed] {
+        server.shutdown().await;
+    }
+}
+
+#[actix_web::test]
+async fn delivery_resumes_after_redis_restarts_empty() {
+    let redis = RedisServer::start().await;
+    let feed = feed_node(&redis).await;
+    let gateway_node = gateway(&redis).await;
+    let (mut client, _) = subscriber(&gateway_node, &["AAPL"]).await;
+    let before = collect(&mut client, 5).await;
+    let last_before = before.keys().map(|(_, seq)| *seq).max().unwrap();
+
+    let port = redis.stop();
+    let redis = RedisServer::start_on(port).await;
+    // The client stays connected and gets newer quotes within 5 s of Redis's return.
+    let started = tokio::time::Instant::now();
+    let after = tokio::time::timeout(Duration::from_secs(5), async {
+        loop {
+            let quotes = collect(&mut client, 1).await;
+            if let Some(((_, seq), _)) = quotes.iter().find(|((_, seq), _)| *seq > last_before + 1) {
+                return *seq;
+            }
+        }
+    })
+    .await
+    .expect("quotes again within 5 s of Redis's restart");
+    eprintln!("delivery resumed {:?} after the restart (seq {after})", started.elapsed());
+    // The restarted Redis was empty: the feed node wrote its registry again.
+    let deadline = tokio::time::Instant::now() + EVENT_TIMEOUT;
+    loop {
+        let symbols = redis.command("HLEN tickerfeed:symbols").await.unwrap_or_default();
+        if symbols.trim_start_matches(':').parse::<u64>().unwrap_or(0) > 50 {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "the registry was not rewritten: HLEN {symbols}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    gateway_node.shutdown().await;
+    feed.shutdown().await;
+}
