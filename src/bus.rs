@@ -229,8 +229,66 @@ impl Topic {
     }
 }
 
+/// The bus's link to other nodes (Redis): whether it is up, and what crossing it cost. On the
+/// memory bus it is always up and its counters stay at zero. Written by `bus::redis`, read by
+/// `/readyz` and the metrics.
+#[derive(Debug)]
+pub(crate) struct Link {
+    connected: AtomicBool,
+    /// Times the connection came back after being down.
+    reconnects: AtomicU64,
+    /// Quotes a gateway received with a seq more than one above its last (the feed node or
+    /// Redis merged or lost the ones between): visible to clients in `seq`, counted here.
+    seq_gaps: AtomicU64,
+    /// Publishes a feed node merged into a symbol already waiting for Redis.
+    conflated: AtomicU64,
+}
+
+impl Default for Link {
+    fn default() -> Link {
+        Link { connected: AtomicBool::new(true), reconnects: AtomicU64::new(0), seq_gaps: AtomicU64::new(0), conflated: AtomicU64::new(0) }
+    }
+}
+
+impl Link {
+    pub(crate) fn is_connected(&self) -> bool {
+        self.connected.load(Ordering::Acquire)
+    }
+
+    /// Records the link's state; returns whether it changed (a reconnect is counted).
+    pub(crate) fn set_connected(&self, up: bool) -> bool {
+        let was = self.connected.swap(up, Ordering::AcqRel);
+        if up && !was {
+            self.reconnects.fetch_add(1, Ordering::Relaxed);
+        }
+        was != up
+    }
+
+    pub(crate) fn reconnects(&self) -> u64 {
+        self.reconnects.load(Ordering::Relaxed)
+    }
+
+    pub(crate) fn seq_gap(&self) {
+        self.seq_gaps.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub(crate) fn seq_gaps(&self) -> u64 {
+        self.seq_gaps.load(Ordering::Relaxed)
+    }
+
+    pub(crate) fn conflate(&self) {
+        self.conflated.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub(crate) fn conflated(&self) -> u64 {
+        self.conflated.load(Ordering::Relaxed)
+    }
+}
+
 /// The in-process bus: the topic table plus the dispatch queue.
 pub struct Bus {
+    /// The link to other nodes (Redis); always up on the memory bus.
+    pub(crate) link: Link,
     topics: RwLock<Vec<Arc<Topic>>>,
     by_symbol: RwLock<HashMap<Arc<str>, TopicId>>,
     dispatch_queue: Mutex<Vec<TopicId>>,
@@ -251,6 +309,7 @@ impl Default for Bus {
 impl Bus {
     pub(crate) fn new() -> Bus {
         Bus {
+            link: Link::default(),
             topics: RwLock::new(Vec::new()),
             by_symbol: RwLock::new(HashMap::new()),
             dispatch_queue: Mutex::new(Vec::new()),

@@ -204,12 +204,19 @@ async fn healthz() -> HttpResponse {
     HttpResponse::Ok().json(json!({"status": "ok"}))
 }
 
-async fn readyz(readiness: web::Data<Readiness>, feeds: web::Data<Feeds>) -> HttpResponse {
+async fn readyz(readiness: web::Data<Readiness>, feeds: web::Data<Feeds>, bus: web::Data<Bus>) -> HttpResponse {
     let feeds_started = feeds.all_started();
-    if readiness.is_ready() && feeds_started {
+    let bus_up = bus.link.is_connected();
+    if readiness.is_ready() && feeds_started && bus_up {
         HttpResponse::Ok().json(json!({"status": "ready"}))
     } else {
-        let reason = if feeds_started { "shutting down" } else { "feeds starting" };
+        let reason = if !readiness.is_ready() {
+            "shutting down"
+        } else if !feeds_started {
+            "feeds starting"
+        } else {
+            "bus disconnected: Redis does not answer"
+        };
         HttpResponse::ServiceUnavailable().json(json!({"status": "not_ready", "reason": reason}))
     }
 }

@@ -136,6 +136,11 @@ pub struct Metrics {
     disconnects: Vec<IntCounter>,
     subscriptions: IntGauge,
     subscribed_symbols: IntGauge,
+    /// The bus's link to other nodes (Redis): 1 while up (always on the memory bus).
+    bus_connected: IntGauge,
+    bus_reconnects: IntCounter,
+    bus_seq_gaps: IntCounter,
+    bus_conflated: IntCounter,
     quotes_published: IntCounterVec,
     quotes_delivered: IntCounter,
     quotes_conflated: IntCounter,
@@ -252,6 +257,10 @@ impl Metrics {
             disconnects: DisconnectReason::ALL.iter().map(|r| disconnects.with_label_values(&[r.label()])).collect(),
             subscriptions: register(r, IntGauge::new("subscriptions", "Subscriptions: (session, symbol) pairs, a wildcard counting each symbol it covers.").unwrap()),
             subscribed_symbols: register(r, IntGauge::new("subscribed_symbols", "Symbols with at least one subscriber.").unwrap()),
+            bus_connected: register(r, IntGauge::new("bus_connected", "1 while the bus reaches Redis (always 1 on the memory bus).").unwrap()),
+            bus_reconnects: register(r, IntCounter::new("bus_reconnects_total", "Times the Redis connection came back after being down.").unwrap()),
+            bus_seq_gaps: register(r, IntCounter::new("bus_seq_gaps_total", "Gateway: quotes received more than one seq above the symbol's last.").unwrap()),
+            bus_conflated: register(r, IntCounter::new("bus_conflated_total", "Feed node: publishes merged into a symbol still waiting to go to Redis.").unwrap()),
             quotes_delivered: register(r, IntCounter::new("quotes_delivered_total", "Quotes sent to clients (snapshots included).").unwrap()),
             quotes_conflated: register(r, IntCounter::new("quotes_conflated_total", "Quotes merged away by throttling and conflation: published but superseded before a client got them.").unwrap()),
             frames_sent: register(r, IntCounter::new("frames_sent_total", "WebSocket frames handed to client sockets.").unwrap()),
@@ -388,6 +397,11 @@ impl Metrics {
             }
             self.subscriptions.set(pairs as i64);
             self.subscribed_symbols.set(subscribed as i64);
+            let link = &bus.link;
+            self.bus_connected.set(i64::from(link.is_connected()));
+            for (counter, now) in [(&self.bus_reconnects, link.reconnects()), (&self.bus_seq_gaps, link.seq_gaps()), (&self.bus_conflated, link.conflated())] {
+                counter.inc_by(now.saturating_sub(counter.get()));
+            }
             for feed in feeds.iter() {
                 self.refresh_feed(feed);
             }

@@ -68,6 +68,10 @@ impl Drop for RedisServer {
     }
 }
 
+async fn metrics(server: &tickerfeed::server::RunningServer) -> String {
+    http(server, "GET", "/metrics", None).await.1
+}
+
 async fn feed_node(redis: &RedisServer) -> tickerfeed::server::RunningServer {
     start(&["--bus", &redis.url(), "--role", "feed", "--sim-rate", "2000"]).await
 }
@@ -146,7 +150,19 @@ async fn delivery_resumes_after_redis_restarts_empty() {
     let before = collect(&mut client, 5).await;
     let last_before = before.keys().map(|(_, seq)| *seq).max().unwrap();
 
+    let ready = |server| async move { http(server, "GET", "/readyz", None).await.0 };
+    assert_eq!((ready(&feed).await, ready(&gateway_node).await), (200, 200));
     let port = redis.stop();
+    // Every node says so within 2 s; the client stays connected.
+    let stopped = tokio::time::Instant::now();
+    for (name, node) in [("gateway", &gateway_node), ("feed node", &feed)] {
+        while ready(node).await != 503 {
+            assert!(stopped.elapsed() < Duration::from_secs(2), "{name}: /readyz still 200 {:?} after Redis stopped", stopped.elapsed());
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+    eprintln!("both nodes not ready {:?} after Redis stopped", stopped.elapsed());
+    assert!(metrics(&gateway_node).await.contains("tickerfeed_bus_connected 0"));
     let redis = RedisServer::start_on(port).await;
     // The client stays connected and gets newer quotes within 5 s of Redis's return.
     let started = tokio::time::Instant::now();
@@ -161,6 +177,15 @@ async fn delivery_resumes_after_redis_restarts_empty() {
     .await
     .expect("quotes again within 5 s of Redis's restart");
     eprintln!("delivery resumed {:?} after the restart (seq {after})", started.elapsed());
+    for (name, node) in [("gateway", &gateway_node), ("feed node", &feed)] {
+        let deadline = tokio::time::Instant::now() + EVENT_TIMEOUT;
+        while ready(node).await != 200 {
+            assert!(tokio::time::Instant::now() < deadline, "{name}: /readyz not back to 200");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let text = metrics(node).await;
+        assert!(text.contains("tickerfeed_bus_connected 1") && text.contains("tickerfeed_bus_reconnects_total 1"), "{name}: {text}");
+    }
     // The restarted Redis was empty: the feed node wrote its registry again.
     let deadline = tokio::time::Instant::now() + EVENT_TIMEOUT;
     loop {

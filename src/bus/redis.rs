@@ -194,8 +194,6 @@ pub(crate) struct RedisPublisher {
 struct Outbox {
     waiting: Mutex<Waiting>,
     wake: Notify,
-    /// Publishes merged into a symbol already waiting.
-    conflated: AtomicU64,
     /// Symbols registered, to write to the registry.
     registry: Mutex<Vec<(String, RegistryEntry)>>,
     /// The connection dropped: Redis may have restarted empty, so the writer writes the whole
@@ -210,20 +208,21 @@ struct Waiting {
 }
 
 impl Outbox {
-    fn put(&self, topic: TopicId) {
+    /// Queues `topic`; `true` when it was waiting already (the publish merged into it).
+    fn put(&self, topic: TopicId) -> bool {
         let mut waiting = self.waiting.lock().expect("outbox lock");
         let index = topic as usize;
         if waiting.queued.len() <= index {
             waiting.queued.resize(index + 1, false);
         }
         if waiting.queued[index] {
-            self.conflated.fetch_add(1, Ordering::Relaxed);
-            return;
+            return true;
         }
         waiting.queued[index] = true;
         waiting.order.push(topic);
         drop(waiting);
         self.wake.notify_one();
+        false
     }
 
     /// Takes every waiting symbol (their flags cleared: a publish from now on queues again).
@@ -248,7 +247,9 @@ impl Publisher for RedisPublisher {
 
     fn publish(&self, topic: &Topic, draft: &QuoteDraft) -> u64 {
         let seq = self.bus.publish(topic, draft);
-        self.outbox.put(topic.id);
+        if self.outbox.put(topic.id) {
+            self.bus.link.conflate();
+        }
         seq
     }
 }
@@ -263,10 +264,11 @@ const BATCH: usize = 512;
 pub(crate) async fn feed_node(backend: &Backend, prefix: &str, bus: Arc<Bus>, node: String) -> Result<Arc<RedisPublisher>, RedisError> {
     let outbox = Arc::new(Outbox::default());
     let dropped = {
-        let outbox = outbox.clone();
+        let (outbox, bus) = (outbox.clone(), bus.clone());
         move |info: PushInfo| {
             if info.kind == PushKind::Disconnection {
                 tracing::warn!("bus: the Redis connection dropped; reconnecting");
+                bus.link.set_connected(false);
                 outbox.rewrite.store(true, Ordering::Release);
                 outbox.wake.notify_one();
             }
@@ -348,6 +350,9 @@ async fn write_loop(mut connection: Connection, names: Names, bus: Arc<Bus>, out
                 sent_ok = false;
             }
         }
+        if bus.link.set_connected(sent_ok) && sent_ok {
+            tracing::info!("bus: Redis answers again");
+        }
         if sent_ok {
             batch.clear();
             backoff = Duration::from_millis(50);
@@ -374,8 +379,6 @@ pub(crate) struct GatewayStats {
     pub stale: AtomicU64,
     /// Messages that could not be read (not ours, not JSON, an unknown symbol).
     pub unreadable: AtomicU64,
-    /// Whether the connection is up, as the last push or command saw it.
-    pub connected: AtomicBool,
 }
 
 /// Connects a gateway to Redis: builds the local topic table from the registry, applies each
@@ -393,7 +396,6 @@ pub(crate) async fn gateway_node(backend: &Backend, prefix: &str, bus: Arc<Bus>)
         move |info: PushInfo| on_push(&bus, &names, &stats, info)
     };
     let mut connection = Connection::open(backend, push).await?;
-    stats.connected.store(true, Ordering::Release);
     let registry = connection.registry(&names.registry()).await.map_err(|source| RedisError::Registry { url: url.clone(), key: names.registry(), source })?;
     let mut symbols: Vec<(String, RegistryEntry)> = registry.into_iter().filter_map(|(symbol, entry)| serde_json::from_str(&entry).ok().map(|entry| (symbol, entry))).collect();
     symbols.sort_by(|a, b| a.0.cmp(&b.0));
@@ -416,8 +418,10 @@ pub(crate) async fn gateway_node(backend: &Backend, prefix: &str, bus: Arc<Bus>)
     Ok(stats)
 }
 
-/// How often a gateway checks its connection: `/readyz` follows within two of these.
+/// How often a gateway checks its connection, and how long a PING may take: a Redis that stops
+/// answering turns `/readyz` to 503 within their sum (one that closes the connection, at once).
 const HEALTH_INTERVAL: Duration = Duration::from_millis(500);
+const PING_TIMEOUT: Duration = Duration::from_secs(1);
 
 /// Holds the gateway's connection (the subscriptions live on it) and checks it: a PING every
 /// [`HEALTH_INTERVAL`]; when one answers after a failure, the connection came back (and
@@ -426,9 +430,10 @@ const HEALTH_INTERVAL: Duration = Duration::from_millis(500);
 async fn watch_gateway(mut connection: Connection, names: Names, bus: Arc<Bus>, stats: Arc<GatewayStats>) {
     loop {
         tokio::time::sleep(HEALTH_INTERVAL).await;
-        let up = connection.ping().await.is_ok();
+        let up = tokio::time::timeout(PING_TIMEOUT, connection.ping()).await.is_ok_and(|answer| answer.is_ok());
         // A dropped connection is also reported by its push (`on_push`), which may come first.
-        let was_up = stats.connected.swap(up, Ordering::AcqRel);
+        let was_up = bus.link.is_connected();
+        bus.link.set_connected(up);
         if up && !was_up {
             tracing::info!("bus: the Redis connection is back; reading every symbol's last value");
             for topic in bus.topics() {
@@ -461,7 +466,7 @@ fn on_push(bus: &Bus, names: &Names, stats: &GatewayStats, info: PushInfo) {
             }
         }
         PushKind::Disconnection => {
-            stats.connected.store(false, Ordering::Release);
+            bus.link.set_connected(false);
             tracing::warn!("bus: the Redis connection dropped; reconnecting");
         }
         _ => {}
@@ -479,9 +484,13 @@ fn apply_message(bus: &Bus, stats: &GatewayStats, symbol: &str, message: &str) {
     if *quote.symbol != *symbol {
         return unreadable();
     }
-    if quote.seq <= topic.seq() {
+    let last = topic.seq();
+    if quote.seq <= last {
         stats.stale.fetch_add(1, Ordering::Relaxed);
         return;
+    }
+    if last != 0 && quote.seq > last + 1 {
+        bus.link.seq_gap();
     }
     stats.applied.fetch_add(1, Ordering::Relaxed);
     bus.apply_published(&topic, PublishedQuote::with_json(quote, json));
@@ -505,14 +514,14 @@ mod tests {
     #[test]
     fn the_outbox_holds_one_entry_per_symbol_and_counts_what_it_merged() {
         let outbox = Outbox::default();
+        let mut merged = 0;
         for _ in 0..1000 {
-            outbox.put(3);
-            outbox.put(1);
+            merged += usize::from(outbox.put(3)) + usize::from(outbox.put(1));
         }
         let mut taken = Vec::new();
         outbox.take(&mut taken);
         assert_eq!(taken, vec![3, 1]);
-        assert_eq!(outbox.conflated.load(Ordering::Relaxed), 1998);
+        assert_eq!(merged, 1998);
         outbox.put(3);
         outbox.take(&mut taken);
         assert_eq!(taken, vec![3, 1, 3], "taken symbols queue again");
