@@ -54,6 +54,21 @@ impl RedisServer {
         Some(String::from_utf8_lossy(&answer[..n]).lines().next().unwrap_or_default().to_string())
     }
 
+    /// Subscribers of a symbol's quote channel (`PUBSUB NUMSUB`: `*2`, the channel, `:N`).
+    async fn subscribers(&self, symbol: &str) -> u64 {
+        let mut stream = TcpStream::connect(("127.0.0.1", self.port)).await.expect("redis answers");
+        stream.write_all(format!("PUBSUB NUMSUB tickerfeed:quotes:{{{symbol}}}\r\n").as_bytes()).await.unwrap();
+        let mut answer = Vec::new();
+        let mut buffer = [0u8; 256];
+        while !answer.ends_with(b"\r\n") || !String::from_utf8_lossy(&answer).lines().any(|l| l.starts_with(':')) {
+            let n = tokio::time::timeout(EVENT_TIMEOUT, stream.read(&mut buffer)).await.expect("an answer in time").unwrap();
+            assert!(n > 0, "redis closed the connection");
+            answer.extend_from_slice(&buffer[..n]);
+        }
+        let text = String::from_utf8_lossy(&answer);
+        text.lines().find_map(|l| l.strip_prefix(':')).and_then(|n| n.parse().ok()).expect("NUMSUB's count")
+    }
+
     fn stop(mut self) -> u16 {
         let _ = self.child.kill();
         let _ = self.child.wait();
@@ -80,13 +95,17 @@ async fn gateway(redis: &RedisServer) -> tickerfeed::server::RunningServer {
     start(&["--bus", &redis.url(), "--role", "gateway"]).await
 }
 
-/// A client subscribed to `symbols` at throttle 0; returns it and its snapshot (symbol → seq).
+/// A client subscribed to `symbols` at throttle 0; returns it and its snapshot (symbol → seq;
+/// empty when the first quotes were live ones).
 async fn subscriber(server: &tickerfeed::server::RunningServer, symbols: &[&str]) -> (Client, BTreeMap<String, u64>) {
     let (mut client, _) = Client::connect_welcomed(server).await;
     client.send(json!({"op":"subscribe","symbols":symbols,"throttle_ms":0,"snapshot":true})).await;
     client.recv_type("subscribed").await;
+    // A symbol with no value yet has no snapshot: then the first message is a live one.
     let snapshot = client.recv_type("quotes").await;
-    assert_eq!(snapshot["snapshot"], true, "{snapshot}");
+    if snapshot["snapshot"] != true {
+        return (client, BTreeMap::new());
+    }
     let seqs = snapshot["quotes"].as_array().unwrap().iter().map(|q| (q["symbol"].as_str().unwrap().to_string(), q["seq"].as_u64().unwrap())).collect();
     (client, seqs)
 }
@@ -139,6 +158,35 @@ async fn gateways_serve_the_feed_nodes_stream_and_a_late_gateway_has_snapshots_a
     for server in [second, first, feed] {
         server.shutdown().await;
     }
+}
+
+/// A gateway subscribes to a symbol's channel when its first client subscribes, and drops it
+/// within 3 s of the last one leaving; meanwhile REST still answers for every symbol.
+#[actix_web::test]
+async fn a_gateways_channels_follow_its_clients() {
+    let redis = RedisServer::start().await;
+    let feed = feed_node(&redis).await;
+    let node = gateway(&redis).await;
+    assert_eq!(redis.subscribers("AAPL").await, 0, "no client: no channel");
+    let (mut client, _) = subscriber(&node, &["AAPL"]).await;
+    collect(&mut client, 3).await;
+    assert_eq!(redis.subscribers("AAPL").await, 1, "one client: the gateway listens");
+    assert_eq!(redis.subscribers("MSFT").await, 0, "only what clients want");
+    // Its value is refreshed from Redis every second.
+    let asked = tokio::time::Instant::now();
+    while http(&node, "GET", "/api/quotes/MSFT", None).await.0 != 200 {
+        assert!(asked.elapsed() < Duration::from_secs(3), "REST has no MSFT quote on the gateway");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    drop(client);
+    let left = tokio::time::Instant::now();
+    while redis.subscribers("AAPL").await != 0 {
+        assert!(left.elapsed() < Duration::from_secs(4), "the channel is still subscribed {:?} after the last client left", left.elapsed());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    eprintln!("channel dropped {:?} after the last client left", left.elapsed());
+    node.shutdown().await;
+    feed.shutdown().await;
 }
 
 #[actix_web::test]

@@ -147,10 +147,10 @@ impl Connection {
         }
     }
 
-    async fn get(&mut self, key: &str) -> ::redis::RedisResult<Option<String>> {
+    async fn query<T: ::redis::FromRedisValue>(&mut self, pipe: &::redis::Pipeline) -> ::redis::RedisResult<T> {
         match self {
-            Connection::Single(c) => c.get(key).await,
-            Connection::Cluster(c) => c.get(key).await,
+            Connection::Single(c) => pipe.query_async(c).await,
+            Connection::Cluster(c) => pipe.query_async(c).await,
         }
     }
 
@@ -169,11 +169,29 @@ impl Connection {
         }
     }
 
-    /// Subscribes to a symbol's channel: sharded on a Cluster.
-    async fn subscribe(&mut self, channel: &str) -> ::redis::RedisResult<()> {
+    /// Subscribes to symbols' channels: sharded on a Cluster, one at a time there (an
+    /// SSUBSCRIBE takes channels of one slot only).
+    async fn subscribe(&mut self, channels: &[String]) -> ::redis::RedisResult<()> {
         match self {
-            Connection::Single(c) => c.subscribe(channel).await,
-            Connection::Cluster(c) => c.ssubscribe(channel).await,
+            Connection::Single(c) => c.subscribe(channels).await,
+            Connection::Cluster(c) => {
+                for channel in channels {
+                    c.ssubscribe(channel).await?;
+                }
+                Ok(())
+            }
+        }
+    }
+
+    async fn unsubscribe(&mut self, channels: &[String]) -> ::redis::RedisResult<()> {
+        match self {
+            Connection::Single(c) => c.unsubscribe(channels).await,
+            Connection::Cluster(c) => {
+                for channel in channels {
+                    c.sunsubscribe(channel).await?;
+                }
+                Ok(())
+            }
         }
     }
 
@@ -379,10 +397,13 @@ pub(crate) struct GatewayStats {
     pub stale: AtomicU64,
     /// Messages that could not be read (not ours, not JSON, an unknown symbol).
     pub unreadable: AtomicU64,
+    /// Symbol channels subscribed now.
+    pub channels: AtomicU64,
 }
 
-/// Connects a gateway to Redis: builds the local topic table from the registry, applies each
-/// symbol's last value, subscribes to every symbol's channel and applies what arrives.
+/// Connects a gateway to Redis: builds the local topic table from the registry and applies
+/// each symbol's last value (so REST and snapshots are served at once), then follows what
+/// local clients subscribe to (see [`run_gateway`]).
 pub(crate) async fn gateway_node(backend: &Backend, prefix: &str, bus: Arc<Bus>) -> Result<Arc<GatewayStats>, RedisError> {
     let names = Names::new(prefix);
     let stats = Arc::new(GatewayStats::default());
@@ -396,54 +417,126 @@ pub(crate) async fn gateway_node(backend: &Backend, prefix: &str, bus: Arc<Bus>)
         move |info: PushInfo| on_push(&bus, &names, &stats, info)
     };
     let mut connection = Connection::open(backend, push).await?;
-    let registry = connection.registry(&names.registry()).await.map_err(|source| RedisError::Registry { url: url.clone(), key: names.registry(), source })?;
-    let mut symbols: Vec<(String, RegistryEntry)> = registry.into_iter().filter_map(|(symbol, entry)| serde_json::from_str(&entry).ok().map(|entry| (symbol, entry))).collect();
-    symbols.sort_by(|a, b| a.0.cmp(&b.0));
-    for (symbol, entry) in &symbols {
-        let info = SymbolInfo { name: entry.name.clone(), sector: entry.sector.clone(), feed: entry.feed.as_str().into() };
-        if bus.register(symbol, info).is_err() {
-            continue;
-        }
-        // Subscribed before the last value is read: a quote published in between is either
-        // in the value or arrives after it (and an older one is dropped by its seq).
-        if let Err(e) = connection.subscribe(&names.channel(symbol)).await {
-            tracing::warn!("bus: subscribing to {}: {e}", names.channel(symbol));
-        }
-        if let Ok(Some(message)) = connection.get(&names.last_value(symbol)).await {
-            apply_message(&bus, &stats, symbol, &message);
-        }
-    }
-    tracing::info!(symbols = symbols.len(), "bus: gateway on {url}");
-    tokio::spawn(watch_gateway(connection, names, bus, stats.clone()));
+    let symbols = follow_registry(&mut connection, &names, &bus).await.map_err(|source| RedisError::Registry { url: url.clone(), key: names.registry(), source })?;
+    refresh_last_values(&mut connection, &names, &bus, &stats, &bus.topics()).await;
+    tracing::info!(symbols, "bus: gateway on {url}");
+    tokio::spawn(run_gateway(connection, names, bus, stats.clone()));
     Ok(stats)
 }
 
+/// Registers the registry's symbols not known yet; returns how many the registry holds.
+async fn follow_registry(connection: &mut Connection, names: &Names, bus: &Bus) -> ::redis::RedisResult<usize> {
+    let registry = connection.registry(&names.registry()).await?;
+    let mut symbols: Vec<(String, RegistryEntry)> = registry.iter().filter_map(|(symbol, entry)| serde_json::from_str(entry).ok().map(|entry| (symbol.clone(), entry))).collect();
+    symbols.sort_by(|a, b| a.0.cmp(&b.0));
+    for (symbol, entry) in symbols {
+        if bus.topic(&symbol).is_none() && crate::quote::normalise_symbol(&symbol).is_ok_and(|s| s == symbol) {
+            let info = SymbolInfo { name: entry.name, sector: entry.sector, feed: entry.feed.as_str().into() };
+            let _ = bus.register(&symbol, info);
+        }
+    }
+    Ok(registry.len())
+}
+
+/// Reads the last values of `topics` and applies each that is newer than the local one.
+async fn refresh_last_values(connection: &mut Connection, names: &Names, bus: &Bus, stats: &GatewayStats, topics: &[Arc<Topic>]) {
+    for chunk in topics.chunks(BATCH) {
+        let mut pipe = ::redis::pipe();
+        for topic in chunk {
+            pipe.get(names.last_value(&topic.symbol));
+        }
+        let Ok(values) = connection.query::<Vec<Option<String>>>(&pipe).await else { return };
+        for (topic, value) in chunk.iter().zip(values) {
+            if let Some(message) = value {
+                apply_message(bus, stats, &topic.symbol, &message);
+            }
+        }
+    }
+}
+
+/// How often a gateway looks at its local subscribers (a new one waits at most this long for
+/// live quotes; its snapshot is served at once from the local topic).
+const FOLLOW_INTERVAL: Duration = Duration::from_millis(100);
+/// A symbol's channel is dropped this long after its last local subscriber left (so at most
+/// this plus [`FOLLOW_INTERVAL`]); a client that comes back at once costs no resubscription.
+const UNSUBSCRIBE_AFTER: Duration = Duration::from_secs(2);
 /// How often a gateway checks its connection, and how long a PING may take: a Redis that stops
 /// answering turns `/readyz` to 503 within their sum (one that closes the connection, at once).
 const HEALTH_INTERVAL: Duration = Duration::from_millis(500);
 const PING_TIMEOUT: Duration = Duration::from_secs(1);
+/// How often the symbols no local client subscribes to are refreshed from their last values
+/// (for REST), and the registry followed for new symbols.
+const REFRESH_INTERVAL: Duration = Duration::from_secs(1);
 
-/// Holds the gateway's connection (the subscriptions live on it) and checks it: a PING every
-/// [`HEALTH_INTERVAL`]; when one answers after a failure, the connection came back (and
-/// resubscribed), so every symbol's last value is read again and applied if newer: nobody is
-/// left on a price published while the gateway was cut off.
-async fn watch_gateway(mut connection: Connection, names: Names, bus: Arc<Bus>, stats: Arc<GatewayStats>) {
+/// The gateway's loop. It holds the connection (the subscriptions live on it) and:
+/// - subscribes to a symbol's channel when a local client subscribes to it, reading its last
+///   value right after (a quote published in between is in the value or arrives after it, and
+///   an older one is dropped by its seq), and drops the channel [`UNSUBSCRIBE_AFTER`] the last
+///   one left;
+/// - PINGs every [`HEALTH_INTERVAL`]; when one answers after a failure, the connection came back
+///   (and resubscribed), so every symbol's last value is read again and applied if newer:
+///   nobody is left on a price published while the gateway was cut off;
+/// - refreshes the other symbols' last values and follows the registry every
+///   [`REFRESH_INTERVAL`].
+async fn run_gateway(mut connection: Connection, names: Names, bus: Arc<Bus>, stats: Arc<GatewayStats>) {
+    // Subscribed channels: `None` while a local client wants them, else since when none does.
+    let mut channels: HashMap<TopicId, Option<tokio::time::Instant>> = HashMap::new();
+    let mut next_health = tokio::time::Instant::now() + HEALTH_INTERVAL;
+    let mut next_refresh = tokio::time::Instant::now() + REFRESH_INTERVAL;
     loop {
-        tokio::time::sleep(HEALTH_INTERVAL).await;
-        let up = tokio::time::timeout(PING_TIMEOUT, connection.ping()).await.is_ok_and(|answer| answer.is_ok());
-        // A dropped connection is also reported by its push (`on_push`), which may come first.
-        let was_up = bus.link.is_connected();
-        bus.link.set_connected(up);
-        if up && !was_up {
-            tracing::info!("bus: the Redis connection is back; reading every symbol's last value");
-            for topic in bus.topics() {
-                if let Ok(Some(message)) = connection.get(&names.last_value(&topic.symbol)).await {
-                    apply_message(&bus, &stats, &topic.symbol, &message);
+        tokio::time::sleep(FOLLOW_INTERVAL).await;
+        let now = tokio::time::Instant::now();
+        let topics = bus.topics();
+        let (mut subscribe, mut unsubscribe) = (Vec::new(), Vec::new());
+        for topic in &topics {
+            let wanted = topic.subscribers() > 0;
+            match (wanted, channels.get_mut(&topic.id)) {
+                (true, None) => subscribe.push(topic.clone()),
+                (true, Some(idle)) => *idle = None,
+                (false, Some(idle @ None)) => *idle = Some(now),
+                (false, Some(Some(since))) if now.duration_since(*since) >= UNSUBSCRIBE_AFTER => unsubscribe.push(topic.clone()),
+                _ => {}
+            }
+        }
+        if !subscribe.is_empty() {
+            let list: Vec<String> = subscribe.iter().map(|t| names.channel(&t.symbol)).collect();
+            match connection.subscribe(&list).await {
+                Ok(()) => {
+                    channels.extend(subscribe.iter().map(|t| (t.id, None)));
+                    refresh_last_values(&mut connection, &names, &bus, &stats, &subscribe).await;
+                }
+                Err(e) => tracing::warn!("bus: subscribing to {} channels: {e}", list.len()),
+            }
+        }
+        if !unsubscribe.is_empty() {
+            let list: Vec<String> = unsubscribe.iter().map(|t| names.channel(&t.symbol)).collect();
+            if connection.unsubscribe(&list).await.is_ok() {
+                for topic in &unsubscribe {
+                    channels.remove(&topic.id);
                 }
             }
-        } else if !up && was_up {
-            tracing::warn!("bus: Redis does not answer; reconnecting");
         }
+        if now >= next_health {
+            next_health = now + HEALTH_INTERVAL;
+            let up = tokio::time::timeout(PING_TIMEOUT, connection.ping()).await.is_ok_and(|answer| answer.is_ok());
+            // A dropped connection is also reported by its push (`on_push`), which may come first.
+            let was_up = bus.link.is_connected();
+            bus.link.set_connected(up);
+            if up && !was_up {
+                tracing::info!("bus: the Redis connection is back; reading every symbol's last value");
+                refresh_last_values(&mut connection, &names, &bus, &stats, &topics).await;
+            } else if !up && was_up {
+                tracing::warn!("bus: Redis does not answer; reconnecting");
+            }
+        }
+        if now >= next_refresh {
+            next_refresh = now + REFRESH_INTERVAL;
+            if follow_registry(&mut connection, &names, &bus).await.is_ok() {
+                let idle: Vec<Arc<Topic>> = bus.topics().into_iter().filter(|t| channels.get(&t.id).is_none_or(Option::is_some)).collect();
+                refresh_last_values(&mut connection, &names, &bus, &stats, &idle).await;
+            }
+        }
+        stats.channels.store(channels.len() as u64, Ordering::Relaxed);
     }
 }
 
