@@ -33,18 +33,50 @@ impl RedisServer {
             .spawn()
             .expect("redis-server runs (tests/run.sh installs Debian's redis-server)");
         let server = RedisServer { child, port };
+        server.answers().await;
+        server
+    }
+
+    /// Waits until the server on `port` answers PING (a node started by someone else).
+    async fn wait_for(port: u16) -> Probe {
+        let probe = Probe { port };
         let deadline = tokio::time::Instant::now() + EVENT_TIMEOUT;
-        while server.command("PING").await.as_deref() != Some("+PONG") {
+        while probe.command("PING").await.as_deref() != Some("+PONG") {
             assert!(tokio::time::Instant::now() < deadline, "redis-server on port {port} does not answer");
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
-        server
+        probe
+    }
+
+    async fn answers(&self) {
+        RedisServer::wait_for(self.port).await;
     }
 
     fn url(&self) -> String {
         format!("redis://127.0.0.1:{}", self.port)
     }
 
+    async fn command(&self, command: &str) -> Option<String> {
+        Probe { port: self.port }.command(command).await
+    }
+
+    async fn subscribers(&self, symbol: &str) -> u64 {
+        Probe { port: self.port }.subscribers(symbol).await
+    }
+
+    fn stop(mut self) -> u16 {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        self.port
+    }
+}
+
+/// Inline commands to a Redis on a port.
+struct Probe {
+    port: u16,
+}
+
+impl Probe {
     /// One inline command; the first line of the answer, or `None` when it cannot connect.
     async fn command(&self, command: &str) -> Option<String> {
         let mut stream = TcpStream::connect(("127.0.0.1", self.port)).await.ok()?;
@@ -68,11 +100,63 @@ impl RedisServer {
         let text = String::from_utf8_lossy(&answer);
         text.lines().find_map(|l| l.strip_prefix(':')).and_then(|n| n.parse().ok()).expect("NUMSUB's count")
     }
+}
 
-    fn stop(mut self) -> u16 {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        self.port
+/// A three-node Redis Cluster on loopback (no replicas), made with `redis-cli --cluster create`.
+struct RedisCluster {
+    nodes: Vec<Child>,
+    ports: Vec<u16>,
+    _dir: tempfile::TempDir,
+}
+
+impl RedisCluster {
+    async fn start() -> RedisCluster {
+        let dir = tempfile::tempdir().unwrap();
+        let ports: Vec<u16> = (0..3).map(|_| std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()).collect();
+        let nodes = ports
+            .iter()
+            .map(|port| {
+                Command::new("redis-server")
+                    .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--cluster-enabled", "yes"])
+                    .args(["--cluster-config-file", &format!("nodes-{port}.conf")])
+                    .current_dir(dir.path())
+                    .stdout(Stdio::null())
+                    .spawn()
+                    .expect("redis-server runs")
+            })
+            .collect();
+        let cluster = RedisCluster { nodes, ports, _dir: dir };
+        for port in &cluster.ports {
+            RedisServer::wait_for(*port).await;
+        }
+        let addresses: Vec<String> = cluster.ports.iter().map(|p| format!("127.0.0.1:{p}")).collect();
+        let created = Command::new("redis-cli").args(["--cluster", "create"]).args(&addresses).args(["--cluster-replicas", "0", "--cluster-yes"]).output().expect("redis-cli runs");
+        assert!(created.status.success(), "redis-cli --cluster create: {}", String::from_utf8_lossy(&created.stdout));
+        let deadline = tokio::time::Instant::now() + EVENT_TIMEOUT;
+        for port in &cluster.ports {
+            loop {
+                let info = Command::new("redis-cli").args(["-p", &port.to_string(), "cluster", "info"]).output().unwrap();
+                if String::from_utf8_lossy(&info.stdout).contains("cluster_state:ok") {
+                    break;
+                }
+                assert!(tokio::time::Instant::now() < deadline, "the cluster is not ok on port {port}");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+        cluster
+    }
+
+    fn url(&self) -> String {
+        format!("redis+cluster://{}", self.ports.iter().map(|p| format!("127.0.0.1:{p}")).collect::<Vec<_>>().join(","))
+    }
+}
+
+impl Drop for RedisCluster {
+    fn drop(&mut self) {
+        for node in &mut self.nodes {
+            let _ = node.kill();
+            let _ = node.wait();
+        }
     }
 }
 
@@ -141,7 +225,10 @@ async fn gateways_serve_the_feed_nodes_stream_and_a_late_gateway_has_snapshots_a
     assert_eq!(snapshot.len(), 2, "both symbols in the late gateway's snapshot: {snapshot:?}");
     assert!(snapshot.values().all(|seq| *seq > 0), "{snapshot:?}");
 
-    let (a, b) = tokio::join!(collect(&mut on_first, 200), collect(&mut on_second, 200));
+    // The feed publishes ~20 quotes/s per symbol: 200 take a few seconds unless the bus lags.
+    let (a, b) = tokio::time::timeout(Duration::from_secs(15), async { tokio::join!(collect(&mut on_first, 200), collect(&mut on_second, 200)) })
+        .await
+        .expect("200 quotes on each gateway within 15 s");
     let common: Vec<_> = a.keys().filter(|k| b.contains_key(*k)).collect();
     assert!(common.len() >= 100, "the two gateways' streams overlap in {} quotes only", common.len());
     for key in common {
@@ -246,4 +333,35 @@ async fn delivery_resumes_after_redis_restarts_empty() {
     }
     gateway_node.shutdown().await;
     feed.shutdown().await;
+}
+
+/// The same identical-streams check on a three-node Redis Cluster: sharded pub/sub, each
+/// symbol's channel and last value on its own shard.
+#[actix_web::test]
+async fn gateways_on_a_redis_cluster_serve_the_same_stream() {
+    let began = tokio::time::Instant::now();
+    let cluster = RedisCluster::start().await;
+    eprintln!("cluster up after {:?}", began.elapsed());
+    let feed = start(&["--bus", &cluster.url(), "--role", "feed", "--sim-rate", "2000"]).await;
+    let first = start(&["--bus", &cluster.url(), "--role", "gateway"]).await;
+    let second = start(&["--bus", &cluster.url(), "--role", "gateway"]).await;
+    let symbols = ["AAPL", "MSFT", "NVDA", "JPM"];
+    let (mut on_first, _) = subscriber(&first, &symbols).await;
+    let (mut on_second, _) = subscriber(&second, &symbols).await;
+    eprintln!("nodes up and subscribed after {:?}", began.elapsed());
+    // The feed publishes ~20 quotes/s per symbol: 200 take a few seconds unless the bus lags.
+    let (a, b) = tokio::time::timeout(Duration::from_secs(15), async { tokio::join!(collect(&mut on_first, 200), collect(&mut on_second, 200)) })
+        .await
+        .expect("200 quotes on each gateway within 15 s");
+    eprintln!("streams collected after {:?}", began.elapsed());
+    let common: Vec<_> = a.keys().filter(|k| b.contains_key(*k)).collect();
+    assert!(common.len() >= 100, "the two gateways' streams overlap in {} quotes only", common.len());
+    for key in &common {
+        assert_eq!(a[*key], b[*key], "{key:?}: the gateways disagree on last");
+    }
+    let seen: std::collections::BTreeSet<&str> = common.iter().map(|(symbol, _)| symbol.as_str()).collect();
+    assert_eq!(seen.len(), symbols.len(), "every symbol came through: {seen:?}");
+    for server in [second, first, feed] {
+        server.shutdown().await;
+    }
 }

@@ -147,10 +147,43 @@ impl Connection {
         }
     }
 
-    async fn query<T: ::redis::FromRedisValue>(&mut self, pipe: &::redis::Pipeline) -> ::redis::RedisResult<T> {
+    /// Sends pipelines: one after the other on one Redis, concurrently on a Cluster (each to
+    /// its shard; every pipeline must stay within one slot there).
+    async fn pipelines(&mut self, pipes: &[::redis::Pipeline]) -> ::redis::RedisResult<()> {
         match self {
-            Connection::Single(c) => pipe.query_async(c).await,
-            Connection::Cluster(c) => pipe.query_async(c).await,
+            Connection::Single(c) => {
+                for pipe in pipes.iter().filter(|pipe| !pipe.is_empty()) {
+                    pipe.query_async::<()>(c).await?;
+                }
+                Ok(())
+            }
+            Connection::Cluster(c) => {
+                let sends = pipes.iter().filter(|pipe| !pipe.is_empty()).map(|pipe| {
+                    let mut c = c.clone();
+                    async move { pipe.query_async::<()>(&mut c).await }
+                });
+                futures_util::future::try_join_all(sends).await.map(|_| ())
+            }
+        }
+    }
+
+    /// The values of `keys` (one pipeline on one Redis, concurrent GETs on a Cluster).
+    async fn get_many(&mut self, keys: &[String]) -> ::redis::RedisResult<Vec<Option<String>>> {
+        match self {
+            Connection::Single(c) => {
+                let mut pipe = ::redis::pipe();
+                for key in keys {
+                    pipe.get(key);
+                }
+                pipe.query_async(c).await
+            }
+            Connection::Cluster(c) => {
+                let gets = keys.iter().map(|key| {
+                    let mut c = c.clone();
+                    async move { c.get::<_, Option<String>>(key).await }
+                });
+                futures_util::future::try_join_all(gets).await
+            }
         }
     }
 
@@ -351,19 +384,25 @@ async fn write_loop(mut connection: Connection, names: Names, bus: Arc<Bus>, out
             if !sent_ok {
                 break;
             }
-            let mut pipe = ::redis::pipe();
+            // One pipeline for the chunk on one Redis; on a Cluster one per symbol (a pipeline
+            // may not cross slots; a symbol's channel and key share one), sent concurrently.
+            let mut pipes = vec![::redis::pipe()];
             for &id in chunk {
                 let Some(topic) = bus.topic_by_id(id) else { continue };
                 let Some(quote) = topic.latest() else { continue };
                 let message = format!("{node} {}", quote.json());
                 if connection.is_cluster() {
+                    let mut pipe = ::redis::pipe();
                     pipe.cmd("SPUBLISH").arg(names.channel(&topic.symbol)).arg(&message).ignore();
+                    pipe.set(names.last_value(&topic.symbol), &message).ignore();
+                    pipes.push(pipe);
                 } else {
+                    let pipe = &mut pipes[0];
                     pipe.publish(names.channel(&topic.symbol), &message).ignore();
+                    pipe.set(names.last_value(&topic.symbol), &message).ignore();
                 }
-                pipe.set(names.last_value(&topic.symbol), &message).ignore();
             }
-            if let Err(e) = connection.pipeline(&pipe).await {
+            if let Err(e) = connection.pipelines(&pipes).await {
                 tracing::warn!("bus: publishing to Redis: {e}");
                 sent_ok = false;
             }
@@ -441,11 +480,8 @@ async fn follow_registry(connection: &mut Connection, names: &Names, bus: &Bus) 
 /// Reads the last values of `topics` and applies each that is newer than the local one.
 async fn refresh_last_values(connection: &mut Connection, names: &Names, bus: &Bus, stats: &GatewayStats, topics: &[Arc<Topic>]) {
     for chunk in topics.chunks(BATCH) {
-        let mut pipe = ::redis::pipe();
-        for topic in chunk {
-            pipe.get(names.last_value(&topic.symbol));
-        }
-        let Ok(values) = connection.query::<Vec<Option<String>>>(&pipe).await else { return };
+        let keys: Vec<String> = chunk.iter().map(|topic| names.last_value(&topic.symbol)).collect();
+        let Ok(values) = connection.get_many(&keys).await else { return };
         for (topic, value) in chunk.iter().zip(values) {
             if let Some(message) = value {
                 apply_message(bus, stats, &topic.symbol, &message);
