@@ -211,6 +211,20 @@ async fn collect(client: &mut Client, count: usize) -> BTreeMap<(String, u64), f
     seen
 }
 
+/// 200 live quotes on each client; the (symbol, seq) pairs both saw (at least 100), each with
+/// the same `last` on both.
+async fn same_streams(first: &mut Client, second: &mut Client) -> Vec<(String, u64)> {
+    // The feed publishes ~20 quotes/s per symbol: 200 take a few seconds unless the bus lags.
+    let (a, b) =
+        tokio::time::timeout(Duration::from_secs(15), async { tokio::join!(collect(first, 200), collect(second, 200)) }).await.expect("200 quotes on each gateway within 15 s");
+    let common: Vec<(String, u64)> = a.keys().filter(|k| b.contains_key(*k)).cloned().collect();
+    assert!(common.len() >= 100, "the two gateways' streams overlap in {} quotes only", common.len());
+    for key in &common {
+        assert_eq!(a[key], b[key], "{key:?}: the gateways disagree on last");
+    }
+    common
+}
+
 #[actix_web::test]
 async fn gateways_serve_the_feed_nodes_stream_and_a_late_gateway_has_snapshots_at_once() {
     let redis = RedisServer::start().await;
@@ -225,15 +239,7 @@ async fn gateways_serve_the_feed_nodes_stream_and_a_late_gateway_has_snapshots_a
     assert_eq!(snapshot.len(), 2, "both symbols in the late gateway's snapshot: {snapshot:?}");
     assert!(snapshot.values().all(|seq| *seq > 0), "{snapshot:?}");
 
-    // The feed publishes ~20 quotes/s per symbol: 200 take a few seconds unless the bus lags.
-    let (a, b) = tokio::time::timeout(Duration::from_secs(15), async { tokio::join!(collect(&mut on_first, 200), collect(&mut on_second, 200)) })
-        .await
-        .expect("200 quotes on each gateway within 15 s");
-    let common: Vec<_> = a.keys().filter(|k| b.contains_key(*k)).collect();
-    assert!(common.len() >= 100, "the two gateways' streams overlap in {} quotes only", common.len());
-    for key in common {
-        assert_eq!(a[key], b[key], "{key:?}: the gateways disagree on last");
-    }
+    same_streams(&mut on_first, &mut on_second).await;
     // The feed node serves REST but not clients.
     let (status, _) = http(&feed, "GET", "/api/quotes/AAPL", None).await;
     assert_eq!(status, 200);
@@ -349,16 +355,8 @@ async fn gateways_on_a_redis_cluster_serve_the_same_stream() {
     let (mut on_first, _) = subscriber(&first, &symbols).await;
     let (mut on_second, _) = subscriber(&second, &symbols).await;
     eprintln!("nodes up and subscribed after {:?}", began.elapsed());
-    // The feed publishes ~20 quotes/s per symbol: 200 take a few seconds unless the bus lags.
-    let (a, b) = tokio::time::timeout(Duration::from_secs(15), async { tokio::join!(collect(&mut on_first, 200), collect(&mut on_second, 200)) })
-        .await
-        .expect("200 quotes on each gateway within 15 s");
+    let common = same_streams(&mut on_first, &mut on_second).await;
     eprintln!("streams collected after {:?}", began.elapsed());
-    let common: Vec<_> = a.keys().filter(|k| b.contains_key(*k)).collect();
-    assert!(common.len() >= 100, "the two gateways' streams overlap in {} quotes only", common.len());
-    for key in &common {
-        assert_eq!(a[*key], b[*key], "{key:?}: the gateways disagree on last");
-    }
     let seen: std::collections::BTreeSet<&str> = common.iter().map(|(symbol, _)| symbol.as_str()).collect();
     assert_eq!(seen.len(), symbols.len(), "every symbol came through: {seen:?}");
     for server in [second, first, feed] {
