@@ -114,7 +114,7 @@ pub async fn start(config: Config) -> Result<RunningServer, StartError> {
     let metrics = Arc::new(Metrics::new(&feed_labels, &ClientLabels { ops: &ops, error_codes: &error_codes }));
     let bus = Arc::new(Bus::new());
     let instance = instance_id();
-    let feeds = Arc::new(start_bus(&config, &bus, &instance).await?);
+    let feeds = start_bus(&config, &bus, &instance).await?;
     tokio::spawn(bus.clone().run_dispatcher());
 
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
@@ -222,18 +222,20 @@ pub async fn start(config: Config) -> Result<RunningServer, StartError> {
 /// The bus backend and the feeds this node runs: on the memory bus the feeds publish on `bus`;
 /// on Redis a feed node's feeds publish through it to Redis as well, and a gateway runs no feed
 /// and fills `bus` from Redis.
-async fn start_bus(config: &Config, bus: &Arc<Bus>, instance: &str) -> Result<Feeds, StartError> {
+async fn start_bus(config: &Config, bus: &Arc<Bus>, instance: &str) -> Result<Arc<Feeds>, StartError> {
     let backend = config.bus.backend();
     let role = config.bus.role();
     if backend == crate::bus::settings::Backend::Memory {
-        return Ok(Feeds::start(&config.feeds, bus.clone()).await?);
+        return Ok(Arc::new(Feeds::start(&config.feeds, bus.clone()).await?));
     }
     if !role.runs_feeds() {
-        crate::bus::redis::gateway_node(&backend, &config.bus.bus_prefix, bus.clone()).await?;
-        return Ok(Feeds::start(&[], bus.clone()).await?);
+        let store = crate::bus::redis::gateway_node(&backend, &config.bus.bus_prefix, bus.clone()).await?;
+        return Ok(Arc::new(crate::feed::remote::follow(store).await));
     }
-    let publisher = crate::bus::redis::feed_node(&backend, &config.bus.bus_prefix, bus.clone(), instance.to_string()).await?;
-    Ok(Feeds::start(&config.feeds, publisher).await?)
+    let (publisher, store) = crate::bus::redis::feed_node(&backend, &config.bus.bus_prefix, bus.clone(), instance.to_string()).await?;
+    let feeds = Arc::new(Feeds::start(&config.feeds, publisher).await?);
+    crate::feed::remote::publish_states(feeds.clone(), store);
+    Ok(feeds)
 }
 
 /// Every collection that grows with clients, as `tickerfeed_client_map_entries{map}`: one line

@@ -248,6 +248,14 @@ async fn gateways_serve_the_feed_nodes_stream_and_a_late_gateway_has_snapshots_a
     let (status, body) = http_json(&second, "GET", "/api/symbols", None).await;
     assert_eq!(status, 200);
     assert!(body.as_array().is_some_and(|s| s.len() > 50), "the gateway lists the feed's symbols");
+    // The feed node's feeds, as it reports them, and their control stays with it.
+    let (status, body) = http_json(&second, "GET", "/api/feeds", None).await;
+    assert_eq!(status, 200);
+    assert_eq!((body[0]["name"].as_str(), body[0]["state"].as_str()), (Some("sim"), Some("running")), "{body}");
+    assert!(body[0]["quotes_published"].as_u64().is_some_and(|n| n > 0), "{body}");
+    let (status, body) = http(&second, "POST", "/api/feeds/sim/control", Some(r#"{"action":"pause"}"#)).await;
+    assert_eq!(status, 409, "{body}");
+    assert!(body.contains("feed node"), "{body}");
     for server in [second, first, feed] {
         server.shutdown().await;
     }

@@ -71,6 +71,11 @@ impl Names {
         format!("{}:symbols", self.prefix)
     }
 
+    /// `P:feeds`: feed name → its state's JSON.
+    pub(crate) fn feeds(&self) -> String {
+        format!("{}:feeds", self.prefix)
+    }
+
     /// The symbol of a quote channel's name, if it is one of ours.
     fn symbol_of<'a>(&self, channel: &'a str) -> Option<&'a str> {
         channel.strip_prefix(self.prefix.as_str())?.strip_prefix(":quotes:{")?.strip_suffix('}')
@@ -233,6 +238,30 @@ impl Connection {
     }
 }
 
+/// A handle on the bus's Redis for what other modules keep there (the feeds' states, see
+/// `feed::remote`): a clone of the node's connection.
+#[derive(Clone)]
+pub(crate) struct Store {
+    connection: Connection,
+    names: Names,
+}
+
+impl Store {
+    /// Writes each feed's state (name → JSON) into `P:feeds`.
+    pub(crate) async fn put_feed_states(&mut self, states: &[(String, String)]) -> ::redis::RedisResult<()> {
+        let mut pipe = ::redis::pipe();
+        for (name, state) in states {
+            pipe.hset(self.names.feeds(), name, state).ignore();
+        }
+        self.connection.pipelines(std::slice::from_ref(&pipe)).await
+    }
+
+    /// Every feed's state in `P:feeds` (name → JSON).
+    pub(crate) async fn feed_states(&mut self) -> ::redis::RedisResult<HashMap<String, String>> {
+        self.connection.registry(&self.names.feeds()).await
+    }
+}
+
 /// A feed node's forwarder: a [`Publisher`] that publishes on the local bus (local sessions,
 /// REST) and queues the symbol for Redis.
 pub(crate) struct RedisPublisher {
@@ -312,7 +341,7 @@ const REGISTRY_CHECK: Duration = Duration::from_secs(2);
 const BATCH: usize = 512;
 
 /// Connects a feed node to Redis: its publisher (for the feeds) and the writer task.
-pub(crate) async fn feed_node(backend: &Backend, prefix: &str, bus: Arc<Bus>, node: String) -> Result<Arc<RedisPublisher>, RedisError> {
+pub(crate) async fn feed_node(backend: &Backend, prefix: &str, bus: Arc<Bus>, node: String) -> Result<(Arc<RedisPublisher>, Store), RedisError> {
     let outbox = Arc::new(Outbox::default());
     let dropped = {
         let (outbox, bus) = (outbox.clone(), bus.clone());
@@ -327,8 +356,9 @@ pub(crate) async fn feed_node(backend: &Backend, prefix: &str, bus: Arc<Bus>, no
     };
     let connection = Connection::open(backend, dropped).await?;
     let publisher = Arc::new(RedisPublisher { bus: bus.clone(), outbox: outbox.clone() });
+    let store = Store { connection: connection.clone(), names: Names::new(prefix) };
     tokio::spawn(write_loop(connection, Names::new(prefix), bus, outbox, node));
-    Ok(publisher)
+    Ok((publisher, store))
 }
 
 /// The feed node's writer: each waiting symbol's latest quote, published and stored in one
@@ -443,7 +473,7 @@ pub(crate) struct GatewayStats {
 /// Connects a gateway to Redis: builds the local topic table from the registry and applies
 /// each symbol's last value (so REST and snapshots are served at once), then follows what
 /// local clients subscribe to (see [`run_gateway`]).
-pub(crate) async fn gateway_node(backend: &Backend, prefix: &str, bus: Arc<Bus>) -> Result<Arc<GatewayStats>, RedisError> {
+pub(crate) async fn gateway_node(backend: &Backend, prefix: &str, bus: Arc<Bus>) -> Result<Store, RedisError> {
     let names = Names::new(prefix);
     let stats = Arc::new(GatewayStats::default());
     let url = match backend {
@@ -459,8 +489,9 @@ pub(crate) async fn gateway_node(backend: &Backend, prefix: &str, bus: Arc<Bus>)
     let symbols = follow_registry(&mut connection, &names, &bus).await.map_err(|source| RedisError::Registry { url: url.clone(), key: names.registry(), source })?;
     refresh_last_values(&mut connection, &names, &bus, &stats, &bus.topics()).await;
     tracing::info!(symbols, "bus: gateway on {url}");
-    tokio::spawn(run_gateway(connection, names, bus, stats.clone()));
-    Ok(stats)
+    let store = Store { connection: connection.clone(), names: names.clone() };
+    tokio::spawn(run_gateway(connection, names, bus, stats));
+    Ok(store)
 }
 
 /// Registers the registry's symbols not known yet; returns how many the registry holds.

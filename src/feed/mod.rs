@@ -9,6 +9,7 @@
 //! Owned here: the shared control plumbing, the pacing clock that maps feed time to wall time
 //! ([`Pacer`]), and the per-day session statistics ([`DayStats`]) both feed kinds compute.
 
+pub(crate) mod remote;
 pub(crate) mod replay;
 pub(crate) mod settings;
 pub(crate) mod sim;
@@ -87,6 +88,15 @@ impl Feeds {
         Ok(Feeds { handles, events })
     }
 
+    /// The feeds of another node (a gateway's, from the Redis bus): a handle per status, whose
+    /// state the caller keeps up to date through the returned controls (`update`), and whose
+    /// control requests it answers.
+    pub(crate) fn remote(statuses: Vec<FeedStatus>) -> (Feeds, Vec<FeedControl>) {
+        let (events, _) = broadcast::channel(64);
+        let (handles, controls) = statuses.into_iter().map(|status| control_pair(status, events.clone())).unzip();
+        (Feeds { handles, events }, controls)
+    }
+
     pub(crate) fn iter(&self) -> std::slice::Iter<'_, FeedHandle> {
         self.handles.iter()
     }
@@ -131,7 +141,7 @@ pub enum FeedKind {
 }
 
 /// What a feed is doing.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub(crate) enum FeedState {
     /// Configured, not yet publishing.
@@ -143,7 +153,7 @@ pub(crate) enum FeedState {
 }
 
 /// A feed's state as the REST API and the `feed` WebSocket message report it.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub(crate) struct FeedStatus {
     pub name: Arc<str>,
     pub kind: FeedKind,
