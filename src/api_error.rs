@@ -78,6 +78,8 @@ pub(crate) enum ApiErrorCode {
     TooManyConnectionsPerIp,
     /// 503: the feed has stopped.
     FeedStopped,
+    /// 504: a gateway forwarded feed control to the feed node, which did not answer in time.
+    FeedTimeout,
     /// 503: the WebSocket connection limit is reached (with `Retry-After`).
     TooManyConnections,
     /// 503: the server is shutting down.
@@ -97,6 +99,7 @@ impl ApiErrorCode {
             ApiErrorCode::RequestTimeout => StatusCode::REQUEST_TIMEOUT,
             ApiErrorCode::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             ApiErrorCode::FeedStopped | ApiErrorCode::TooManyConnections | ApiErrorCode::ShuttingDown => StatusCode::SERVICE_UNAVAILABLE,
+            ApiErrorCode::FeedTimeout => StatusCode::GATEWAY_TIMEOUT,
         }
     }
 
@@ -118,6 +121,7 @@ impl ApiErrorCode {
             ApiErrorCode::RequestTimeout => "request_timeout",
             ApiErrorCode::PayloadTooLarge => "payload_too_large",
             ApiErrorCode::FeedStopped => "feed_stopped",
+            ApiErrorCode::FeedTimeout => "feed_timeout",
             ApiErrorCode::TooManyConnections => "too_many_connections",
             ApiErrorCode::ShuttingDown => "shutting_down",
         }

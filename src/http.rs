@@ -38,7 +38,6 @@ use crate::access::{Access, Grant};
 use crate::api_error::{ApiError, ApiErrorCode, excerpt};
 use crate::bus::Bus;
 use crate::bus::FindError;
-use crate::feed::ControlError;
 use crate::feed::Feeds;
 use crate::history::Resolution;
 use crate::metrics::Metrics;
@@ -361,9 +360,11 @@ async fn control(
     })?;
     let action = control::parse(&body).map_err(|message| ApiError::new(ApiErrorCode::BadRequest, message))?;
     let status = feed.control(action).await.map_err(|e| {
-        let code = match e {
-            ControlError::Stopped(_) => ApiErrorCode::FeedStopped,
-            ControlError::Unsupported(..) => ApiErrorCode::Unsupported,
+        // By kind, so a refusal the feed node sent through a gateway gets the same status.
+        let code = match e.kind() {
+            "stopped" => ApiErrorCode::FeedStopped,
+            "unsupported" => ApiErrorCode::Unsupported,
+            "timeout" => ApiErrorCode::FeedTimeout,
             _ => ApiErrorCode::BadRequest,
         };
         ApiError::new(code, e.to_string())

@@ -114,10 +114,10 @@ pub async fn start(config: Config) -> Result<RunningServer, StartError> {
     let metrics = Arc::new(Metrics::new(&feed_labels, &ClientLabels { ops: &ops, error_codes: &error_codes }));
     let bus = Arc::new(Bus::new());
     let instance = instance_id();
-    let feeds = start_bus(&config, &bus, &instance).await?;
+    let (shutdown_tx, shutdown_rx) = watch::channel(false);
+    let feeds = start_bus(&config, &bus, &instance, shutdown_rx.clone()).await?;
     tokio::spawn(bus.clone().run_dispatcher());
 
-    let (shutdown_tx, shutdown_rx) = watch::channel(false);
     let connections = Arc::new(Connections::new(config.limits.max_connections, config.limits.max_connections_per_ip));
     let readiness = Arc::new(Readiness::new(shutdown_rx.clone()));
     let ws = web::Data::new(crate::session::SessionContext {
@@ -222,7 +222,7 @@ pub async fn start(config: Config) -> Result<RunningServer, StartError> {
 /// The bus backend and the feeds this node runs: on the memory bus the feeds publish on `bus`;
 /// on Redis a feed node's feeds publish through it to Redis as well, and a gateway runs no feed
 /// and fills `bus` from Redis.
-async fn start_bus(config: &Config, bus: &Arc<Bus>, instance: &str) -> Result<Arc<Feeds>, StartError> {
+async fn start_bus(config: &Config, bus: &Arc<Bus>, instance: &str, shutdown: watch::Receiver<bool>) -> Result<Arc<Feeds>, StartError> {
     let backend = config.bus.backend();
     let role = config.bus.role();
     if backend == crate::bus::settings::Backend::Memory {
@@ -230,11 +230,11 @@ async fn start_bus(config: &Config, bus: &Arc<Bus>, instance: &str) -> Result<Ar
     }
     if !role.runs_feeds() {
         let store = crate::bus::redis::gateway_node(&backend, &config.bus.bus_prefix, bus.clone()).await?;
-        return Ok(Arc::new(crate::feed::remote::follow(store).await));
+        return Ok(Arc::new(crate::feed::remote::follow(store, instance).await));
     }
     let (publisher, store) = crate::bus::redis::feed_node(&backend, &config.bus.bus_prefix, bus.clone(), instance.to_string()).await?;
     let feeds = Arc::new(Feeds::start(&config.feeds, publisher).await?);
-    crate::feed::remote::publish_states(feeds.clone(), store);
+    crate::feed::remote::serve(feeds.clone(), store, shutdown).await;
     Ok(feeds)
 }
 

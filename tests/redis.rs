@@ -253,10 +253,22 @@ async fn gateways_serve_the_feed_nodes_stream_and_a_late_gateway_has_snapshots_a
     assert_eq!(status, 200);
     assert_eq!((body[0]["name"].as_str(), body[0]["state"].as_str()), (Some("sim"), Some("running")), "{body}");
     assert!(body[0]["quotes_published"].as_u64().is_some_and(|n| n > 0), "{body}");
-    let (status, body) = http(&second, "POST", "/api/feeds/sim/control", Some(r#"{"action":"pause"}"#)).await;
-    assert_eq!(status, 409, "{body}");
-    assert!(body.contains("feed node"), "{body}");
-    for server in [second, first, feed] {
+    // Control through a gateway reaches the feed node, and its answer comes back.
+    let (status, body) = http_json(&second, "POST", "/api/feeds/sim/control", Some(r#"{"action":"pause"}"#)).await;
+    assert_eq!((status, body["state"].as_str()), (200, Some("paused")), "{body}");
+    let (_, on_feed) = http_json(&feed, "GET", "/api/feeds", None).await;
+    assert_eq!(on_feed[0]["state"], "paused", "the feed node's own view");
+    let (status, body) = http_json(&first, "POST", "/api/feeds/sim/control", Some(r#"{"action":"seek","to":"2020-01-01"}"#)).await;
+    assert_eq!((status, body["error"].as_str()), (409, Some("unsupported")), "the feed node's refusal, as it gave it: {body}");
+    let (status, _) = http(&first, "POST", "/api/feeds/sim/control", Some(r#"{"action":"resume"}"#)).await;
+    assert_eq!(status, 200);
+    // Without a feed node, a gateway answers 504 after 2 s.
+    feed.shutdown().await;
+    let asked = tokio::time::Instant::now();
+    let (status, body) = http_json(&first, "POST", "/api/feeds/sim/control", Some(r#"{"action":"pause"}"#)).await;
+    assert_eq!((status, body["error"].as_str()), (504, Some("feed_timeout")), "{body}");
+    assert!(asked.elapsed() >= Duration::from_millis(1900) && asked.elapsed() < Duration::from_secs(4), "answered after {:?}", asked.elapsed());
+    for server in [second, first] {
         server.shutdown().await;
     }
 }

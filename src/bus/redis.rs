@@ -238,12 +238,36 @@ impl Connection {
     }
 }
 
-/// A handle on the bus's Redis for what other modules keep there (the feeds' states, see
-/// `feed::remote`): a clone of the node's connection.
+/// Where messages on channels other than quotes go (`Store::listen`): channel → a bounded
+/// sender. A message that finds its listener's queue full is dropped (its sender times out).
+type Inbox = Arc<Mutex<HashMap<String, tokio::sync::mpsc::Sender<String>>>>;
+
+fn deliver(inbox: &Inbox, channel: &str, message: &str) -> bool {
+    match inbox.lock().expect("inbox lock").get(channel) {
+        Some(listener) => {
+            let _ = listener.try_send(message.to_string());
+            true
+        }
+        None => false,
+    }
+}
+
+/// The (channel, message) of a pub/sub push, if it is one and both are text.
+fn message_of(info: &PushInfo) -> Option<(&str, &str)> {
+    if !matches!(info.kind, PushKind::Message | PushKind::SMessage) {
+        return None;
+    }
+    let [Value::BulkString(channel), Value::BulkString(message)] = info.data.as_slice() else { return None };
+    Some((std::str::from_utf8(channel).ok()?, std::str::from_utf8(message).ok()?))
+}
+
+/// A handle on the bus's Redis for what other modules keep or exchange there (the feeds'
+/// states and control, see `feed::remote`): a clone of the node's connection.
 #[derive(Clone)]
 pub(crate) struct Store {
     connection: Connection,
     names: Names,
+    inbox: Inbox,
 }
 
 impl Store {
@@ -259,6 +283,35 @@ impl Store {
     /// Every feed's state in `P:feeds` (name → JSON).
     pub(crate) async fn feed_states(&mut self) -> ::redis::RedisResult<HashMap<String, String>> {
         self.connection.registry(&self.names.feeds()).await
+    }
+
+    /// `P:control`: feed control requests, to the feed node.
+    pub(crate) fn control_channel(&self) -> String {
+        format!("{}:control", self.names.prefix)
+    }
+
+    /// `P:control-reply:{node}`: the answers to one node's requests.
+    pub(crate) fn reply_channel(&self, node: &str) -> String {
+        format!("{}:control-reply:{{{node}}}", self.names.prefix)
+    }
+
+    /// Subscribes to `channel`; its messages arrive on the receiver, at most `capacity` waiting.
+    pub(crate) async fn listen(&mut self, channel: &str, capacity: usize) -> ::redis::RedisResult<tokio::sync::mpsc::Receiver<String>> {
+        let (sender, receiver) = tokio::sync::mpsc::channel(capacity);
+        self.inbox.lock().expect("inbox lock").insert(channel.to_string(), sender);
+        self.connection.subscribe(&[channel.to_string()]).await?;
+        Ok(receiver)
+    }
+
+    /// Publishes `message` on `channel` (sharded on a Cluster).
+    pub(crate) async fn publish(&mut self, channel: &str, message: &str) -> ::redis::RedisResult<()> {
+        let mut pipe = ::redis::pipe();
+        if self.connection.is_cluster() {
+            pipe.cmd("SPUBLISH").arg(channel).arg(message).ignore();
+        } else {
+            pipe.publish(channel, message).ignore();
+        }
+        self.connection.pipelines(std::slice::from_ref(&pipe)).await
     }
 }
 
@@ -343,9 +396,13 @@ const BATCH: usize = 512;
 /// Connects a feed node to Redis: its publisher (for the feeds) and the writer task.
 pub(crate) async fn feed_node(backend: &Backend, prefix: &str, bus: Arc<Bus>, node: String) -> Result<(Arc<RedisPublisher>, Store), RedisError> {
     let outbox = Arc::new(Outbox::default());
+    let inbox = Inbox::default();
     let dropped = {
-        let (outbox, bus) = (outbox.clone(), bus.clone());
+        let (outbox, bus, inbox) = (outbox.clone(), bus.clone(), inbox.clone());
         move |info: PushInfo| {
+            if let Some((channel, message)) = message_of(&info) {
+                deliver(&inbox, channel, message);
+            }
             if info.kind == PushKind::Disconnection {
                 tracing::warn!("bus: the Redis connection dropped; reconnecting");
                 bus.link.set_connected(false);
@@ -356,7 +413,7 @@ pub(crate) async fn feed_node(backend: &Backend, prefix: &str, bus: Arc<Bus>, no
     };
     let connection = Connection::open(backend, dropped).await?;
     let publisher = Arc::new(RedisPublisher { bus: bus.clone(), outbox: outbox.clone() });
-    let store = Store { connection: connection.clone(), names: Names::new(prefix) };
+    let store = Store { connection: connection.clone(), names: Names::new(prefix), inbox };
     tokio::spawn(write_loop(connection, Names::new(prefix), bus, outbox, node));
     Ok((publisher, store))
 }
@@ -481,15 +538,16 @@ pub(crate) async fn gateway_node(backend: &Backend, prefix: &str, bus: Arc<Bus>)
         Backend::Cluster(nodes) => nodes.join(","),
         Backend::Memory => unreachable!("the memory bus has no gateway"),
     };
+    let inbox = Inbox::default();
     let push = {
-        let (bus, names, stats) = (bus.clone(), names.clone(), stats.clone());
-        move |info: PushInfo| on_push(&bus, &names, &stats, info)
+        let (bus, names, stats, inbox) = (bus.clone(), names.clone(), stats.clone(), inbox.clone());
+        move |info: PushInfo| on_push(&bus, &names, &stats, &inbox, info)
     };
     let mut connection = Connection::open(backend, push).await?;
     let symbols = follow_registry(&mut connection, &names, &bus).await.map_err(|source| RedisError::Registry { url: url.clone(), key: names.registry(), source })?;
     refresh_last_values(&mut connection, &names, &bus, &stats, &bus.topics()).await;
     tracing::info!(symbols, "bus: gateway on {url}");
-    let store = Store { connection: connection.clone(), names: names.clone() };
+    let store = Store { connection: connection.clone(), names: names.clone(), inbox };
     tokio::spawn(run_gateway(connection, names, bus, stats));
     Ok(store)
 }
@@ -607,29 +665,25 @@ async fn run_gateway(mut connection: Connection, names: Names, bus: Arc<Bus>, st
     }
 }
 
-fn on_push(bus: &Bus, names: &Names, stats: &GatewayStats, info: PushInfo) {
-    match info.kind {
-        PushKind::Message | PushKind::SMessage => {
-            let [Value::BulkString(channel), Value::BulkString(message)] = info.data.as_slice() else {
+fn on_push(bus: &Bus, names: &Names, stats: &GatewayStats, inbox: &Inbox, info: PushInfo) {
+    if info.kind == PushKind::Disconnection {
+        bus.link.set_connected(false);
+        tracing::warn!("bus: the Redis connection dropped; reconnecting");
+        return;
+    }
+    let Some((channel, message)) = message_of(&info) else {
+        if matches!(info.kind, PushKind::Message | PushKind::SMessage) {
+            stats.unreadable.fetch_add(1, Ordering::Relaxed);
+        }
+        return;
+    };
+    match names.symbol_of(channel) {
+        Some(symbol) => apply_message(bus, stats, symbol, message),
+        None => {
+            if !deliver(inbox, channel, message) {
                 stats.unreadable.fetch_add(1, Ordering::Relaxed);
-                return;
-            };
-            let (Ok(channel), Ok(message)) = (std::str::from_utf8(channel), std::str::from_utf8(message)) else {
-                stats.unreadable.fetch_add(1, Ordering::Relaxed);
-                return;
-            };
-            match names.symbol_of(channel) {
-                Some(symbol) => apply_message(bus, stats, symbol, message),
-                None => {
-                    stats.unreadable.fetch_add(1, Ordering::Relaxed);
-                }
             }
         }
-        PushKind::Disconnection => {
-            bus.link.set_connected(false);
-            tracing::warn!("bus: the Redis connection dropped; reconnecting");
-        }
-        _ => {}
     }
 }
 

@@ -196,8 +196,9 @@ impl FeedStatus {
 /// arithmetic away from infinities; the README and both feeds' speed rules quote it as `1e12`.
 pub(crate) const MAX_SPEED: f64 = 1e12;
 
-/// A runtime command for a feed, from `POST /api/feeds/{name}/control`.
-#[derive(Debug, Clone, PartialEq)]
+/// A runtime command for a feed, from `POST /api/feeds/{name}/control` (serialised only between
+/// nodes of the Redis bus, `feed::remote`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub(crate) enum ControlAction {
     Pause,
     Resume,
@@ -226,6 +227,26 @@ pub(crate) enum ControlError {
     SeekOutOfRange { requested: i64, first: i64, last: i64 },
     #[error("feed '{0}' has stopped")]
     Stopped(String),
+    /// A gateway forwarded the command to the feed node through Redis and had no answer in time.
+    #[error("feed '{0}': the feed node did not answer within 2 s (is it running, and Redis up?)")]
+    Timeout(String),
+    /// The feed node refused the command: its kind ([`ControlError::kind`]) and message.
+    #[error("{message}")]
+    Remote { kind: String, message: String },
+}
+
+impl ControlError {
+    /// What kind of refusal this is, the same on every node: `stopped`, `unsupported`,
+    /// `timeout` or `invalid` (a speed or seek target the feed refuses).
+    pub(crate) fn kind(&self) -> &str {
+        match self {
+            ControlError::Stopped(_) => "stopped",
+            ControlError::Unsupported(..) => "unsupported",
+            ControlError::Timeout(_) => "timeout",
+            ControlError::InvalidSpeed { .. } | ControlError::SeekOutOfRange { .. } => "invalid",
+            ControlError::Remote { kind, .. } => kind,
+        }
+    }
 }
 
 /// A control command with the channel its answer goes back on.
