@@ -22,7 +22,7 @@
 //!   topic table as they are read (the push sender is a function, not a channel).
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -135,13 +135,6 @@ impl Connection {
                     .map_err(connect)?;
                 client.get_async_connection().await.map(Connection::Cluster).map_err(connect)
             }
-        }
-    }
-
-    async fn pipeline(&mut self, pipe: &::redis::Pipeline) -> ::redis::RedisResult<()> {
-        match self {
-            Connection::Single(c) => pipe.query_async(c).await,
-            Connection::Cluster(c) => pipe.query_async(c).await,
         }
     }
 
@@ -462,7 +455,7 @@ async fn write_loop(mut connection: Connection, names: Names, bus: Arc<Bus>, out
             for (symbol, entry) in &registered {
                 pipe.hset(names.registry(), symbol, serde_json::to_string(entry).expect("registry entry serialises")).ignore();
             }
-            sent_ok = connection.pipeline(&pipe).await.inspect_err(|e| tracing::warn!("bus: writing the symbol registry: {e}")).is_ok();
+            sent_ok = connection.pipelines(std::slice::from_ref(&pipe)).await.inspect_err(|e| tracing::warn!("bus: writing the symbol registry: {e}")).is_ok();
             if sent_ok {
                 registered.clear();
             }
@@ -514,25 +507,11 @@ async fn write_loop(mut connection: Connection, names: Names, bus: Arc<Bus>, out
     }
 }
 
-/// A gateway's view of the Redis bus: what it has applied, for metrics and tests.
-#[derive(Default)]
-pub(crate) struct GatewayStats {
-    /// Quotes applied to the local topic table.
-    pub applied: AtomicU64,
-    /// Quotes dropped because their seq was not above the topic's (repeats).
-    pub stale: AtomicU64,
-    /// Messages that could not be read (not ours, not JSON, an unknown symbol).
-    pub unreadable: AtomicU64,
-    /// Symbol channels subscribed now.
-    pub channels: AtomicU64,
-}
-
 /// Connects a gateway to Redis: builds the local topic table from the registry and applies
 /// each symbol's last value (so REST and snapshots are served at once), then follows what
 /// local clients subscribe to (see [`run_gateway`]).
 pub(crate) async fn gateway_node(backend: &Backend, prefix: &str, bus: Arc<Bus>) -> Result<Store, RedisError> {
     let names = Names::new(prefix);
-    let stats = Arc::new(GatewayStats::default());
     let url = match backend {
         Backend::Redis(url) => url.clone(),
         Backend::Cluster(nodes) => nodes.join(","),
@@ -540,15 +519,15 @@ pub(crate) async fn gateway_node(backend: &Backend, prefix: &str, bus: Arc<Bus>)
     };
     let inbox = Inbox::default();
     let push = {
-        let (bus, names, stats, inbox) = (bus.clone(), names.clone(), stats.clone(), inbox.clone());
-        move |info: PushInfo| on_push(&bus, &names, &stats, &inbox, info)
+        let (bus, names, inbox) = (bus.clone(), names.clone(), inbox.clone());
+        move |info: PushInfo| on_push(&bus, &names, &inbox, info)
     };
     let mut connection = Connection::open(backend, push).await?;
     let symbols = follow_registry(&mut connection, &names, &bus).await.map_err(|source| RedisError::Registry { url: url.clone(), key: names.registry(), source })?;
-    refresh_last_values(&mut connection, &names, &bus, &stats, &bus.topics()).await;
+    refresh_last_values(&mut connection, &names, &bus, &bus.topics()).await;
     tracing::info!(symbols, "bus: gateway on {url}");
     let store = Store { connection: connection.clone(), names: names.clone(), inbox };
-    tokio::spawn(run_gateway(connection, names, bus, stats));
+    tokio::spawn(run_gateway(connection, names, bus));
     Ok(store)
 }
 
@@ -567,13 +546,13 @@ async fn follow_registry(connection: &mut Connection, names: &Names, bus: &Bus) 
 }
 
 /// Reads the last values of `topics` and applies each that is newer than the local one.
-async fn refresh_last_values(connection: &mut Connection, names: &Names, bus: &Bus, stats: &GatewayStats, topics: &[Arc<Topic>]) {
+async fn refresh_last_values(connection: &mut Connection, names: &Names, bus: &Bus, topics: &[Arc<Topic>]) {
     for chunk in topics.chunks(BATCH) {
         let keys: Vec<String> = chunk.iter().map(|topic| names.last_value(&topic.symbol)).collect();
         let Ok(values) = connection.get_many(&keys).await else { return };
         for (topic, value) in chunk.iter().zip(values) {
             if let Some(message) = value {
-                apply_message(bus, stats, &topic.symbol, &message);
+                apply_message(bus, &topic.symbol, &message);
             }
         }
     }
@@ -603,7 +582,7 @@ const REFRESH_INTERVAL: Duration = Duration::from_secs(1);
 ///   nobody is left on a price published while the gateway was cut off;
 /// - refreshes the other symbols' last values and follows the registry every
 ///   [`REFRESH_INTERVAL`].
-async fn run_gateway(mut connection: Connection, names: Names, bus: Arc<Bus>, stats: Arc<GatewayStats>) {
+async fn run_gateway(mut connection: Connection, names: Names, bus: Arc<Bus>) {
     // Subscribed channels: `None` while a local client wants them, else since when none does.
     let mut channels: HashMap<TopicId, Option<tokio::time::Instant>> = HashMap::new();
     let mut next_health = tokio::time::Instant::now() + HEALTH_INTERVAL;
@@ -628,7 +607,7 @@ async fn run_gateway(mut connection: Connection, names: Names, bus: Arc<Bus>, st
             match connection.subscribe(&list).await {
                 Ok(()) => {
                     channels.extend(subscribe.iter().map(|t| (t.id, None)));
-                    refresh_last_values(&mut connection, &names, &bus, &stats, &subscribe).await;
+                    refresh_last_values(&mut connection, &names, &bus, &subscribe).await;
                 }
                 Err(e) => tracing::warn!("bus: subscribing to {} channels: {e}", list.len()),
             }
@@ -649,7 +628,7 @@ async fn run_gateway(mut connection: Connection, names: Names, bus: Arc<Bus>, st
             bus.link.set_connected(up);
             if up && !was_up {
                 tracing::info!("bus: the Redis connection is back; reading every symbol's last value");
-                refresh_last_values(&mut connection, &names, &bus, &stats, &topics).await;
+                refresh_last_values(&mut connection, &names, &bus, &topics).await;
             } else if !up && was_up {
                 tracing::warn!("bus: Redis does not answer; reconnecting");
             }
@@ -658,40 +637,32 @@ async fn run_gateway(mut connection: Connection, names: Names, bus: Arc<Bus>, st
             next_refresh = now + REFRESH_INTERVAL;
             if follow_registry(&mut connection, &names, &bus).await.is_ok() {
                 let idle: Vec<Arc<Topic>> = bus.topics().into_iter().filter(|t| channels.get(&t.id).is_none_or(Option::is_some)).collect();
-                refresh_last_values(&mut connection, &names, &bus, &stats, &idle).await;
+                refresh_last_values(&mut connection, &names, &bus, &idle).await;
             }
         }
-        stats.channels.store(channels.len() as u64, Ordering::Relaxed);
     }
 }
 
-fn on_push(bus: &Bus, names: &Names, stats: &GatewayStats, inbox: &Inbox, info: PushInfo) {
+fn on_push(bus: &Bus, names: &Names, inbox: &Inbox, info: PushInfo) {
     if info.kind == PushKind::Disconnection {
         bus.link.set_connected(false);
         tracing::warn!("bus: the Redis connection dropped; reconnecting");
         return;
     }
-    let Some((channel, message)) = message_of(&info) else {
-        if matches!(info.kind, PushKind::Message | PushKind::SMessage) {
-            stats.unreadable.fetch_add(1, Ordering::Relaxed);
-        }
-        return;
-    };
+    let Some((channel, message)) = message_of(&info) else { return };
     match names.symbol_of(channel) {
-        Some(symbol) => apply_message(bus, stats, symbol, message),
+        Some(symbol) => apply_message(bus, symbol, message),
         None => {
             if !deliver(inbox, channel, message) {
-                stats.unreadable.fetch_add(1, Ordering::Relaxed);
+                tracing::debug!("bus: a message on {channel}, which nothing here listens to");
             }
         }
     }
 }
 
 /// Applies one message (`node json`) of `symbol` to the local topic table, in seq order.
-fn apply_message(bus: &Bus, stats: &GatewayStats, symbol: &str, message: &str) {
-    let unreadable = || {
-        stats.unreadable.fetch_add(1, Ordering::Relaxed);
-    };
+fn apply_message(bus: &Bus, symbol: &str, message: &str) {
+    let unreadable = || tracing::debug!("bus: an unreadable message for {symbol}: {message}");
     let Some((_node, json)) = message.split_once(' ') else { return unreadable() };
     let Some(topic) = bus.topic(symbol) else { return unreadable() };
     let Ok(quote) = serde_json::from_str::<Quote>(json) else { return unreadable() };
@@ -700,13 +671,11 @@ fn apply_message(bus: &Bus, stats: &GatewayStats, symbol: &str, message: &str) {
     }
     let last = topic.seq();
     if quote.seq <= last {
-        stats.stale.fetch_add(1, Ordering::Relaxed);
-        return;
+        return; // a repeat (the last value read after a subscribe, or a resubscription)
     }
     if last != 0 && quote.seq > last + 1 {
         bus.link.seq_gap();
     }
-    stats.applied.fetch_add(1, Ordering::Relaxed);
     bus.apply_published(&topic, PublishedQuote::with_json(quote, json));
 }
 
