@@ -30,9 +30,13 @@ function subscribeInPage({ url, options }) {
     const socket = io(url, { reconnection: false, ...options });
     const timer = setTimeout(() => { socket.close(); reject(new Error(`timed out: ${JSON.stringify(out).slice(0, 400)}`)); }, 20000);
     socket.io.on('error', (e) => { out.error = String(e); });
-    socket.on('connect', async () => {
+    // The engine's first transport, taken when it opens: by Socket.IO's `connect` it may have
+    // upgraded already.
+    socket.io.on('open', () => {
       out.transports.push(socket.io.engine.transport.name);
       socket.io.engine.on('upgrade', (t) => out.transports.push(t.name));
+    });
+    socket.on('connect', async () => {
       out.ack = await socket.timeout(5000).emitWithAck('subscribe', { symbols: 'AAPL,MSFT,NOPE', throttle_ms: 300 });
     });
     socket.on('welcome', (w) => { out.welcome = w; });
