@@ -80,6 +80,8 @@ pub(crate) enum ApiErrorCode {
     FeedStopped,
     /// 504: a gateway forwarded feed control to the feed node, which did not answer in time.
     FeedTimeout,
+    /// 503: a gateway has its limit of feed control requests waiting for the feed node.
+    FeedBusy,
     /// 503: the WebSocket connection limit is reached (with `Retry-After`).
     TooManyConnections,
     /// 503: the server is shutting down.
@@ -98,7 +100,7 @@ impl ApiErrorCode {
             ApiErrorCode::Unsupported => StatusCode::CONFLICT,
             ApiErrorCode::RequestTimeout => StatusCode::REQUEST_TIMEOUT,
             ApiErrorCode::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
-            ApiErrorCode::FeedStopped | ApiErrorCode::TooManyConnections | ApiErrorCode::ShuttingDown => StatusCode::SERVICE_UNAVAILABLE,
+            ApiErrorCode::FeedStopped | ApiErrorCode::FeedBusy | ApiErrorCode::TooManyConnections | ApiErrorCode::ShuttingDown => StatusCode::SERVICE_UNAVAILABLE,
             ApiErrorCode::FeedTimeout => StatusCode::GATEWAY_TIMEOUT,
         }
     }
@@ -122,6 +124,7 @@ impl ApiErrorCode {
             ApiErrorCode::PayloadTooLarge => "payload_too_large",
             ApiErrorCode::FeedStopped => "feed_stopped",
             ApiErrorCode::FeedTimeout => "feed_timeout",
+            ApiErrorCode::FeedBusy => "feed_busy",
             ApiErrorCode::TooManyConnections => "too_many_connections",
             ApiErrorCode::ShuttingDown => "shutting_down",
         }

@@ -242,11 +242,17 @@ pub(crate) struct Link {
     seq_gaps: AtomicU64,
     /// Publishes a feed node merged into a symbol already waiting for Redis.
     conflated: AtomicU64,
+    /// Symbols a gateway saw published by two live feed nodes (an older one still publishing
+    /// after a newer one began): a misconfiguration, counted once per symbol and node.
+    duplicate_publishers: AtomicU64,
+    /// Times a gateway saw a symbol move to a newer feed node (a restart: seq began again).
+    feed_restarts: AtomicU64,
 }
 
 impl Default for Link {
     fn default() -> Link {
-        Link { connected: AtomicBool::new(true), reconnects: AtomicU64::new(0), seq_gaps: AtomicU64::new(0), conflated: AtomicU64::new(0) }
+        let zero = || AtomicU64::new(0);
+        Link { connected: AtomicBool::new(true), reconnects: zero(), seq_gaps: zero(), conflated: zero(), duplicate_publishers: zero(), feed_restarts: zero() }
     }
 }
 
@@ -283,6 +289,29 @@ impl Link {
     pub(crate) fn conflated(&self) -> u64 {
         self.conflated.load(Ordering::Relaxed)
     }
+
+    pub(crate) fn duplicate_publisher(&self) {
+        self.duplicate_publishers.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub(crate) fn duplicate_publishers(&self) -> u64 {
+        self.duplicate_publishers.load(Ordering::Relaxed)
+    }
+
+    pub(crate) fn feed_restart(&self) {
+        self.feed_restarts.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub(crate) fn feed_restarts(&self) -> u64 {
+        self.feed_restarts.load(Ordering::Relaxed)
+    }
+}
+
+/// What [`Bus::watch_topics`] reports: how many topics there are, and how many resyncs.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct TableVersion {
+    pub(crate) topics: usize,
+    pub(crate) resyncs: u64,
 }
 
 /// The in-process bus: the topic table plus the dispatch queue.
@@ -296,8 +325,9 @@ pub struct Bus {
     /// Sessions to wake after the next dispatch round, whatever topic it was for; each at most
     /// once (its `listed` flag), so bounded by the number of sessions.
     after_dispatch: Mutex<Vec<Weak<SessionSignal>>>,
-    /// Number of topics; changes tell wildcard subscribers to pick up new symbols.
-    topic_count: watch::Sender<usize>,
+    /// The topic table's version: new topics tell wildcard subscribers to pick up new
+    /// symbols; a resync tells every session to send its symbols again (see [`Bus::resync`]).
+    table: watch::Sender<TableVersion>,
 }
 
 impl Default for Bus {
@@ -315,7 +345,7 @@ impl Bus {
             dispatch_queue: Mutex::new(Vec::new()),
             dispatch_wake: Notify::new(),
             after_dispatch: Mutex::new(Vec::new()),
-            topic_count: watch::channel(0).0,
+            table: watch::channel(TableVersion::default()).0,
         }
     }
 
@@ -342,9 +372,17 @@ impl Bus {
         self.topics.read().expect("topic table lock").clone()
     }
 
-    /// A receiver that changes whenever a topic is added.
-    pub(crate) fn watch_topics(&self) -> watch::Receiver<usize> {
-        self.topic_count.subscribe()
+    /// A receiver that changes whenever a topic is added or the table is resynced.
+    pub(crate) fn watch_topics(&self) -> watch::Receiver<TableVersion> {
+        self.table.subscribe()
+    }
+
+    /// Tells every session that the latest values may have moved other than by publishing —
+    /// the bus came back after a gap, or a feed node restarted and its `seq` began again — so
+    /// each sends all its symbols' latest quotes again as a `"snapshot":true` batch, whatever
+    /// seq it last sent (a snapshot may repeat it). Nobody is left on a stale price.
+    pub(crate) fn resync(&self) {
+        self.table.send_modify(|version| version.resyncs += 1);
     }
 
     /// Registrations over every topic ([`Topic::arm`]), dead ones included until they fire or
@@ -361,7 +399,7 @@ impl Bus {
 
     /// Receivers of [`Bus::watch_topics`]: one per open session (watched as a client map).
     pub(crate) fn topic_watchers(&self) -> usize {
-        self.topic_count.receiver_count()
+        self.table.receiver_count()
     }
 
     /// Stores a quote stamped elsewhere (by this bus's [`Publisher::publish`], or by a remote
@@ -465,7 +503,7 @@ impl Publisher for Bus {
         let count = topics.len();
         drop(topics);
         drop(by_symbol);
-        self.topic_count.send_replace(count);
+        self.table.send_modify(|version| version.topics = count);
         Ok(topic)
     }
 

@@ -365,6 +365,7 @@ async fn control(
             "stopped" => ApiErrorCode::FeedStopped,
             "unsupported" => ApiErrorCode::Unsupported,
             "timeout" => ApiErrorCode::FeedTimeout,
+            "busy" => ApiErrorCode::FeedBusy,
             _ => ApiErrorCode::BadRequest,
         };
         ApiError::new(code, e.to_string())

@@ -141,6 +141,8 @@ pub struct Metrics {
     bus_reconnects: IntCounter,
     bus_seq_gaps: IntCounter,
     bus_conflated: IntCounter,
+    bus_duplicate_publishers: IntCounter,
+    bus_feed_restarts: IntCounter,
     quotes_published: IntCounterVec,
     quotes_delivered: IntCounter,
     quotes_conflated: IntCounter,
@@ -261,6 +263,8 @@ impl Metrics {
             bus_reconnects: register(r, IntCounter::new("bus_reconnects_total", "Times the Redis connection came back after being down.").unwrap()),
             bus_seq_gaps: register(r, IntCounter::new("bus_seq_gaps_total", "Gateway: quotes received more than one seq above the symbol's last.").unwrap()),
             bus_conflated: register(r, IntCounter::new("bus_conflated_total", "Feed node: publishes merged into a symbol still waiting to go to Redis.").unwrap()),
+            bus_duplicate_publishers: register(r, IntCounter::new("bus_duplicate_publishers_total", "Gateway: symbols seen published by two live feed nodes (an error: one feed node per symbol).").unwrap()),
+            bus_feed_restarts: register(r, IntCounter::new("bus_feed_restarts_total", "Gateway: symbols that moved to a newer feed node (a restart; their seq began again).").unwrap()),
             quotes_delivered: register(r, IntCounter::new("quotes_delivered_total", "Quotes sent to clients (snapshots included).").unwrap()),
             quotes_conflated: register(r, IntCounter::new("quotes_conflated_total", "Quotes merged away by throttling and conflation: published but superseded before a client got them.").unwrap()),
             frames_sent: register(r, IntCounter::new("frames_sent_total", "WebSocket frames handed to client sockets.").unwrap()),
@@ -399,7 +403,14 @@ impl Metrics {
             self.subscribed_symbols.set(subscribed as i64);
             let link = &bus.link;
             self.bus_connected.set(i64::from(link.is_connected()));
-            for (counter, now) in [(&self.bus_reconnects, link.reconnects()), (&self.bus_seq_gaps, link.seq_gaps()), (&self.bus_conflated, link.conflated())] {
+            let counters = [
+                (&self.bus_reconnects, link.reconnects()),
+                (&self.bus_seq_gaps, link.seq_gaps()),
+                (&self.bus_conflated, link.conflated()),
+                (&self.bus_duplicate_publishers, link.duplicate_publishers()),
+                (&self.bus_feed_restarts, link.feed_restarts()),
+            ];
+            for (counter, now) in counters {
                 counter.inc_by(now.saturating_sub(counter.get()));
             }
             for feed in feeds.iter() {

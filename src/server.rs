@@ -229,10 +229,10 @@ async fn start_bus(config: &Config, bus: &Arc<Bus>, instance: &str, shutdown: wa
         return Ok(Arc::new(Feeds::start(&config.feeds, bus.clone()).await?));
     }
     if !role.runs_feeds() {
-        let store = crate::bus::redis::gateway_node(&backend, &config.bus.bus_prefix, bus.clone()).await?;
+        let store = crate::bus::redis::gateway_node(&backend, &config.bus.bus_prefix, bus.clone(), shutdown).await?;
         return Ok(Arc::new(crate::feed::remote::follow(store, instance).await));
     }
-    let (publisher, store) = crate::bus::redis::feed_node(&backend, &config.bus.bus_prefix, bus.clone(), instance.to_string()).await?;
+    let (publisher, store) = crate::bus::redis::feed_node(&backend, &config.bus.bus_prefix, bus.clone(), instance.to_string(), shutdown.clone()).await?;
     let feeds = Arc::new(Feeds::start(&config.feeds, publisher).await?);
     crate::feed::remote::serve(feeds.clone(), store, shutdown).await;
     Ok(feeds)

@@ -9,7 +9,7 @@ use std::collections::BTreeMap;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use common::{Client, EVENT_TIMEOUT, http, http_json, start};
+use common::{Client, EVENT_TIMEOUT, http, http_at, http_json, start};
 use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -167,6 +167,65 @@ impl Drop for RedisServer {
     }
 }
 
+/// A node run as its own process (the test build of the binary), killed when dropped: its
+/// RSS is its own.
+struct Node {
+    child: Child,
+    addr: std::net::SocketAddr,
+}
+
+impl Node {
+    async fn start(args: &[&str]) -> Node {
+        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let addr: std::net::SocketAddr = ([127, 0, 0, 1], port).into();
+        let child = Command::new(env!("CARGO_BIN_EXE_tickerfeed"))
+            .args(["--bind", &addr.to_string()])
+            .args(args)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("the tickerfeed binary runs");
+        let mut node = Node { child, addr };
+        let deadline = tokio::time::Instant::now() + EVENT_TIMEOUT;
+        while TcpStream::connect(addr).await.is_err() {
+            assert!(node.running(), "tickerfeed {args:?} exited");
+            assert!(tokio::time::Instant::now() < deadline, "tickerfeed {args:?} does not listen on {addr}");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        node
+    }
+
+    fn running(&mut self) -> bool {
+        self.child.try_wait().unwrap().is_none()
+    }
+
+    /// Resident memory, KiB.
+    fn rss_kib(&self) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).unwrap();
+        status.lines().find_map(|l| l.strip_prefix("VmRSS:")).and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok()).expect("VmRSS")
+    }
+
+    async fn wait_ready(&self, status: u16, within: Duration) {
+        let since = tokio::time::Instant::now();
+        while http_at(self.addr, "GET", "/readyz", None).await.0 != status {
+            assert!(since.elapsed() < within, "/readyz on {} not {status} within {within:?}", self.addr);
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    async fn counter(&self, name: &str) -> u64 {
+        let text = http_at(self.addr, "GET", "/metrics", None).await.1;
+        text.lines().find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok()).unwrap_or_else(|| panic!("{name} in {text}"))
+    }
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
 async fn metrics(server: &tickerfeed::server::RunningServer) -> String {
     http(server, "GET", "/metrics", None).await.1
 }
@@ -194,7 +253,8 @@ async fn subscriber(server: &tickerfeed::server::RunningServer, symbols: &[&str]
     (client, seqs)
 }
 
-/// Live quotes until `count` have arrived: (symbol, seq) → last, checking seq rises per symbol.
+/// Live quotes until `count` have arrived: (symbol, seq) → last, checking seq rises per symbol
+/// (from a snapshot on: a resync's may repeat a seq, or start it again).
 async fn collect(client: &mut Client, count: usize) -> BTreeMap<(String, u64), f64> {
     let mut seen = BTreeMap::new();
     let mut last_seq: BTreeMap<String, u64> = BTreeMap::new();
@@ -203,12 +263,26 @@ async fn collect(client: &mut Client, count: usize) -> BTreeMap<(String, u64), f
         for quote in message["quotes"].as_array().unwrap() {
             let symbol = quote["symbol"].as_str().unwrap().to_string();
             let seq = quote["seq"].as_u64().unwrap();
+            if message["snapshot"] == true {
+                last_seq.insert(symbol, seq);
+                continue;
+            }
             let previous = last_seq.insert(symbol.clone(), seq).unwrap_or(0);
             assert!(seq > previous, "{symbol}: seq {seq} after {previous}");
             seen.insert((symbol, seq), quote["last"].as_f64().unwrap());
         }
     }
     seen
+}
+
+/// The next snapshot batch's first frame (symbol → seq), skipping live quotes.
+async fn next_snapshot(client: &mut Client) -> BTreeMap<String, u64> {
+    loop {
+        let message = client.recv_type("quotes").await;
+        if message["snapshot"] == true {
+            return message["quotes"].as_array().unwrap().iter().map(|q| (q["symbol"].as_str().unwrap().to_string(), q["seq"].as_u64().unwrap())).collect();
+        }
+    }
 }
 
 /// 200 live quotes on each client; the (symbol, seq) pairs both saw (at least 100), each with
@@ -268,9 +342,33 @@ async fn gateways_serve_the_feed_nodes_stream_and_a_late_gateway_has_snapshots_a
     let (status, body) = http_json(&first, "POST", "/api/feeds/sim/control", Some(r#"{"action":"pause"}"#)).await;
     assert_eq!((status, body["error"].as_str()), (504, Some("feed_timeout")), "{body}");
     assert!(asked.elapsed() >= Duration::from_millis(1900) && asked.elapsed() < Duration::from_secs(4), "answered after {:?}", asked.elapsed());
+    control_requests_beyond_64_are_refused_at_once(&first).await;
     for server in [second, first] {
         server.shutdown().await;
     }
+}
+
+/// With no feed node answering, 70 control requests at once: 64 wait and time out, the rest
+/// are refused at once — a gateway holds no more than 64.
+async fn control_requests_beyond_64_are_refused_at_once(gateway: &tickerfeed::server::RunningServer) {
+    let addr = gateway.addr;
+    let asked = tokio::time::Instant::now();
+    let mut requests = tokio::task::JoinSet::new();
+    for _ in 0..70 {
+        requests.spawn(async move {
+            let (status, body) = http_at(addr, "POST", "/api/feeds/sim/control", Some(r#"{"action":"pause"}"#)).await;
+            (status, serde_json::from_str::<Value>(&body).unwrap()["error"].as_str().unwrap_or_default().to_string(), asked.elapsed())
+        });
+    }
+    let mut answers: BTreeMap<(u16, String), Vec<Duration>> = BTreeMap::new();
+    while let Some(answer) = requests.join_next().await {
+        let (status, error, after) = answer.unwrap();
+        answers.entry((status, error)).or_default().push(after);
+    }
+    let busy = &answers[&(503, "feed_busy".to_string())];
+    let timed_out = &answers[&(504, "feed_timeout".to_string())];
+    assert_eq!((timed_out.len(), busy.len(), answers.len()), (64, 6, 2), "{answers:?}");
+    assert!(busy.iter().all(|after| *after < Duration::from_millis(1500)), "refused at once: {busy:?}");
 }
 
 /// A gateway subscribes to a symbol's channel when its first client subscribes, and drops it
@@ -298,8 +396,67 @@ async fn a_gateways_channels_follow_its_clients() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     eprintln!("channel dropped {:?} after the last client left", left.elapsed());
+
+    // A client of every symbol: one pattern subscription on one Redis, no channel per symbol.
+    let (mut everything, _) = subscriber(&node, &["*"]).await;
+    let quotes = collect(&mut everything, 200).await;
+    let symbols: std::collections::BTreeSet<&str> = quotes.keys().map(|(symbol, _)| symbol.as_str()).collect();
+    assert!(symbols.len() >= 20, "quotes of many symbols through the pattern: {symbols:?}");
+    assert_eq!(redis.command("PUBSUB NUMPAT").await.as_deref(), Some(":1"), "one pattern for `*`");
+    assert_eq!(redis.subscribers("AAPL").await, 0, "no channel per symbol beside the pattern");
+    drop(everything);
+    let left = tokio::time::Instant::now();
+    while redis.command("PUBSUB NUMPAT").await.as_deref() != Some(":0") {
+        assert!(left.elapsed() < Duration::from_secs(4), "the pattern is still subscribed {:?} after its client left", left.elapsed());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     node.shutdown().await;
     feed.shutdown().await;
+}
+
+/// A feed node that restarts (a new epoch) begins its seq again: clients on a gateway get a
+/// snapshot batch at the new seqs and follow on from there. Two feed nodes publishing one
+/// symbol are an error: counted, and the gateway follows the newer.
+#[actix_web::test]
+async fn a_feed_node_restart_resyncs_clients_and_two_feed_nodes_are_an_error() {
+    let redis = RedisServer::start().await;
+    let first = start(&["--bus", &redis.url(), "--role", "feed", "--sim-rate", "20000"]).await;
+    let node = gateway(&redis).await;
+    let (mut client, _) = subscriber(&node, &["AAPL", "MSFT"]).await;
+    // Until AAPL's seq is well above what a new feed node reaches in its first seconds.
+    let mut before = 0;
+    while before < 300 {
+        before = collect(&mut client, 20).await.keys().filter(|(symbol, _)| symbol == "AAPL").map(|(_, seq)| *seq).max().unwrap_or(before);
+    }
+    first.shutdown().await;
+    let second = start(&["--bus", &redis.url(), "--role", "feed", "--sim-rate", "200"]).await;
+    let restarted = tokio::time::Instant::now();
+    let snapshot = tokio::time::timeout(Duration::from_secs(5), next_snapshot(&mut client)).await.expect("a snapshot batch after the feed node's restart");
+    eprintln!("snapshot {:?} after the new feed node started: {snapshot:?}", restarted.elapsed());
+    assert!(snapshot["AAPL"] < before, "AAPL's seq began again: {} after {before}", snapshot["AAPL"]);
+    let after = collect(&mut client, 5).await;
+    assert!(after.keys().all(|(_, seq)| *seq < before), "live quotes follow the new seqs: {after:?}");
+    let text = metrics(&node).await;
+    assert!(text.lines().any(|l| l.starts_with("tickerfeed_bus_feed_restarts_total ") && !l.ends_with(" 0")), "{text}");
+    assert!(text.contains("tickerfeed_bus_duplicate_publishers_total 0"), "a restart is no duplicate");
+
+    // A third feed node while the second still runs: both publish AAPL.
+    let third = start(&["--bus", &redis.url(), "--role", "feed", "--sim-rate", "200"]).await;
+    let deadline = tokio::time::Instant::now() + EVENT_TIMEOUT;
+    loop {
+        let text = metrics(&node).await;
+        let duplicates = text.lines().find_map(|l| l.strip_prefix("tickerfeed_bus_duplicate_publishers_total ")).and_then(|n| n.parse::<u64>().ok());
+        if duplicates.is_some_and(|n| n >= 1) {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "two feed nodes on one symbol were not counted");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // The client follows one feed node's seq, never both interleaved.
+    collect(&mut client, 6).await;
+    for server in [third, second, node] {
+        server.shutdown().await;
+    }
 }
 
 #[actix_web::test]
@@ -307,9 +464,9 @@ async fn delivery_resumes_after_redis_restarts_empty() {
     let redis = RedisServer::start().await;
     let feed = feed_node(&redis).await;
     let gateway_node = gateway(&redis).await;
-    let (mut client, _) = subscriber(&gateway_node, &["AAPL"]).await;
+    let (mut client, _) = subscriber(&gateway_node, &["AAPL", "MSFT"]).await;
     let before = collect(&mut client, 5).await;
-    let last_before = before.keys().map(|(_, seq)| *seq).max().unwrap();
+    let last_before = before.keys().filter(|(symbol, _)| symbol == "AAPL").map(|(_, seq)| *seq).max().unwrap_or(0);
 
     let ready = |server| async move { http(server, "GET", "/readyz", None).await.0 };
     assert_eq!((ready(&feed).await, ready(&gateway_node).await), (200, 200));
@@ -325,12 +482,17 @@ async fn delivery_resumes_after_redis_restarts_empty() {
     eprintln!("both nodes not ready {:?} after Redis stopped", stopped.elapsed());
     assert!(metrics(&gateway_node).await.contains("tickerfeed_bus_connected 0"));
     let redis = RedisServer::start_on(port).await;
-    // The client stays connected and gets newer quotes within 5 s of Redis's return.
+    // The client stays connected, gets every symbol again as a snapshot batch, then newer
+    // quotes, within 5 s of Redis's return.
     let started = tokio::time::Instant::now();
+    let snapshot = tokio::time::timeout(Duration::from_secs(5), next_snapshot(&mut client)).await.expect("a snapshot batch within 5 s of Redis's restart");
+    assert_eq!(snapshot.keys().collect::<Vec<_>>(), ["AAPL", "MSFT"], "every subscribed symbol");
+    assert!(snapshot["AAPL"] >= last_before, "{snapshot:?} after seq {last_before}");
+    eprintln!("snapshot batch {:?} after the restart", started.elapsed());
     let after = tokio::time::timeout(Duration::from_secs(5), async {
         loop {
             let quotes = collect(&mut client, 1).await;
-            if let Some(((_, seq), _)) = quotes.iter().find(|((_, seq), _)| *seq > last_before + 1) {
+            if let Some(((_, seq), _)) = quotes.iter().find(|((symbol, seq), _)| symbol == "AAPL" && *seq > last_before + 1) {
                 return *seq;
             }
         }
@@ -359,6 +521,42 @@ async fn delivery_resumes_after_redis_restarts_empty() {
     }
     gateway_node.shutdown().await;
     feed.shutdown().await;
+}
+
+/// Four Redis outages of a second each, with the feed node publishing 5,000 quotes/s through
+/// them and a gateway client of every symbol: no node exits, each outage ends in a snapshot
+/// batch and live quotes, the feed node merged what Redis could not take, and neither node's
+/// RSS grows from the second round to the last.
+#[actix_web::test]
+async fn nodes_stay_flat_across_redis_restarts() {
+    let mut redis = RedisServer::start().await;
+    let feed = Node::start(&["--bus", &redis.url(), "--role", "feed", "--sim-rate", "5000"]).await;
+    let gateway = Node::start(&["--bus", &redis.url(), "--role", "gateway"]).await;
+    let mut client = Client::connect_at(gateway.addr, "/ws").await;
+    client.recv_type("welcome").await;
+    client.send(json!({"op":"subscribe","symbols":["*"],"throttle_ms":0})).await;
+    client.recv_type("subscribed").await;
+    collect(&mut client, 100).await;
+    let mut rss = Vec::new();
+    let (mut feed, mut gateway) = (feed, gateway);
+    for round in 0..4 {
+        let port = redis.stop();
+        feed.wait_ready(503, Duration::from_secs(2)).await;
+        gateway.wait_ready(503, Duration::from_secs(2)).await;
+        // The outage itself: a second of publishing that Redis cannot take.
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        redis = RedisServer::start_on(port).await;
+        tokio::time::timeout(Duration::from_secs(5), next_snapshot(&mut client)).await.unwrap_or_else(|_| panic!("round {round}: no snapshot within 5 s"));
+        tokio::time::timeout(Duration::from_secs(5), collect(&mut client, 100)).await.unwrap_or_else(|_| panic!("round {round}: no live quotes within 5 s"));
+        assert!(feed.running() && gateway.running(), "round {round}: a node exited");
+        rss.push((feed.rss_kib(), gateway.rss_kib()));
+    }
+    eprintln!("RSS (feed node, gateway) after each outage, KiB: {rss:?}");
+    for (name, first, last) in [("feed node", rss[1].0, rss[3].0), ("gateway", rss[1].1, rss[3].1)] {
+        assert!(last < first + 4096, "{name}: RSS grew from {first} KiB to {last} KiB over two outages");
+    }
+    assert!(feed.counter("tickerfeed_bus_conflated_total").await > 0, "the feed node merged publishes while Redis was away");
+    assert_eq!(gateway.counter("tickerfeed_bus_reconnects_total").await, 4);
 }
 
 /// The same identical-streams check on a three-node Redis Cluster: sharded pub/sub, each

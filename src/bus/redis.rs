@@ -5,7 +5,8 @@
 //! Names, under `--bus-prefix` (`P`); every per-symbol name carries the symbol as its hash tag,
 //! so on a Cluster a symbol's channel and last value live on one shard and no single key is hot:
 //! - `P:quotes:{SYM}`: the channel of a symbol's quotes (`SPUBLISH` on a Cluster). A message
-//!   is the publishing node's id, one space, and the quote's JSON exactly as clients get it.
+//!   is `EPOCH NODE JSON`: the publishing feed node's epoch (Redis's clock at its start, in
+//!   µs), its id, and the quote's JSON exactly as clients get it.
 //! - `P:quote:{SYM}`: the symbol's last value, the same message (written with each publish).
 //! - `P:symbols`: a hash, symbol → `{"name","sector","feed"}`, the registry gateways build their
 //!   topic table from.
@@ -15,9 +16,12 @@
 //!   (a dirty flag): a publish while the symbol is already waiting merges into it, counted as
 //!   conflated, and the writer sends each symbol's latest value when it gets to it. While Redis
 //!   is away the outbox keeps conflating and `seq` keeps advancing.
-//! - **A gateway applies a symbol's quotes in `seq` order.** A quote whose seq is not above the
-//!   topic's is dropped (a repeat after a resubscribe); `seq` and `pt` are the feed node's, so
-//!   every gateway serves the same (symbol, seq, last) stream, and a gap shows in `seq`.
+//! - **A gateway applies a symbol's quotes in `seq` order, from one feed node.** A quote whose
+//!   seq is not above the topic's is dropped (a repeat after a resubscribe); `seq` and `pt` are
+//!   the feed node's, so every gateway serves the same (symbol, seq, last) stream, and a gap
+//!   shows in `seq`. A quote from a newer epoch is a restarted feed node: followed from its
+//!   first seq, and every session resyncs (`Bus::resync`). One from an older epoch while the
+//!   newer publishes is a second feed node on the symbol: an error, logged, counted, dropped.
 //! - **Nothing is queued on the way in either.** Redis's push messages are applied to the
 //!   topic table as they are read (the push sender is a function, not a channel).
 
@@ -74,6 +78,19 @@ impl Names {
     /// `P:feeds`: feed name → its state's JSON.
     pub(crate) fn feeds(&self) -> String {
         format!("{}:feeds", self.prefix)
+    }
+
+    /// The pattern of every symbol's quote channel (one Redis only: a Cluster has no sharded
+    /// pattern subscription). The prefix's own glob characters are escaped.
+    pub(crate) fn every_channel(&self) -> String {
+        let mut pattern = String::with_capacity(self.prefix.len() + 12);
+        for c in self.prefix.chars() {
+            if matches!(c, '*' | '?' | '[' | ']' | '\\') {
+                pattern.push('\\');
+            }
+            pattern.push(c);
+        }
+        pattern + ":quotes:{*}"
     }
 
     /// The symbol of a quote channel's name, if it is one of ours.
@@ -192,6 +209,15 @@ impl Connection {
         }
     }
 
+    /// Redis's clock, in µs since the Unix epoch: one clock for every node.
+    async fn time(&mut self) -> ::redis::RedisResult<u64> {
+        let (seconds, micros): (u64, u64) = match self {
+            Connection::Single(c) => ::redis::cmd("TIME").query_async(c).await?,
+            Connection::Cluster(c) => ::redis::cmd("TIME").query_async(c).await?,
+        };
+        Ok(seconds * 1_000_000 + micros)
+    }
+
     async fn ping(&mut self) -> ::redis::RedisResult<()> {
         let ping = ::redis::cmd("PING");
         match self {
@@ -226,6 +252,21 @@ impl Connection {
         }
     }
 
+    /// Subscribes to a pattern (one Redis only).
+    async fn psubscribe(&mut self, pattern: &str) -> ::redis::RedisResult<()> {
+        match self {
+            Connection::Single(c) => c.psubscribe(pattern).await,
+            Connection::Cluster(_) => unreachable!("a Cluster has no sharded pattern subscription"),
+        }
+    }
+
+    async fn punsubscribe(&mut self, pattern: &str) -> ::redis::RedisResult<()> {
+        match self {
+            Connection::Single(c) => c.punsubscribe(pattern).await,
+            Connection::Cluster(_) => unreachable!("a Cluster has no sharded pattern subscription"),
+        }
+    }
+
     fn is_cluster(&self) -> bool {
         matches!(self, Connection::Cluster(_))
     }
@@ -247,10 +288,13 @@ fn deliver(inbox: &Inbox, channel: &str, message: &str) -> bool {
 
 /// The (channel, message) of a pub/sub push, if it is one and both are text.
 fn message_of(info: &PushInfo) -> Option<(&str, &str)> {
-    if !matches!(info.kind, PushKind::Message | PushKind::SMessage) {
+    let (Value::BulkString(channel), Value::BulkString(message)) = (match (&info.kind, info.data.as_slice()) {
+        (PushKind::Message | PushKind::SMessage, [channel, message]) => (channel, message),
+        (PushKind::PMessage, [_pattern, channel, message]) => (channel, message),
+        _ => return None,
+    }) else {
         return None;
-    }
-    let [Value::BulkString(channel), Value::BulkString(message)] = info.data.as_slice() else { return None };
+    };
     Some((std::str::from_utf8(channel).ok()?, std::str::from_utf8(message).ok()?))
 }
 
@@ -387,7 +431,7 @@ const REGISTRY_CHECK: Duration = Duration::from_secs(2);
 const BATCH: usize = 512;
 
 /// Connects a feed node to Redis: its publisher (for the feeds) and the writer task.
-pub(crate) async fn feed_node(backend: &Backend, prefix: &str, bus: Arc<Bus>, node: String) -> Result<(Arc<RedisPublisher>, Store), RedisError> {
+pub(crate) async fn feed_node(backend: &Backend, prefix: &str, bus: Arc<Bus>, node: String, shutdown: Shutdown) -> Result<(Arc<RedisPublisher>, Store), RedisError> {
     let outbox = Arc::new(Outbox::default());
     let inbox = Inbox::default();
     let dropped = {
@@ -404,10 +448,12 @@ pub(crate) async fn feed_node(backend: &Backend, prefix: &str, bus: Arc<Bus>, no
             }
         }
     };
-    let connection = Connection::open(backend, dropped).await?;
+    let mut connection = Connection::open(backend, dropped).await?;
+    let url = url_of(backend);
+    let epoch = connection.time().await.map_err(|source| RedisError::Connect { url, source })?;
     let publisher = Arc::new(RedisPublisher { bus: bus.clone(), outbox: outbox.clone() });
     let store = Store { connection: connection.clone(), names: Names::new(prefix), inbox };
-    tokio::spawn(write_loop(connection, Names::new(prefix), bus, outbox, node));
+    tokio::spawn(until_shutdown(shutdown, write_loop(connection, Names::new(prefix), bus, outbox, format!("{epoch} {node}"))));
     Ok((publisher, store))
 }
 
@@ -416,7 +462,7 @@ pub(crate) async fn feed_node(backend: &Backend, prefix: &str, bus: Arc<Bus>, no
 /// may already have merged) and the writer waits for the connection to come back; then it
 /// writes the whole registry and every symbol's last value again, since the Redis it finds may
 /// be a restarted one that lost them.
-async fn write_loop(mut connection: Connection, names: Names, bus: Arc<Bus>, outbox: Arc<Outbox>, node: String) {
+async fn write_loop(mut connection: Connection, names: Names, bus: Arc<Bus>, outbox: Arc<Outbox>, origin: String) {
     let mut batch = Vec::new();
     let mut registered: Vec<(String, RegistryEntry)> = Vec::new();
     // Every symbol this node registered: what a rewrite writes.
@@ -470,7 +516,7 @@ async fn write_loop(mut connection: Connection, names: Names, bus: Arc<Bus>, out
             for &id in chunk {
                 let Some(topic) = bus.topic_by_id(id) else { continue };
                 let Some(quote) = topic.latest() else { continue };
-                let message = format!("{node} {}", quote.json());
+                let message = format!("{origin} {}", quote.json());
                 if connection.is_cluster() {
                     let mut pipe = ::redis::pipe();
                     pipe.cmd("SPUBLISH").arg(names.channel(&topic.symbol)).arg(&message).ignore();
@@ -510,25 +556,77 @@ async fn write_loop(mut connection: Connection, names: Names, bus: Arc<Bus>, out
 /// Connects a gateway to Redis: builds the local topic table from the registry and applies
 /// each symbol's last value (so REST and snapshots are served at once), then follows what
 /// local clients subscribe to (see [`run_gateway`]).
-pub(crate) async fn gateway_node(backend: &Backend, prefix: &str, bus: Arc<Bus>) -> Result<Store, RedisError> {
+pub(crate) async fn gateway_node(backend: &Backend, prefix: &str, bus: Arc<Bus>, shutdown: Shutdown) -> Result<Store, RedisError> {
     let names = Names::new(prefix);
-    let url = match backend {
-        Backend::Redis(url) => url.clone(),
-        Backend::Cluster(nodes) => nodes.join(","),
-        Backend::Memory => unreachable!("the memory bus has no gateway"),
-    };
+    let url = url_of(backend);
     let inbox = Inbox::default();
+    let origins = Arc::new(Origins::default());
     let push = {
-        let (bus, names, inbox) = (bus.clone(), names.clone(), inbox.clone());
-        move |info: PushInfo| on_push(&bus, &names, &inbox, info)
+        let (bus, names, inbox, origins) = (bus.clone(), names.clone(), inbox.clone(), origins.clone());
+        move |info: PushInfo| on_push(&bus, &names, &inbox, &origins, info)
     };
     let mut connection = Connection::open(backend, push).await?;
     let symbols = follow_registry(&mut connection, &names, &bus).await.map_err(|source| RedisError::Registry { url: url.clone(), key: names.registry(), source })?;
-    refresh_last_values(&mut connection, &names, &bus, &bus.topics()).await;
+    let gateway = Gateway { names: names.clone(), bus, origins };
+    gateway.refresh_last_values(&mut connection, &gateway.bus.topics()).await;
     tracing::info!(symbols, "bus: gateway on {url}");
-    let store = Store { connection: connection.clone(), names: names.clone(), inbox };
-    tokio::spawn(run_gateway(connection, names, bus));
+    let store = Store { connection: connection.clone(), names, inbox };
+    tokio::spawn(until_shutdown(shutdown, run_gateway(connection, gateway)));
     Ok(store)
+}
+
+/// The server's shutdown signal: `true` once it stops.
+type Shutdown = tokio::sync::watch::Receiver<bool>;
+
+/// Runs a node's Redis task until the server shuts down: a stopped feed node publishes nothing
+/// more (another may take over its symbols), a stopped gateway listens to nothing.
+async fn until_shutdown(mut shutdown: Shutdown, task: impl std::future::Future<Output = ()>) {
+    tokio::select! {
+        _ = shutdown.wait_for(|stopping| *stopping) => {}
+        () = task => {}
+    }
+}
+
+/// A backend's address, for messages.
+fn url_of(backend: &Backend) -> String {
+    match backend {
+        Backend::Redis(url) => url.clone(),
+        Backend::Cluster(nodes) => nodes.join(","),
+        Backend::Memory => "memory".to_string(),
+    }
+}
+
+/// What a gateway's loop and its push handler share.
+struct Gateway {
+    names: Names,
+    bus: Arc<Bus>,
+    origins: Arc<Origins>,
+}
+
+/// Which feed node each symbol follows: the newest to publish it (the highest epoch). One
+/// entry per topic, so bounded by the registry.
+#[derive(Default)]
+struct Origins {
+    by_topic: Mutex<HashMap<TopicId, Origin>>,
+    /// Set when a symbol moved to a newer feed node; the gateway's loop resyncs the sessions.
+    restarted: AtomicBool,
+    /// The newest epoch logged as a restart (one line per restart, not one per symbol).
+    logged: std::sync::atomic::AtomicU64,
+}
+
+struct Origin {
+    epoch: u64,
+    node: Box<str>,
+    /// An older epoch already reported publishing this symbol beside this one.
+    reported: u64,
+}
+
+/// Whether a quote came live (pub/sub) or from a last value read back: only a live one from
+/// an older feed node shows that node is still publishing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Arrival {
+    Live,
+    Read,
 }
 
 /// Registers the registry's symbols not known yet; returns how many the registry holds.
@@ -545,14 +643,16 @@ async fn follow_registry(connection: &mut Connection, names: &Names, bus: &Bus) 
     Ok(registry.len())
 }
 
-/// Reads the last values of `topics` and applies each that is newer than the local one.
-async fn refresh_last_values(connection: &mut Connection, names: &Names, bus: &Bus, topics: &[Arc<Topic>]) {
-    for chunk in topics.chunks(BATCH) {
-        let keys: Vec<String> = chunk.iter().map(|topic| names.last_value(&topic.symbol)).collect();
-        let Ok(values) = connection.get_many(&keys).await else { return };
-        for (topic, value) in chunk.iter().zip(values) {
-            if let Some(message) = value {
-                apply_message(bus, &topic.symbol, &message);
+impl Gateway {
+    /// Reads the last values of `topics` and applies each that is newer than the local one.
+    async fn refresh_last_values(&self, connection: &mut Connection, topics: &[Arc<Topic>]) {
+        for chunk in topics.chunks(BATCH) {
+            let keys: Vec<String> = chunk.iter().map(|topic| self.names.last_value(&topic.symbol)).collect();
+            let Ok(values) = connection.get_many(&keys).await else { return };
+            for (topic, value) in chunk.iter().zip(values) {
+                if let Some(message) = value {
+                    apply_message(&self.bus, &self.origins, &topic.symbol, &message, Arrival::Read);
+                }
             }
         }
     }
@@ -572,6 +672,99 @@ const PING_TIMEOUT: Duration = Duration::from_secs(1);
 /// (for REST), and the registry followed for new symbols.
 const REFRESH_INTERVAL: Duration = Duration::from_secs(1);
 
+/// What a gateway listens to on Redis, following its local subscribers.
+#[derive(Default)]
+struct Listening {
+    /// Symbols' channels: `None` while a local client wants them, else since when none does.
+    channels: HashMap<TopicId, Option<tokio::time::Instant>>,
+    /// The pattern over every symbol's channel, on one Redis while local clients want every
+    /// symbol (a `*` subscriber): one subscription for the lot, new symbols included. The
+    /// same idle mark as a channel's.
+    pattern: Option<Option<tokio::time::Instant>>,
+}
+
+impl Listening {
+    /// Whether a symbol's quotes arrive live, for a local client that wants them.
+    fn hears(&self, id: TopicId) -> bool {
+        self.pattern.is_some() || self.channels.get(&id).is_some_and(Option::is_none)
+    }
+
+    async fn follow(&mut self, connection: &mut Connection, gateway: &Gateway, topics: &[Arc<Topic>], now: tokio::time::Instant) {
+        let names = &gateway.names;
+        let every_symbol = !connection.is_cluster() && !topics.is_empty() && topics.iter().all(|t| t.subscribers() > 0);
+        let keep_pattern = match (every_symbol, &mut self.pattern) {
+            (true, Some(idle)) => {
+                *idle = None;
+                true
+            }
+            (true, None) => match connection.psubscribe(&names.every_channel()).await {
+                Ok(()) => {
+                    self.pattern = Some(None);
+                    gateway.refresh_last_values(connection, topics).await;
+                    // The pattern carries every channel now; a message on both would be
+                    // applied once (by its seq) but read twice.
+                    let list: Vec<String> = self.channels.keys().filter_map(|&id| gateway.bus.topic_by_id(id)).map(|t| names.channel(&t.symbol)).collect();
+                    if list.is_empty() || connection.unsubscribe(&list).await.is_ok() {
+                        self.channels.clear();
+                    }
+                    true
+                }
+                Err(e) => {
+                    tracing::warn!("bus: subscribing to {}: {e}", names.every_channel());
+                    false
+                }
+            },
+            (false, Some(idle @ None)) => {
+                *idle = Some(now);
+                true
+            }
+            (false, Some(Some(since))) => now.duration_since(*since) < UNSUBSCRIBE_AFTER,
+            (false, None) => false,
+        };
+        if keep_pattern {
+            return;
+        }
+        let (mut subscribe, mut unsubscribe) = (Vec::new(), Vec::new());
+        for topic in topics {
+            let wanted = topic.subscribers() > 0;
+            match (wanted, self.channels.get_mut(&topic.id)) {
+                (true, None) => subscribe.push(topic.clone()),
+                (true, Some(idle)) => *idle = None,
+                (false, Some(idle @ None)) => *idle = Some(now),
+                (false, Some(Some(since))) if now.duration_since(*since) >= UNSUBSCRIBE_AFTER => unsubscribe.push(topic.clone()),
+                _ => {}
+            }
+        }
+        let mut subscribed = true;
+        if !subscribe.is_empty() {
+            let list: Vec<String> = subscribe.iter().map(|t| names.channel(&t.symbol)).collect();
+            match connection.subscribe(&list).await {
+                Ok(()) => {
+                    self.channels.extend(subscribe.iter().map(|t| (t.id, None)));
+                    gateway.refresh_last_values(connection, &subscribe).await;
+                }
+                Err(e) => {
+                    subscribed = false;
+                    tracing::warn!("bus: subscribing to {} channels: {e}", list.len());
+                }
+            }
+        }
+        if !unsubscribe.is_empty() {
+            let list: Vec<String> = unsubscribe.iter().map(|t| names.channel(&t.symbol)).collect();
+            if connection.unsubscribe(&list).await.is_ok() {
+                for topic in &unsubscribe {
+                    self.channels.remove(&topic.id);
+                }
+            }
+        }
+        // Leaving the pattern: only once the wanted channels are subscribed, so nothing wanted
+        // goes unheard in between.
+        if self.pattern.is_some() && subscribed && connection.punsubscribe(&names.every_channel()).await.is_ok() {
+            self.pattern = None;
+        }
+    }
+}
+
 /// The gateway's loop. It holds the connection (the subscriptions live on it) and:
 /// - subscribes to a symbol's channel when a local client subscribes to it, reading its last
 ///   value right after (a quote published in between is in the value or arrives after it, and
@@ -582,43 +775,18 @@ const REFRESH_INTERVAL: Duration = Duration::from_secs(1);
 ///   nobody is left on a price published while the gateway was cut off;
 /// - refreshes the other symbols' last values and follows the registry every
 ///   [`REFRESH_INTERVAL`].
-async fn run_gateway(mut connection: Connection, names: Names, bus: Arc<Bus>) {
-    // Subscribed channels: `None` while a local client wants them, else since when none does.
-    let mut channels: HashMap<TopicId, Option<tokio::time::Instant>> = HashMap::new();
+async fn run_gateway(mut connection: Connection, gateway: Gateway) {
+    let (names, bus) = (&gateway.names, &gateway.bus);
+    let mut listening = Listening::default();
     let mut next_health = tokio::time::Instant::now() + HEALTH_INTERVAL;
     let mut next_refresh = tokio::time::Instant::now() + REFRESH_INTERVAL;
     loop {
         tokio::time::sleep(FOLLOW_INTERVAL).await;
         let now = tokio::time::Instant::now();
         let topics = bus.topics();
-        let (mut subscribe, mut unsubscribe) = (Vec::new(), Vec::new());
-        for topic in &topics {
-            let wanted = topic.subscribers() > 0;
-            match (wanted, channels.get_mut(&topic.id)) {
-                (true, None) => subscribe.push(topic.clone()),
-                (true, Some(idle)) => *idle = None,
-                (false, Some(idle @ None)) => *idle = Some(now),
-                (false, Some(Some(since))) if now.duration_since(*since) >= UNSUBSCRIBE_AFTER => unsubscribe.push(topic.clone()),
-                _ => {}
-            }
-        }
-        if !subscribe.is_empty() {
-            let list: Vec<String> = subscribe.iter().map(|t| names.channel(&t.symbol)).collect();
-            match connection.subscribe(&list).await {
-                Ok(()) => {
-                    channels.extend(subscribe.iter().map(|t| (t.id, None)));
-                    refresh_last_values(&mut connection, &names, &bus, &subscribe).await;
-                }
-                Err(e) => tracing::warn!("bus: subscribing to {} channels: {e}", list.len()),
-            }
-        }
-        if !unsubscribe.is_empty() {
-            let list: Vec<String> = unsubscribe.iter().map(|t| names.channel(&t.symbol)).collect();
-            if connection.unsubscribe(&list).await.is_ok() {
-                for topic in &unsubscribe {
-                    channels.remove(&topic.id);
-                }
-            }
+        listening.follow(&mut connection, &gateway, &topics, now).await;
+        if gateway.origins.restarted.swap(false, Ordering::AcqRel) {
+            bus.resync();
         }
         if now >= next_health {
             next_health = now + HEALTH_INTERVAL;
@@ -627,23 +795,26 @@ async fn run_gateway(mut connection: Connection, names: Names, bus: Arc<Bus>) {
             let was_up = bus.link.is_connected();
             bus.link.set_connected(up);
             if up && !was_up {
-                tracing::info!("bus: the Redis connection is back; reading every symbol's last value");
-                refresh_last_values(&mut connection, &names, &bus, &topics).await;
+                tracing::info!("bus: the Redis connection is back; reading every symbol's last value and resending them to clients");
+                gateway.refresh_last_values(&mut connection, &topics).await;
+                // Whatever was published meanwhile is in the last values: every session gets
+                // its symbols again as a snapshot, so none is left on a price from before.
+                bus.resync();
             } else if !up && was_up {
                 tracing::warn!("bus: Redis does not answer; reconnecting");
             }
         }
         if now >= next_refresh {
             next_refresh = now + REFRESH_INTERVAL;
-            if follow_registry(&mut connection, &names, &bus).await.is_ok() {
-                let idle: Vec<Arc<Topic>> = bus.topics().into_iter().filter(|t| channels.get(&t.id).is_none_or(Option::is_some)).collect();
-                refresh_last_values(&mut connection, &names, &bus, &idle).await;
+            if follow_registry(&mut connection, names, bus).await.is_ok() {
+                let idle: Vec<Arc<Topic>> = bus.topics().into_iter().filter(|t| !listening.hears(t.id)).collect();
+                gateway.refresh_last_values(&mut connection, &idle).await;
             }
         }
     }
 }
 
-fn on_push(bus: &Bus, names: &Names, inbox: &Inbox, info: PushInfo) {
+fn on_push(bus: &Bus, names: &Names, inbox: &Inbox, origins: &Origins, info: PushInfo) {
     if info.kind == PushKind::Disconnection {
         bus.link.set_connected(false);
         tracing::warn!("bus: the Redis connection dropped; reconnecting");
@@ -651,7 +822,7 @@ fn on_push(bus: &Bus, names: &Names, inbox: &Inbox, info: PushInfo) {
     }
     let Some((channel, message)) = message_of(&info) else { return };
     match names.symbol_of(channel) {
-        Some(symbol) => apply_message(bus, symbol, message),
+        Some(symbol) => apply_message(bus, origins, symbol, message, Arrival::Live),
         None => {
             if !deliver(inbox, channel, message) {
                 tracing::debug!("bus: a message on {channel}, which nothing here listens to");
@@ -660,20 +831,45 @@ fn on_push(bus: &Bus, names: &Names, inbox: &Inbox, info: PushInfo) {
     }
 }
 
-/// Applies one message (`node json`) of `symbol` to the local topic table, in seq order.
-fn apply_message(bus: &Bus, symbol: &str, message: &str) {
+/// Applies one message (`EPOCH NODE JSON`) of `symbol` to the local topic table: in seq order
+/// from the symbol's feed node, from the first seq of a newer one (a restart).
+fn apply_message(bus: &Bus, origins: &Origins, symbol: &str, message: &str, arrival: Arrival) {
     let unreadable = || tracing::debug!("bus: an unreadable message for {symbol}: {message}");
-    let Some((_node, json)) = message.split_once(' ') else { return unreadable() };
+    let mut fields = message.splitn(3, ' ');
+    let (Some(epoch), Some(node), Some(json)) = (fields.next(), fields.next(), fields.next()) else { return unreadable() };
+    let Ok(epoch) = epoch.parse::<u64>() else { return unreadable() };
     let Some(topic) = bus.topic(symbol) else { return unreadable() };
     let Ok(quote) = serde_json::from_str::<Quote>(json) else { return unreadable() };
     if *quote.symbol != *symbol {
         return unreadable();
     }
+    let restarted = {
+        let mut by_topic = origins.by_topic.lock().expect("origins lock");
+        let origin = by_topic.entry(topic.id).or_insert_with(|| Origin { epoch, node: node.into(), reported: 0 });
+        if epoch > origin.epoch {
+            if origins.logged.fetch_max(epoch, Ordering::AcqRel) < epoch {
+                tracing::info!("bus: feed node {node} publishes in place of {} (a restart): its seq starts again; clients get snapshots", origin.node);
+            }
+            *origin = Origin { epoch, node: node.into(), reported: 0 };
+            true
+        } else if epoch < origin.epoch {
+            if arrival == Arrival::Live && origin.reported != epoch {
+                origin.reported = epoch;
+                bus.link.duplicate_publisher();
+                tracing::error!("bus: {symbol} is published by two feed nodes, {node} and {} (started later): one feed node per symbol; following {}", origin.node, origin.node);
+            }
+            return;
+        } else {
+            false
+        }
+    };
     let last = topic.seq();
-    if quote.seq <= last {
+    if restarted {
+        bus.link.feed_restart();
+        origins.restarted.store(true, Ordering::Release);
+    } else if quote.seq <= last {
         return; // a repeat (the last value read after a subscribe, or a resubscription)
-    }
-    if last != 0 && quote.seq > last + 1 {
+    } else if last != 0 && quote.seq > last + 1 {
         bus.link.seq_gap();
     }
     bus.apply_published(&topic, PublishedQuote::with_json(quote, json));
@@ -692,6 +888,8 @@ mod tests {
         assert_eq!(names.symbol_of("tf:quotes:{BRK.B}"), Some("BRK.B"));
         assert_eq!(names.symbol_of("other:quotes:{AAPL}"), None);
         assert_eq!(names.symbol_of("tf:quote:{AAPL}"), None);
+        assert_eq!(names.every_channel(), "tf:quotes:{*}");
+        assert_eq!(Names::new("a*b[1]").every_channel(), r"a\*b\[1\]:quotes:{*}", "the prefix is matched literally");
     }
 
     #[test]

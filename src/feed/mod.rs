@@ -230,6 +230,9 @@ pub(crate) enum ControlError {
     /// A gateway forwarded the command to the feed node through Redis and had no answer in time.
     #[error("feed '{0}': the feed node did not answer within 2 s (is it running, and Redis up?)")]
     Timeout(String),
+    /// A gateway already has its limit of control requests waiting for the feed node.
+    #[error("feed '{0}': {1} control requests already wait for the feed node; retry shortly")]
+    Busy(String, usize),
     /// The feed node refused the command: its kind ([`ControlError::kind`]) and message.
     #[error("{message}")]
     Remote { kind: String, message: String },
@@ -237,12 +240,13 @@ pub(crate) enum ControlError {
 
 impl ControlError {
     /// What kind of refusal this is, the same on every node: `stopped`, `unsupported`,
-    /// `timeout` or `invalid` (a speed or seek target the feed refuses).
+    /// `timeout`, `busy` or `invalid` (a speed or seek target the feed refuses).
     pub(crate) fn kind(&self) -> &str {
         match self {
             ControlError::Stopped(_) => "stopped",
             ControlError::Unsupported(..) => "unsupported",
             ControlError::Timeout(_) => "timeout",
+            ControlError::Busy(..) => "busy",
             ControlError::InvalidSpeed { .. } | ControlError::SeekOutOfRange { .. } => "invalid",
             ControlError::Remote { kind, .. } => kind,
         }

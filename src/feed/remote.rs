@@ -151,7 +151,7 @@ async fn keep_up(mut store: Store, mut controls: Vec<FeedControl>, reply: String
             () = tokio::time::sleep_until(wake) => {}
             Some((name, request)) = next_request(&mut controls) => {
                 if pending.len() >= MAX_PENDING {
-                    let _ = request.reply.send(Err(ControlError::Timeout(name)));
+                    let _ = request.reply.send(Err(ControlError::Busy(name, MAX_PENDING)));
                     continue;
                 }
                 next_id += 1;

@@ -40,7 +40,7 @@ use super::{Admission, ConnectionSlot, SessionContext};
 use crate::access::Grant;
 use crate::access::entitlements::Entitlements;
 use crate::api_error::excerpt;
-use crate::bus::{FindError, SessionSignal, Topic};
+use crate::bus::{FindError, SessionSignal, TableVersion, Topic};
 use crate::feed::FeedEvent;
 use crate::metrics::{DisconnectReason, TransportKind};
 use crate::quote::now_millis;
@@ -378,8 +378,9 @@ impl<E: Encoder> Session<E> {
         transport: &mut T,
         shutdown: &mut tokio::sync::watch::Receiver<bool>,
         feed_events: &mut broadcast::Receiver<FeedEvent>,
-        topics: &mut tokio::sync::watch::Receiver<usize>,
+        topics: &mut tokio::sync::watch::Receiver<TableVersion>,
     ) -> End {
+        let mut resyncs = topics.borrow().resyncs;
         loop {
             let mut wake_at = self.next_ping.min(self.next_stall_check);
             if T::HEARS_CLIENT {
@@ -418,7 +419,17 @@ impl<E: Encoder> Session<E> {
                     }
                     Err(broadcast::error::RecvError::Closed) => {}
                 },
-                _ = topics.changed(), if wildcard => self.extend_wildcard(),
+                _ = topics.changed() => {
+                    let version = *topics.borrow_and_update();
+                    if version.resyncs != resyncs {
+                        resyncs = version.resyncs;
+                        self.output.with(|o| o.subs.resnapshot());
+                        self.signal.wake();
+                    }
+                    if wildcard {
+                        self.extend_wildcard();
+                    }
+                }
                 _ = sleep_until(wake_at) => if let Some(end) = self.on_timer(Instant::now()) { return end },
             }
             if T::HEARS_CLIENT && self.last_heard + self.timing.idle <= Instant::now() {

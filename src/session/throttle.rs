@@ -358,6 +358,20 @@ impl SubscriptionSet {
         !self.due.is_empty()
     }
 
+    /// Queues every subscribed symbol that has a value for a snapshot again, whatever seq was
+    /// sent last (see `Bus::resync`: after a gap on the bus, or a feed node's restart, when a
+    /// topic's seq may even have started again). At most one queue entry per subscription.
+    pub(crate) fn resnapshot(&mut self) {
+        for sub in &mut self.subs {
+            if sub.has(AWAITING_SNAPSHOT) || sub.topic.seq() == 0 {
+                continue;
+            }
+            sub.last_sent_seq = 0;
+            sub.flags |= AWAITING_SNAPSHOT;
+            self.snapshot_queue.push(sub.id);
+        }
+    }
+
     pub(crate) fn has_snapshot_pending(&self) -> bool {
         !self.snapshot_queue.is_empty()
     }
@@ -597,6 +611,33 @@ mod tests {
         // ...then only the latest goes out, once.
         assert_eq!(h.deliver(), vec![("AAPL".into(), 4)]);
         assert!(h.deliver().is_empty());
+    }
+
+    /// After a resync every symbol goes out again as a snapshot, even at a seq already sent,
+    /// and a seq that started again (a feed node's restart) is followed from there.
+    #[tokio::test(start_paused = true)]
+    async fn a_resync_resends_every_symbol_even_when_seq_started_again() {
+        let mut h = Harness::new(&["AAPL", "MSFT", "IBM"]);
+        h.publish(0, 1.0);
+        h.publish(1, 1.0);
+        let topics = h.topics.clone();
+        h.set.subscribe(&topics, 0, true, false, Instant::now());
+        assert_eq!(h.snapshot(), vec![("AAPL".into(), 1), ("MSFT".into(), 1)]);
+        for _ in 0..4 {
+            h.publish(0, 2.0);
+        }
+        h.wait_fired().await;
+        assert_eq!(h.deliver(), vec![("AAPL".into(), 5)]);
+        // The feed node restarted: AAPL's seq begins again at 1.
+        let restarted = crate::quote::Quote::from_draft("AAPL".into(), 1, crate::quote::now_micros(), &draft(7.0));
+        h.bus.apply(&h.topics[0], restarted);
+        h.set.resnapshot();
+        h.set.resnapshot();
+        assert_eq!(h.snapshot(), vec![("AAPL".into(), 1), ("MSFT".into(), 1)], "each once; IBM has no value");
+        assert!(h.deliver().is_empty(), "the snapshot was the delivery");
+        h.publish(0, 8.0);
+        h.wait_fired().await;
+        assert_eq!(h.deliver(), vec![("AAPL".into(), 2)], "followed from the new seq");
     }
 
     #[tokio::test(start_paused = true)]

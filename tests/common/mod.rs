@@ -61,7 +61,12 @@ impl Client {
     }
 
     pub async fn connect_path(server: &RunningServer, path: &str) -> Client {
-        let url = format!("ws://{}{path}", server.addr);
+        Client::connect_at(server.addr, path).await
+    }
+
+    /// Connects to a server at `addr` (one this test did not start in-process).
+    pub async fn connect_at(addr: std::net::SocketAddr, path: &str) -> Client {
+        let url = format!("ws://{addr}{path}");
         let (ws, _) = tokio::time::timeout(EVENT_TIMEOUT, connect_async(url)).await.expect("connect in time").expect("upgrade succeeds");
         Client { ws }
     }
@@ -141,10 +146,14 @@ pub async fn assert_others_unaffected(server: &RunningServer) {
 
 /// A plain HTTP/1.1 request; returns the status and the body.
 pub async fn http(server: &RunningServer, method: &str, path: &str, body: Option<&str>) -> (u16, String) {
-    let mut stream = TcpStream::connect(server.addr).await.expect("connect");
+    http_at(server.addr, method, path, body).await
+}
+
+/// [`http`] to a server at `addr`.
+pub async fn http_at(addr: std::net::SocketAddr, method: &str, path: &str, body: Option<&str>) -> (u16, String) {
+    let mut stream = TcpStream::connect(addr).await.expect("connect");
     let body = body.unwrap_or("");
-    let request =
-        format!("{method} {path} HTTP/1.1\r\nHost: {}\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}", server.addr, body.len());
+    let request = format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}", body.len());
     stream.write_all(request.as_bytes()).await.expect("write request");
     let mut response = Vec::new();
     tokio::time::timeout(EVENT_TIMEOUT, stream.read_to_end(&mut response)).await.expect("response in time").expect("read response");

@@ -323,6 +323,8 @@ EXPECTED = {
     "tickerfeed_bus_reconnects_total": "counter",
     "tickerfeed_bus_seq_gaps_total": "counter",
     "tickerfeed_bus_conflated_total": "counter",
+    "tickerfeed_bus_duplicate_publishers_total": "counter",
+    "tickerfeed_bus_feed_restarts_total": "counter",
     "tickerfeed_quotes_published_total": "counter",
     "tickerfeed_quotes_delivered_total": "counter",
     "tickerfeed_quotes_conflated_total": "counter",
