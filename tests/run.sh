@@ -96,6 +96,9 @@ step "bench: the side-by-side driver (unit tests, then all six scenarios × six 
 python3 tests/bench/test_bench.py
 rm -rf "$artifacts/bench-smoke"
 timeout 600 tests/bench/run.sh --smoke --out "$artifacts/bench-smoke"
+# The Redis bus's variant (a redis-server, a feed node and a gateway), beside tickerfeed.
+rm -rf "$artifacts/bench-smoke-redis"
+timeout 300 tests/bench/run.sh --smoke --only firehose,ticker --servers tickerfeed,tickerfeed-redis --out "$artifacts/bench-smoke-redis"
 
 step "monitoring: Prometheus config and alerts, Grafana dashboard, compose stack against a real Prometheus"
 bash tests/monitoring/run.sh

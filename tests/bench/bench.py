@@ -56,9 +56,11 @@ COMMITTED_RESULTS = BENCH / "results"
 TICKERFEED = ROOT / "target" / "release" / "tickerfeed"
 LOADGEN = ROOT / "target" / "release" / "loadgen"
 
-# tickerfeed-auth (issue 14: the cost of tokens) is measured only when named in --servers.
-ALL_SERVERS = ["tickerfeed", "tickerfeed-sse", "tickerfeed-socketio", "ws", "uws", "socketio", "tickerfeed-auth"]
-DEFAULT_SERVERS = [s for s in ALL_SERVERS if s != "tickerfeed-auth"]
+# tickerfeed-auth (issue 14: the cost of tokens) and tickerfeed-redis (issue 15: the cost of the
+# Redis bus) are measured only when named in --servers.
+ALL_SERVERS = ["tickerfeed", "tickerfeed-sse", "tickerfeed-socketio", "ws", "uws", "socketio", "tickerfeed-auth",
+               "tickerfeed-redis"]
+DEFAULT_SERVERS = [s for s in ALL_SERVERS if s not in ("tickerfeed-auth", "tickerfeed-redis")]
 ALL_SCENARIOS = ["idle", "firehose", "ticker", "slow", "churn", "maxconn"]
 SERVER_LABEL = {
     "tickerfeed": "tickerfeed",
@@ -68,6 +70,7 @@ SERVER_LABEL = {
     "uws": "uWebSockets.js",
     "socketio": "Socket.IO*",
     "tickerfeed-auth": "tickerfeed, tokens on",
+    "tickerfeed-redis": "tickerfeed via Redis",
 }
 # A variant is another way of reaching a server: the same process and command line, clients
 # over another transport. tickerfeed-sse's clients read GET /sse (Server-Sent Events) instead of
@@ -77,7 +80,12 @@ SERVER_LABEL = {
 SERVER_PROCESS = {"tickerfeed-sse": "tickerfeed", "tickerfeed-socketio": "tickerfeed"}
 # tickerfeed-auth is a process of its own: tickerfeed with --auth-secret-file, every client
 # with a token in its URL (checked once, at the upgrade) and feed control with an admin token.
-TICKERFEED_PROCESSES = {"tickerfeed", "tickerfeed-auth"}
+# tickerfeed-redis is three processes on the server core: a redis-server (no persistence), a
+# feed node replaying the file (--role feed) and the gateway the clients connect to (--role
+# gateway); the server figures are the gateway's, the other two are measured beside them.
+TICKERFEED_PROCESSES = {"tickerfeed", "tickerfeed-auth", "tickerfeed-redis"}
+# The Redis bus's bar: quotes per gateway CPU-second at least this share of the in-process bus's.
+REDIS_VS_MEMORY_TARGET = 0.8
 AUTH_SECRET: Path | None = None
 
 
@@ -324,6 +332,9 @@ class Server:
     port: int
     proc: subprocess.Popen
     log: Path
+    # tickerfeed-redis: the redis-server and the feed node, by name, beside the gateway (proc).
+    companions: dict[str, subprocess.Popen] = field(default_factory=dict)
+    feed_port: int | None = None
 
     @property
     def pid(self) -> int:
@@ -345,10 +356,15 @@ def process_of(kind: str) -> str:
     return SERVER_PROCESS.get(kind, kind)
 
 
-def server_command(kind: str, port: int, rate: float, paused: bool, ticks: Path) -> list[str]:
+def server_command(kind: str, port: int, rate: float, paused: bool, ticks: Path, bus: str | None = None) -> list[str]:
     """The server replaying `ticks` at `rate` quotes/s; `paused`: held until resumed over REST
-    (tickerfeed has no start-paused flag: start_server pauses it as soon as it is ready)."""
+    (tickerfeed has no start-paused flag: start_server pauses it as soon as it is ready).
+    tickerfeed-redis: the gateway on `bus` (its feed node is `feed_node_command`)."""
     kind = process_of(kind)
+    if kind == "tickerfeed-redis":
+        return [str(TICKERFEED), "--bind", f"127.0.0.1:{port}", "--bus", bus, "--role", "gateway",
+                "--max-connections", str(TICKERFEED_MAX_CONNECTIONS),
+                "--max-connections-per-ip", str(TICKERFEED_MAX_CONNECTIONS)]
     if kind in TICKERFEED_PROCESSES:
         interval = 1000.0 / (rate if rate > 0 else 5000.0)
         auth = ["--auth-secret-file", str(auth_secret())] if kind == "tickerfeed-auth" else []
@@ -361,6 +377,45 @@ def server_command(kind: str, port: int, rate: float, paused: bool, ticks: Path)
     cmd = ["node", str(script), "--host", "127.0.0.1", "--port", str(port), "--file", str(ticks),
            "--rate", f"{rate:g}"]
     return cmd + (["--paused"] if paused or rate <= 0 else [])
+
+
+def feed_node_command(port: int, rate: float, ticks: Path, bus: str) -> list[str]:
+    """tickerfeed-redis's feed node: tickerfeed's own command line, publishing to `bus`."""
+    return server_command("tickerfeed", port, rate, False, ticks) + ["--bus", bus, "--role", "feed"]
+
+
+def start_redis_companions(rate: float, ticks: Path, settings: Settings, tag: str) -> tuple[dict, str, int]:
+    """A redis-server and a feed node on the server core, both ready: (processes, bus URL, the
+    feed node's port)."""
+    logs = settings.work / "logs"
+    redis_port, feed_port = free_port(), free_port()
+    redis = PROCS.start(pinned(SERVER_CORE, ["redis-server", "--port", str(redis_port), "--bind", "127.0.0.1",
+                                             "--save", "", "--appendonly", "no"], settings),
+                        logs / f"{tag}-redis-server.log")
+    bus = f"redis://127.0.0.1:{redis_port}"
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            with socket.create_connection(("127.0.0.1", redis_port), timeout=1) as c:
+                c.sendall(b"PING\r\n")
+                if c.recv(16).startswith(b"+PONG"):
+                    break
+        except OSError:
+            pass
+        if redis.poll() is not None or time.monotonic() > deadline:
+            raise BenchError(f"redis-server did not start; log {logs / f'{tag}-redis-server.log'}")
+        time.sleep(0.05)
+    log = logs / f"{tag}-feed-node.log"
+    feed = PROCS.start(pinned(SERVER_CORE, feed_node_command(feed_port, rate, ticks, bus), settings), log)
+    node = Server("tickerfeed", feed_port, feed, log)
+    deadline = time.monotonic() + 90
+    while not ready(node):
+        if feed.poll() is not None or time.monotonic() > deadline:
+            PROCS.stop(feed)
+            PROCS.stop(redis)
+            raise BenchError(f"the feed node did not start; log {log}:\n{log_tail(log)}")
+        time.sleep(0.05)
+    return {"redis-server": redis, "feed node": feed}, bus, feed_port
 
 
 def http_json(method: str, url: str, body: dict | None = None, timeout: float = 5.0, token: str | None = None):
@@ -379,9 +434,12 @@ def start_server(kind: str, rate: float, ticks: Path, settings: Settings, tag: s
     log = settings.work / "logs" / f"{tag}-{kind}.log"
     log.parent.mkdir(parents=True, exist_ok=True)
     paused = paused or rate <= 0
-    cmd = pinned(SERVER_CORE, server_command(kind, port, rate, paused, ticks), settings)
+    companions, bus, feed_port = ({}, None, None)
+    if process_of(kind) == "tickerfeed-redis":
+        companions, bus, feed_port = start_redis_companions(rate, ticks, settings, tag)
+    cmd = pinned(SERVER_CORE, server_command(kind, port, rate, paused, ticks, bus), settings)
     proc = PROCS.start(cmd, log)
-    server = Server(kind, port, proc, log)
+    server = Server(kind, port, proc, log, companions, feed_port)
     deadline = time.monotonic() + 90  # loading a large tick file takes a few seconds
     while True:
         if proc.poll() is not None:
@@ -393,6 +451,14 @@ def start_server(kind: str, rate: float, ticks: Path, settings: Settings, tag: s
         if ready(server):
             break
         time.sleep(0.05)
+    if companions:
+        # The gateway follows the feed node's symbol registry every second: clients subscribe
+        # once it has every symbol.
+        want = len(symbols_of(ticks))
+        while len(http_json("GET", f"http://127.0.0.1:{port}/api/symbols")[1]) < want:
+            if time.monotonic() > deadline:
+                raise BenchError(f"the gateway does not list the feed node's {want} symbols")
+            time.sleep(0.05)
     if paused and process_of(kind) in TICKERFEED_PROCESSES:
         status, state = http_json("POST", f"http://127.0.0.1:{port}{CONTROL_PATH}",
                                   {"action": "pause"}, token=control_token(kind))
@@ -429,6 +495,44 @@ def stop_server(server: Server, what: str) -> None:
     if code not in (0, -signal.SIGTERM):
         print(f"  note: {server.kind} exited with status {code} on SIGTERM (log {server.log})",
               flush=True)
+    for name, companion in server.companions.items():
+        if companion.poll() is not None:
+            raise BenchError(f"{server.kind}'s {name} crashed during {what} (exit status {companion.returncode})")
+        PROCS.stop(companion)
+
+
+def published(server: Server) -> float | None:
+    """Quotes the feed node has published (tickerfeed_quotes_published_total, every feed)."""
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{server.feed_port}/metrics", timeout=5) as r:
+            text = r.read().decode()
+    except OSError:
+        return None
+    return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
+               if line.startswith("tickerfeed_quotes_published_total{"))
+
+
+class CompanionMeter:
+    """tickerfeed-redis: the CPU of the redis-server and the feed node over a stretch of time,
+    and Redis's CPU per quote the feed node published in it."""
+
+    def __init__(self, server: Server):
+        self.server = server
+        self.start = self.sample()
+
+    def sample(self) -> dict:
+        cpu = {name: cpu_seconds(p.pid) for name, p in self.server.companions.items()}
+        return {"t": time.monotonic(), "cpu": cpu, "published": published(self.server)}
+
+    def figures(self) -> dict:
+        end, start = self.sample(), self.start
+        wall = end["t"] - start["t"]
+        out = {"redis_cpu_pct": 100 * (end["cpu"]["redis-server"] - start["cpu"]["redis-server"]) / wall,
+               "feed_node_cpu_pct": 100 * (end["cpu"]["feed node"] - start["cpu"]["feed node"]) / wall}
+        if end["published"] is not None and start["published"] is not None and end["published"] > start["published"]:
+            out["redis_us_per_quote"] = 1e6 * (end["cpu"]["redis-server"] - start["cpu"]["redis-server"]) / (
+                end["published"] - start["published"])
+        return out
 
 
 # ----------------------------------------------------------------------------------------------
@@ -530,7 +634,9 @@ def scenario_run(sc: Scenario, kind: str, ticks: Path, symbols: list[str], setti
         if sc.sample_sendq:
             sampler = SendQueueSampler(server.port, sc.stall, every=1.0 if settings.smoke else 5.0)
             sampler.start()
+        meter = CompanionMeter(server) if server.companions else None
         report, code = run_loadgen(sc, server, symbols, settings, tag)
+        companions = meter.figures() if meter else None
     except BaseException:
         PROCS.stop(server.proc, grace=3)
         raise
@@ -550,6 +656,9 @@ def scenario_run(sc: Scenario, kind: str, ticks: Path, symbols: list[str], setti
     }
     if sampler:
         run["metrics"]["sendq"] = sampler.summary()
+    if companions:
+        run["companions"] = companions
+        run["metrics"].update(companions)
     return run
 
 
@@ -559,12 +668,15 @@ def feed_only_run(kind: str, rate: float, ticks: Path, settings: Settings, round
     server = start_server(kind, rate, ticks, settings, tag)
     time.sleep(settings.server_warmup)
     c0, t0 = cpu_seconds(server.pid), time.monotonic()
+    meter = CompanionMeter(server) if server.companions else None
     time.sleep(settings.feed_only_s)
     c1, t1 = cpu_seconds(server.pid), time.monotonic()
+    companions = meter.figures() if meter else {}
     rss = rss_mib(server.pid)
     stop_server(server, f"the feed-only run at {rate:g} quotes/s (round {round_no})")
+    # tickerfeed-redis: the gateway's CPU with no client, the feed node's and Redis's beside it.
     return {"server": kind, "rate": rate, "round": round_no,
-            "cpu_pct": 100 * (c1 - c0) / (t1 - t0), "rss_mib": rss}
+            "cpu_pct": 100 * (c1 - c0) / (t1 - t0), "rss_mib": rss, **companions}
 
 
 # ----------------------------------------------------------------------------------------------
@@ -875,6 +987,7 @@ def markdown(data: dict) -> str:
                 lines += [f"tickerfeed Socket.IO / Node Socket.IO = **{tf_sio / node_sio:.2f}** in delivered quotes "
                           f"per server CPU-second, the same wire (target: ≥ {SIO_VS_NODE_SIO_TARGET:g}×, {verdict}, "
                           f"{by}).", ""]
+    lines += redis_section(data)
     lines += ["## Client-bound runs", ""]
     lines += [("Runs where the load generator used ≥ 80% of its core (its figures may describe the "
                "client, not the server; quotes per server CPU-second stays valid): "
@@ -888,6 +1001,69 @@ def markdown(data: dict) -> str:
         lines.append("None: every run connected every client, and no ordering error was seen.")
     lines.append("")
     return "\n".join(lines)
+
+
+def redis_capacity(c0: float | None, c1: float | None, rate: float, shards: int) -> tuple[float, float | None] | None:
+    """Gateways one Redis (or `shards` shards, the symbols spread evenly) carries at `rate`
+    quotes/s before a shard's core is full, from Redis's CPU per quote with no gateway
+    listening (c0 µs: PUBLISH and SET) and with one (c1). Two bounds: each gateway costing all
+    of c1 (as if nothing were shared), and each adding c1 - c0 (None when that difference is
+    within a tenth of c1: the measurement cannot tell it from noise)."""
+    if c0 is None or c1 is None or rate <= 0 or c1 <= 0:
+        return None
+    budget = shards * 1e6 / rate
+    low = budget / c1
+    high = max(budget - c0, 0.0) / (c1 - c0) if c1 - c0 > 0.1 * c1 else None
+    return low, high
+
+
+def redis_section(data: dict) -> list[str]:
+    """The Redis bus against the in-process bus (issue 15), when tickerfeed-redis ran."""
+    med = data["medians"]
+    rows = [name for name in data["scenarios"] if get(med, name, "tickerfeed-redis", "quotes_per_s") is not None]
+    if not rows:
+        return []
+    feed_runs = [f for f in data["feed_only_runs"] if f["server"] == "tickerfeed-redis"]
+    lines = ["## The Redis bus (issue 15)", "",
+             "tickerfeed via Redis is three processes on the server core: a redis-server (no persistence), "
+             "a feed node replaying the file and publishing to Redis, and the gateway the clients connect to; "
+             "server CPU is the gateway's. The latencies run from the feed node's publish to the client, "
+             "across Redis. Quotes per gateway CPU-second against the in-process bus must stay within "
+             f"{100 * (1 - REDIS_VS_MEMORY_TARGET):.0f}%.", "",
+             "| scenario | in-process q/CPU-s | via Redis q/gateway CPU-s | ratio | p99 latency in-process → via Redis "
+             "| p99 throttled | feed node CPU | Redis CPU | Redis µs/quote (1 gateway / none) |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    capacity = []
+    for name in rows:
+        m = med[name]["tickerfeed-redis"]
+        tf = med.get(name, {}).get("tickerfeed") or {}
+        ratio = "—"
+        if tf.get("quotes_per_server_cpu_s") and m.get("quotes_per_server_cpu_s"):
+            r = m["quotes_per_server_cpu_s"] / tf["quotes_per_server_cpu_s"]
+            verdict, _ = verdict_at_least(r, REDIS_VS_MEMORY_TARGET)
+            ratio = f"**{r:.2f}** ({verdict})"
+        rate = data["scenarios"][name]["feed_rate"]
+        c0 = median([f.get("redis_us_per_quote") for f in feed_runs if f["rate"] == rate])
+        c1 = m.get("redis_us_per_quote")
+        lines.append(
+            f"| {name} | {fmt_num(tf.get('quotes_per_server_cpu_s'))} | {fmt_num(m.get('quotes_per_server_cpu_s'))} | {ratio} "
+            f"| {fmt_ms(tf.get('latency_p99_ms'))} → {fmt_ms(m.get('latency_p99_ms'))} "
+            f"| {fmt_ms(tf.get('throttled_p99_ms'))} → {fmt_ms(m.get('throttled_p99_ms'))} "
+            f"| {fmt_pct(m.get('feed_node_cpu_pct'))} | {fmt_pct(m.get('redis_cpu_pct'))} "
+            f"| {fmt_num(c1, 2)} / {fmt_num(c0, 2)} |")
+        bounds = [redis_capacity(c0, c1, rate, shards) for shards in (1, 3)]
+        if bounds[0] is not None:
+            said = [f"{low:,.0f}" + (f"–{high:,.0f}" if high is not None else "") for low, high in bounds]
+            capacity.append(f"{name} ({rate:,.0f} quotes/s): {said[0]} gateways on one Redis, {said[1]} on a "
+                            "3-shard cluster")
+    lines.append("")
+    if capacity:
+        lines += ["On paper, from Redis's measured CPU per quote, until a shard's core is full (a cluster "
+                  "spreads the symbols evenly over its shards); the low figure has each gateway cost all of "
+                  "Redis's per-quote CPU with one gateway, the high one only what one gateway added over none "
+                  "(given when that difference is above the noise): "
+                  + "; ".join(capacity) + ".", ""]
+    return lines
 
 
 def _k(key, digits=0, suffix=""):
@@ -1005,7 +1181,7 @@ def svg_chart(med: dict, servers: list[str], smoke: bool) -> str:
         ("Ticker: p99 throttled latency (ms)", "lower is better",
          [(s, get(med, "ticker", s, "throttled_p99_ms")) for s in servers], "{:.2f}"),
     ]
-    colours = {"tickerfeed": "#d9480f", "tickerfeed-sse": "#f59f00", "tickerfeed-socketio": "#c2255c",
+    colours = {"tickerfeed-redis": "#5c940d", "tickerfeed": "#d9480f", "tickerfeed-sse": "#f59f00", "tickerfeed-socketio": "#c2255c",
                "ws": "#1c7ed6", "uws": "#2f9e44", "socketio": "#868e96"}
     width, panel_h, bar_h, gap, left, right = 760, 40 + 34 * len(servers) + 20, 24, 10, 170, 120
     height = 60 + panel_h * len(panels) + 44
@@ -1117,7 +1293,7 @@ def parse_args(argv: list[str]) -> Settings:
     p.add_argument("--only", default=",".join(ALL_SCENARIOS),
                    help=f"scenarios, comma-separated (default: all: {','.join(ALL_SCENARIOS)})")
     p.add_argument("--servers", default=",".join(DEFAULT_SERVERS),
-                   help=f"servers, comma-separated (default: {','.join(DEFAULT_SERVERS)}; also: tickerfeed-auth)")
+                   help=f"servers, comma-separated (default: {','.join(DEFAULT_SERVERS)}; also: tickerfeed-auth, tickerfeed-redis)")
     p.add_argument("--runs", type=int, default=None, help="rounds; medians over them (default 3, smoke 1)")
     p.add_argument("--render", type=Path, default=None, metavar="RESULTS_JSON",
                    help="measure nothing: recompute the figures of an earlier run's results.json with "
@@ -1246,6 +1422,7 @@ def derive(data: dict) -> dict:
         run["metrics"] = metrics_of(all_sc[run["scenario"]], run["report"])
         if sendq is not None:
             run["metrics"]["sendq"] = sendq
+        run["metrics"].update(run.get("companions") or {})
     med = medians(data["raw_runs"])
     data["feed_only_cpu_pct"] = feed_medians(data["feed_only_runs"])
     data["medians"] = med

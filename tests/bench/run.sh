@@ -34,6 +34,10 @@ done
 for tool in cargo node npm python3 taskset ss curl; do
   command -v "$tool" >/dev/null 2>&1 || { echo "run.sh: '$tool' is required but not installed" >&2; exit 1; }
 done
+case " $* " in
+  *tickerfeed-redis*) command -v redis-server >/dev/null 2>&1 \
+    || { echo "run.sh: tickerfeed-redis needs 'redis-server' (Debian: apt-get install redis-server)" >&2; exit 1; } ;;
+esac
 python3 -c 'import sys; sys.exit(sys.version_info < (3, 11))' \
   || { echo "run.sh: Python 3.11 or newer is required ($(python3 -V))" >&2; exit 1; }
 

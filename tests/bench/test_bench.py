@@ -210,6 +210,51 @@ class Variants(unittest.TestCase):
             self.assertEqual(kind in bench.DIFFERENT_TRANSPORT, bench.SERVER_LABEL[kind].endswith("*"), kind)
 
 
+class RedisVariant(unittest.TestCase):
+    def test_the_gateway_and_the_feed_node_split_tickerfeeds_command_line(self):
+        bus = "redis://127.0.0.1:6390"
+        gateway = bench.server_command("tickerfeed-redis", 9000, 5000.0, True, Path("t.csv"), bus)
+        self.assertEqual(gateway[gateway.index("--role") + 1], "gateway")
+        self.assertEqual(gateway[gateway.index("--bus") + 1], bus)
+        self.assertNotIn("--replay", gateway, "a gateway runs no feed")
+        self.assertIn(str(bench.TICKERFEED_MAX_CONNECTIONS), gateway)
+        feed = bench.feed_node_command(9001, 5000.0, Path("t.csv"), bus)
+        tf = bench.server_command("tickerfeed", 9001, 5000.0, False, Path("t.csv"))
+        self.assertEqual(feed, tf + ["--bus", bus, "--role", "feed"], "the feed node replays as tickerfeed does")
+        self.assertNotIn("tickerfeed-redis", bench.DEFAULT_SERVERS)
+        self.assertEqual(bench.process_of("tickerfeed-redis"), "tickerfeed-redis")
+
+    def test_capacity_on_paper(self):
+        # 1 µs per quote with no gateway, 3 with one: at 100,000 quotes/s one Redis core has
+        # 10 µs per quote, so 3.3 gateways if each costs all 3 µs, 4.5 if each adds 2.
+        low, high = bench.redis_capacity(1.0, 3.0, 100_000.0, 1)
+        self.assertAlmostEqual(low, 10 / 3)
+        self.assertAlmostEqual(high, 4.5)
+        low3, high3 = bench.redis_capacity(1.0, 3.0, 100_000.0, 3)
+        self.assertAlmostEqual(low3, 10.0)
+        self.assertAlmostEqual(high3, 14.5)
+        # A difference within a tenth of the cost is noise: no high bound.
+        self.assertIsNone(bench.redis_capacity(2.0, 2.1, 5000.0, 1)[1])
+        self.assertIsNone(bench.redis_capacity(None, 2.0, 5000.0, 1))
+
+    def test_the_section_compares_with_the_in_process_bus(self):
+        data = {
+            "scenarios": {"firehose": {"feed_rate": 100_000.0}},
+            "feed_only_runs": [{"server": "tickerfeed-redis", "rate": 100_000.0, "redis_us_per_quote": 1.0}],
+            "medians": {"firehose": {
+                "tickerfeed": {"quotes_per_server_cpu_s": 2_000_000.0, "latency_p99_ms": 3.0},
+                "tickerfeed-redis": {"quotes_per_s": 90_000.0, "quotes_per_server_cpu_s": 1_500_000.0,
+                                     "latency_p99_ms": 4.5, "redis_us_per_quote": 3.0,
+                                     "redis_cpu_pct": 30.0, "feed_node_cpu_pct": 20.0}}},
+        }
+        text = "\n".join(bench.redis_section(data))
+        self.assertIn("**0.75** (**missed**)", text)
+        self.assertIn("3.00 ms → 4.50 ms", text)
+        self.assertIn("3.00 / 1.00", text)
+        self.assertIn("3–4 gateways on one Redis, 10–14 on a 3-shard cluster", text)
+        self.assertEqual(bench.redis_section({**data, "medians": {"firehose": data["medians"]["firehose"] | {"tickerfeed-redis": {}}}}), [])
+
+
 class Outputs(unittest.TestCase):
     def data(self):
         sc = bench.scenarios(smoke=True)
