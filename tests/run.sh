@@ -98,7 +98,7 @@ rm -rf "$artifacts/bench-smoke"
 timeout 600 tests/bench/run.sh --smoke --out "$artifacts/bench-smoke"
 # The Redis bus's variant (a redis-server, a feed node and a gateway), beside tickerfeed.
 rm -rf "$artifacts/bench-smoke-redis"
-timeout 300 tests/bench/run.sh --smoke --only firehose,ticker --servers tickerfeed,tickerfeed-redis --out "$artifacts/bench-smoke-redis"
+timeout 300 tests/bench/run.sh --smoke --only firehose,ticker,light --servers tickerfeed,tickerfeed-redis --out "$artifacts/bench-smoke-redis"
 
 step "monitoring: Prometheus config and alerts, Grafana dashboard, compose stack against a real Prometheus"
 bash tests/monitoring/run.sh

@@ -612,6 +612,9 @@ struct Origins {
     restarted: AtomicBool,
     /// The newest epoch logged as a restart (one line per restart, not one per symbol).
     logged: std::sync::atomic::AtomicU64,
+    /// The older epoch last logged as a second publisher (one line per such node, not one per
+    /// symbol; each symbol is counted).
+    logged_duplicate: std::sync::atomic::AtomicU64,
 }
 
 struct Origin {
@@ -856,7 +859,13 @@ fn apply_message(bus: &Bus, origins: &Origins, symbol: &str, message: &str, arri
             if arrival == Arrival::Live && origin.reported != epoch {
                 origin.reported = epoch;
                 bus.link.duplicate_publisher();
-                tracing::error!("bus: {symbol} is published by two feed nodes, {node} and {} (started later): one feed node per symbol; following {}", origin.node, origin.node);
+                if origins.logged_duplicate.swap(epoch, Ordering::AcqRel) != epoch {
+                    tracing::error!(
+                        "bus: {symbol} is published by two feed nodes, {node} and {} (started later): one feed node per symbol; following {} (further symbols counted in tickerfeed_bus_duplicate_publishers_total)",
+                        origin.node,
+                        origin.node
+                    );
+                }
             }
             return;
         } else {

@@ -224,6 +224,17 @@ class RedisVariant(unittest.TestCase):
         self.assertNotIn("tickerfeed-redis", bench.DEFAULT_SERVERS)
         self.assertEqual(bench.process_of("tickerfeed-redis"), "tickerfeed-redis")
 
+    def test_the_light_scenario_is_opt_in_and_the_tickers_load_for_fewer_clients(self):
+        s = bench.parse_args(["--smoke"])
+        s.out.rmdir()
+        self.assertEqual(s.only, bench.DEFAULT_SCENARIOS)
+        self.assertNotIn("light", s.only)
+        sc = bench.scenarios(smoke=False)
+        light, ticker = sc["light"].loadgen, sc["ticker"].loadgen
+        self.assertEqual(light[light.index("--clients") + 1], "500")
+        self.assertEqual(sc["light"].feed_rate, sc["ticker"].feed_rate)
+        self.assertEqual(light[2:], ticker[2:], "otherwise the ticker's options")
+
     def test_capacity_on_paper(self):
         # 1 µs per quote with no gateway, 3 with one: at 100,000 quotes/s one Redis core has
         # 10 µs per quote, so 3.3 gateways if each costs all 3 µs, 4.5 if each adds 2.
@@ -240,11 +251,11 @@ class RedisVariant(unittest.TestCase):
     def test_the_section_compares_with_the_in_process_bus(self):
         data = {
             "scenarios": {"firehose": {"feed_rate": 100_000.0}},
-            "feed_only_runs": [{"server": "tickerfeed-redis", "rate": 100_000.0, "redis_us_per_quote": 1.0}],
+            "feed_only_runs": [{"server": "tickerfeed-redis", "rate": 100_000.0, "redis_us_per_write": 1.0}],
             "medians": {"firehose": {
                 "tickerfeed": {"quotes_per_server_cpu_s": 2_000_000.0, "latency_p99_ms": 3.0},
                 "tickerfeed-redis": {"quotes_per_s": 90_000.0, "quotes_per_server_cpu_s": 1_500_000.0,
-                                     "latency_p99_ms": 4.5, "redis_us_per_quote": 3.0,
+                                     "latency_p99_ms": 4.5, "redis_us_per_write": 3.0, "feed_merged_pct": 5.0,
                                      "redis_cpu_pct": 30.0, "feed_node_cpu_pct": 20.0}}},
         }
         text = "\n".join(bench.redis_section(data))
@@ -281,19 +292,20 @@ class Outputs(unittest.TestCase):
     def test_markdown_has_every_scenario_target_and_marks_socketio(self):
         text = bench.markdown(self.data())
         for title in ("1. Idle connections", "2. Firehose", "3. Ticker", "4. Slow consumers",
-                      "5. Churn", "6. Max connections", "Targets (issue 5 §3)", "Feed alone"):
+                      "5. Churn", "6. Max connections", "7. Ticker, light", "Targets (issue 5 §3)", "Feed alone"):
             self.assertIn(f"## {title}", text)
         self.assertIn("Socket.IO*", text)
         self.assertIn("tickerfeed / Node ws = **", text)
         self.assertIn("- x / y / round 1: z", text)
         # The SSE variant: a row in every scenario's table, its own ratio line, no feed-only row
         # of its own (it is tickerfeed's process).
-        self.assertEqual(text.count("| tickerfeed SSE |"), 6)
+        scenarios = len(bench.ALL_SCENARIOS)
+        self.assertEqual(text.count("| tickerfeed SSE |"), scenarios)
         self.assertIn("tickerfeed SSE / tickerfeed ws = **1.00**", text)
         self.assertIn("(issue 13: ≥ 0.8, met,", text)
         # The Socket.IO variant likewise, its ratio against the Node Socket.IO peer.
-        self.assertEqual(text.count("| tickerfeed Socket.IO* |"), 6)
-        self.assertEqual(text.count("| Socket.IO* |"), 6 + 1)  # and the peer's feed-only row
+        self.assertEqual(text.count("| tickerfeed Socket.IO* |"), scenarios)
+        self.assertEqual(text.count("| Socket.IO* |"), scenarios + 1)  # and the peer's feed-only row
         self.assertIn("tickerfeed Socket.IO / Node Socket.IO = **1.00**", text)
         self.assertIn("(target: ≥ 3×, **missed**, 67% short)", text)
         feed_table = text.split("## Feed alone")[1].split("## ")[0]

@@ -257,6 +257,25 @@ def cmd_static(args):
             interval = job.get("scrape_interval", prom.get("global", {}).get("scrape_interval"))
             if interval != "5s":
                 fail(f"prometheus.yml: job {job['job_name']} scrapes every {interval}, expected 5s")
+    # The scale profile's Prometheus scrapes every tickerfeed node of the profile, as job
+    # "tickerfeed" (so alerts.yml applies), with the same alerts mounted beside it.
+    scale_files = [k for k in data if k.endswith("dashboards/prometheus/prometheus-scale.yml")]
+    if scale_files:
+        scale = data[scale_files[0]]
+        scale_targets = {t for job in scale.get("scrape_configs", []) if job.get("job_name") == "tickerfeed"
+                         for sc in job.get("static_configs", []) for t in sc.get("targets", [])}
+        nodes = {f"{name}:8080" for name, svc in services.items()
+                 if "scale" in (svc.get("profiles") or []) and str(svc.get("image", "")).startswith("tickerfeed")}
+        if not nodes:
+            fail("compose: the scale profile has no tickerfeed node")
+        elif scale_targets != nodes:
+            fail(f"prometheus-scale.yml: job tickerfeed scrapes {sorted(scale_targets)}, the scale profile's nodes are {sorted(nodes)}")
+        else:
+            ok(f"prometheus-scale.yml scrapes the scale profile's {len(nodes)} nodes as job tickerfeed")
+        scale_mounts = {target: source for (svc, target), source in mounts.items() if svc == "prometheus-scale"}
+        for want in ("prometheus-scale.yml", "alerts.yml"):
+            if not any(source.endswith(want) for source in scale_mounts.values()):
+                fail(f"compose: prometheus-scale does not mount {want}")
     prom_mounts = {target: source for (svc, target), source in mounts.items() if svc == "prometheus"}
     config_target = next((t for t, s in prom_mounts.items() if s.endswith("prometheus.yml")), None)
     if not config_target:
@@ -423,6 +442,8 @@ def cmd_metrics(args):
 # they are built on that must return a result (so an empty alert means "healthy", not "no data").
 HEALTHY_EMPTY = {
     "TickerfeedDown": ("empty while every target is up (healthy)", 'up{job="tickerfeed"}'),
+    "TickerfeedBusDisconnected": ("empty while every node reaches its bus (healthy; always 1 on the memory bus)",
+                                  'tickerfeed_bus_connected'),
     "TickerfeedFeedStalled": ("empty while every running feed publishes (healthy)",
                               'sum by (instance, feed) (rate(tickerfeed_quotes_published_total[5m])) and on (instance, feed) (max by (instance, feed) (tickerfeed_feed_state{state="running"}) == 1)'),
     "TickerfeedDeliveryLatencyHigh": ("empty while p99 delivery latency is under 0.25 s (healthy on loopback)",

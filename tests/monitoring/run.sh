@@ -86,11 +86,12 @@ wait_http() {
 # ---------------------------------------------------------------------------------------------
 step "promtool check config / rules"
 promtool check config dashboards/prometheus/prometheus.yml 2>&1 | tee "$artifacts/promtool-config.txt"
+promtool check config dashboards/prometheus/prometheus-scale.yml 2>&1 | tee "$artifacts/promtool-config-scale.txt"
 promtool check rules dashboards/prometheus/alerts.yml 2>&1 | tee "$artifacts/promtool-rules.txt"
 
 # ---------------------------------------------------------------------------------------------
 step "docker-compose config and the paths it uses"
-docker-compose -f docker-compose.yml config >"$artifacts/compose-config.yml" 2>"$artifacts/compose-config.err" \
+docker-compose -f docker-compose.yml --profile scale config >"$artifacts/compose-config.yml" 2>"$artifacts/compose-config.err" \
   || { cat "$artifacts/compose-config.err"; die "docker-compose config rejected docker-compose.yml"; }
 if [ -s "$artifacts/compose-config.err" ]; then cat "$artifacts/compose-config.err"; die "docker-compose config warned"; fi
 echo "docker-compose config: ok ($(docker-compose version --short 2>/dev/null || echo '?'))"
@@ -98,7 +99,7 @@ echo "docker-compose config: ok ($(docker-compose version --short 2>/dev/null ||
 # itself needs (the checks are stdlib-only Python).
 compose_py=$(head -n 1 "$(command -v docker-compose)" | sed -e 's/^#! *//' -e 's/ .*//')
 "$compose_py" -c 'import yaml' 2>/dev/null || compose_py=/usr/bin/python3
-"$compose_py" - "$artifacts/compose-config.yml" dashboards/prometheus/prometheus.yml dashboards/prometheus/alerts.yml \
+"$compose_py" - "$artifacts/compose-config.yml" dashboards/prometheus/prometheus.yml dashboards/prometheus/prometheus-scale.yml dashboards/prometheus/alerts.yml \
   dashboards/grafana/provisioning/datasources/prometheus.yml dashboards/grafana/provisioning/dashboards/tickerfeed.yml \
   >"$tmp/yaml.json" <<'PY' || die "could not read the YAML files"
 import json, sys, yaml
