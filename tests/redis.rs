@@ -577,6 +577,11 @@ async fn gateways_on_a_redis_cluster_serve_the_same_stream() {
     eprintln!("streams collected after {:?}", began.elapsed());
     let seen: std::collections::BTreeSet<&str> = common.iter().map(|(symbol, _)| symbol.as_str()).collect();
     assert_eq!(seen.len(), symbols.len(), "every symbol came through: {seen:?}");
+    // `*` on a Cluster (no sharded pattern subscription): a shard channel per known symbol.
+    let (mut everything, _) = subscriber(&first, &["*"]).await;
+    let quotes = tokio::time::timeout(Duration::from_secs(15), collect(&mut everything, 300)).await.expect("300 quotes of `*` within 15 s");
+    let seen: std::collections::BTreeSet<&str> = quotes.keys().map(|(symbol, _)| symbol.as_str()).collect();
+    assert!(seen.len() >= 20, "quotes of many symbols through their shard channels: {seen:?}");
     for server in [second, first, feed] {
         server.shutdown().await;
     }
