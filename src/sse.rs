@@ -1,4 +1,4 @@
-//! Server-Sent Events at `GET /sse?symbols=AAPL,MSFT&throttle_ms=500`: protocol v1 one way,
+//! Server-Sent Events at `GET /sse?symbols=AAPL,MSFT&throttle_ms=500[&align=1]`: protocol v1 one way,
 //! for `curl -N`, a browser `EventSource` or any HTTP client, through any proxy.
 //!
 //! The response is a `text/event-stream` whose events are protocol v1's messages, each named by

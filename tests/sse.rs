@@ -33,7 +33,10 @@ async fn streams_welcome_subscribed_then_throttled_quotes_snapshot_first() {
     let subscribed = sse.event("subscribed").await;
     assert_eq!(subscribed["symbols"], json!(["AAPL", "MSFT"]));
     assert_eq!(subscribed["throttle_ms"], 300);
+    assert_eq!(subscribed["align"], false);
     assert_eq!(subscribed["rejected"], json!([{"symbol":"ZZZZ","code":"unknown_symbol"},{"symbol":"../x","code":"invalid_symbol"}]));
+    let mut aligned = SseClient::connect(server.addr, "/sse?symbols=AAPL&throttle_ms=300&align=1").await;
+    assert_eq!(aligned.event("subscribed").await["align"], true, "align=1 in the URL, as on /ws");
 
     let snapshot = sse.event("quotes").await;
     assert_eq!(snapshot["snapshot"], true, "the first quotes event is the snapshot");

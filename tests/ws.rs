@@ -96,6 +96,58 @@ async fn every_subscription_query_is_answered_and_what_is_unusable_is_reported()
     server.shutdown().await;
 }
 
+/// `align=1`: the symbols go out together on a 300 ms grid — live frames come at multiples of
+/// 300 ms from each other, carry several symbols, and there are at most as many as ticks;
+/// a non-boolean `align` is refused by name.
+#[actix_web::test]
+async fn aligned_subscriptions_arrive_together_on_their_grid() {
+    // About 3 changes a second per symbol: unaligned, most changes find their symbol quiet and
+    // go out at once, each in a frame of its own.
+    let server = start(&["--sim-rate", "300"]).await;
+    let symbols = "AAPL,MSFT,NVDA,AMZN,GOOGL,META,JPM,XOM";
+    let mut client = Client::connect_path(&server, &format!("/ws?symbols={symbols}&throttle_ms=300&align=1")).await;
+    client.recv_type("welcome").await;
+    let subscribed = client.recv_type("subscribed").await;
+    assert_eq!((subscribed["align"].as_bool(), subscribed["throttle_ms"].as_u64()), (Some(true), Some(300)), "{subscribed}");
+    let (mut arrivals, mut quotes) = (Vec::new(), 0);
+    let end = Instant::now() + Duration::from_millis(3000);
+    while let Some(message) = client.next_message_within(end.saturating_duration_since(Instant::now())).await {
+        let Message::Text(text) = message else { continue };
+        let value: Value = serde_json::from_str(&text).unwrap();
+        if value["type"] == "quotes" && value["snapshot"] != true {
+            arrivals.push(Instant::now());
+            quotes += value["quotes"].as_array().unwrap().len();
+        }
+    }
+    assert!((8..=11).contains(&arrivals.len()), "{} live frames in 3 s on a 300 ms grid", arrivals.len());
+    assert!(quotes >= 2 * arrivals.len(), "{quotes} quotes in {} frames: the changes of a tick go out together", arrivals.len());
+    for pair in arrivals.windows(2) {
+        let gap = (pair[1] - pair[0]).as_millis() as u64;
+        let off = gap % 300;
+        assert!(off <= 40 || off >= 260, "frames {gap} ms apart: not a multiple of 300 ms (±40)");
+    }
+    // The same without align: the first change after each delivery goes out as it comes, so
+    // the same symbols arrive in many more frames.
+    let mut unaligned = Client::connect_path(&server, &format!("/ws?symbols={symbols}&throttle_ms=300")).await;
+    unaligned.recv_type("subscribed").await;
+    let mut frames = 0;
+    let end = Instant::now() + Duration::from_millis(3000);
+    while let Some(message) = unaligned.next_message_within(end.saturating_duration_since(Instant::now())).await {
+        let Message::Text(text) = message else { continue };
+        frames += usize::from(text.contains(r#""type":"quotes""#));
+    }
+    eprintln!("3 s: aligned {} frames carrying {quotes} quotes; unaligned {frames} frames", arrivals.len());
+    assert!(frames > 2 * arrivals.len(), "{frames} frames unaligned against {} aligned", arrivals.len());
+    let mut client = Client::connect_path(&server, "/ws?symbols=AAPL&align=yes").await;
+    client.recv_type("subscribed").await;
+    let error = client.recv_type("error").await;
+    assert!(error["message"].as_str().unwrap().contains("'align'"), "{error}");
+    client.send(json!({"op":"subscribe","symbols":["MSFT"],"align":"yes","id":3})).await;
+    let error = client.recv_type("error").await;
+    assert_eq!((error["id"].as_u64(), error["code"].as_str()), (Some(3), Some("bad_request")), "{error}");
+    server.shutdown().await;
+}
+
 /// Receive times of each symbol's deliveries over `window`, plus every quote seen.
 async fn collect(client: &mut Client, window: Duration) -> (HashMap<String, Vec<Instant>>, Vec<Value>) {
     let mut times: HashMap<String, Vec<Instant>> = HashMap::new();

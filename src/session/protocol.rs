@@ -24,11 +24,21 @@ pub(crate) enum RequestId {
     Text(String),
 }
 
+/// A subscribe request's options, in every transport's form of it; `None` = the default.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct SubscribeOptions {
+    pub throttle_ms: Option<u64>,
+    /// Send the latest quote of each newly subscribed symbol at once (default true).
+    pub snapshot: Option<bool>,
+    /// Deliver on a grid of `throttle_ms` (default false; see `session::throttle::Cadence`).
+    pub align: Option<bool>,
+}
+
 /// Client → server.
 #[derive(Debug, Clone, PartialEq)]
 pub(crate) enum ClientOp {
-    /// `{"op":"subscribe","symbols":[..],"throttle_ms":250,"snapshot":true,"id":1}`
-    Subscribe { id: Option<RequestId>, symbols: Vec<String>, throttle_ms: Option<u64>, snapshot: Option<bool> },
+    /// `{"op":"subscribe","symbols":[..],"throttle_ms":250,"snapshot":true,"align":false,"id":1}`
+    Subscribe { id: Option<RequestId>, symbols: Vec<String>, options: SubscribeOptions },
     /// `{"op":"unsubscribe","symbols":[..]}`
     Unsubscribe { id: Option<RequestId>, symbols: Vec<String> },
     /// `{"op":"list"}`
@@ -53,7 +63,7 @@ impl ClientOp {
 /// Every op a client may send, with the fields it takes: the one list, read by the parser, by
 /// `unknown_op` messages and for the `op` label of `tickerfeed_client_messages_total`.
 pub(crate) const OPS: [(&str, &[&str]); 4] =
-    [("subscribe", &["op", "id", "symbols", "throttle_ms", "snapshot"]), ("unsubscribe", &["op", "id", "symbols"]), ("list", &["op", "id"]), ("ping", &["op", "id"])];
+    [("subscribe", &["op", "id", "symbols", "throttle_ms", "snapshot", "align"]), ("unsubscribe", &["op", "id", "symbols"]), ("list", &["op", "id"]), ("ping", &["op", "id"])];
 const SUBSCRIBE: usize = 0;
 const UNSUBSCRIBE: usize = 1;
 const LIST: usize = 2;
@@ -132,6 +142,7 @@ pub(crate) enum ServerMessage<'a> {
         #[serde(skip_serializing_if = "Option::is_none")]
         id: Option<RequestId>,
         throttle_ms: u64,
+        align: bool,
         symbols: Vec<String>,
         rejected: Vec<Rejected>,
     },
@@ -214,21 +225,21 @@ pub(crate) struct ParseFailure {
     pub message: String,
 }
 
-/// A subscribe request's optional `throttle_ms` and `snapshot`, from its fields, for every
-/// transport's form of it; an error names the field and what it takes (`what` names the request:
-/// `op 'subscribe'`, `event 'subscribe'`).
-pub(crate) fn subscribe_options(fields: &serde_json::Map<String, Value>, what: &str) -> Result<(Option<u64>, Option<bool>), String> {
+/// A subscribe request's optional `throttle_ms`, `snapshot` and `align`, from its fields, for
+/// every transport's form of it; an error names the field and what it takes (`what` names the
+/// request: `op 'subscribe'`, `event 'subscribe'`).
+pub(crate) fn subscribe_options(fields: &serde_json::Map<String, Value>, what: &str) -> Result<SubscribeOptions, String> {
     let throttle_ms = match fields.get("throttle_ms") {
         None | Some(Value::Null) => None,
         Some(Value::Number(n)) if n.as_u64().is_some() => n.as_u64(),
         Some(_) => return Err(format!("{what}: field 'throttle_ms' must be a non-negative integer (milliseconds)")),
     };
-    let snapshot = match fields.get("snapshot") {
-        None | Some(Value::Null) => None,
-        Some(Value::Bool(b)) => Some(*b),
-        Some(_) => return Err(format!("{what}: field 'snapshot' must be true or false")),
+    let flag = |name: &str| match fields.get(name) {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::Bool(b)) => Ok(Some(*b)),
+        Some(_) => Err(format!("{what}: field '{name}' must be true or false")),
     };
-    Ok((throttle_ms, snapshot))
+    Ok(SubscribeOptions { throttle_ms, snapshot: flag("snapshot")?, align: flag("align")? })
 }
 
 /// Parses one client text frame. On failure, the error carries the request's `id` whenever the
@@ -280,8 +291,8 @@ pub(crate) fn parse_client_message(text: &str) -> Result<ClientOp, ParseFailure>
     };
     match index {
         SUBSCRIBE => {
-            let (throttle_ms, snapshot) = subscribe_options(object, "op 'subscribe'").map_err(|message| fail(ErrorCode::BadRequest, message))?;
-            Ok(ClientOp::Subscribe { id: id.clone(), symbols: symbols()?, throttle_ms, snapshot })
+            let options = subscribe_options(object, "op 'subscribe'").map_err(|message| fail(ErrorCode::BadRequest, message))?;
+            Ok(ClientOp::Subscribe { id: id.clone(), symbols: symbols()?, options })
         }
         UNSUBSCRIBE => Ok(ClientOp::Unsubscribe { id: id.clone(), symbols: symbols()? }),
         LIST => Ok(ClientOp::List { id: id.clone() }),
@@ -296,9 +307,15 @@ mod tests {
     #[test]
     fn parses_every_op() {
         assert_eq!(
-            parse_client_message(r#"{"op":"subscribe","symbols":["AAPL","msft"],"throttle_ms":250,"snapshot":true,"id":1}"#).unwrap(),
-            ClientOp::Subscribe { id: Some(RequestId::Number(1.into())), symbols: vec!["AAPL".into(), "msft".into()], throttle_ms: Some(250), snapshot: Some(true) }
+            parse_client_message(r#"{"op":"subscribe","symbols":["AAPL","msft"],"throttle_ms":250,"snapshot":true,"align":true,"id":1}"#).unwrap(),
+            ClientOp::Subscribe {
+                id: Some(RequestId::Number(1.into())),
+                symbols: vec!["AAPL".into(), "msft".into()],
+                options: SubscribeOptions { throttle_ms: Some(250), snapshot: Some(true), align: Some(true) }
+            }
         );
+        let err = parse_client_message(r#"{"op":"subscribe","symbols":["A"],"align":1}"#).unwrap_err();
+        assert_eq!((err.code, err.message.as_str()), (ErrorCode::BadRequest, "op 'subscribe': field 'align' must be true or false"));
         assert!(matches!(parse_client_message(r#"{"op":"unsubscribe","symbols":["*"]}"#), Ok(ClientOp::Unsubscribe { .. })));
         assert!(matches!(parse_client_message(r#"{"op":"list","id":"a"}"#), Ok(ClientOp::List { id: Some(RequestId::Text(_)) })));
         assert!(matches!(parse_client_message(r#"{"op":"ping"}"#), Ok(ClientOp::Ping { id: None })));
@@ -339,11 +356,12 @@ mod tests {
         let msg = ServerMessage::Subscribed {
             id: Some(RequestId::Number(1.into())),
             throttle_ms: 250,
+            align: false,
             symbols: vec!["AAPL".into()],
             rejected: vec![Rejected { symbol: "ZZZZ".into(), code: ErrorCode::UnknownSymbol }],
         };
-        assert_eq!(msg.to_json(), r#"{"type":"subscribed","id":1,"throttle_ms":250,"symbols":["AAPL"],"rejected":[{"symbol":"ZZZZ","code":"unknown_symbol"}]}"#);
-        assert_eq!(msg.fields_json(), r#"{"throttle_ms":250,"symbols":["AAPL"],"rejected":[{"symbol":"ZZZZ","code":"unknown_symbol"}]}"#);
+        assert_eq!(msg.to_json(), r#"{"type":"subscribed","id":1,"throttle_ms":250,"align":false,"symbols":["AAPL"],"rejected":[{"symbol":"ZZZZ","code":"unknown_symbol"}]}"#);
+        assert_eq!(msg.fields_json(), r#"{"throttle_ms":250,"align":false,"symbols":["AAPL"],"rejected":[{"symbol":"ZZZZ","code":"unknown_symbol"}]}"#);
         let msg = ServerMessage::Pong { id: None, ts: 5 };
         assert_eq!(msg.to_json(), r#"{"type":"pong","ts":5}"#);
         assert_eq!(msg.fields_json(), r#"{"ts":5}"#);
@@ -395,10 +413,11 @@ pub(crate) mod properties {
                 let strings =
                     |field: &str| -> Vec<String> { object[field].as_array().expect("symbols is an array").iter().map(|s| s.as_str().expect("of strings").to_string()).collect() };
                 match &op {
-                    ClientOp::Subscribe { symbols, throttle_ms, snapshot, .. } => {
+                    ClientOp::Subscribe { symbols, options, .. } => {
                         assert_eq!(symbols, &strings("symbols"));
-                        assert_eq!(*throttle_ms, object.get("throttle_ms").and_then(Value::as_u64));
-                        assert_eq!(*snapshot, object.get("snapshot").and_then(Value::as_bool));
+                        assert_eq!(options.throttle_ms, object.get("throttle_ms").and_then(Value::as_u64));
+                        assert_eq!(options.snapshot, object.get("snapshot").and_then(Value::as_bool));
+                        assert_eq!(options.align, object.get("align").and_then(Value::as_bool));
                     }
                     ClientOp::Unsubscribe { symbols, .. } => assert_eq!(symbols, &strings("symbols")),
                     ClientOp::List { .. } | ClientOp::Ping { .. } => {}
@@ -474,12 +493,12 @@ pub(crate) mod properties {
                 1 => json_leaf(),
             ];
             let throttle = prop_oneof![2 => Just(None), 2 => (0u64..100_000).prop_map(|n| Some(json!(n))), 1 => json_leaf().prop_map(Some)];
-            let snapshot = prop_oneof![2 => Just(None), 2 => any::<bool>().prop_map(|b| Some(json!(b))), 1 => json_leaf().prop_map(Some)];
+            let flag = || prop_oneof![2 => Just(None), 2 => any::<bool>().prop_map(|b| Some(json!(b))), 1 => json_leaf().prop_map(Some)];
             let extra = prop_oneof![4 => Just(None), 1 => ("[a-z_]{1,10}", json_leaf()).prop_map(Some)];
-            (prop::option::weighted(0.95, op), id(), symbols(), throttle, snapshot, extra, any::<u64>(), any::<bool>()).prop_map(
-                |(op, id, symbols, throttle, snapshot, extra, order, pretty)| {
+            (prop::option::weighted(0.95, op), id(), symbols(), throttle, (flag(), flag()), extra, any::<u64>(), any::<bool>()).prop_map(
+                |(op, id, symbols, throttle, (snapshot, align), extra, order, pretty)| {
                     let mut fields: Vec<(String, Value)> = Vec::new();
-                    let named = [("op", op), ("id", id), ("symbols", symbols), ("throttle_ms", throttle), ("snapshot", snapshot)];
+                    let named = [("op", op), ("id", id), ("symbols", symbols), ("throttle_ms", throttle), ("snapshot", snapshot), ("align", align)];
                     for (name, value) in named {
                         if let Some(value) = value {
                             fields.push((name.to_string(), value));
@@ -500,8 +519,8 @@ pub(crate) mod properties {
             let id = prop_oneof![Just(None), any::<i64>().prop_map(|n| Some(RequestId::Number(n.into()))), "\\PC{0,64}".prop_map(|s| Some(RequestId::Text(s))),];
             let symbols = prop::collection::vec(any::<String>(), 0..6);
             prop_oneof![
-                (id.clone(), symbols.clone(), prop::option::of(any::<u64>()), prop::option::of(any::<bool>()))
-                    .prop_map(|(id, symbols, throttle_ms, snapshot)| ClientOp::Subscribe { id, symbols, throttle_ms, snapshot }),
+                (id.clone(), symbols.clone(), prop::option::of(any::<u64>()), prop::option::of(any::<bool>()), prop::option::of(any::<bool>()))
+                    .prop_map(|(id, symbols, throttle_ms, snapshot, align)| ClientOp::Subscribe { id, symbols, options: SubscribeOptions { throttle_ms, snapshot, align } }),
                 (id.clone(), symbols).prop_map(|(id, symbols)| ClientOp::Unsubscribe { id, symbols }),
                 id.clone().prop_map(|id| ClientOp::List { id }),
                 id.prop_map(|id| ClientOp::Ping { id }),
@@ -515,10 +534,11 @@ pub(crate) mod properties {
             let id = id_of(op).clone();
             object.insert("id".into(), serde_json::to_value(id).unwrap());
             match op {
-                ClientOp::Subscribe { symbols, throttle_ms, snapshot, .. } => {
+                ClientOp::Subscribe { symbols, options, .. } => {
                     object.insert("symbols".into(), json!(symbols));
-                    object.insert("throttle_ms".into(), json!(throttle_ms));
-                    object.insert("snapshot".into(), json!(snapshot));
+                    object.insert("throttle_ms".into(), json!(options.throttle_ms));
+                    object.insert("snapshot".into(), json!(options.snapshot));
+                    object.insert("align".into(), json!(options.align));
                 }
                 ClientOp::Unsubscribe { symbols, .. } => {
                     object.insert("symbols".into(), json!(symbols));

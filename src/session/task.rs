@@ -35,7 +35,8 @@ use tokio::time::{Instant, sleep_until};
 
 use super::limits::{Limits, MAX_THROTTLE_MS};
 use super::output::{Encoder, INPUT_PAUSE_BYTES, Output, SharedOutput};
-use super::protocol::{ClientOp, ErrorCode, PROTOCOL_VERSION, ParseFailure, Rejected, RequestId, ServerMessage};
+use super::protocol::{ClientOp, ErrorCode, PROTOCOL_VERSION, ParseFailure, Rejected, RequestId, ServerMessage, SubscribeOptions};
+use super::throttle::Cadence;
 use super::{Admission, ConnectionSlot, SessionContext};
 use crate::access::Grant;
 use crate::access::entitlements::Entitlements;
@@ -61,19 +62,20 @@ pub(crate) const RATE_LIMIT_REPORT_INTERVAL: Duration = Duration::from_secs(1);
 /// a burst but abuse: it is closed (WebSocket 1008).
 pub(crate) const RATE_LIMIT_ABUSE_AFTER: Duration = Duration::from_secs(10);
 
-/// A subscription requested with the connection (`/ws?symbols=A,B&throttle_ms=500`).
+/// A subscription requested with the connection (`/ws?symbols=A,B&throttle_ms=500&align=1`).
 #[derive(Debug, Clone, Default)]
 pub(crate) struct InitialSubscription {
     /// A subscription parameter was given (even an empty one): answer with `subscribed`.
     pub requested: bool,
     pub symbols: Vec<String>,
     pub throttle_ms: Option<u64>,
+    pub align: Option<bool>,
     /// What the server could not use, each told to the client as a `bad_request` error.
     pub problems: Vec<String>,
 }
 
 /// The query parameters a connection's URL takes (`/ws`, `/sse`).
-const QUERY_PARAMETERS: &[&str] = &["symbols", "throttle_ms", crate::access::TOKEN_PARAMETER];
+const QUERY_PARAMETERS: &[&str] = &["symbols", "throttle_ms", "align", crate::access::TOKEN_PARAMETER];
 
 impl InitialSubscription {
     /// Reads a connection request's query string (`?symbols=AAPL,MSFT&throttle_ms=500`) for
@@ -108,6 +110,11 @@ impl InitialSubscription {
                         }
                     }
                 }
+                "align" => match value.trim() {
+                    "1" | "true" => initial.align = Some(true),
+                    "0" | "false" => initial.align = Some(false),
+                    other => initial.problems.push(format!("query parameter 'align': '{}' is not 1, 0, true or false; not aligned", excerpt(other, 32))),
+                },
                 other => initial.problems.push(format!("unknown query parameter '{}'; {endpoint} takes: {}", excerpt(other, 32), QUERY_PARAMETERS.join(", "))),
             }
         }
@@ -490,7 +497,8 @@ impl<E: Encoder> Session<E> {
         };
         self.reply(&welcome);
         if initial.requested {
-            self.subscribe(None, &initial.symbols, initial.throttle_ms, true);
+            let options = SubscribeOptions { throttle_ms: initial.throttle_ms, snapshot: None, align: initial.align };
+            self.subscribe(None, &initial.symbols, options);
         }
         // After `subscribed`, so that the first two messages are always the documented pair.
         for problem in initial.problems {
@@ -600,7 +608,7 @@ impl<E: Encoder> Session<E> {
 
     fn on_op(&mut self, op: ClientOp) {
         match op {
-            ClientOp::Subscribe { id, symbols, throttle_ms, snapshot } => self.subscribe(id, &symbols, throttle_ms, snapshot.unwrap_or(true)),
+            ClientOp::Subscribe { id, symbols, options } => self.subscribe(id, &symbols, options),
             ClientOp::Unsubscribe { id, symbols } => {
                 let mut wildcard = false;
                 let mut ids = Vec::new();
@@ -628,8 +636,10 @@ impl<E: Encoder> Session<E> {
         }
     }
 
-    fn subscribe(&mut self, id: Option<RequestId>, requested: &[String], throttle_ms: Option<u64>, snapshot: bool) {
-        let throttle = throttle_ms.unwrap_or(self.limits.throttle_ms).clamp(self.limits.min_throttle_ms, MAX_THROTTLE_MS) as u32;
+    fn subscribe(&mut self, id: Option<RequestId>, requested: &[String], options: SubscribeOptions) {
+        let throttle = options.throttle_ms.unwrap_or(self.limits.throttle_ms).clamp(self.limits.min_throttle_ms, MAX_THROTTLE_MS) as u32;
+        let cadence = Cadence { throttle_ms: throttle, align: options.align.unwrap_or(false) };
+        let snapshot = options.snapshot.unwrap_or(true);
         let mut rejected = Vec::new();
         let mut topics: Vec<Arc<Topic>> = Vec::new();
         let mut wildcard = false;
@@ -668,9 +678,9 @@ impl<E: Encoder> Session<E> {
                 return Err(format!("subscribing would make {total} symbols; the limit is {max_symbols} per session (\"*\" counts as one)"));
             }
             let now = Instant::now();
-            subs.subscribe(&topics, throttle, snapshot, false, now);
+            subs.subscribe(&topics, cadence, snapshot, false, now);
             if let Some(all) = &entitled_all {
-                subs.subscribe(all, throttle, snapshot, true, now);
+                subs.subscribe(all, cadence, snapshot, true, now);
             }
             Ok(subs.symbol_list())
         });
@@ -684,7 +694,7 @@ impl<E: Encoder> Session<E> {
         for entry in &rejected {
             self.context.metrics.client_error(entry.code.as_str());
         }
-        self.reply(&ServerMessage::Subscribed { id, throttle_ms: throttle as u64, symbols, rejected });
+        self.reply(&ServerMessage::Subscribed { id, throttle_ms: throttle as u64, align: cadence.align, symbols, rejected });
     }
 
     /// A wildcard session picks up topics registered after it subscribed.
@@ -693,8 +703,8 @@ impl<E: Encoder> Session<E> {
         if all.len() > self.known_topics {
             let new = self.entitled(&all[self.known_topics..]);
             let extended = self.output.with(|o| {
-                let Some(throttle) = o.subs.wildcard_throttle_ms() else { return false };
-                o.subs.subscribe(&new, throttle, false, true, Instant::now());
+                let Some(cadence) = o.subs.wildcard_cadence() else { return false };
+                o.subs.subscribe(&new, cadence, false, true, Instant::now());
                 true
             });
             if extended {

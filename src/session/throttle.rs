@@ -7,6 +7,11 @@
 //!
 //! Per symbol, the rules (each tested below):
 //! - at most one delivery per throttle interval (the snapshot counts as one);
+//! - an *aligned* subscription (`"align": true`) is delivered on a grid of its throttle interval
+//!   anchored at the session's first subscribe instead: a change goes out at the first tick after
+//!   it, every aligned symbol of one interval that changed goes out at the same tick (so in one
+//!   frame), at most once per tick, and a symbol that did not change costs nothing; snapshots
+//!   are immediate and do not move the grid;
 //! - the first change after a quiet period is due at once: an idle symbol is *armed* on the bus
 //!   and the bus wakes the session on its next publish;
 //! - the latest value always goes out eventually: when a throttle interval ends, the symbol is
@@ -42,6 +47,21 @@ struct Subscription {
     flags: u8,
 }
 
+/// How a subscription's deliveries are timed: at most one per `throttle_ms`; with `align`, on a
+/// grid of `throttle_ms` anchored at the session's first subscribe (at throttle 0 there is no
+/// grid: every change, as without it).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Cadence {
+    pub(crate) throttle_ms: u32,
+    pub(crate) align: bool,
+}
+
+impl From<u32> for Cadence {
+    fn from(throttle_ms: u32) -> Cadence {
+        Cadence { throttle_ms, align: false }
+    }
+}
+
 const EXPLICIT: u8 = 1; // subscribed by name
 const WILDCARD: u8 = 2; // covered by "*"
 const ARMED: u8 = 4; // a bus registration is outstanding
@@ -49,11 +69,36 @@ const DUE: u8 = 8; // in the due list
 const TIMER: u8 = 16; // a timer is pending at next_allowed_us
 const AWAITING_SNAPSHOT: u8 = 32; // in the snapshot queue
 const RECHECK: u8 = 64; // delivered at throttle 0, in the recheck list
+const ALIGNED: u8 = 128; // delivered on the session's grid (see Cadence)
 
 impl Subscription {
     fn has(&self, flag: u8) -> bool {
         self.flags & flag != 0
     }
+
+    /// Whether deliveries fall on the grid: aligned, at a throttle above 0.
+    fn on_grid(&self) -> bool {
+        self.has(ALIGNED) && self.throttle_ms > 0
+    }
+
+    fn set_cadence(&mut self, cadence: Cadence) {
+        self.throttle_ms = cadence.throttle_ms;
+        if cadence.align {
+            self.flags |= ALIGNED;
+        } else {
+            self.flags &= !ALIGNED;
+        }
+    }
+}
+
+/// The first grid instant at or after `t`: `anchor + k·period`, k ≥ 0 (all in µs).
+fn grid_ceil(anchor: u64, period: u64, t: u64) -> u64 {
+    if t <= anchor { anchor } else { anchor + (t - anchor).div_ceil(period) * period }
+}
+
+/// The last grid instant at or before `t` (the anchor for any `t` before it).
+fn grid_floor(anchor: u64, period: u64, t: u64) -> u64 {
+    if t <= anchor { anchor } else { anchor + (t - anchor) / period * period }
 }
 
 /// The subscriptions of one session.
@@ -73,8 +118,10 @@ pub(crate) struct SubscriptionSet {
     /// Topics unsubscribed while a bus registration was still outstanding; kept so that
     /// re-subscribing does not register twice (bounded by the number of topics).
     orphan_registrations: Vec<TopicId>,
-    /// Throttle of the `*` subscription, when present.
-    wildcard_throttle_ms: Option<u32>,
+    /// Cadence of the `*` subscription, when present.
+    wildcard: Option<Cadence>,
+    /// The aligned grids' anchor: the first subscribe, µs since the epoch.
+    anchor_us: Option<u64>,
     explicit_count: usize,
     signal: Arc<SessionSignal>,
     /// Since the last [`SubscriptionSet::take_delivery_stats`]: quotes merged away (seq gaps of
@@ -100,7 +147,8 @@ impl SubscriptionSet {
             snapshot_queue: Vec::new(),
             recheck: Vec::new(),
             orphan_registrations: Vec::new(),
-            wildcard_throttle_ms: None,
+            wildcard: None,
+            anchor_us: None,
             explicit_count: 0,
             signal,
             conflated: 0,
@@ -123,16 +171,16 @@ impl SubscriptionSet {
 
     /// Explicit symbols plus one for `*`: what counts against the per-session limit.
     pub(crate) fn counted(&self) -> usize {
-        self.explicit_count + usize::from(self.wildcard_throttle_ms.is_some())
+        self.explicit_count + usize::from(self.wildcard.is_some())
     }
 
-    /// Throttle of the `*` subscription, if there is one.
-    pub(crate) fn wildcard_throttle_ms(&self) -> Option<u32> {
-        self.wildcard_throttle_ms
+    /// Cadence of the `*` subscription, if there is one.
+    pub(crate) fn wildcard_cadence(&self) -> Option<Cadence> {
+        self.wildcard
     }
 
     pub(crate) fn has_wildcard(&self) -> bool {
-        self.wildcard_throttle_ms.is_some()
+        self.wildcard.is_some()
     }
 
     pub(crate) fn is_explicit(&self, topic: TopicId) -> bool {
@@ -159,15 +207,18 @@ impl SubscriptionSet {
         self.subs.binary_search_by_key(&topic, |s| s.id).ok()
     }
 
-    /// Subscribes `topics` explicitly (or, with `wildcard`, as covered by `*`) at `throttle_ms`.
-    /// With `snapshot`, newly added topics that have a latest quote are queued for a snapshot
-    /// frame; without it, they start from the current seq and only later changes are sent.
-    pub(crate) fn subscribe(&mut self, topics: &[Arc<Topic>], throttle_ms: u32, snapshot: bool, wildcard: bool, now: Instant) -> SubscribeOutcome {
+    /// Subscribes `topics` explicitly (or, with `wildcard`, as covered by `*`) at `cadence` (a
+    /// throttle in ms, or a [`Cadence`]). With `snapshot`, newly added topics that have a latest
+    /// quote are queued for a snapshot frame; without it, they start from the current seq and
+    /// only later changes are sent.
+    pub(crate) fn subscribe(&mut self, topics: &[Arc<Topic>], cadence: impl Into<Cadence>, snapshot: bool, wildcard: bool, now: Instant) -> SubscribeOutcome {
+        let cadence = cadence.into();
         let mut outcome = SubscribeOutcome::default();
         if wildcard {
-            self.wildcard_throttle_ms = Some(throttle_ms);
+            self.wildcard = Some(cadence);
         }
         let now_us = self.micros(now);
+        self.anchor_us.get_or_insert(now_us);
         // Exact capacities: a session costs its subscriptions, not a doubling's slack (a
         // 10-symbol session would otherwise carry 16 slots).
         let new = topics.iter().filter(|t| self.find(t.id).is_none()).count();
@@ -182,7 +233,7 @@ impl SubscriptionSet {
                     if wildcard {
                         sub.flags |= WILDCARD;
                         if !sub.has(EXPLICIT) {
-                            sub.throttle_ms = throttle_ms;
+                            sub.set_cadence(cadence);
                         }
                     } else {
                         if !sub.has(EXPLICIT) {
@@ -190,7 +241,7 @@ impl SubscriptionSet {
                         }
                         sub.flags |= EXPLICIT;
                         // Applies from the next delivery on: next_allowed is left as it is.
-                        sub.throttle_ms = throttle_ms;
+                        sub.set_cadence(cadence);
                     }
                 }
                 None => {
@@ -203,7 +254,9 @@ impl SubscriptionSet {
                         flags |= ARMED;
                     }
                     let current = topic.seq();
-                    let sub = Subscription { id: topic.id, topic: topic.clone(), last_sent_seq: if snapshot { 0 } else { current }, next_allowed_us: now_us, throttle_ms, flags };
+                    let mut sub =
+                        Subscription { id: topic.id, topic: topic.clone(), last_sent_seq: if snapshot { 0 } else { current }, next_allowed_us: now_us, throttle_ms: 0, flags };
+                    sub.set_cadence(cadence);
                     let at = self.subs.partition_point(|s| s.id < topic.id);
                     self.subs.insert(at, sub);
                     topic.subscriber_added();
@@ -225,7 +278,7 @@ impl SubscriptionSet {
     pub(crate) fn unsubscribe(&mut self, topics: &[TopicId], wildcard: bool) {
         let mut timer_dropped = false;
         if wildcard {
-            self.wildcard_throttle_ms = None;
+            self.wildcard = None;
             let ids: Vec<TopicId> = self.subs.iter().filter(|s| s.has(WILDCARD)).map(|s| s.id).collect();
             for id in ids {
                 timer_dropped |= self.drop_flag(id, WILDCARD);
@@ -257,9 +310,9 @@ impl SubscriptionSet {
         }
         self.subs[i].flags &= !flag;
         if self.subs[i].flags & (EXPLICIT | WILDCARD) != 0 {
-            // Still covered by the wildcard: it falls back to the wildcard's throttle.
-            if let Some(throttle) = self.wildcard_throttle_ms {
-                self.subs[i].throttle_ms = throttle;
+            // Still covered by the wildcard: it falls back to the wildcard's cadence.
+            if let Some(cadence) = self.wildcard {
+                self.subs[i].set_cadence(cadence);
             }
             return false;
         }
@@ -280,7 +333,7 @@ impl SubscriptionSet {
             sub.topic.subscriber_removed();
         }
         self.explicit_count = 0;
-        self.wildcard_throttle_ms = None;
+        self.wildcard = None;
         self.due.clear();
         self.snapshot_queue.clear();
         self.recheck.clear();
@@ -320,7 +373,15 @@ impl SubscriptionSet {
         for &id in topics {
             match self.find(id) {
                 Some(i) => {
-                    self.subs[i].flags &= !ARMED;
+                    let anchor = self.anchor_us.unwrap_or(0);
+                    let sub = &mut self.subs[i];
+                    sub.flags &= !ARMED;
+                    if sub.on_grid() {
+                        // It changed just now, while armed: due at the first tick from now, and
+                        // not before the one after its last delivery. (A timer that fires late
+                        // keeps its own tick: `evaluate` moves nothing.)
+                        sub.next_allowed_us = sub.next_allowed_us.max(grid_ceil(anchor, sub.throttle_ms as u64 * 1000, now_us));
+                    }
                     self.evaluate(i, now_us);
                 }
                 None => self.orphan_registrations.retain(|&t| t != id),
@@ -383,9 +444,13 @@ impl SubscriptionSet {
     }
 
     fn record_delivery(&mut self, i: usize, seq: u64, now_us: u64) {
+        let anchor = self.anchor_us.unwrap_or(0);
         let sub = &mut self.subs[i];
         sub.last_sent_seq = seq;
-        sub.next_allowed_us = now_us + sub.throttle_ms as u64 * 1000;
+        let period = sub.throttle_ms as u64 * 1000;
+        // On the grid: the tick after the one this delivery belongs to, however late in its
+        // interval it went out (at most one delivery per tick; the grid never moves).
+        sub.next_allowed_us = if sub.on_grid() { grid_floor(anchor, period, now_us) + period } else { now_us + period };
         sub.flags &= !(DUE | AWAITING_SNAPSHOT);
         if sub.throttle_ms > 0 {
             if !sub.has(TIMER) {
@@ -586,6 +651,19 @@ mod tests {
             out
         }
 
+        /// Advances from timer to timer until something is delivered: (ms since the set's
+        /// epoch, what).
+        async fn next_delivery(&mut self) -> (u64, Vec<(String, u64)>) {
+            for _ in 0..50 {
+                self.advance_to_deadline().await;
+                let out = self.deliver();
+                if !out.is_empty() {
+                    return ((Instant::now() - self.set.epoch).as_millis() as u64, out);
+                }
+            }
+            panic!("nothing delivered over 50 timers");
+        }
+
         async fn advance_to_deadline(&mut self) {
             let deadline = self.set.next_deadline().expect("a timer is pending");
             tokio::time::sleep_until(deadline).await;
@@ -611,6 +689,103 @@ mod tests {
         // ...then only the latest goes out, once.
         assert_eq!(h.deliver(), vec![("AAPL".into(), 4)]);
         assert!(h.deliver().is_empty());
+    }
+
+    fn aligned(throttle_ms: u32) -> Cadence {
+        Cadence { throttle_ms, align: true }
+    }
+
+    fn ms(since: Instant) -> u64 {
+        (Instant::now() - since).as_millis() as u64
+    }
+
+    /// Aligned: what changed goes out together at the first tick after the change, the latest
+    /// value once, an unchanged symbol not at all; a change after a quiet spell waits for its
+    /// tick (not the throttle after it), and a later subscription's snapshot is immediate and
+    /// leaves the grid where it was.
+    #[tokio::test(start_paused = true)]
+    async fn aligned_deliveries_fall_on_the_sessions_grid() {
+        let mut h = Harness::new(&["AAPL", "MSFT", "IBM", "NVDA"]);
+        for i in 0..4 {
+            h.publish(i, 1.0);
+        }
+        let t0 = Instant::now();
+        let three = h.topics[..3].to_vec();
+        h.set.subscribe(&three, aligned(200), true, false, t0);
+        assert_eq!(h.snapshot().len(), 3, "the snapshot goes out at once");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        h.publish(0, 2.0);
+        tokio::time::sleep(Duration::from_millis(70)).await;
+        h.publish(1, 2.0);
+        tokio::time::sleep(Duration::from_millis(30)).await;
+        h.publish(0, 3.0);
+        assert!(!h.set.has_due());
+        h.advance_to_deadline().await;
+        assert_eq!(ms(t0), 200, "the first tick");
+        assert_eq!(h.deliver(), vec![("AAPL".into(), 3), ("MSFT".into(), 2)], "together, the latest value, IBM not at all");
+        // IBM, armed since it did not change, changes at 260: due at 400 with AAPL's change.
+        tokio::time::sleep(Duration::from_millis(60)).await;
+        h.publish(2, 2.0);
+        h.wait_fired().await;
+        assert!(!h.set.has_due(), "not before its tick");
+        tokio::time::sleep(Duration::from_millis(40)).await;
+        h.publish(0, 4.0);
+        h.advance_to_deadline().await;
+        assert_eq!(ms(t0), 400);
+        assert_eq!(h.deliver(), vec![("AAPL".into(), 4), ("IBM".into(), 2)]);
+        // After a quiet second, a change at 1,030 waits for the tick at 1,200.
+        tokio::time::sleep(Duration::from_millis(630)).await;
+        h.publish(1, 3.0);
+        h.wait_fired().await;
+        assert!(!h.set.has_due());
+        assert_eq!(h.next_delivery().await, (1200, vec![("MSFT".into(), 3)]));
+        // NVDA subscribed at 1,250: its snapshot at once, its change at 1,260 at the tick of 1,400.
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let nvda = vec![h.topics[3].clone()];
+        h.set.subscribe(&nvda, aligned(200), true, false, Instant::now());
+        assert_eq!(h.snapshot(), vec![("NVDA".into(), 1)]);
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        h.publish(3, 2.0);
+        assert_eq!(h.next_delivery().await, (1400, vec![("NVDA".into(), 2)]), "the grid did not move");
+    }
+
+    /// Two throttles on one session keep their own grids; a tick delivered late still allows
+    /// one delivery per tick, and the next tick stays where the grid puts it.
+    #[tokio::test(start_paused = true)]
+    async fn aligned_throttles_keep_their_own_grids() {
+        let mut h = Harness::new(&["AAPL", "MSFT"]);
+        let (aapl, msft) = (vec![h.topics[0].clone()], vec![h.topics[1].clone()]);
+        let t0 = Instant::now();
+        h.set.subscribe(&aapl, aligned(200), true, false, t0);
+        h.set.subscribe(&msft, aligned(500), true, false, t0);
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        h.publish(0, 1.0);
+        h.publish(1, 1.0);
+        // Both dispatched before the fired topics are read.
+        tokio::time::sleep(Duration::from_millis(1)).await;
+        h.wait_fired().await;
+        assert_eq!(h.next_delivery().await, (200, vec![("AAPL".into(), 1)]));
+        assert_eq!(h.next_delivery().await, (500, vec![("MSFT".into(), 1)]));
+        // Both change at 510; AAPL's frame goes out late, at 730 (its tick was 600): its next
+        // delivery is at 800, the grid's, not at 930.
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        h.publish(0, 2.0);
+        h.publish(1, 2.0);
+        tokio::time::sleep(Duration::from_millis(1)).await;
+        h.wait_fired().await;
+        tokio::time::sleep(Duration::from_millis(219)).await;
+        h.set.on_timers(Instant::now());
+        assert_eq!((ms(t0), h.deliver()), (730, vec![("AAPL".into(), 2)]));
+        h.publish(0, 3.0);
+        assert_eq!(h.next_delivery().await, (800, vec![("AAPL".into(), 3)]));
+        assert_eq!(h.next_delivery().await, (1000, vec![("MSFT".into(), 2)]), "MSFT's grid: 500, 1000");
+        // Re-subscribed without align: the first change after a quiet spell goes out at once.
+        h.set.subscribe(&aapl, 200, false, false, Instant::now());
+        tokio::time::sleep(Duration::from_millis(1030)).await;
+        h.publish(0, 4.0);
+        let changed = Instant::now();
+        h.wait_fired().await;
+        assert_eq!((Instant::now(), h.deliver()), (changed, vec![("AAPL".into(), 4)]));
     }
 
     /// After a resync every symbol goes out again as a snapshot, even at a seq already sent,
@@ -1083,7 +1258,7 @@ pub(crate) mod properties {
             assert_eq!(topic.registrations(), armed, "{}: one bus registration, only while armed", topic.symbol);
         }
         assert_eq!(set.explicit_count, model.explicit.iter().flatten().count());
-        assert_eq!(set.wildcard_throttle_ms, model.wildcard);
+        assert_eq!(set.wildcard.map(|c| c.throttle_ms), model.wildcard);
     }
 
     #[cfg(test)]

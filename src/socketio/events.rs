@@ -1,15 +1,17 @@
 //! Socket.IO events from a client, read as protocol v1 requests: the event's name is the op, its
 //! one argument what the op takes, its ack id the request's id (the reply is its ack).
 //!
-//! `subscribe` takes `{"symbols":[…],"throttle_ms":N,"snapshot":B}` (`symbols` may be a
-//! comma-separated string), an array of symbols, or a comma-separated string; `unsubscribe` the
-//! same shapes without `throttle_ms` and `snapshot`; `list` and `ping` take nothing (an argument
+//! `subscribe` takes `{"symbols":[…],"throttle_ms":N,"snapshot":B,"align":B}` (`symbols` may be
+//! a comma-separated string), an array of symbols, or a comma-separated string; `unsubscribe`
+//! the same shapes without `throttle_ms`, `snapshot` and `align`; `list` and `ping` take nothing (an argument
 //! is ignored, so that `emit("list", {})` works too). Anything else is a [`ParseFailure`] naming
 //! the event and the argument at fault, answered like a bad `/ws` request.
 
 use serde_json::{Map, Value};
 
 use crate::api_error::{excerpt, json_kind};
+#[cfg(test)]
+use crate::session::protocol::SubscribeOptions;
 use crate::session::protocol::{ClientOp, ErrorCode, OPS, ParseFailure, RequestId, subscribe_options};
 
 /// The request an event stands for.
@@ -35,7 +37,7 @@ pub(crate) fn client_op(name: &str, args: Vec<Value>, ack: Option<u64>) -> Resul
                 }
                 None => return Err(fail(ErrorCode::BadRequest, format!("event '{name}' needs an argument: {{\"symbols\":[\"AAPL\"]}}, [\"AAPL\"] or \"AAPL,MSFT\""))),
             };
-            let allowed: &[&str] = if subscribe { &["symbols", "throttle_ms", "snapshot"] } else { &["symbols"] };
+            let allowed: &[&str] = if subscribe { &["symbols", "throttle_ms", "snapshot", "align"] } else { &["symbols"] };
             if let Some(unknown) = request.keys().find(|k| !allowed.contains(&k.as_str())) {
                 return Err(fail(ErrorCode::BadRequest, format!("event '{name}': unknown field '{}'; allowed: {}", excerpt(unknown, 32), allowed.join(", "))));
             }
@@ -59,8 +61,8 @@ pub(crate) fn client_op(name: &str, args: Vec<Value>, ack: Option<u64>) -> Resul
             if !subscribe {
                 return Ok(ClientOp::Unsubscribe { id, symbols });
             }
-            let (throttle_ms, snapshot) = subscribe_options(&request, "event 'subscribe'").map_err(|message| fail(ErrorCode::BadRequest, message))?;
-            Ok(ClientOp::Subscribe { id, symbols, throttle_ms, snapshot })
+            let options = subscribe_options(&request, "event 'subscribe'").map_err(|message| fail(ErrorCode::BadRequest, message))?;
+            Ok(ClientOp::Subscribe { id, symbols, options })
         }
         "list" => Ok(ClientOp::List { id }),
         "ping" => Ok(ClientOp::Ping { id }),
@@ -84,11 +86,18 @@ mod tests {
 
     #[test]
     fn subscribe_takes_an_object_an_array_or_a_string() {
-        let expected = |throttle_ms, snapshot| ClientOp::Subscribe { id: Some(RequestId::Number(4.into())), symbols: vec!["AAPL".into(), "msft".into()], throttle_ms, snapshot };
-        assert_eq!(op("subscribe", json!([{"symbols": ["AAPL", "msft"], "throttle_ms": 100, "snapshot": false}]), Some(4)), Ok(expected(Some(100), Some(false))));
-        assert_eq!(op("subscribe", json!([{"symbols": " AAPL, msft ,"}]), Some(4)), Ok(expected(None, None)));
-        assert_eq!(op("subscribe", json!([["AAPL", "msft"]]), Some(4)), Ok(expected(None, None)));
-        assert_eq!(op("subscribe", json!(["AAPL,msft"]), Some(4)), Ok(expected(None, None)));
+        let expected = |throttle_ms, snapshot, align| ClientOp::Subscribe {
+            id: Some(RequestId::Number(4.into())),
+            symbols: vec!["AAPL".into(), "msft".into()],
+            options: SubscribeOptions { throttle_ms, snapshot, align },
+        };
+        assert_eq!(
+            op("subscribe", json!([{"symbols": ["AAPL", "msft"], "throttle_ms": 100, "snapshot": false, "align": true}]), Some(4)),
+            Ok(expected(Some(100), Some(false), Some(true)))
+        );
+        assert_eq!(op("subscribe", json!([{"symbols": " AAPL, msft ,"}]), Some(4)), Ok(expected(None, None, None)));
+        assert_eq!(op("subscribe", json!([["AAPL", "msft"]]), Some(4)), Ok(expected(None, None, None)));
+        assert_eq!(op("subscribe", json!(["AAPL,msft"]), Some(4)), Ok(expected(None, None, None)));
         assert_eq!(op("unsubscribe", json!(["AAPL"]), None), Ok(ClientOp::Unsubscribe { id: None, symbols: vec!["AAPL".into()] }));
         assert_eq!(op("list", json!([]), Some(1)), Ok(ClientOp::List { id: Some(RequestId::Number(1.into())) }));
         assert_eq!(op("list", json!([{}]), None), Ok(ClientOp::List { id: None }));
@@ -106,6 +115,7 @@ mod tests {
             ("subscribe", json!([{"throttle_ms": 5}]), ErrorCode::BadRequest, "missing field 'symbols'"),
             ("subscribe", json!([{"symbols": "A", "throttle_ms": -1}]), ErrorCode::BadRequest, "throttle_ms"),
             ("subscribe", json!([{"symbols": "A", "snapshot": "yes"}]), ErrorCode::BadRequest, "snapshot"),
+            ("subscribe", json!([{"symbols": "A", "align": "yes"}]), ErrorCode::BadRequest, "field 'align' must be true or false"),
             ("unsubscribe", json!([{"symbols": "A", "throttle_ms": 5}]), ErrorCode::BadRequest, "unknown field 'throttle_ms'"),
             ("dance", json!([]), ErrorCode::UnknownOp, "unknown event 'dance'; expected one of: subscribe, unsubscribe, list, ping"),
         ] {

@@ -85,8 +85,8 @@ struct EngineQuery {
     initial: InitialSubscription,
 }
 
-/// Reads the query: `EIO=4` and a known `transport` are required. `symbols` and `throttle_ms`
-/// subscribe at CONNECT as on `/ws`; other parameters are the application's (socket.io-client's
+/// Reads the query: `EIO=4` and a known `transport` are required. `symbols`, `throttle_ms` and
+/// `align` subscribe at CONNECT as on `/ws`; other parameters are the application's (socket.io-client's
 /// `query` option) and are ignored, as are Engine.IO's `t` (cache busting) and `b64`.
 fn engine_query(req: &HttpRequest) -> Result<EngineQuery, ApiError> {
     let bad = |message: String| ApiError::new(ApiErrorCode::BadRequest, message);
@@ -108,7 +108,7 @@ fn engine_query(req: &HttpRequest) -> Result<EngineQuery, ApiError> {
         None => return Err(bad("Engine.IO: missing query parameter transport (polling or websocket)".into())),
     };
     let sid = value("sid");
-    let subscription = pairs.into_iter().filter(|(name, _)| name == "symbols" || name == "throttle_ms").collect();
+    let subscription = pairs.into_iter().filter(|(name, _)| matches!(name.as_str(), "symbols" | "throttle_ms" | "align")).collect();
     Ok(EngineQuery { transport, sid, initial: InitialSubscription::from_pairs(subscription, "/socket.io/") })
 }
 
