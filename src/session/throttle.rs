@@ -1022,6 +1022,7 @@ pub(crate) mod properties {
             throttle: usize,
             snapshot: bool,
             wildcard: bool,
+            align: bool,
         },
         Unsubscribe {
             mask: u8,
@@ -1055,7 +1056,7 @@ pub(crate) mod properties {
             let mask = arg & 0x0F;
             match kind % 10 {
                 0 | 1 => Step::Publish { topic: usize::from(arg) % SYMBOLS.len() },
-                2 => Step::Subscribe { mask, throttle: usize::from(arg >> 4) % THROTTLES_MS.len(), snapshot: arg & 0x40 != 0, wildcard: arg & 0x80 != 0 },
+                2 => Step::Subscribe { mask, throttle: usize::from(arg >> 4) % THROTTLES_MS.len(), snapshot: arg & 0x40 != 0, wildcard: arg & 0x80 != 0, align: kind >= 128 },
                 3 => Step::Unsubscribe { mask, wildcard: arg & 0x80 != 0 },
                 4 => Step::Advance { ms: u64::from(arg) * 2 },
                 5 => Step::Dispatch,
@@ -1070,14 +1071,16 @@ pub(crate) mod properties {
     /// What the client asked for, per symbol, and what it was sent.
     #[derive(Debug, Default, Clone)]
     struct Model {
-        /// Per topic: the throttle of its explicit subscription.
-        explicit: [Option<u32>; SYMBOLS.len()],
-        wildcard: Option<u32>,
+        /// Per topic: the cadence of its explicit subscription.
+        explicit: [Option<Cadence>; SYMBOLS.len()],
+        wildcard: Option<Cadence>,
         /// Per topic while delivered: seq of the last quote sent (or the seq it started from),
-        /// when and under which throttle it was sent, and whether a snapshot is owed.
+        /// when and under which cadence it was sent, and whether a snapshot is owed.
         last_seq: [u64; SYMBOLS.len()],
-        last_sent: [Option<(u64, u32)>; SYMBOLS.len()],
+        last_sent: [Option<(u64, Cadence)>; SYMBOLS.len()],
         snapshot_owed: [bool; SYMBOLS.len()],
+        /// The grids' anchor: the clock of the first subscribe, ms.
+        anchor_ms: Option<u64>,
     }
 
     impl Model {
@@ -1085,8 +1088,8 @@ pub(crate) mod properties {
             self.explicit[topic].is_some() || self.wildcard.is_some()
         }
 
-        /// The throttle a delivery is made under: the explicit subscription's, else `*`'s.
-        fn throttle(&self, topic: usize) -> Option<u32> {
+        /// The cadence a delivery is made under: the explicit subscription's, else `*`'s.
+        fn cadence(&self, topic: usize) -> Option<Cadence> {
             self.explicit[topic].or(self.wildcard)
         }
     }
@@ -1139,18 +1142,19 @@ pub(crate) mod properties {
             Step::Publish { topic } => {
                 bus.publish(&topics[topic], &draft());
             }
-            Step::Subscribe { mask, throttle, snapshot, wildcard } => {
-                let throttle = THROTTLES_MS[throttle];
+            Step::Subscribe { mask, throttle, snapshot, wildcard, align } => {
+                let cadence = Cadence { throttle_ms: THROTTLES_MS[throttle], align };
                 let indices = if wildcard { (0..SYMBOLS.len()).collect() } else { chosen(mask) };
                 let was: Vec<bool> = (0..SYMBOLS.len()).map(|i| model.delivered(i)).collect();
                 let picked: Vec<Arc<Topic>> = indices.iter().map(|&i| topics[i].clone()).collect();
-                set.subscribe(&picked, throttle, snapshot, wildcard, now);
+                set.subscribe(&picked, cadence, snapshot, wildcard, now);
+                model.anchor_ms.get_or_insert(clock_ms);
                 if wildcard {
-                    model.wildcard = Some(throttle);
+                    model.wildcard = Some(cadence);
                 }
                 for &i in &indices {
                     if !wildcard {
-                        model.explicit[i] = Some(throttle);
+                        model.explicit[i] = Some(cadence);
                     }
                     if !was[i] {
                         // New to the session: a snapshot if asked for and there is a quote,
@@ -1212,11 +1216,18 @@ pub(crate) mod properties {
                     } else {
                         assert!(!model.snapshot_owed[i], "{symbol}: a live quote before its snapshot");
                     }
-                    if let Some((at, throttle)) = model.last_sent[i] {
-                        assert!(clock_ms >= at + u64::from(throttle), "{symbol}: sent at {clock_ms} ms, {} ms after the last, under a {throttle} ms throttle", clock_ms - at);
+                    if let Some((at, cadence)) = model.last_sent[i] {
+                        let throttle = u64::from(cadence.throttle_ms);
+                        if cadence.align && throttle > 0 {
+                            // At most one delivery per tick of the grid, however late each went out.
+                            let tick = |t: u64| grid_floor(model.anchor_ms.expect("subscribed"), throttle, t);
+                            assert!(tick(clock_ms) >= tick(at) + throttle, "{symbol}: sent at {clock_ms} ms after {at} ms, within one {throttle} ms tick of the grid");
+                        } else {
+                            assert!(clock_ms >= at + throttle, "{symbol}: sent at {clock_ms} ms, {} ms after the last, under a {throttle} ms throttle", clock_ms - at);
+                        }
                     }
                     model.last_seq[i] = seq;
-                    model.last_sent[i] = Some((clock_ms, model.throttle(i).expect("delivered")));
+                    model.last_sent[i] = Some((clock_ms, model.cadence(i).expect("delivered")));
                 }
             }
         }
@@ -1250,7 +1261,9 @@ pub(crate) mod properties {
             if let Some(sub) = sub {
                 assert_eq!(sub.has(EXPLICIT), model.explicit[index].is_some(), "{} explicit", topic.symbol);
                 assert_eq!(sub.has(WILDCARD), model.wildcard.is_some(), "{} covered by *", topic.symbol);
-                assert_eq!(Some(sub.throttle_ms), model.throttle(index), "{} throttle", topic.symbol);
+                let cadence = model.cadence(index).expect("delivered");
+                assert_eq!(sub.throttle_ms, cadence.throttle_ms, "{} throttle", topic.symbol);
+                assert_eq!(sub.has(ALIGNED), cadence.align, "{} aligned", topic.symbol);
             }
             let orphan = set.orphan_registrations.iter().filter(|&&id| id == topic.id).count();
             assert!(orphan <= 1 && (orphan == 0 || sub.is_none()), "{}: orphan registrations", topic.symbol);
@@ -1258,7 +1271,7 @@ pub(crate) mod properties {
             assert_eq!(topic.registrations(), armed, "{}: one bus registration, only while armed", topic.symbol);
         }
         assert_eq!(set.explicit_count, model.explicit.iter().flatten().count());
-        assert_eq!(set.wildcard.map(|c| c.throttle_ms), model.wildcard);
+        assert_eq!(set.wildcard, model.wildcard);
     }
 
     #[cfg(test)]
@@ -1271,8 +1284,8 @@ pub(crate) mod properties {
         fn step() -> impl Strategy<Value = Step> {
             prop_oneof![
                 6 => (0..SYMBOLS.len()).prop_map(|topic| Step::Publish { topic }),
-                2 => (1u8..16, 0..THROTTLES_MS.len(), any::<bool>(), prop::bool::weighted(0.2))
-                    .prop_map(|(mask, throttle, snapshot, wildcard)| Step::Subscribe { mask, throttle, snapshot, wildcard }),
+                2 => (1u8..16, 0..THROTTLES_MS.len(), any::<bool>(), prop::bool::weighted(0.2), any::<bool>())
+                    .prop_map(|(mask, throttle, snapshot, wildcard, align)| Step::Subscribe { mask, throttle, snapshot, wildcard, align }),
                 1 => (1u8..16, prop::bool::weighted(0.2)).prop_map(|(mask, wildcard)| Step::Unsubscribe { mask, wildcard }),
                 3 => prop_oneof![0u64..10, 10u64..300].prop_map(|ms| Step::Advance { ms }),
                 3 => Just(Step::Dispatch),
