@@ -61,10 +61,12 @@ LOADGEN = ROOT / "target" / "release" / "loadgen"
 ALL_SERVERS = ["tickerfeed", "tickerfeed-sse", "tickerfeed-socketio", "ws", "uws", "socketio", "tickerfeed-auth",
                "tickerfeed-redis"]
 DEFAULT_SERVERS = [s for s in ALL_SERVERS if s not in ("tickerfeed-auth", "tickerfeed-redis")]
-ALL_SCENARIOS = ["idle", "firehose", "ticker", "slow", "churn", "maxconn", "light"]
-# "light" (the ticker's load for a tenth of its clients: no server saturates, so latencies are
-# the path's, not a queue's) is run only when named in --only.
-DEFAULT_SCENARIOS = [s for s in ALL_SCENARIOS if s != "light"]
+ALL_SCENARIOS = ["idle", "firehose", "ticker", "slow", "churn", "maxconn", "light", "aligned"]
+# Run only when named in --only: "light" (the ticker's load for a tenth of its clients: no
+# server saturates, so latencies are the path's, not a queue's) and "aligned" (the ticker with
+# aligned delivery, issue 16; only the servers in ALIGN_SERVERS take it so far).
+DEFAULT_SCENARIOS = [s for s in ALL_SCENARIOS if s not in ("light", "aligned")]
+ALIGN_SERVERS = {"tickerfeed", "tickerfeed-sse", "tickerfeed-socketio", "tickerfeed-auth", "tickerfeed-redis"}
 SERVER_LABEL = {
     "tickerfeed": "tickerfeed",
     "tickerfeed-sse": "tickerfeed SSE",
@@ -214,6 +216,10 @@ def scenarios(smoke: bool) -> dict[str, Scenario]:
              "--no-observer", "--probe-interval-ms", "0", "--read-buffer-kib", "8",
              "--duration", str(min(dur, 10.0)), *common],
             duration=min(dur, 10.0), warmup=warm, clients=max_n, connect_rate=rate, processes=2),
+        Scenario(
+            "aligned", "8. Ticker, aligned", ticker_rate,
+            [*ticker, "--align", "--duration", str(dur), *common],
+            duration=dur, warmup=warm, clients=tick_n, connect_rate=rate),
         Scenario(
             "light", "7. Ticker, light", ticker_rate,
             ["--clients", str(light_n), *ticker[2:], "--duration", str(dur), *common],
@@ -1136,6 +1142,11 @@ SCENARIO_TABLES = {
                ("quotes per server CPU-s", _k("quotes_per_server_cpu_s")),
                ("RSS (MiB)", _k("rss_end_mib", 1)), ("loadgen CPU", _pct("loadgen_cpu_pct")),
                ("client-bound", _bound)],
+    "aligned": [("connected", _connected), ("p99 latency from the tick", _ms("throttled_p99_ms")),
+                ("p99 staleness", _ms("staleness_p99_ms")), ("server CPU", _pct("server_cpu_pct")),
+                ("quotes/s", _k("quotes_per_s")), ("frames/s", _k("frames_per_s")),
+                ("quotes per server CPU-s", _k("quotes_per_server_cpu_s")), ("loadgen CPU", _pct("loadgen_cpu_pct")),
+                ("client-bound", _bound)],
     "light": [("connected", _connected), ("p50 latency", _ms("latency_p50_ms")), ("p99 latency", _ms("latency_p99_ms")),
               ("p99 throttled latency", _ms("throttled_p99_ms")), ("p99 staleness", _ms("staleness_p99_ms")),
               ("server CPU", _pct("server_cpu_pct")), ("quotes/s", _k("quotes_per_s")),
@@ -1186,6 +1197,10 @@ def describe(sc: Scenario) -> str:
                  "churn stopped vs at the start of the window.",
         "maxconn": f"{n:,} clients × 10 symbols, throttle 200 ms, {feed}, from {sc.processes} load-generator "
                    "processes; delivering = clients that received at least one live quote in the window.",
+        "aligned": f"The ticker ({n:,} clients × 10 of 500 symbols, Zipf, throttle 200 ms, {feed}) with aligned "
+                   "delivery: each client's symbols go out together on a 200 ms grid from its subscribe. "
+                   "Throttled latency is measured from the grid tick each quote was due at (the client's "
+                   "grid, anchored when it sent its subscribe).",
         "light": f"The ticker's load for {n:,} clients (500 symbols, {feed}, 10 symbols each with Zipf "
                  "popularity, throttle 200 ms): no server saturates its core, so the latencies are the "
                  "path's rather than a queue's.",
@@ -1314,7 +1329,7 @@ def parse_args(argv: list[str]) -> Settings:
     p.add_argument("--smoke", action="store_true",
                    help="tiny numbers, a few seconds per run, results in a temporary directory")
     p.add_argument("--only", default=",".join(DEFAULT_SCENARIOS),
-                   help=f"scenarios, comma-separated (default: {','.join(DEFAULT_SCENARIOS)}; also: light)")
+                   help=f"scenarios, comma-separated (default: {','.join(DEFAULT_SCENARIOS)}; also: light, aligned)")
     p.add_argument("--servers", default=",".join(DEFAULT_SERVERS),
                    help=f"servers, comma-separated (default: {','.join(DEFAULT_SERVERS)}; also: tickerfeed-auth, tickerfeed-redis)")
     p.add_argument("--runs", type=int, default=None, help="rounds; medians over them (default 3, smoke 1)")
@@ -1416,6 +1431,9 @@ def main(argv: list[str]) -> int:
                           f"{f['cpu_pct']:5.1f}%", flush=True)
             for sc in chosen.values():
                 for kind in order:
+                    if sc.name == "aligned" and kind not in ALIGN_SERVERS:
+                        print(f"[round {rnd}] {sc.name:<9} {kind:<19} skipped: no aligned delivery yet", flush=True)
+                        continue
                     run = scenario_run(sc, kind, ticks, symbols, settings, rnd)
                     runs.append(run)
                     for p in sanity_problems(sc, run):

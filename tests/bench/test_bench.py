@@ -229,6 +229,10 @@ class RedisVariant(unittest.TestCase):
         s.out.rmdir()
         self.assertEqual(s.only, bench.DEFAULT_SCENARIOS)
         self.assertNotIn("light", s.only)
+        self.assertNotIn("aligned", s.only)
+        aligned = bench.scenarios(smoke=False)["aligned"].loadgen
+        self.assertEqual([a for a in aligned if a != "--align"], bench.scenarios(smoke=False)["ticker"].loadgen,
+                         "the ticker's load, aligned")
         sc = bench.scenarios(smoke=False)
         light, ticker = sc["light"].loadgen, sc["ticker"].loadgen
         self.assertEqual(light[light.index("--clients") + 1], "500")
@@ -292,7 +296,7 @@ class Outputs(unittest.TestCase):
     def test_markdown_has_every_scenario_target_and_marks_socketio(self):
         text = bench.markdown(self.data())
         for title in ("1. Idle connections", "2. Firehose", "3. Ticker", "4. Slow consumers",
-                      "5. Churn", "6. Max connections", "7. Ticker, light", "Targets (issue 5 §3)", "Feed alone"):
+                      "5. Churn", "6. Max connections", "7. Ticker, light", "8. Ticker, aligned", "Targets (issue 5 §3)", "Feed alone"):
             self.assertIn(f"## {title}", text)
         self.assertIn("Socket.IO*", text)
         self.assertIn("tickerfeed / Node ws = **", text)

@@ -44,6 +44,13 @@ pub struct Args {
     #[arg(long, value_name = "MS")]
     pub throttle_ms: Option<u64>,
 
+    /// Clients subscribe with `"align":true` (`align=1` with --protocol sse): aligned delivery,
+    /// on a grid of the throttle anchored at the subscribe. Throttled latency is then measured
+    /// from the grid tick each quote was due at (the client's grid: anchored when it sent its
+    /// subscribe, so the figure includes the request's way to the server).
+    #[arg(long)]
+    pub align: bool,
+
     /// Clients subscribe with `"snapshot":false` (probes always ask for a snapshot). Not with
     /// --protocol sse: an event stream always starts with the snapshot.
     #[arg(long)]

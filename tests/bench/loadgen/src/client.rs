@@ -91,6 +91,8 @@ pub struct SubSpec {
     pub symbols: Vec<String>,
     pub throttle_ms: Option<u64>,
     pub snapshot: bool,
+    /// Aligned delivery (`"align": true`): deliveries on a grid of the throttle.
+    pub align: bool,
     /// SO_RCVBUF for this connection (stalled clients only; `None` = kernel default).
     pub rcvbuf: Option<u32>,
 }
@@ -102,12 +104,14 @@ struct SubscribeMsg<'a> {
     #[serde(skip_serializing_if = "Option::is_none")]
     throttle_ms: Option<u64>,
     snapshot: bool,
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    align: bool,
     id: u64,
 }
 
 /// The v1 `subscribe` op: `{"op":"subscribe","symbols":[...],"throttle_ms":0,"snapshot":true,"id":1}`.
 pub fn subscribe_text(spec: &SubSpec, id: u64) -> String {
-    serde_json::to_string(&SubscribeMsg { op: "subscribe", symbols: &spec.symbols, throttle_ms: spec.throttle_ms, snapshot: spec.snapshot, id })
+    serde_json::to_string(&SubscribeMsg { op: "subscribe", symbols: &spec.symbols, throttle_ms: spec.throttle_ms, snapshot: spec.snapshot, align: spec.align, id })
         .expect("serialising a plain struct cannot fail")
 }
 
@@ -117,12 +121,15 @@ struct SubscribeArg<'a> {
     #[serde(skip_serializing_if = "Option::is_none")]
     throttle_ms: Option<u64>,
     snapshot: bool,
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    align: bool,
 }
 
 /// The Socket.IO `subscribe` event's argument: the op's fields without `op` and `id`,
 /// `{"symbols":[...],"throttle_ms":0,"snapshot":true}`.
 pub fn subscribe_payload(spec: &SubSpec) -> String {
-    serde_json::to_string(&SubscribeArg { symbols: &spec.symbols, throttle_ms: spec.throttle_ms, snapshot: spec.snapshot }).expect("serialising a plain struct cannot fail")
+    serde_json::to_string(&SubscribeArg { symbols: &spec.symbols, throttle_ms: spec.throttle_ms, snapshot: spec.snapshot, align: spec.align })
+        .expect("serialising a plain struct cannot fail")
 }
 
 /// Subscribes an open connection as `spec` says (see [`Conn::subscribe`]).
@@ -223,8 +230,15 @@ fn shutdown_deadline(shutdown: &Shutdown) -> Instant {
 /// Connect, welcome, subscribe, and read until the `subscribed` ack (returned). Frames before
 /// the ack are counted like any other. Over SSE the ack confirms the request's subscription.
 async fn setup(shared: &Shared, target: &Target, spec: &SubSpec, seq: &mut SeqTracker) -> Result<(Conn, Event)> {
+    let opened = now_us();
     let (mut ws, welcome) = Conn::open(target, spec).await?;
     let _ = shared.welcome.set(welcome);
+    // The server anchors an aligned grid when it applies the subscription: the request's URL
+    // over SSE, the subscribe message otherwise. Anchoring ours when it was sent puts our ticks
+    // no later than the server's, so a tick's lateness is never under-reported.
+    if spec.align {
+        seq.grid_anchor_us = Some(if ws.protocol == Protocol::Sse { opened } else { now_us() });
+    }
     subscribe(&mut ws, spec).await?;
     loop {
         match ws.next().await {
@@ -297,7 +311,7 @@ pub async fn observer_task(
     ready: mpsc::Sender<()>,
     mut shutdown: Shutdown,
 ) -> Result<()> {
-    let spec = SubSpec { symbols, throttle_ms: Some(0), snapshot: true, rcvbuf: None };
+    let spec = SubSpec { symbols, throttle_ms: Some(0), snapshot: true, align: false, rcvbuf: None };
     let mut ws = timeout(connect_timeout, async {
         let (mut ws, _) = Conn::open(&target, &spec).await?;
         subscribe(&mut ws, &spec).await?;

@@ -179,6 +179,8 @@ pub struct SeqTracker {
     last: HashMap<Box<str>, Last, BuildHasherDefault<Fnv>>,
     /// Effective throttle of this connection (from `subscribed`), µs.
     pub throttle_us: i64,
+    /// Aligned delivery: this client's estimate of the grid's anchor (µs since the epoch).
+    pub grid_anchor_us: Option<i64>,
     /// The unthrottled observer's record, for staleness and unexplained gaps.
     pub observer: Option<Arc<ObserverLog>>,
 }
@@ -328,7 +330,10 @@ fn count_quotes<'q>(
         if !in_order {
             continue;
         }
-        let thr = timing::throttled_latency_us(now_us, pt, prev.map(|p| p.rx), throttle_us);
+        let thr = match seq.grid_anchor_us {
+            Some(anchor) if throttle_us > 0 => timing::aligned_latency_us(now_us, pt, prev.map(|p| p.rx), anchor, throttle_us),
+            _ => timing::throttled_latency_us(now_us, pt, prev.map(|p| p.rx), throttle_us),
+        };
         stats.latency_throttled.saturating_record(thr.max(0) as u64);
         if let (Some(rings), Some(prev), Some(s)) = (&rings, prev, s) {
             let look = |q| timing::lookup(rings, symbol, q);

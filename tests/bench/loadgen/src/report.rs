@@ -54,6 +54,8 @@ pub struct ConfigEcho {
     pub wildcard: bool,
     pub throttle_ms: Option<u64>,
     pub snapshot: bool,
+    /// Clients subscribed with aligned delivery (`--align`).
+    pub align: bool,
     pub duration_s: f64,
     pub warmup_s: f64,
     pub connect_rate: f64,

@@ -296,6 +296,7 @@ impl<'a> Run<'a> {
             symbols: if wildcard || self.args.symbols == 0 { vec!["*".to_string()] } else { self.chooser.choose(rng, self.args.symbols) },
             throttle_ms: self.args.throttle_ms,
             snapshot,
+            align: self.args.align,
             rcvbuf: None,
         }
     }
@@ -651,6 +652,7 @@ fn config_echo(args_in: &Args, args: &Args) -> ConfigEcho {
         wildcard: args.wildcard,
         throttle_ms: args.throttle_ms,
         snapshot: !args.no_snapshot,
+        align: args.align,
         duration_s: args.duration,
         warmup_s: args.warmup,
         connect_rate: args_in.connect_rate,

@@ -433,9 +433,9 @@ fn show(b: u8) -> String {
     if b.is_ascii_graphic() { format!("{:?}", b as char) } else { format!("0x{b:02x}") }
 }
 
-/// `base?symbols=A,B&throttle_ms=T`: the subscription of an SSE client, as /ws would get it in
-/// a subscribe. `throttle_ms` is left out when `None` (the server's default applies).
-pub fn request_path(base: &str, symbols: &[String], throttle_ms: Option<u64>) -> String {
+/// `base?symbols=A,B&throttle_ms=T[&align=1]`: the subscription of an SSE client, as /ws would
+/// get it in a subscribe. `throttle_ms` is left out when `None` (the server's default applies).
+pub fn request_path(base: &str, symbols: &[String], throttle_ms: Option<u64>, align: bool) -> String {
     let mut path = String::with_capacity(base.len() + 32 + symbols.iter().map(|s| s.len() + 1).sum::<usize>());
     path.push_str(base);
     path.push_str("?symbols=");
@@ -454,6 +454,9 @@ pub fn request_path(base: &str, symbols: &[String], throttle_ms: Option<u64>) ->
     }
     if let Some(t) = throttle_ms {
         path.push_str(&format!("&throttle_ms={t}"));
+    }
+    if align {
+        path.push_str("&align=1");
     }
     path
 }
@@ -740,8 +743,9 @@ mod tests {
     #[test]
     fn the_request_carries_the_subscription() {
         let syms = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
-        assert_eq!(request_path("/sse", &syms(&["AAPL", "BRK.B"]), Some(0)), "/sse?symbols=AAPL,BRK.B&throttle_ms=0");
-        assert_eq!(request_path("/sse", &syms(&["*"]), None), "/sse?symbols=*");
-        assert_eq!(request_path("/feed/sse", &syms(&["A B", "C,D", "É"]), Some(250)), "/feed/sse?symbols=A%20B,C%2CD,%C3%89&throttle_ms=250");
+        assert_eq!(request_path("/sse", &syms(&["AAPL", "BRK.B"]), Some(0), false), "/sse?symbols=AAPL,BRK.B&throttle_ms=0");
+        assert_eq!(request_path("/sse", &syms(&["*"]), None, false), "/sse?symbols=*");
+        assert_eq!(request_path("/feed/sse", &syms(&["A B", "C,D", "É"]), Some(250), false), "/feed/sse?symbols=A%20B,C%2CD,%C3%89&throttle_ms=250");
+        assert_eq!(request_path("/sse", &syms(&["AAPL"]), Some(200), true), "/sse?symbols=AAPL&throttle_ms=200&align=1");
     }
 }

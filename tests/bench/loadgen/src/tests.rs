@@ -225,13 +225,18 @@ fn welcome_and_probe_classification() {
 
 #[test]
 fn subscribe_message_format() {
-    let spec = SubSpec { symbols: vec!["AAPL".into(), "MSFT".into()], throttle_ms: Some(0), snapshot: true, rcvbuf: None };
+    let spec = SubSpec { symbols: vec!["AAPL".into(), "MSFT".into()], throttle_ms: Some(0), snapshot: true, align: false, rcvbuf: None };
     let v: Value = serde_json::from_str(&subscribe_text(&spec, 1)).unwrap();
     assert_eq!(v, json!({"op": "subscribe", "symbols": ["AAPL", "MSFT"], "throttle_ms": 0, "snapshot": true, "id": 1}));
     // Socket.IO: the event's argument carries no op, type or id.
     let v: Value = serde_json::from_str(&crate::client::subscribe_payload(&spec)).unwrap();
     assert_eq!(v, json!({"symbols": ["AAPL", "MSFT"], "throttle_ms": 0, "snapshot": true}));
-    let spec = SubSpec { symbols: vec!["*".into()], throttle_ms: None, snapshot: false, rcvbuf: Some(4096) };
+    let aligned = SubSpec { align: true, ..spec.clone() };
+    let v: Value = serde_json::from_str(&subscribe_text(&aligned, 2)).unwrap();
+    assert_eq!(v["align"], true, "--align asks for it; without it the field is left out");
+    let v: Value = serde_json::from_str(&crate::client::subscribe_payload(&aligned)).unwrap();
+    assert_eq!(v["align"], true);
+    let spec = SubSpec { symbols: vec!["*".into()], throttle_ms: None, snapshot: false, align: false, rcvbuf: Some(4096) };
     let v: Value = serde_json::from_str(&subscribe_text(&spec, 7)).unwrap();
     assert_eq!(v, json!({"op": "subscribe", "symbols": ["*"], "snapshot": false, "id": 7}));
 }

@@ -37,6 +37,19 @@ pub fn throttled_latency_us(now: i64, pt: i64, prev_rx: Option<i64>, throttle_us
     now - due
 }
 
+/// [`throttled_latency_us`] for aligned delivery: receive − the grid tick the quote was due at
+/// — the first tick at or after its publish, and after the tick of the previous delivery (each
+/// tick delivers a symbol at most once). The grid is `anchor + k·period`.
+pub fn aligned_latency_us(now: i64, pt: i64, prev_rx: Option<i64>, anchor: i64, period: i64) -> i64 {
+    let ceil = |t: i64| if t <= anchor { anchor } else { anchor + (t - anchor + period - 1) / period * period };
+    let floor = |t: i64| if t <= anchor { anchor } else { anchor + (t - anchor) / period * period };
+    let due = match prev_rx {
+        Some(p) => ceil(pt).max(floor(p) + period),
+        None => ceil(pt),
+    };
+    now - due
+}
+
 /// Staleness at the delivery of (`seq`, `pt`) after a previous delivery of `prev_seq`:
 /// `Some(now − pt(prev_seq + 1))`; `None` if that publish time is unknown (the observer does
 /// not have it) or the delivery is out of order.
@@ -147,6 +160,19 @@ mod tests {
         assert_eq!(throttled_latency_us(1_100_700, 1_000_000, Some(900_000), 200_000), 700);
         // Throttle 0 = plain latency.
         assert_eq!(throttled_latency_us(5_000, 4_000, Some(3_999), 0), 1_000);
+    }
+
+    #[test]
+    fn aligned_latency_hand_computed() {
+        // Grid 1_000_000 + k·200_000. Published at 1_050_000: due at the tick of 1_200_000.
+        assert_eq!(aligned_latency_us(1_200_700, 1_050_000, None, 1_000_000, 200_000), 700);
+        // Published exactly on a tick: due then.
+        assert_eq!(aligned_latency_us(1_400_300, 1_400_000, None, 1_000_000, 200_000), 300);
+        // The previous delivery arrived late in the tick of 1_200_000 (at 1_390_000): the next
+        // is due at 1_400_000 even for a quote published at 1_210_000.
+        assert_eq!(aligned_latency_us(1_400_500, 1_210_000, Some(1_390_000), 1_000_000, 200_000), 500);
+        // A quote published before the anchor is due at the anchor.
+        assert_eq!(aligned_latency_us(1_000_100, 900_000, None, 1_000_000, 200_000), 100);
     }
 
     #[test]
