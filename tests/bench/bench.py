@@ -64,9 +64,8 @@ DEFAULT_SERVERS = [s for s in ALL_SERVERS if s not in ("tickerfeed-auth", "ticke
 ALL_SCENARIOS = ["idle", "firehose", "ticker", "slow", "churn", "maxconn", "light", "aligned"]
 # Run only when named in --only: "light" (the ticker's load for a tenth of its clients: no
 # server saturates, so latencies are the path's, not a queue's) and "aligned" (the ticker with
-# aligned delivery, issue 16; only the servers in ALIGN_SERVERS take it so far).
+# aligned delivery, issue 16: tickerfeed and every peer take `align`).
 DEFAULT_SCENARIOS = [s for s in ALL_SCENARIOS if s not in ("light", "aligned")]
-ALIGN_SERVERS = {"tickerfeed", "tickerfeed-sse", "tickerfeed-socketio", "tickerfeed-auth", "tickerfeed-redis"}
 SERVER_LABEL = {
     "tickerfeed": "tickerfeed",
     "tickerfeed-sse": "tickerfeed SSE",
@@ -1431,9 +1430,6 @@ def main(argv: list[str]) -> int:
                           f"{f['cpu_pct']:5.1f}%", flush=True)
             for sc in chosen.values():
                 for kind in order:
-                    if sc.name == "aligned" and kind not in ALIGN_SERVERS:
-                        print(f"[round {rnd}] {sc.name:<9} {kind:<19} skipped: no aligned delivery yet", flush=True)
-                        continue
                     run = scenario_run(sc, kind, ticks, symbols, settings, rnd)
                     runs.append(run)
                     for p in sanity_problems(sc, run):

@@ -9,6 +9,9 @@
 // - seq only increases; a client holds no quotes, only `lastSentSeq` per symbol, and reads the
 //   symbol's latest quote when it builds a frame: that is the conflation;
 // - everything due for a client at one moment goes in one frame (split at maxFrameBytes);
+// - aligned (`"align": true`, issue 16): deliveries fall on a grid of the throttle anchored at
+//   the session's first subscribe — a change goes out at the first tick at or after it, once
+//   per tick; snapshots are immediate and do not move the grid;
 // - a backed-up socket gets nothing; its symbols stay dirty and are retried later.
 
 import { readFileSync } from 'node:fs';
@@ -259,6 +262,16 @@ class FrameBuilder {
  * Fan-out: per symbol the sessions subscribed to it; on each published batch, marks the symbols
  * dirty for those sessions and schedules one flush per event-loop turn.
  */
+/** The first grid instant at or after `t` (ms): anchor + k·period, k ≥ 0. */
+function gridCeil(anchor, period, t) {
+  return t <= anchor ? anchor : anchor + Math.ceil((t - anchor) / period) * period;
+}
+
+/** The last grid instant at or before `t`. */
+function gridFloor(anchor, period, t) {
+  return t <= anchor ? anchor : anchor + Math.floor((t - anchor) / period) * period;
+}
+
 export class Hub {
   constructor(feed) {
     this.feed = feed;
@@ -273,6 +286,10 @@ export class Hub {
   onBatch(changed, now) {
     for (const s of changed) {
       for (const [session, sub] of this.subscribers[s]) {
+        if (sub.align && sub.throttle > 0 && !session.dirty.has(s)) {
+          // A first change since the last delivery: due at the first tick from now.
+          sub.nextAllowed = Math.max(sub.nextAllowed, gridCeil(session.anchor, sub.throttle, now));
+        }
         session.dirty.add(s);
         if (now >= sub.nextAllowed) {
           this.due.add(session);
@@ -324,7 +341,8 @@ export class Session {
     this.t = transport;
     this.quotesPrefix = transport.quotesPrefix ?? QUOTES_PREFIX;
     this.snapshotPrefix = transport.snapshotPrefix ?? SNAPSHOT_PREFIX;
-    this.subs = new Map(); // symbol index → { throttle, lastSentSeq, nextAllowed }
+    this.subs = new Map(); // symbol index → { throttle, align, lastSentSeq, nextAllowed }
+    this.anchor = undefined; // the aligned grids' anchor: the first subscribe (performance.now())
     this.dirty = new Set();
     this.timer = null;
     this.timerAt = Infinity;
@@ -390,11 +408,16 @@ export class Session {
       }
       frames.add(feed.json[s], s);
       sub.lastSentSeq = seq;
-      sub.nextAllowed = now + sub.throttle;
+      sub.nextAllowed = this.nextAfter(sub, now);
       this.dirty.delete(s);
     }
     frames.finish();
     if (wakeAt !== Infinity) this.armTimer(wakeAt, now);
+  }
+
+  /** When a symbol delivered at `now` may go out next: a throttle later, or the next tick. */
+  nextAfter(sub, now) {
+    return sub.align && sub.throttle > 0 ? gridFloor(this.anchor, sub.throttle, now) + sub.throttle : now + sub.throttle;
   }
 
   /** Handles one client message, already parsed (ws, uWS) or rebuilt from an event (Socket.IO). */
@@ -452,6 +475,11 @@ export class Session {
       if (typeof msg.snapshot !== 'boolean') return this.error(id, 'bad_request', "op 'subscribe': field 'snapshot' must be true or false");
       snapshot = msg.snapshot;
     }
+    let align = false;
+    if (msg.align !== undefined && msg.align !== null) {
+      if (typeof msg.align !== 'boolean') return this.error(id, 'bad_request', "op 'subscribe': field 'align' must be true or false");
+      align = msg.align;
+    }
     const rejected = [];
     const wanted = [];
     for (const raw of symbols) {
@@ -468,24 +496,26 @@ export class Session {
       return this.error(id, 'too_many_symbols', `subscribing would make ${this.subs.size + added.length} symbols; the limit is ${LIMITS.maxSymbols} per session`);
     }
     const now = performance.now();
+    if (this.anchor === undefined) this.anchor = now;
     const snap = [];
     for (const s of wanted) {
       const existing = this.subs.get(s);
       if (existing) {
         existing.throttle = throttle; // applies from the next delivery on
+        existing.align = align;
         continue;
       }
       const current = this.feed.seq[s];
-      const sub = { throttle, lastSentSeq: snapshot ? 0 : current, nextAllowed: now };
+      const sub = { throttle, align, lastSentSeq: snapshot ? 0 : current, nextAllowed: now };
       this.subs.set(s, sub);
       this.hub.subscribers[s].set(this, sub);
       if (snapshot && current > 0) {
         snap.push(s);
         sub.lastSentSeq = current;
-        sub.nextAllowed = now + throttle; // the snapshot counts as a delivery
+        sub.nextAllowed = this.nextAfter(sub, now); // the snapshot counts as a delivery
       }
     }
-    this.t.send(withId({ type: 'subscribed' }, id, { throttle_ms: throttle, symbols: this.symbolList(), rejected }));
+    this.t.send(withId({ type: 'subscribed' }, id, { throttle_ms: throttle, align, symbols: this.symbolList(), rejected }));
     if (snapshot) {
       const frames = new FrameBuilder(this.snapshotPrefix, LIMITS.maxFrameBytes, (frame, syms) => this.t.sendQuotes(frame, syms, true));
       for (const s of snap) frames.add(this.feed.json[s], s);

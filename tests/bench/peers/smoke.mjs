@@ -22,6 +22,7 @@ const PEERS = Object.keys(VARIANTS);
 const RATE = 2000;
 const COLLECT_MS = 1500;
 const THROTTLE_MS = 100;
+const ALIGN_MS = 200;
 
 let failures = 0;
 function check(ok, what) {
@@ -209,12 +210,16 @@ async function testPeer(peer, csv) {
   try {
     const throttled = await connect(peer, port);
     const fast = await connect(peer, port);
+    const aligned = await connect(peer, port);
     const tSyms = csv.symbols.slice(0, 5);
     const fSyms = csv.symbols.slice(5, 8);
+    const aSyms = csv.symbols.slice(8, 12);
     await throttled.waitFor((m) => m.type === 'welcome');
     await fast.waitFor((m) => m.type === 'welcome');
+    await aligned.waitFor((m) => m.type === 'welcome');
     throttled.send({ op: 'subscribe', symbols: [...tSyms.map((s) => s.toLowerCase()), 'NOPE'], throttle_ms: THROTTLE_MS, snapshot: true, id: 1 });
     fast.send({ op: 'subscribe', symbols: fSyms, throttle_ms: 0, id: 'f' });
+    aligned.send({ op: 'subscribe', symbols: aSyms, throttle_ms: ALIGN_MS, align: true, id: 'a' });
     await sleep(COLLECT_MS / 2);
     throttled.send({ op: 'ping', id: 7 });
     throttled.send({ op: 'frobnicate', id: 8 });
@@ -278,7 +283,19 @@ async function testPeer(peer, csv) {
 
     // Throttle-0 client: (almost) every seq of its symbols.
     const fastSub = fast.messages.find((m) => m.msg.type === 'subscribed')?.msg;
-    check(fastSub?.id === 'f' && fastSub.throttle_ms === 0, 'throttle-0 subscribed');
+    check(fastSub?.id === 'f' && fastSub.throttle_ms === 0 && fastSub.align === false, 'throttle-0 subscribed, not aligned');
+    // Aligned: the symbols' changes go out together on the ALIGN_MS grid from the subscribe —
+    // live frames a whole number of ticks apart, several quotes each.
+    const alignedSub = aligned.messages.find((m) => m.msg.type === 'subscribed')?.msg;
+    check(alignedSub?.id === 'a' && alignedSub.align === true && alignedSub.throttle_ms === ALIGN_MS, `aligned subscribed ${JSON.stringify(alignedSub)}`);
+    const alignedFrames = aligned.messages.filter((m) => m.msg.type === 'quotes' && !m.msg.snapshot);
+    const alignedQuotes = alignedFrames.reduce((n, m) => n + m.msg.quotes.length, 0);
+    check(alignedFrames.length >= 4 && alignedFrames.length <= Math.ceil(COLLECT_MS / ALIGN_MS) + 1, `aligned: ${alignedFrames.length} live frames in ${COLLECT_MS} ms at ${ALIGN_MS} ms`);
+    check(alignedQuotes >= 2 * alignedFrames.length, `aligned: ${alignedQuotes} quotes in ${alignedFrames.length} frames (the changes of a tick together)`);
+    for (let i = 1; i < alignedFrames.length; i++) {
+      const off = (alignedFrames[i].at - alignedFrames[i - 1].at) % ALIGN_MS;
+      if (!check(off <= 40 || off >= ALIGN_MS - 40, `aligned frames ${(alignedFrames[i].at - alignedFrames[i - 1].at).toFixed(1)} ms apart: a multiple of ${ALIGN_MS} ms (±40)`)) break;
+    }
     const fper = quotesOf(fast, fSyms);
     let got = 0;
     let span = 0;
@@ -299,6 +316,7 @@ async function testPeer(peer, csv) {
     console.log(`  throttled: ${tSyms.map((s) => per.get(s).length).join('/')} deliveries; throttle 0: ${got}/${span} seqs in ${((endAt - started) / 1000).toFixed(1)} s`);
     throttled.close();
     fast.close();
+    aligned.close();
   } finally {
     child.kill('SIGTERM');
     const timer = setTimeout(() => child.kill('SIGKILL'), 3000);

@@ -7,7 +7,7 @@
 //                    42["welcome",{"protocol":1,...}]  42["quotes",{"quotes":[...]}]
 //                    42["quotes",{"snapshot":true,"quotes":[...]}]  42["error",{"code":...}]
 //   client → server: an event named after the op, its argument without `op`, `type` or `id`:
-//                    42<n>["subscribe",{"symbols":["AAPL"],"throttle_ms":0,"snapshot":true}]
+//                    42<n>["subscribe",{"symbols":["AAPL"],"throttle_ms":0,"snapshot":true,"align":false}]
 //                    (or an array of symbols, or a comma-separated string); `unsubscribe`
 //                    likewise; `list` and `ping` without argument.
 //   replies:         with an ack id, the ack: 43<n>[{"throttle_ms":0,"symbols":[...],"rejected":[...]}],
@@ -58,7 +58,7 @@ function opOf(op, arg) {
   if (op !== 'subscribe' && op !== 'unsubscribe') return { op };
   if (Array.isArray(arg) || typeof arg === 'string') return { op, symbols: symbolList(arg) };
   if (arg === null || typeof arg !== 'object') return { op, symbols: undefined };
-  return { op, symbols: symbolList(arg.symbols), throttle_ms: arg.throttle_ms, snapshot: arg.snapshot };
+  return { op, symbols: symbolList(arg.symbols), throttle_ms: arg.throttle_ms, snapshot: arg.snapshot, align: arg.align };
 }
 
 io.on('connection', (socket) => {
@@ -90,10 +90,11 @@ io.on('connection', (socket) => {
     },
   });
   socket.emit('welcome', welcome);
-  const { symbols, throttle_ms: throttle } = socket.handshake.query;
+  const { symbols, throttle_ms: throttle, align } = socket.handshake.query;
   if (symbols !== undefined) {
     const t = throttle === undefined ? undefined : /^\d+$/.test(throttle) ? Number(throttle) : throttle;
-    session.handle({ op: 'subscribe', symbols: symbolList(String(symbols)), throttle_ms: t });
+    const aligned = align === undefined ? undefined : align === '1' || align === 'true';
+    session.handle({ op: 'subscribe', symbols: symbolList(String(symbols)), throttle_ms: t, align: aligned });
   }
   socket.onAny((event, ...args) => {
     ack = typeof args[args.length - 1] === 'function' ? args.pop() : null;
