@@ -61,11 +61,12 @@ LOADGEN = ROOT / "target" / "release" / "loadgen"
 ALL_SERVERS = ["tickerfeed", "tickerfeed-sse", "tickerfeed-socketio", "ws", "uws", "socketio", "tickerfeed-auth",
                "tickerfeed-redis"]
 DEFAULT_SERVERS = [s for s in ALL_SERVERS if s not in ("tickerfeed-auth", "tickerfeed-redis")]
-ALL_SCENARIOS = ["idle", "firehose", "ticker", "slow", "churn", "maxconn", "light", "aligned"]
+ALL_SCENARIOS = ["idle", "firehose", "ticker", "slow", "churn", "maxconn", "light", "aligned", "aligned-slow"]
 # Run only when named in --only: "light" (the ticker's load for a tenth of its clients: no
 # server saturates, so latencies are the path's, not a queue's) and "aligned" (the ticker with
-# aligned delivery, issue 16: tickerfeed and every peer take `align`).
-DEFAULT_SCENARIOS = [s for s in ALL_SCENARIOS if s not in ("light", "aligned")]
+# aligned delivery, issue 16: tickerfeed and every peer take `align`), "aligned-slow" (that plus
+# the slow scenario's stalled clients).
+DEFAULT_SCENARIOS = [s for s in ALL_SCENARIOS if s not in ("light", "aligned", "aligned-slow")]
 SERVER_LABEL = {
     "tickerfeed": "tickerfeed",
     "tickerfeed-sse": "tickerfeed SSE",
@@ -219,6 +220,14 @@ def scenarios(smoke: bool) -> dict[str, Scenario]:
             "aligned", "8. Ticker, aligned", ticker_rate,
             [*ticker, "--align", "--duration", str(dur), *common],
             duration=dur, warmup=warm, clients=tick_n, connect_rate=rate),
+        Scenario(
+            # The slow scenario on the aligned ticker: the others' core is no longer saturated,
+            # so what the stalled clients cost them shows.
+            "aligned-slow", "9. Slow consumers, aligned", ticker_rate,
+            [*ticker, "--align", "--stall", str(stall_n), "--stall-rcvbuf-kib", "4",
+             "--duration", str(slow_dur), "--warmup", str(slow_warm), "--connect-rate", str(rate)],
+            duration=slow_dur, warmup=slow_warm, clients=tick_n + stall_n, connect_rate=rate,
+            sample_sendq=True, stall=stall_n),
         Scenario(
             "light", "7. Ticker, light", ticker_rate,
             ["--clients", str(light_n), *ticker[2:], "--duration", str(dur), *common],
@@ -880,6 +889,22 @@ def targets(med: dict, sc: dict[str, Scenario]) -> list[dict]:
         verdict_at_most(stale, 200.0 + STALE_MARGIN_MS))
     cpu = get(med, "ticker", tf, "server_cpu_pct")
     add("ticker: server CPU ≤ 50% of its core", fmt_pct(cpu), verdict_at_most(cpu, 50.0, points=True))
+    if "aligned" in sc:
+        # Issue 16's aligned targets.
+        cpu = get(med, "aligned", tf, "server_cpu_pct")
+        add("aligned ticker: server CPU ≤ 35% of its core", fmt_pct(cpu), verdict_at_most(cpu, 35.0, points=True))
+        tick = get(med, "aligned", tf, "throttled_p99_ms")
+        add("aligned ticker: p99 (arrival − grid tick) ≤ 5 ms", fmt_ms(tick), verdict_at_most(tick, 5.0))
+        stale = get(med, "aligned", tf, "staleness_p99_ms")
+        add(f"aligned ticker: p99 staleness ≤ throttle + {STALE_MARGIN_MS:g} ms = 210 ms", fmt_ms(stale),
+            verdict_at_most(stale, 200.0 + STALE_MARGIN_MS))
+    if "aligned-slow" in sc:
+        base = get(med, "aligned", tf, "staleness_p99_ms")
+        slow = get(med, "aligned-slow", tf, "staleness_p99_ms")
+        moved = 100 * abs(slow / base - 1) if slow is not None and base else None
+        add("aligned slow consumers: the others' p99 staleness moves < 10% (vs aligned)",
+            f"{base:.2f} → {slow:.2f} ms ({100 * (slow / base - 1):+.0f}%)" if moved is not None else "—",
+            verdict_at_most(moved, 10.0, points=True))
     slow_thr = get(med, "slow", tf, "throttled_p99_ms")
     both = slow_thr is not None and bool(thr)
     moved = 100 * abs(slow_thr / thr - 1) if both else None
@@ -1087,6 +1112,12 @@ def redis_section(data: dict) -> list[str]:
     return lines
 
 
+def _moved(m, base, key):
+    """How far `key` moved from `base` (another scenario's median), signed %."""
+    value = m.get(key)
+    return fmt_signed_pct(100 * (value / base - 1)) if value is not None and base else "—"
+
+
 def _k(key, digits=0, suffix=""):
     return lambda m, med, s: (fmt_num(m.get(key), digits) + suffix) if m.get(key) is not None else "—"
 
@@ -1146,6 +1177,12 @@ SCENARIO_TABLES = {
                 ("quotes/s", _k("quotes_per_s")), ("frames/s", _k("frames_per_s")),
                 ("quotes per server CPU-s", _k("quotes_per_server_cpu_s")), ("loadgen CPU", _pct("loadgen_cpu_pct")),
                 ("client-bound", _bound)],
+    "aligned-slow": [("connected (+ stalled)", lambda m, med, s: f"{_connected(m, med, s)} (+{fmt_num(m.get('stall_connected'))})"),
+                     ("others' p99 staleness", _ms("staleness_p99_ms")),
+                     ("vs aligned", lambda m, med, s: _moved(m, get(med, "aligned", s, "staleness_p99_ms"), "staleness_p99_ms")),
+                     ("p99 latency from the tick", _ms("throttled_p99_ms")), ("server CPU", _pct("server_cpu_pct")),
+                     ("RSS growth", lambda m, med, s: fmt_signed_pct(m.get("rss_growth_pct"))),
+                     ("kernel send queue, stalled sockets max / mean", _sendq)],
     "light": [("connected", _connected), ("p50 latency", _ms("latency_p50_ms")), ("p99 latency", _ms("latency_p99_ms")),
               ("p99 throttled latency", _ms("throttled_p99_ms")), ("p99 staleness", _ms("staleness_p99_ms")),
               ("server CPU", _pct("server_cpu_pct")), ("quotes/s", _k("quotes_per_s")),
@@ -1200,6 +1237,9 @@ def describe(sc: Scenario) -> str:
                    "delivery: each client's symbols go out together on a 200 ms grid from its subscribe. "
                    "Throttled latency is measured from the grid tick each quote was due at (the client's "
                    "grid, anchored when it sent its subscribe).",
+        "aligned-slow": f"The aligned ticker plus {sc.stall:,} clients that subscribe (aligned) and never read "
+                        f"(SO_RCVBUF 4 KiB), judged over {sc.duration:g} s after a {sc.warmup:g} s warm-up; "
+                        "compared with the aligned ticker without them.",
         "light": f"The ticker's load for {n:,} clients (500 symbols, {feed}, 10 symbols each with Zipf "
                  "popularity, throttle 200 ms): no server saturates its core, so the latencies are the "
                  "path's rather than a queue's.",

@@ -230,6 +230,7 @@ class RedisVariant(unittest.TestCase):
         self.assertEqual(s.only, bench.DEFAULT_SCENARIOS)
         self.assertNotIn("light", s.only)
         self.assertNotIn("aligned", s.only)
+        self.assertNotIn("aligned-slow", s.only)
         aligned = bench.scenarios(smoke=False)["aligned"].loadgen
         self.assertEqual([a for a in aligned if a != "--align"], bench.scenarios(smoke=False)["ticker"].loadgen,
                          "the ticker's load, aligned")
