@@ -115,6 +115,9 @@ pub(crate) struct SubscriptionSet {
     /// Throttle-0 symbols delivered and not armed on the bus yet: see
     /// [`SubscriptionSet::recheck`].
     recheck: Vec<TopicId>,
+    /// Scratch for [`SubscriptionSet::on_timers`]: on-grid symbols found unchanged at their
+    /// tick (each at most once, so bounded by the subscription count).
+    quiet: Vec<TopicId>,
     /// Topics unsubscribed while a bus registration was still outstanding; kept so that
     /// re-subscribing does not register twice (bounded by the number of topics).
     orphan_registrations: Vec<TopicId>,
@@ -146,6 +149,7 @@ impl SubscriptionSet {
             due: Vec::new(),
             snapshot_queue: Vec::new(),
             recheck: Vec::new(),
+            quiet: Vec::new(),
             orphan_registrations: Vec::new(),
             wildcard: None,
             anchor_us: None,
@@ -390,24 +394,58 @@ impl SubscriptionSet {
     }
 
     /// Handles the throttle intervals that ended by `now`.
+    ///
+    /// An on-grid symbol found unchanged at its tick is looked at again at its next tick when
+    /// something else became due at this one, instead of being armed on the bus: the session
+    /// wakes at the next tick anyway for what it delivers now, so the look costs a timer
+    /// entry, where arming costs a registration, a dispatch and a wake-up of the connection
+    /// when the symbol changes. Both deliver the change at the first tick after it. A session
+    /// none of whose symbols changed arms them all, and then costs nothing until one does.
     pub(crate) fn on_timers(&mut self, now: Instant) {
         let now_us = self.micros(now);
+        let due_before = self.due.len();
         while let Some(&Reverse((at, id))) = self.timers.peek() {
             if at > now_us {
                 break;
             }
             self.timers.pop();
             if let Some(i) = self.find(id) {
-                if self.subs[i].has(TIMER) && self.subs[i].next_allowed_us <= now_us {
-                    self.subs[i].flags &= !TIMER;
-                    self.evaluate(i, now_us);
-                } else if self.subs[i].has(TIMER) {
+                let sub = &mut self.subs[i];
+                if sub.has(TIMER) && sub.next_allowed_us <= now_us {
+                    sub.flags &= !TIMER;
+                    if sub.on_grid() && !sub.has(DUE | AWAITING_SNAPSHOT) && sub.topic.seq() <= sub.last_sent_seq {
+                        self.quiet.push(id);
+                    } else {
+                        self.evaluate(i, now_us);
+                    }
+                } else if sub.has(TIMER) {
                     // The timer was for an older interval; keep one for the current one.
-                    let next = self.subs[i].next_allowed_us;
+                    let next = sub.next_allowed_us;
                     self.timers.push(Reverse((next, id)));
                 }
             }
         }
+        if self.quiet.is_empty() {
+            return;
+        }
+        let busy = self.due.len() > due_before;
+        let anchor = self.anchor_us.unwrap_or(0);
+        let mut quiet = std::mem::take(&mut self.quiet);
+        for &id in &quiet {
+            let Some(i) = self.find(id) else { continue };
+            let sub = &mut self.subs[i];
+            if busy {
+                // next_allowed stays where it is (behind the tick): the tick's timer finds it
+                // allowed, and a cadence changed meanwhile applies from that look on.
+                let period = sub.throttle_ms as u64 * 1000;
+                sub.flags |= TIMER;
+                self.timers.push(Reverse((grid_floor(anchor, period, now_us) + period, id)));
+            } else {
+                self.evaluate(i, now_us);
+            }
+        }
+        quiet.clear();
+        self.quiet = quiet;
     }
 
     /// When the next throttle interval ends, if any is pending.
@@ -630,6 +668,26 @@ mod tests {
             self.set.on_fired(&fired, Instant::now());
         }
 
+        /// Lets the bus's dispatcher run and applies what fired, without waiting for a fire: an
+        /// on-grid symbol may be looked at on its next tick instead of armed (see
+        /// `SubscriptionSet::on_timers`), and then nothing fires for it.
+        async fn settle(&mut self) {
+            for _ in 0..4 {
+                tokio::task::yield_now().await;
+            }
+            let mut fired = Vec::new();
+            self.set.signal().take_dirty(&mut fired);
+            self.set.on_fired(&fired, Instant::now());
+        }
+
+        /// Runs every pending timer, as the body would while the client stays quiet.
+        async fn run_timers(&mut self) {
+            while let Some(deadline) = self.set.next_deadline() {
+                tokio::time::sleep_until(deadline).await;
+                self.set.on_timers(Instant::now());
+            }
+        }
+
         /// What a poll of the body sends: what is due, and the throttle-0 symbols delivered
         /// earlier that changed since.
         fn deliver(&mut self) -> Vec<(String, u64)> {
@@ -723,18 +781,22 @@ mod tests {
         h.advance_to_deadline().await;
         assert_eq!(ms(t0), 200, "the first tick");
         assert_eq!(h.deliver(), vec![("AAPL".into(), 3), ("MSFT".into(), 2)], "together, the latest value, IBM not at all");
-        // IBM, armed since it did not change, changes at 260: due at 400 with AAPL's change.
+        assert_eq!(h.topics[2].registrations(), 0, "IBM is looked at on the next tick the session wakes for anyway, not armed");
+        // IBM, unchanged at 200, changes at 260: due at 400 with AAPL's change.
         tokio::time::sleep(Duration::from_millis(60)).await;
         h.publish(2, 2.0);
-        h.wait_fired().await;
+        h.settle().await;
         assert!(!h.set.has_due(), "not before its tick");
         tokio::time::sleep(Duration::from_millis(40)).await;
         h.publish(0, 4.0);
         h.advance_to_deadline().await;
         assert_eq!(ms(t0), 400);
         assert_eq!(h.deliver(), vec![("AAPL".into(), 4), ("IBM".into(), 2)]);
-        // After a quiet second, a change at 1,030 waits for the tick at 1,200.
-        tokio::time::sleep(Duration::from_millis(630)).await;
+        // After a quiet spell (the body running through its ticks), a change at 1,030 waits
+        // for the tick at 1,200.
+        h.run_timers().await;
+        assert!(h.topics[..3].iter().all(|t| t.registrations() == 1), "a tick with nothing changed arms them all");
+        tokio::time::sleep_until(t0 + Duration::from_millis(1030)).await;
         h.publish(1, 3.0);
         h.wait_fired().await;
         assert!(!h.set.has_due());
@@ -781,6 +843,7 @@ mod tests {
         assert_eq!(h.next_delivery().await, (1000, vec![("MSFT".into(), 2)]), "MSFT's grid: 500, 1000");
         // Re-subscribed without align: the first change after a quiet spell goes out at once.
         h.set.subscribe(&aapl, 200, false, false, Instant::now());
+        h.run_timers().await;
         tokio::time::sleep(Duration::from_millis(1030)).await;
         h.publish(0, 4.0);
         let changed = Instant::now();

@@ -53,7 +53,9 @@ ROOT = Path(__file__).resolve().parents[2]
 BENCH = ROOT / "tests" / "bench"
 PEERS = BENCH / "peers"
 COMMITTED_RESULTS = BENCH / "results"
-TICKERFEED = ROOT / "target" / "release" / "tickerfeed"
+# BENCH_TICKERFEED: another tickerfeed binary for every tickerfeed variant (an A/B of one change:
+# copy the release binary aside before the change, then run the bench with it and without).
+TICKERFEED = Path(os.environ.get("BENCH_TICKERFEED") or ROOT / "target" / "release" / "tickerfeed")
 LOADGEN = ROOT / "target" / "release" / "loadgen"
 
 # tickerfeed-auth (issue 14: the cost of tokens) and tickerfeed-redis (issue 15: the cost of the
