@@ -44,7 +44,7 @@ struct Subscription {
     next_allowed_us: u64,
     /// Throttle interval in ms (0 = every change).
     throttle_ms: u32,
-    flags: u8,
+    flags: u16,
 }
 
 /// How a subscription's deliveries are timed: at most one per `throttle_ms`; with `align`, on a
@@ -62,17 +62,24 @@ impl From<u32> for Cadence {
     }
 }
 
-const EXPLICIT: u8 = 1; // subscribed by name
-const WILDCARD: u8 = 2; // covered by "*"
-const ARMED: u8 = 4; // a bus registration is outstanding
-const DUE: u8 = 8; // in the due list
-const TIMER: u8 = 16; // a timer is pending at next_allowed_us
-const AWAITING_SNAPSHOT: u8 = 32; // in the snapshot queue
-const RECHECK: u8 = 64; // delivered at throttle 0, in the recheck list
-const ALIGNED: u8 = 128; // delivered on the session's grid (see Cadence)
+const EXPLICIT: u16 = 1; // subscribed by name
+const WILDCARD: u16 = 2; // covered by "*"
+const ARMED: u16 = 4; // a bus registration is outstanding
+const DUE: u16 = 8; // in the due list
+const TIMER: u16 = 16; // a timer is pending at next_allowed_us
+const AWAITING_SNAPSHOT: u16 = 32; // in the snapshot queue
+const RECHECK: u16 = 64; // delivered at throttle 0, in the recheck list
+const ALIGNED: u16 = 128; // delivered on the session's grid (see Cadence)
+const GRID_TIMER: u16 = 256; // its pending timer is its tick's GRID entry, not one of its own
+
+/// The timer entry of a tick shared by aligned subscriptions: popped, it looks at every
+/// subscription whose interval ended (in memory order), where one entry per subscription would
+/// cost a heap operation and a lookup each, ten per tick for a ten-symbol session. Topic ids
+/// are indexes into the topic table, never this.
+const GRID: TopicId = TopicId::MAX;
 
 impl Subscription {
-    fn has(&self, flag: u8) -> bool {
+    fn has(&self, flag: u16) -> bool {
         self.flags & flag != 0
     }
 
@@ -107,17 +114,21 @@ pub(crate) struct SubscriptionSet {
     epoch: Instant,
     /// Sorted by topic id.
     subs: Vec<Subscription>,
-    /// Pending throttle ends: (µs since epoch, topic). Entries for removed subscriptions are
-    /// dropped when popped; a subscription has at most one (its TIMER flag).
+    /// Pending throttle ends: (µs since epoch, topic), or (tick, [`GRID`]) for every aligned
+    /// subscription waiting for that tick. Entries for removed subscriptions are dropped when
+    /// popped; a subscription has at most one of its own (its TIMER flag), and a tick one
+    /// [`GRID`] entry (listed in `grid_pending`).
     timers: BinaryHeap<Reverse<(u64, TopicId)>>,
+    /// The ticks that have a [`GRID`] entry in `timers`.
+    grid_pending: Vec<u64>,
     due: Vec<TopicId>,
     snapshot_queue: Vec<TopicId>,
     /// Throttle-0 symbols delivered and not armed on the bus yet: see
     /// [`SubscriptionSet::recheck`].
     recheck: Vec<TopicId>,
-    /// Scratch for [`SubscriptionSet::on_timers`]: on-grid symbols found unchanged at their
-    /// tick (each at most once, so bounded by the subscription count).
-    quiet: Vec<TopicId>,
+    /// Scratch for [`SubscriptionSet::on_timers`]: the indexes of on-grid symbols found
+    /// unchanged at their tick (each at most once, so bounded by the subscription count).
+    quiet: Vec<usize>,
     /// Topics unsubscribed while a bus registration was still outstanding; kept so that
     /// re-subscribing does not register twice (bounded by the number of topics).
     orphan_registrations: Vec<TopicId>,
@@ -146,6 +157,7 @@ impl SubscriptionSet {
             epoch: Instant::now(),
             subs: Vec::new(),
             timers: BinaryHeap::new(),
+            grid_pending: Vec::new(),
             due: Vec::new(),
             snapshot_queue: Vec::new(),
             recheck: Vec::new(),
@@ -297,14 +309,19 @@ impl SubscriptionSet {
             // interval ended, a client subscribing and unsubscribing in a loop would pile up
             // one entry per round for as long as the throttle (up to a minute), not one per
             // symbol. One pass per request, not per symbol.
-            let subs = &self.subs;
-            self.timers.retain(|Reverse((_, id))| subs.binary_search_by_key(id, |s| s.id).is_ok_and(|i| subs[i].has(TIMER)));
+            self.timers.clear();
+            self.grid_pending.clear();
+            for i in 0..self.subs.len() {
+                if self.subs[i].has(TIMER) {
+                    self.push_timer(i);
+                }
+            }
         }
     }
 
     /// Drops `flag` from the subscription of `id`, and the subscription when nothing covers it
     /// any more; whether the subscription removed had a timer pending.
-    fn drop_flag(&mut self, id: TopicId, flag: u8) -> bool {
+    fn drop_flag(&mut self, id: TopicId, flag: u16) -> bool {
         let Some(i) = self.find(id) else { return false };
         if !self.subs[i].has(flag) {
             return false;
@@ -342,6 +359,7 @@ impl SubscriptionSet {
         self.snapshot_queue.clear();
         self.recheck.clear();
         self.timers.clear();
+        self.grid_pending.clear();
     }
 
     /// Decides what to do with a subscription whose topic may have changed.
@@ -356,7 +374,7 @@ impl SubscriptionSet {
                 self.due.push(sub.id);
             } else if !sub.has(TIMER) {
                 sub.flags |= TIMER;
-                self.timers.push(Reverse((sub.next_allowed_us, sub.id)));
+                self.push_timer(i);
             }
             return;
         }
@@ -409,19 +427,30 @@ impl SubscriptionSet {
                 break;
             }
             self.timers.pop();
-            if let Some(i) = self.find(id) {
-                let sub = &mut self.subs[i];
-                if sub.has(TIMER) && sub.next_allowed_us <= now_us {
-                    sub.flags &= !TIMER;
-                    if sub.on_grid() && !sub.has(DUE | AWAITING_SNAPSHOT) && sub.topic.seq() <= sub.last_sent_seq {
-                        self.quiet.push(id);
-                    } else {
-                        self.evaluate(i, now_us);
+            if id == GRID {
+                self.grid_pending.retain(|&t| t != at);
+                for i in 0..self.subs.len() {
+                    let sub = &self.subs[i];
+                    if !sub.has(TIMER) || !sub.has(GRID_TIMER) {
+                        continue;
                     }
-                } else if sub.has(TIMER) {
+                    if sub.next_allowed_us <= now_us {
+                        self.interval_over(i, now_us);
+                    } else {
+                        // Waiting for a later tick: that tick has its entry (made sure of here,
+                        // whatever moved the subscription's tick since).
+                        self.push_timer(i);
+                    }
+                }
+            } else if let Some(i) = self.find(id) {
+                let sub = &self.subs[i];
+                if !sub.has(TIMER) || sub.has(GRID_TIMER) {
+                    // Not this entry's: a removed and re-added subscription's, say.
+                } else if sub.next_allowed_us <= now_us {
+                    self.interval_over(i, now_us);
+                } else {
                     // The timer was for an older interval; keep one for the current one.
-                    let next = sub.next_allowed_us;
-                    self.timers.push(Reverse((next, id)));
+                    self.push_timer(i);
                 }
             }
         }
@@ -431,21 +460,49 @@ impl SubscriptionSet {
         let busy = self.due.len() > due_before;
         let anchor = self.anchor_us.unwrap_or(0);
         let mut quiet = std::mem::take(&mut self.quiet);
-        for &id in &quiet {
-            let Some(i) = self.find(id) else { continue };
-            let sub = &mut self.subs[i];
+        for &i in &quiet {
             if busy {
-                // next_allowed stays where it is (behind the tick): the tick's timer finds it
-                // allowed, and a cadence changed meanwhile applies from that look on.
+                let sub = &mut self.subs[i];
                 let period = sub.throttle_ms as u64 * 1000;
+                sub.next_allowed_us = grid_floor(anchor, period, now_us) + period;
                 sub.flags |= TIMER;
-                self.timers.push(Reverse((grid_floor(anchor, period, now_us) + period, id)));
+                self.push_timer(i);
             } else {
                 self.evaluate(i, now_us);
             }
         }
         quiet.clear();
         self.quiet = quiet;
+    }
+
+    /// Subscription `i`'s throttle interval is over: an on-grid symbol that did not change
+    /// waits in `quiet` for the end of [`SubscriptionSet::on_timers`], anything else is
+    /// evaluated now.
+    fn interval_over(&mut self, i: usize, now_us: u64) {
+        let sub = &mut self.subs[i];
+        sub.flags &= !(TIMER | GRID_TIMER);
+        if sub.on_grid() && !sub.has(DUE | AWAITING_SNAPSHOT) && sub.topic.seq() <= sub.last_sent_seq {
+            self.quiet.push(i);
+        } else {
+            self.evaluate(i, now_us);
+        }
+    }
+
+    /// Makes sure a timer entry is pending at subscription `i`'s `next_allowed_us` (its TIMER
+    /// flag is set): its own, or its tick's [`GRID`] entry when it is aligned.
+    fn push_timer(&mut self, i: usize) {
+        let sub = &mut self.subs[i];
+        let at = sub.next_allowed_us;
+        if !sub.has(ALIGNED) {
+            sub.flags &= !GRID_TIMER;
+            self.timers.push(Reverse((at, sub.id)));
+            return;
+        }
+        sub.flags |= GRID_TIMER;
+        if !self.grid_pending.contains(&at) {
+            self.grid_pending.push(at);
+            self.timers.push(Reverse((at, GRID)));
+        }
     }
 
     /// When the next throttle interval ends, if any is pending.
@@ -493,7 +550,7 @@ impl SubscriptionSet {
         if sub.throttle_ms > 0 {
             if !sub.has(TIMER) {
                 sub.flags |= TIMER;
-                self.timers.push(Reverse((sub.next_allowed_us, sub.id)));
+                self.push_timer(i);
             }
         } else if !sub.has(RECHECK) {
             sub.flags |= RECHECK;
@@ -1306,11 +1363,26 @@ pub(crate) mod properties {
     /// The set's books against each other and the model.
     fn check_books(set: &SubscriptionSet, model: &Model, topics: &[Arc<Topic>]) {
         assert!(set.subs.windows(2).all(|pair| pair[0].id < pair[1].id), "subscriptions sorted by topic, once each");
-        let mut timers: Vec<TopicId> = set.timers.iter().map(|Reverse((_, id))| *id).collect();
+        let mut timers: Vec<TopicId> = set.timers.iter().map(|Reverse((_, id))| *id).filter(|&id| id != GRID).collect();
         timers.sort_unstable();
         assert!(timers.windows(2).all(|pair| pair[0] != pair[1]), "two timers for one symbol: {timers:?}");
-        let with_timer: Vec<TopicId> = set.subs.iter().filter(|s| s.has(TIMER)).map(|s| s.id).collect();
+        let with_timer: Vec<TopicId> = set.subs.iter().filter(|s| s.has(TIMER) && !s.has(GRID_TIMER)).map(|s| s.id).collect();
         assert_eq!(timers, with_timer, "a timer per symbol waiting for its interval's end, and no other");
+        // The ticks' entries: one per tick listed, none unlisted, and one at or before each
+        // tick an aligned symbol waits for.
+        let mut grid: Vec<u64> = set.timers.iter().filter(|Reverse((_, id))| *id == GRID).map(|Reverse((at, _))| *at).collect();
+        grid.sort_unstable();
+        let mut pending = set.grid_pending.clone();
+        pending.sort_unstable();
+        assert_eq!(grid, pending, "the GRID entries are the ticks listed, once each");
+        let on_grid: Vec<&Subscription> = set.subs.iter().filter(|s| s.has(TIMER) && s.has(GRID_TIMER)).collect();
+        for sub in &on_grid {
+            assert!(pending.iter().any(|&t| t <= sub.next_allowed_us), "topic {}: waits for {} µs with no tick entry by then", sub.id, sub.next_allowed_us);
+        }
+        // A tick's entry outlives the symbols it was for when they move (a cadence changed, a
+        // removal) until it pops, which is when the wait it stood for would have ended.
+        assert!(pending.len() <= 2 * set.subs.len(), "{} tick entries for {} symbols", pending.len(), set.subs.len());
+        assert!(set.subs.iter().all(|s| s.has(TIMER) || !s.has(GRID_TIMER)), "GRID_TIMER only with TIMER");
         for (list, flag, name) in [(&set.due, DUE, "due"), (&set.snapshot_queue, AWAITING_SNAPSHOT, "snapshot"), (&set.recheck, RECHECK, "recheck")] {
             let mut listed = list.clone();
             listed.sort_unstable();
