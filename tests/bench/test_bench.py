@@ -78,6 +78,10 @@ class Figures(unittest.TestCase):
         m = bench.metrics_of(self.sc["idle"], report(
             clients={"connected": 10_000}, server_rss_mib={"before": 30.0, "end": 170.0}))
         self.assertAlmostEqual(m["rss_per_conn_kib"], 140 * 1024 / 10_000)
+        # With traffic: the ticker's connections, from before they connected to the window's end.
+        m = bench.metrics_of(self.sc["ticker"], report(
+            clients={"connected": 5_000}, server_rss_mib={"before": 30.0, "end": 110.0}))
+        self.assertAlmostEqual(m["rss_per_conn_kib"], 80 * 1024 / 5_000)
 
     def test_drift_and_growth(self):
         m = bench.metrics_of(self.sc["churn"], report(
@@ -126,7 +130,7 @@ class Figures(unittest.TestCase):
                          "uws": m(quotes_per_server_cpu_s=700.0)},
             "idle": {"tickerfeed": m(rss_per_conn_kib=14.0)},
             "ticker": {"tickerfeed": m(throttled_p99_ms=4.0, staleness_p99_ms=215.0,
-                                       server_cpu_pct=40.0, rss_start_mib=100.0)},
+                                       server_cpu_pct=40.0, rss_start_mib=100.0, rss_per_conn_kib=16.0)},
             "slow": {"tickerfeed": m(throttled_p99_ms=4.2, rss_growth_pct=1.0, sendq_max_kib=70.0,
                                      rss_start_mib=110.0)},
             "churn": {"tickerfeed": m(churn_failed=0, rss_drift_pct=-2.0)},
@@ -139,7 +143,8 @@ class Figures(unittest.TestCase):
 
         self.assertEqual(by_prefix("firehose"), ["met", "**missed**"])  # 3.0× ws, 1.29× uws
         self.assertEqual(by_prefix("idle"), ["met"])
-        self.assertEqual(by_prefix("ticker"), ["met", "**missed**", "met"])  # staleness 215 > 210
+        # 16 KiB per connection with traffic > 15; staleness 215 > 210
+        self.assertEqual(by_prefix("ticker"), ["**missed**", "met", "**missed**", "met"])
         self.assertIn("**missed**", by_prefix("stalled client: kernel"))
         self.assertEqual(by_prefix("stalled client: server RSS"), ["met"])  # 10 MiB / 500 = 20 KiB
         self.assertEqual(by_prefix("slow consumers"), ["met", "met"])  # +5% moved, +1% growth
