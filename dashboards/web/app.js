@@ -36,7 +36,9 @@ const throttleMs = THROTTLES.includes(storedThrottle) ? storedThrottle : 250;
 // --- components --------------------------------------------------------------------------------
 
 const wsUrl = withToken(`${location.protocol === 'https:' ? 'wss' : 'ws'}://${location.host}/ws`);
-const conn = new Connection({ throttleMs, url: wsUrl });
+// The watchlist on the session's grid: one frame per tick (see docs/PROTOCOL.md, "Aligned
+// delivery"); `tickerfeed.align` = false in localStorage turns it off.
+const conn = new Connection({ throttleMs, url: wsUrl, align: store.get('align', true) !== false });
 const watchlist = new Watchlist(document.querySelector('#watchlist tbody'), {
   onSelect: (symbol) => select(symbol),
   onRemove: (symbol) => removeSymbol(symbol),

@@ -751,7 +751,9 @@ def metrics_of(sc: Scenario, r: dict) -> dict:
     }
     # Per connection: idle with the feed paused; the ticker (and aligned) with the feed running,
     # measured at the end of the window: each connection's buffers as traffic leaves them.
-    if sc.name in ("idle", "ticker", "aligned") and rss.get("end") and rss.get("before") and c["connected"]:
+    # A garbage-collected server (the Node peers) can end below its baseline: no figure then.
+    if sc.name in ("idle", "ticker", "aligned") and rss.get("end") and rss.get("before") and c["connected"] \
+            and rss["end"] >= rss["before"]:
         out["rss_per_conn_kib"] = (rss["end"] - rss["before"]) * 1024 / c["connected"]
     if rss.get("start") and rss.get("measured_max"):
         out["rss_growth_pct"] = 100 * (rss["measured_max"] - rss["start"]) / rss["start"]

@@ -182,15 +182,29 @@ test('the throttle selector re-subscribes; the theme toggles and persists', asyn
   try {
     // Watch what the page sends on its WebSocket.
     const sent = [];
-    page.on('websocket', (ws) => ws.on('framesent', (frame) => {
-      try { sent.push(JSON.parse(frame.payload)); } catch { /* not JSON */ }
-    }));
+    const received = [];
+    page.on('websocket', (ws) => {
+      ws.on('framesent', (frame) => {
+        try { sent.push(JSON.parse(frame.payload)); } catch { /* not JSON */ }
+      });
+      ws.on('framereceived', (frame) => {
+        try { received.push(JSON.parse(frame.payload)); } catch { /* not JSON */ }
+      });
+    });
     await page.goto(server.url);
     await waitConnected(page);
     await page.selectOption('#throttle', '5000');
     await until(
       () => sent.some((m) => m.op === 'subscribe' && m.throttle_ms === 5000 && m.symbols.length >= 5),
       { message: 'a subscribe with throttle_ms 5000 for the watchlist' },
+    );
+    // The watchlist comes aligned (one frame per tick), the charted symbol at throttle 0 not.
+    const subscribes = sent.filter((m) => m.op === 'subscribe');
+    assert.ok(subscribes.filter((m) => m.throttle_ms > 0).every((m) => m.align === true), 'the watchlist subscribes aligned');
+    assert.ok(subscribes.some((m) => m.throttle_ms === 0 && m.align === false), 'the charted symbol at throttle 0, unaligned');
+    await until(
+      () => received.some((m) => m.type === 'subscribed' && m.throttle_ms === 5000 && m.align === true),
+      { message: 'the server confirms the aligned subscription' },
     );
     // Light theme, kept across a reload.
     assert.equal(await page.getAttribute('html', 'data-theme'), 'dark', 'dark by default');

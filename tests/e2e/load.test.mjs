@@ -78,8 +78,11 @@ test('200 symbols at 10 updates/s: no falling behind', async () => {
     const figures = Object.fromEntries(Object.entries(m).map(([k, v]) => [k, r(v)]));
     console.log('load figures:', JSON.stringify(figures));
     writeFileSync(join(artifacts, 'load-figures.json'), JSON.stringify(figures, null, 2) + '\n');
-    // 200 symbols × 10/s = 2000 quotes/s offered; the throttle lets at most that through.
-    assert.ok(m.quotesPerSecond > 1200, `the page absorbs the stream (${r(m.quotesPerSecond)} quotes/s)`);
+    // 200 symbols × 10/s = 2000 quotes/s offered. The watchlist is aligned at 100 ms: a symbol
+    // goes out at a tick when it changed since the last one, with probability 1 − e^−1, so the
+    // server sends about 200 × 10 × 0.632 = 1,264 quotes/s (measured 1,266–1,274).
+    assert.ok(m.quotesPerSecond > 1000, `the page absorbs the stream (${r(m.quotesPerSecond)} quotes/s)`);
+    assert.ok(m.appliedPerSecond > 0.95 * m.quotesPerSecond, `every quote received is applied (${r(m.appliedPerSecond)} of ${r(m.quotesPerSecond)}/s)`);
     assert.ok(m.newestAgeMs < 1000, `the newest quote is fresh (${r(m.newestAgeMs)} ms)`);
     // Headless Chromium here renders in software (--disable-gpu) on a shared CPU, so the frame
     // rate and frame intervals describe the machine's load as much as the page: they are

@@ -4,7 +4,9 @@
 // - Reconnects after any drop with exponential backoff and full jitter (0.5 s doubling to 8 s),
 //   and resubscribes every wanted symbol at the wanted throttle once `welcome` arrives.
 // - One throttle for every symbol (the selector), and per-symbol overrides (the charted symbol
-//   at 0); each distinct throttle is one `subscribe`, since re-subscribing changes it.
+//   at 0); each distinct throttle is one `subscribe`, since re-subscribing changes it. With
+//   `align`, the symbols at a throttle above 0 are delivered together on the session's grid
+//   (protocol "align": one frame per tick instead of one per symbol that changed).
 // - Tracks the server `instance` from `welcome`: a new instance means the server restarted and
 //   every symbol's `seq` starts again at 1, so per-symbol seq tracking is reset (event `instance`).
 // - Drops quotes whose seq is not above the last one seen for that symbol (duplicates after a
@@ -29,11 +31,12 @@ const PING_EVERY_MS = 10_000;
 const SILENCE_LIMIT_MS = 25_000;
 
 export class Connection extends EventTarget {
-  /** @param {{url?: string, throttleMs?: number}} options */
-  constructor({ url, throttleMs = 250 } = {}) {
+  /** @param {{url?: string, throttleMs?: number, align?: boolean}} options */
+  constructor({ url, throttleMs = 250, align = false } = {}) {
     super();
     this.url = url ?? `${location.protocol === 'https:' ? 'wss' : 'ws'}://${location.host}/ws`;
     this.throttleMs = throttleMs;
+    this.align = align;
     this.symbols = new Set();      // what the page wants, whatever the connection state
     this.overrides = new Map();    // symbol -> its own throttle (e.g. the charted one at 0)
     this.lastSeq = new Map();      // symbol -> last seq applied (for this server instance)
@@ -96,7 +99,8 @@ export class Connection extends EventTarget {
       groups.get(ms).push(s);
     }
     for (const [ms, list] of groups) {
-      this.#send({ op: 'subscribe', symbols: list, throttle_ms: ms, snapshot, id: this.nextId++ });
+      const align = this.align && ms > 0;
+      this.#send({ op: 'subscribe', symbols: list, throttle_ms: ms, snapshot, align, id: this.nextId++ });
     }
   }
 
