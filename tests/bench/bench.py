@@ -46,7 +46,7 @@ import threading
 import time
 import urllib.error
 import urllib.request
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -63,12 +63,19 @@ LOADGEN = ROOT / "target" / "release" / "loadgen"
 ALL_SERVERS = ["tickerfeed", "tickerfeed-sse", "tickerfeed-socketio", "ws", "uws", "socketio", "tickerfeed-auth",
                "tickerfeed-redis"]
 DEFAULT_SERVERS = [s for s in ALL_SERVERS if s not in ("tickerfeed-auth", "tickerfeed-redis")]
-ALL_SCENARIOS = ["idle", "firehose", "ticker", "slow", "churn", "maxconn", "light", "aligned", "aligned-slow"]
+ALL_SCENARIOS = ["idle", "firehose", "ticker", "slow", "churn", "maxconn", "light", "aligned", "aligned-slow",
+                 "knee"]
 # Run only when named in --only: "light" (the ticker's load for a tenth of its clients: no
 # server saturates, so latencies are the path's, not a queue's) and "aligned" (the ticker with
 # aligned delivery, issue 16: tickerfeed and every peer take `align`), "aligned-slow" (that plus
-# the slow scenario's stalled clients).
-DEFAULT_SCENARIOS = [s for s in ALL_SCENARIOS if s not in ("light", "aligned", "aligned-slow")]
+# the slow scenario's stalled clients), "knee" (the immediate ticker's knee: a search over client
+# counts, several runs per server).
+DEFAULT_SCENARIOS = [s for s in ALL_SCENARIOS if s not in ("light", "aligned", "aligned-slow", "knee")]
+# The knee (issue 16): the most clients of the immediate ticker at which p99 throttled latency
+# stays within this, found by a search over client counts; tickerfeed's at least KNEE_VS_UWS ×
+# uWebSockets.js's.
+KNEE_P99_MS = 5.0
+KNEE_VS_UWS = 2.0
 SERVER_LABEL = {
     "tickerfeed": "tickerfeed",
     "tickerfeed-sse": "tickerfeed SSE",
@@ -170,10 +177,12 @@ def scenarios(smoke: bool) -> dict[str, Scenario]:
         idle_n, fire_n, tick_n, stall_n, churn_r, max_n, light_n = 200, 50, 200, 20, 20.0, 400, 50
         dur, warm, slow_dur, slow_warm, churn_dur, settle, rate = 0.8, 0.2, 1.0, 0.3, 1.0, 0.3, 0.0
         fire_rate = 20_000.0
+        knee_start, knee_cap, knee_step = 20, 160, 20
     else:
         idle_n, fire_n, tick_n, stall_n, churn_r, max_n, light_n = 10_000, 1_000, 5_000, 500, 500.0, 19_000, 500
         dur, warm, slow_dur, slow_warm, churn_dur, settle, rate = 20.0, 3.0, 60.0, 10.0, 30.0, 10.0, 2000.0
         fire_rate = 100_000.0
+        knee_start, knee_cap, knee_step = 500, 19_000, 50
     ticker_rate = 5000.0
     common = ["--warmup", str(warm), "--connect-rate", str(rate)]
     ticker = ["--clients", str(tick_n), "--symbols", "10", "--zipf", "1", "--throttle-ms", "200"]
@@ -231,11 +240,54 @@ def scenarios(smoke: bool) -> dict[str, Scenario]:
             duration=slow_dur, warmup=slow_warm, clients=tick_n + stall_n, connect_rate=rate,
             sample_sendq=True, stall=stall_n),
         Scenario(
+            # The probe of the knee search: the ticker at `clients` (replaced by each probe,
+            # see `knee_run`), a shorter window since a search takes several runs.
+            "knee", "10. Ticker, the knee", ticker_rate,
+            [*ticker, "--duration", str(min(dur, 10.0)), *common],
+            duration=min(dur, 10.0), warmup=warm, clients=knee_start, connect_rate=rate),
+        Scenario(
             "light", "7. Ticker, light", ticker_rate,
             ["--clients", str(light_n), *ticker[2:], "--duration", str(dur), *common],
             duration=dur, warmup=warm, clients=light_n, connect_rate=rate),
     ]
+    KNEE_SEARCH.update(start=knee_start, cap=knee_cap, step=knee_step)
     return {x.name: x for x in s}
+
+
+# Where the knee search starts, where it stops growing, and the client-count resolution it stops
+# at (the larger of this and a tenth of the knee). Set by `scenarios` for full or smoke runs.
+KNEE_SEARCH: dict[str, int] = {}
+
+
+def with_clients(sc: Scenario, n: int) -> Scenario:
+    """`sc` at `n` clients."""
+    args = list(sc.loadgen)
+    args[args.index("--clients") + 1] = str(n)
+    return replace(sc, loadgen=args, clients=n)
+
+
+def knee_search(passes, start: int, cap: int, step: int) -> int:
+    """The most clients for which `passes(n)` holds, assuming it holds below some count and not
+    above: doubles from `start` until a probe fails (or `cap` passes), then bisects until the
+    bracket is within `step` or a tenth of the passing count. 0 if even `step` clients fail."""
+    lo, hi, n = 0, None, start
+    while hi is None:
+        if passes(n):
+            lo = n
+            if n >= cap:
+                return n
+            n = min(cap, n * 2)
+        else:
+            hi = n
+    while hi - lo > max(step, lo // 10):
+        mid = (lo + hi) // 2 // step * step
+        if mid <= lo:
+            break
+        if passes(mid):
+            lo = mid
+        else:
+            hi = mid
+    return lo
 
 
 @dataclass
@@ -711,6 +763,43 @@ def feed_only_run(kind: str, rate: float, ticks: Path, settings: Settings, round
             "cpu_pct": 100 * (c1 - c0) / (t1 - t0), "rss_mib": rss, **companions}
 
 
+def knee_run(sc: Scenario, kind: str, ticks: Path, symbols: list[str], settings: Settings,
+             round_no: int) -> dict:
+    """The knee of `kind` in the immediate ticker: a probe is one run at n clients, which passes
+    when every client connected, p99 throttled latency ≤ KNEE_P99_MS, and the load generator was
+    not the limit (a client-bound probe fails: its latency is the client's)."""
+    probes: list[dict] = []
+
+    def passes(n: int) -> bool:
+        run = scenario_run(with_clients(sc, n), kind, ticks, symbols, settings, round_no)
+        m = run["metrics"]
+        p99 = m["throttled_p99_ms"]
+        ok = (m["connected"] >= n and p99 is not None and p99 <= KNEE_P99_MS
+              and not m["client_bound"])
+        probes.append({"clients": n, "throttled_p99_ms": p99, "server_cpu_pct": m["server_cpu_pct"],
+                       "loadgen_cpu_pct": m["loadgen_cpu_pct"], "client_bound": m["client_bound"],
+                       "connected": m["connected"], "passed": ok})
+        print(f"    knee probe {kind:<19} {n:>6} clients: p99thr {fmt_ms(p99)}, CPU "
+              f"{fmt_pct(m['server_cpu_pct'])}{', client-bound' if m['client_bound'] else ''} -> "
+              f"{'pass' if ok else 'fail'}", flush=True)
+        return ok
+
+    knee = knee_search(passes, KNEE_SEARCH["start"], KNEE_SEARCH["cap"], KNEE_SEARCH["step"])
+    return {"server": kind, "round": round_no, "knee_clients": knee, "probes": probes,
+            "capped": knee >= KNEE_SEARCH["cap"]}
+
+
+def knee_medians(knee_runs: list[dict]) -> dict:
+    """Per server: the median knee over the rounds, and the last round's probes."""
+    out: dict = {}
+    for k in knee_runs:
+        out.setdefault(k["server"], []).append(k)
+    return {s: {"knee_clients": median([k["knee_clients"] for k in ks]), "runs": len(ks),
+                "knees": [k["knee_clients"] for k in ks], "capped": any(k["capped"] for k in ks),
+                "probes": ks[-1]["probes"]}
+            for s, ks in out.items()}
+
+
 # ----------------------------------------------------------------------------------------------
 # Figures
 
@@ -909,6 +998,13 @@ def targets(med: dict, sc: dict[str, Scenario]) -> list[dict]:
         stale = get(med, "aligned", tf, "staleness_p99_ms")
         add(f"aligned ticker: p99 staleness ≤ throttle + {STALE_MARGIN_MS:g} ms = 210 ms", fmt_ms(stale),
             verdict_at_most(stale, 200.0 + STALE_MARGIN_MS))
+    if "knee" in sc:
+        knee_tf, knee_uws = get(med, "knee", tf, "knee_clients"), get(med, "knee", "uws", "knee_clients")
+        ratio = knee_tf / knee_uws if knee_tf and knee_uws else None
+        add(f"immediate ticker: the knee (most clients with p99 throttled latency ≤ {KNEE_P99_MS:g} ms) "
+            f"≥ {KNEE_VS_UWS:g}× {SERVER_LABEL['uws']}'s",
+            f"{knee_tf:,.0f} vs {knee_uws:,.0f} clients: {ratio:.2f}×" if ratio else "—",
+            verdict_at_least(ratio, KNEE_VS_UWS))
     if "aligned-slow" in sc:
         base = get(med, "aligned", tf, "staleness_p99_ms")
         slow = get(med, "aligned-slow", tf, "staleness_p99_ms")
@@ -1166,6 +1262,12 @@ def _sendq(m, med, s):
     return f"{m['sendq_max_kib']:.0f} / {m['sendq_mean_kib']:.0f} KiB"
 
 
+def _probes(m, med, s):
+    marks = [f"{p['clients']:,}: {fmt_ms(p['throttled_p99_ms'])}{' (client-bound)' if p['client_bound'] else ''} "
+             f"{'✓' if p['passed'] else '✗'}" for p in sorted(m["probes"], key=lambda p: p["clients"])]
+    return "; ".join(marks)
+
+
 SCENARIO_TABLES = {
     "idle": [("connected", _k("connected")), ("RSS before (MiB)", _k("rss_before_mib", 1)),
              ("RSS connected (MiB)", _k("rss_end_mib", 1)),
@@ -1189,6 +1291,9 @@ SCENARIO_TABLES = {
                 ("quotes/s", _k("quotes_per_s")), ("frames/s", _k("frames_per_s")),
                 ("quotes per server CPU-s", _k("quotes_per_server_cpu_s")), ("loadgen CPU", _pct("loadgen_cpu_pct")),
                 ("client-bound", _bound)],
+    "knee": [("knee (clients)", lambda m, med, s: f"{fmt_num(m['knee_clients'])}{' (the search cap)' if m['capped'] else ''}"),
+             ("per round", lambda m, med, s: ", ".join(f"{k:,}" for k in m["knees"])),
+             ("last round's probes (clients: p99 throttled)", _probes)],
     "aligned-slow": [("connected (+ stalled)", lambda m, med, s: f"{_connected(m, med, s)} (+{fmt_num(m.get('stall_connected'))})"),
                      ("others' p99 staleness", _ms("staleness_p99_ms")),
                      ("vs aligned", lambda m, med, s: _moved(m, get(med, "aligned", s, "staleness_p99_ms"), "staleness_p99_ms")),
@@ -1253,6 +1358,11 @@ def describe(sc: Scenario) -> str:
         "aligned-slow": f"The aligned ticker plus {sc.stall:,} clients that subscribe (aligned) and never read "
                         f"(SO_RCVBUF 4 KiB), judged over {sc.duration:g} s after a {sc.warmup:g} s warm-up; "
                         "compared with the aligned ticker without them.",
+        "knee": f"The immediate ticker (500 symbols, {feed}, 10 symbols each with Zipf popularity, "
+                f"throttle 200 ms) at growing client counts: from {KNEE_SEARCH['start']:,}, doubling until p99 "
+                f"throttled latency exceeds {KNEE_P99_MS:g} ms (or a client fails to connect, or the load "
+                f"generator reaches its core's limit), then bisecting to {KNEE_SEARCH['step']:,} clients or a tenth "
+                f"of the knee. The knee is the most clients that passed; its median over the rounds.",
         "light": f"The ticker's load for {n:,} clients (500 symbols, {feed}, 10 symbols each with Zipf "
                  "popularity, throttle 200 ms): no server saturates its core, so the latencies are the "
                  "path's rather than a queue's.",
@@ -1454,6 +1564,7 @@ def main(argv: list[str]) -> int:
     feed_rates = sorted({sc.feed_rate for sc in chosen.values() if sc.feed_rate > 0})
     runs: list[dict] = []
     feed_runs: list[dict] = []
+    knee_runs: list[dict] = []
 
     def collected() -> dict:
         return {
@@ -1467,6 +1578,7 @@ def main(argv: list[str]) -> int:
                           for k, sc in chosen.items()},
             "feed_only_runs": feed_runs,
             "raw_runs": runs,
+            "knee_runs": knee_runs,
         }
 
     try:
@@ -1483,6 +1595,12 @@ def main(argv: list[str]) -> int:
                           f"{f['cpu_pct']:5.1f}%", flush=True)
             for sc in chosen.values():
                 for kind in order:
+                    if sc.name == "knee":
+                        k = knee_run(sc, kind, ticks, symbols, settings, rnd)
+                        knee_runs.append(k)
+                        print(f"[round {rnd}] knee      {kind:<19} {k['knee_clients']:,} clients "
+                              f"({len(k['probes'])} probes)", flush=True)
+                        continue
                     run = scenario_run(sc, kind, ticks, symbols, settings, rnd)
                     runs.append(run)
                     for p in sanity_problems(sc, run):
@@ -1492,7 +1610,7 @@ def main(argv: list[str]) -> int:
     except BaseException:
         # An hour of measurements is worth keeping: the runs so far go to the work directory
         # (never over the committed results), ready for `--render`.
-        if runs or feed_runs:
+        if runs or feed_runs or knee_runs:
             partial = settings.work / "partial-results.json"
             partial.write_text(json.dumps(collected(), indent=1) + "\n")
             print(f"\nthe {len(runs)} finished run(s) are in {partial} "
@@ -1514,6 +1632,8 @@ def derive(data: dict) -> dict:
             run["metrics"]["sendq"] = sendq
         run["metrics"].update(run.get("companions") or {})
     med = medians(data["raw_runs"])
+    if data.get("knee_runs"):
+        med["knee"] = knee_medians(data["knee_runs"])
     data["feed_only_cpu_pct"] = feed_medians(data["feed_only_runs"])
     data["medians"] = med
     data["targets"] = targets(med, all_sc)

@@ -276,17 +276,68 @@ class RedisVariant(unittest.TestCase):
         self.assertEqual(bench.redis_section({**data, "medians": {"firehose": data["medians"]["firehose"] | {"tickerfeed-redis": {}}}}), [])
 
 
+class Knee(unittest.TestCase):
+    def search(self, true_knee, start=500, cap=19_000, step=50):
+        probed = []
+
+        def passes(n):
+            probed.append(n)
+            return n <= true_knee
+        return bench.knee_search(passes, start, cap, step), probed
+
+    def test_doubles_then_bisects_to_a_tenth(self):
+        knee, probed = self.search(2_730)
+        self.assertEqual(probed[:4], [500, 1_000, 2_000, 4_000])
+        self.assertLessEqual(knee, 2_730)
+        self.assertGreaterEqual(knee, 2_730 - max(50, knee // 10))
+        self.assertLessEqual(len(probed), 9)
+
+    def test_below_the_start_and_at_the_cap(self):
+        knee, probed = self.search(120)
+        self.assertEqual(probed[0], 500)
+        self.assertTrue(70 <= knee <= 120, knee)
+        self.assertEqual(self.search(0)[0], 0)
+        knee, probed = self.search(50_000)
+        self.assertEqual((knee, probed[-1]), (19_000, 19_000))
+
+    def test_probe_scenario_takes_the_client_count(self):
+        sc = bench.scenarios(smoke=False)
+        probe = bench.with_clients(sc["knee"], 1_500)
+        self.assertEqual(probe.loadgen[probe.loadgen.index("--clients") + 1], "1500")
+        self.assertEqual(probe.clients, 1_500)
+        self.assertNotIn("--align", probe.loadgen)
+        self.assertEqual(sc["knee"].loadgen[sc["knee"].loadgen.index("--clients") + 1], "5000",
+                         "the template is the ticker's, untouched")
+        self.assertNotIn("knee", bench.DEFAULT_SCENARIOS)
+
+    def test_target_and_table(self):
+        sc = bench.scenarios(smoke=False)
+        runs = [{"server": "tickerfeed", "round": r, "knee_clients": k, "capped": False,
+                 "probes": [{"clients": k, "throttled_p99_ms": 4.0, "client_bound": False, "passed": True}]}
+                for r, k in ((1, 3_000), (2, 3_400), (3, 3_200))]
+        runs += [{"server": "uws", "round": 1, "knee_clients": 1_500, "capped": False, "probes": []}]
+        med = {"knee": bench.knee_medians(runs)}
+        self.assertEqual(med["knee"]["tickerfeed"]["knee_clients"], 3_200)
+        rows = [r for r in bench.targets(med, sc) if r["target"].startswith("immediate ticker: the knee")]
+        self.assertEqual((rows[0]["measured"], rows[0]["verdict"]), ("3,200 vs 1,500 clients: 2.13×", "met"))
+
+
 class Outputs(unittest.TestCase):
     def data(self):
         sc = bench.scenarios(smoke=True)
         runs = []
         for name, s in sc.items():
+            if name == "knee":  # a search of several runs, kept apart (knee_runs)
+                continue
             for server in ("tickerfeed", "tickerfeed-sse", "tickerfeed-socketio", "ws", "socketio"):
                 rep = report(clients={"connected": s.clients - s.stall,
                                       "delivering": s.clients - s.stall,
                                       "stall_connected": s.stall})
                 runs.append(run_of(name, server, bench.metrics_of(s, rep)))
         med = bench.medians(runs)
+        med["knee"] = bench.knee_medians([{"server": "tickerfeed", "round": 1, "knee_clients": 40, "capped": False,
+                                           "probes": [{"clients": 40, "throttled_p99_ms": 1.0,
+                                                       "client_bound": False, "passed": True}]}])
         return {
             "smoke": True, "runs": 1,
             "servers": ["tickerfeed", "tickerfeed-sse", "tickerfeed-socketio", "ws", "uws", "socketio"],
@@ -302,14 +353,16 @@ class Outputs(unittest.TestCase):
     def test_markdown_has_every_scenario_target_and_marks_socketio(self):
         text = bench.markdown(self.data())
         for title in ("1. Idle connections", "2. Firehose", "3. Ticker", "4. Slow consumers",
-                      "5. Churn", "6. Max connections", "7. Ticker, light", "8. Ticker, aligned", "Targets (issue 5 §3)", "Feed alone"):
+                      "5. Churn", "6. Max connections", "7. Ticker, light", "8. Ticker, aligned",
+                      "10. Ticker, the knee", "Targets (issue 5 §3)", "Feed alone"):
             self.assertIn(f"## {title}", text)
+        self.assertIn("| tickerfeed | 40 | 40 | 40: 1.00 ms ✓ |", text)
         self.assertIn("Socket.IO*", text)
         self.assertIn("tickerfeed / Node ws = **", text)
         self.assertIn("- x / y / round 1: z", text)
         # The SSE variant: a row in every scenario's table, its own ratio line, no feed-only row
         # of its own (it is tickerfeed's process).
-        scenarios = len(bench.ALL_SCENARIOS)
+        scenarios = len(bench.ALL_SCENARIOS) - 1  # the knee's table has tickerfeed's row only here
         self.assertEqual(text.count("| tickerfeed SSE |"), scenarios)
         self.assertIn("tickerfeed SSE / tickerfeed ws = **1.00**", text)
         self.assertIn("(issue 13: ≥ 0.8, met,", text)
