@@ -33,9 +33,25 @@ const SNAPSHOT_PREFIX = '{"type":"quotes","snapshot":true,"quotes":[';
 const FRAME_SUFFIX = ']}';
 const SYMBOL_SYNTAX = /^[A-Z0-9.\-^=]{1,16}$/;
 
-/** Wall-clock microseconds since the epoch, from the monotonic clock. */
+// `pt` is on the wall clock, as tickerfeed's: the load generator compares it with its own wall
+// clock. performance.now() is monotonic with sub-millisecond steps, but `performance.timeOrigin
+// + performance.now()` does not follow the wall clock once the process has started (a bench run
+// saw every peer's latencies 57–70 ms high for minutes while tickerfeed's, read from the wall
+// clock, were not); Date.now() follows it in 1 ms steps. So the monotonic reading is re-anchored
+// to the wall clock every second, on the largest Date.now() − performance.now() seen in the
+// second before (Date.now() truncates: the largest is the closest).
+const clock = { base: Date.now() - performance.now(), max: -Infinity, at: performance.now() };
+
+/** Wall-clock microseconds since the epoch at `at` (a performance.now() reading). */
 export function nowMicros(at = performance.now()) {
-  return Math.round((performance.timeOrigin + at) * 1000);
+  const sample = Date.now() - performance.now();
+  if (sample > clock.max) clock.max = sample;
+  if (at - clock.at >= 1000) {
+    clock.base = clock.max;
+    clock.max = -Infinity;
+    clock.at = at;
+  }
+  return Math.round((clock.base + at) * 1000);
 }
 
 /** `--port 9001 --file ticks.csv --rate 5000 [--paused] [--host 0.0.0.0]` plus peer extras. */
