@@ -276,6 +276,19 @@ class RedisVariant(unittest.TestCase):
         self.assertEqual(bench.redis_section({**data, "medians": {"firehose": data["medians"]["firehose"] | {"tickerfeed-redis": {}}}}), [])
 
 
+class ClientBound(unittest.TestCase):
+    def test_latency_of_a_client_bound_median_is_not_the_servers(self):
+        bound = {"runs": 3, "client_bound_runs": 2, "latency_p99_ms": 936.0, "throttled_p99_ms": 80.0}
+        free = {"runs": 3, "client_bound_runs": 1, "latency_p99_ms": 12.0, "throttled_p99_ms": 2.5}
+        ms = bench._ms("throttled_p99_ms")
+        self.assertEqual(ms(bound, {}, "tickerfeed"), "(80.00 ms, client-bound)")
+        self.assertEqual(ms(free, {}, "tickerfeed"), "2.50 ms")
+        firehose = dict(bench.SCENARIO_TABLES["firehose"])["latency p50 / p99 / p99.9"]
+        self.assertIn("client-bound)", firehose(bound, {}, "tickerfeed"))
+        self.assertNotIn("client-bound", firehose(free, {}, "tickerfeed"))
+        self.assertEqual(ms({"runs": 1, "client_bound_runs": 1}, {}, "x"), "—", "no figure stays no figure")
+
+
 class Knee(unittest.TestCase):
     def search(self, true_knee, start=500, cap=19_000, step=50):
         probed = []
