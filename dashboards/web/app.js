@@ -2,7 +2,8 @@
 // (js/watchlist.js), the chart (js/chart.js) and the replay controls (js/replay.js).
 //
 // State kept in localStorage: the watchlist, the selected symbol, the throttle, the chart bar
-// widths and the theme. Every REST request is made only while the WebSocket is up, so a server
+// widths and the theme (and `align`, only read: false turns the aligned watchlist off). Every
+// REST request is made only while the WebSocket is up, so a server
 // restart shows up in the console as WebSocket connection failures and nothing else.
 
 import { Connection } from '/web/js/connection.js';
