@@ -42,7 +42,9 @@ fail() { echo "TLS: $*"; echo "server log:"; cat "$out/server.log"; exit 1; }
 
 symbols=$(tls_curl -f "$base/api/symbols" | python3 -c 'import json,sys; print(len(json.load(sys.stdin)))')
 [ "$symbols" -ge 90 ] || fail "GET /api/symbols over https gave $symbols symbols"
-tls_curl -f "$base/" | grep -q '<html' || fail "the dashboard page is not served over https"
+# Into a file, not a pipe: under pipefail, `grep -q` leaving early makes curl fail with a write error.
+tls_curl -f -o "$out/index.html" "$base/" || fail "GET / over https failed"
+grep -q '<html' "$out/index.html" || fail "the dashboard page is not served over https: $(head -c 200 "$out/index.html")"
 version=$(tls_curl -f --http2 -o /dev/null -w '%{http_version}' "$base/healthz")
 [ "$version" = 1.1 ] || fail "ALPN gave HTTP/$version to a client offering h2; the server offers http/1.1 only"
 # SSE: curl reads the stream until --max-time (exit 28), which is the expected end here.

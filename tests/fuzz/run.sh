@@ -14,7 +14,7 @@ seconds=${FUZZ_SECONDS:-60}
 cargo_fuzz_version=0.13.2
 targets=(protocol replay_csv symbol socketio ws_inbound throttle)
 
-if ! cargo fuzz --version 2>/dev/null | grep -qF "$cargo_fuzz_version"; then
+if [[ "$(cargo fuzz --version 2>/dev/null || true)" != *"$cargo_fuzz_version"* ]]; then
   echo "installing cargo-fuzz $cargo_fuzz_version"
   cargo install cargo-fuzz --locked --version "$cargo_fuzz_version"
 fi
