@@ -23,6 +23,7 @@ mod control;
 mod errors;
 pub(crate) mod listen;
 mod query;
+pub(crate) mod upgrade;
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;

@@ -11,13 +11,20 @@ use std::net::TcpListener;
 use std::sync::Arc;
 use std::time::Duration;
 
+use std::any::Any;
+
+use actix_http::{HttpService, TlsAcceptorConfig};
+use actix_service::{IntoServiceFactory, map_config};
+use actix_tls::accept::rustls_0_23::TlsStream;
+use actix_web::dev::{AppConfig, Extensions};
 use actix_web::http::KeepAlive;
 use actix_web::rt::net::TcpStream;
-use actix_web::{App, HttpServer, web};
+use actix_web::{App, web};
 use tokio::sync::watch;
 
 use crate::config::Config;
 use crate::feed;
+use crate::http::upgrade::UpgradeFactory;
 use crate::metrics::ClientLabels;
 use crate::session::protocol;
 use crate::session::socket::SocketProbe;
@@ -156,7 +163,7 @@ pub async fn start(config: Config) -> Result<RunningServer, StartError> {
     if test_echo {
         tracing::warn!("test_echo is on: {} echoes WebSocket messages (for conformance tests only)", crate::ws::echo::PATH);
     }
-    let server = HttpServer::new(move || {
+    let app = move || {
         App::new()
             .app_data(bus_data.clone())
             .app_data(feeds_data.clone())
@@ -177,40 +184,65 @@ pub async fn start(config: Config) -> Result<RunningServer, StartError> {
                 }
             })
             .configure(|cfg| crate::http::routes(cfg, serves_clients))
-    })
-    .on_connect(move |connection, extensions| {
+    };
+    let on_connect = move |connection: &dyn Any, extensions: &mut Extensions| {
         // A plain connection is the TcpStream itself; a TLS one (called once its handshake is
         // done) wraps it, and the bound applies to the TcpStream under the encryption.
-        let tcp = connection.downcast_ref::<TcpStream>().or_else(|| connection.downcast_ref::<actix_tls::accept::rustls_0_23::TlsStream<TcpStream>>().map(|tls| tls.get_ref().0));
+        let tcp = connection.downcast_ref::<TcpStream>().or_else(|| connection.downcast_ref::<TlsStream<TcpStream>>().map(|tls| tls.get_ref().0));
         if let Some(probe) = tcp.and_then(|stream| SocketProbe::on_accept(stream, send_buffer)) {
             extensions.insert(probe);
             crate::http::connection::watch(extensions, probe, between_requests);
         }
-    })
-    .workers(listen.workers)
-    // Above the connection limit, so that excess upgrades get a 503, not a refused connect.
-    .max_connections(config.limits.max_connections + 1024)
-    .backlog(4096)
-    // actix-http asks a response body for more only while the connection's write buffer
-    // holds less than this; WebSocket sessions produce frames only when asked (see
-    // `session::output`), so this plus one chunk bounds a slow client's server-side buffer.
-    .h1_write_buffer_size(crate::session::output::WRITE_BUFFER_BYTES)
-    // Every wait on the client has a deadline (see `http::listen`); actix-http's own
-    // defaults are close, but a limit the operator reads in the README is set here.
-    .client_request_timeout(listen.request_head())
-    .keep_alive(if listen.keep_alive().is_zero() { KeepAlive::Disabled } else { KeepAlive::Timeout(listen.keep_alive()) })
-    .client_disconnect_timeout(Duration::from_secs_f64(listen.disconnect_timeout))
-    .tls_handshake_timeout(Duration::from_secs_f64(listen.tls_handshake_timeout))
-    // TLS handshakes in progress per worker (actix-tls's default, stated): beyond it the worker
-    // accepts no connection until one ends or times out, so handshake CPU stays bounded.
-    .max_connection_rate(TLS_HANDSHAKES_PER_WORKER)
-    .disable_signals()
-    .shutdown_timeout(listen.shutdown_timeout.ceil() as u64);
-    let server = match tls {
-        Some(tls) => server.listen_rustls_0_23(listener, tls)?,
-        None => server.listen(listener)?,
+    };
+    let builder = actix_web::dev::Server::build()
+        .workers(listen.workers)
+        // Above the connection limit, so that excess upgrades get a 503, not a refused connect.
+        .max_concurrent_connections(config.limits.max_connections + 1024)
+        .backlog(4096)
+        .disable_signals()
+        .shutdown_timeout(listen.shutdown_timeout.ceil() as u64);
+    let graceful = builder.graceful_shutdown_signal();
+    let keep_alive = if listen.keep_alive().is_zero() { KeepAlive::Disabled } else { KeepAlive::Timeout(listen.keep_alive()) };
+    let (head_deadline, disconnect) = (listen.request_head(), Duration::from_secs_f64(listen.disconnect_timeout));
+    // One HTTP service per worker, over a plain or a TLS stream: the app, and the upgrade
+    // service that takes over WebSocket connections from actix-http (`http::upgrade`), around a
+    // second instance of the same app.
+    macro_rules! http_service {
+        ($secure:expr) => {{
+            let graceful = graceful.clone();
+            // The scheme, host and address the app sees (actix-web's own `HttpServer` passes
+            // the same: a request's `connection_info` reads them).
+            let app_config = move || AppConfig::__priv_test_new($secure, addr.to_string(), addr);
+            HttpService::build()
+                .graceful_shutdown_signal(move || {
+                    let graceful = graceful.clone();
+                    async move { graceful.notified().await }
+                })
+                // Every wait on the client has a deadline (see `http::listen`); actix-http's own
+                // defaults are close, but a limit the operator reads in the README is set here.
+                .client_request_timeout(head_deadline)
+                .keep_alive(keep_alive)
+                .client_disconnect_timeout(disconnect)
+                // actix-http asks a response body for more only while the connection's write
+                // buffer holds less than this (SSE and Socket.IO polling: `session::output`).
+                .h1_write_buffer_size(crate::session::output::WRITE_BUFFER_BYTES)
+                .on_connect_ext(move |io: &_, extensions: &mut Extensions| on_connect(io as &dyn Any, extensions))
+                .upgrade(UpgradeFactory::new(app().into_factory(), app_config(), disconnect))
+                .finish(map_config(app().into_factory(), move |_| app_config()))
+        }};
     }
-    .run();
+    let builder = match tls {
+        Some(tls) => {
+            // TLS handshakes in progress per worker (actix-tls's default, stated): beyond it the
+            // worker accepts no connection until one ends or times out, so handshake CPU stays
+            // bounded.
+            actix_tls::accept::max_concurrent_tls_connect(TLS_HANDSHAKES_PER_WORKER);
+            let handshake = Duration::from_secs_f64(listen.tls_handshake_timeout);
+            builder.listen("tickerfeed", listener, move || http_service!(true).rustls_0_23_with_config(tls.clone(), TlsAcceptorConfig::default().handshake_timeout(handshake)))?
+        }
+        None => builder.listen("tickerfeed", listener, move || http_service!(false).tcp())?,
+    };
+    let server = builder.run();
     let handle = server.handle();
     let join = actix_web::rt::spawn(server);
     let reachable = reachable_addr(addr);

@@ -17,6 +17,7 @@
 //! ends (the [`ConnectionSlot`] is dropped with the session), and an address is in the
 //! per-address map only while it has a connection open.
 
+pub(crate) mod handover;
 pub(crate) mod limits;
 pub(crate) mod output;
 pub(crate) mod protocol;

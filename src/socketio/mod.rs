@@ -43,6 +43,7 @@ use self::transport::{ConnectAuth, SioTransport, WsLink, random_id};
 use crate::api_error::{ApiError, ApiErrorCode, excerpt};
 use crate::bus::SessionSignal;
 use crate::metrics::TransportKind;
+use crate::session::handover;
 use crate::session::output::{OutboundBody, Output, SharedOutput};
 use crate::session::socket::SocketProbe;
 use crate::session::task::{InitialSubscription, InputError, Session};
@@ -134,17 +135,16 @@ async fn route(req: HttpRequest, body: web::Payload, context: web::Data<SessionC
     let (context, sio) = (context.into_inner(), sio.into_inner());
     let unknown = |sid: &str| ApiError::new(ApiErrorCode::BadRequest, format!("Engine.IO: unknown session id '{}' (closed, or never opened here)", excerpt(sid, 32)));
     let response = match (query.transport.as_str(), query.sid, req.method().clone()) {
-        ("websocket", None, Method::GET) => return open_websocket(&req, body, &context, &sio, query.initial),
+        ("websocket", None, Method::GET) => return open_websocket(&req, &context, &sio, query.initial),
         ("websocket", Some(sid), Method::GET) => {
             let handle = sio.registry.get(&sid).ok_or_else(|| unknown(&sid))?;
             if handle.mode() != polling::Mode::Polling {
                 return Err(ApiError::new(ApiErrorCode::BadRequest, "Engine.IO: this session is already upgrading or upgraded").into());
             }
-            let mut response = actix_http::ws::handshake(req.head())?;
-            let stream = InboundStream::new(body.into_inner(), sio.settings.socketio_max_payload);
+            let (accepted, input) = handover::accept(&req)?;
+            let stream = InboundStream::new(input, sio.settings.socketio_max_payload);
             let probe = req.conn_data::<SocketProbe>().copied();
-            let body = polling::upgrade(handle, stream, probe);
-            return Ok(HttpResponse::from(response.message_body(body)?.map_into_boxed_body()));
+            return Ok(accepted.respond(polling::upgrade(handle, stream, probe)));
         }
         ("polling", None, Method::GET) => {
             let pulled = open_polling(&req, &context, &sio, query.initial).await?;
@@ -251,19 +251,19 @@ async fn read_body(mut body: web::Payload, limit: usize) -> Result<Bytes, ApiErr
 }
 
 /// A session on a WebSocket opened with `transport=websocket`.
-fn open_websocket(req: &HttpRequest, body: web::Payload, context: &Arc<SessionContext>, sio: &SocketIo, initial: InitialSubscription) -> actix_web::Result<HttpResponse> {
+fn open_websocket(req: &HttpRequest, context: &Arc<SessionContext>, sio: &SocketIo, initial: InitialSubscription) -> actix_web::Result<HttpResponse> {
     let admission = context.admit(req, TokenAt::Connect)?;
     if req.headers().contains_key(header::TRANSFER_ENCODING) {
         return Err(ApiError::new(ApiErrorCode::BadRequest, "a WebSocket upgrade request has no body: remove its Transfer-Encoding header").into());
     }
-    let mut response = actix_http::ws::handshake(req.head())?;
+    let (accepted, input) = handover::accept(req)?;
     let probe = req.conn_data::<SocketProbe>().copied();
-    let stream = InboundStream::new(body.into_inner(), sio.settings.socketio_max_payload);
+    let stream = InboundStream::new(input, sio.settings.socketio_max_payload);
     let signal = Arc::new(SessionSignal::default());
     let output = SharedOutput::new(Output::new(SioEncoder::<WsFrames>::default(), context.clone(), signal.clone(), tokio::time::Instant::now()));
     let sid = random_id();
     output.with(|o| o.queue(SioEncoder::<WsFrames>::packet(|buf| sio.open_packet(&sid, &[], buf))));
-    let response = HttpResponse::from(response.message_body(OutboundBody::new(output.clone(), signal))?.map_into_boxed_body());
+    let response = accepted.respond(OutboundBody::new(output.clone(), signal));
     context.metrics.connection_opened(TransportKind::SocketioWebsocket);
     let transport = SioTransport::new(WsLink::new(stream, probe), &sio.settings, &context.limits, connect_auth(req, context));
     let session = Session::new(context.clone(), admission, output);

@@ -25,6 +25,7 @@ use super::inbound::InboundStream;
 use super::transport::{close, to_input};
 use crate::bus::SessionSignal;
 use crate::metrics::TransportKind;
+use crate::session::handover;
 use crate::session::output::{Encoder, OutboundBody, Output, QuotesMark, SharedOutput};
 use crate::session::protocol::ServerMessage;
 use crate::session::socket::SocketProbe;
@@ -36,15 +37,15 @@ pub(crate) const PATH: &str = "/test/echo";
 
 /// `GET /test/echo`: upgrade and spawn an echo session (the same steps as `/ws`'s upgrade,
 /// with the echo's transport and encoder).
-pub(crate) async fn upgrade(req: HttpRequest, body: web::Payload, context: web::Data<SessionContext>) -> actix_web::Result<HttpResponse> {
+pub(crate) async fn upgrade(req: HttpRequest, context: web::Data<SessionContext>) -> actix_web::Result<HttpResponse> {
     let context = context.into_inner();
     let admission = context.admit(&req, TokenAt::Handshake)?;
     let probe = req.conn_data::<SocketProbe>().copied();
-    let mut response = actix_http::ws::handshake(req.head())?;
-    let stream = InboundStream::new(body.into_inner(), context.limits.max_message_bytes);
+    let (accepted, input) = handover::accept(&req)?;
+    let stream = InboundStream::new(input, context.limits.max_message_bytes);
     let signal = Arc::new(SessionSignal::default());
     let output = SharedOutput::new(Output::new(EchoEncoder, context.clone(), signal.clone(), tokio::time::Instant::now()));
-    let response = HttpResponse::from(response.message_body(OutboundBody::new(output.clone(), signal))?.map_into_boxed_body());
+    let response = accepted.respond(OutboundBody::new(output.clone(), signal));
     context.metrics.connection_opened(TransportKind::Websocket);
     let session = Session::new(context, admission, output);
     actix_web::rt::spawn(session.run(EchoTransport { stream, probe }, InitialSubscription::default()));

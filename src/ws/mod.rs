@@ -8,8 +8,10 @@
 //!   only (off unless `--test-echo true`).
 //!
 //! This module holds the upgrade handler: it admits the client (origin, token, connection limits:
-//! [`SessionContext::admit`], refusals while the REST endpoints keep answering), performs the handshake and spawns the session on the
-//! worker's local executor (the session shares `Rc` state with its response body: not `Send`).
+//! [`SessionContext::admit`], refusals while the REST endpoints keep answering), accepts the
+//! handshake, which hands the connection over to the session ([`crate::session::handover`]),
+//! and spawns the session on the worker's local executor (the session shares `Rc` state with
+//! its output: not `Send`).
 //! What sessions share is the [`SessionContext`] of the transport-neutral core
 //! ([`crate::session`]), handed to the handler as app data.
 
@@ -28,13 +30,14 @@ use self::inbound::InboundStream;
 use self::transport::WsTransport;
 use crate::api_error::{ApiError, ApiErrorCode};
 use crate::bus::SessionSignal;
+use crate::session::handover;
 use crate::session::output::{OutboundBody, Output, SharedOutput};
 use crate::session::socket::SocketProbe;
 use crate::session::task::{InitialSubscription, Session};
 use crate::session::{SessionContext, TokenAt};
 
 /// `GET /ws`: upgrade and spawn the session.
-pub(crate) async fn upgrade(req: HttpRequest, body: web::Payload, context: web::Data<SessionContext>) -> actix_web::Result<HttpResponse> {
+pub(crate) async fn upgrade(req: HttpRequest, context: web::Data<SessionContext>) -> actix_web::Result<HttpResponse> {
     let context = context.into_inner();
     let admission = context.admit(&req, TokenAt::Handshake)?;
     if req.headers().contains_key(header::TRANSFER_ENCODING) {
@@ -44,12 +47,11 @@ pub(crate) async fn upgrade(req: HttpRequest, body: web::Payload, context: web::
     }
     let initial = InitialSubscription::from_query(req.query_string(), "/ws");
     let probe = req.conn_data::<SocketProbe>().copied();
-    let mut response = actix_http::ws::handshake(req.head())?;
-    let max_message = context.limits.max_message_bytes;
-    let stream = InboundStream::new(body.into_inner(), max_message);
+    let (accepted, input) = handover::accept(&req)?;
+    let stream = InboundStream::new(input, context.limits.max_message_bytes);
     let signal = Arc::new(SessionSignal::default());
     let output = SharedOutput::new(Output::new(WsEncoder, context.clone(), signal.clone(), tokio::time::Instant::now()));
-    let response = HttpResponse::from(response.message_body(OutboundBody::new(output.clone(), signal))?.map_into_boxed_body());
+    let response = accepted.respond(OutboundBody::new(output.clone(), signal));
     context.metrics.connection_opened(crate::metrics::TransportKind::Websocket);
     let session = Session::new(context, admission, output);
     actix_web::rt::spawn(session.run(WsTransport::new(stream, probe), initial));

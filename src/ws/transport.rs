@@ -4,7 +4,7 @@
 //! A client whose frames break RFC 6455 or the message limit is failed (RFC 6455 §7.1.7): the
 //! answers to what it sent before are sent, then the close frame (so too before the echo of a
 //! client's close), nothing more it sends is read, and the connection is dropped as soon as
-//! the close frame is on its way. After a close handshake the session shuts the socket itself
+//! the close frame is on its way; a slow consumer's connection too. After a close handshake the session shuts the socket itself
 //! (RFC 6455 §7.1.1: the server closes the TCP connection first), since actix-http would keep
 //! reading and discarding for as long as the peer sends. A server-initiated close waits (at
 //! most [`CLOSE_FLUSH_TIMEOUT`]) for the client's close frame, then shuts the socket; a close
@@ -102,8 +102,10 @@ pub(crate) async fn close<E: Encoder>(mut stream: InboundStream, probe: Option<S
     let close_sent = || tokio::time::timeout(CLOSE_FLUSH_TIMEOUT, std::future::poll_fn(|cx| output.with(|o| o.poll_close_sent(cx))));
     let ended = match end {
         // RFC 6455 §7.1.7: after failing the connection, nothing more the client sends is
-        // read: once the close frame is on its way, the connection is dropped.
-        End::BadInput(_) => {
+        // read: once the close frame is on its way, the connection is dropped. So too for a
+        // slow consumer: a client that took nothing for a while would not answer the close
+        // soon, and reading what it sends meanwhile would only spend the server's time.
+        End::BadInput(_) | End::SlowConsumer => {
             let _ = close_sent().await;
             false
         }
