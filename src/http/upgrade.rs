@@ -114,6 +114,7 @@ where
                     if codec.encode(Message::Item((head, BodySize::None)), &mut out).is_err() {
                         return Ok(());
                     }
+                    drop(codec);
                     handover.run(parts.io, out, parts.read_buf, linger).await;
                     // The answer's body (an empty one, through the middleware) ends with the
                     // session: the request counts as in flight for as long as the session runs.

@@ -105,9 +105,13 @@ impl Handover {
     /// frame), or none if the socket is already full: the client will not read it.
     pub(crate) async fn run<T: AsyncRead + AsyncWrite + Unpin>(self, io: T, head: BytesMut, read: BytesMut, linger: Duration) {
         let Handover { output, input } = self;
+        // Neither of actix-http's buffers is kept (each was allocated at its full size): what
+        // they hold is copied, and they are freed before the connection's life begins.
         if !read.is_empty() {
-            input.borrow_mut().push(read.freeze());
+            input.borrow_mut().push(Bytes::copy_from_slice(&read));
         }
+        drop(read);
+        let head = BytesMut::from(&head[..]);
         let mut connection = Connection { io, unsent: head, output: Some(output), input: Some(input), flushed: true, linger, last_call: None };
         std::future::poll_fn(|cx| connection.poll(cx)).await;
     }
@@ -151,6 +155,11 @@ impl<T: AsyncRead + AsyncWrite + Unpin> Connection<T> {
                 match Pin::new(&mut self.io).poll_write(cx, &self.unsent) {
                     Poll::Ready(Ok(n)) if n > 0 => {
                         self.unsent.advance(n);
+                        if self.unsent.is_empty() {
+                            // Its memory goes back as soon as it is sent: a connection that
+                            // keeps up holds none.
+                            self.unsent = BytesMut::new();
+                        }
                         self.flushed = false;
                         continue;
                     }

@@ -3,10 +3,12 @@
 //! actix-ws hands a session a channel of 32 messages that its response body drains into
 //! actix-http's write buffer; nothing tells the session whether the socket keeps up, and every
 //! frame is copied twice on the way (into the channel's encoder, then into the write buffer).
-//! Instead, the upgrade response carries an [`OutboundBody`] that actix-http *pulls* from:
-//! actix-http polls a response body only while its write buffer for the connection holds less
-//! than a threshold, so being polled is the signal that the client keeps up, with no system call and
-//! no guesswork (the threshold is [`WRITE_BUFFER_BYTES`]). When polled, the body turns whatever is due into WebSocket frames written
+//! Instead, a session's output is an [`OutboundBody`] that is *pulled* from, only when the
+//! socket has taken what came before: over a WebSocket by the connection the session was handed
+//! ([`super::handover`], which writes each chunk straight to the socket), over SSE and Socket.IO
+//! polling by actix-http, which polls a response body only while its write buffer for the
+//! connection holds less than [`WRITE_BUFFER_BYTES`]. So being polled is the signal that the
+//! client keeps up, with no system call and no guesswork. When polled, the body turns whatever is due into frames written
 //! straight into the chunk it returns — control replies first, then snapshots, then live quotes,
 //! at most [`CHUNK_BYTES`] per poll — and when nothing is due it registers its
 //! waker with the session's [`SessionSignal`] (woken by the bus and by the session task) and a
@@ -14,10 +16,11 @@
 //!
 //! Architecture invariants:
 //! - **A session's output costs at most one write buffer.** Nothing is produced ahead of the
-//!   socket: a client that stops reading leaves actix-http's write buffer full, its body is no
-//!   longer polled, and its due symbols stay due (conflating) instead of piling up as frames.
-//!   Server memory per stalled client is at most [`WRITE_BUFFER_BYTES`] plus one chunk
-//!   ([`CHUNK_BYTES`]) in the write buffer. Control replies waiting in the outbox pass
+//!   socket: a client that stops reading leaves its socket full, its body is no longer polled,
+//!   and its due symbols stay due (conflating) instead of piling up as frames. Server memory
+//!   per stalled client is at most one chunk ([`CHUNK_BYTES`]) over a WebSocket (the unsent
+//!   tail in its connection), and [`WRITE_BUFFER_BYTES`] plus one chunk in actix-http's write
+//!   buffer otherwise. Control replies waiting in the outbox pass
 //!   [`INPUT_PAUSE_BYTES`] by at most one reply: above it the session reads nothing more from
 //!   the client until the body has drained them (see [`Output::poll_input_room`]). Feed status
 //!   changes are conflated (at most one waiting per feed) and a heartbeat ping is a flag.
@@ -295,8 +298,8 @@ impl<E: Encoder> Output<E> {
             self.awaiting_round = false;
         }
         SCRATCH.with_borrow_mut(|scratch| {
-            // Chunks are cut from one buffer per worker thread: actix-http copies a chunk into
-            // its write buffer and drops it at once, so the buffer's memory is reclaimed and
+            // Chunks are cut from one buffer per worker thread: a chunk is written to the socket
+            // (or copied into actix-http's write buffer) and dropped at once, so the buffer's memory is reclaimed and
             // reused while still in cache, instead of a fresh 16 KiB allocation per chunk.
             scratch.reserve(SCRATCH_RESERVE);
             self.produce_into(scratch, now);

@@ -5,7 +5,8 @@
 //! would pin that much kernel memory; `SO_SNDBUF` set at accept bounds it. Backpressure itself
 //! needs no system call (see [`super::output`]).
 //!
-//! The file descriptor belongs to actix. It is recorded with the socket's inode when the
+//! The file descriptor belongs to the connection (actix-http's, or after a WebSocket handover
+//! the session's, `super::handover`). It is recorded with the socket's inode when the
 //! connection is accepted; the only destructive call made on it ([`SocketProbe::force_close`])
 //! first checks the inode, so a descriptor number reused by a later connection is never touched.
 
@@ -38,7 +39,7 @@ impl SocketProbe {
     }
 
     /// Drops the connection without waiting for its queued data: the peer gets a reset and
-    /// actix, finding the socket shut, releases the connection and its buffers.
+    /// whoever serves the socket, finding it shut, releases the connection and its buffers.
     pub(crate) fn force_close(&self) -> bool {
         if inode_of(self.fd) != Some(self.inode) {
             return false;
@@ -52,9 +53,9 @@ impl SocketProbe {
     }
 
     /// Ends the connection after what is queued: the peer reads it and then the end of the
-    /// stream, and actix, reading the end too, releases the connection. Used once a close
-    /// handshake is over, because actix-http would otherwise keep the connection open for as
-    /// long as the peer sends, reading and discarding (it drains a request payload nobody reads).
+    /// stream, and whoever serves the socket, reading the end too, releases the connection. Used
+    /// once a close handshake is over: the connection would otherwise stay open for as long as
+    /// the peer sends (RFC 6455 §7.1.1: the server closes the TCP connection first).
     pub(crate) fn shutdown(&self) -> bool {
         if inode_of(self.fd) != Some(self.inode) {
             return false;
