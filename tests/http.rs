@@ -2,7 +2,7 @@
 
 mod common;
 
-use common::{http, http_json, start};
+use common::{http, http_json, http_raw, start};
 
 #[actix_web::test]
 async fn symbols_quotes_health() {
@@ -93,5 +93,34 @@ async fn the_dashboard_is_built_into_the_binary() {
         assert_eq!(http(&server, "GET", file, None).await.0, 200, "{file} is served");
     }
     assert_eq!(http(&server, "GET", "/nothing.js", None).await.0, 404);
+    server.shutdown().await;
+}
+
+/// Every request that asks for a WebSocket reaches the listener's upgrade service; one that is
+/// not handed over to a session gets the app's whole answer, and then the connection ends
+/// (the client asked for an upgrade, not for keep-alive: `http_raw` reads to the end).
+#[actix_web::test]
+async fn an_upgrade_request_that_is_not_taken_gets_its_answer_and_the_connection_ends() {
+    let server = start(&[]).await;
+    let upgrade = |path: &str, key: bool| {
+        let key = if key { "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n" } else { "" };
+        format!("GET {path} HTTP/1.1\r\nHost: {}\r\nConnection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Version: 13\r\n{key}\r\n", server.addr)
+    };
+    // A REST route answers as it would without the upgrade headers, whole.
+    let symbols = http_raw(&server, upgrade("/api/symbols", true).as_bytes()).await;
+    assert_eq!(symbols.status, 200, "{}", symbols.body);
+    assert_eq!(symbols.header("connection"), Some("close"));
+    assert!(symbols.json("/api/symbols").as_array().is_some_and(|a| a.len() > 90), "the whole list: {}", symbols.body.len());
+    // A route that streams cannot be answered on an upgrade: 400 naming why.
+    let sse = http_raw(&server, upgrade("/sse?symbols=AAPL", true).as_bytes()).await;
+    assert_eq!(sse.status, 400, "{}", sse.body);
+    assert!(sse.json("/sse").to_string().contains("does not take a WebSocket upgrade"), "{}", sse.body);
+    // A handshake /ws refuses (no Sec-WebSocket-Key), and an unknown path.
+    let refused = http_raw(&server, upgrade("/ws", false).as_bytes()).await;
+    assert_eq!(refused.status, 400, "{}", refused.body);
+    assert_eq!(refused.header("connection"), Some("close"));
+    let unknown = http_raw(&server, upgrade("/nowhere", true).as_bytes()).await;
+    assert_eq!(unknown.status, 404, "{}", unknown.body);
+    assert_eq!(server.connections.count(), 0, "no session was opened");
     server.shutdown().await;
 }
