@@ -7,11 +7,10 @@
 //! stalled socket for more than a second — and then stops the HTTP server with a bounded
 //! timeout, so the process exits within `shutdown_timeout`.
 
+use std::any::Any;
 use std::net::TcpListener;
 use std::sync::Arc;
 use std::time::Duration;
-
-use std::any::Any;
 
 use actix_http::{HttpService, TlsAcceptorConfig};
 use actix_service::{IntoServiceFactory, map_config};
@@ -210,8 +209,10 @@ pub async fn start(config: Config) -> Result<RunningServer, StartError> {
     macro_rules! http_service {
         ($secure:expr) => {{
             let graceful = graceful.clone();
-            // The scheme, host and address the app sees (actix-web's own `HttpServer` passes
-            // the same: a request's `connection_info` reads them).
+            // The scheme, host and address the app sees, as actix-web's own `HttpServer` passes
+            // them (a request's `connection_info` reads them). The constructor is doc-hidden
+            // and exempt from semver: the lockfile pins actix-web, and `tests/tls.rs` and the
+            // origin tests fail if the scheme stops reaching the app.
             let app_config = move || AppConfig::__priv_test_new($secure, addr.to_string(), addr);
             HttpService::build()
                 .graceful_shutdown_signal(move || {

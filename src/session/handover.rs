@@ -111,8 +111,9 @@ impl Handover {
             input.borrow_mut().push(Bytes::copy_from_slice(&read));
         }
         drop(read);
-        let head = BytesMut::from(&head[..]);
-        let mut connection = Connection { io, unsent: head, output: Some(output), input: Some(input), flushed: true, linger, last_call: None };
+        let unsent = BytesMut::from(&head[..]);
+        drop(head);
+        let mut connection = Connection { io, unsent, output: Some(output), input: Some(input), flushed: true, linger, last_call: None };
         std::future::poll_fn(|cx| connection.poll(cx)).await;
     }
 }
