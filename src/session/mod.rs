@@ -6,6 +6,7 @@
 //! - [`limits`]: the sessions' settings.
 //! - [`output`]: what a session sends, produced when its socket can take it, in its
 //!   transport's encoding (the [`output::Encoder`] a transport supplies).
+//! - [`alarm`]: the wake-ups at outputs' next deadlines, one timer per worker thread.
 //! - [`socket`]: the accepted socket's send-buffer bound and the forced close.
 //! - [`task`]: the session task (requests, replies, rate limits, heartbeat, timeouts) and the
 //!   [`task::Transport`] a wire protocol implements.
@@ -17,6 +18,7 @@
 //! ends (the [`ConnectionSlot`] is dropped with the session), and an address is in the
 //! per-address map only while it has a connection open.
 
+pub(crate) mod alarm;
 pub(crate) mod handover;
 pub(crate) mod limits;
 pub(crate) mod output;

@@ -37,7 +37,6 @@
 
 use std::cell::RefCell;
 use std::collections::VecDeque;
-use std::future::Future;
 use std::pin::Pin;
 use std::rc::Rc;
 use std::sync::Arc;
@@ -45,9 +44,10 @@ use std::task::{Context, Poll, Waker};
 
 use actix_web::body::{BodySize, MessageBody};
 use actix_web::web::{BufMut, Bytes, BytesMut};
-use tokio::time::{Instant, Sleep};
+use tokio::time::Instant;
 
 use super::SessionContext;
+use super::alarm::Alarm;
 use super::protocol::ServerMessage;
 use super::throttle::SubscriptionSet;
 use crate::bus::{SessionSignal, TopicId};
@@ -427,13 +427,13 @@ impl<E: Encoder> SharedOutput<E> {
 pub(crate) struct OutboundBody<E: Encoder> {
     output: SharedOutput<E>,
     signal: Arc<SessionSignal>,
-    timer: Pin<Box<Sleep>>,
-    timer_at: Option<Instant>,
+    /// Wakes the body at its next throttle deadline.
+    alarm: Alarm,
 }
 
 impl<E: Encoder> OutboundBody<E> {
     pub(crate) fn new(output: SharedOutput<E>, signal: Arc<SessionSignal>) -> OutboundBody<E> {
-        OutboundBody { output, signal, timer: Box::pin(tokio::time::sleep_until(Instant::now())), timer_at: None }
+        OutboundBody { output, signal, alarm: Alarm::new() }
     }
 }
 
@@ -456,7 +456,7 @@ impl<E: Encoder> MessageBody for OutboundBody<E> {
     }
 
     fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Bytes, Self::Error>>> {
-        let OutboundBody { output, signal, timer, timer_at } = self.get_mut();
+        let OutboundBody { output, signal, alarm } = self.get_mut();
         output.with(|output| {
             if output.closing {
                 if let Some(words) = output.outbox.pop_front() {
@@ -481,14 +481,10 @@ impl<E: Encoder> MessageBody for OutboundBody<E> {
                     return Poll::Ready(Some(Ok(chunk)));
                 }
                 let Some(deadline) = output.subs.next_deadline() else { return Poll::Pending };
-                if *timer_at != Some(deadline) {
-                    timer.as_mut().reset(deadline);
-                    *timer_at = Some(deadline);
-                }
-                if timer.as_mut().poll(cx).is_pending() {
+                if deadline > now {
+                    alarm.set(deadline, cx);
                     return Poll::Pending;
                 }
-                *timer_at = None;
                 now = Instant::now();
             }
         })
