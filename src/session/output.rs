@@ -47,7 +47,7 @@ use actix_web::web::{BufMut, Bytes, BytesMut};
 use tokio::time::Instant;
 
 use super::SessionContext;
-use super::alarm::Alarm;
+use super::alarm::{Alarm, Hint};
 use super::protocol::ServerMessage;
 use super::throttle::SubscriptionSet;
 use crate::bus::{SessionSignal, TopicId};
@@ -287,6 +287,12 @@ impl<E: Encoder> Output<E> {
     }
 
     /// Everything due now, as one chunk of frames, or `None` if nothing is.
+    /// What a poll of the body touches first, for its alarm to prefetch.
+    fn hints(&self, signal: &Arc<SessionSignal>) -> [Hint; super::alarm::HINTS] {
+        let (subs, timers) = self.subs.hints();
+        [Hint { at: (self as *const Self).cast(), lines: std::mem::size_of::<Self>().div_ceil(64) }, Hint { at: Arc::as_ptr(signal).cast(), lines: 1 }, subs, timers]
+    }
+
     fn produce(&mut self, now: Instant) -> Option<Bytes> {
         self.subs.signal().take_dirty(&mut self.fired);
         if !self.fired.is_empty() {
@@ -482,6 +488,7 @@ impl<E: Encoder> MessageBody for OutboundBody<E> {
                 }
                 let Some(deadline) = output.subs.next_deadline() else { return Poll::Pending };
                 if deadline > now {
+                    alarm.set_hints(output.hints(signal));
                     alarm.set(deadline, cx);
                     return Poll::Pending;
                 }

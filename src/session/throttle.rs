@@ -505,6 +505,15 @@ impl SubscriptionSet {
         }
     }
 
+    /// Where the subscriptions and the timers are, for a prefetch.
+    pub(crate) fn hints(&self) -> (super::alarm::Hint, super::alarm::Hint) {
+        let lines = |bytes: usize| bytes.div_ceil(64).min(16);
+        (
+            super::alarm::Hint { at: self.subs.as_ptr().cast(), lines: lines(self.subs.len() * std::mem::size_of::<Subscription>()) },
+            super::alarm::Hint { at: self.timers.as_slice().as_ptr().cast(), lines: lines(self.timers.len() * 16) },
+        )
+    }
+
     /// When the next throttle interval ends, if any is pending.
     pub(crate) fn next_deadline(&self) -> Option<Instant> {
         self.timers.peek().map(|Reverse((at, _))| self.instant_of(*at))
