@@ -83,7 +83,7 @@ impl Default for Hint {
     }
 }
 
-pub(crate) const HINTS: usize = 4;
+pub(crate) const HINTS: usize = 6;
 /// Cache lines of a woken task prefetched from its waker's data (the task's header and the
 /// start of its future).
 const TASK_LINES: usize = 8;

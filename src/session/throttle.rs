@@ -28,6 +28,7 @@ use std::sync::Arc;
 
 use tokio::time::Instant;
 
+use super::alarm::Hint;
 use crate::bus::{SessionSignal, Topic, TopicId};
 use crate::quote::PublishedQuote;
 
@@ -505,13 +506,14 @@ impl SubscriptionSet {
         }
     }
 
-    /// Where the subscriptions and the timers are, for a prefetch.
-    pub(crate) fn hints(&self) -> (super::alarm::Hint, super::alarm::Hint) {
-        let lines = |bytes: usize| bytes.div_ceil(64).min(16);
-        (
-            super::alarm::Hint { at: self.subs.as_ptr().cast(), lines: lines(self.subs.len() * std::mem::size_of::<Subscription>()) },
-            super::alarm::Hint { at: self.timers.as_slice().as_ptr().cast(), lines: lines(self.timers.len() * 16) },
-        )
+    /// Where the set keeps what a timer's end reads first (the subscriptions, the timers, the
+    /// grid's pending ticks, the due list: each its own allocation), for a prefetch.
+    pub(crate) fn hints(&self) -> [Hint; 4] {
+        fn hint<T>(items: &[T], capacity: usize) -> Hint {
+            // The first lines only: what a look at the first entries touches.
+            Hint { at: items.as_ptr().cast(), lines: (capacity.max(1) * std::mem::size_of::<T>()).div_ceil(64).min(16) }
+        }
+        [hint(&self.subs, self.subs.len()), hint(self.timers.as_slice(), self.timers.len()), hint(&self.grid_pending, self.grid_pending.len()), hint(&self.due, 1)]
     }
 
     /// When the next throttle interval ends, if any is pending.
