@@ -30,7 +30,7 @@
 //! Outputs are polled on actix workers, each a tokio `LocalSet`: the driver is spawned there,
 //! on the first alarm set on the thread, and again if its runtime ended.
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
 use std::future::Future;
@@ -67,6 +67,8 @@ struct Slot {
     /// Memory its task will touch first when woken, prefetched when it fires (see
     /// [`Alarm::set_hints`]).
     hints: [Hint; HINTS],
+    /// Its poller's (see [`polling_with`]).
+    poller: [Hint; POLLER_HINTS],
 }
 
 /// Memory a woken task touches first, and how many cache lines of it to prefetch. Only an
@@ -77,10 +79,36 @@ pub(crate) struct Hint {
     pub(crate) lines: usize,
 }
 
+impl Hint {
+    const NONE: Hint = Hint { at: std::ptr::null(), lines: 0 };
+
+    /// The first `lines` cache lines of `value`.
+    pub(crate) fn of<T>(value: &T, lines: usize) -> Hint {
+        Hint { at: (value as *const T).cast(), lines }
+    }
+}
+
 impl Default for Hint {
     fn default() -> Hint {
-        Hint { at: std::ptr::null(), lines: 0 }
+        Hint::NONE
     }
+}
+
+/// Hints for what polls an output (its connection), named by the poller for the time of one poll.
+const POLLER_HINTS: usize = 2;
+
+thread_local! {
+    static POLLER: Cell<[Hint; POLLER_HINTS]> = const { Cell::new([Hint::NONE; POLLER_HINTS]) };
+}
+
+/// Runs `poll` with `hints` named as the memory the polling task touches before it reaches the
+/// output (the connection that polls it): an alarm set during `poll` prefetches them too when it
+/// fires. The alarm's owner knows only its own state; this is how the layer above it adds its own.
+pub(crate) fn polling_with<R>(hints: [Hint; POLLER_HINTS], poll: impl FnOnce() -> R) -> R {
+    let before = POLLER.replace(hints);
+    let result = poll();
+    POLLER.set(before);
+    result
 }
 
 pub(crate) const HINTS: usize = 6;
@@ -224,7 +252,7 @@ impl Clock {
                 // The tasks of one bucket are polled one after the other once woken, each
                 // first touching state it left 200 ms ago, out of cache: fetched here, their
                 // misses overlap instead of following each other.
-                for hint in slot.hints {
+                for hint in slot.poller.iter().chain(&slot.hints) {
                     prefetch(hint.at, hint.lines);
                 }
                 if let Some(waker) = slot.waker.take() {
@@ -319,6 +347,7 @@ impl Alarm {
             let tick = clock.tick_of(at);
             let slot = &mut clock.slots[self.slot as usize];
             slot.hints = self.hints;
+            slot.poller = POLLER.get();
             match &slot.waker {
                 Some(known) if known.will_wake(cx.waker()) => {}
                 _ => slot.waker = Some(cx.waker().clone()),

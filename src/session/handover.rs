@@ -43,6 +43,7 @@ use futures_util::Stream;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::time::Sleep;
 
+use super::alarm::{self, Hint};
 use crate::api_error::{ApiError, ApiErrorCode};
 
 /// Above this many bytes of input not yet decoded, the connection reads nothing more from the
@@ -168,8 +169,10 @@ impl<T: AsyncRead + AsyncWrite + Unpin> Connection<T> {
                     Poll::Ready(_) => return self.fail(),
                 }
             }
+            // What a wake-up of this connection touches first: itself, then its input's pipe.
+            let hints = [Hint::of(self, size_of::<Self>().div_ceil(64)), self.input.as_deref().map_or(Hint::default(), |pipe| Hint::of(pipe, 1))];
             let Some(output) = self.output.as_mut() else { return };
-            match Pin::new(output).poll_next(cx) {
+            match alarm::polling_with(hints, || Pin::new(output).poll_next(cx)) {
                 Poll::Ready(Some(Ok(chunk))) => self.write(cx, chunk),
                 Poll::Ready(Some(Err(_))) => return self.fail(),
                 Poll::Ready(None) => {
