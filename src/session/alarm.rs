@@ -496,6 +496,12 @@ mod tests {
         }
     }
 
+    /// Moves the paused clock to `at` (if it is not past it) and lets the driver run.
+    async fn settle_at(at: Instant) {
+        tokio::time::sleep_until(at).await;
+        settle().await;
+    }
+
     async fn in_local_set<F: Future<Output = ()>>(f: F) {
         tokio::task::LocalSet::new().run_until(f).await;
     }
@@ -510,27 +516,11 @@ mod tests {
             for (i, ms) in [300, 100, 200].into_iter().enumerate() {
                 alarms[i].set(start + Duration::from_millis(ms), &Context::from_waker(&counters[i].1));
             }
-            let fired = |expect: [usize; 3]| {
-                assert_eq!(counters.iter().map(|(count, _)| woken(count)).collect::<Vec<_>>(), expect, "at {:?}", Instant::now() - start);
-            };
-            settle().await;
-            fired([0, 0, 0]);
-            tokio::time::sleep_until(start + Duration::from_millis(99)).await;
-            settle().await;
-            fired([0, 0, 0]);
-            tokio::time::sleep_until(start + Duration::from_millis(100)).await;
-            settle().await;
-            fired([0, 1, 0]);
-            tokio::time::sleep_until(start + Duration::from_millis(200)).await;
-            settle().await;
-            fired([0, 1, 1]);
-            tokio::time::sleep_until(start + Duration::from_millis(400)).await;
-            settle().await;
-            fired([1, 1, 1]);
-            // Fired once each: nothing more comes without a new deadline.
-            tokio::time::sleep_until(start + Duration::from_millis(1000)).await;
-            settle().await;
-            fired([1, 1, 1]);
+            // Fired once each at its deadline, and nothing more without a new one.
+            for (ms, expect) in [(0, [0, 0, 0]), (99, [0, 0, 0]), (100, [0, 1, 0]), (200, [0, 1, 1]), (400, [1, 1, 1]), (1000, [1, 1, 1])] {
+                settle_at(start + Duration::from_millis(ms)).await;
+                assert_eq!(counters.iter().map(|(count, _)| woken(count)).collect::<Vec<_>>(), expect, "at {ms} ms");
+            }
         })
         .await;
     }
@@ -546,30 +536,26 @@ mod tests {
             settle().await;
             // Earlier than the driver's timer: the driver must take it.
             alarm.set(start + Duration::from_millis(50), &cx);
-            tokio::time::sleep_until(start + Duration::from_millis(50)).await;
-            settle().await;
+            settle_at(start + Duration::from_millis(50)).await;
             assert_eq!(woken(&count), 1);
             // Later: the replaced deadline (50 ms from now) must not wake it.
             alarm.set(start + Duration::from_millis(300), &cx);
             alarm.set(start + Duration::from_millis(400), &cx);
-            tokio::time::sleep_until(start + Duration::from_millis(399)).await;
-            settle().await;
+            settle_at(start + Duration::from_millis(399)).await;
             assert_eq!(woken(&count), 1, "a replaced deadline woke the alarm");
-            tokio::time::sleep_until(start + Duration::from_millis(400)).await;
-            settle().await;
+            settle_at(start + Duration::from_millis(400)).await;
             assert_eq!(woken(&count), 2);
             // Dropped with a deadline set: never woken.
             alarm.set(start + Duration::from_millis(450), &cx);
             drop(alarm);
-            tokio::time::sleep_until(start + Duration::from_millis(500)).await;
-            settle().await;
+            settle_at(start + Duration::from_millis(500)).await;
             assert_eq!(woken(&count), 2, "a dropped alarm woke its task");
         })
         .await;
     }
 
     #[tokio::test(start_paused = true)]
-    async fn deadlines_changed_in_a_loop_leave_a_bounded_heap() {
+    async fn deadlines_changed_in_a_loop_leave_bounded_entries() {
         in_local_set(async {
             let start = Instant::now();
             let (count, waker) = counter();
@@ -585,9 +571,8 @@ mod tests {
                 }
                 most = most.max(entries());
             }
-            assert!(most <= limit, "the heap reached {most} entries for 10 alarms (limit {limit})");
-            tokio::time::sleep_until(start + Duration::from_secs(3)).await;
-            settle().await;
+            assert!(most <= limit, "the clock reached {most} entries for 10 alarms (limit {limit})");
+            settle_at(start + Duration::from_secs(3)).await;
             assert_eq!(woken(&count), 10, "each alarm wakes once, at its last deadline");
             assert_eq!(entries(), 0);
         })
@@ -626,11 +611,9 @@ mod tests {
             // tokio's paused clock moves in whole milliseconds: look a millisecond before the
             // deadline's, and at the one it rounds up to.
             for (i, before, by) in [(2, 1, 2), (1, 2499, 2500), (0, 4999, 5000)] {
-                tokio::time::sleep_until(start + Duration::from_millis(before)).await;
-                settle().await;
+                settle_at(start + Duration::from_millis(before)).await;
                 assert_eq!(woken(&counters[i].0), 0, "alarm {i} woke by {before} ms, before {:?}", deadlines[i]);
-                tokio::time::sleep_until(start + Duration::from_millis(by)).await;
-                settle().await;
+                settle_at(start + Duration::from_millis(by)).await;
                 assert_eq!(woken(&counters[i].0), 1, "alarm {i} ({:?}) had not woken by {by} ms", deadlines[i]);
             }
         })
