@@ -340,8 +340,14 @@ impl Alarm {
         })
     }
 
+    /// Records where the alarm's task starts its work when woken, for the clock to prefetch.
+    pub(crate) fn set_hints(&mut self, hints: [Hint; HINTS]) {
+        self.hints = hints;
+    }
+
     /// Arranges for `cx`'s task to be woken at `at` (rounded up to the millisecond), replacing
-    /// the deadline set before, if any. A deadline already past wakes the task at once.
+    /// the deadline set before, if any. A deadline already past wakes the task at the driver's
+    /// next pass, within a millisecond.
     pub(crate) fn set(&mut self, at: Instant, cx: &Context<'_>) {
         let wake_driver = CLOCK.with_borrow_mut(|clock| {
             let tick = clock.tick_of(at);
@@ -379,13 +385,6 @@ impl Alarm {
         if let Some(waker) = wake_driver {
             waker.wake();
         }
-    }
-}
-
-impl Alarm {
-    /// Records where the alarm's task starts its work when woken, for the clock to prefetch.
-    pub(crate) fn set_hints(&mut self, hints: [Hint; HINTS]) {
-        self.hints = hints;
     }
 }
 
