@@ -286,13 +286,13 @@ impl<E: Encoder> Output<E> {
         Poll::Pending
     }
 
-    /// Everything due now, as one chunk of frames, or `None` if nothing is.
     /// What a poll of the body touches first, for its alarm to prefetch.
     fn hints(&self, signal: &Arc<SessionSignal>) -> [Hint; super::alarm::HINTS] {
         let [subs, timers, grid, due] = self.subs.hints();
         [Hint { at: (self as *const Self).cast(), lines: std::mem::size_of::<Self>().div_ceil(64) }, Hint { at: Arc::as_ptr(signal).cast(), lines: 1 }, subs, timers, grid, due]
     }
 
+    /// Everything due now, as one chunk of frames, or `None` if nothing is.
     fn produce(&mut self, now: Instant) -> Option<Bytes> {
         self.subs.signal().take_dirty(&mut self.fired);
         if !self.fired.is_empty() {

@@ -509,9 +509,9 @@ impl SubscriptionSet {
     /// Where the set keeps what a timer's end reads first (the subscriptions, the timers, the
     /// grid's pending ticks, the due list: each its own allocation), for a prefetch.
     pub(crate) fn hints(&self) -> [Hint; 4] {
-        fn hint<T>(items: &[T], capacity: usize) -> Hint {
-            // The first lines only: what a look at the first entries touches.
-            Hint { at: items.as_ptr().cast(), lines: (capacity.max(1) * std::mem::size_of::<T>()).div_ceil(64).min(16) }
+        fn hint<T>(items: &[T], count: usize) -> Hint {
+            // The lines of the first `count` entries (at least one line, at most 16).
+            Hint { at: items.as_ptr().cast(), lines: (count.max(1) * std::mem::size_of::<T>()).div_ceil(64).min(16) }
         }
         [hint(&self.subs, self.subs.len()), hint(self.timers.as_slice(), self.timers.len()), hint(&self.grid_pending, self.grid_pending.len()), hint(&self.due, 1)]
     }
