@@ -289,7 +289,7 @@ impl<E: Encoder> Output<E> {
     /// What a poll of the body touches first, for its alarm to prefetch.
     fn hints(&self, signal: &Arc<SessionSignal>) -> [Hint; super::alarm::HINTS] {
         let [subs, timers, grid, due] = self.subs.hints();
-        [Hint { at: (self as *const Self).cast(), lines: std::mem::size_of::<Self>().div_ceil(64) }, Hint { at: Arc::as_ptr(signal).cast(), lines: 1 }, subs, timers, grid, due]
+        [Hint::of(self, size_of::<Self>().div_ceil(64)), Hint::of(&**signal, 1), subs, timers, grid, due]
     }
 
     /// Everything due now, as one chunk of frames, or `None` if nothing is.
