@@ -138,6 +138,56 @@ impl SessionSignal {
     }
 }
 
+/// One worker thread's copy of the latest quote of each topic it looks at, refreshed when the
+/// topic's quote changes. Sessions on a thread look at each new quote once per subscriber —
+/// hundreds of looks per quote in a busy feed — and a look through the topic's `ArcSwap` costs
+/// two atomic read-modify-writes (its debt slot taken, then paid back); a look here costs a plain
+/// load of the topic's pointer, and the `ArcSwap` is read once per new quote per thread.
+///
+/// Bounded by the topic table: one entry per topic, each holding its topic and the one quote the
+/// thread saw last (kept alive until the thread looks at the topic again).
+#[derive(Default)]
+pub(crate) struct LatestCache {
+    entries: Vec<Option<arc_swap::cache::Cache<LatestOf, Option<Arc<PublishedQuote>>>>>,
+}
+
+/// A topic seen as its latest-quote cell, which is what an `arc_swap` cache reads.
+struct LatestOf(Arc<Topic>);
+
+impl std::ops::Deref for LatestOf {
+    type Target = ArcSwapOption<PublishedQuote>;
+
+    fn deref(&self) -> &Self::Target {
+        &self.0.latest
+    }
+}
+
+impl LatestCache {
+    /// `topic`'s latest quote. Current as of the caller's last [`Topic::seq`] read at least: the
+    /// publisher stores the quote before the seq, and that read acquires it.
+    pub(crate) fn latest(&mut self, topic: &Arc<Topic>) -> Option<&Arc<PublishedQuote>> {
+        let index = topic.id as usize;
+        if index >= self.entries.len() {
+            self.entries.resize_with(index + 1, || None);
+        }
+        let entry = &mut self.entries[index];
+        // Another bus's topic of the same id (tests run several buses on one thread) is a miss.
+        if !entry.as_ref().is_some_and(|cache| std::ptr::eq(cache.arc_swap(), &topic.latest)) {
+            *entry = Some(arc_swap::cache::Cache::new(LatestOf(topic.clone())));
+        }
+        entry.as_mut().and_then(|cache| cache.load().as_ref())
+    }
+}
+
+thread_local! {
+    static LATEST: std::cell::RefCell<LatestCache> = std::cell::RefCell::default();
+}
+
+/// Lends `f` this thread's [`LatestCache`]. Not reentrant: `f` must not call this again.
+pub(crate) fn with_latest_cache<R>(f: impl FnOnce(&mut LatestCache) -> R) -> R {
+    LATEST.with_borrow_mut(f)
+}
+
 #[derive(Debug, Default)]
 struct Waiters {
     armed: Vec<Weak<SessionSignal>>,
@@ -187,11 +237,6 @@ impl Topic {
     /// The latest quote, if any was published.
     pub(crate) fn latest(&self) -> Option<Arc<PublishedQuote>> {
         self.latest.load_full()
-    }
-
-    /// The latest quote, borrowed: cheaper than [`Topic::latest`] for a short look.
-    pub(crate) fn latest_ref(&self) -> arc_swap::Guard<Option<Arc<PublishedQuote>>> {
-        self.latest.load()
     }
 
     /// Registrations waiting for this topic's next publish (including those of sessions that
@@ -535,6 +580,27 @@ mod tests {
         bus.register("AAPL", info("sim")).unwrap();
         let err = bus.register("AAPL", info("replay")).unwrap_err();
         assert_eq!(err.to_string(), "symbol 'AAPL' is published by two feeds: 'sim' and 'replay' (give one of them a symbol suffix)");
+    }
+
+    #[test]
+    fn latest_cache_follows_publishes_and_tells_buses_apart() {
+        let bus = Bus::new();
+        let topic = bus.register("AAPL", info("sim")).unwrap();
+        let mut cache = LatestCache::default();
+        assert!(cache.latest(&topic).is_none());
+        bus.publish(&topic, &draft(1.0));
+        assert_eq!(cache.latest(&topic).map(|q| q.quote.seq), Some(1));
+        bus.publish(&topic, &draft(2.0));
+        assert_eq!(cache.latest(&topic).map(|q| (q.quote.seq, q.quote.last)), Some((2, 2.0)));
+        // Another bus's first topic has the same id: its own quote, in the same one entry.
+        let other = Bus::new();
+        let msft = other.register("MSFT", info("sim")).unwrap();
+        assert_eq!(msft.id, topic.id);
+        assert!(cache.latest(&msft).is_none());
+        other.publish(&msft, &draft(3.0));
+        assert_eq!(cache.latest(&msft).map(|q| &*q.quote.symbol), Some("MSFT"));
+        assert_eq!(cache.latest(&topic).map(|q| (&*q.quote.symbol, q.quote.seq)), Some(("AAPL", 2)));
+        assert_eq!(cache.entries.len(), 1, "one entry per topic id");
     }
 
     #[test]

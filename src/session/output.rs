@@ -135,7 +135,7 @@ pub(crate) struct Output<E: Encoder> {
     context: Arc<SessionContext>,
     fired: Vec<TopicId>,
     /// The body asked the bus for a wake-up after its next dispatch round, to look again at
-    /// the throttle-0 symbols it delivered before arming them (see `SubscriptionSet::recheck`).
+    /// the throttle-0 symbols it delivered before arming them (see `SubscriptionSet::arm_unchanged`).
     awaiting_round: bool,
 }
 
@@ -300,9 +300,6 @@ impl<E: Encoder> Output<E> {
             self.fired.clear();
         }
         self.subs.on_timers(now);
-        if self.subs.recheck(now, false) > 0 {
-            self.awaiting_round = false;
-        }
         SCRATCH.with_borrow_mut(|scratch| {
             // Chunks are cut from one buffer per worker thread: a chunk is written to the socket
             // (or copied into actix-http's write buffer) and dropped at once, so the buffer's memory is reclaimed and
@@ -315,12 +312,12 @@ impl<E: Encoder> Output<E> {
                     // A dispatch round went by (or something else polled) and none of them
                     // changed: arm them, as any quiet symbol.
                     self.awaiting_round = false;
-                    self.subs.recheck(now, true);
+                    self.subs.arm_unchanged(now);
                 } else {
-                    // One wake-up after the next publish of any topic, then look again.
+                    // One wake-up after the next publish of any topic, then look again (now
+                    // too: one may have changed since the look that found nothing).
                     self.awaiting_round = true;
                     self.context.bus.wake_after_next_dispatch(self.subs.signal());
-                    self.subs.recheck(now, false);
                 }
                 self.produce_into(scratch, now);
             }
@@ -359,7 +356,7 @@ impl<E: Encoder> Output<E> {
                 break;
             }
         }
-        while buf.len() < CHUNK_BYTES && self.subs.has_due() {
+        while buf.len() < CHUNK_BYTES && (self.subs.has_due() || self.subs.has_recheck()) {
             if self.put_quote_frame(buf, now, false) == 0 {
                 break;
             }
@@ -378,7 +375,7 @@ impl<E: Encoder> Output<E> {
         let (start, payload_start) = (mark.start, mark.payload_start);
         let suffix = E::QUOTES_SUFFIX.len();
         let mut count = 0usize;
-        let take = |quote: &Arc<crate::quote::PublishedQuote>| {
+        let mut take = |quote: &Arc<crate::quote::PublishedQuote>| {
             let json = quote.json().as_bytes();
             let separator = usize::from(count > 0);
             if count > 0 && buf.len() - payload_start + separator + json.len() + suffix > max {
@@ -394,7 +391,11 @@ impl<E: Encoder> Output<E> {
         if snapshot {
             self.subs.take_snapshot(now, take);
         } else {
-            self.subs.take_due(now, take);
+            self.subs.take_due(now, &mut take);
+            if self.subs.take_changed(now, &mut take) > 0 {
+                // Something delivered at throttle 0 changed again: no need to arm yet.
+                self.awaiting_round = false;
+            }
         }
         let (conflated, longest_wait) = self.subs.take_delivery_stats();
         if count == 0 {

@@ -29,7 +29,7 @@ use std::sync::Arc;
 use tokio::time::Instant;
 
 use super::alarm::Hint;
-use crate::bus::{SessionSignal, Topic, TopicId};
+use crate::bus::{LatestCache, SessionSignal, Topic, TopicId, with_latest_cache};
 use crate::quote::PublishedQuote;
 
 /// One subscribed symbol. Kept small: a session with ten symbols must cost well under 1 KiB.
@@ -125,8 +125,10 @@ pub(crate) struct SubscriptionSet {
     due: Vec<TopicId>,
     snapshot_queue: Vec<TopicId>,
     /// Throttle-0 symbols delivered and not armed on the bus yet: see
-    /// [`SubscriptionSet::recheck`].
+    /// [`SubscriptionSet::take_changed`] and [`SubscriptionSet::arm_unchanged`].
     recheck: Vec<TopicId>,
+    /// Where the next [`SubscriptionSet::take_changed`] pass over the subscriptions starts.
+    changed_cursor: usize,
     /// Scratch for [`SubscriptionSet::on_timers`]: the indexes of on-grid symbols found
     /// unchanged at their tick (each at most once, so bounded by the subscription count).
     quiet: Vec<usize>,
@@ -143,6 +145,16 @@ pub(crate) struct SubscriptionSet {
     /// live deliveries) and the longest a delivered quote waited, in µs.
     conflated: u64,
     longest_wait_us: Option<u64>,
+}
+
+/// What [`SubscriptionSet::take_changed`] found at one subscription.
+enum Look {
+    Unchanged,
+    Taken,
+    /// Left the recheck list, to be evaluated as any other symbol.
+    Moved,
+    /// `take` refused the quote: the frame's budget is spent.
+    Full,
 }
 
 /// What a subscribe call changed.
@@ -162,6 +174,7 @@ impl SubscriptionSet {
             due: Vec::new(),
             snapshot_queue: Vec::new(),
             recheck: Vec::new(),
+            changed_cursor: 0,
             quiet: Vec::new(),
             orphan_registrations: Vec::new(),
             wildcard: None,
@@ -569,47 +582,131 @@ impl SubscriptionSet {
         }
     }
 
-    /// Looks again at the throttle-0 symbols delivered and not armed since: those that changed
-    /// become due, and returns how many did. With `arm`, the others are armed on the bus;
-    /// without it they stay listed, unarmed.
+    /// Arms the throttle-0 symbols delivered and not armed since that are still unchanged; any
+    /// that changed meanwhile become due instead. Returns how many did.
     ///
     /// Why not arm at delivery: a symbol just delivered has, by definition, not changed yet,
     /// and arming it costs a registration, a dispatch and a wake-up per delivered quote. The
-    /// body instead asks the bus for one wake-up after its next dispatch round
-    /// ([`crate::bus::Bus::wake_after_next_dispatch`]), looks again then, and arms only what
-    /// still has not changed. With throttle 0 under load, every delivered symbol has changed by
-    /// then and nothing is armed at all.
-    pub(crate) fn recheck(&mut self, now: Instant, arm: bool) -> usize {
+    /// body instead takes what changed at each poll ([`SubscriptionSet::take_changed`]), and
+    /// when a poll finds nothing it asks the bus for one wake-up after its next dispatch round
+    /// ([`crate::bus::Bus::wake_after_next_dispatch`]); only what still has not changed then is
+    /// armed here. With throttle 0 under load, every delivered symbol has changed by the next
+    /// poll and nothing is armed at all.
+    pub(crate) fn arm_unchanged(&mut self, now: Instant) -> usize {
+        let now_us = self.micros(now);
+        let due_before = self.due.len();
+        for id in std::mem::take(&mut self.recheck) {
+            if let Some(i) = self.find(id) {
+                self.subs[i].flags &= !RECHECK;
+                self.evaluate(i, now_us);
+            }
+        }
+        self.due.len() - due_before
+    }
+
+    /// Takes the listed throttle-0 symbols (delivered, not armed since) that changed, newest
+    /// value of each, while `take` accepts them; returns how many it took.
+    ///
+    /// One pass that checks, loads, hands over and records each symbol where it lies, which is
+    /// what the firehose spends its user time on: listing each changed symbol as due and then
+    /// finding it again cost a binary search and two list entries per quote. A symbol whose
+    /// cadence or state changed meanwhile (a throttle above 0, a snapshot or due entry of its
+    /// own) leaves the list and is evaluated as any other. The pass starts where the previous
+    /// one ran out of budget, so that every symbol keeps its turn.
+    pub(crate) fn take_changed(&mut self, now: Instant, take: &mut dyn FnMut(&Arc<PublishedQuote>) -> bool) -> usize {
         if self.recheck.is_empty() {
             return 0;
         }
         let now_us = self.micros(now);
-        let due_before = self.due.len();
-        let mut list = std::mem::take(&mut self.recheck);
-        let look = |set: &mut SubscriptionSet, i: usize| {
-            let sub = &set.subs[i];
-            if !arm && sub.topic.seq() <= sub.last_sent_seq {
-                return true;
-            }
-            set.subs[i].flags &= !RECHECK;
-            set.evaluate(i, now_us);
-            false
-        };
-        if list.len() * 4 >= self.subs.len() {
-            // Most of the session's symbols: one pass over the subscriptions in memory order
-            // costs less than a binary search (a chain of cache misses) per entry.
-            list.clear();
-            for i in 0..self.subs.len() {
-                if self.subs[i].has(RECHECK) && look(self, i) {
-                    list.push(self.subs[i].id);
+        // Read when first needed: a pass that finds nothing changed costs no clock read.
+        let mut wall_us = None;
+        let (taken, moved) = with_latest_cache(|latest| self.take_changed_from(latest, now_us, &mut wall_us, take));
+        if moved {
+            // `evaluate` never adds to the list: only the moved entries go.
+            let subs = &self.subs;
+            self.recheck.retain(|&id| subs.binary_search_by_key(&id, |s| s.id).is_ok_and(|i| subs[i].has(RECHECK)));
+        }
+        taken
+    }
+
+    /// The pass of [`SubscriptionSet::take_changed`]: how many it took, and whether any symbol
+    /// left the list.
+    fn take_changed_from(&mut self, latest: &mut LatestCache, now_us: u64, wall_us: &mut Option<i64>, take: &mut dyn FnMut(&Arc<PublishedQuote>) -> bool) -> (usize, bool) {
+        let mut taken = 0;
+        let mut moved = false;
+        if self.recheck.len() * 4 >= self.subs.len() {
+            // Most of the session's symbols: a pass over the subscriptions in memory order costs
+            // less than a binary search (a chain of cache misses) per entry.
+            let n = self.subs.len();
+            let start = if self.changed_cursor < n { self.changed_cursor } else { 0 };
+            for i in (start..n).chain(0..start) {
+                match self.look_changed(latest, i, now_us, wall_us, take) {
+                    Look::Unchanged => {}
+                    Look::Taken => taken += 1,
+                    Look::Moved => moved = true,
+                    Look::Full => {
+                        self.changed_cursor = i;
+                        break;
+                    }
                 }
             }
         } else {
-            list.retain(|&id| self.find(id).is_some_and(|i| look(self, i)));
+            let mut k = 0;
+            while k < self.recheck.len() {
+                let Some(i) = self.find(self.recheck[k]) else {
+                    k += 1;
+                    continue;
+                };
+                match self.look_changed(latest, i, now_us, wall_us, take) {
+                    Look::Unchanged => {}
+                    Look::Taken => taken += 1,
+                    Look::Moved => moved = true,
+                    Look::Full => {
+                        // The next pass starts with this one.
+                        self.recheck.rotate_left(k);
+                        break;
+                    }
+                }
+                k += 1;
+            }
         }
-        // `evaluate` never adds to the list, so it is still empty.
-        self.recheck = list;
-        self.due.len() - due_before
+        (taken, moved)
+    }
+
+    /// [`SubscriptionSet::take_changed`] for subscription `i`.
+    fn look_changed(&mut self, latest: &mut LatestCache, i: usize, now_us: u64, wall_us: &mut Option<i64>, take: &mut dyn FnMut(&Arc<PublishedQuote>) -> bool) -> Look {
+        let sub = &self.subs[i];
+        if !sub.has(RECHECK) || sub.topic.seq() <= sub.last_sent_seq {
+            return Look::Unchanged;
+        }
+        if sub.throttle_ms > 0 || sub.has(DUE | AWAITING_SNAPSHOT) {
+            self.subs[i].flags &= !RECHECK;
+            self.evaluate(i, now_us);
+            return Look::Moved;
+        }
+        let Some(quote) = latest.latest(&sub.topic).filter(|q| q.quote.seq > sub.last_sent_seq) else { return Look::Unchanged };
+        if !take(quote) {
+            return Look::Full;
+        }
+        self.note_wait(i, quote, now_us, *wall_us.get_or_insert_with(crate::quote::now_micros));
+        let sub = &mut self.subs[i];
+        sub.last_sent_seq = quote.quote.seq;
+        sub.next_allowed_us = now_us;
+        Look::Taken
+    }
+
+    /// Counts a live delivery of `quote` to subscription `i` in the stats (before it is
+    /// recorded): the quotes merged away since its last one, and how long it waited.
+    fn note_wait(&mut self, i: usize, quote: &PublishedQuote, now_us: u64, wall_us: i64) {
+        let sub = &self.subs[i];
+        if sub.last_sent_seq == 0 {
+            return;
+        }
+        self.conflated += quote.quote.seq - sub.last_sent_seq - 1;
+        let since_allowed = now_us.saturating_sub(sub.next_allowed_us);
+        let since_published = wall_us.saturating_sub(quote.quote.pt).max(0) as u64;
+        let wait = since_allowed.min(since_published);
+        self.longest_wait_us = Some(self.longest_wait_us.map_or(wait, |w| w.max(wait)));
     }
 
     pub(crate) fn has_recheck(&self) -> bool {
@@ -638,43 +735,42 @@ impl SubscriptionSet {
     }
 
     fn drain_queue(&mut self, now: Instant, snapshot: bool, take: &mut dyn FnMut(&Arc<PublishedQuote>) -> bool) -> usize {
+        if (if snapshot { &self.snapshot_queue } else { &self.due }).is_empty() {
+            // Called for every frame: the clock reads below cost more than the rest of it.
+            return 0;
+        }
         let now_us = self.micros(now);
         let wall_us = crate::quote::now_micros();
         let mut queue = std::mem::take(if snapshot { &mut self.snapshot_queue } else { &mut self.due });
         let mut taken = 0;
         let mut consumed = 0;
-        for &id in &queue {
-            let Some(i) = self.find(id) else {
-                consumed += 1;
-                continue;
-            };
-            // A borrowed load: no reference count is touched unless `take` keeps the quote.
-            let latest = self.subs[i].topic.latest_ref();
-            match &*latest {
-                Some(quote) if quote.quote.seq > self.subs[i].last_sent_seq => {
-                    if !take(quote) {
-                        break;
-                    }
+        with_latest_cache(|latest| {
+            for &id in &queue {
+                let Some(i) = self.find(id) else {
                     consumed += 1;
-                    taken += 1;
-                    let sub = &self.subs[i];
-                    if !snapshot && sub.last_sent_seq > 0 {
-                        self.conflated += quote.quote.seq - sub.last_sent_seq - 1;
-                        let since_allowed = now_us.saturating_sub(sub.next_allowed_us);
-                        let since_published = wall_us.saturating_sub(quote.quote.pt).max(0) as u64;
-                        let wait = since_allowed.min(since_published);
-                        self.longest_wait_us = Some(self.longest_wait_us.map_or(wait, |w| w.max(wait)));
+                    continue;
+                };
+                match latest.latest(&self.subs[i].topic) {
+                    Some(quote) if quote.quote.seq > self.subs[i].last_sent_seq => {
+                        if !take(quote) {
+                            break;
+                        }
+                        consumed += 1;
+                        taken += 1;
+                        if !snapshot {
+                            self.note_wait(i, quote, now_us, wall_us);
+                        }
+                        self.record_delivery(i, quote.quote.seq, now_us);
                     }
-                    self.record_delivery(i, quote.quote.seq, now_us);
-                }
-                _ => {
-                    // Nothing newer after all (or never published): back to waiting.
-                    consumed += 1;
-                    self.subs[i].flags &= !(DUE | AWAITING_SNAPSHOT);
-                    self.evaluate(i, now_us);
+                    _ => {
+                        // Nothing newer after all (or never published): back to waiting.
+                        consumed += 1;
+                        self.subs[i].flags &= !(DUE | AWAITING_SNAPSHOT);
+                        self.evaluate(i, now_us);
+                    }
                 }
             }
-        }
+        });
         queue.drain(..consumed);
         // Entries added while draining (a throttle-0 symbol that changed again) go after the
         // ones still waiting, so every due symbol keeps its turn.
@@ -726,7 +822,7 @@ mod tests {
         /// idle, it first arms what it delivered at throttle 0 (and returns at once if some of
         /// that changed meanwhile).
         async fn wait_fired(&mut self) {
-            self.set.recheck(Instant::now(), true);
+            self.set.arm_unchanged(Instant::now());
             if self.set.has_due() {
                 return;
             }
@@ -760,11 +856,12 @@ mod tests {
         /// earlier that changed since.
         fn deliver(&mut self) -> Vec<(String, u64)> {
             let mut out = Vec::new();
-            self.set.recheck(Instant::now(), false);
-            self.set.take_due(Instant::now(), |q| {
+            let mut take = |q: &Arc<PublishedQuote>| {
                 out.push((q.quote.symbol.to_string(), q.quote.seq));
                 true
-            });
+            };
+            self.set.take_due(Instant::now(), &mut take);
+            self.set.take_changed(Instant::now(), &mut take);
             out
         }
 
@@ -1015,11 +1112,10 @@ mod tests {
         assert_eq!(h.topics[0].registrations(), 0, "not armed at delivery");
         // Changed by the next look: due again, still no bus registration.
         h.publish(0, 2.0);
-        assert_eq!(h.set.recheck(Instant::now(), false), 1);
         assert_eq!(h.deliver(), vec![("A".into(), 2)]);
         assert_eq!((h.topics[0].registrations(), h.topics[1].registrations()), (0, 0));
         // Unchanged at a look that arms: armed, and the next change wakes the session.
-        assert_eq!(h.set.recheck(Instant::now(), true), 0);
+        assert_eq!(h.set.arm_unchanged(Instant::now()), 0);
         assert!(!h.set.has_recheck());
         assert_eq!((h.topics[0].registrations(), h.topics[1].registrations()), (1, 1));
         h.publish(1, 2.0);
@@ -1052,6 +1148,53 @@ mod tests {
         let rest = h.deliver();
         assert_eq!(rest.len(), 1);
         assert!(!first.contains(&rest[0].0));
+    }
+
+    /// Takes what changed at throttle 0 with room for `budget` quotes.
+    fn take_changed_within(set: &mut SubscriptionSet, budget: usize) -> Vec<String> {
+        let mut taken = Vec::new();
+        set.take_changed(Instant::now(), &mut |q| {
+            if taken.len() == budget {
+                return false;
+            }
+            taken.push(q.quote.symbol.to_string());
+            true
+        });
+        taken
+    }
+
+    /// Throttle-0 symbols that keep changing faster than frames have room for each get their
+    /// turn: a pass that runs out of budget is where the next one starts. Both ways of looking
+    /// are covered: a pass over the subscriptions (most of the session's symbols are at
+    /// throttle 0) and a walk of the list (few are, among many throttled ones).
+    #[tokio::test(start_paused = true)]
+    async fn changed_symbols_each_get_their_turn_when_frames_are_full() {
+        for throttled in [0, 12] {
+            let symbols: Vec<String> = (0..3 + throttled).map(|i| format!("S{i:02}")).collect();
+            let names: Vec<&str> = symbols.iter().map(String::as_str).collect();
+            let mut h = Harness::new(&names);
+            let topics = h.topics.clone();
+            h.set.subscribe(&topics[..3], 0, false, false, Instant::now());
+            h.set.subscribe(&topics[3..], 60_000, false, false, Instant::now());
+            for t in 0..3 {
+                h.publish(t, 1.0);
+            }
+            h.wait_fired().await;
+            assert_eq!(h.deliver().len(), 3, "{throttled} throttled: the first changes");
+            let mut seen = std::collections::BTreeMap::<String, usize>::new();
+            for round in 0..6 {
+                for t in 0..3 {
+                    h.publish(t, 2.0 + round as f64);
+                }
+                let taken = take_changed_within(&mut h.set, 2);
+                assert_eq!(taken.len(), 2, "{throttled} throttled, round {round}: {taken:?}");
+                for symbol in taken {
+                    *seen.entry(symbol).or_default() += 1;
+                }
+            }
+            // Twelve quotes over three symbols, none starved: four each.
+            assert_eq!(seen.values().copied().collect::<Vec<_>>(), vec![4, 4, 4], "{throttled} throttled: {seen:?}");
+        }
     }
 
     #[tokio::test(start_paused = true)]
@@ -1165,9 +1308,8 @@ pub(crate) mod properties {
         /// A dispatcher round, and the body applying what fired.
         Dispatch,
         Timers,
-        Recheck {
-            arm: bool,
-        },
+        /// The body finding nothing to send twice: what it delivered at throttle 0 is armed.
+        Arm,
         /// A frame of live quotes, holding at most `budget` of them.
         Deliver {
             budget: usize,
@@ -1192,7 +1334,7 @@ pub(crate) mod properties {
                 4 => Step::Advance { ms: u64::from(arg) * 2 },
                 5 => Step::Dispatch,
                 6 => Step::Timers,
-                7 => Step::Recheck { arm: arg & 1 != 0 },
+                7 => Step::Arm,
                 8 => Step::Deliver { budget: usize::from(arg % 5) + 1 },
                 _ => Step::Snapshot { budget: usize::from(arg % 5) + 1 },
             }
@@ -1252,7 +1394,7 @@ pub(crate) mod properties {
             }
         }
         // Quiet: no more publishes; time passes and the body looks, as it would.
-        let settle = [Step::Dispatch, Step::Recheck { arm: true }, Step::Timers, Step::Snapshot { budget: SYMBOLS.len() }, Step::Deliver { budget: SYMBOLS.len() }];
+        let settle = [Step::Dispatch, Step::Arm, Step::Timers, Step::Snapshot { budget: SYMBOLS.len() }, Step::Deliver { budget: SYMBOLS.len() }];
         for _ in 0..3 {
             clock_ms += u64::from(THROTTLES_MS[THROTTLES_MS.len() - 1]);
             for step in &settle {
@@ -1318,13 +1460,13 @@ pub(crate) mod properties {
                 set.on_fired(&fired, now);
             }
             Step::Timers => set.on_timers(now),
-            Step::Recheck { arm } => {
-                set.recheck(now, arm);
+            Step::Arm => {
+                set.arm_unchanged(now);
             }
             Step::Deliver { budget } | Step::Snapshot { budget } => {
                 let snapshot = matches!(step, Step::Snapshot { .. });
                 let mut taken = Vec::new();
-                let take = |quote: &Arc<crate::quote::PublishedQuote>| {
+                let mut take = |quote: &Arc<crate::quote::PublishedQuote>| {
                     if taken.len() == budget {
                         return false;
                     }
@@ -1334,7 +1476,8 @@ pub(crate) mod properties {
                 if snapshot {
                     set.take_snapshot(now, take);
                 } else {
-                    set.take_due(now, take);
+                    set.take_due(now, &mut take);
+                    set.take_changed(now, &mut take);
                 }
                 for (symbol, seq) in taken {
                     let i = SYMBOLS.iter().position(|s| **s == *symbol).expect("a model symbol");
@@ -1436,7 +1579,7 @@ pub(crate) mod properties {
                 3 => prop_oneof![0u64..10, 10u64..300].prop_map(|ms| Step::Advance { ms }),
                 3 => Just(Step::Dispatch),
                 2 => Just(Step::Timers),
-                1 => any::<bool>().prop_map(|arm| Step::Recheck { arm }),
+                1 => Just(Step::Arm),
                 3 => (1..=SYMBOLS.len()).prop_map(|budget| Step::Deliver { budget }),
                 1 => (1..=SYMBOLS.len()).prop_map(|budget| Step::Snapshot { budget }),
             ]
