@@ -679,7 +679,9 @@ impl SubscriptionSet {
         if !sub.has(RECHECK) || sub.topic.seq() <= sub.last_sent_seq {
             return Look::Unchanged;
         }
-        if sub.throttle_ms > 0 || sub.has(DUE | AWAITING_SNAPSHOT) {
+        if sub.throttle_ms > 0 || sub.has(DUE | AWAITING_SNAPSHOT) || now_us < sub.next_allowed_us {
+            // Its cadence changed since it was listed (a delivery under another cadence left
+            // an interval to wait out, even at throttle 0 now), or it is due otherwise.
             self.subs[i].flags &= !RECHECK;
             self.evaluate(i, now_us);
             return Look::Moved;
@@ -1125,6 +1127,28 @@ mod tests {
         assert!(h.set.has_recheck());
         h.set.unsubscribe(&[topics[1].id], false);
         assert!(!h.set.has_recheck());
+    }
+
+    /// A symbol delivered under one cadence waits out that delivery's interval when its cadence
+    /// changes, even back to throttle 0. Found by the fuzz target `throttle`: a symbol still
+    /// listed for a recheck from an earlier time at throttle 0 went out again at once.
+    #[tokio::test(start_paused = true)]
+    async fn a_cadence_change_waits_out_the_interval_of_the_last_delivery() {
+        let mut h = Harness::new(&["A"]);
+        let topics = h.topics.clone();
+        h.set.subscribe(&topics, 0, false, false, Instant::now());
+        h.publish(0, 1.0);
+        h.wait_fired().await;
+        assert_eq!(h.deliver().len(), 1, "delivered at throttle 0, listed for a recheck");
+        h.set.subscribe(&topics, Cadence { throttle_ms: 50, align: true }, false, false, Instant::now());
+        h.set.resnapshot();
+        assert_eq!(h.snapshot().len(), 1, "delivered again, on the grid");
+        h.set.subscribe(&topics, 0, false, false, Instant::now());
+        h.publish(0, 2.0);
+        assert!(h.deliver().is_empty(), "not twice within one tick of the grid");
+        let (at, out) = h.next_delivery().await;
+        assert_eq!(out, vec![("A".into(), 2)]);
+        assert_eq!(at, 50, "at the end of the last delivery's tick");
     }
 
     #[tokio::test(start_paused = true)]
