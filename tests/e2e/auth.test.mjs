@@ -59,10 +59,15 @@ test('a token in the URL is used, kept for the tab and removed from the address 
     assert.deepEqual(await rowSymbols(page), ['AAPL']);
     await page.waitForFunction(() => /\d/.test(document.querySelector('#watchlist tr[data-symbol="AAPL"] td.c-last')?.textContent ?? ''));
     // Charts and history go through the token too.
+    const reloading = Date.now();
     await page.reload();
+    const reloaded = Date.now();
     await waitConnected(page);
     assert.deepEqual(consoleErrors(page.log), [], 'no console error');
-    assert.deepEqual(page.log.failed, [], 'no failed request');
+    // A request of the old page still in flight (the feeds' poll) is aborted by the reload
+    // itself: that is the navigation, not a failure.
+    const failed = page.log.failed.filter((f) => !(f.error === 'net::ERR_ABORTED' && f.at >= reloading && f.at <= reloaded));
+    assert.deepEqual(failed, [], 'no failed request');
   } finally {
     await context.close();
   }
