@@ -157,6 +157,27 @@ enum Look {
     Full,
 }
 
+/// The looks of one [`SubscriptionSet::take_changed`] pass, added up.
+#[derive(Default)]
+struct Tally {
+    taken: usize,
+    /// Some symbol left the recheck list.
+    moved: bool,
+}
+
+impl Tally {
+    /// Counts `look`; true when the frame's budget is spent and the pass stops.
+    fn full(&mut self, look: Look) -> bool {
+        match look {
+            Look::Unchanged => {}
+            Look::Taken => self.taken += 1,
+            Look::Moved => self.moved = true,
+            Look::Full => return true,
+        }
+        false
+    }
+}
+
 /// What a subscribe call changed.
 #[derive(Debug, Default, PartialEq)]
 pub(crate) struct SubscribeOutcome {
@@ -632,22 +653,16 @@ impl SubscriptionSet {
     /// The pass of [`SubscriptionSet::take_changed`]: how many it took, and whether any symbol
     /// left the list.
     fn take_changed_from(&mut self, latest: &mut LatestCache, now_us: u64, wall_us: &mut Option<i64>, take: &mut dyn FnMut(&Arc<PublishedQuote>) -> bool) -> (usize, bool) {
-        let mut taken = 0;
-        let mut moved = false;
+        let mut tally = Tally::default();
         if self.recheck.len() * 4 >= self.subs.len() {
             // Most of the session's symbols: a pass over the subscriptions in memory order costs
             // less than a binary search (a chain of cache misses) per entry.
             let n = self.subs.len();
             let start = if self.changed_cursor < n { self.changed_cursor } else { 0 };
             for i in (start..n).chain(0..start) {
-                match self.look_changed(latest, i, now_us, wall_us, take) {
-                    Look::Unchanged => {}
-                    Look::Taken => taken += 1,
-                    Look::Moved => moved = true,
-                    Look::Full => {
-                        self.changed_cursor = i;
-                        break;
-                    }
+                if tally.full(self.look_changed(latest, i, now_us, wall_us, take)) {
+                    self.changed_cursor = i;
+                    break;
                 }
             }
         } else {
@@ -657,20 +672,15 @@ impl SubscriptionSet {
                     k += 1;
                     continue;
                 };
-                match self.look_changed(latest, i, now_us, wall_us, take) {
-                    Look::Unchanged => {}
-                    Look::Taken => taken += 1,
-                    Look::Moved => moved = true,
-                    Look::Full => {
-                        // The next pass starts with this one.
-                        self.recheck.rotate_left(k);
-                        break;
-                    }
+                if tally.full(self.look_changed(latest, i, now_us, wall_us, take)) {
+                    // The next pass starts with this one.
+                    self.recheck.rotate_left(k);
+                    break;
                 }
                 k += 1;
             }
         }
-        (taken, moved)
+        (tally.taken, tally.moved)
     }
 
     /// [`SubscriptionSet::take_changed`] for subscription `i`.
