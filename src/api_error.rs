@@ -86,6 +86,14 @@ pub(crate) enum ApiErrorCode {
     TooManyConnections,
     /// 503: the server is shutting down.
     ShuttingDown,
+    /// 503: an injected `reject_connect` fault refused the connection (with `Retry-After`).
+    FaultInjected,
+    /// 403: `/api/faults` without `--faults`.
+    FaultsDisabled,
+    /// 404: no active fault has this id.
+    UnknownFault,
+    /// 409: the limit of active faults is reached.
+    TooManyFaults,
 }
 
 impl ApiErrorCode {
@@ -93,14 +101,16 @@ impl ApiErrorCode {
         match self {
             ApiErrorCode::BadRequest => StatusCode::BAD_REQUEST,
             ApiErrorCode::Unauthorized | ApiErrorCode::TokenExpired => StatusCode::UNAUTHORIZED,
-            ApiErrorCode::OriginNotAllowed | ApiErrorCode::Forbidden | ApiErrorCode::NotEntitled => StatusCode::FORBIDDEN,
+            ApiErrorCode::OriginNotAllowed | ApiErrorCode::Forbidden | ApiErrorCode::NotEntitled | ApiErrorCode::FaultsDisabled => StatusCode::FORBIDDEN,
             ApiErrorCode::TooManyConnectionsPerIp => StatusCode::TOO_MANY_REQUESTS,
-            ApiErrorCode::NotFound | ApiErrorCode::UnknownSymbol | ApiErrorCode::NoQuoteYet | ApiErrorCode::UnknownFeed => StatusCode::NOT_FOUND,
+            ApiErrorCode::NotFound | ApiErrorCode::UnknownSymbol | ApiErrorCode::NoQuoteYet | ApiErrorCode::UnknownFeed | ApiErrorCode::UnknownFault => StatusCode::NOT_FOUND,
             ApiErrorCode::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
-            ApiErrorCode::Unsupported => StatusCode::CONFLICT,
+            ApiErrorCode::Unsupported | ApiErrorCode::TooManyFaults => StatusCode::CONFLICT,
             ApiErrorCode::RequestTimeout => StatusCode::REQUEST_TIMEOUT,
             ApiErrorCode::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
-            ApiErrorCode::FeedStopped | ApiErrorCode::FeedBusy | ApiErrorCode::TooManyConnections | ApiErrorCode::ShuttingDown => StatusCode::SERVICE_UNAVAILABLE,
+            ApiErrorCode::FeedStopped | ApiErrorCode::FeedBusy | ApiErrorCode::TooManyConnections | ApiErrorCode::ShuttingDown | ApiErrorCode::FaultInjected => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
             ApiErrorCode::FeedTimeout => StatusCode::GATEWAY_TIMEOUT,
         }
     }
@@ -127,6 +137,10 @@ impl ApiErrorCode {
             ApiErrorCode::FeedBusy => "feed_busy",
             ApiErrorCode::TooManyConnections => "too_many_connections",
             ApiErrorCode::ShuttingDown => "shutting_down",
+            ApiErrorCode::FaultInjected => "fault_injected",
+            ApiErrorCode::FaultsDisabled => "faults_disabled",
+            ApiErrorCode::UnknownFault => "unknown_fault",
+            ApiErrorCode::TooManyFaults => "too_many_faults",
         }
     }
 }

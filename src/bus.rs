@@ -73,6 +73,9 @@ pub(crate) trait Publisher: Send + Sync {
     fn register(&self, symbol: &str, info: SymbolInfo) -> Result<Arc<Topic>, BusError>;
     /// Publishes the next quote of `topic`; returns the seq it was given.
     fn publish(&self, topic: &Topic, draft: &QuoteDraft) -> u64;
+    /// Publishes the quote after `skip` seqs that are consumed with nothing published for them
+    /// (an injected `gap`, `fault`): the seq jumps by `skip + 1`; returns the seq it was given.
+    fn publish_skipping(&self, topic: &Topic, draft: &QuoteDraft, skip: u64) -> u64;
 }
 
 /// What a session shares with the bus: the topics that fired, and the waker of whatever
@@ -259,6 +262,12 @@ impl Topic {
     /// The last `limit` bars of this symbol and the seq of the latest quote they include.
     pub fn history(&self, resolution: Resolution, limit: usize) -> Vec<Bar> {
         self.history.lock().expect("history lock").bars(resolution, limit)
+    }
+
+    /// Lends the symbol's history (bars and recent trades) to `f`, under its lock: keep `f`
+    /// short, the feed's next publish waits for it.
+    pub(crate) fn with_history<R>(&self, f: impl FnOnce(&History) -> R) -> R {
+        f(&self.history.lock().expect("history lock"))
     }
 
     pub(crate) fn subscriber_added(&self) {
@@ -559,6 +568,13 @@ impl Publisher for Bus {
         self.apply(topic, quote);
         seq
     }
+
+    fn publish_skipping(&self, topic: &Topic, draft: &QuoteDraft, skip: u64) -> u64 {
+        let seq = topic.seq.load(Ordering::Relaxed) + 1 + skip;
+        let quote = Quote::from_draft(topic.symbol.clone(), seq, now_micros(), draft);
+        self.apply(topic, quote);
+        seq
+    }
 }
 
 #[cfg(test)]
@@ -613,6 +629,8 @@ mod tests {
         assert_eq!(bus.publish(&topic, &draft(2.0)), 2);
         let latest = topic.latest().unwrap();
         assert_eq!((latest.quote.seq, latest.quote.last), (2, 2.0));
+        assert_eq!(bus.publish_skipping(&topic, &draft(3.0), 3), 6, "three seqs consumed, the quote gets the fourth");
+        assert_eq!((topic.seq(), topic.latest().unwrap().quote.last), (6, 3.0));
     }
 
     #[tokio::test]

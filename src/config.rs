@@ -21,6 +21,8 @@ use crate::feed::settings as feed_settings;
 // The settings types of each subsystem, nested in `Cli`, `FileConfig` and `Config`.
 pub use crate::access::settings::{AccessArgs, AccessSettings};
 pub use crate::bus::settings::{Backend, BusArgs, BusSettings, Role};
+pub use crate::fault::settings::{FaultArgs, FaultSettings, FileFaults};
+pub use crate::fault::{FaultKind, FaultSpec, SpecError};
 pub use crate::feed::settings::{FeedArgs, FeedEntry, ReplayFile};
 pub use crate::feed::{FeedConfig, FeedKind};
 pub use crate::http::listen::{Listen, ListenArgs};
@@ -64,6 +66,10 @@ pub struct Cli {
     #[command(flatten, next_help_heading = "Bus: Redis and roles")]
     /// The bus's flags.
     pub bus: BusArgs,
+
+    #[command(flatten, next_help_heading = "Fault injection (testing)")]
+    /// Fault injection's flags.
+    pub faults: FaultArgs,
 }
 
 impl Cli {
@@ -158,6 +164,8 @@ pub struct FileConfig {
     pub access: AccessArgs,
     /// The bus's keys.
     pub bus: BusArgs,
+    /// `faults = true`, or the `[[faults]]` tables.
+    pub faults: FileFaults,
     /// `seed`: the seed of every feed that names none of its own.
     pub seed: Option<u64>,
     /// The `[[feeds]]` entries.
@@ -181,6 +189,7 @@ impl<'de> Deserialize<'de> for FileConfig {
                     match key.0 {
                         "seed" => file.seed = Some(map.next_value()?),
                         "feeds" => file.feeds = map.next_value()?,
+                        "faults" => file.faults = map.next_value()?,
                         key => {
                             let read = file.listen.read_toml(key, &mut map)?
                                 || file.limits.read_toml(key, &mut map)?
@@ -222,7 +231,7 @@ fn file_keys() -> &'static [&'static str] {
             .chain(SocketIoArgs::KEYS)
             .chain(AccessArgs::KEYS)
             .chain(BusArgs::KEYS)
-            .chain(["feeds"].iter())
+            .chain(["feeds", "faults"].iter())
             .copied()
             .collect()
     })
@@ -245,6 +254,8 @@ pub struct Config {
     pub seed: u64,
     /// The feeds to run, in order (the flags' `sim` first).
     pub feeds: Vec<FeedConfig>,
+    /// Fault injection: off unless `--faults`, `--fault` or the file turns it on.
+    pub faults: FaultSettings,
 }
 
 /// A configuration value that cannot be used.
@@ -296,7 +307,8 @@ impl Config {
         let socketio = cli.socketio.or(file.socketio).resolve()?;
         let access = cli.access.or(file.access).resolve()?;
         let bus = cli.bus.or(file.bus).resolve()?;
-        Ok(Config { listen, limits, socketio, access, bus, seed, feeds })
+        let faults = crate::fault::settings::resolve(&cli.faults, &file.faults)?;
+        Ok(Config { listen, limits, socketio, access, bus, seed, feeds, faults })
     }
 }
 
@@ -372,6 +384,25 @@ mod tests {
         assert!(err.to_string().starts_with("feeds.sim.rate:"), "{err}");
         let err = toml::from_str::<FileConfig>("throttle = 5").unwrap_err();
         assert!(err.to_string().contains("throttle"), "{err}");
+    }
+
+    #[test]
+    fn faults_come_from_flags_and_the_file() {
+        let config = Config::resolve(cli(&[]), FileConfig::default()).unwrap();
+        assert_eq!(config.faults, FaultSettings::default(), "off by default");
+        let config = Config::resolve(cli(&["--faults"]), FileConfig::default()).unwrap();
+        assert!(config.faults.enabled && config.faults.faults.is_empty());
+        let file: FileConfig = toml::from_str("[[faults]]\nkind = \"gap\"\nsymbol = \"AAPL\"\ncount = 3\nevery = \"10s\"\n").unwrap();
+        let config = Config::resolve(cli(&["--fault", "reject_connect:count=2"]), file).unwrap();
+        assert!(config.faults.enabled, "a fault implies --faults");
+        let kinds: Vec<FaultKind> = config.faults.faults.iter().map(|f| f.kind).collect();
+        assert_eq!(kinds, vec![FaultKind::Gap, FaultKind::RejectConnect], "the file's, then the flags'");
+        let file: FileConfig = toml::from_str("faults = true\n").unwrap();
+        assert!(Config::resolve(cli(&[]), file).unwrap().faults.enabled);
+        let err = Config::resolve(cli(&["--fault", "gap:count=3"]), FileConfig::default()).unwrap_err();
+        assert_eq!(err.to_string(), "--fault: 'gap:count=3': symbol: gap needs 'symbol': the symbol whose quotes are skipped, e.g. symbol=AAPL");
+        let err = toml::from_str::<FileConfig>("[[faults]]\nkind = \"stall\"\nsymbol = \"AAPL\"\n").unwrap_err();
+        assert!(err.to_string().contains("[[faults]] number 1: symbol: stall does not take 'symbol'"), "{err}");
     }
 
     #[test]

@@ -1,4 +1,6 @@
-//! Bounded in-memory price history per symbol, for chart backfill (`GET /api/history/{symbol}`).
+//! Bounded in-memory price history per symbol: bars for chart backfill
+//! (`GET /api/history/{symbol}`) and the `bars:*` channels, and the recent trades for the
+//! `trades` channel and its resume.
 //!
 //! Every published quote is folded into one-second and one-minute OHLCV bars of its event time
 //! (`ts`), kept in two rings per topic: the last [`SECOND_BARS`] one-second bars and the last
@@ -6,6 +8,13 @@
 //! the feed rate or uptime. Each bar carries the `seq` of the last quote it includes, so a
 //! client that backfills and then applies live quotes with a higher seq joins the two without
 //! gap or duplicate.
+//!
+//! Every published quote is also a trade (its `last` printed with its `size`): the last
+//! [`TRADES_KEPT`] trades are kept in a ring, each at most [`TRADE_MAX_AGE_US`] old when read
+//! (40 bytes each, 40 KiB per symbol). Sessions of the `trades` channel read from it at their
+//! own pace by *position* (a count of trades ever recorded, so that a seq restart on a feed
+//! node's restart does not confuse it): the ring is every session's buffer, and a session that
+//! falls further behind than it reaches learns exactly which seqs it lost ([`TradeRead`]).
 //!
 //! The history is updated on the publish path (the topic's own feed is its only writer, so the
 //! lock is uncontended but for the rare HTTP reader) because bars need every quote: a
@@ -21,6 +30,70 @@ use crate::quote::Quote;
 pub(crate) const SECOND_BARS: usize = 900;
 /// One-minute bars kept per symbol (10 hours).
 pub(crate) const MINUTE_BARS: usize = 600;
+
+/// Trades kept per symbol for the `trades` channel and its resume (`since`).
+pub(crate) const TRADES_KEPT: usize = 1024;
+/// A trade older than this (by publish time) is no longer served, even while the ring holds it:
+/// a resume reaches back at most this far.
+pub(crate) const TRADE_MAX_AGE_US: i64 = 120_000_000;
+
+/// One trade: a published quote's `last` and `size`.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(crate) struct Trade {
+    pub seq: u64,
+    /// Event time, ms since the epoch.
+    pub ts: i64,
+    /// Publish time on this node's bus, µs since the epoch.
+    pub pt: i64,
+    pub price: f64,
+    pub size: u64,
+}
+
+/// What [`History::read_trades`] found from a position on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub(crate) struct TradeRead {
+    /// Trades from the position on that are no longer held.
+    pub lost: u64,
+    /// The seq of the first trade handed out (or, when none was, the next seq to come): a
+    /// reader that lost trades lost the seqs from after its last one up to this one.
+    pub resume_seq: u64,
+    /// The position after the last trade handed out.
+    pub next: u64,
+}
+
+/// The recent trades of one symbol.
+#[derive(Debug, Default)]
+struct TradeRing {
+    trades: VecDeque<Trade>,
+    /// Trades ever recorded: the position after the newest one.
+    recorded: u64,
+}
+
+impl TradeRing {
+    fn record(&mut self, trade: Trade) {
+        // A seq that does not move forward means the symbol started again (a feed node
+        // restarted): earlier trades cannot be found by seq any more.
+        if self.trades.back().is_some_and(|last| last.seq >= trade.seq) {
+            self.trades.clear();
+        }
+        if self.trades.len() == TRADES_KEPT {
+            self.trades.pop_front();
+        }
+        self.trades.push_back(trade);
+        self.recorded += 1;
+    }
+
+    /// Position of the oldest trade still served at `now_us`.
+    fn first_served(&self, now_us: i64) -> u64 {
+        let first = self.recorded - self.trades.len() as u64;
+        let stale = self.trades.iter().take_while(|t| now_us - t.pt > TRADE_MAX_AGE_US).count();
+        first + stale as u64
+    }
+
+    fn at(&self, position: u64) -> &Trade {
+        &self.trades[(position - (self.recorded - self.trades.len() as u64)) as usize]
+    }
+}
 
 /// One OHLCV bar.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize)]
@@ -53,6 +126,8 @@ pub enum Resolution {
 }
 
 impl Resolution {
+    pub(crate) const ALL: [Resolution; 2] = [Resolution::Second, Resolution::Minute];
+
     pub(crate) fn parse(text: &str) -> Option<Resolution> {
         match text {
             "1s" => Some(Resolution::Second),
@@ -110,6 +185,7 @@ impl Ring {
 pub(crate) struct History {
     seconds: Ring,
     minutes: Ring,
+    trades: TradeRing,
 }
 
 impl Default for History {
@@ -120,12 +196,63 @@ impl Default for History {
 
 impl History {
     pub(crate) fn new() -> History {
-        History { seconds: Ring::new(Resolution::Second, SECOND_BARS), minutes: Ring::new(Resolution::Minute, MINUTE_BARS) }
+        History { seconds: Ring::new(Resolution::Second, SECOND_BARS), minutes: Ring::new(Resolution::Minute, MINUTE_BARS), trades: TradeRing::default() }
     }
 
     pub(crate) fn record(&mut self, quote: &Quote) {
         self.seconds.record(quote);
         self.minutes.record(quote);
+        self.trades.record(Trade { seq: quote.seq, ts: quote.ts, pt: quote.pt, price: quote.last, size: quote.size });
+    }
+
+    /// The position after the newest trade: where a session that wants only what comes next
+    /// starts reading.
+    pub(crate) fn trades_end(&self) -> u64 {
+        self.trades.recorded
+    }
+
+    /// The seq of the newest trade held (0 when none is).
+    pub(crate) fn newest_trade_seq(&self) -> u64 {
+        self.trades.trades.back().map_or(0, |t| t.seq)
+    }
+
+    /// The seq of the trade at `position`, if it is held.
+    pub(crate) fn seq_at(&self, position: u64) -> Option<u64> {
+        let ring = &self.trades;
+        (position >= ring.recorded - ring.trades.len() as u64 && position < ring.recorded).then(|| ring.at(position).seq)
+    }
+
+    /// Where a session resuming after `since` (the last seq its client saw) starts reading, and
+    /// whether the ring still reaches back that far (every trade after `since` is served). A
+    /// `since` above the newest seq is from another run of the symbol: nothing is recovered.
+    pub(crate) fn trades_after(&self, since: u64, now_us: i64) -> (u64, bool) {
+        let ring = &self.trades;
+        let newest = ring.trades.back().map_or(0, |t| t.seq);
+        if since > newest {
+            return (ring.recorded, false);
+        }
+        let first = ring.first_served(now_us);
+        let mut position = first;
+        while position < ring.recorded && ring.at(position).seq <= since {
+            position += 1;
+        }
+        let complete = since == newest
+            // The ring holds a trade at or before `since`: everything after it is here.
+            || position > first
+            || (position < ring.recorded && ring.at(position).seq == since + 1);
+        (position, complete)
+    }
+
+    /// Appends to `into` the trades from `position` on, at most `max`, and says how many from
+    /// `position` on were no longer held (evicted, or too old).
+    pub(crate) fn read_trades(&self, position: u64, now_us: i64, max: usize, into: &mut Vec<Trade>) -> TradeRead {
+        let ring = &self.trades;
+        let first = ring.first_served(now_us);
+        let start = position.max(first);
+        let end = ring.recorded.min(start + max as u64);
+        into.extend((start..end).map(|p| *ring.at(p)));
+        let resume_seq = if start < ring.recorded { ring.at(start).seq } else { ring.trades.back().map_or(0, |t| t.seq) + 1 };
+        TradeRead { lost: start - position.min(start), resume_seq, next: end }
     }
 
     /// The last `limit` bars at `resolution`, oldest first.

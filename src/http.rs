@@ -4,6 +4,8 @@
 //! - `GET /api/quotes?symbols=A,B`, `GET /api/quotes/{symbol}` — latest quotes.
 //! - `GET /api/feeds`, `POST /api/feeds/{name}/control` — feed state and control
 //!   (`http::control` reads and checks the body).
+//! - `GET`, `POST`, `DELETE /api/faults`, `DELETE /api/faults/{id}` — fault injection, with
+//!   `--faults` only (`http::faults`, docs/FAULTS.md).
 //! - `GET /healthz` (alive), `GET /readyz` (feeds started and not shutting down).
 //! - `GET /metrics` — Prometheus text format ([`crate::metrics`]).
 //! - `GET /api/history/{symbol}?resolution=1s|1m&limit=N` — recent bars ([`crate::history`]).
@@ -21,6 +23,7 @@
 pub(crate) mod connection;
 mod control;
 mod errors;
+mod faults;
 pub(crate) mod listen;
 mod query;
 pub(crate) mod upgrade;
@@ -70,6 +73,8 @@ pub(crate) fn routes(cfg: &mut web::ServiceConfig, clients: bool) {
         .service(get("/api/feeds", feeds))
         .service(resource("/api/feeds/{name}/control", "POST").route(web::post().to(control)))
         .service(get("/api/history/{symbol}", history))
+        .service(resource("/api/faults", "GET, HEAD, POST, DELETE").route(get_or_head().to(faults::list)).route(web::post().to(faults::add)).route(web::delete().to(faults::clear)))
+        .service(resource("/api/faults/{id}", "DELETE").route(web::delete().to(faults::remove)))
         .service(get("/", crate::web::index))
         .service(dashboard_file("/web/{path:.*}", "path"))
         .service(dashboard_file("/{file}", "file"))

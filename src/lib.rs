@@ -30,6 +30,7 @@ pub mod tickgen;
 
 mod api_error;
 mod bus;
+mod fault;
 mod feed;
 mod history;
 mod http;

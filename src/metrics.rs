@@ -40,6 +40,9 @@ pub(crate) struct ClientLabels<'a> {
     pub ops: &'a [&'static str],
     /// The codes of the errors sent to clients.
     pub error_codes: &'a [&'static str],
+    /// The kinds of injected faults (`fault::FaultKind`), the `kind` label of
+    /// `tickerfeed_faults_injected_total`.
+    pub fault_kinds: &'a [&'static str],
 }
 
 /// Why a WebSocket connection ended, as the `reason` label of `tickerfeed_disconnects_total`.
@@ -58,10 +61,12 @@ pub(crate) enum DisconnectReason {
     TokenExpired,
     /// Still over the message rate after 10 s of `rate_limited` errors.
     RateLimitAbuse,
+    /// Dropped, closed or refused by an injected fault (`--faults`, docs/FAULTS.md).
+    Fault,
 }
 
 impl DisconnectReason {
-    pub(crate) const ALL: [DisconnectReason; 9] = [
+    pub(crate) const ALL: [DisconnectReason; 10] = [
         DisconnectReason::ClientClose,
         DisconnectReason::SlowConsumer,
         DisconnectReason::IdleTimeout,
@@ -71,6 +76,7 @@ impl DisconnectReason {
         DisconnectReason::Refused,
         DisconnectReason::TokenExpired,
         DisconnectReason::RateLimitAbuse,
+        DisconnectReason::Fault,
     ];
 
     pub(crate) fn label(self) -> &'static str {
@@ -84,6 +90,7 @@ impl DisconnectReason {
             DisconnectReason::Refused => "refused",
             DisconnectReason::TokenExpired => "token_expired",
             DisconnectReason::RateLimitAbuse => "rate_limit_abuse",
+            DisconnectReason::Fault => "fault",
         }
     }
 }
@@ -146,6 +153,10 @@ pub struct Metrics {
     quotes_published: IntCounterVec,
     quotes_delivered: IntCounter,
     quotes_conflated: IntCounter,
+    trades_delivered: IntCounter,
+    trades_lost: IntCounter,
+    /// `tickerfeed_bars_delivered_total{resolution}`: `1s`, then `1m`.
+    bars_delivered: [IntCounter; 2],
     frames_sent: IntCounter,
     sent_bytes: IntCounter,
     /// `op` label values, `invalid` last; `client_messages` follows this order.
@@ -154,6 +165,9 @@ pub struct Metrics {
     /// `code` label values; `client_errors` follows this order.
     client_error_codes: Vec<&'static str>,
     client_errors: Vec<IntCounter>,
+    /// `kind` label values of injected faults; `faults_injected` follows this order.
+    fault_kinds: Vec<&'static str>,
+    faults_injected: Vec<IntCounter>,
     delivery_latency: Histogram,
     frame_quotes: Histogram,
     feed_state: IntGaugeVec,
@@ -204,6 +218,14 @@ impl Metrics {
         let client_messages =
             register(r, IntCounterVec::new(Opts::new("client_messages_total", "Messages received from clients, by op (invalid: not a valid request)."), &["op"]).unwrap());
         let client_errors = register(r, IntCounterVec::new(Opts::new("client_errors_total", "Errors and rejected symbols sent to clients, by code."), &["code"]).unwrap());
+        let faults_injected = register(
+            r,
+            IntCounterVec::new(
+                Opts::new("faults_injected_total", "Faults injected (--faults), by kind: each session a firing hits, each refused connection, each feed-level firing."),
+                &["kind"],
+            )
+            .unwrap(),
+        );
         let quotes_published = register(r, IntCounterVec::new(Opts::new("quotes_published_total", "Quotes published onto the bus, by feed."), &["feed"]).unwrap());
         let feed_state = register(r, IntGaugeVec::new(Opts::new("feed_state", "1 for the state each feed is in, 0 for the others."), &["feed", "state"]).unwrap());
         let replay_clock =
@@ -267,12 +289,20 @@ impl Metrics {
             bus_feed_restarts: register(r, IntCounter::new("bus_feed_restarts_total", "Gateway: symbols that moved to a newer feed node (a restart; their seq began again).").unwrap()),
             quotes_delivered: register(r, IntCounter::new("quotes_delivered_total", "Quotes sent to clients (snapshots included).").unwrap()),
             quotes_conflated: register(r, IntCounter::new("quotes_conflated_total", "Quotes merged away by throttling and conflation: published but superseded before a client got them.").unwrap()),
+            trades_delivered: register(r, IntCounter::new("trades_delivered_total", "Trades sent to clients on the trades channel (resumed ones included).").unwrap()),
+            trades_lost: register(r, IntCounter::new("trades_lost_total", "Trades a client of the trades channel did not get (it fell behind the ring, or a resume reached back too far), each told in a gap message.").unwrap()),
+            bars_delivered: {
+                let bars = register(r, IntCounterVec::new(Opts::new("bars_delivered_total", "Bars sent to clients on the bars channels (forming and final), by resolution."), &["resolution"]).unwrap());
+                ["1s", "1m"].map(|resolution| bars.with_label_values(&[resolution]))
+            },
             frames_sent: register(r, IntCounter::new("frames_sent_total", "WebSocket frames handed to client sockets.").unwrap()),
             sent_bytes: register(r, IntCounter::new("sent_bytes_total", "Bytes handed to client sockets, WebSocket framing included.").unwrap()),
             client_ops: client.ops.iter().copied().chain([INVALID_OP]).collect(),
             client_messages: client.ops.iter().copied().chain([INVALID_OP]).map(|op| client_messages.with_label_values(&[op])).collect(),
             client_error_codes: client.error_codes.to_vec(),
             client_errors: client.error_codes.iter().map(|c| client_errors.with_label_values(&[c])).collect(),
+            fault_kinds: client.fault_kinds.to_vec(),
+            faults_injected: client.fault_kinds.iter().map(|k| faults_injected.with_label_values(&[k])).collect(),
             delivery_latency: register(
                 r,
                 Histogram::with_opts(
@@ -355,6 +385,13 @@ impl Metrics {
         }
     }
 
+    /// `count` faults of `kind` were injected (a `fault::FaultKind` label; never on a hot path).
+    pub(crate) fn faults_injected(&self, kind: &str, count: u64) {
+        if let Some(index) = self.fault_kinds.iter().position(|k| *k == kind) {
+            self.faults_injected[index].inc_by(count);
+        }
+    }
+
     /// A quote frame was handed to a socket. Called once per frame: the per-quote work was
     /// summed by the caller.
     #[inline]
@@ -367,6 +404,18 @@ impl Metrics {
             self.frame_quotes.observe(quotes as f64);
             if let Some(wait) = longest_wait {
                 self.delivery_latency.observe(wait.as_secs_f64());
+            }
+        }
+    }
+
+    /// A pass of a session's channels wrote `trades` trades, told of `lost` it lost, and wrote
+    /// bars of each resolution (`1s`, `1m`). Once per pass, not per trade.
+    pub(crate) fn channels_written(&self, trades: u64, lost: u64, bars: [u64; 2]) {
+        if cfg!(feature = "metrics") {
+            self.trades_delivered.inc_by(trades);
+            self.trades_lost.inc_by(lost);
+            for (counter, count) in self.bars_delivered.iter().zip(bars) {
+                counter.inc_by(count);
             }
         }
     }
@@ -471,7 +520,8 @@ mod tests {
     /// The protocol's labels, as the server passes them.
     const OPS: &[&str] = &["subscribe", "unsubscribe", "list", "ping"];
     const ERROR_CODES: &[&str] = &["bad_request", "unknown_op", "too_many_symbols", "rate_limited", "unknown_symbol", "invalid_symbol"];
-    const CLIENT: ClientLabels = ClientLabels { ops: OPS, error_codes: ERROR_CODES };
+    const FAULT_KINDS: &[&str] = &["disconnect", "gap"];
+    const CLIENT: ClientLabels = ClientLabels { ops: OPS, error_codes: ERROR_CODES, fault_kinds: FAULT_KINDS };
 
     fn value(text: &str, series: &str) -> f64 {
         text.lines()
@@ -493,6 +543,9 @@ mod tests {
         }
         for code in ERROR_CODES {
             assert_eq!(value(&text, &format!("tickerfeed_client_errors_total{{code=\"{code}\"}}")), 0.0);
+        }
+        for kind in FAULT_KINDS {
+            assert_eq!(value(&text, &format!("tickerfeed_faults_injected_total{{kind=\"{kind}\"}}")), 0.0);
         }
         assert_eq!(value(&text, "tickerfeed_feed_state{feed=\"history\",state=\"paused\"}"), 0.0);
         assert_eq!(value(&text, "tickerfeed_quotes_published_total{feed=\"sim\"}"), 0.0);
@@ -566,6 +619,8 @@ mod tests {
         metrics.client_message("ping");
         metrics.client_message("no such op");
         metrics.client_error("rate_limited");
+        metrics.faults_injected("gap", 2);
+        metrics.faults_injected("no such kind", 1);
         metrics.http_request("/api/quotes/{symbol}", "GET", 404, Duration::from_millis(1));
         metrics.http_request("/api/feeds", "BREW", 200, Duration::from_millis(1));
         metrics.quote_frame(7, 3, 1500, Some(Duration::from_millis(2)));
@@ -575,6 +630,7 @@ mod tests {
         assert_eq!(value(&text, "tickerfeed_client_messages_total{op=\"ping\"}"), 1.0);
         assert_eq!(value(&text, "tickerfeed_client_messages_total{op=\"invalid\"}"), 1.0);
         assert_eq!(value(&text, "tickerfeed_client_errors_total{code=\"rate_limited\"}"), 1.0);
+        assert_eq!(value(&text, "tickerfeed_faults_injected_total{kind=\"gap\"}"), 2.0);
         assert_eq!(value(&text, "tickerfeed_http_requests_total{method=\"GET\",route=\"/api/quotes/{symbol}\",status=\"404\"}"), 1.0);
         assert_eq!(value(&text, "tickerfeed_http_requests_total{method=\"other\",route=\"/api/feeds\",status=\"200\"}"), 1.0);
         if cfg!(feature = "metrics") {

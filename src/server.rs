@@ -21,7 +21,9 @@ use actix_web::rt::net::TcpStream;
 use actix_web::{App, web};
 use tokio::sync::watch;
 
+use crate::bus::Publisher;
 use crate::config::Config;
+use crate::fault::{FaultKind, Faults};
 use crate::feed;
 use crate::http::upgrade::UpgradeFactory;
 use crate::metrics::ClientLabels;
@@ -61,6 +63,14 @@ pub enum StartError {
     /// The Redis bus cannot be reached or read: its URL is named.
     #[error(transparent)]
     Bus(#[from] crate::bus::redis::RedisError),
+    /// A fault given at start (`--fault`, `[[faults]]`) names a symbol or feed that does not exist.
+    #[error("fault '{spec}' (--fault or [[faults]]): {message}")]
+    Fault {
+        /// The fault, as `--fault` writes it.
+        spec: String,
+        /// What is wrong with it.
+        message: String,
+    },
     /// Any other I/O error of the listener.
     #[error("{0}")]
     Io(#[from] std::io::Error),
@@ -117,12 +127,21 @@ pub async fn start(config: Config) -> Result<RunningServer, StartError> {
     let error_codes: Vec<&'static str> = protocol::ErrorCode::ALL.iter().map(|c| c.as_str()).collect();
     let ops: Vec<&'static str> = protocol::OPS.iter().map(|(name, _)| *name).collect();
     let feed_labels: Vec<_> = config.feeds.iter().map(|f| (f.name.clone(), f.kind)).collect();
-    let metrics = Arc::new(Metrics::new(&feed_labels, &ClientLabels { ops: &ops, error_codes: &error_codes }));
+    let metrics = Arc::new(Metrics::new(&feed_labels, &ClientLabels { ops: &ops, error_codes: &error_codes, fault_kinds: &FaultKind::LABELS }));
     let bus = Arc::new(Bus::new());
     let instance = instance_id();
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
-    let feeds = start_bus(&config, &bus, &instance, shutdown_rx.clone()).await?;
+    // Only with --faults: without it nothing of fault injection exists (no wrapper, no timer).
+    let faults = config.faults.enabled.then(|| Faults::new(config.seed, metrics.clone(), bus.clone(), config.feeds.iter().map(|f| f.name.clone()).collect()));
+    let feeds = start_bus(&config, &bus, &instance, faults.as_ref(), shutdown_rx.clone()).await?;
     tokio::spawn(bus.clone().run_dispatcher());
+    if let Some(faults) = &faults {
+        tracing::warn!("fault injection is on (--faults): /api/faults adds faults; for tests only");
+        for spec in &config.faults.faults {
+            faults.add(spec.clone()).map_err(|e| StartError::Fault { spec: spec.to_string(), message: e.to_string() })?;
+        }
+        tokio::spawn(faults.clone().run());
+    }
 
     let connections = Arc::new(Connections::new(config.limits.max_connections, config.limits.max_connections_per_ip));
     let readiness = Arc::new(Readiness::new(shutdown_rx.clone()));
@@ -135,6 +154,7 @@ pub async fn start(config: Config) -> Result<RunningServer, StartError> {
         access: access.clone(),
         instance: instance.clone(),
         shutdown: shutdown_rx,
+        faults: faults.clone(),
     });
     let socketio = Arc::new(crate::socketio::SocketIo::new(config.socketio.clone()));
     let shutdown_tx = Arc::new(shutdown_tx);
@@ -147,6 +167,7 @@ pub async fn start(config: Config) -> Result<RunningServer, StartError> {
         tracing::info!(algorithm, "authentication on: /ws, /sse, /socket.io/ and /api need a token");
     }
     let access_data = web::Data::from(access);
+    let faults_data = faults.map(web::Data::from);
 
     // The certificate and key are read before the port is bound: a bad file fails the start.
     let tls = config.listen.tls_config()?;
@@ -172,6 +193,11 @@ pub async fn start(config: Config) -> Result<RunningServer, StartError> {
             .app_data(access_data.clone())
             .app_data(ws.clone())
             .app_data(socketio.clone())
+            .configure(|cfg| {
+                if let Some(faults) = &faults_data {
+                    cfg.app_data(faults.clone());
+                }
+            })
             .wrap(crate::http::json_errors())
             .wrap(crate::http::RequestMetrics)
             .wrap(crate::http::connection::TrackRequests::new(body_deadline))
@@ -255,18 +281,24 @@ pub async fn start(config: Config) -> Result<RunningServer, StartError> {
 /// The bus backend and the feeds this node runs: on the memory bus the feeds publish on `bus`;
 /// on Redis a feed node's feeds publish through it to Redis as well, and a gateway runs no feed
 /// and fills `bus` from Redis.
-async fn start_bus(config: &Config, bus: &Arc<Bus>, instance: &str, shutdown: watch::Receiver<bool>) -> Result<Arc<Feeds>, StartError> {
+///
+/// With `--faults` the feeds publish through the faults' wrapper (`gap`, `feed_stall`).
+async fn start_bus(config: &Config, bus: &Arc<Bus>, instance: &str, faults: Option<&Arc<Faults>>, shutdown: watch::Receiver<bool>) -> Result<Arc<Feeds>, StartError> {
     let backend = config.bus.backend();
     let role = config.bus.role();
+    let wrap = |publisher: Arc<dyn Publisher>| match faults {
+        Some(faults) => faults.publisher(publisher),
+        None => publisher,
+    };
     if backend == crate::bus::settings::Backend::Memory {
-        return Ok(Arc::new(Feeds::start(&config.feeds, bus.clone()).await?));
+        return Ok(Arc::new(Feeds::start(&config.feeds, wrap(bus.clone())).await?));
     }
     if !role.runs_feeds() {
         let store = crate::bus::redis::gateway_node(&backend, &config.bus.bus_prefix, bus.clone(), shutdown).await?;
         return Ok(Arc::new(crate::feed::remote::follow(store, instance).await));
     }
     let (publisher, store) = crate::bus::redis::feed_node(&backend, &config.bus.bus_prefix, bus.clone(), instance.to_string(), shutdown.clone()).await?;
-    let feeds = Arc::new(Feeds::start(&config.feeds, publisher).await?);
+    let feeds = Arc::new(Feeds::start(&config.feeds, wrap(publisher)).await?);
     crate::feed::remote::serve(feeds.clone(), store, shutdown).await;
     Ok(feeds)
 }

@@ -14,15 +14,7 @@ use tokio_tungstenite::tungstenite::Message;
 async fn metric(server: &RunningServer, series: &str) -> f64 {
     let (status, text) = http(server, "GET", "/metrics", None).await;
     assert_eq!(status, 200);
-    series_value(&text, series)
-}
-
-fn series_value(text: &str, series: &str) -> f64 {
-    text.lines()
-        .find(|l| l.starts_with(series) && l[series.len()..].starts_with(' '))
-        .and_then(|l| l.rsplit(' ').next())
-        .and_then(|v| v.parse().ok())
-        .unwrap_or_else(|| panic!("series {series} not in the scrape"))
+    common::metric(&text, series)
 }
 
 /// Polls a series until it reaches `at_least` (the event is asynchronous to the test).
@@ -112,18 +104,18 @@ async fn http_and_feed_metrics() {
     http(&server, "POST", "/api/feeds/history/control", Some(r#"{"action":"pause"}"#)).await;
     let (_, text) = http(&server, "GET", "/metrics", None).await;
     // Route patterns, never raw paths.
-    assert!(series_value(&text, "tickerfeed_http_requests_total{method=\"GET\",route=\"/api/quotes/{symbol}\",status=\"404\"}") >= 1.0);
-    assert_eq!(series_value(&text, "tickerfeed_http_requests_total{method=\"GET\",route=\"unmatched\",status=\"404\"}"), 1.0);
+    assert!(common::metric(&text, "tickerfeed_http_requests_total{method=\"GET\",route=\"/api/quotes/{symbol}\",status=\"404\"}") >= 1.0);
+    assert_eq!(common::metric(&text, "tickerfeed_http_requests_total{method=\"GET\",route=\"unmatched\",status=\"404\"}"), 1.0);
     assert!(!text.contains("ZZZZ") && !text.contains("/no/such/path"));
-    assert!(series_value(&text, "tickerfeed_http_request_duration_seconds_count{method=\"GET\",route=\"/api/quotes/{symbol}\"}") >= 1.0);
-    assert_eq!(series_value(&text, "tickerfeed_feed_state{feed=\"history\",state=\"paused\"}"), 1.0);
-    assert_eq!(series_value(&text, "tickerfeed_feed_state{feed=\"history\",state=\"running\"}"), 0.0);
-    assert_eq!(series_value(&text, "tickerfeed_feed_state{feed=\"sim\",state=\"running\"}"), 1.0);
-    assert!(series_value(&text, "tickerfeed_feed_replay_clock_seconds{feed=\"history\"}") >= 946_684_800.0, "the clock is in history");
-    assert_eq!(series_value(&text, "tickerfeed_feed_speed{feed=\"history\"}"), 86400.0);
-    assert_eq!(series_value(&text, "tickerfeed_feed_rows_skipped_total{feed=\"history\"}"), 0.0);
+    assert!(common::metric(&text, "tickerfeed_http_request_duration_seconds_count{method=\"GET\",route=\"/api/quotes/{symbol}\"}") >= 1.0);
+    assert_eq!(common::metric(&text, "tickerfeed_feed_state{feed=\"history\",state=\"paused\"}"), 1.0);
+    assert_eq!(common::metric(&text, "tickerfeed_feed_state{feed=\"history\",state=\"running\"}"), 0.0);
+    assert_eq!(common::metric(&text, "tickerfeed_feed_state{feed=\"sim\",state=\"running\"}"), 1.0);
+    assert!(common::metric(&text, "tickerfeed_feed_replay_clock_seconds{feed=\"history\"}") >= 946_684_800.0, "the clock is in history");
+    assert_eq!(common::metric(&text, "tickerfeed_feed_speed{feed=\"history\"}"), 86400.0);
+    assert_eq!(common::metric(&text, "tickerfeed_feed_rows_skipped_total{feed=\"history\"}"), 0.0);
     wait_for(&server, "tickerfeed_quotes_published_total{feed=\"sim\"}", 1.0).await;
-    assert!(series_value(&text, "process_open_fds") > 0.0, "the standard process families, unprefixed");
+    assert!(common::metric(&text, "process_open_fds") > 0.0, "the standard process families, unprefixed");
     assert!(!text.contains("tickerfeed_process_"));
     server.shutdown().await;
 }
@@ -137,7 +129,7 @@ async fn refused_upgrades_count_as_limit_and_shutdown_as_shutdown() {
     assert_eq!(metric(&server, "tickerfeed_disconnects_total{reason=\"limit\"}").await, 1.0);
     let (metrics, bus, feeds) = (server.metrics.clone(), server.bus.clone(), server.feeds.clone());
     server.shutdown().await;
-    assert_eq!(series_value(&metrics.render(&bus, &feeds), "tickerfeed_disconnects_total{reason=\"shutdown\"}"), 1.0);
+    assert_eq!(common::metric(&metrics.render(&bus, &feeds), "tickerfeed_disconnects_total{reason=\"shutdown\"}"), 1.0);
 }
 
 #[actix_web::test]

@@ -1,5 +1,10 @@
 // tickerfeed dashboard: wires the protocol client (js/connection.js) to the watchlist table
-// (js/watchlist.js), the chart (js/chart.js) and the replay controls (js/replay.js).
+// (js/watchlist.js), the chart (js/chart.js), the time and sales (js/tape.js), the replay
+// controls (js/replay.js) and the fault banner (js/faults.js).
+//
+// The charted symbol is subscribed at throttle 0 with the channels `quotes`, `trades` (the
+// tape) and `bars:1s` or `bars:1m` (the chart, by its bar width); every other symbol with
+// quotes only.
 //
 // State kept in localStorage: the watchlist, the selected symbol, the throttle, the chart bar
 // widths and the theme (and `align`, only read: false turns the aligned watchlist off). Every
@@ -8,7 +13,9 @@
 
 import { Connection } from '/web/js/connection.js';
 import { Watchlist } from '/web/js/watchlist.js';
-import { Chart } from '/web/js/chart.js';
+import { Chart, resolutionFor } from '/web/js/chart.js';
+import { Tape } from '/web/js/tape.js';
+import { FaultBanner } from '/web/js/faults.js';
 import { ReplayPanel } from '/web/js/replay.js';
 import * as fmt from '/web/js/format.js';
 import { askForToken, authFetch, withToken } from '/web/js/auth.js';
@@ -45,6 +52,7 @@ const watchlist = new Watchlist(document.querySelector('#watchlist tbody'), {
   onRemove: (symbol) => removeSymbol(symbol),
 });
 const chart = new Chart($('chart'), $('chart-readout'));
+const tape = new Tape($('tape'), $('tape-empty'));
 const replay = new ReplayPanel($('replay'), {
   onStatus: (status, command) => {
     setFeed(status);
@@ -52,6 +60,12 @@ const replay = new ReplayPanel($('replay'), {
     if (command.action === 'seek' && symbolFeed(chart.symbol) === status.name) setTimeout(() => chart.reload(), 300);
   },
   announce: (text) => say(text),
+});
+
+const faults = new FaultBanner($('fault-banner'), {
+  fetchJSON: (path) => getJSON(path),
+  canPoll: () => conn.connected,
+  session: () => conn.welcome?.session ?? null,
 });
 
 let knownSymbols = null;               // Map symbol -> {name, sector, feed, ...} from /api/symbols
@@ -106,7 +120,8 @@ function removeSymbol(symbol) {
   say(`Removed ${symbol}`);
   if (chart.symbol === symbol) {
     const next = watchlist.symbols[0];
-    if (next) select(next); else { chart.clear(); $('chart-symbol').textContent = '–'; $('chart-name').textContent = ''; }
+    if (next) select(next);
+    else { chart.clear(); tape.show(null); $('chart-symbol').textContent = '–'; $('chart-name').textContent = ''; $('tape-symbol').textContent = ''; }
   }
 }
 
@@ -114,19 +129,26 @@ function chartInterval(symbol) {
   return isReplaySymbol(symbol) ? store.get('interval.replay', 86_400_000) : store.get('interval.live', 5000);
 }
 
+/** The channels of the charted symbol: its bars at the chart's resolution, and its trades. */
+function chartedChannels(intervalMs) {
+  return ['quotes', 'trades', `bars:${resolutionFor(intervalMs)}`];
+}
+
 function select(symbol) {
   if (!watchlist.has(symbol)) return;
-  // The charted symbol comes at full rate (throttle 0) so its bars get every high and low; the
-  // one charted before goes back to the common throttle.
-  if (chart.symbol && chart.symbol !== symbol && watchlist.has(chart.symbol)) conn.setSymbolThrottle(chart.symbol, null);
-  conn.setSymbolThrottle(symbol, 0);
+  // The charted symbol comes at full rate (throttle 0): its row, candle and tape move with
+  // every change. The one charted before goes back to the common throttle and quotes only.
+  if (chart.symbol && chart.symbol !== symbol && watchlist.has(chart.symbol)) conn.setSymbolOptions(chart.symbol, null);
+  const intervalMs = chartInterval(symbol);
+  conn.setSymbolOptions(symbol, { throttleMs: 0, channels: chartedChannels(intervalMs) });
   watchlist.select(symbol);
   store.set('selected', symbol);
-  const intervalMs = chartInterval(symbol);
   $('chart-interval').value = String(intervalMs);
   $('chart-symbol').textContent = symbol;
+  $('tape-symbol').textContent = symbol;
   $('chart-name').textContent = knownSymbols?.get(symbol)?.name ?? '';
   chart.show(symbol, { intervalMs });
+  tape.show(symbol);
 }
 
 async function backfillSparkline(symbol) {
@@ -189,15 +211,18 @@ let firstWelcome = true;
 
 conn.addEventListener('instance', (e) => {
   if (e.detail.previous) {
-    // The server restarted: seq numbering starts again, and its history too.
+    // The server restarted: seq numbering starts again, and its history too. The tape's
+    // trades are of the old numbering (the connection sends no `since` for them).
     watchlist.resetSeries();
+    tape.clear();
     say('The server restarted: data reloaded');
   }
 });
 
 conn.addEventListener('welcome', async (e) => {
   const w = e.detail;
-  $('server-info').textContent = `${w.server} · protocol ${w.protocol} · instance ${w.instance}`;
+  $('server-info').textContent = `${w.server} · protocol ${w.protocol} · instance ${w.instance}${w.session ? ` · session ${w.session}` : ''}`;
+  faults.setEnabled(w.faults === true);
   const restarted = !firstWelcome && conn.welcomeInstance !== w.instance;
   conn.welcomeInstance = w.instance;
   const wasFirst = firstWelcome;
@@ -206,17 +231,16 @@ conn.addEventListener('welcome', async (e) => {
   if (restarted) {
     try { await loadSymbols(); } catch { /* keep the old list */ }
   }
-  if (wasFirst || restarted) {
-    watchlist.symbols.forEach(backfillSparkline);
-    if (restarted) chart.reload();
-  }
+  if (wasFirst || restarted) watchlist.symbols.forEach(backfillSparkline);
+  // Bars that closed while the socket was down never stream again: backfill once more. (The
+  // tape needs nothing: its trades resume from `since`.)
+  if (!wasFirst) chart.reload();
 });
 
-conn.addEventListener('quotes', (e) => {
-  const quotes = e.detail.quotes;
-  watchlist.push(quotes);
-  if (chart.symbol) for (const q of quotes) if (q.symbol === chart.symbol) chart.onQuote(q);
-});
+conn.addEventListener('quotes', (e) => watchlist.push(e.detail.quotes));
+conn.addEventListener('bars', (e) => chart.onBars(e.detail));
+conn.addEventListener('trades', (e) => tape.onTrades(e.detail.trades, e.detail.recovered));
+conn.addEventListener('gap', (e) => { if (e.detail.channel === 'trades') tape.onGap(e.detail); });
 
 conn.addEventListener('subscribed', (e) => {
   for (const r of e.detail.rejected ?? []) watchlist.markUnavailable(r.symbol, r.code);
@@ -292,6 +316,8 @@ $('chart-interval').addEventListener('change', (e) => {
   const ms = Number(e.target.value);
   if (!chart.symbol) return;
   store.set(isReplaySymbol(chart.symbol) ? 'interval.replay' : 'interval.live', ms);
+  // Another resolution (1 s ↔ 1 min bars) means another bars channel.
+  if (resolutionFor(ms) !== chart.resolution) conn.setSymbolOptions(chart.symbol, { throttleMs: 0, channels: chartedChannels(ms) });
   chart.show(chart.symbol, { intervalMs: ms });
 });
 
@@ -365,4 +391,4 @@ async function start() {
 start();
 
 // For the curious (and the end-to-end tests): the live objects.
-window.tickerfeed = { conn, watchlist, chart, replay, feeds };
+window.tickerfeed = { conn, watchlist, chart, tape, faults, replay, feeds };

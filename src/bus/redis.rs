@@ -416,7 +416,11 @@ impl Publisher for RedisPublisher {
     }
 
     fn publish(&self, topic: &Topic, draft: &QuoteDraft) -> u64 {
-        let seq = self.bus.publish(topic, draft);
+        self.publish_skipping(topic, draft, 0)
+    }
+
+    fn publish_skipping(&self, topic: &Topic, draft: &QuoteDraft, skip: u64) -> u64 {
+        let seq = self.bus.publish_skipping(topic, draft, skip);
         if self.outbox.put(topic.id) {
             self.bus.link.conflate();
         }

@@ -3,6 +3,7 @@
 //!
 //! - [`protocol`]: protocol v1's messages, one enum each way (every transport carries these).
 //! - [`throttle`]: which subscribed symbols are due, per session (throttling and conflation).
+//! - [`channels`]: what symbols carry besides quotes (trades, bars) and the resume of trades.
 //! - [`limits`]: the sessions' settings.
 //! - [`output`]: what a session sends, produced when its socket can take it, in its
 //!   transport's encoding (the [`output::Encoder`] a transport supplies).
@@ -19,6 +20,7 @@
 //! per-address map only while it has a connection open.
 
 pub(crate) mod alarm;
+pub(crate) mod channels;
 pub(crate) mod handover;
 pub(crate) mod limits;
 pub(crate) mod output;
@@ -29,7 +31,7 @@ pub(crate) mod throttle;
 
 use std::collections::HashMap;
 use std::net::IpAddr;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use actix_web::HttpRequest;
@@ -39,6 +41,7 @@ use self::limits::Limits;
 use crate::access::{Access, Grant};
 use crate::api_error::{ApiError, ApiErrorCode};
 use crate::bus::Bus;
+use crate::fault::Faults;
 use crate::feed::Feeds;
 use crate::metrics::{DisconnectReason, Metrics};
 
@@ -55,6 +58,9 @@ pub(crate) struct SessionContext {
     pub instance: String,
     /// Turns true when the server shuts down: every session closes with 1001.
     pub shutdown: tokio::sync::watch::Receiver<bool>,
+    /// Fault injection, with `--faults` only: `reject_connect` is checked by [`SessionContext::admit`],
+    /// the others reach a session through `Faults::watch`.
+    pub faults: Option<Arc<Faults>>,
 }
 
 /// When a transport's client shows its token.
@@ -77,7 +83,8 @@ pub(crate) struct Admission {
 impl SessionContext {
     /// Lets a new connection of any transport in, or refuses it, in this order: a page whose
     /// `Origin` is not allowed (403), a missing or invalid token (401, unless the transport
-    /// checks it later), an address at its connection limit (429), the server at its limit
+    /// checks it later), an injected `reject_connect` fault (503 `fault_injected`, with
+    /// `Retry-After`), an address at its connection limit (429), the server at its limit
     /// (503, with `Retry-After`) or shutting down (503).
     pub(crate) fn admit(&self, req: &HttpRequest, token_at: TokenAt) -> Result<Admission, ApiError> {
         self.access.check_origin(req).inspect_err(|_| self.metrics.disconnected(DisconnectReason::Refused))?;
@@ -86,6 +93,11 @@ impl SessionContext {
             (TokenAt::Handshake, Some(_)) => self.access.authenticate(req).inspect_err(|_| self.metrics.disconnected(DisconnectReason::Refused))?,
             (TokenAt::Connect, Some(_)) => Grant::nothing(),
         };
+        if let Some(fault) = self.faults.as_ref().and_then(|faults| faults.reject_connect()) {
+            self.metrics.disconnected(DisconnectReason::Fault);
+            return Err(ApiError::new(ApiErrorCode::FaultInjected, format!("refused by injected fault {fault} (reject_connect; GET /api/faults lists it)"))
+                .with_header(header::RETRY_AFTER, header::HeaderValue::from_static("1")));
+        }
         let ip = req.peer_addr().map(|a| a.ip().to_canonical());
         let slot = self.connections.open(ip).map_err(|refusal| {
             self.metrics.disconnected(DisconnectReason::Limit);
@@ -127,11 +139,13 @@ pub struct Connections {
     per_ip: Mutex<HashMap<IpAddr, usize>>,
     /// Told when the last connection ends.
     drained: tokio::sync::Notify,
+    /// The id of the last connection opened (ids start at 1 and are never reused in a run).
+    last_id: AtomicU64,
 }
 
 impl Connections {
     pub(crate) fn new(max: usize, max_per_ip: usize) -> Connections {
-        Connections { open: AtomicUsize::new(0), max, max_per_ip, per_ip: Mutex::new(HashMap::new()), drained: tokio::sync::Notify::new() }
+        Connections { open: AtomicUsize::new(0), max, max_per_ip, per_ip: Mutex::new(HashMap::new()), drained: tokio::sync::Notify::new(), last_id: AtomicU64::new(0) }
     }
 
     /// Connections open now.
@@ -156,7 +170,7 @@ impl Connections {
         }
         let previous = self.open.fetch_add(1, Ordering::AcqRel);
         // Built before the check, so that a refusal gives both places back through its drop.
-        let slot = ConnectionSlot { connections: self.clone(), ip };
+        let slot = ConnectionSlot { connections: self.clone(), ip, id: self.last_id.fetch_add(1, Ordering::Relaxed) + 1 };
         if previous < self.max { Ok(slot) } else { Err(Refusal::Total { max: self.max }) }
     }
 
@@ -178,6 +192,15 @@ impl Connections {
 pub(crate) struct ConnectionSlot {
     connections: Arc<Connections>,
     ip: Option<IpAddr>,
+    /// The session's id, told to its client in `welcome.session` (a fault can target it).
+    id: u64,
+}
+
+impl ConnectionSlot {
+    /// The session's id: unique in this run of the server.
+    pub(crate) fn id(&self) -> u64 {
+        self.id
+    }
 }
 
 impl Drop for ConnectionSlot {

@@ -48,6 +48,7 @@ use tokio::time::Instant;
 
 use super::SessionContext;
 use super::alarm::{Alarm, Hint};
+use super::channels::Channels;
 use super::protocol::ServerMessage;
 use super::throttle::SubscriptionSet;
 use crate::bus::{SessionSignal, TopicId};
@@ -109,6 +110,9 @@ pub(crate) struct QuotesMark {
 pub(crate) struct Output<E: Encoder> {
     encoder: E,
     pub subs: SubscriptionSet,
+    /// The channels beyond quotes of the subscribed symbols; `None` (no cost on the quotes
+    /// path) until a subscription asks for one.
+    pub channels: Option<Box<Channels>>,
     /// Messages rendered by the transport, waiting to be sent.
     outbox: VecDeque<Bytes>,
     outbox_bytes: usize,
@@ -144,6 +148,7 @@ impl<E: Encoder> Output<E> {
         Output {
             encoder,
             subs: SubscriptionSet::new(signal),
+            channels: None,
             outbox: VecDeque::new(),
             outbox_bytes: 0,
             feeds_changed: Vec::new(),
@@ -248,6 +253,7 @@ impl<E: Encoder> Output<E> {
         self.feeds_changed = Vec::new();
         self.ping_due = false;
         self.subs.clear();
+        self.channels = None;
     }
 
     /// Whether the body has handed out the close frame (its last words, if any, went before).
@@ -361,6 +367,18 @@ impl<E: Encoder> Output<E> {
                 break;
             }
         }
+        if let Some(channels) = self.channels.as_deref_mut().filter(|c| c.has_pending()) {
+            let room = CHUNK_BYTES.saturating_sub(buf.len()).max(MIN_BATCH_BYTES);
+            let (encoder, metrics) = (&self.encoder, &self.context.metrics);
+            let written = channels.produce(crate::quote::now_micros(), room, self.max_frame_bytes, |message| {
+                let start = buf.len();
+                encoder.reply(buf, message);
+                let size = buf.len() - start;
+                metrics.other_frame(size as u64);
+                size
+            });
+            metrics.channels_written(written.trades, written.trades_lost, written.bars);
+        }
     }
 
     /// Appends one frame of due quotes (or snapshot quotes) of at most `max_frame_bytes`
@@ -375,7 +393,14 @@ impl<E: Encoder> Output<E> {
         let (start, payload_start) = (mark.start, mark.payload_start);
         let suffix = E::QUOTES_SUFFIX.len();
         let mut count = 0usize;
+        let channels = &mut self.channels;
         let mut take = |quote: &Arc<crate::quote::PublishedQuote>| {
+            if let Some(channels) = channels.as_deref_mut() {
+                // A symbol with other channels: they are written after the quotes.
+                if !channels.on_due(&quote.quote.symbol) {
+                    return true;
+                }
+            }
             let json = quote.json().as_bytes();
             let separator = usize::from(count > 0);
             if count > 0 && buf.len() - payload_start + separator + json.len() + suffix > max {

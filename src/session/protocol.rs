@@ -8,8 +8,10 @@
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+use super::channels::ChannelSet;
 use crate::api_error::excerpt;
 use crate::feed::FeedStatus;
+use crate::history::{Resolution, Trade};
 
 /// Protocol version announced in `welcome`.
 pub(crate) const PROTOCOL_VERSION: u32 = 1;
@@ -25,14 +27,21 @@ pub(crate) enum RequestId {
 }
 
 /// A subscribe request's options, in every transport's form of it; `None` = the default.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub(crate) struct SubscribeOptions {
     pub throttle_ms: Option<u64>,
     /// Send the latest quote of each newly subscribed symbol at once (default true).
     pub snapshot: Option<bool>,
     /// Deliver on a grid of `throttle_ms` (default false; see `session::throttle::Cadence`).
     pub align: Option<bool>,
+    /// What the request's symbols carry (default quotes only; see `session::channels`).
+    pub channels: Option<ChannelSet>,
+    /// Per symbol, the last trade seq the client saw: its `trades` resume after it.
+    pub since: Vec<(String, u64)>,
 }
+
+/// The fields a subscribe request takes besides `symbols` (and `op`, `id`), in every transport.
+pub(crate) const SUBSCRIBE_OPTION_FIELDS: [&str; 5] = ["throttle_ms", "snapshot", "align", "channels", "since"];
 
 /// Client → server.
 #[derive(Debug, Clone, PartialEq)]
@@ -62,8 +71,12 @@ impl ClientOp {
 
 /// Every op a client may send, with the fields it takes: the one list, read by the parser, by
 /// `unknown_op` messages and for the `op` label of `tickerfeed_client_messages_total`.
-pub(crate) const OPS: [(&str, &[&str]); 4] =
-    [("subscribe", &["op", "id", "symbols", "throttle_ms", "snapshot", "align"]), ("unsubscribe", &["op", "id", "symbols"]), ("list", &["op", "id"]), ("ping", &["op", "id"])];
+pub(crate) const OPS: [(&str, &[&str]); 4] = [
+    ("subscribe", &["op", "id", "symbols", "throttle_ms", "snapshot", "align", "channels", "since"]),
+    ("unsubscribe", &["op", "id", "symbols"]),
+    ("list", &["op", "id"]),
+    ("ping", &["op", "id"]),
+];
 const SUBSCRIBE: usize = 0;
 const UNSUBSCRIBE: usize = 1;
 const LIST: usize = 2;
@@ -133,6 +146,11 @@ pub(crate) enum ServerMessage<'a> {
         protocol: u32,
         server: &'a str,
         instance: &'a str,
+        /// This session's id (a fault can target it: docs/FAULTS.md).
+        session: String,
+        /// Present, true, when the server injects faults (`--faults`).
+        #[serde(skip_serializing_if = "std::ops::Not::not")]
+        faults: bool,
         throttle_ms: u64,
         min_throttle_ms: u64,
         max_symbols: usize,
@@ -145,6 +163,8 @@ pub(crate) enum ServerMessage<'a> {
         align: bool,
         symbols: Vec<String>,
         rejected: Vec<Rejected>,
+        /// Per channel, the symbols of the whole set that carry it (`*` for the wildcard).
+        channels: serde_json::Map<String, Value>,
     },
     Unsubscribed {
         #[serde(skip_serializing_if = "Option::is_none")]
@@ -162,6 +182,25 @@ pub(crate) enum ServerMessage<'a> {
         ts: i64,
     },
     Feed(&'a FeedStatus),
+    /// A batch of trades, in seq order per symbol.
+    Trades {
+        /// Present on a resume's backlog: whether it holds every trade after the client's `since`.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        recovered: Option<bool>,
+        trades: Vec<TradeOut<'a>>,
+    },
+    /// Trades of `symbol` with seqs `from_seq..=to_seq` that this client will not get.
+    Gap {
+        channel: &'static str,
+        symbol: &'a str,
+        from_seq: u64,
+        to_seq: u64,
+    },
+    /// A batch of bars of one resolution: forming ones, and each final one once.
+    Bars {
+        resolution: Resolution,
+        bars: Vec<BarOut<'a>>,
+    },
     Error {
         #[serde(skip_serializing_if = "Option::is_none")]
         id: Option<RequestId>,
@@ -184,6 +223,9 @@ impl ServerMessage<'_> {
             ServerMessage::Subscriptions { .. } => "subscriptions",
             ServerMessage::Pong { .. } => "pong",
             ServerMessage::Feed(_) => "feed",
+            ServerMessage::Trades { .. } => "trades",
+            ServerMessage::Gap { .. } => "gap",
+            ServerMessage::Bars { .. } => "bars",
             ServerMessage::Error { .. } => "error",
         }
     }
@@ -212,9 +254,37 @@ impl ServerMessage<'_> {
             | ServerMessage::Subscriptions { id, .. }
             | ServerMessage::Pong { id, .. }
             | ServerMessage::Error { id, .. } => id.as_ref(),
-            ServerMessage::Welcome { .. } | ServerMessage::Feed(_) => None,
+            ServerMessage::Welcome { .. } | ServerMessage::Feed(_) | ServerMessage::Trades { .. } | ServerMessage::Gap { .. } | ServerMessage::Bars { .. } => None,
         }
     }
+}
+
+/// A trade as a `trades` message carries it.
+#[derive(Debug, Clone, Serialize)]
+pub(crate) struct TradeOut<'a> {
+    pub symbol: &'a str,
+    pub seq: u64,
+    pub ts: i64,
+    pub pt: i64,
+    pub price: f64,
+    pub size: u64,
+}
+
+impl<'a> TradeOut<'a> {
+    pub(crate) fn new(symbol: &'a str, trade: &Trade) -> TradeOut<'a> {
+        TradeOut { symbol, seq: trade.seq, ts: trade.ts, pt: trade.pt, price: trade.price, size: trade.size }
+    }
+}
+
+/// A bar as a `bars` message carries it: `/api/history`'s fields, its symbol, and whether it
+/// is closed.
+#[derive(Debug, Clone, Serialize)]
+pub(crate) struct BarOut<'a> {
+    pub symbol: &'a str,
+    #[serde(flatten)]
+    pub bar: crate::history::Bar,
+    #[serde(rename = "final")]
+    pub closed: bool,
 }
 
 /// A client message that could not be turned into a [`ClientOp`].
@@ -239,7 +309,27 @@ pub(crate) fn subscribe_options(fields: &serde_json::Map<String, Value>, what: &
         Some(Value::Bool(b)) => Ok(Some(*b)),
         Some(_) => Err(format!("{what}: field '{name}' must be true or false")),
     };
-    Ok(SubscribeOptions { throttle_ms, snapshot: flag("snapshot")?, align: flag("align")? })
+    let channels = match fields.get("channels") {
+        None | Some(Value::Null) => None,
+        Some(Value::Array(items)) => {
+            let names = items.iter().map(|item| item.as_str().ok_or_else(|| format!("{what}: field 'channels' must be an array of strings")));
+            Some(ChannelSet::parse(names.collect::<Result<Vec<_>, _>>()?).map_err(|e| format!("{what}: field 'channels': {e}"))?)
+        }
+        Some(Value::String(list)) => Some(ChannelSet::parse(list.split(',').map(str::trim)).map_err(|e| format!("{what}: field 'channels': {e}"))?),
+        Some(_) => return Err(format!("{what}: field 'channels' must be an array of strings, e.g. [\"quotes\",\"trades\"]")),
+    };
+    let since = match fields.get("since") {
+        None | Some(Value::Null) => Vec::new(),
+        Some(Value::Object(entries)) => entries
+            .iter()
+            .map(|(symbol, seq)| match seq.as_u64() {
+                Some(seq) => Ok((symbol.clone(), seq)),
+                None => Err(format!("{what}: field 'since': the seq of '{}' must be a non-negative integer", excerpt(symbol, 32))),
+            })
+            .collect::<Result<_, _>>()?,
+        Some(_) => return Err(format!("{what}: field 'since' must be an object of symbol to seq, e.g. {{\"AAPL\":1042}}")),
+    };
+    Ok(SubscribeOptions { throttle_ms, snapshot: flag("snapshot")?, align: flag("align")?, channels, since })
 }
 
 /// Parses one client text frame. On failure, the error carries the request's `id` whenever the
@@ -311,7 +401,7 @@ mod tests {
             ClientOp::Subscribe {
                 id: Some(RequestId::Number(1.into())),
                 symbols: vec!["AAPL".into(), "msft".into()],
-                options: SubscribeOptions { throttle_ms: Some(250), snapshot: Some(true), align: Some(true) }
+                options: SubscribeOptions { throttle_ms: Some(250), snapshot: Some(true), align: Some(true), ..SubscribeOptions::default() }
             }
         );
         let err = parse_client_message(r#"{"op":"subscribe","symbols":["A"],"align":1}"#).unwrap_err();
@@ -359,9 +449,24 @@ mod tests {
             align: false,
             symbols: vec!["AAPL".into()],
             rejected: vec![Rejected { symbol: "ZZZZ".into(), code: ErrorCode::UnknownSymbol }],
+            channels: serde_json::from_str(r#"{"quotes":["AAPL"]}"#).unwrap(),
         };
-        assert_eq!(msg.to_json(), r#"{"type":"subscribed","id":1,"throttle_ms":250,"align":false,"symbols":["AAPL"],"rejected":[{"symbol":"ZZZZ","code":"unknown_symbol"}]}"#);
-        assert_eq!(msg.fields_json(), r#"{"throttle_ms":250,"align":false,"symbols":["AAPL"],"rejected":[{"symbol":"ZZZZ","code":"unknown_symbol"}]}"#);
+        assert_eq!(
+            msg.to_json(),
+            r#"{"type":"subscribed","id":1,"throttle_ms":250,"align":false,"symbols":["AAPL"],"rejected":[{"symbol":"ZZZZ","code":"unknown_symbol"}],"channels":{"quotes":["AAPL"]}}"#
+        );
+        assert_eq!(msg.fields_json(), r#"{"throttle_ms":250,"align":false,"symbols":["AAPL"],"rejected":[{"symbol":"ZZZZ","code":"unknown_symbol"}],"channels":{"quotes":["AAPL"]}}"#);
+        let trade = Trade { seq: 7, ts: 1000, pt: 1_000_123, price: 9.5, size: 100 };
+        let msg = ServerMessage::Trades { recovered: Some(true), trades: vec![TradeOut::new("AAPL", &trade)] };
+        assert_eq!(msg.to_json(), r#"{"type":"trades","recovered":true,"trades":[{"symbol":"AAPL","seq":7,"ts":1000,"pt":1000123,"price":9.5,"size":100}]}"#);
+        let msg = ServerMessage::Gap { channel: "trades", symbol: "AAPL", from_seq: 3, to_seq: 6 };
+        assert_eq!(msg.to_json(), r#"{"type":"gap","channel":"trades","symbol":"AAPL","from_seq":3,"to_seq":6}"#);
+        let bar = crate::history::Bar { t: 2000, open: 1.0, high: 2.0, low: 0.5, close: 1.5, volume: 30, seq: 9 };
+        let msg = ServerMessage::Bars { resolution: Resolution::Second, bars: vec![BarOut { symbol: "AAPL", bar, closed: true }] };
+        assert_eq!(
+            msg.to_json(),
+            r#"{"type":"bars","resolution":"1s","bars":[{"symbol":"AAPL","t":2000,"open":1.0,"high":2.0,"low":0.5,"close":1.5,"volume":30,"seq":9,"final":true}]}"#
+        );
         let msg = ServerMessage::Pong { id: None, ts: 5 };
         assert_eq!(msg.to_json(), r#"{"type":"pong","ts":5}"#);
         assert_eq!(msg.fields_json(), r#"{"ts":5}"#);
@@ -520,7 +625,7 @@ pub(crate) mod properties {
             let symbols = prop::collection::vec(any::<String>(), 0..6);
             prop_oneof![
                 (id.clone(), symbols.clone(), prop::option::of(any::<u64>()), prop::option::of(any::<bool>()), prop::option::of(any::<bool>()))
-                    .prop_map(|(id, symbols, throttle_ms, snapshot, align)| ClientOp::Subscribe { id, symbols, options: SubscribeOptions { throttle_ms, snapshot, align } }),
+                    .prop_map(|(id, symbols, throttle_ms, snapshot, align)| ClientOp::Subscribe { id, symbols, options: SubscribeOptions { throttle_ms, snapshot, align, ..SubscribeOptions::default() } }),
                 (id.clone(), symbols).prop_map(|(id, symbols)| ClientOp::Unsubscribe { id, symbols }),
                 id.clone().prop_map(|id| ClientOp::List { id }),
                 id.prop_map(|id| ClientOp::Ping { id }),

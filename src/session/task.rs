@@ -33,6 +33,7 @@ use actix_web::web::{self, Bytes};
 use tokio::sync::broadcast;
 use tokio::time::{Instant, sleep_until};
 
+use super::channels::{ChannelSet, Channels};
 use super::limits::{Limits, MAX_THROTTLE_MS};
 use super::output::{Encoder, INPUT_PAUSE_BYTES, Output, SharedOutput};
 use super::protocol::{ClientOp, ErrorCode, PROTOCOL_VERSION, ParseFailure, Rejected, RequestId, ServerMessage, SubscribeOptions};
@@ -70,12 +71,16 @@ pub(crate) struct InitialSubscription {
     pub symbols: Vec<String>,
     pub throttle_ms: Option<u64>,
     pub align: Option<bool>,
+    /// `channels=quotes,trades,bars:1s`.
+    pub channels: Option<ChannelSet>,
+    /// `since=AAPL:1042,MSFT:7`: per symbol, the last trade seq seen.
+    pub since: Vec<(String, u64)>,
     /// What the server could not use, each told to the client as a `bad_request` error.
     pub problems: Vec<String>,
 }
 
 /// The query parameters a connection's URL takes (`/ws`, `/sse`).
-const QUERY_PARAMETERS: &[&str] = &["symbols", "throttle_ms", "align", crate::access::TOKEN_PARAMETER];
+const QUERY_PARAMETERS: &[&str] = &["symbols", "throttle_ms", "align", "channels", "since", crate::access::TOKEN_PARAMETER];
 
 impl InitialSubscription {
     /// Reads a connection request's query string (`?symbols=AAPL,MSFT&throttle_ms=500`) for
@@ -115,6 +120,18 @@ impl InitialSubscription {
                     "0" | "false" => initial.align = Some(false),
                     other => initial.problems.push(format!("query parameter 'align': '{}' is not 1, 0, true or false; not aligned", excerpt(other, 32))),
                 },
+                "channels" => match ChannelSet::parse(value.split(',').map(str::trim).filter(|s| !s.is_empty())) {
+                    Ok(set) => initial.channels = Some(set),
+                    Err(e) => initial.problems.push(format!("query parameter 'channels': {e}; quotes only")),
+                },
+                "since" => {
+                    for pair in value.split(',').map(str::trim).filter(|s| !s.is_empty()) {
+                        match pair.rsplit_once(':').map(|(symbol, seq)| (symbol, seq.trim().parse::<u64>())) {
+                            Some((symbol, Ok(seq))) => initial.since.push((symbol.trim().to_string(), seq)),
+                            _ => initial.problems.push(format!("query parameter 'since': '{}' is not SYMBOL:SEQ; not resumed", excerpt(pair, 40))),
+                        }
+                    }
+                }
                 other => initial.problems.push(format!("unknown query parameter '{}'; {endpoint} takes: {}", excerpt(other, 32), QUERY_PARAMETERS.join(", "))),
             }
         }
@@ -490,6 +507,8 @@ impl<E: Encoder> Session<E> {
             protocol: PROTOCOL_VERSION,
             server: &version,
             instance: &self.context.instance,
+            session: self._slot.id().to_string(),
+            faults: false,
             throttle_ms: self.limits.throttle_ms,
             min_throttle_ms: self.limits.min_throttle_ms,
             max_symbols: self.limits.max_symbols,
@@ -497,7 +516,7 @@ impl<E: Encoder> Session<E> {
         };
         self.reply(&welcome);
         if initial.requested {
-            let options = SubscribeOptions { throttle_ms: initial.throttle_ms, snapshot: None, align: initial.align };
+            let options = SubscribeOptions { throttle_ms: initial.throttle_ms, snapshot: None, align: initial.align, channels: initial.channels, since: initial.since };
             self.subscribe(None, &initial.symbols, options);
         }
         // After `subscribed`, so that the first two messages are always the documented pair.
@@ -624,6 +643,9 @@ impl<E: Encoder> Session<E> {
                     if wildcard {
                         o.subs.unsubscribe(&[], true);
                     }
+                    if o.channels.as_mut().is_some_and(|channels| !channels.unsubscribe(&ids, wildcard)) {
+                        o.channels = None;
+                    }
                     o.subs.symbol_list()
                 });
                 self.reply(&ServerMessage::Unsubscribed { id, symbols });
@@ -666,6 +688,10 @@ impl<E: Encoder> Session<E> {
                 Err(FindError::Unknown(symbol)) => reject(&mut rejected, Rejected { symbol, code: ErrorCode::UnknownSymbol }),
             }
         }
+        let channel_set = options.channels.unwrap_or(ChannelSet::QUOTES);
+        // `since` names symbols as the client wrote them: keyed by the topic's own name.
+        let since: std::collections::HashMap<Arc<str>, u64> =
+            options.since.iter().filter_map(|(symbol, seq)| self.context.bus.find(symbol).ok().map(|topic| (topic.symbol.clone(), *seq))).collect();
         let max_symbols = self.limits.max_symbols;
         let all = wildcard.then(|| self.context.bus.topics());
         let entitled_all = all.as_ref().map(|all| self.entitled(all));
@@ -682,10 +708,24 @@ impl<E: Encoder> Session<E> {
             if let Some(all) = &entitled_all {
                 subs.subscribe(all, cadence, snapshot, true, now);
             }
-            Ok(subs.symbol_list())
+            if channel_set.beyond_quotes() || o.channels.is_some() {
+                let channels = o.channels.get_or_insert_with(Box::default);
+                let now_us = crate::quote::now_micros();
+                channels.subscribe(&topics, channel_set, false, &since, now_us);
+                let needed = match &entitled_all {
+                    Some(all) => channels.subscribe(all, channel_set, true, &since, now_us),
+                    None => channels.subscribe(&[], channel_set, false, &since, now_us),
+                };
+                if !needed {
+                    o.channels = None;
+                }
+            }
+            let symbols = o.subs.symbol_list();
+            let channels = Channels::describe(o.channels.as_deref(), &symbols);
+            Ok((symbols, channels))
         });
-        let symbols = match subscribed {
-            Ok(symbols) => symbols,
+        let (symbols, channels) = match subscribed {
+            Ok(listed) => listed,
             Err(message) => return self.error(id, ErrorCode::TooManySymbols, message),
         };
         if let Some(all) = all {
@@ -694,7 +734,7 @@ impl<E: Encoder> Session<E> {
         for entry in &rejected {
             self.context.metrics.client_error(entry.code.as_str());
         }
-        self.reply(&ServerMessage::Subscribed { id, throttle_ms: throttle as u64, align: cadence.align, symbols, rejected });
+        self.reply(&ServerMessage::Subscribed { id, throttle_ms: throttle as u64, align: cadence.align, symbols, rejected, channels });
     }
 
     /// A wildcard session picks up topics registered after it subscribed.
@@ -705,6 +745,11 @@ impl<E: Encoder> Session<E> {
             let extended = self.output.with(|o| {
                 let Some(cadence) = o.subs.wildcard_cadence() else { return false };
                 o.subs.subscribe(&new, cadence, false, true, Instant::now());
+                if let Some(channels) = o.channels.as_deref_mut() {
+                    if let Some(set) = channels.wildcard() {
+                        channels.subscribe(&new, set, true, &std::collections::HashMap::new(), crate::quote::now_micros());
+                    }
+                }
                 true
             });
             if extended {

@@ -12,7 +12,7 @@ use serde_json::{Map, Value};
 use crate::api_error::{excerpt, json_kind};
 #[cfg(test)]
 use crate::session::protocol::SubscribeOptions;
-use crate::session::protocol::{ClientOp, ErrorCode, OPS, ParseFailure, RequestId, subscribe_options};
+use crate::session::protocol::{ClientOp, ErrorCode, OPS, ParseFailure, RequestId, SUBSCRIBE_OPTION_FIELDS, subscribe_options};
 
 /// The request an event stands for.
 pub(crate) fn client_op(name: &str, args: Vec<Value>, ack: Option<u64>) -> Result<ClientOp, ParseFailure> {
@@ -37,7 +37,7 @@ pub(crate) fn client_op(name: &str, args: Vec<Value>, ack: Option<u64>) -> Resul
                 }
                 None => return Err(fail(ErrorCode::BadRequest, format!("event '{name}' needs an argument: {{\"symbols\":[\"AAPL\"]}}, [\"AAPL\"] or \"AAPL,MSFT\""))),
             };
-            let allowed: &[&str] = if subscribe { &["symbols", "throttle_ms", "snapshot", "align"] } else { &["symbols"] };
+            let allowed: Vec<&str> = if subscribe { std::iter::once("symbols").chain(SUBSCRIBE_OPTION_FIELDS).collect() } else { vec!["symbols"] };
             if let Some(unknown) = request.keys().find(|k| !allowed.contains(&k.as_str())) {
                 return Err(fail(ErrorCode::BadRequest, format!("event '{name}': unknown field '{}'; allowed: {}", excerpt(unknown, 32), allowed.join(", "))));
             }
@@ -89,7 +89,7 @@ mod tests {
         let expected = |throttle_ms, snapshot, align| ClientOp::Subscribe {
             id: Some(RequestId::Number(4.into())),
             symbols: vec!["AAPL".into(), "msft".into()],
-            options: SubscribeOptions { throttle_ms, snapshot, align },
+            options: SubscribeOptions { throttle_ms, snapshot, align, ..SubscribeOptions::default() },
         };
         assert_eq!(
             op("subscribe", json!([{"symbols": ["AAPL", "msft"], "throttle_ms": 100, "snapshot": false, "align": true}]), Some(4)),

@@ -122,7 +122,7 @@ class Client {
   close() { this.socket.disconnect(); }
 }
 
-const WELCOME_FIELDS = ['protocol', 'server', 'instance', 'throttle_ms', 'min_throttle_ms', 'max_symbols', 'max_frame_bytes'];
+const WELCOME_FIELDS = ['protocol', 'server', 'instance', 'session', 'throttle_ms', 'min_throttle_ms', 'max_symbols', 'max_frame_bytes'];
 
 function assertWelcome(welcome) {
   assert.deepEqual(Object.keys(welcome), WELCOME_FIELDS, 'welcome carries the v1 fields, without type');
@@ -196,7 +196,7 @@ for (const mode of MODES) {
       // subscribe with an ack: the whole set, the rejected symbol named; then the snapshot.
       let from = client.mark();
       const subscribed = await client.call('subscribe', { symbols: ['AAPL', 'msft', 'NOPE'], throttle_ms: 100 });
-      assert.deepEqual(subscribed, { throttle_ms: 100, align: false, symbols: ['AAPL', 'MSFT'], rejected: [{ symbol: 'NOPE', code: 'unknown_symbol' }] });
+      assert.deepEqual(subscribed, { throttle_ms: 100, align: false, symbols: ['AAPL', 'MSFT'], rejected: [{ symbol: 'NOPE', code: 'unknown_symbol' }], channels: { quotes: ['AAPL', 'MSFT'] } });
       const batches = await client.quotes({ from, enough: (list) => {
         const live = list.slice(1);
         const count = {};
@@ -263,7 +263,7 @@ for (const mode of MODES) {
       from = client.mark();
       client.socket.emit('subscribe', 'MSFT, NOPE');
       const subscribedEvent = await client.next('subscribed', { from });
-      assert.deepEqual(subscribedEvent.data, { throttle_ms: 250, align: false, symbols: ['AAPL', 'MSFT'], rejected: [{ symbol: 'NOPE', code: 'unknown_symbol' }] });
+      assert.deepEqual(subscribedEvent.data, { throttle_ms: 250, align: false, symbols: ['AAPL', 'MSFT'], rejected: [{ symbol: 'NOPE', code: 'unknown_symbol' }], channels: { quotes: ['AAPL', 'MSFT'] } });
       const snapshot = await client.next('quotes', { from: subscribedEvent.index, match: (d) => d.snapshot === true });
       assert.deepEqual(symbolsOf(snapshot), ['MSFT'], 'the snapshot of the newly subscribed symbol only');
       from = client.mark();
@@ -298,7 +298,7 @@ for (const mode of MODES) {
       const names = client.events.map((e) => e.name);
       assert.deepEqual(names.slice(0, 4), ['connect', 'welcome', 'subscribed', 'quotes'], client.summary());
       assertWelcome(client.events[1].data);
-      assert.deepEqual(client.events[2].data, { throttle_ms: 500, align: false, symbols: ['AAPL', 'MSFT'], rejected: [{ symbol: 'NOPE', code: 'unknown_symbol' }] });
+      assert.deepEqual(client.events[2].data, { throttle_ms: 500, align: false, symbols: ['AAPL', 'MSFT'], rejected: [{ symbol: 'NOPE', code: 'unknown_symbol' }], channels: { quotes: ['AAPL', 'MSFT'] } });
       assert.equal(snapshot.data.snapshot, true);
       assert.deepEqual(symbolsOf(snapshot), ['AAPL', 'MSFT']);
       const batches = await client.quotes({ from: snapshot.index, enough: (list) => list.length >= 3 });
@@ -521,7 +521,7 @@ test('restart: clients see a transport close, reconnect by themselves and get fr
       assert.equal(c.events.filter((e) => e.name === 'disconnect').length, 1, 'one disconnect');
     }
     const resubscribed = polling.events.filter((e) => e.name === 'subscribed').map((e) => e.data);
-    assert.deepEqual(resubscribed, Array(2).fill({ throttle_ms: 300, align: false, symbols: ['MSFT'], rejected: [] }), 'the URL query subscribes again at the reconnection');
+    assert.deepEqual(resubscribed, Array(2).fill({ throttle_ms: 300, align: false, symbols: ['MSFT'], rejected: [], channels: { quotes: ['MSFT'] } }), 'the URL query subscribes again at the reconnection');
     assert.deepEqual(acks.map((a) => a.symbols), [['AAPL', 'MSFT'], ['AAPL', 'MSFT']], `acks: ${JSON.stringify(acks)}`);
     assert.equal(polling.transport, 'polling');
   } finally {

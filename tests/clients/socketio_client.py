@@ -23,7 +23,7 @@ import requests
 import socketio
 
 WAIT = 10.0
-WELCOME_FIELDS = ["protocol", "server", "instance", "throttle_ms", "min_throttle_ms", "max_symbols", "max_frame_bytes"]
+WELCOME_FIELDS = ["protocol", "server", "instance", "session", "throttle_ms", "min_throttle_ms", "max_symbols", "max_frame_bytes"]
 EXPECTED_EVENTS = {"welcome", "quotes", "error", "subscribed", "unsubscribed", "subscriptions", "pong"}
 
 
@@ -130,7 +130,7 @@ def run_sync(url, name, transports, expect):
         wait_metric(url, gauge(expect), before.get(gauge(expect), 0) + 1, f"{name}: counted open under socketio_{expect}")
 
         ack = sio.call("subscribe", {"symbols": ["AAPL", "msft", "NOPE"], "throttle_ms": 100}, timeout=5)
-        check(ack == {"throttle_ms": 100, "align": False, "symbols": ["AAPL", "MSFT"], "rejected": [{"symbol": "NOPE", "code": "unknown_symbol"}]}, f"subscribe ack {ack}")
+        check(ack == {"throttle_ms": 100, "align": False, "symbols": ["AAPL", "MSFT"], "rejected": [{"symbol": "NOPE", "code": "unknown_symbol"}], "channels": {"quotes": ["AAPL", "MSFT"]}}, f"subscribe ack {ack}")
         batches = [events.next("quotes") for _ in range(6)]
         check_quotes(batches, ["AAPL", "MSFT"])
 
@@ -148,7 +148,7 @@ def run_sync(url, name, transports, expect):
         check(events.next("unsubscribed") == {"symbols": ["AAPL"]}, "unsubscribed event")
         sio.emit("subscribe", ["MSFT"])
         subscribed = events.next("subscribed")
-        check(subscribed == {"throttle_ms": 250, "align": False, "symbols": ["AAPL", "MSFT"], "rejected": []}, f"subscribed event {subscribed}")
+        check(subscribed == {"throttle_ms": 250, "align": False, "symbols": ["AAPL", "MSFT"], "rejected": [], "channels": {"quotes": ["AAPL", "MSFT"]}}, f"subscribed event {subscribed}")
         snapshot = events.next("quotes", lambda d: d.get("snapshot") is True)
         check([q["symbol"] for q in snapshot["quotes"]] == ["MSFT"], f"snapshot after re-subscribing: {snapshot}")
         check(sio.transport() == expect, f"still on {expect}")
@@ -178,7 +178,7 @@ def run_query(url):
     try:
         snapshot = events.next("quotes")
         check([e[0] for e in events.seen] == ["welcome", "subscribed", "quotes"], f"order {[e[0] for e in events.seen]}")
-        check(events.seen[1][1] == {"throttle_ms": 500, "align": True, "symbols": ["AAPL", "MSFT"], "rejected": []}, f"subscribed {events.seen[1][1]}")
+        check(events.seen[1][1] == {"throttle_ms": 500, "align": True, "symbols": ["AAPL", "MSFT"], "rejected": [], "channels": {"quotes": ["AAPL", "MSFT"]}}, f"subscribed {events.seen[1][1]}")
         check(snapshot.get("snapshot") is True, "snapshot")
     finally:
         sio.disconnect()
@@ -204,7 +204,7 @@ async def run_async(url, transport):
         check_welcome(await next_event("welcome"))
         check(sio.transport() == transport, f"async transport {sio.transport()}")
         ack = await sio.call("subscribe", {"symbols": "AAPL,MSFT", "throttle_ms": 100}, timeout=5)
-        check(ack == {"throttle_ms": 100, "align": False, "symbols": ["AAPL", "MSFT"], "rejected": []}, f"async subscribe ack {ack}")
+        check(ack == {"throttle_ms": 100, "align": False, "symbols": ["AAPL", "MSFT"], "rejected": [], "channels": {"quotes": ["AAPL", "MSFT"]}}, f"async subscribe ack {ack}")
         batches = [await next_event("quotes") for _ in range(4)]
         check_quotes(batches, ["AAPL", "MSFT"])
         check(await sio.call("list", timeout=5) == {"symbols": ["AAPL", "MSFT"]}, "async list ack")

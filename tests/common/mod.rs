@@ -71,6 +71,18 @@ impl Client {
         Client { ws }
     }
 
+    /// Connects with a client socket whose receive buffer is `receive_buffer` bytes, so that a
+    /// client that stops reading stops the server's writes soon.
+    pub async fn connect_small_buffer(server: &RunningServer, path: &str, receive_buffer: u32) -> Client {
+        let socket = tokio::net::TcpSocket::new_v4().expect("socket");
+        socket.set_recv_buffer_size(receive_buffer).expect("SO_RCVBUF");
+        let stream = tokio::time::timeout(EVENT_TIMEOUT, socket.connect(server.addr)).await.expect("connect in time").expect("connect");
+        let url = format!("ws://{}{path}", server.addr);
+        let (ws, _) =
+            tokio::time::timeout(EVENT_TIMEOUT, tokio_tungstenite::client_async(url, MaybeTlsStream::Plain(stream))).await.expect("upgrade in time").expect("upgrade succeeds");
+        Client { ws }
+    }
+
     /// Connects and consumes the welcome message, returning it.
     pub async fn connect_welcomed(server: &RunningServer) -> (Client, Value) {
         let mut client = Client::connect(server).await;
@@ -208,6 +220,15 @@ pub async fn http_full(server: &RunningServer, method: &str, path: &str, body: O
     let request =
         format!("{method} {path} HTTP/1.1\r\nHost: {}\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}", server.addr, body.len());
     http_raw(server, request.as_bytes()).await
+}
+
+/// The value of one series (name and labels, as written) in a scrape of /metrics.
+pub fn metric(text: &str, series: &str) -> f64 {
+    text.lines()
+        .find(|l| l.starts_with(series) && l[series.len()..].starts_with(' '))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("series {series} not in the scrape"))
 }
 
 /// Symbols of a quotes frame.

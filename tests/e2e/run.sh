@@ -28,7 +28,7 @@ node -e 'process.exit(Number(process.versions.node.split(".")[0]) >= 20 ? 0 : 1)
 npm ci --no-audit --no-fund --loglevel=error
 
 files=("$@")
-[ ${#files[@]} -gt 0 ] || files=(dashboard.test.mjs reconnect.test.mjs replay.test.mjs sse.test.mjs socketio.test.mjs auth.test.mjs tls.test.mjs load.test.mjs)
-# One file at a time (they share the machine's CPUs with the servers); 4 minutes at most.
-timeout --kill-after=10 240 node --test --test-concurrency=1 --test-timeout=90000 --test-reporter=spec "${files[@]}" 2>&1 \
+[ ${#files[@]} -gt 0 ] || files=(dashboard.test.mjs channels.test.mjs reconnect.test.mjs replay.test.mjs sse.test.mjs socketio.test.mjs auth.test.mjs tls.test.mjs load.test.mjs)
+# One file at a time (they share the machine's CPUs with the servers); 5 minutes at most.
+timeout --kill-after=10 300 node --test --test-concurrency=1 --test-timeout=90000 --test-reporter=spec "${files[@]}" 2>&1 \
   | tee "$artifacts/e2e.log"

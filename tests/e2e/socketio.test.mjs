@@ -55,7 +55,7 @@ function subscribeInPage({ url, options }) {
 
 function checkQuotes(seen) {
   assert.equal(seen.welcome.protocol, 1);
-  assert.deepEqual(seen.ack, { throttle_ms: 300, align: false, symbols: ['AAPL', 'MSFT'], rejected: [{ symbol: 'NOPE', code: 'unknown_symbol' }] });
+  assert.deepEqual(seen.ack, { throttle_ms: 300, align: false, symbols: ['AAPL', 'MSFT'], rejected: [{ symbol: 'NOPE', code: 'unknown_symbol' }], channels: { quotes: ['AAPL', 'MSFT'] } });
   assert.deepEqual(seen.batches[0].data.quotes.map((q) => q.symbol).sort(), ['AAPL', 'MSFT']);
   checkThrottledBatches(seen.batches, { symbols: ['AAPL', 'MSFT'], throttleMs: 300 });
 }

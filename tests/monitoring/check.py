@@ -336,6 +336,7 @@ EXPECTED = {
     "tickerfeed_connections_opened_total": "counter",
     "tickerfeed_client_map_entries": "gauge",
     "tickerfeed_disconnects_total": "counter",
+    "tickerfeed_faults_injected_total": "counter",
     "tickerfeed_subscriptions": "gauge",
     "tickerfeed_subscribed_symbols": "gauge",
     "tickerfeed_bus_connected": "gauge",
@@ -362,7 +363,8 @@ EXPECTED = {
     **PROCESS_FAMILIES,
 }
 LABEL_SETS = {
-    ("tickerfeed_disconnects_total", "reason"): {"client_close", "slow_consumer", "idle_timeout", "protocol_error", "limit", "shutdown", "refused", "token_expired", "rate_limit_abuse"},
+    ("tickerfeed_disconnects_total", "reason"): {"client_close", "slow_consumer", "idle_timeout", "protocol_error", "limit", "shutdown", "refused", "token_expired", "rate_limit_abuse", "fault"},
+    ("tickerfeed_faults_injected_total", "kind"): {"disconnect", "stall", "delay", "gap", "duplicate", "feed_stall", "reject_connect"},
     ("tickerfeed_client_messages_total", "op"): {"subscribe", "unsubscribe", "list", "ping", "invalid"},
     ("tickerfeed_client_errors_total", "code"): {"bad_request", "unknown_op", "too_many_symbols", "rate_limited", "unknown_symbol", "invalid_symbol", "not_entitled", "token_expired"},
     ("tickerfeed_feed_state", "state"): {"starting", "running", "paused", "finished"},

@@ -2,11 +2,14 @@
 // dashed line at the last price, volume bars at the bottom, and a crosshair with an OHLC
 // readout on hover (or with ←/→ when the canvas has focus).
 //
-// Backfill and live join: on `show(symbol)` the chart asks `/api/history/{symbol}` for 1 s or
-// 1 min bars (whichever divides the chosen bar width), aggregates them to that width, and
-// remembers the history's `seq`. Live quotes that arrive while the request is in flight are
-// buffered; afterwards only quotes with a higher seq are applied — no gap, no duplicate.
-// A live quote updates the last bar or starts a new one (bars are buckets of event time `ts`).
+// Data: the server's bars, never quotes. The chart reads bars of one resolution (`1s`, or
+// `1m` when the chosen width is whole minutes: `resolution`), the app subscribes the symbol to
+// that `bars:*` channel, and each displayed candle aggregates the resolution bars ("parts") of
+// its bucket. `show(symbol)` backfills from `/api/history/{symbol}`; streamed bars that arrive
+// meanwhile are buffered, then applied. Backfill and stream are the same bars, so they join
+// by key: a bar with the same `t` replaces the one held unless its `seq` is lower (an older
+// state of it: the history already had more), a bar with a new `t` is added — no gap, no
+// duplicate, whichever comes first. `data-last-seq` on the canvas is the newest seq drawn.
 
 import { authFetch } from './auth.js';
 import * as fmt from './format.js';
@@ -15,6 +18,11 @@ const AXIS_W = 72;      // price labels on the right
 const AXIS_H = 24;      // time labels below
 const PAD_TOP = 12;
 const MAX_BARS = 1500;
+
+/** The history and channel resolution for a candle width: 1 min bars when it is whole minutes. */
+export function resolutionFor(intervalMs) {
+  return intervalMs >= 60_000 && intervalMs % 60_000 === 0 ? '1m' : '1s';
+}
 
 const TIME_STEPS = [1e3, 2e3, 5e3, 10e3, 15e3, 30e3, 60e3, 120e3, 300e3, 600e3, 900e3, 1800e3, 3600e3,
   7200e3, 4 * 3600e3, 6 * 3600e3, 12 * 3600e3, 86400e3, 2 * 86400e3, 7 * 86400e3, 14 * 86400e3,
@@ -30,9 +38,10 @@ export class Chart {
     this.readout = readout;
     this.symbol = null;
     this.intervalMs = 5000;
-    this.bars = [];
-    this.seq = 0;              // last seq folded into the bars
-    this.loading = null;       // {buffer: Quote[]} while backfilling
+    this.bars = [];            // candles, oldest first, at most MAX_BARS
+    this.parts = new Map();    // t -> resolution bar, for the last two candles (late updates)
+    this.seq = 0;              // newest seq applied
+    this.loading = null;       // {buffer: Bar[]} while backfilling
     this.decimals = 2;
     this.hover = null;         // {x, y} in CSS px, or null
     this.keyIndex = null;      // bar index chosen with the keyboard
@@ -52,16 +61,18 @@ export class Chart {
     canvas.addEventListener('blur', () => { this.keyIndex = null; this.invalidate(); });
   }
 
+  /** `1s` or `1m`: the resolution of the bars this chart reads (history and channel). */
+  get resolution() { return resolutionFor(this.intervalMs); }
+
   /**
    * Shows `symbol`, backfilled from the history API.
    * @param {string} symbol
-   * @param {{intervalMs?: number, name?: string}} options
+   * @param {{intervalMs?: number}} options
    */
   async show(symbol, { intervalMs = this.intervalMs } = {}) {
     this.symbol = symbol;
     this.intervalMs = intervalMs;
-    this.bars = [];
-    this.seq = 0;
+    this.#reset();
     this.decimals = 2;
     this.hover = null;
     this.keyIndex = null;
@@ -70,86 +81,122 @@ export class Chart {
     const loading = { buffer: [] };
     this.loading = loading;
     this.invalidate();
-    const resolution = intervalMs >= 60_000 && intervalMs % 60_000 === 0 ? '1m' : '1s';
+    const resolution = this.resolution;
     const limit = resolution === '1s' ? 900 : 600;
     let history = null;
     try {
       const res = await authFetch(`/api/history/${encodeURIComponent(symbol)}?resolution=${resolution}&limit=${limit}`);
       if (res.ok) history = await res.json();
     } catch {
-      // Offline: the chart fills from live quotes once the connection is back.
+      // Offline: the chart fills from streamed bars once the connection is back.
     }
-    if (generation !== this.generation) return;   // another symbol was chosen meanwhile
-    if (history) {
-      // In publish order (seq). A replay that was sought or looped leaves bars of the old
-      // timeline in the history: where time jumps, keep only what follows.
-      const bars = [...history.bars].sort((a, b) => (a.seq ?? a.t) - (b.seq ?? b.t));
-      for (let i = 0; i < bars.length; i++) {
-        const b = bars[i];
-        if (i > 0 && this.#jumped(bars[i - 1].t, b.t)) this.bars = [];
-        this.#fold(b.t, b.open, b.high, b.low, b.close, b.volume);
-      }
-      const maxBarSeq = bars.reduce((m, b) => Math.max(m, b.seq ?? 0), 0);
-      this.seq = Math.max(typeof history.seq === 'number' ? history.seq : 0, maxBarSeq);
-      for (const b of bars) this.decimals = Math.max(this.decimals, fmt.decimalsOf(b.close));
-    }
+    if (generation !== this.generation) return;   // another symbol or width was chosen meanwhile
+    // The bars, as an array or under `bars` (both shapes are accepted).
+    const backfill = Array.isArray(history) ? history : history?.bars ?? [];
+    // In publish order (seq), so that a replay that was sought or looped, leaving bars of the
+    // old timeline in the history, starts again where time jumps.
+    for (const b of [...backfill].sort((a, b) => a.seq - b.seq)) this.#apply(b, false);
     this.loading = null;
-    for (const q of loading.buffer) this.onQuote(q);
+    for (const b of loading.buffer) this.#apply(b, true);
     this.invalidate();
   }
 
-  /** Reloads the current symbol (e.g. after a server restart or a replay seek). */
+  /** Reloads the current symbol (after a reconnection, a server restart or a replay seek). */
   reload() { if (this.symbol) this.show(this.symbol); }
 
   /** Clears the chart (no symbol selected). */
   clear() {
     this.symbol = null;
-    this.bars = [];
+    this.#reset();
     this.generation++;
     this.invalidate();
   }
 
-  /** A live quote (any symbol; others are ignored). */
-  onQuote(q) {
-    if (q.symbol !== this.symbol) return;
-    if (this.loading) { this.loading.buffer.push(q); return; }
-    if (q.seq <= this.seq) return;          // already in the backfilled bars
-    this.seq = q.seq;
-    this.decimals = Math.max(this.decimals, fmt.decimalsOf(q.last));
+  /** A `bars` message (any symbol or resolution; only this chart's are used). */
+  onBars(msg) {
+    if (msg.resolution !== this.resolution) return;
+    let changed = false;
+    for (const b of msg.bars) {
+      if (b.symbol !== this.symbol) continue;
+      if (this.loading) this.loading.buffer.push(b);
+      else changed = this.#apply(b, true) || changed;
+    }
+    if (changed) this.invalidate();
+  }
+
+  #reset() {
+    this.bars = [];
+    this.parts.clear();
+    this.seq = 0;
+    delete this.canvas.dataset.lastSeq;
+  }
+
+  /**
+   * Applies one resolution bar (backfilled or streamed) to its candle; false when it changed
+   * nothing (an older state of a bar, or a bar before the candles still open to updates).
+   */
+  #apply(b, live) {
+    const bucket = Math.floor(b.t / this.intervalMs) * this.intervalMs;
     const last = this.bars[this.bars.length - 1];
-    const bucket = Math.floor(q.ts / this.intervalMs) * this.intervalMs;
-    if (last && this.#jumped(last.t, bucket)) {
-      // Event time jumped (a replay was sought or looped): a new timeline starts here; the
-      // history is asked again (at most every 2 s) for what the server has of it.
-      this.bars = [];
-      if (!(performance.now() - this.lastReload < 2000)) {
+    // Newer than everything yet at another time: a replay was sought or looped, a new
+    // timeline starts here. Live, the history is asked again (at most every 2 s) for what the
+    // server has of it.
+    if (last && b.seq > this.seq && this.#jumped(last.t, bucket)) {
+      this.#reset();
+      if (live && !(performance.now() - this.lastReload < 2000)) {
         this.lastReload = performance.now();
-        setTimeout(() => { if (this.symbol === q.symbol) this.reload(); }, 500);
+        const symbol = this.symbol;
+        setTimeout(() => { if (this.symbol === symbol) this.reload(); }, 500);
       }
     }
-    this.#fold(bucket, q.last, q.last, q.last, q.last, q.size ?? 0);
-    this.invalidate();
-  }
-
-  /** Whether event time jumped between two bars: back, or forward by over 200 bars. */
-  #jumped(from, to) {
-    return to < Math.floor(from / this.intervalMs) * this.intervalMs || to - from > 200 * this.intervalMs;
-  }
-
-  /** Folds one bar or quote into the bar of its bucket (bars are in time order). */
-  #fold(t, open, high, low, close, volume) {
-    const bucket = Math.floor(t / this.intervalMs) * this.intervalMs;
-    const last = this.bars[this.bars.length - 1];
-    if (last && bucket === last.t) {
-      if (high > last.high) last.high = high;
-      if (low < last.low) last.low = low;
-      last.close = close;
-      last.volume += volume;
-    } else if (!last || bucket > last.t) {
-      this.bars.push({ t: bucket, open, high, low, close, volume });
+    const held = this.parts.get(b.t);
+    if (held && held.seq > b.seq) return false;
+    let index = this.bars.length - 1;
+    while (index >= 0 && this.bars[index].t > bucket) index--;
+    const found = index >= 0 && this.bars[index].t === bucket;
+    // Only the last two candles take updates (a final bar may trail the next bar's first).
+    if (!found && index < this.bars.length - 1) return false;
+    if (found && !held && index < this.bars.length - 2) return false;
+    this.parts.set(b.t, b);
+    const candle = this.#aggregate(bucket);
+    if (found) {
+      this.bars[index] = candle;
+    } else {
+      this.bars.push(candle);
       if (this.bars.length > MAX_BARS) this.bars.shift();
+      this.#pruneParts();
     }
-    // A bar older than the last one (out of order) is dropped.
+    if (b.seq > this.seq) {
+      this.seq = b.seq;
+      this.canvas.dataset.lastSeq = String(b.seq);
+    }
+    this.decimals = Math.max(this.decimals, fmt.decimalsOf(b.close));
+    return true;
+  }
+
+  /** The candle of `bucket`, from the parts held for it. */
+  #aggregate(bucket) {
+    let first = null, last = null, high = -Infinity, low = Infinity, volume = 0;
+    for (const p of this.parts.values()) {
+      if (p.t < bucket || p.t >= bucket + this.intervalMs) continue;
+      if (!first || p.t < first.t) first = p;
+      if (!last || p.t > last.t) last = p;
+      if (p.high > high) high = p.high;
+      if (p.low < low) low = p.low;
+      volume += p.volume;
+    }
+    return { t: bucket, open: first.open, high, low, close: last.close, volume, seq: last.seq };
+  }
+
+  /** Drops the parts of candles no longer open to updates (all but the last two). */
+  #pruneParts() {
+    const keepFrom = this.bars[Math.max(0, this.bars.length - 2)].t;
+    for (const t of this.parts.keys()) if (t < keepFrom) this.parts.delete(t);
+  }
+
+  /** Whether event time jumped between two candles: back, or forward by over 200 candles. */
+  #jumped(from, to) {
+    return to < from || to - from > 200 * this.intervalMs;
   }
 
   invalidate() {
@@ -203,7 +250,7 @@ export class Chart {
     if (!bars.length) {
       ctx.fillStyle = c.text;
       ctx.textAlign = 'center';
-      ctx.fillText(this.symbol ? (this.loading ? 'loading…' : 'waiting for quotes…') : 'select a symbol', plotW / 2, h / 2);
+      ctx.fillText(this.symbol ? (this.loading ? 'loading…' : 'waiting for bars…') : 'select a symbol', plotW / 2, h / 2);
       this.#readoutFor(null);
       return;
     }

@@ -2,13 +2,21 @@
 //
 // - One socket at ws(s)://<page host>/ws; JSON text frames.
 // - Reconnects after any drop with exponential backoff and full jitter (0.5 s doubling to 8 s),
-//   and resubscribes every wanted symbol at the wanted throttle once `welcome` arrives.
-// - One throttle for every symbol (the selector), and per-symbol overrides (the charted symbol
-//   at 0); each distinct throttle is one `subscribe`, since re-subscribing changes it. With
+//   and resubscribes every wanted symbol at the wanted throttle and channels once `welcome`
+//   arrives.
+// - One throttle for every symbol (the selector), and per-symbol overrides of the throttle and
+//   the channels (the charted symbol: throttle 0, `quotes`, `trades` and `bars:1s|1m`); each
+//   distinct (throttle, channels) pair is one `subscribe`, since re-subscribing changes them.
+//   Channels are always named, so a symbol leaving the chart goes back to quotes only. With
 //   `align`, the symbols at a throttle above 0 are delivered together on the session's grid
 //   (protocol "align": one frame per tick instead of one per symbol that changed).
+// - Trades are never conflated, so their seqs can be resumed: the last trade seq seen per
+//   symbol goes out as `since` whenever a symbol with the `trades` channel is (re)subscribed,
+//   and the server sends the backlog (`recovered`) or a `gap` saying which seqs are lost. Trades
+//   at or below that seq are dropped (a backlog overlapping what already arrived).
 // - Tracks the server `instance` from `welcome`: a new instance means the server restarted and
-//   every symbol's `seq` starts again at 1, so per-symbol seq tracking is reset (event `instance`).
+//   every symbol's `seq` starts again at 1, so per-symbol seq tracking is reset (event `instance`)
+//   and no `since` is sent: the old instance's trade seqs mean nothing to the new one.
 // - Drops quotes whose seq is not above the last one seen for that symbol (duplicates after a
 //   resubscribe snapshot); gaps are normal (the server merges updates under throttling).
 // - Heartbeat: an application `ping` every 10 s; no message for 25 s closes the socket so a
@@ -22,6 +30,10 @@
 //   welcome   the welcome message
 //   instance  {instance, previous}   (the server restarted; fired before `welcome`)
 //   quotes    {quotes: Quote[], snapshot: boolean}   (already de-duplicated by seq)
+//   trades    {trades: Trade[], recovered?: boolean}   (de-duplicated by seq; `recovered` only on
+//             a resume backlog: true when it is complete, false when a `gap` came before it)
+//   gap       the server's gap message, narrowed to the seqs not already seen
+//   bars      the server's bars message (the chart joins them to its backfill by t and seq)
 //   feed      a feed status message
 //   subscribed / unsubscribed / error   the server messages
 
@@ -29,6 +41,7 @@ const BACKOFF_MIN_MS = 500;
 const BACKOFF_MAX_MS = 8000;
 const PING_EVERY_MS = 10_000;
 const SILENCE_LIMIT_MS = 25_000;
+const DEFAULT_CHANNELS = ['quotes'];
 
 export class Connection extends EventTarget {
   /** @param {{url?: string, throttleMs?: number, align?: boolean}} options */
@@ -38,8 +51,9 @@ export class Connection extends EventTarget {
     this.throttleMs = throttleMs;
     this.align = align;
     this.symbols = new Set();      // what the page wants, whatever the connection state
-    this.overrides = new Map();    // symbol -> its own throttle (e.g. the charted one at 0)
-    this.lastSeq = new Map();      // symbol -> last seq applied (for this server instance)
+    this.overrides = new Map();    // symbol -> {throttleMs?, channels?} of its own (the charted one)
+    this.lastSeq = new Map();      // symbol -> last quote seq applied (for this server instance)
+    this.lastTradeSeq = new Map(); // symbol -> last trade seq seen (this instance): the resume point
     this.instance = null;          // server instance of the current seq numbering
     this.welcome = null;
     this.state = 'connecting';
@@ -52,7 +66,7 @@ export class Connection extends EventTarget {
     this.clockOffsetMs = 0;        // server clock - local clock, from ping/pong
     this.lastMessageAt = 0;
     // Counters for the status bar (read and reset by the app once per second).
-    this.stats = { messages: 0, quotes: 0, bytes: 0, totalMessages: 0, totalQuotes: 0, dropped: 0, newestPt: 0 };
+    this.stats = { messages: 0, quotes: 0, bytes: 0, totalMessages: 0, totalQuotes: 0, totalTrades: 0, dropped: 0, newestPt: 0 };
     addEventListener('online', () => { if (this.state !== 'connected') this.connectNow(); });
     addEventListener('offline', () => this.#setState('offline'));
   }
@@ -69,38 +83,52 @@ export class Connection extends EventTarget {
 
   unsubscribe(symbols) {
     const known = symbols.filter((s) => this.symbols.delete(s));
-    known.forEach((s) => { this.lastSeq.delete(s); this.overrides.delete(s); });
+    known.forEach((s) => { this.lastSeq.delete(s); this.lastTradeSeq.delete(s); this.overrides.delete(s); });
     if (known.length) this.#send({ op: 'unsubscribe', symbols: known, id: this.nextId++ });
   }
 
   /** Changes the throttle of every subscription: re-subscribing changes it server-side. */
   setThrottle(ms) {
     this.throttleMs = ms;
-    this.#subscribe([...this.symbols].filter((s) => !this.overrides.has(s)), false);
+    this.#subscribe([...this.symbols].filter((s) => this.overrides.get(s)?.throttleMs === undefined), false);
   }
 
   /**
-   * Gives one symbol its own throttle (null: back to the common one). The dashboard charts its
-   * selected symbol at 0, so bars see every update's high and low, not one quote per interval.
+   * Gives one symbol its own throttle and channels (`null`: back to the common throttle and
+   * quotes only). The dashboard charts its selected symbol at throttle 0 with its trades and
+   * bars. A symbol that loses the `trades` channel forgets its resume point: whoever wants its
+   * trades again starts from the live stream.
+   * @param {string} symbol
+   * @param {{throttleMs?: number, channels?: string[]} | null} options
    */
-  setSymbolThrottle(symbol, ms) {
-    if (ms === null) this.overrides.delete(symbol); else this.overrides.set(symbol, ms);
+  setSymbolOptions(symbol, options) {
+    if (options === null) this.overrides.delete(symbol); else this.overrides.set(symbol, options);
+    if (!this.channelsOf(symbol).includes('trades')) this.lastTradeSeq.delete(symbol);
     if (this.symbols.has(symbol)) this.#subscribe([symbol], false);
   }
 
-  throttleOf(symbol) { return this.overrides.get(symbol) ?? this.throttleMs; }
+  throttleOf(symbol) { return this.overrides.get(symbol)?.throttleMs ?? this.throttleMs; }
+  channelsOf(symbol) { return this.overrides.get(symbol)?.channels ?? DEFAULT_CHANNELS; }
 
-  /** One `subscribe` per distinct throttle among `symbols`. */
+  /** One `subscribe` per distinct (throttle, channels) among `symbols`, with `since` for trades. */
   #subscribe(symbols, snapshot) {
     const groups = new Map();
     for (const s of symbols) {
       const ms = this.throttleOf(s);
-      if (!groups.has(ms)) groups.set(ms, []);
-      groups.get(ms).push(s);
+      const channels = this.channelsOf(s);
+      const key = `${ms} ${channels.join(',')}`;
+      if (!groups.has(key)) groups.set(key, { ms, channels, list: [] });
+      groups.get(key).list.push(s);
     }
-    for (const [ms, list] of groups) {
+    for (const { ms, channels, list } of groups.values()) {
       const align = this.align && ms > 0;
-      this.#send({ op: 'subscribe', symbols: list, throttle_ms: ms, snapshot, align, id: this.nextId++ });
+      const msg = { op: 'subscribe', symbols: list, throttle_ms: ms, snapshot, align, channels, id: this.nextId++ };
+      if (channels.includes('trades')) {
+        const since = {};
+        for (const s of list) if (this.lastTradeSeq.has(s)) since[s] = this.lastTradeSeq.get(s);
+        if (Object.keys(since).length) msg.since = since;
+      }
+      this.#send(msg);
     }
   }
 
@@ -160,6 +188,9 @@ export class Connection extends EventTarget {
     try { msg = JSON.parse(text); } catch { return; }
     switch (msg.type) {
       case 'quotes': return this.#onQuotes(msg);
+      case 'trades': return this.#onTrades(msg);
+      case 'gap': return this.#onGap(msg);
+      case 'bars': return this.#emit('bars', msg);
       case 'welcome': return this.#onWelcome(msg);
       case 'pong': return this.#onPong(msg);
       case 'feed': return this.#emit('feed', msg);
@@ -176,6 +207,7 @@ export class Connection extends EventTarget {
       const previous = this.instance;
       this.instance = msg.instance;
       this.lastSeq.clear();
+      this.lastTradeSeq.clear();
       this.#emit('instance', { instance: msg.instance, previous });
     }
     this.welcome = msg;
@@ -220,6 +252,30 @@ export class Connection extends EventTarget {
     this.stats.quotes += fresh.length;
     this.stats.totalQuotes += fresh.length;
     if (fresh.length) this.#emit('quotes', { quotes: fresh, snapshot: msg.snapshot === true });
+  }
+
+  #onTrades(msg) {
+    const fresh = [];
+    for (const t of msg.trades) {
+      // Trades of a symbol no longer followed for them (a frame in flight) start no resume point.
+      if (!this.symbols.has(t.symbol) || !this.channelsOf(t.symbol).includes('trades')) continue;
+      if (t.seq <= (this.lastTradeSeq.get(t.symbol) ?? 0)) continue;
+      this.lastTradeSeq.set(t.symbol, t.seq);
+      fresh.push(t);
+    }
+    this.stats.totalTrades += fresh.length;
+    if (fresh.length) this.#emit('trades', { trades: fresh, recovered: msg.recovered });
+  }
+
+  #onGap(msg) {
+    if (msg.channel !== 'trades') return this.#emit('gap', msg);
+    if (!this.symbols.has(msg.symbol) || !this.channelsOf(msg.symbol).includes('trades')) return;
+    const last = this.lastTradeSeq.get(msg.symbol) ?? 0;
+    // Only what was not seen is lost; the stream goes on after `to_seq`.
+    const from = Math.max(msg.from_seq, last + 1);
+    if (from > msg.to_seq) return;
+    this.lastTradeSeq.set(msg.symbol, msg.to_seq);
+    this.#emit('gap', { ...msg, from_seq: from });
   }
 
   #send(msg) {

@@ -50,6 +50,15 @@ export function clock(ms) {
   return `${pad(d.getHours())}:${pad(d.getMinutes())}:${pad(d.getSeconds())}`;
 }
 
+/**
+ * A trade's time: HH:MM:SS.mmm in local time for live trades (several print within a second);
+ * YYYY-MM-DD HH:MM in UTC for replayed history, whose days matter more than its milliseconds.
+ */
+export function tradeTime(ms, nowMs = Date.now()) {
+  if (Math.abs(nowMs - ms) > 36 * 3600_000) return new Date(ms).toISOString().slice(0, 16).replace('T', ' ');
+  return `${clock(ms)}.${String(new Date(ms).getMilliseconds()).padStart(3, '0')}`;
+}
+
 /** YYYY-MM-DD in UTC (replayed sessions are UTC calendar days). */
 export function isoDate(ms) {
   return new Date(ms).toISOString().slice(0, 10);

@@ -1,0 +1,391 @@
+//! What a session's symbols carry besides quotes: the `trades` and `bars:1s` / `bars:1m`
+//! channels, and the resume of trades after a reconnect (`since`).
+//!
+//! A subscription names its channels (default `quotes`); each symbol carries the channels of
+//! the request that named it, and those of the wildcard when `*` covers it. The throttle
+//! (`session::throttle`) decides, as for quotes, *when* a symbol is due; when it is, a symbol
+//! with other channels is marked pending here, and the output then writes, at most a chunk at a
+//! time:
+//! - `trades`: every trade since the last one sent, read from the symbol's ring in its history
+//!   ([`crate::history`]), never conflated. The ring is the session's buffer: a session that
+//!   falls behind further than the ring reaches is told exactly which seqs it lost in a `gap`
+//!   message, and continues.
+//! - `bars:*`: the forming bar, and each bar that closed since (`final: true`, once), the same
+//!   bars `/api/history` serves.
+//!
+//! Owned here: [`ChannelSet`] (the channel names) and [`Channels`], the per-session state.
+//! Invariant: it holds one entry per subscribed symbol with a channel other than quotes, so it
+//! is bounded like the subscription set (`max_symbols`, or the topics for `*`); a session
+//! without one has no `Channels` at all, and its quotes path does not change.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
+
+use serde_json::Value;
+
+use super::protocol::{BarOut, ServerMessage, TradeOut};
+use crate::bus::{Topic, TopicId};
+use crate::history::{Bar, Resolution, Trade};
+
+const QUOTES: u8 = 1;
+const TRADES: u8 = 2;
+const BARS_1S: u8 = 4;
+const BARS_1M: u8 = 8;
+
+/// Every channel, by its name in `channels`.
+const NAMES: [(&str, u8); 4] = [("quotes", QUOTES), ("trades", TRADES), ("bars:1s", BARS_1S), ("bars:1m", BARS_1M)];
+
+/// Bytes a trade takes in a `trades` message, about: how many trades fit in a frame.
+const TRADE_JSON_BYTES: usize = 112;
+/// Bytes a bar takes in a `bars` message, about.
+const BAR_JSON_BYTES: usize = 150;
+/// Closed bars sent at most per symbol, resolution and pass (a session that was due only after
+/// more than this many closed gets the newest of them; `/api/history` has the rest).
+const CLOSED_BARS_PER_PASS: usize = 64;
+
+/// The channels a subscription asks for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub(crate) struct ChannelSet(u8);
+
+impl ChannelSet {
+    /// The default: quotes only.
+    pub(crate) const QUOTES: ChannelSet = ChannelSet(QUOTES);
+
+    /// Reads channel names; an unknown one, or none at all, is an error that lists them.
+    pub(crate) fn parse<'a>(names: impl IntoIterator<Item = &'a str>) -> Result<ChannelSet, String> {
+        let mut set = 0;
+        for name in names {
+            match NAMES.iter().find(|(known, _)| *known == name) {
+                Some((_, bit)) => set |= bit,
+                None => return Err(format!("unknown channel '{}'; channels: {}", crate::api_error::excerpt(name, 32), Self::all_names())),
+            }
+        }
+        if set == 0 {
+            return Err(format!("name at least one channel: {}", Self::all_names()));
+        }
+        Ok(ChannelSet(set))
+    }
+
+    fn all_names() -> String {
+        NAMES.map(|(name, _)| name).join(", ")
+    }
+
+    pub(crate) fn quotes(self) -> bool {
+        self.0 & QUOTES != 0
+    }
+
+    pub(crate) fn trades(self) -> bool {
+        self.0 & TRADES != 0
+    }
+
+    fn bars(self, resolution: Resolution) -> bool {
+        self.0 & bars_bit(resolution) != 0
+    }
+
+    /// Whether it carries anything but quotes.
+    pub(crate) fn beyond_quotes(self) -> bool {
+        self.0 & !QUOTES != 0
+    }
+
+    fn union(self, other: ChannelSet) -> ChannelSet {
+        ChannelSet(self.0 | other.0)
+    }
+
+    /// The names of the channels in the set.
+    pub(crate) fn names(self) -> impl Iterator<Item = &'static str> {
+        NAMES.into_iter().filter(move |(_, bit)| self.0 & bit != 0).map(|(name, _)| name)
+    }
+}
+
+fn bars_bit(resolution: Resolution) -> u8 {
+    match resolution {
+        Resolution::Second => BARS_1S,
+        Resolution::Minute => BARS_1M,
+    }
+}
+
+/// A resume in progress: the trades after the client's `since`, up to where live delivery
+/// begins, go out flagged `recovered`.
+#[derive(Debug)]
+struct Backlog {
+    /// The ring position at the subscription: from here on, trades are live.
+    end: u64,
+    /// Whether the ring held every trade after `since`.
+    complete: bool,
+    /// When it did not: the seqs it no longer held, told first.
+    missing: Option<(u64, u64)>,
+    /// A recovered message went out already (one goes out even when the backlog is empty).
+    told: bool,
+}
+
+/// One symbol with channels beyond quotes.
+#[derive(Debug)]
+struct Entry {
+    topic: Arc<Topic>,
+    /// The channels of the last request that named the symbol.
+    explicit: Option<ChannelSet>,
+    /// Whether the wildcard covers it.
+    wildcard: bool,
+    /// Where its trades are read next (a ring position, see `history`).
+    trade_position: u64,
+    /// The seq of the last trade sent (0 = none): a loss is told from the next one.
+    last_trade_seq: u64,
+    /// Per resolution, the start and seq of the last bar sent.
+    bars: [Option<(i64, u64)>; 2],
+    backlog: Option<Backlog>,
+    pending: bool,
+}
+
+/// How much of each channel a pass of [`Channels::produce`] wrote, for the metrics.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Written {
+    pub trades: u64,
+    pub trades_lost: u64,
+    /// Bars per resolution, in [`Resolution::ALL`]'s order.
+    pub bars: [u64; 2],
+}
+
+/// A session's channels beyond quotes.
+#[derive(Debug, Default)]
+pub(crate) struct Channels {
+    entries: HashMap<Arc<str>, Entry>,
+    /// The channels of the wildcard subscription, if there is one.
+    wildcard: Option<ChannelSet>,
+    /// Symbols with output to write, each at most once.
+    pending: VecDeque<Arc<str>>,
+    /// Scratch for a pass's trades, kept between passes.
+    trades: Vec<(Arc<str>, Trade)>,
+}
+
+impl Entry {
+    fn set(&self, wildcard: Option<ChannelSet>) -> ChannelSet {
+        let explicit = self.explicit.unwrap_or_default();
+        if self.wildcard { explicit.union(wildcard.unwrap_or(ChannelSet::QUOTES)) } else { explicit }
+    }
+}
+
+impl Channels {
+    /// Applies a subscription: `topics` carry `set` from now on (as covered by the wildcard
+    /// when `wildcard`). A symbol that gains `trades` reads them from now on, or, when `since`
+    /// has a seq for it, from after that seq. Returns whether the session now needs this state.
+    pub(crate) fn subscribe(&mut self, topics: &[Arc<Topic>], set: ChannelSet, wildcard: bool, since: &HashMap<Arc<str>, u64>, now_us: i64) -> bool {
+        if wildcard {
+            self.wildcard = Some(set);
+        }
+        for topic in topics {
+            let fresh = || Entry { topic: topic.clone(), explicit: None, wildcard: false, trade_position: 0, last_trade_seq: 0, bars: [None; 2], backlog: None, pending: false };
+            let entry = self.entries.entry(topic.symbol.clone()).or_insert_with(fresh);
+            let before = entry.set(self.wildcard);
+            if wildcard {
+                entry.wildcard = true;
+            } else {
+                entry.explicit = Some(set);
+            }
+            let after = entry.set(self.wildcard);
+            let resume = since.get(&topic.symbol).copied();
+            if after.trades() && (!before.trades() || resume.is_some()) {
+                topic.with_history(|history| match resume {
+                    Some(since) => {
+                        let end = history.trades_end();
+                        let (position, complete) = history.trades_after(since, now_us);
+                        let newest = history.newest_trade_seq();
+                        let missing = (!complete && since < newest).then(|| (since + 1, history.seq_at(position).map_or(newest, |seq| seq - 1)));
+                        entry.trade_position = position;
+                        entry.last_trade_seq = since;
+                        entry.backlog = Some(Backlog { end, complete, missing: missing.filter(|(from, to)| from <= to), told: false });
+                    }
+                    None => {
+                        entry.trade_position = history.trades_end();
+                        entry.last_trade_seq = history.newest_trade_seq();
+                        entry.backlog = None;
+                    }
+                });
+            }
+            for resolution in Resolution::ALL {
+                if after.bars(resolution) && !before.bars(resolution) {
+                    entry.bars[resolution as usize] = None;
+                }
+            }
+            if (after.beyond_quotes() && !entry.pending) && (resume.is_some() || after != before) {
+                entry.pending = true;
+                self.pending.push_back(topic.symbol.clone());
+            }
+        }
+        self.prune();
+        self.is_needed()
+    }
+
+    /// Drops `topics` from the explicit subscriptions, and the wildcard if `wildcard`; returns
+    /// whether the session still needs this state.
+    pub(crate) fn unsubscribe(&mut self, topics: &[TopicId], wildcard: bool) -> bool {
+        for entry in self.entries.values_mut() {
+            if topics.contains(&entry.topic.id) {
+                entry.explicit = None;
+            }
+            if wildcard {
+                entry.wildcard = false;
+            }
+        }
+        if wildcard {
+            self.wildcard = None;
+        }
+        self.prune();
+        self.is_needed()
+    }
+
+    fn prune(&mut self) {
+        let wildcard = self.wildcard;
+        self.entries.retain(|_, entry| entry.set(wildcard).beyond_quotes());
+    }
+
+    fn is_needed(&self) -> bool {
+        !self.entries.is_empty() || self.wildcard.is_some_and(ChannelSet::beyond_quotes)
+    }
+
+    /// The channels of the wildcard subscription, for the topics it picks up later.
+    pub(crate) fn wildcard(&self) -> Option<ChannelSet> {
+        self.wildcard
+    }
+
+    /// A subscribed symbol is due (its throttle allows a delivery and it changed): marks its
+    /// other channels' output pending. Returns whether it carries quotes.
+    pub(crate) fn on_due(&mut self, symbol: &Arc<str>) -> bool {
+        let wildcard = self.wildcard;
+        let Some(entry) = self.entries.get_mut(symbol) else { return true };
+        if !entry.pending {
+            entry.pending = true;
+            self.pending.push_back(symbol.clone());
+        }
+        entry.set(wildcard).quotes()
+    }
+
+    /// Whether output is waiting to be written.
+    pub(crate) fn has_pending(&self) -> bool {
+        !self.pending.is_empty()
+    }
+
+    /// Per channel, the symbols of `symbols` (a session's subscription list, `*` for the
+    /// wildcard) that carry it, for `subscribed`.
+    pub(crate) fn describe(channels: Option<&Channels>, symbols: &[String]) -> serde_json::Map<String, Value> {
+        let mut by_channel: Vec<(&str, Vec<Value>)> = NAMES.iter().map(|(name, _)| (*name, Vec::new())).collect();
+        for symbol in symbols {
+            let set = match channels {
+                None => ChannelSet::QUOTES,
+                Some(channels) if symbol == "*" => channels.wildcard.unwrap_or(ChannelSet::QUOTES),
+                Some(channels) => channels.entries.get(symbol.as_str()).and_then(|e| e.explicit).unwrap_or(ChannelSet::QUOTES),
+            };
+            for name in set.names() {
+                if let Some((_, list)) = by_channel.iter_mut().find(|(n, _)| *n == name) {
+                    list.push(Value::String(symbol.clone()));
+                }
+            }
+        }
+        by_channel.into_iter().filter(|(_, list)| !list.is_empty()).map(|(name, list)| (name.to_string(), Value::Array(list))).collect()
+    }
+
+    /// Writes pending output through `emit` (which writes one message and returns its size):
+    /// about `room` bytes at most, in messages of about `max_frame` bytes at most. What does not
+    /// fit stays pending, read from the ring at the next pass.
+    pub(crate) fn produce(&mut self, now_us: i64, room: usize, max_frame: usize, mut emit: impl FnMut(&ServerMessage<'_>) -> usize) -> Written {
+        let mut written = Written::default();
+        let mut used = 0usize;
+        let per_frame = (max_frame / TRADE_JSON_BYTES).max(1);
+        let mut trades = std::mem::take(&mut self.trades);
+        let mut bars: [Vec<(Arc<str>, Bar, bool)>; 2] = [Vec::new(), Vec::new()];
+        let wildcard = self.wildcard;
+        while used < room {
+            let Some(symbol) = self.pending.pop_front() else { break };
+            let Some(entry) = self.entries.get_mut(&symbol) else { continue };
+            entry.pending = false;
+            let set = entry.set(wildcard);
+            if set.trades() {
+                if let Some(backlog) = &mut entry.backlog {
+                    // A resume's trades go out alone, flagged, before any live one of the symbol.
+                    if let Some((from_seq, to_seq)) = backlog.missing.take() {
+                        used += emit(&ServerMessage::Gap { channel: "trades", symbol: &symbol, from_seq, to_seq });
+                        written.trades_lost += to_seq - from_seq + 1;
+                    }
+                    let mut recovered = Vec::new();
+                    let max = per_frame.min(backlog.end.saturating_sub(entry.trade_position) as usize);
+                    let read = entry.topic.with_history(|history| history.read_trades(entry.trade_position, now_us, max, &mut recovered));
+                    entry.trade_position = read.next;
+                    if let Some(last) = recovered.last() {
+                        entry.last_trade_seq = last.seq;
+                    }
+                    let done = read.next >= backlog.end;
+                    if !recovered.is_empty() || !backlog.told {
+                        backlog.told = true;
+                        let out = recovered.iter().map(|t| TradeOut::new(&symbol, t)).collect();
+                        used += emit(&ServerMessage::Trades { recovered: Some(backlog.complete), trades: out });
+                        written.trades += recovered.len() as u64;
+                    }
+                    if done {
+                        entry.backlog = None;
+                    }
+                    // The rest of the backlog, or the live trades since, at the next turn.
+                    entry.pending = true;
+                    self.pending.push_back(symbol);
+                    continue;
+                }
+                let before = trades.len();
+                let mut read_into = Vec::new();
+                let max = (room.saturating_sub(used) / TRADE_JSON_BYTES).max(1);
+                let read = entry.topic.with_history(|history| history.read_trades(entry.trade_position, now_us, max, &mut read_into));
+                if read.lost > 0 {
+                    let (from_seq, to_seq) = (entry.last_trade_seq + 1, read.resume_seq.saturating_sub(1));
+                    if from_seq <= to_seq {
+                        used += emit(&ServerMessage::Gap { channel: "trades", symbol: &symbol, from_seq, to_seq });
+                    }
+                    written.trades_lost += read.lost;
+                }
+                entry.trade_position = read.next;
+                if let Some(last) = read_into.last() {
+                    entry.last_trade_seq = last.seq;
+                }
+                trades.extend(read_into.into_iter().map(|t| (symbol.clone(), t)));
+                used += (trades.len() - before) * TRADE_JSON_BYTES;
+                if entry.topic.with_history(|history| history.trades_end()) > entry.trade_position {
+                    // More than the room took: the rest at the next pass.
+                    entry.pending = true;
+                    self.pending.push_back(symbol.clone());
+                }
+            }
+            for resolution in Resolution::ALL {
+                if !set.bars(resolution) {
+                    continue;
+                }
+                let sent = &mut entry.bars[resolution as usize];
+                let recent = entry.topic.history(resolution, CLOSED_BARS_PER_PASS);
+                let Some(forming) = recent.last().copied() else { continue };
+                if *sent == Some((forming.t, forming.seq)) {
+                    continue;
+                }
+                if let Some((last_t, _)) = *sent {
+                    // Bars that closed since the last one sent (it included), once each, final.
+                    for closed in recent.iter().filter(|b| b.t >= last_t && b.t < forming.t) {
+                        bars[resolution as usize].push((symbol.clone(), *closed, true));
+                    }
+                }
+                bars[resolution as usize].push((symbol.clone(), forming, false));
+                *sent = Some((forming.t, forming.seq));
+                used += BAR_JSON_BYTES;
+            }
+        }
+        for batch in trades.chunks(per_frame) {
+            let out = batch.iter().map(|(symbol, trade)| TradeOut::new(symbol, trade)).collect();
+            emit(&ServerMessage::Trades { recovered: None, trades: out });
+            written.trades += batch.len() as u64;
+        }
+        trades.clear();
+        self.trades = trades;
+        let per_bar_frame = (max_frame / BAR_JSON_BYTES).max(1);
+        for resolution in Resolution::ALL {
+            for batch in bars[resolution as usize].chunks(per_bar_frame) {
+                let out = batch.iter().map(|(symbol, bar, closed)| BarOut { symbol, bar: *bar, closed: *closed }).collect();
+                emit(&ServerMessage::Bars { resolution, bars: out });
+                written.bars[resolution as usize] += batch.len() as u64;
+            }
+        }
+        written
+    }
+}
