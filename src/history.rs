@@ -59,6 +59,8 @@ pub(crate) struct TradeRead {
     pub resume_seq: u64,
     /// The position after the last trade handed out.
     pub next: u64,
+    /// Whether more trades follow it.
+    pub more: bool,
 }
 
 /// The recent trades of one symbol.
@@ -252,7 +254,7 @@ impl History {
         let end = ring.recorded.min(start + max as u64);
         into.extend((start..end).map(|p| *ring.at(p)));
         let resume_seq = if start < ring.recorded { ring.at(start).seq } else { ring.trades.back().map_or(0, |t| t.seq) + 1 };
-        TradeRead { lost: start - position.min(start), resume_seq, next: end }
+        TradeRead { lost: start - position.min(start), resume_seq, next: end, more: end < ring.recorded }
     }
 
     /// The last `limit` bars at `resolution`, oldest first.
@@ -326,5 +328,71 @@ mod tests {
         let bars = history.bars(Resolution::Second, usize::MAX);
         assert_eq!(bars.len(), 1);
         assert_eq!(bars[0].seq, 2);
+    }
+
+    fn record_trades(history: &mut History, seqs: std::ops::RangeInclusive<u64>) {
+        for seq in seqs {
+            history.record(&quote(seq, seq as i64, 10.0));
+        }
+    }
+
+    fn seqs(trades: &[Trade]) -> Vec<u64> {
+        trades.iter().map(|t| t.seq).collect()
+    }
+
+    #[test]
+    fn trades_are_read_by_position_and_what_the_ring_dropped_is_counted() {
+        let mut history = History::new();
+        record_trades(&mut history, 1..=10);
+        let mut into = Vec::new();
+        let read = history.read_trades(3, 0, 4, &mut into);
+        assert_eq!(seqs(&into), [4, 5, 6, 7]);
+        assert_eq!((read.lost, read.next, read.resume_seq), (0, 7, 4));
+        record_trades(&mut history, 11..=TRADES_KEPT as u64 + 20);
+        into.clear();
+        // Positions 7..20 (seqs 8..=20) are gone: the oldest held is seq 21.
+        let read = history.read_trades(7, 0, 5, &mut into);
+        assert_eq!((read.lost, read.resume_seq, read.next), (13, 21, 25));
+        assert_eq!(seqs(&into), [21, 22, 23, 24, 25]);
+        assert_eq!(history.trades_end(), TRADES_KEPT as u64 + 20);
+    }
+
+    #[test]
+    fn trades_older_than_the_age_limit_are_not_served() {
+        let mut history = History::new();
+        record_trades(&mut history, 1..=5);
+        let mut into = Vec::new();
+        // `pt` is 0 for these: at TRADE_MAX_AGE_US + 1 every one is too old.
+        let read = history.read_trades(0, TRADE_MAX_AGE_US + 1, 10, &mut into);
+        assert!(into.is_empty());
+        assert_eq!((read.lost, read.next, read.resume_seq), (5, 5, 6));
+        assert_eq!(history.trades_after(2, TRADE_MAX_AGE_US + 1), (5, false), "a resume cannot reach them either");
+    }
+
+    #[test]
+    fn a_resume_says_whether_the_ring_reaches_back() {
+        let mut history = History::new();
+        record_trades(&mut history, 1..=100);
+        assert_eq!(history.trades_after(40, 0), (40, true), "from seq 41 on, all held");
+        assert_eq!(history.trades_after(100, 0), (100, true), "nothing new: complete");
+        assert_eq!(history.trades_after(0, 0), (0, true), "from the first trade");
+        assert_eq!(history.trades_after(500, 0), (100, false), "a seq of another run");
+        record_trades(&mut history, 101..=TRADES_KEPT as u64 + 100);
+        let (position, complete) = history.trades_after(10, 0);
+        assert_eq!((position, complete), (100, false), "seqs 11..=100 are gone");
+        assert_eq!(history.seq_at(position), Some(101));
+        assert_eq!(history.newest_trade_seq(), TRADES_KEPT as u64 + 100);
+    }
+
+    #[test]
+    fn a_seq_that_goes_back_starts_the_trades_over() {
+        let mut history = History::new();
+        record_trades(&mut history, 1..=50);
+        // A feed node restarted: its seq begins again.
+        record_trades(&mut history, 1..=3);
+        assert_eq!(history.trades_after(1, 0), (51, true));
+        let mut into = Vec::new();
+        history.read_trades(0, 0, 100, &mut into);
+        assert_eq!(seqs(&into), [1, 2, 3], "positions go on; the old run's trades are gone");
     }
 }

@@ -96,7 +96,7 @@ impl Transport for SseTransport {
         // reconnects after `retry`, to a server that is back or to a 503 while it is not).
         output.with(|o| o.begin_close(None));
         signal.wake();
-        if *end == End::SlowConsumer {
+        if matches!(end, End::SlowConsumer | End::Fault { code: None }) {
             // Its write buffer is full and the kernel takes nothing: the end of the body would
             // never reach it.
             if let Some(probe) = self.probe {

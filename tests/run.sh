@@ -99,6 +99,9 @@ timeout 600 tests/bench/run.sh --smoke --out "$artifacts/bench-smoke"
 # The Redis bus's variant (a redis-server, a feed node and a gateway), beside tickerfeed.
 rm -rf "$artifacts/bench-smoke-redis"
 timeout 300 tests/bench/run.sh --smoke --only firehose,ticker,light --servers tickerfeed,tickerfeed-redis --out "$artifacts/bench-smoke-redis"
+# The trades channel's variant (tickerfeed's clients on quotes and trades), in the firehose only.
+rm -rf "$artifacts/bench-smoke-trades"
+timeout 300 tests/bench/run.sh --smoke --only firehose --servers tickerfeed,tickerfeed-trades --out "$artifacts/bench-smoke-trades"
 
 step "monitoring: Prometheus config and alerts, Grafana dashboard, compose stack against a real Prometheus"
 bash tests/monitoring/run.sh

@@ -63,7 +63,11 @@ async fn a_polling_session_opens_connects_subscribes_and_is_told_in_acks() {
         packets.extend(polling.poll().await);
     }
     let ack: Value = serde_json::from_str(&packets[0][3..]).unwrap();
-    assert_eq!(ack, json!([{"throttle_ms":100,"align":false,"symbols":["AAPL"],"rejected":[{"symbol":"NOPE","code":"unknown_symbol"}],"channels":{"quotes":["AAPL"]}}]), "{packets:?}");
+    assert_eq!(
+        ack,
+        json!([{"throttle_ms":100,"align":false,"symbols":["AAPL"],"rejected":[{"symbol":"NOPE","code":"unknown_symbol"}],"channels":{"quotes":["AAPL"]}}]),
+        "{packets:?}"
+    );
     assert!(packets[1].starts_with("42[\"quotes\",{\"snapshot\":true,\"quotes\":[{\"symbol\":\"AAPL\""), "{packets:?}");
     assert!(packets.last().unwrap().contains("\"symbol\":\"AAPL\""), "{packets:?}");
     // Cross-origin polling is allowed, credentials included.

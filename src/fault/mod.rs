@@ -211,7 +211,11 @@ impl Faults {
         }
         let id = state.next_id;
         state.next_id += 1;
-        let expires = spec.lasts.map(|lasts| (now + lasts, unix_millis(wall + lasts)));
+        let lasts = match (spec.kind, spec.every, spec.lasts) {
+            (FaultKind::Stall, None, None) => Some(Duration::from_millis(spec.ms.unwrap_or(0))),
+            (_, _, lasts) => lasts,
+        };
+        let expires = lasts.map(|lasts| (now + lasts, unix_millis(wall + lasts)));
         let next_fire = spec.every.map(|every| now + every);
         tracing::warn!(fault = id, kind = spec.kind.as_str(), "fault added: {spec}");
         state.faults.push(Active { id, spec, added_at: unix_millis(wall), expires, next_fire, fired: 0, remaining: None });
@@ -428,8 +432,6 @@ impl Faults {
     }
 
     /// The faults' view of one session, for its task to wait on.
-    // Called by the session task (issue 17 part 3), being wired.
-    #[allow(dead_code)]
     pub(crate) fn watch(self: &Arc<Self>, session: u64) -> FaultWatch {
         let state = self.state.lock().expect("faults lock");
         let joined = state.next_session_firing;
@@ -477,7 +479,9 @@ impl Active {
     /// Whether the fault has nothing left to do: no `every`, no `for`, and fired (a
     /// reject_connect: its count used up).
     fn is_done(&self) -> bool {
-        let once = self.spec.every.is_none() && self.spec.lasts.is_none();
+        // A one-shot stall stays listed (and on the dashboard's banner) while it holds its
+        // sessions: it expires `ms` after its firing.
+        let once = self.spec.every.is_none() && self.spec.lasts.is_none() && self.expires.is_none();
         once && (self.spec.kind != FaultKind::RejectConnect || self.remaining == Some(0))
     }
 }
@@ -540,9 +544,7 @@ pub(crate) struct FaultWatch {
     version: watch::Receiver<u64>,
 }
 
-// Called by the session task (issue 17 part 3): `task.rs` selects on `fired` and applies what
-// `take_actions` returns.
-#[allow(dead_code)]
+// The session task (`session::task`) selects on `fired` and applies what `take_actions` returns.
 impl FaultWatch {
     /// Cancel-safe: resolves when a fault fired since the last [`FaultWatch::take_actions`]
     /// (never, if the registry is gone).

@@ -344,7 +344,7 @@ impl Channels {
                 }
                 trades.extend(read_into.into_iter().map(|t| (symbol.clone(), t)));
                 used += (trades.len() - before) * TRADE_JSON_BYTES;
-                if entry.topic.with_history(|history| history.trades_end()) > entry.trade_position {
+                if read.more {
                     // More than the room took: the rest at the next pass.
                     entry.pending = true;
                     self.pending.push_back(symbol.clone());
@@ -387,5 +387,143 @@ impl Channels {
             }
         }
         written
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::bus::{Bus, Publisher, SymbolInfo};
+    use crate::history::TRADES_KEPT;
+    use crate::quote::{QuoteDraft, now_micros};
+
+    fn bus_with(symbols: &[&str]) -> (Bus, Vec<Arc<Topic>>) {
+        let bus = Bus::default();
+        let info = |s: &str| SymbolInfo { name: s.to_string(), sector: String::new(), feed: "sim".into() };
+        let topics = symbols.iter().map(|s| bus.register(s, info(s)).unwrap()).collect();
+        (bus, topics)
+    }
+
+    fn publish(bus: &Bus, topic: &Topic, ts: i64, last: f64) {
+        let draft = QuoteDraft { ts, last, bid: last - 0.01, ask: last + 0.01, size: 5, volume: 0, open: last, high: last, low: last, prev_close: last, decimals: 2 };
+        bus.publish(topic, &draft);
+    }
+
+    /// One pass: every message written, as JSON.
+    fn pass(channels: &mut Channels) -> Vec<Value> {
+        let mut out = Vec::new();
+        channels.produce(now_micros(), 16 * 1024, 16 * 1024, |message| {
+            let json = message.to_json();
+            out.push(serde_json::from_str(&json).unwrap());
+            json.len()
+        });
+        out
+    }
+
+    fn set(names: &[&str]) -> ChannelSet {
+        ChannelSet::parse(names.iter().copied()).unwrap()
+    }
+
+    #[test]
+    fn channel_names_parse_and_unknown_ones_are_named() {
+        assert_eq!(set(&["quotes", "trades"]).names().collect::<Vec<_>>(), ["quotes", "trades"]);
+        assert!(!ChannelSet::QUOTES.beyond_quotes() && set(&["bars:1m"]).beyond_quotes());
+        let error = ChannelSet::parse(["trades", "ticks"]).unwrap_err();
+        assert!(error.contains("unknown channel 'ticks'") && error.contains("bars:1s"), "{error}");
+        assert!(ChannelSet::parse([]).unwrap_err().contains("at least one"));
+    }
+
+    #[test]
+    fn a_session_behind_the_ring_is_told_its_gap_then_goes_on() {
+        let (bus, topics) = bus_with(&["A"]);
+        for i in 0..5 {
+            publish(&bus, &topics[0], i, 10.0);
+        }
+        let mut channels = Channels::default();
+        assert!(channels.subscribe(&topics, set(&["trades"]), false, &HashMap::new(), now_micros()));
+        for i in 0..(TRADES_KEPT as i64 + 100) {
+            publish(&bus, &topics[0], i, 10.0);
+        }
+        assert!(!channels.on_due(&topics[0].symbol), "a trades-only symbol carries no quotes");
+        let (mut seqs, mut gaps) = (Vec::new(), Vec::new());
+        let mut passes = 0;
+        while channels.has_pending() {
+            passes += 1;
+            for message in pass(&mut channels) {
+                match message["type"].as_str().unwrap() {
+                    "trades" => seqs.extend(message["trades"].as_array().unwrap().iter().map(|t| t["seq"].as_u64().unwrap())),
+                    "gap" => gaps.push((message["from_seq"].as_u64().unwrap(), message["to_seq"].as_u64().unwrap())),
+                    other => panic!("unexpected {other}"),
+                }
+            }
+        }
+        // Subscribed after seq 5; 1,124 published since, the ring held the last 1,024.
+        assert_eq!(gaps, [(6, 105)]);
+        assert_eq!(seqs, (106..=5 + TRADES_KEPT as u64 + 100).collect::<Vec<_>>());
+        assert!(passes > 1, "a pass writes at most its room: {passes}");
+    }
+
+    #[test]
+    fn a_resume_sends_its_backlog_flagged_then_live_trades() {
+        let (bus, topics) = bus_with(&["A"]);
+        for i in 0..20 {
+            publish(&bus, &topics[0], i, 10.0);
+        }
+        let mut channels = Channels::default();
+        let since = HashMap::from([(topics[0].symbol.clone(), 15)]);
+        channels.subscribe(&topics, set(&["quotes", "trades"]), false, &since, now_micros());
+        let first = pass(&mut channels);
+        assert_eq!(first[0]["recovered"], true);
+        assert_eq!(first[0]["trades"].as_array().unwrap().iter().map(|t| t["seq"].as_u64().unwrap()).collect::<Vec<_>>(), [16, 17, 18, 19, 20]);
+        publish(&bus, &topics[0], 30, 11.0);
+        assert!(channels.on_due(&topics[0].symbol), "quotes too");
+        let live = pass(&mut channels);
+        assert_eq!(live.len(), 1);
+        assert!(live[0].get("recovered").is_none(), "live trades are not flagged: {}", live[0]);
+        assert_eq!(live[0]["trades"][0]["seq"], 21);
+        // Nothing recoverable: the flag says so, and the gap names what is gone.
+        let mut far = Channels::default();
+        let since = HashMap::from([(topics[0].symbol.clone(), 999)]);
+        far.subscribe(&topics, set(&["trades"]), false, &since, now_micros());
+        let told = pass(&mut far);
+        assert_eq!((told[0]["type"].as_str(), told[0]["recovered"].as_bool()), (Some("trades"), Some(false)), "{told:?}");
+    }
+
+    #[test]
+    fn bars_go_out_forming_at_each_due_and_final_once() {
+        let (bus, topics) = bus_with(&["A"]);
+        publish(&bus, &topics[0], 1_000, 10.0);
+        let mut channels = Channels::default();
+        channels.subscribe(&topics, set(&["bars:1s"]), false, &HashMap::new(), now_micros());
+        let first = pass(&mut channels);
+        assert_eq!((first[0]["resolution"].as_str(), first[0]["bars"][0]["final"].as_bool(), first[0]["bars"][0]["t"].as_i64()), (Some("1s"), Some(false), Some(1_000)));
+        publish(&bus, &topics[0], 1_500, 12.0);
+        channels.on_due(&topics[0].symbol);
+        let forming = pass(&mut channels);
+        assert_eq!((forming[0]["bars"][0]["high"].as_f64(), forming[0]["bars"][0]["final"].as_bool()), (Some(12.0), Some(false)));
+        channels.on_due(&topics[0].symbol);
+        assert!(pass(&mut channels).is_empty(), "an unchanged bar is not sent again");
+        publish(&bus, &topics[0], 2_100, 11.0);
+        channels.on_due(&topics[0].symbol);
+        let closed = pass(&mut channels);
+        let bars = closed[0]["bars"].as_array().unwrap();
+        assert_eq!(bars.len(), 2);
+        assert_eq!((bars[0]["t"].as_i64(), bars[0]["final"].as_bool(), bars[0]["close"].as_f64()), (Some(1_000), Some(true), Some(12.0)));
+        assert_eq!((bars[1]["t"].as_i64(), bars[1]["final"].as_bool()), (Some(2_000), Some(false)));
+    }
+
+    #[test]
+    fn unsubscribing_prunes_and_describe_lists_each_channel() {
+        let (_bus, topics) = bus_with(&["A", "B"]);
+        let mut channels = Channels::default();
+        channels.subscribe(&topics[..1], set(&["trades"]), false, &HashMap::new(), now_micros());
+        channels.subscribe(&topics, set(&["quotes", "bars:1m"]), true, &HashMap::new(), now_micros());
+        let described = Channels::describe(Some(&channels), &["A".to_string(), "*".to_string()]);
+        assert_eq!(Value::Object(described), serde_json::json!({"quotes": ["*"], "trades": ["A"], "bars:1m": ["*"]}));
+        assert!(channels.unsubscribe(&[], true), "A still has trades");
+        assert_eq!(channels.entries.len(), 1);
+        assert!(!channels.unsubscribe(&[topics[0].id], false), "nothing beyond quotes is left");
+        assert!(channels.entries.is_empty());
+        assert_eq!(Value::Object(Channels::describe(None, &["B".to_string()])), serde_json::json!({"quotes": ["B"]}));
     }
 }

@@ -52,6 +52,7 @@ use super::channels::Channels;
 use super::protocol::ServerMessage;
 use super::throttle::SubscriptionSet;
 use crate::bus::{SessionSignal, TopicId};
+use crate::fault::SessionFault;
 
 /// actix-http's write buffer threshold for every connection (set on the server): it polls a
 /// body for more only while the buffer holds less than this.
@@ -70,6 +71,23 @@ const SCRATCH_RESERVE: usize = 2 * CHUNK_BYTES;
 /// The smallest payload budget a quote batch is opened with (a nearly full chunk still takes
 /// one batch; its first quote always goes in, whatever its size).
 const MIN_BATCH_BYTES: usize = 64;
+/// Most bytes an injected `delay` fault holds per session: past it, nothing more is produced
+/// until held chunks go out (the symbols conflate meanwhile, as for a slow socket).
+pub(crate) const MAX_HELD_BYTES: usize = 256 * 1024;
+
+/// What injected faults (`--faults`, docs/FAULTS.md) do to a session's output now.
+#[derive(Debug, Default)]
+struct OutputFaults {
+    /// `stall`: nothing is written before this.
+    stall_until: Option<Instant>,
+    /// `delay`: each chunk produced before `.1` is held for `.0`.
+    delay: Option<(std::time::Duration, Instant)>,
+    /// Chunks held by a delay, with when each may go; in order.
+    held: VecDeque<(Instant, Bytes)>,
+    held_bytes: usize,
+    /// `duplicate`: the next `.1` quotes (of `.0`, or any) go out twice.
+    duplicate: Option<(Option<Arc<str>>, u32)>,
+}
 
 thread_local! {
     static SCRATCH: RefCell<BytesMut> = RefCell::new(BytesMut::with_capacity(4 * CHUNK_BYTES));
@@ -138,6 +156,8 @@ pub(crate) struct Output<E: Encoder> {
     max_frame_bytes: usize,
     context: Arc<SessionContext>,
     fired: Vec<TopicId>,
+    /// Injected faults acting on this output (`None` unless one hit the session).
+    faults: Option<Box<OutputFaults>>,
     /// The body asked the bus for a wake-up after its next dispatch round, to look again at
     /// the throttle-0 symbols it delivered before arming them (see `SubscriptionSet::arm_unchanged`).
     awaiting_round: bool,
@@ -164,7 +184,71 @@ impl<E: Encoder> Output<E> {
             context,
             fired: Vec::new(),
             awaiting_round: false,
+            faults: None,
         }
+    }
+
+    /// Applies an injected fault that acts on output (`stall`, `delay`, `duplicate`; the
+    /// session task handles `disconnect`).
+    pub(crate) fn apply_fault(&mut self, fault: &SessionFault, now: Instant) {
+        let faults = self.faults.get_or_insert_with(Box::default);
+        match fault {
+            SessionFault::Stall { duration } => faults.stall_until = Some(now + *duration),
+            SessionFault::Delay { by, until } => faults.delay = Some((*by, *until)),
+            SessionFault::Duplicate { symbol, count } => faults.duplicate = Some((symbol.clone(), *count)),
+            SessionFault::Disconnect { .. } => {}
+        }
+    }
+
+    /// Until when an injected fault holds all output back (a stall, or delayed chunks not yet
+    /// due), if one does; otherwise the held chunk that is due, if any, as `Err`.
+    fn fault_gate(&mut self, now: Instant) -> Option<Result<Instant, Bytes>> {
+        let faults = self.faults.as_deref_mut()?;
+        if let Some(until) = faults.stall_until {
+            if until > now {
+                return Some(Ok(until));
+            }
+            faults.stall_until = None;
+        }
+        if let Some(&(at, _)) = faults.held.front() {
+            if at <= now {
+                let (_, chunk) = faults.held.pop_front().expect("front exists");
+                faults.held_bytes -= chunk.len();
+                return Some(Err(chunk));
+            }
+            if faults.held_bytes >= MAX_HELD_BYTES {
+                return Some(Ok(at));
+            }
+        }
+        None
+    }
+
+    /// A chunk just produced: sent now, or held by an injected delay (returned when it may go
+    /// now). Held chunks keep their order: while any is held, a new one waits behind it.
+    fn pass_fault(&mut self, chunk: Bytes, now: Instant) -> Option<Bytes> {
+        let Some(faults) = self.faults.as_deref_mut() else { return Some(chunk) };
+        let delay = faults.delay.filter(|(_, until)| *until > now).map(|(by, _)| by);
+        if delay.is_none() {
+            faults.delay = None;
+            if faults.held.is_empty() {
+                return Some(chunk);
+            }
+        }
+        let behind = faults.held.back().map_or(now, |(at, _)| *at);
+        faults.held_bytes += chunk.len();
+        faults.held.push_back(((now + delay.unwrap_or_default()).max(behind), chunk));
+        None
+    }
+
+    /// When the next held chunk may go, if one is held.
+    fn next_held(&self) -> Option<Instant> {
+        self.faults.as_ref().and_then(|f| f.held.front().map(|(at, _)| *at))
+    }
+
+    /// Whether an injected fault holds back output the slow-consumer rule must not count
+    /// against the client.
+    pub(crate) fn held_by_fault(&self, now: Instant) -> bool {
+        self.faults.as_ref().is_some_and(|f| f.stall_until.is_some_and(|until| until > now) || !f.held.is_empty())
     }
 
     /// Queues a reply, written by the transport's encoder (the caller wakes the body).
@@ -394,6 +478,8 @@ impl<E: Encoder> Output<E> {
         let suffix = E::QUOTES_SUFFIX.len();
         let mut count = 0usize;
         let channels = &mut self.channels;
+        let duplicate = self.faults.as_deref_mut().and_then(|f| f.duplicate.as_mut());
+        let mut duplicate = duplicate.filter(|(_, left)| *left > 0);
         let mut take = |quote: &Arc<crate::quote::PublishedQuote>| {
             if let Some(channels) = channels.as_deref_mut() {
                 // A symbol with other channels: they are written after the quotes.
@@ -411,6 +497,12 @@ impl<E: Encoder> Output<E> {
             }
             buf.extend_from_slice(json);
             count += 1;
+            if let Some((_, left)) = duplicate.as_mut().filter(|(symbol, left)| *left > 0 && symbol.as_ref().is_none_or(|s| *s == quote.quote.symbol)) {
+                // An injected duplicate: the same quote, same seq, again.
+                buf.put_u8(b',');
+                buf.extend_from_slice(json);
+                *left -= 1;
+            }
             true
         };
         if snapshot {
@@ -506,13 +598,32 @@ impl<E: Encoder> MessageBody for OutboundBody<E> {
             let mut now = Instant::now();
             output.last_poll = now;
             loop {
+                match output.fault_gate(now) {
+                    None => {}
+                    Some(Err(held)) => {
+                        signal.set_woken();
+                        return Poll::Ready(Some(Ok(held)));
+                    }
+                    Some(Ok(until)) => {
+                        alarm.set(until, cx);
+                        return Poll::Pending;
+                    }
+                }
                 if let Some(chunk) = output.produce(now) {
                     // More may be due than one chunk holds: until the next poll finds nothing,
                     // output counts as pending (the session's slow-consumer check reads this).
                     signal.set_woken();
-                    return Poll::Ready(Some(Ok(chunk)));
+                    match output.pass_fault(chunk, now) {
+                        Some(chunk) => return Poll::Ready(Some(Ok(chunk))),
+                        None => continue,
+                    }
                 }
-                let Some(deadline) = output.subs.next_deadline() else { return Poll::Pending };
+                let next = output.subs.next_deadline();
+                let deadline = match (next, output.next_held()) {
+                    (Some(a), Some(b)) => Some(a.min(b)),
+                    (a, b) => a.or(b),
+                };
+                let Some(deadline) = deadline else { return Poll::Pending };
                 if deadline > now {
                     alarm.set_hints(output.hints(signal));
                     alarm.set(deadline, cx);

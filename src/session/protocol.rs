@@ -455,7 +455,10 @@ mod tests {
             msg.to_json(),
             r#"{"type":"subscribed","id":1,"throttle_ms":250,"align":false,"symbols":["AAPL"],"rejected":[{"symbol":"ZZZZ","code":"unknown_symbol"}],"channels":{"quotes":["AAPL"]}}"#
         );
-        assert_eq!(msg.fields_json(), r#"{"throttle_ms":250,"align":false,"symbols":["AAPL"],"rejected":[{"symbol":"ZZZZ","code":"unknown_symbol"}],"channels":{"quotes":["AAPL"]}}"#);
+        assert_eq!(
+            msg.fields_json(),
+            r#"{"throttle_ms":250,"align":false,"symbols":["AAPL"],"rejected":[{"symbol":"ZZZZ","code":"unknown_symbol"}],"channels":{"quotes":["AAPL"]}}"#
+        );
         let trade = Trade { seq: 7, ts: 1000, pt: 1_000_123, price: 9.5, size: 100 };
         let msg = ServerMessage::Trades { recovered: Some(true), trades: vec![TradeOut::new("AAPL", &trade)] };
         assert_eq!(msg.to_json(), r#"{"type":"trades","recovered":true,"trades":[{"symbol":"AAPL","seq":7,"ts":1000,"pt":1000123,"price":9.5,"size":100}]}"#);
@@ -624,8 +627,13 @@ pub(crate) mod properties {
             let id = prop_oneof![Just(None), any::<i64>().prop_map(|n| Some(RequestId::Number(n.into()))), "\\PC{0,64}".prop_map(|s| Some(RequestId::Text(s))),];
             let symbols = prop::collection::vec(any::<String>(), 0..6);
             prop_oneof![
-                (id.clone(), symbols.clone(), prop::option::of(any::<u64>()), prop::option::of(any::<bool>()), prop::option::of(any::<bool>()))
-                    .prop_map(|(id, symbols, throttle_ms, snapshot, align)| ClientOp::Subscribe { id, symbols, options: SubscribeOptions { throttle_ms, snapshot, align, ..SubscribeOptions::default() } }),
+                (id.clone(), symbols.clone(), prop::option::of(any::<u64>()), prop::option::of(any::<bool>()), prop::option::of(any::<bool>())).prop_map(
+                    |(id, symbols, throttle_ms, snapshot, align)| ClientOp::Subscribe {
+                        id,
+                        symbols,
+                        options: SubscribeOptions { throttle_ms, snapshot, align, ..SubscribeOptions::default() }
+                    }
+                ),
                 (id.clone(), symbols).prop_map(|(id, symbols)| ClientOp::Unsubscribe { id, symbols }),
                 id.clone().prop_map(|id| ClientOp::List { id }),
                 id.prop_map(|id| ClientOp::Ping { id }),

@@ -43,6 +43,7 @@ use crate::access::Grant;
 use crate::access::entitlements::Entitlements;
 use crate::api_error::excerpt;
 use crate::bus::{FindError, SessionSignal, TableVersion, Topic};
+use crate::fault::{FaultWatch, SessionFault};
 use crate::feed::FeedEvent;
 use crate::metrics::{DisconnectReason, TransportKind};
 use crate::quote::now_millis;
@@ -155,6 +156,11 @@ pub(crate) enum End {
     TokenExpired,
     /// Still over the message rate after [`RATE_LIMIT_ABUSE_AFTER`] of `rate_limited` errors.
     RateLimitAbuse,
+    /// An injected `disconnect` fault: closed with `code`, or, with none, the connection dropped
+    /// without a close.
+    Fault {
+        code: Option<u16>,
+    },
 }
 
 impl End {
@@ -169,6 +175,7 @@ impl End {
             End::Shutdown => DisconnectReason::Shutdown,
             End::TokenExpired => DisconnectReason::TokenExpired,
             End::RateLimitAbuse => DisconnectReason::RateLimitAbuse,
+            End::Fault { .. } => DisconnectReason::Fault,
         }
     }
 }
@@ -322,11 +329,14 @@ pub(crate) struct Session<E: Encoder> {
     entitlements: Entitlements,
     /// When the client's token expires: the session ends then.
     token_expires: Option<Instant>,
+    /// The injected faults that may hit this session (`--faults` only; boxed: rare).
+    faults: Option<Box<FaultWatch>>,
 }
 
 impl<E: Encoder> Session<E> {
     pub(crate) fn new(context: Arc<SessionContext>, admission: Admission, output: SharedOutput<E>) -> Session<E> {
         let Admission { slot, grant } = admission;
+        let slot_id = slot.id();
         let now = Instant::now();
         let limits = context.limits.clone();
         let signal = output.with(|o| o.subs.signal().clone());
@@ -344,6 +354,7 @@ impl<E: Encoder> Session<E> {
             rate_limited: None,
             entitlements: Entitlements::unrestricted(),
             token_expires: None,
+            faults: context.faults.as_ref().map(|faults| Box::new(faults.watch(slot_id))),
             context,
         }
         .with_grant(grant)
@@ -455,11 +466,28 @@ impl<E: Encoder> Session<E> {
                     }
                 }
                 _ = sleep_until(wake_at) => if let Some(end) = self.on_timer(Instant::now()) { return end },
+                () = fault_fired(&mut self.faults) => if let Some(end) = self.apply_faults() { return end },
             }
             if T::HEARS_CLIENT && self.last_heard + self.timing.idle <= Instant::now() {
                 return End::IdleTimeout;
             }
         }
+    }
+
+    /// Applies what injected faults ask of this session; a `disconnect` ends it.
+    fn apply_faults(&mut self) -> Option<End> {
+        let actions = self.faults.as_mut()?.take_actions();
+        let now = Instant::now();
+        for action in &actions {
+            if let SessionFault::Disconnect { code } = action {
+                return Some(End::Fault { code: *code });
+            }
+            self.output.with(|o| o.apply_fault(action, now));
+        }
+        if !actions.is_empty() {
+            self.signal.wake();
+        }
+        None
     }
 
     fn feed_changed(&mut self, name: &str) {
@@ -493,8 +521,9 @@ impl<E: Encoder> Session<E> {
             // Output is pending (the body was woken, or stopped with more to send) and
             // actix-http has not asked for any for a whole timeout: its write buffer is full
             // and the kernel takes nothing.
-            let last_poll = self.output.with(|o| o.last_poll());
-            if self.signal.is_woken() && now.saturating_duration_since(last_poll) >= self.limits.slow_consumer_timeout() {
+            // Output an injected fault holds back is not the client's doing.
+            let (last_poll, held) = self.output.with(|o| (o.last_poll(), o.held_by_fault(now)));
+            if self.signal.is_woken() && !held && now.saturating_duration_since(last_poll) >= self.limits.slow_consumer_timeout() {
                 return Some(End::SlowConsumer);
             }
         }
@@ -508,7 +537,7 @@ impl<E: Encoder> Session<E> {
             server: &version,
             instance: &self.context.instance,
             session: self._slot.id().to_string(),
-            faults: false,
+            faults: self.context.faults.is_some(),
             throttle_ms: self.limits.throttle_ms,
             min_throttle_ms: self.limits.min_throttle_ms,
             max_symbols: self.limits.max_symbols,
@@ -770,6 +799,14 @@ impl<E: Encoder> Session<E> {
     /// Stops the output and lets the transport close the connection.
     async fn close<T: Transport<Encoder = E>>(self, transport: T, end: &End) -> TransportKind {
         transport.close(&self.output, &self.signal, end).await
+    }
+}
+
+/// Resolves when an injected fault fired (never, for a session without fault injection).
+async fn fault_fired(faults: &mut Option<Box<FaultWatch>>) {
+    match faults {
+        Some(watch) => watch.fired().await,
+        None => std::future::pending().await,
     }
 }
 

@@ -329,7 +329,14 @@ impl Link for RemoteLink {
         // From here on an upgrade in flight fails: the close goes out in the framing of the
         // transport the session is on now.
         let upgraded = self.handle.mode.close() == Mode::Upgraded;
-        let close = if upgraded { close_reason(end).map(|reason| WsEncoder::close_frame(&reason)) } else { Some(SioEncoder::<Records>::packet(|buf| buf.extend_from_slice(b"1"))) };
+        let close = if upgraded {
+            close_reason(end).map(|reason| WsEncoder::close_frame(&reason))
+        } else if *end == (End::Fault { code: None }) {
+            // An injected drop: the session is gone with no close packet; the next poll learns it.
+            None
+        } else {
+            Some(SioEncoder::<Records>::packet(|buf| buf.extend_from_slice(b"1")))
+        };
         output.with(|o| o.begin_close(close));
         signal.wake();
         // A poll (or the WebSocket) takes the close, if one comes in time.
@@ -340,7 +347,7 @@ impl Link for RemoteLink {
             // As on /ws: after the server's close, the client's close (or its end) ends it.
             let answered = match end {
                 End::ClientClose(_) => sent,
-                End::BadInput(_) | End::ClientGone => false,
+                End::BadInput(_) | End::ClientGone | End::Fault { code: None } => false,
                 _ => {
                     let reply = async {
                         while let Some(delivery) = self.inbox.recv().await {

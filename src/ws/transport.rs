@@ -48,6 +48,8 @@ pub(crate) fn close_reason(end: &End) -> Option<CloseReason> {
         End::Shutdown => reason(CloseCode::Away, "going away".into()),
         End::TokenExpired => reason(CloseCode::Policy, "token expired".into()),
         End::RateLimitAbuse => reason(CloseCode::Policy, "over the message rate for 10 s".into()),
+        End::Fault { code: Some(code) } => reason(CloseCode::from(*code), "injected fault".into()),
+        End::Fault { code: None } => None,
     }
 }
 
@@ -97,6 +99,10 @@ pub(crate) async fn close<E: Encoder>(mut stream: InboundStream, probe: Option<S
     }
     signal.wake();
     if reason.is_none() {
+        if let (End::Fault { .. }, Some(probe)) = (end, probe) {
+            // An injected drop: the connection ends with no close frame, as a network fault would.
+            probe.force_close();
+        }
         return;
     }
     let close_sent = || tokio::time::timeout(CLOSE_FLUSH_TIMEOUT, std::future::poll_fn(|cx| output.with(|o| o.poll_close_sent(cx))));

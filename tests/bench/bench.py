@@ -2,7 +2,8 @@
 """The side-by-side benchmark of issue 5: tickerfeed against Node `ws`, uWebSockets.js and
 Socket.IO, six scenarios, one run, one machine; and tickerfeed over its other transports:
 Server-Sent Events at /sse against its /ws (issue 13), and its Socket.IO endpoint at
-/socket.io/ against the Node Socket.IO peer. Called by tests/bench/run.sh (which builds the
+/socket.io/ against the Node Socket.IO peer; and, in the firehose, tickerfeed with its clients
+on the quotes and trades channels. Called by tests/bench/run.sh (which builds the
 binaries, installs the peers and raises the open-file limit first); Python 3.11 stdlib only.
 
 What it owns:
@@ -58,11 +59,12 @@ COMMITTED_RESULTS = BENCH / "results"
 TICKERFEED = Path(os.environ.get("BENCH_TICKERFEED") or ROOT / "target" / "release" / "tickerfeed")
 LOADGEN = ROOT / "target" / "release" / "loadgen"
 
-# tickerfeed-auth (issue 14: the cost of tokens) and tickerfeed-redis (issue 15: the cost of the
-# Redis bus) are measured only when named in --servers.
+# tickerfeed-auth (issue 14: the cost of tokens), tickerfeed-redis (issue 15: the cost of the
+# Redis bus) and tickerfeed-trades (the trades channel beside the quotes) are measured only when
+# named in --servers.
 ALL_SERVERS = ["tickerfeed", "tickerfeed-sse", "tickerfeed-socketio", "ws", "uws", "socketio", "tickerfeed-auth",
-               "tickerfeed-redis"]
-DEFAULT_SERVERS = [s for s in ALL_SERVERS if s not in ("tickerfeed-auth", "tickerfeed-redis")]
+               "tickerfeed-redis", "tickerfeed-trades"]
+DEFAULT_SERVERS = [s for s in ALL_SERVERS if s not in ("tickerfeed-auth", "tickerfeed-redis", "tickerfeed-trades")]
 ALL_SCENARIOS = ["idle", "firehose", "ticker", "slow", "churn", "maxconn", "light", "aligned", "aligned-slow",
                  "knee"]
 # Run only when named in --only: "light" (the ticker's load for a tenth of its clients: no
@@ -85,13 +87,29 @@ SERVER_LABEL = {
     "socketio": "Socket.IO*",
     "tickerfeed-auth": "tickerfeed, tokens on",
     "tickerfeed-redis": "tickerfeed via Redis",
+    "tickerfeed-trades": "tickerfeed, quotes + trades",
 }
 # A variant is another way of reaching a server: the same process and command line, clients
 # over another transport. tickerfeed-sse's clients read GET /sse (Server-Sent Events) instead of
 # /ws, so the two compare the transports on the same server (issue 13); tickerfeed-socketio's
 # speak Socket.IO at /socket.io/ (Engine.IO v4 over WebSocket), the same wire as the Node
 # Socket.IO peer's (tests/bench/peers/README.md, "Socket.IO mapping").
-SERVER_PROCESS = {"tickerfeed-sse": "tickerfeed", "tickerfeed-socketio": "tickerfeed"}
+# tickerfeed-trades' clients are tickerfeed's over /ws, subscribed to the trades channel beside
+# the quotes (`channels: ["quotes","trades"]`): every published quote is also a trade, in seq
+# order and never conflated, so the server writes what the quotes' conflation would have spared.
+SERVER_PROCESS = {"tickerfeed-sse": "tickerfeed", "tickerfeed-socketio": "tickerfeed", "tickerfeed-trades": "tickerfeed"}
+# Load generator options a variant adds to every scenario's.
+LOADGEN_EXTRA = {"tickerfeed-trades": ["--channels", "quotes,trades"]}
+# The servers whose clients take trades: a run of theirs without any is not a measurement.
+TRADES_SERVERS = {"tickerfeed-trades"}
+# A variant that runs in some scenarios only (every other server runs in all that are chosen):
+# the trades channel is measured where throughput is, the firehose.
+SERVER_SCENARIOS = {"tickerfeed-trades": {"firehose"}}
+
+
+def runs_in(kind: str, scenario: str) -> bool:
+    """Whether `kind` takes part in `scenario`."""
+    return scenario in SERVER_SCENARIOS.get(kind, {scenario})
 # tickerfeed-auth is a process of its own: tickerfeed with --auth-secret-file, every client
 # with a token in its URL (checked once, at the upgrade) and feed control with an admin token.
 # tickerfeed-redis is three processes on the server core: a redis-server (no persistence), a
@@ -704,7 +722,7 @@ def loadgen_args(sc: Scenario, kind: str) -> list[str]:
     protocol = LOADGEN_PROTOCOL.get(kind)
     if protocol == "sse":
         args = [a for a in args if a != "--no-snapshot"]
-    return args + (["--protocol", protocol] if protocol else [])
+    return args + LOADGEN_EXTRA.get(kind, []) + (["--protocol", protocol] if protocol else [])
 
 
 def scenario_run(sc: Scenario, kind: str, ticks: Path, symbols: list[str], settings: Settings,
@@ -823,6 +841,12 @@ def metrics_of(sc: Scenario, r: dict) -> dict:
         "quotes_per_frame": m["quotes_per_frame"],
         "mb_per_s": m["mb_per_s"],
         "quotes_per_server_cpu_s": m.get("quotes_per_server_cpu_s"),
+        # The trades channel (tickerfeed-trades); absent from reports of older load generators.
+        "trades_per_s": m.get("trades_per_s"),
+        "trades_per_server_cpu_s": m.get("trades_per_server_cpu_s"),
+        "trades_per_frame": m.get("trades_per_frame"),
+        "trades_lost_pct": m.get("trades_lost_pct"),
+        "trade_order_errors": r["messages"].get("trade_order_errors"),
         "server_cpu_pct": r["server"].get("cpu_pct"),
         "latency_p50_ms": lat["p50"] if lat["samples"] else None,
         "latency_p99_ms": lat["p99"] if lat["samples"] else None,
@@ -866,9 +890,12 @@ def sanity_problems(sc: Scenario, run: dict) -> list[str]:
     if sc.name != "idle" and not m["quotes_per_s"]:
         problems.append("no quotes were delivered")
     if sc.name != "idle" and (m["delivering"] or 0) < m["connected"]:
-        problems.append(f"only {m['delivering']} of {m['connected']} clients received quotes")
+        what = "quotes or trades" if run.get("server") in TRADES_SERVERS else "quotes"
+        problems.append(f"only {m['delivering']} of {m['connected']} clients received {what}")
     if m["quotes_per_server_cpu_s"] is None and sc.name != "idle":
         problems.append("no server CPU figure")
+    if run.get("server") in TRADES_SERVERS and not m.get("trades_per_s"):
+        problems.append("no trades were delivered")
     if sc.name == "idle" and m.get("rss_per_conn_kib") is None:
         problems.append("no RSS per connection")
     if sc.stall and m["stall_connected"] < sc.stall:
@@ -1108,6 +1135,8 @@ def markdown(data: dict) -> str:
         sc = sc_list[name]
         lines += [f"## {sc['title']}", "", sc["description"], ""]
         table = SCENARIO_TABLES[name]
+        if any(m.get("trades_per_server_cpu_s") for m in med.get(name, {}).values()):
+            table = table[:2] + TRADES_COLUMNS + table[2:]
         lines.append("| server | " + " | ".join(h for h, _ in table) + " |")
         lines.append("|---|" + "---|" * len(table))
         for s in servers:
@@ -1133,6 +1162,15 @@ def markdown(data: dict) -> str:
                 verdict, by = verdict_at_least(sse / tf, SSE_VS_WS_TARGET)
                 lines += [f"tickerfeed SSE / tickerfeed ws = **{sse / tf:.2f}** in delivered quotes per server "
                           f"CPU-second (issue 13: ≥ {SSE_VS_WS_TARGET:g}, {verdict}, {by}).", ""]
+            trades = get(med, "firehose", "tickerfeed-trades", "trades_per_server_cpu_s")
+            tq = get(med, "firehose", "tickerfeed-trades", "quotes_per_server_cpu_s")
+            if trades and tq:
+                alone = f", against {tf:,.0f} quotes with quotes alone ({tq / tf:.2f}×)" if tf else ""
+                lost = get(med, "firehose", "tickerfeed-trades", "trades_lost_pct")
+                lines += [f"{SERVER_LABEL['tickerfeed-trades']}: **{tq:,.0f}** quotes and **{trades:,.0f}** trades "
+                          f"per server CPU-second{alone}; {fmt_num(lost, 1)}% of the trades published for the clients' "
+                          "symbols were lost to them (declared in `gap` messages: a client further behind than the "
+                          "server's ring of 1,024 trades per symbol).", ""]
             tf_sio = get(med, "firehose", "tickerfeed-socketio", "quotes_per_server_cpu_s")
             node_sio = get(med, "firehose", "socketio", "quotes_per_server_cpu_s")
             if tf_sio and node_sio:
@@ -1281,6 +1319,12 @@ def _probes(m, med, s):
     return "; ".join(marks)
 
 
+# Shown after the firehose's "quotes per server CPU-s" when some server delivered trades.
+TRADES_COLUMNS = [("trades per server CPU-s", _k("trades_per_server_cpu_s")),
+                  ("trades/s", lambda m, med, s: _k("trades_per_s")(m, med, s) if m.get("trades_per_server_cpu_s") else "—"),
+                  ("trades lost", lambda m, med, s: (fmt_num(m.get("trades_lost_pct"), 1) + "%")
+                   if m.get("trades_per_server_cpu_s") else "—")]
+
 SCENARIO_TABLES = {
     "idle": [("connected", _k("connected")), ("RSS before (MiB)", _k("rss_before_mib", 1)),
              ("RSS connected (MiB)", _k("rss_end_mib", 1)),
@@ -1386,17 +1430,23 @@ def describe(sc: Scenario) -> str:
 def svg_chart(med: dict, servers: list[str], smoke: bool) -> str:
     """Three bar panels (hand-written SVG): firehose quotes per server CPU-second (higher is
     better), RSS per idle connection and ticker p99 throttled latency (lower is better)."""
+    def of(scenario: str, key: str):
+        return [(s, get(med, scenario, s, key)) for s in servers if runs_in(s, scenario)]
+
     panels = [
         ("Firehose: delivered quotes per server CPU-second", "higher is better",
-         [(s, get(med, "firehose", s, "quotes_per_server_cpu_s")) for s in servers], "{:,.0f}"),
+         of("firehose", "quotes_per_server_cpu_s"), "{:,.0f}"),
         ("Idle: server RSS per subscribed connection (KiB)", "lower is better",
-         [(s, get(med, "idle", s, "rss_per_conn_kib")) for s in servers], "{:.1f}"),
+         of("idle", "rss_per_conn_kib"), "{:.1f}"),
         ("Ticker: p99 throttled latency (ms)", "lower is better",
-         [(s, get(med, "ticker", s, "throttled_p99_ms")) for s in servers], "{:.2f}"),
+         of("ticker", "throttled_p99_ms"), "{:.2f}"),
     ]
-    colours = {"tickerfeed-redis": "#5c940d", "tickerfeed": "#d9480f", "tickerfeed-sse": "#f59f00", "tickerfeed-socketio": "#c2255c",
+    colours = {"tickerfeed-redis": "#5c940d", "tickerfeed-trades": "#e8590c", "tickerfeed": "#d9480f", "tickerfeed-sse": "#f59f00", "tickerfeed-socketio": "#c2255c",
                "ws": "#1c7ed6", "uws": "#2f9e44", "socketio": "#868e96"}
-    width, panel_h, bar_h, gap, left, right = 760, 40 + 34 * len(servers) + 20, 24, 10, 170, 120
+    rows = max(len(v) for _, _, v, _ in panels)
+    # Room for the longest label ("tickerfeed, quotes + trades").
+    left = 170 if all(len(SERVER_LABEL[s]) <= 22 for s in servers) else 200
+    width, panel_h, bar_h, gap, right = 760, 40 + 34 * rows + 20, 24, 10, 120
     height = 60 + panel_h * len(panels) + 44
     out = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" '
            f'viewBox="0 0 {width} {height}" font-family="sans-serif" font-size="13">',
@@ -1506,7 +1556,8 @@ def parse_args(argv: list[str]) -> Settings:
     p.add_argument("--only", default=",".join(DEFAULT_SCENARIOS),
                    help=f"scenarios, comma-separated (default: {','.join(DEFAULT_SCENARIOS)}; also: light, aligned)")
     p.add_argument("--servers", default=",".join(DEFAULT_SERVERS),
-                   help=f"servers, comma-separated (default: {','.join(DEFAULT_SERVERS)}; also: tickerfeed-auth, tickerfeed-redis)")
+                   help=f"servers, comma-separated (default: {','.join(DEFAULT_SERVERS)}; also: tickerfeed-auth, "
+                        "tickerfeed-redis, tickerfeed-trades (the firehose only))")
     p.add_argument("--runs", type=int, default=None, help="rounds; medians over them (default 3, smoke 1)")
     p.add_argument("--render", type=Path, default=None, metavar="RESULTS_JSON",
                    help="measure nothing: recompute the figures of an earlier run's results.json with "
@@ -1608,6 +1659,8 @@ def main(argv: list[str]) -> int:
                           f"{f['cpu_pct']:5.1f}%", flush=True)
             for sc in chosen.values():
                 for kind in order:
+                    if not runs_in(kind, sc.name):
+                        continue
                     if sc.name == "knee":
                         k = knee_run(sc, kind, ticks, symbols, settings, rnd)
                         knee_runs.append(k)
@@ -1687,6 +1740,9 @@ def summary_line(sc: Scenario, m: dict) -> str:
                  f"send queue max {fmt_num(q.get('max_kib'), 1)} KiB")
     if sc.name == "maxconn":
         base += f", connected {m['connected']}, delivering {m['delivering']}"
+    if m.get("trades_per_server_cpu_s"):
+        base += (f", {fmt_num(m['trades_per_s'])} trades/s, {fmt_num(m['trades_per_server_cpu_s'])} trades/CPU-s, "
+                 f"{fmt_num(m.get('trades_lost_pct'), 1)}% lost")
     return base
 
 

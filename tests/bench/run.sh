@@ -14,6 +14,9 @@
 #                                      tickerfeed's Socket.IO endpoint against the Node peer, on
 #                                      the same wire (tickerfeed-socketio: the same server, its
 #                                      clients on /socket.io/)
+#   tests/bench/run.sh --only firehose --servers tickerfeed,tickerfeed-trades --out DIR
+#                                      the trades channel: the same server, its clients on quotes
+#                                      and trades (tickerfeed-trades runs in the firehose only)
 #   tests/bench/run.sh --render tests/bench/results/results.json
 #                                      measure nothing: redo the tables, targets and chart of an
 #                                      earlier run from its raw reports

@@ -335,6 +335,77 @@ class Knee(unittest.TestCase):
         self.assertEqual((rows[0]["measured"], rows[0]["verdict"]), ("3,200 vs 1,500 clients: 2.13×", "met"))
 
 
+class TradesVariant(unittest.TestCase):
+    """tickerfeed-trades: tickerfeed's firehose with the clients on quotes and trades."""
+
+    def test_the_same_server_and_load_plus_the_channels_in_the_firehose_only(self):
+        sc = bench.scenarios(smoke=True)
+        fire = sc["firehose"]
+        self.assertEqual(bench.loadgen_args(fire, "tickerfeed-trades"),
+                         bench.loadgen_args(fire, "tickerfeed") + ["--channels", "quotes,trades"])
+        self.assertNotIn("--channels", bench.loadgen_args(fire, "tickerfeed"), "other runs unchanged")
+        self.assertEqual(bench.process_of("tickerfeed-trades"), "tickerfeed")
+        self.assertEqual(bench.server_command("tickerfeed-trades", 9000, 5000.0, True, Path("t.csv")),
+                         bench.server_command("tickerfeed", 9000, 5000.0, True, Path("t.csv")))
+        self.assertEqual(bench.Server("tickerfeed-trades", 9001, None, Path("x.log")).url(), "ws://127.0.0.1:9001/ws")
+        self.assertEqual([n for n in bench.ALL_SCENARIOS if bench.runs_in("tickerfeed-trades", n)], ["firehose"])
+        self.assertTrue(all(bench.runs_in("tickerfeed", n) for n in bench.ALL_SCENARIOS))
+        self.assertNotIn("tickerfeed-trades", bench.DEFAULT_SERVERS)
+        s = bench.parse_args(["--smoke", "--servers", "tickerfeed,tickerfeed-trades", "--only", "firehose"])
+        self.assertEqual(s.servers, ["tickerfeed", "tickerfeed-trades"])
+        s.out.rmdir()
+
+    def metrics(self, trades: bool):
+        fire = bench.scenarios(smoke=True)["firehose"]
+        extra = {"trades_per_s": 9000.0, "trades_per_server_cpu_s": 12000.0, "trades_per_frame": 30.0,
+                 "trades_lost_pct": 25.0} if trades else {"trades_per_s": 0.0, "trades_per_server_cpu_s": None}
+        return bench.metrics_of(fire, report(
+            measured={"quotes_per_server_cpu_s": 4000.0 if trades else 5000.0, **extra},
+            clients={"connected": fire.clients, "delivering": fire.clients},
+            messages={"ordering_errors": 0, "trade_order_errors": 0}))
+
+    def test_figures_sanity_and_an_older_report(self):
+        m = self.metrics(True)
+        self.assertEqual((m["trades_per_server_cpu_s"], m["trades_lost_pct"], m["trade_order_errors"]), (12000.0, 25.0, 0))
+        fire = bench.scenarios(smoke=True)["firehose"]
+        self.assertEqual(bench.sanity_problems(fire, run_of("firehose", "tickerfeed-trades", m)), [])
+        none = self.metrics(False)
+        self.assertIn("no trades were delivered",
+                      bench.sanity_problems(fire, run_of("firehose", "tickerfeed-trades", none)))
+        self.assertEqual(bench.sanity_problems(fire, run_of("firehose", "tickerfeed", none)), [])
+        # A report of a load generator without trades (the committed results): no figure, no error.
+        old = bench.metrics_of(fire, report())
+        self.assertEqual((old["trades_per_server_cpu_s"], old["trade_order_errors"]), (None, None))
+        self.assertIn("trades", bench.summary_line(fire, m))
+        self.assertNotIn("trades", bench.summary_line(fire, none))
+
+    def test_the_firehose_table_shows_trades_beside_quotes(self):
+        sc = bench.scenarios(smoke=True)
+        runs = [run_of("firehose", "tickerfeed", self.metrics(False)),
+                run_of("firehose", "tickerfeed-trades", self.metrics(True))]
+        med = bench.medians(runs)
+        data = Outputs().data()
+        data.update(servers=["tickerfeed", "tickerfeed-trades"], medians=med, targets=bench.targets(med, sc),
+                    scenarios={"firehose": data["scenarios"]["firehose"]})
+        text = bench.markdown(data)
+        fire = text.split("## 2. Firehose")[1].split("## ")[0]
+        self.assertIn("| quotes per server CPU-s | trades per server CPU-s | trades/s | trades lost |", fire)
+        self.assertIn("| tickerfeed, quotes + trades | 50 | 4,000 | 12,000 | 9,000 | 25.0% |", fire)
+        self.assertIn("| tickerfeed | 50 | 5,000 | — | — | — |", fire)
+        self.assertIn("tickerfeed, quotes + trades: **4,000** quotes and **12,000** trades per server CPU-second, "
+                      "against 5,000 quotes with quotes alone (0.80×); 25.0% of the trades", fire)
+        feed_table = text.split("## Feed alone")[1].split("## ")[0]
+        self.assertEqual(feed_table.count("| tickerfeed"), 1, "tickerfeed's process, measured once")
+        # Without trades anywhere, the table is as it was.
+        plain = bench.medians(runs[:1])
+        data.update(medians=plain, targets=bench.targets(plain, sc))
+        self.assertNotIn("trades", bench.markdown(data))
+        svg = bench.svg_chart(med, ["tickerfeed", "tickerfeed-trades"], smoke=False)
+        root = ET.fromstring(svg)
+        self.assertEqual(svg.count("tickerfeed, quotes + trades"), 1, "in the firehose panel only")
+        self.assertEqual(len([e for e in root.iter() if e.tag.endswith("rect")]), 1 + 2)
+
+
 class Outputs(unittest.TestCase):
     def data(self):
         sc = bench.scenarios(smoke=True)

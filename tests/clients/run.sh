@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
 # Real clients against the release binary (TICKERFEED_BIN, default target/release/tickerfeed):
-#   - curl -N and Python's httpx-sse on GET /sse;
+#   - curl -N and Python's httpx-sse on GET /sse (quotes; trades and a since resume: sse_client.py);
 #   - python-socketio 5 (sync Client and AsyncClient) on /socket.io/: polling, WebSocket and the
-#     upgrade (socketio_client.py);
+#     upgrade, and the trades channel (socketio_client.py);
 #   - socket.io-client 4 under node --test (socketio.test.mjs, its own servers): every transport,
-#     acks and events, snapshots, errors, the throttle, reconnection after a restart, metrics.
+#     acks and events, snapshots, channels (trades, bars, since), errors, the throttle,
+#     reconnection after a restart, metrics.
 # Installs what it needs: a venv in tests/clients/.venv from requirements.txt (again when that
 # changes), node_modules by npm ci from package-lock.json (when missing or stale). Artifacts (server
 # logs, the node test log) go to tests/artifacts/clients/. Part of tests/run.sh.

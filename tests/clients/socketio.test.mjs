@@ -1,8 +1,10 @@
 // Socket.IO at /socket.io/ with the real client library, socket.io-client (the version pinned in
 // package.json): each transport a browser or Node app may end up on (WebSocket only, polling
 // only, polling upgraded to WebSocket) gets the welcome, subscribes with acks, receives snapshot
-// then live quotes, and is told of its mistakes; the throttle holds; a client reconnects by
-// itself after a server restart; /metrics counts each connection under its transport.
+// then live quotes, and is told of its mistakes; on each, the trades and bars:1s channels
+// stream every trade in seq order (no quotes) and bars that join them, and a new socket resumes
+// with `since` from the next seq; the throttle holds; a client reconnects by itself after a
+// server restart; /metrics counts each connection under its transport.
 //
 // Each test starts its own tickerfeed (TICKERFEED_BIN, default target/release/tickerfeed) on a
 // free 127.0.0.1 port with --seed 7; its log goes to tests/artifacts/clients/. Every wait is
@@ -308,6 +310,193 @@ for (const mode of MODES) {
       assert.equal(client.transport, mode.ends);
     } finally {
       client.close();
+    }
+  });
+}
+
+// ---------------------------------------------------------------------------------------------
+// Channels: trades, bars, resume (docs/PROTOCOL.md, "Channels: trades and bars")
+
+/** A trade as on /ws. */
+function assertTrade(t, symbol) {
+  assert.deepEqual(Object.keys(t).sort(), ['price', 'pt', 'seq', 'size', 'symbol', 'ts'], `trade fields: ${JSON.stringify(t)}`);
+  assert.equal(t.symbol, symbol);
+  assert.ok(Number.isInteger(t.seq) && t.seq > 0, `seq ${t.seq}`);
+  assert.ok(t.price > 0 && t.size > 0, `price and size: ${JSON.stringify(t)}`);
+  assert.ok(Math.abs(t.ts - Date.now()) < 60_000, `ts ${t.ts} is now`);
+}
+
+/**
+ * What a trades subscriber was told of one symbol, in arrival order: its trades and the gaps
+ * (seqs told lost). `accounted` is every seq received or told lost, which must run without a
+ * hole or a repeat.
+ */
+class Tape {
+  constructor(symbol, events = []) {
+    this.symbol = symbol;
+    this.trades = [];
+    this.gaps = [];
+    this.accounted = [];
+    for (const e of events) this.take(e);
+  }
+
+  take(event) {
+    if (event.name === 'trades') {
+      for (const t of event.data.trades) {
+        assertTrade(t, this.symbol);
+        this.trades.push(t);
+        this.accounted.push(t.seq);
+      }
+    } else if (event.name === 'gap' && event.data.symbol === this.symbol) {
+      const { channel, from_seq: from, to_seq: to } = event.data;
+      assert.equal(channel, 'trades', JSON.stringify(event.data));
+      assert.ok(Number.isInteger(from) && Number.isInteger(to) && from <= to, `gap ${JSON.stringify(event.data)}`);
+      this.gaps.push([from, to]);
+      for (let s = from; s <= to; s++) this.accounted.push(s);
+    }
+  }
+
+  get lastTrade() { return this.trades.at(-1)?.seq ?? 0; }
+  get last() { return this.accounted.at(-1) ?? 0; }
+
+  assertContiguous() {
+    assert.ok(this.accounted.length > 0, 'some trades');
+    const first = this.accounted[0];
+    this.accounted.forEach((seq, i) => assert.equal(seq, first + i, `seq #${i} of the tape is ${seq}, expected ${first + i} (gaps ${JSON.stringify(this.gaps)})`));
+  }
+}
+
+/** A bar as /api/history serves it. */
+function assertBar(b, symbol) {
+  for (const field of ['symbol', 't', 'open', 'high', 'low', 'close', 'volume', 'seq', 'final']) assert.ok(field in b, `bar has ${field}: ${JSON.stringify(b)}`);
+  assert.equal(b.symbol, symbol);
+  assert.equal(b.t % 1000, 0, `a 1 s bar starts on a second: ${b.t}`);
+  assert.ok(b.low <= Math.min(b.open, b.close) && Math.max(b.open, b.close) <= b.high, `low ≤ open, close ≤ high: ${JSON.stringify(b)}`);
+  assert.ok(b.volume > 0 && Number.isInteger(b.seq) && typeof b.final === 'boolean', JSON.stringify(b));
+}
+
+/** The events from index `from` on, once `enough(list)` says so (`ms` at most). */
+async function eventsUntil(client, { from = 0, enough, ms = 10_000, what = 'enough events' }) {
+  const deadline = Date.now() + ms;
+  for (;;) {
+    const list = client.events.slice(from);
+    if (enough(list)) return list;
+    const left = deadline - Date.now();
+    if (left <= 0) throw new Error(`${what}: not within ${ms} ms; received: ${client.summary(from)}`);
+    // Any next event (every event has a name; the match accepts all).
+    await new Promise((ok) => {
+      const waiter = { from: client.mark(), match: () => true, ok };
+      waiter.timer = setTimeout(() => { client.waiters.splice(client.waiters.indexOf(waiter), 1); ok(); }, left);
+      client.waiters.push(waiter);
+    });
+  }
+}
+
+/** AAPL's newest seq, from GET /api/quotes. */
+async function publishedSeq(url, symbol) {
+  const { quotes } = await (await fetch(`${url}/api/quotes?symbols=${symbol}`)).json();
+  return quotes.find((q) => q.symbol === symbol)?.seq ?? 0;
+}
+
+for (const mode of MODES) {
+  const options = mode.transports ? { transports: mode.transports } : {};
+
+  test(`${mode.name}: channels trades and bars:1s (every seq, no quotes), resume with since, an unknown channel named`, async (t) => {
+    const CHANNEL_EVENTS = ['trades', 'gap', 'bars'];
+    const client = new Client(server.url, options);
+    let resumed;
+    try {
+      const welcome = (await client.next('welcome')).data;
+      assertWelcome(welcome);
+      assert.match(welcome.session, /^\S+$/, 'welcome carries the session id');
+
+      // An unknown channel: an error ack naming it; nothing subscribed.
+      const bad = await client.call('subscribe', { symbols: ['AAPL'], channels: ['nope'] });
+      assert.deepEqual(Object.keys(bad), ['error'], JSON.stringify(bad));
+      assert.equal(bad.error.code, 'bad_request');
+      assert.match(bad.error.message, /'nope'/, 'the error names the channel');
+      assert.deepEqual(await client.call('list'), { symbols: [] }, 'a failed subscribe changes nothing');
+
+      let from = client.mark();
+      const ack = await client.call('subscribe', { symbols: ['AAPL'], throttle_ms: 0, channels: ['trades', 'bars:1s'] });
+      assert.deepEqual(ack, { throttle_ms: 0, align: false, symbols: ['AAPL'], rejected: [], channels: { trades: ['AAPL'], 'bars:1s': ['AAPL'] } });
+
+      // 20 trades (about 2 s of AAPL at the default rate) and a bar that closed after the
+      // first trade received (its last trade, then, one this client has).
+      const closedBar = (list) => {
+        const first = new Tape('AAPL', list).accounted[0];
+        return list.filter((e) => e.name === 'bars').flatMap((e) => e.data.bars).find((b) => b.final && b.seq >= first);
+      };
+      let events = await eventsUntil(client, {
+        from, ms: 15_000, what: '20 AAPL trades and a 1 s bar closed after them',
+        enough: (list) => new Tape('AAPL', list).trades.length >= 20 && closedBar(list),
+      });
+      const names = new Set(events.map((e) => e.name));
+      for (const name of names) assert.ok(CHANNEL_EVENTS.includes(name), `only trades, gap and bars for a trades and bars:1s subscription, got '${name}': ${client.summary(from)}`);
+      let tape = new Tape('AAPL', events);
+      tape.assertContiguous();
+      assert.ok(events.filter((e) => e.name === 'trades').every((e) => !('recovered' in e.data)), 'live trades carry no recovered flag');
+      for (const e of events.filter((e) => e.name === 'trades')) assert.deepEqual(Object.keys(e.data), ['trades'], 'a trades event is {trades}');
+      const bars = events.filter((e) => e.name === 'bars');
+      for (const e of bars) {
+        assert.deepEqual(Object.keys(e.data), ['resolution', 'bars'], 'a bars event is {resolution, bars}');
+        assert.equal(e.data.resolution, '1s');
+        for (const b of e.data.bars) assertBar(b, 'AAPL');
+      }
+      // A bar joins the trades: its seq is that of its last trade, its close that trade's price.
+      const closed = closedBar(events);
+      events = await eventsUntil(client, { from, what: `the trade of the closed bar's seq ${closed.seq}`, enough: (list) => new Tape('AAPL', list).last >= closed.seq });
+      tape = new Tape('AAPL', events);
+      tape.assertContiguous();
+      const trade = tape.trades.find((tr) => tr.seq === closed.seq);
+      // (Unless the trades channel itself reported that seq lost.)
+      if (!tape.gaps.some(([a, b]) => a <= closed.seq && closed.seq <= b)) {
+        assert.ok(trade, `the closed bar's seq ${closed.seq} is a trade received`);
+        assert.equal(closed.close, trade.price, `the closed bar's close is the price of trade ${closed.seq}: ${JSON.stringify(closed)}`);
+        assert.ok(closed.low <= trade.price && trade.price <= closed.high);
+      }
+      t.diagnostic(`${tape.trades.length} trades ${tape.accounted[0]}..${tape.last}, ${tape.gaps.length} gaps, ${bars.length} bars events; closed bar ${closed.t} seq ${closed.seq}, close ${closed.close} = trade ${trade?.price}`);
+
+      // Resume: a new socket, subscribing with the last seq seen.
+      client.close();
+      const gone = new Tape('AAPL', client.events.slice(from));
+      gone.assertContiguous();
+      const lastSeq = gone.lastTrade;
+      // Trades go on while it is away: 10 more at least.
+      const deadline = Date.now() + 10_000;
+      while ((await publishedSeq(server.url, 'AAPL')) < lastSeq + 10) {
+        assert.ok(Date.now() < deadline, `AAPL passes seq ${lastSeq + 10} within 10 s`);
+        await sleep(50);
+      }
+      resumed = new Client(server.url, options);
+      const welcome2 = (await resumed.next('welcome')).data;
+      assert.notEqual(welcome2.session, welcome.session, 'a new session');
+      assert.equal(welcome2.instance, welcome.instance, 'the same run of the server: seqs go on');
+      from = resumed.mark();
+      const ack2 = await resumed.call('subscribe', { symbols: ['AAPL'], throttle_ms: 0, channels: ['trades'], since: { AAPL: lastSeq } });
+      assert.deepEqual(ack2, { throttle_ms: 0, align: false, symbols: ['AAPL'], rejected: [], channels: { trades: ['AAPL'] } });
+      const first = await resumed.next('trades', { from });
+      assert.equal(first.data.recovered, true, `the first trades event is the recovered backlog: ${JSON.stringify(first.data).slice(0, 300)}`);
+      assert.ok(first.data.trades.length > 0, 'the backlog holds the trades published while away');
+      assert.equal(first.data.trades[0].seq, lastSeq + 1, `the backlog starts right after since (${lastSeq})`);
+      // Then live trades: the whole resumed tape, backlog and live, without a hole.
+      events = await eventsUntil(resumed, {
+        from, what: 'the backlog and 10 live trades',
+        enough: (list) => list.filter((e) => e.name === 'trades' && !e.data.recovered).reduce((n, e) => n + e.data.trades.length, 0) >= 10,
+      });
+      for (const e of events) assert.ok(['trades', 'gap'].includes(e.name), `only trades after a trades subscription: ${resumed.summary(from)}`);
+      assert.ok(!events.some((e) => e.name === 'gap'), `nothing lost within the ring: ${resumed.summary(from)}`);
+      const backlog = events.filter((e) => e.name === 'trades' && e.data.recovered === true);
+      const live = events.filter((e) => e.name === 'trades' && !e.data.recovered);
+      assert.ok(events.indexOf(backlog.at(-1)) < events.indexOf(live[0]), 'the backlog comes before live trades');
+      assert.ok(backlog.reduce((n, e) => n + e.data.trades.length, 0) >= 10, 'the backlog holds the 10 and more trades published while away');
+      const again = new Tape('AAPL', events);
+      again.assertContiguous();
+      assert.equal(again.accounted[0], lastSeq + 1);
+      t.diagnostic(`resumed after ${lastSeq}: ${backlog.length} recovered event(s), then live to ${again.last}`);
+    } finally {
+      client.close();
+      resumed?.close();
     }
   });
 }

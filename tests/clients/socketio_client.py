@@ -6,7 +6,10 @@ gets the welcome, subscribes with call() (the ack: the whole set, an unknown sym
 receives the snapshot then live quotes (seq rising per symbol), lists, pings, gets an error ack
 for a bad argument and an error event for an unknown event, gets events for requests sent
 without an ack, and disconnects cleanly (the server counts a client close, no protocol error,
-and the open-connections gauge of its transport goes back down).
+and the open-connections gauge of its transport goes back down). Then the channels, over WebSocket
+and polling: an unknown channel is named in an error ack; a trades-only subscription's ack
+names its channels, and its trades arrive with every seq in order (a `gap` accounting for any
+lost), with no quotes.
 
     python socketio_client.py http://127.0.0.1:PORT
 
@@ -185,6 +188,49 @@ def run_query(url):
     print("python-socketio Client, URL query: welcome, subscribed, snapshot")
 
 
+def run_channels(url, transports, expect):
+    """Channels (docs/PROTOCOL.md): a trades-only subscription's ack names its channels; its
+    trades come with every seq, one after the other (or told lost by a `gap`), and no quotes."""
+    events = Events()
+    sio = socketio.Client(reconnection=False, request_timeout=5)
+    sio.on("*", lambda event, *args: events.put(event, args[0] if args else None))
+    sio.connect(url, transports=transports, wait_timeout=5)
+    try:
+        check_welcome(events.next("welcome"))
+        bad = sio.call("subscribe", {"symbols": ["AAPL"], "channels": ["quotes", "nope"]}, timeout=5)
+        check_error_ack(bad, "bad_request", "'nope'")
+        ack = sio.call("subscribe", {"symbols": ["AAPL"], "throttle_ms": 0, "channels": ["trades"]}, timeout=5)
+        check(ack == {"throttle_ms": 0, "align": False, "symbols": ["AAPL"], "rejected": [], "channels": {"trades": ["AAPL"]}}, f"channels subscribe ack {ack}")
+        start = len(events.seen)
+        accounted = []
+        trades = 0
+        while trades < 20:
+            # The next event of any name: trades and gap are all a trades subscription gets.
+            try:
+                name, data, at = events.pending.get(timeout=WAIT)
+            except queue.Empty:
+                raise Failure(f"no event within {WAIT} s after {trades} trades; received {[e[0] for e in events.seen[start:][-20:]]}") from None
+            events.seen.append((name, data, at))
+            if name == "trades":
+                check(list(data) == ["trades"], f"a live trades event is {{trades}}: {str(data)[:200]}")
+                for t in data["trades"]:
+                    check(sorted(t) == ["price", "pt", "seq", "size", "symbol", "ts"], f"trade fields {t}")
+                    check(t["symbol"] == "AAPL" and t["price"] > 0 and t["size"] > 0, f"trade {t}")
+                    accounted.append(t["seq"])
+                    trades += 1
+            elif name == "gap":
+                check(data["channel"] == "trades" and data["symbol"] == "AAPL" and data["from_seq"] <= data["to_seq"], f"gap {data}")
+                accounted.extend(range(data["from_seq"], data["to_seq"] + 1))
+            else:
+                raise Failure(f"a trades-only subscription got a '{name}' event: {str(data)[:200]}")
+        expected = list(range(accounted[0], accounted[0] + len(accounted)))
+        check(accounted == expected, f"trade seqs run one after the other (gaps accounted): {accounted}")
+        check(sio.transport() == expect, f"still on {expect}")
+    finally:
+        sio.disconnect()
+    print(f"python-socketio Client, channels over {expect}: ack names trades, {trades} trades with seqs {accounted[0]}..{accounted[-1]}, no quotes, unknown channel named")
+
+
 async def run_async(url, transport):
     pending = asyncio.Queue()
     sio = socketio.AsyncClient(reconnection=False, request_timeout=5)
@@ -254,6 +300,8 @@ def main():
         run_sync(url, "websocket only", ["websocket"], "websocket")
         run_sync(url, "default (polling upgraded to websocket)", None, "websocket")
         run_query(url)
+        run_channels(url, ["websocket"], "websocket")
+        run_channels(url, ["polling"], "polling")
         asyncio.run(run_async(url, "polling"))
         asyncio.run(run_async(url, "websocket"))
     except Failure as failure:

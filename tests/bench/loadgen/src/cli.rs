@@ -51,6 +51,15 @@ pub struct Args {
     #[arg(long)]
     pub align: bool,
 
+    /// Clients subscribe with these channels (`"channels":["quotes","trades"]` in the subscribe;
+    /// `channels=quotes,trades` in the query with --protocol sse), e.g. `quotes,trades`. Trades
+    /// are counted (frames, trades, trades lost in `gap` messages) and checked in seq order per
+    /// symbol, and reported beside the quotes. Default: no `channels` sent (the server's
+    /// default, quotes only). Probes and churn connections subscribe alike; the observer does
+    /// not (quotes only).
+    #[arg(long, value_delimiter = ',', value_name = "CHANNEL,...")]
+    pub channels: Option<Vec<String>>,
+
     /// Clients subscribe with `"snapshot":false` (probes always ask for a snapshot). Not with
     /// --protocol sse: an event stream always starts with the snapshot.
     #[arg(long)]
@@ -273,6 +282,11 @@ impl Args {
         }
         if self.protocol == Protocol::Sse && self.no_snapshot {
             bail!("--no-snapshot cannot be honoured with --protocol sse: /sse has no snapshot parameter, a stream always starts with one");
+        }
+        if let Some(channels) = &self.channels
+            && (channels.is_empty() || channels.iter().any(|c| c.trim().is_empty()))
+        {
+            bail!("--channels needs a comma-separated list of channel names, e.g. quotes,trades");
         }
         if self.clients + self.stall == 0 {
             bail!("nothing to do: --clients and --stall are both 0");

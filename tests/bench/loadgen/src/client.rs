@@ -93,6 +93,8 @@ pub struct SubSpec {
     pub snapshot: bool,
     /// Aligned delivery (`"align": true`): deliveries on a grid of the throttle.
     pub align: bool,
+    /// `"channels"` (`--channels`); `None`: not sent, the server's default (quotes).
+    pub channels: Option<Vec<String>>,
     /// SO_RCVBUF for this connection (stalled clients only; `None` = kernel default).
     pub rcvbuf: Option<u32>,
 }
@@ -106,12 +108,16 @@ struct SubscribeMsg<'a> {
     snapshot: bool,
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     align: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    channels: Option<&'a [String]>,
     id: u64,
 }
 
-/// The v1 `subscribe` op: `{"op":"subscribe","symbols":[...],"throttle_ms":0,"snapshot":true,"id":1}`.
+/// The v1 `subscribe` op: `{"op":"subscribe","symbols":[...],"throttle_ms":0,"snapshot":true,"id":1}`
+/// (`"channels":[...]` too with `--channels`).
 pub fn subscribe_text(spec: &SubSpec, id: u64) -> String {
-    serde_json::to_string(&SubscribeMsg { op: "subscribe", symbols: &spec.symbols, throttle_ms: spec.throttle_ms, snapshot: spec.snapshot, align: spec.align, id })
+    let channels = spec.channels.as_deref();
+    serde_json::to_string(&SubscribeMsg { op: "subscribe", symbols: &spec.symbols, throttle_ms: spec.throttle_ms, snapshot: spec.snapshot, align: spec.align, channels, id })
         .expect("serialising a plain struct cannot fail")
 }
 
@@ -123,12 +129,15 @@ struct SubscribeArg<'a> {
     snapshot: bool,
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     align: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    channels: Option<&'a [String]>,
 }
 
 /// The Socket.IO `subscribe` event's argument: the op's fields without `op` and `id`,
 /// `{"symbols":[...],"throttle_ms":0,"snapshot":true}`.
 pub fn subscribe_payload(spec: &SubSpec) -> String {
-    serde_json::to_string(&SubscribeArg { symbols: &spec.symbols, throttle_ms: spec.throttle_ms, snapshot: spec.snapshot, align: spec.align })
+    let channels = spec.channels.as_deref();
+    serde_json::to_string(&SubscribeArg { symbols: &spec.symbols, throttle_ms: spec.throttle_ms, snapshot: spec.snapshot, align: spec.align, channels })
         .expect("serialising a plain struct cannot fail")
 }
 
@@ -274,7 +283,7 @@ async fn read_loop(shared: &Shared, ws: &mut Conn, seq: &mut SeqTracker, shutdow
                 Some(Ok(Incoming::Text { frame, start, end, wire, kind })) => {
                     let event = shared.handle(kind, &frame[start..end], wire, seq);
                     if !delivering
-                        && event == (Event::Quotes { snapshot: false })
+                        && matches!(event, Event::Quotes { snapshot: false } | Event::Trades)
                         && shared.phase.load(Ordering::Relaxed) == PHASE_MEASURE
                     {
                         delivering = true;
@@ -311,7 +320,7 @@ pub async fn observer_task(
     ready: mpsc::Sender<()>,
     mut shutdown: Shutdown,
 ) -> Result<()> {
-    let spec = SubSpec { symbols, throttle_ms: Some(0), snapshot: true, align: false, rcvbuf: None };
+    let spec = SubSpec { symbols, throttle_ms: Some(0), snapshot: true, align: false, channels: None, rcvbuf: None };
     let mut ws = timeout(connect_timeout, async {
         let (mut ws, _) = Conn::open(&target, &spec).await?;
         subscribe(&mut ws, &spec).await?;

@@ -1,10 +1,15 @@
 //! Cheap parsing of server frames and the per-client seq-order check.
 //!
 //! Every frame a reading client receives goes through [`process`], so it is the load
-//! generator's hot path. `quotes` frames are read by the hand-written scanner in
-//! [`crate::scan`] (about 3× faster); anything it declines is deserialised by serde into
-//! borrowed structs holding only the fields the measurements need (`type`, `snapshot`, and
-//! per quote `symbol`, `seq`, `pt`) — no `serde_json::Value`, no owned strings.
+//! generator's hot path. `quotes` and `trades` frames and `gap` messages are read by the
+//! hand-written scanner in [`crate::scan`] (about 3× faster); anything it declines is
+//! deserialised by serde into borrowed structs holding only the fields the measurements need
+//! (`type`, `snapshot`, and per quote or trade `symbol`, `seq`, `pt`) — no `serde_json::Value`,
+//! no owned strings.
+//!
+//! Trades (`--channels …,trades`) are counted and checked per symbol: each seq one above the
+//! previous, unless a `gap` message said the seqs between were lost (their number is counted
+//! as trades lost).
 //!
 //! A v1 message names its type in its JSON (`"type":"quotes"`); over Socket.IO the event's
 //! name does (`42["quotes",{"quotes":[...]}]`) and the payload has no `type`: [`process_as`],
@@ -58,11 +63,32 @@ pub struct QuotesPayload<'a> {
     pub quotes: Vec<QuoteLite<'a>>,
 }
 
+/// A `trades` frame or a Socket.IO `trades` event's payload (a `type`, if any, is ignored):
+/// the trades' `symbol`, `seq` and `pt`, the rest skipped.
+#[derive(Deserialize)]
+pub struct TradesPayload<'a> {
+    #[serde(borrow)]
+    pub trades: Vec<QuoteLite<'a>>,
+}
+
+/// A `gap` message or a Socket.IO `gap` event's payload.
+#[derive(Deserialize)]
+pub struct GapPayload<'a> {
+    #[serde(borrow)]
+    pub channel: Cow<'a, str>,
+    #[serde(borrow)]
+    pub symbol: Cow<'a, str>,
+    pub from_seq: u64,
+    pub to_seq: u64,
+}
+
 /// What a message is, when the transport says so rather than the message's own `type`: a
 /// Socket.IO event's name, or the request an acknowledgement answers.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Kind {
     Quotes,
+    Trades,
+    Gap,
     Subscribed,
     Welcome,
     Feed,
@@ -77,6 +103,8 @@ impl Kind {
     pub fn of_name(name: &str) -> Kind {
         match name {
             "quotes" => Kind::Quotes,
+            "trades" => Kind::Trades,
+            "gap" => Kind::Gap,
             "subscribed" => Kind::Subscribed,
             "welcome" => Kind::Welcome,
             "feed" => Kind::Feed,
@@ -131,6 +159,8 @@ pub enum Event {
     Quotes {
         snapshot: bool,
     },
+    /// A `trades` frame.
+    Trades,
     Subscribed {
         symbols: usize,
         rejected: usize,
@@ -177,6 +207,8 @@ pub struct Last {
 #[derive(Default)]
 pub struct SeqTracker {
     last: HashMap<Box<str>, Last, BuildHasherDefault<Fnv>>,
+    /// Per symbol, the last trade seq accounted for: received, or declared lost by a `gap`.
+    trades: HashMap<Box<str>, u64, BuildHasherDefault<Fnv>>,
     /// Effective throttle of this connection (from `subscribed`), µs.
     pub throttle_us: i64,
     /// Aligned delivery: this client's estimate of the grid's anchor (µs since the epoch).
@@ -215,6 +247,44 @@ impl SeqTracker {
     pub fn symbols_seen(&self) -> usize {
         self.last.len()
     }
+
+    /// Records a trade of `symbol`; false when it is out of order: its seq not above the last
+    /// one accounted for, or more than one above it (a jump no `gap` message explained). The
+    /// first trade of a symbol may have any seq. The remembered seq stays at the maximum, so
+    /// one stray trade counts as one error.
+    pub fn trade(&mut self, symbol: &str, seq: u64) -> bool {
+        match self.trades.get_mut(symbol) {
+            Some(last) => {
+                let next = last.checked_add(1) == Some(seq);
+                *last = (*last).max(seq);
+                next
+            }
+            None => {
+                self.trades.insert(symbol.into(), seq);
+                true
+            }
+        }
+    }
+
+    /// Records a `gap` of `symbol`'s trades `from..=to`; false when it does not follow on from
+    /// the last trade accounted for (or is empty: `from` > `to`). A gap before any trade of
+    /// the symbol is in order. The seqs it names count as accounted for.
+    pub fn trade_gap(&mut self, symbol: &str, from: u64, to: u64) -> bool {
+        if from > to {
+            return false;
+        }
+        match self.trades.get_mut(symbol) {
+            Some(last) => {
+                let next = last.checked_add(1) == Some(from);
+                *last = (*last).max(to);
+                next
+            }
+            None => {
+                self.trades.insert(symbol.into(), to);
+                true
+            }
+        }
+    }
 }
 
 /// Counts one text frame into `stats` and checks seq order.
@@ -231,12 +301,20 @@ pub fn process(text: &str, seq: &mut SeqTracker, stats: &mut WorkerStats, now_us
         count_quotes(f.snapshot, f.quotes.len(), quotes, seq, stats, now_us, record_latency);
         return Event::Quotes { snapshot: f.snapshot };
     }
+    // Each scanner declines another type at its `type`, the first key: a few bytes each.
+    if let Some(f) = scan::scan_trades(text) {
+        count_trades(f.quotes.len(), f.quotes.iter().map(|q| (q.symbol, q.seq)), seq, stats);
+        return Event::Trades;
+    }
+    if let Some(g) = scan::scan_gap(text, true) {
+        return count_gap(g.channel, g.symbol, g.from_seq, g.to_seq, seq, stats);
+    }
     let frame: Frame = match serde_json::from_str(text) {
         Ok(f) => f,
         Err(_) => {
             // Not a quotes-shaped frame: find out its type alone.
             return match serde_json::from_str::<Head>(text) {
-                Ok(h) if h.kind != "quotes" => count_other(text, Kind::of_name(&h.kind), stats),
+                Ok(h) if h.kind != "quotes" => count_named(text, Kind::of_name(&h.kind), seq, stats),
                 _ => {
                     stats.counters.parse_errors += 1;
                     Event::Unparseable
@@ -245,7 +323,7 @@ pub fn process(text: &str, seq: &mut SeqTracker, stats: &mut WorkerStats, now_us
         }
     };
     if frame.kind != "quotes" {
-        return count_other(text, Kind::of_name(&frame.kind), stats);
+        return count_named(text, Kind::of_name(&frame.kind), seq, stats);
     }
     let quotes = frame.quotes.iter().map(|q| (&*q.symbol, q.seq, q.pt));
     let snapshot = frame.snapshot.unwrap_or(false);
@@ -262,8 +340,22 @@ pub fn process_as(kind: Option<Kind>, text: &str, seq: &mut SeqTracker, stats: &
     let c = &mut stats.counters;
     c.frames += 1;
     c.bytes += text.len() as u64;
-    if kind != Kind::Quotes {
-        return count_other(text, kind, stats);
+    match kind {
+        Kind::Quotes => {}
+        Kind::Trades => {
+            if let Some(f) = scan::scan_trades_payload(text) {
+                count_trades(f.quotes.len(), f.quotes.iter().map(|q| (q.symbol, q.seq)), seq, stats);
+                return Event::Trades;
+            }
+            return count_named(text, kind, seq, stats);
+        }
+        Kind::Gap => {
+            if let Some(g) = scan::scan_gap(text, false) {
+                return count_gap(g.channel, g.symbol, g.from_seq, g.to_seq, seq, stats);
+            }
+            return count_named(text, kind, seq, stats);
+        }
+        _ => return count_other(text, kind, stats),
     }
     if let Some(f) = scan::scan_quotes_payload(text) {
         let quotes = f.quotes.iter().map(|q| (q.symbol, q.seq, q.pt));
@@ -350,8 +442,62 @@ fn count_quotes<'q>(
     }
 }
 
-/// Counts a message other than `quotes`. (A `quotes` kind here is a v1 frame that did not
-/// parse as one: [`process`] never passes it.)
+/// The accounting of one `trades` frame of `n` trades (symbol, seq), whichever parser read it.
+fn count_trades<'q>(n: usize, trades: impl Iterator<Item = (&'q str, Option<u64>)>, seq: &mut SeqTracker, stats: &mut WorkerStats) {
+    let c = &mut stats.counters;
+    c.trade_frames += 1;
+    c.trades += n as u64;
+    for (symbol, s) in trades {
+        if let Some(s) = s
+            && !seq.trade(symbol, s)
+        {
+            c.trade_order_errors += 1;
+        }
+    }
+}
+
+/// The accounting of one `gap` message: of the `trades` channel, its seqs count as lost and
+/// the symbol's trades go on after it; of another channel, it is counted and nothing else.
+fn count_gap(channel: &str, symbol: &str, from: u64, to: u64, seq: &mut SeqTracker, stats: &mut WorkerStats) -> Event {
+    let c = &mut stats.counters;
+    c.gap_msgs += 1;
+    if channel == "trades" {
+        c.trades_lost += (to + 1).saturating_sub(from);
+        if !seq.trade_gap(symbol, from, to) {
+            c.trade_order_errors += 1;
+        }
+    }
+    Event::Other
+}
+
+/// Counts a message the scanners declined, by its kind: `trades` and `gap` through serde (the
+/// reference), anything else as [`count_other`] does. The JSON may carry a `type` or not.
+fn count_named(text: &str, kind: Kind, seq: &mut SeqTracker, stats: &mut WorkerStats) -> Event {
+    match kind {
+        Kind::Trades => match serde_json::from_str::<TradesPayload>(text) {
+            Ok(p) => {
+                count_trades(p.trades.len(), p.trades.iter().map(|t| (&*t.symbol, t.seq)), seq, stats);
+                Event::Trades
+            }
+            Err(_) => {
+                stats.counters.parse_errors += 1;
+                Event::Unparseable
+            }
+        },
+        Kind::Gap => match serde_json::from_str::<GapPayload>(text) {
+            Ok(g) => count_gap(&g.channel, &g.symbol, g.from_seq, g.to_seq, seq, stats),
+            Err(_) => {
+                stats.counters.parse_errors += 1;
+                Event::Unparseable
+            }
+        },
+        _ => count_other(text, kind, stats),
+    }
+}
+
+/// Counts a message other than `quotes`, `trades` and `gap`. (A `quotes` kind here is a v1
+/// frame that did not parse as one: [`process`] never passes it; `trades` and `gap` go
+/// through [`count_named`] and reach here only from a caller that counts them as others.)
 fn count_other(text: &str, kind: Kind, stats: &mut WorkerStats) -> Event {
     let c = &mut stats.counters;
     match kind {
@@ -381,7 +527,7 @@ fn count_other(text: &str, kind: Kind, stats: &mut WorkerStats) -> Event {
             c.error_msgs += 1;
             Event::Error
         }
-        Kind::Quotes | Kind::Other => {
+        Kind::Quotes | Kind::Trades | Kind::Gap | Kind::Other => {
             c.other_msgs += 1;
             Event::Other
         }

@@ -150,7 +150,7 @@ impl Conn {
         let link = match target.protocol {
             Protocol::Sse => {
                 let socket = tcp_connect(target, spec.rcvbuf).await?;
-                let path = sse::request_path(&target.sse_path, &spec.symbols, spec.throttle_ms, spec.align);
+                let path = sse::request_path(&target.sse_path, &spec.symbols, spec.throttle_ms, spec.align, spec.channels.as_deref());
                 Link::Sse(SseStream::open(socket, &target.authority, &path, target.read_buffer).await?)
             }
             Protocol::V1 | Protocol::Socketio => Link::Ws(connect(target, spec.rcvbuf).await?),

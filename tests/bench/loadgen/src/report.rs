@@ -56,6 +56,8 @@ pub struct ConfigEcho {
     pub snapshot: bool,
     /// Clients subscribed with aligned delivery (`--align`).
     pub align: bool,
+    /// The subscriptions' `channels` (`--channels`); null: not sent (quotes only).
+    pub channels: Option<Vec<String>>,
     pub duration_s: f64,
     pub warmup_s: f64,
     pub connect_rate: f64,
@@ -175,6 +177,22 @@ pub struct Throughput {
     /// quotes / server.cpu_s: delivered quotes per server CPU-second, the headline figure. It
     /// stays meaningful when the load generator is the bottleneck. Needs --server-pid.
     pub quotes_per_server_cpu_s: Option<f64>,
+    /// Trades delivered (`--channels …,trades`; 0 without), in `trades` frames.
+    pub trades: u64,
+    pub trades_per_s: f64,
+    pub trade_frames: u64,
+    /// trades / trade_frames.
+    pub trades_per_frame: f64,
+    /// Trades the server declared lost in `gap` messages (the sum of their seq ranges): a
+    /// client that falls more than the server's ring behind loses the oldest.
+    pub trades_lost: u64,
+    /// trades_lost / (trades + trades_lost), %: the share of the trades published for the
+    /// clients' symbols that they did not get.
+    pub trades_lost_pct: f64,
+    pub gap_msgs: u64,
+    /// trades / server.cpu_s: delivered trades per server CPU-second (the same CPU as
+    /// quotes_per_server_cpu_s: the server spends it on both). Needs --server-pid.
+    pub trades_per_server_cpu_s: Option<f64>,
 }
 
 #[derive(Serialize, Debug, Clone, Default)]
@@ -216,6 +234,9 @@ pub struct ProbeStats {
 #[derive(Serialize, Debug, Clone, Default)]
 pub struct Messages {
     pub ordering_errors: u64,
+    /// Trades out of seq order per symbol, or after a jump no `gap` message explained.
+    pub trade_order_errors: u64,
+    pub gap: u64,
     pub error: u64,
     pub feed: u64,
     pub pong: u64,
@@ -332,6 +353,14 @@ impl Report {
         if let Some(q) = m.quotes_per_server_cpu_s {
             w(&mut s, "quotes per server CPU-s", format!("{q:.0}"));
         }
+        let trades_asked = cfg.channels.as_ref().is_some_and(|c| c.iter().any(|c| c == "trades"));
+        if trades_asked || m.trades > 0 || m.trades_lost > 0 {
+            w(&mut s, "trades/s", format!("{:.0}  ({} in {} frames, {:.2} per frame)", m.trades_per_s, m.trades, m.trade_frames, m.trades_per_frame));
+            w(&mut s, "trades lost (gap messages)", format!("{} ({:.2}%) in {} gaps", m.trades_lost, m.trades_lost_pct, m.gap_msgs));
+            if let Some(t) = m.trades_per_server_cpu_s {
+                w(&mut s, "trades per server CPU-s", format!("{t:.0}"));
+            }
+        }
         let _ = writeln!(s, "latency, live quotes (receive − pt), ms");
         w(&mut s, "p50 / p99 / p99.9 / max", format!("{:.3} / {:.3} / {:.3} / {:.3}   (p90 {:.3}, mean {:.3}, n={})", l.p50, l.p99, l.p999, l.max, l.p90, l.mean, l.samples));
         let lt = &self.latency_throttled_ms;
@@ -374,6 +403,9 @@ impl Report {
         }
         let _ = writeln!(s, "correctness (whole run)");
         w(&mut s, "ordering errors", g.ordering_errors.to_string());
+        if trades_asked || g.trade_order_errors > 0 {
+            w(&mut s, "trade order errors", format!("{} (gap messages {})", g.trade_order_errors, g.gap));
+        }
         w(&mut s, "messages", format!("error {}, feed {}, pong {}, other {}, unparseable {}", g.error, g.feed, g.pong, g.other, g.parse_errors));
         let _ = writeln!(s, "resources");
         match &self.server_rss_mib {

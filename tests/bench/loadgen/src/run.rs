@@ -297,6 +297,7 @@ impl<'a> Run<'a> {
             throttle_ms: self.args.throttle_ms,
             snapshot,
             align: self.args.align,
+            channels: self.args.channels.clone(),
             rcvbuf: None,
         }
     }
@@ -653,6 +654,7 @@ fn config_echo(args_in: &Args, args: &Args) -> ConfigEcho {
         throttle_ms: args.throttle_ms,
         snapshot: !args.no_snapshot,
         align: args.align,
+        channels: args.channels.clone(),
         duration_s: args.duration,
         warmup_s: args.warmup,
         connect_rate: args_in.connect_rate,
@@ -688,6 +690,14 @@ fn throughput(d: &Counters, measured_s: f64, server_cpu_s: Option<f64>) -> Throu
         bytes: d.bytes,
         mb_per_s: d.bytes as f64 / measured_s / 1e6,
         quotes_per_server_cpu_s: server_cpu_s.filter(|&c| c > 0.0).map(|c| quotes as f64 / c),
+        trades: d.trades,
+        trades_per_s: d.trades as f64 / measured_s,
+        trade_frames: d.trade_frames,
+        trades_per_frame: if d.trade_frames > 0 { d.trades as f64 / d.trade_frames as f64 } else { 0.0 },
+        trades_lost: d.trades_lost,
+        trades_lost_pct: if d.trades + d.trades_lost > 0 { 100.0 * d.trades_lost as f64 / (d.trades + d.trades_lost) as f64 } else { 0.0 },
+        gap_msgs: d.gap_msgs,
+        trades_per_server_cpu_s: server_cpu_s.filter(|&c| c > 0.0 && d.trades > 0).map(|c| d.trades as f64 / c),
     }
 }
 
@@ -695,6 +705,8 @@ fn throughput(d: &Counters, measured_s: f64, server_cpu_s: Option<f64>) -> Throu
 fn messages(total: &Counters) -> Messages {
     Messages {
         ordering_errors: total.ordering_errors,
+        trade_order_errors: total.trade_order_errors,
+        gap: total.gap_msgs,
         error: total.error_msgs,
         feed: total.feed_msgs,
         pong: total.pong_msgs,
@@ -769,13 +781,24 @@ fn judge(r: &mut Report, measured: &Counters) {
     if r.messages.ordering_errors > 0 {
         r.failures.push(format!("{} quotes arrived with seq ≤ the previous seq of their symbol", r.messages.ordering_errors));
     }
-    if r.clients.connections.connected > 0 && r.measured.quotes_live == 0 && !r.config.idle {
+    if r.messages.trade_order_errors > 0 {
+        r.failures.push(format!(
+            "{} trades (or gap messages) were out of order: a seq not one above the last of its symbol, and no gap message for the seqs between",
+            r.messages.trade_order_errors
+        ));
+    }
+    let trades_asked = r.config.channels.as_ref().is_some_and(|c| c.iter().any(|c| c == "trades"));
+    if trades_asked && r.clients.connections.connected > 0 && r.measured.trades == 0 && !r.config.idle {
+        r.warnings.push("--channels asked for trades but none were received during the measured period".into());
+    }
+    if r.clients.connections.connected > 0 && r.measured.quotes_live == 0 && r.measured.trades == 0 && !r.config.idle {
         r.warnings.push("no live quotes were received during the measured period (is the feed running?)".into());
     } else if r.clients.connections.delivering < r.clients.connections.connected && !r.config.idle {
         r.warnings.push(format!(
-            "{} of {} connected reading clients received no live quote during the measured period",
+            "{} of {} connected reading clients received no live quote{} during the measured period",
             r.clients.connections.connected - r.clients.connections.delivering,
-            r.clients.connections.connected
+            r.clients.connections.connected,
+            if trades_asked { " or trade" } else { "" }
         ));
     }
     if let Some(ch) = &r.churn

@@ -382,16 +382,16 @@ fn assign_roles(args: &SoakArgs) -> Vec<(Transport, Behaviour)> {
 /// stalled client takes `*` at 0 with a 4 KiB receive buffer: its buffers fill in a second.
 fn subscription(plan: &Plan, rng: &mut Rng, behaviour: Behaviour) -> SubSpec {
     if behaviour == Behaviour::Stall {
-        return SubSpec { symbols: vec!["*".into()], throttle_ms: Some(0), snapshot: true, align: false, rcvbuf: Some(4096) };
+        return SubSpec { symbols: vec!["*".into()], throttle_ms: Some(0), snapshot: true, align: false, channels: None, rcvbuf: Some(4096) };
     }
     if rng.below(10) == 0 {
-        return SubSpec { symbols: vec!["*".into()], throttle_ms: Some([500, 1000][rng.below(2)]), snapshot: true, align: false, rcvbuf: None };
+        return SubSpec { symbols: vec!["*".into()], throttle_ms: Some([500, 1000][rng.below(2)]), snapshot: true, align: false, channels: None, rcvbuf: None };
     }
     let throttle = [0, 100, 250, 250, 1000][rng.below(5)];
     // Unthrottled clients take few symbols (each symbol changes ~10 times a second).
     let most = if throttle == 0 { 5 } else { 20 };
     let k = 1 + rng.below(most.min(plan.chooser.len()));
-    SubSpec { symbols: plan.chooser.choose(rng, k), throttle_ms: Some(throttle), snapshot: true, align: false, rcvbuf: None }
+    SubSpec { symbols: plan.chooser.choose(rng, k), throttle_ms: Some(throttle), snapshot: true, align: false, channels: None, rcvbuf: None }
 }
 
 /// One client slot: connects, behaves, reconnects, until the stop.

@@ -433,9 +433,10 @@ fn show(b: u8) -> String {
     if b.is_ascii_graphic() { format!("{:?}", b as char) } else { format!("0x{b:02x}") }
 }
 
-/// `base?symbols=A,B&throttle_ms=T[&align=1]`: the subscription of an SSE client, as /ws would
-/// get it in a subscribe. `throttle_ms` is left out when `None` (the server's default applies).
-pub fn request_path(base: &str, symbols: &[String], throttle_ms: Option<u64>, align: bool) -> String {
+/// `base?symbols=A,B&throttle_ms=T[&align=1][&channels=quotes,trades]`: the subscription of an
+/// SSE client, as /ws would get it in a subscribe. `throttle_ms` is left out when `None` (the
+/// server's default applies), `channels` likewise.
+pub fn request_path(base: &str, symbols: &[String], throttle_ms: Option<u64>, align: bool, channels: Option<&[String]>) -> String {
     let mut path = String::with_capacity(base.len() + 32 + symbols.iter().map(|s| s.len() + 1).sum::<usize>());
     path.push_str(base);
     path.push_str("?symbols=");
@@ -457,6 +458,22 @@ pub fn request_path(base: &str, symbols: &[String], throttle_ms: Option<u64>, al
     }
     if align {
         path.push_str("&align=1");
+    }
+    if let Some(channels) = channels {
+        path.push_str("&channels=");
+        for (i, channel) in channels.iter().enumerate() {
+            if i > 0 {
+                path.push(',');
+            }
+            // Channel names are `quotes`, `trades`, `bars:1s`…: ':' is fine in a query.
+            for b in channel.bytes() {
+                if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~' | b':') {
+                    path.push(b as char);
+                } else {
+                    path.push_str(&format!("%{b:02X}"));
+                }
+            }
+        }
     }
     path
 }
@@ -743,9 +760,11 @@ mod tests {
     #[test]
     fn the_request_carries_the_subscription() {
         let syms = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
-        assert_eq!(request_path("/sse", &syms(&["AAPL", "BRK.B"]), Some(0), false), "/sse?symbols=AAPL,BRK.B&throttle_ms=0");
-        assert_eq!(request_path("/sse", &syms(&["*"]), None, false), "/sse?symbols=*");
-        assert_eq!(request_path("/feed/sse", &syms(&["A B", "C,D", "É"]), Some(250), false), "/feed/sse?symbols=A%20B,C%2CD,%C3%89&throttle_ms=250");
-        assert_eq!(request_path("/sse", &syms(&["AAPL"]), Some(200), true), "/sse?symbols=AAPL&throttle_ms=200&align=1");
+        assert_eq!(request_path("/sse", &syms(&["AAPL", "BRK.B"]), Some(0), false, None), "/sse?symbols=AAPL,BRK.B&throttle_ms=0");
+        assert_eq!(request_path("/sse", &syms(&["*"]), None, false, None), "/sse?symbols=*");
+        assert_eq!(request_path("/feed/sse", &syms(&["A B", "C,D", "É"]), Some(250), false, None), "/feed/sse?symbols=A%20B,C%2CD,%C3%89&throttle_ms=250");
+        assert_eq!(request_path("/sse", &syms(&["AAPL"]), Some(200), true, None), "/sse?symbols=AAPL&throttle_ms=200&align=1");
+        let channels = syms(&["quotes", "trades", "bars:1s"]);
+        assert_eq!(request_path("/sse", &syms(&["AAPL"]), Some(0), false, Some(&channels)), "/sse?symbols=AAPL&throttle_ms=0&channels=quotes,trades,bars:1s");
     }
 }

@@ -45,6 +45,20 @@ pub struct Counters {
     pub unexplained_gaps: u64,
     /// Seq gaps that could not be judged (the observer lacked the last skipped quote).
     pub gap_unknown: u64,
+    /// Frames of type `trades` (`--channels …,trades`), and the trades in them.
+    #[serde(default)]
+    pub trade_frames: u64,
+    #[serde(default)]
+    pub trades: u64,
+    /// `gap` messages, and the trades they declared lost (the sum of their seq ranges).
+    #[serde(default)]
+    pub gap_msgs: u64,
+    #[serde(default)]
+    pub trades_lost: u64,
+    /// Trades whose seq was not the one after the last accounted for (received or declared
+    /// lost) of their symbol, and `gap` messages that did not follow on from it.
+    #[serde(default)]
+    pub trade_order_errors: u64,
 }
 
 impl Counters {
@@ -66,6 +80,11 @@ impl Counters {
         self.staleness_missing += o.staleness_missing;
         self.unexplained_gaps += o.unexplained_gaps;
         self.gap_unknown += o.gap_unknown;
+        self.trade_frames += o.trade_frames;
+        self.trades += o.trades;
+        self.gap_msgs += o.gap_msgs;
+        self.trades_lost += o.trades_lost;
+        self.trade_order_errors += o.trade_order_errors;
     }
 }
 
@@ -90,6 +109,11 @@ impl Sub for Counters {
             staleness_missing: self.staleness_missing - o.staleness_missing,
             unexplained_gaps: self.unexplained_gaps - o.unexplained_gaps,
             gap_unknown: self.gap_unknown - o.gap_unknown,
+            trade_frames: self.trade_frames - o.trade_frames,
+            trades: self.trades - o.trades,
+            gap_msgs: self.gap_msgs - o.gap_msgs,
+            trades_lost: self.trades_lost - o.trades_lost,
+            trade_order_errors: self.trade_order_errors - o.trade_order_errors,
         }
     }
 }
@@ -114,8 +138,8 @@ pub struct ConnectionCounts {
     /// Symbols acknowledged / rejected in `subscribed`, summed over reading clients.
     pub subscribed_symbols: u64,
     pub rejected_symbols: u64,
-    /// Reading clients that received at least one live quote frame during the measured
-    /// period: with a running feed, every connected client should.
+    /// Reading clients that received at least one live quote frame (or trades frame) during
+    /// the measured period: with a running feed, every connected client should.
     pub delivering: u64,
     /// The first [`MAX_EXAMPLES`] messages of each kind.
     pub connect_errors: Vec<String>,

@@ -225,7 +225,7 @@ fn welcome_and_probe_classification() {
 
 #[test]
 fn subscribe_message_format() {
-    let spec = SubSpec { symbols: vec!["AAPL".into(), "MSFT".into()], throttle_ms: Some(0), snapshot: true, align: false, rcvbuf: None };
+    let spec = SubSpec { symbols: vec!["AAPL".into(), "MSFT".into()], throttle_ms: Some(0), snapshot: true, align: false, channels: None, rcvbuf: None };
     let v: Value = serde_json::from_str(&subscribe_text(&spec, 1)).unwrap();
     assert_eq!(v, json!({"op": "subscribe", "symbols": ["AAPL", "MSFT"], "throttle_ms": 0, "snapshot": true, "id": 1}));
     // Socket.IO: the event's argument carries no op, type or id.
@@ -236,9 +236,92 @@ fn subscribe_message_format() {
     assert_eq!(v["align"], true, "--align asks for it; without it the field is left out");
     let v: Value = serde_json::from_str(&crate::client::subscribe_payload(&aligned)).unwrap();
     assert_eq!(v["align"], true);
-    let spec = SubSpec { symbols: vec!["*".into()], throttle_ms: None, snapshot: false, align: false, rcvbuf: Some(4096) };
+    let spec = SubSpec { symbols: vec!["*".into()], throttle_ms: None, snapshot: false, align: false, channels: None, rcvbuf: Some(4096) };
     let v: Value = serde_json::from_str(&subscribe_text(&spec, 7)).unwrap();
     assert_eq!(v, json!({"op": "subscribe", "symbols": ["*"], "snapshot": false, "id": 7}));
+    // --channels: sent as given; without it the field is left out (above).
+    let spec = SubSpec { channels: Some(vec!["quotes".into(), "trades".into()]), ..spec };
+    let v: Value = serde_json::from_str(&subscribe_text(&spec, 8)).unwrap();
+    assert_eq!(v, json!({"op": "subscribe", "symbols": ["*"], "snapshot": false, "channels": ["quotes", "trades"], "id": 8}));
+    let v: Value = serde_json::from_str(&crate::client::subscribe_payload(&spec)).unwrap();
+    assert_eq!(v, json!({"symbols": ["*"], "snapshot": false, "channels": ["quotes", "trades"]}));
+}
+
+fn trade(sym: &str, seq: u64) -> Value {
+    json!({"symbol": sym, "seq": seq, "ts": 1_795_644_640_649i64, "pt": 1_795_644_640_649_312i64, "price": 271.52, "size": 100})
+}
+
+#[test]
+fn trades_are_counted_and_checked_per_symbol() {
+    let mut st = WorkerStats::new();
+    let mut seq = SeqTracker::default();
+    let now = 1_795_644_640_700_000i64;
+    let mut process = |v: Value, st: &mut WorkerStats| frame::process(&v.to_string(), &mut seq, st, now, true);
+    // The first trade of a symbol may have any seq; then each one above the last.
+    let text = json!({"type": "trades", "trades": [trade("AAPL", 1043), trade("AAPL", 1044), trade("MSFT", 7)]});
+    assert_eq!(process(text, &mut st), Event::Trades);
+    let c = st.counters;
+    assert_eq!((c.frames, c.trade_frames, c.trades, c.trades_lost, c.trade_order_errors), (1, 1, 3, 0, 0));
+    assert_eq!((c.quote_frames, c.quotes_live, c.other_msgs, c.parse_errors), (0, 0, 0, 0), "trades are not quotes");
+    assert!(st.latency.is_empty(), "the quotes' latency is the quotes'");
+    // A gap names what is lost; the trades go on after it.
+    let gap = json!({"type": "gap", "channel": "trades", "symbol": "AAPL", "from_seq": 1045, "to_seq": 1310});
+    assert_eq!(process(gap, &mut st), Event::Other);
+    let text = json!({"type": "trades", "trades": [trade("AAPL", 1311), trade("MSFT", 8)]});
+    assert_eq!(process(text, &mut st), Event::Trades);
+    let c = st.counters;
+    assert_eq!((c.trade_frames, c.trades, c.gap_msgs, c.trades_lost, c.trade_order_errors), (2, 5, 1, 266, 0));
+    // A jump without a gap message, a repeat and a step back are one error each.
+    let text = json!({"type": "trades", "trades": [trade("MSFT", 10), trade("MSFT", 10), trade("MSFT", 9), trade("MSFT", 11)]});
+    process(text, &mut st);
+    assert_eq!((st.counters.trades, st.counters.trade_order_errors), (9, 3));
+    // A gap that does not follow on from the last trade is an error too (seqs 12..=13 unexplained).
+    let gap = json!({"type": "gap", "channel": "trades", "symbol": "MSFT", "from_seq": 14, "to_seq": 20});
+    process(gap, &mut st);
+    assert_eq!((st.counters.trades_lost, st.counters.trade_order_errors), (273, 4));
+    process(json!({"type": "trades", "trades": [trade("MSFT", 21)]}), &mut st);
+    assert_eq!(st.counters.trade_order_errors, 4);
+    // A gap before any trade of its symbol is in order; a resume's `recovered` frame counts alike.
+    process(json!({"type": "gap", "channel": "trades", "symbol": "IBM", "from_seq": 1, "to_seq": 4}), &mut st);
+    process(json!({"type": "trades", "recovered": true, "trades": [trade("IBM", 5)]}), &mut st);
+    assert_eq!((st.counters.trades, st.counters.trades_lost, st.counters.trade_order_errors), (11, 277, 4));
+    // Another channel's gap is counted, nothing lost; an empty frame is a frame.
+    process(json!({"type": "gap", "channel": "bars:1s", "symbol": "IBM", "from_seq": 9, "to_seq": 99}), &mut st);
+    process(json!({"type": "trades", "trades": []}), &mut st);
+    let c = st.counters;
+    assert_eq!((c.gap_msgs, c.trades_lost, c.trade_frames, c.trades, c.trade_order_errors), (4, 277, 6, 11, 4));
+    assert_eq!((c.frames, c.parse_errors, c.other_msgs), (10, 0, 0));
+}
+
+#[test]
+fn trades_and_gaps_the_scanner_declines_go_through_serde() {
+    let mut st = WorkerStats::new();
+    let mut seq = SeqTracker::default();
+    // An escaped symbol: the scanner declines it, serde reads it the same.
+    let text = r#"{"type":"trades","trades":[{"symbol":"A\u0042","seq":1,"pt":2},{"symbol":"AB","seq":2,"pt":3}]}"#;
+    assert!(crate::scan::scan_trades(text).is_none());
+    assert_eq!(frame::process(text, &mut seq, &mut st, 0, true), Event::Trades);
+    let text = r#"{"type":"gap","channel":"trades","symbol":"A\u0042","from_seq":3,"to_seq":4,"note":1.5}"#;
+    assert!(crate::scan::scan_gap(text, true).is_none());
+    frame::process(text, &mut seq, &mut st, 0, true);
+    frame::process(r#"{"type":"trades","trades":[{"symbol":"AB","seq":5}]}"#, &mut seq, &mut st, 0, true);
+    let c = st.counters;
+    assert_eq!((c.trade_frames, c.trades, c.gap_msgs, c.trades_lost, c.trade_order_errors, c.parse_errors), (2, 3, 1, 2, 0, 0));
+    // Shaped wrong: unparseable, not counted as trades.
+    assert_eq!(frame::process(r#"{"type":"trades","trades":7}"#, &mut seq, &mut st, 0, true), Event::Unparseable);
+    assert_eq!(frame::process(r#"{"type":"gap","symbol":"AB"}"#, &mut seq, &mut st, 0, true), Event::Unparseable);
+    assert_eq!((st.counters.trades, st.counters.gap_msgs, st.counters.parse_errors), (3, 1, 2));
+    // Socket.IO: the event's name says what the payload is.
+    let mut st = WorkerStats::new();
+    let mut seq = SeqTracker::default();
+    let trades = json!({"trades": [trade("AAPL", 1), trade("AAPL", 2)]}).to_string();
+    assert_eq!(frame::process_as(Some(Kind::Trades), &trades, &mut seq, &mut st, 0, true), Event::Trades);
+    let gap = json!({"channel": "trades", "symbol": "AAPL", "from_seq": 3, "to_seq": 5}).to_string();
+    frame::process_as(Some(Kind::Gap), &gap, &mut seq, &mut st, 0, true);
+    let trades = json!({"trades": [trade("AAPL", 6)]}).to_string();
+    frame::process_as(Some(Kind::of_name("trades")), &trades, &mut seq, &mut st, 0, true);
+    let c = st.counters;
+    assert_eq!((c.trade_frames, c.trades, c.gap_msgs, c.trades_lost, c.trade_order_errors, c.other_msgs), (2, 3, 1, 3, 0, 0));
 }
 
 #[test]
@@ -387,6 +470,12 @@ fn cli_parses_the_documented_flags() {
         assert!(e.contains(flag), "{e}");
     }
     let defaults = Args::try_parse_from(["loadgen"]).unwrap();
+    assert_eq!(defaults.channels, None, "no --channels: none sent");
+    let a = Args::try_parse_from(["loadgen", "--channels", "quotes,trades"]).unwrap();
+    assert_eq!(a.channels, Some(vec!["quotes".to_string(), "trades".to_string()]));
+    a.validate().unwrap();
+    let e = Args::try_parse_from(["loadgen", "--channels", "quotes,"]).unwrap().validate().unwrap_err().to_string();
+    assert!(e.contains("--channels"), "{e}");
     assert_eq!(defaults.throttle_ms, None);
     assert_eq!(defaults.threads, 1);
 }
@@ -609,6 +698,10 @@ async fn serve_ws(
         ws.send(wrap(json!({"type":"quotes","snapshot":true,"quotes":quotes}))).await?;
     }
     ws.send(wrap(json!({"type":"feed","name":"sim","quotes":5,"state":"running"}))).await?;
+    // `"channels"` with `trades`: after each quotes frame, two trades of the first symbol in seq
+    // order; every fifth frame, a gap of three seqs before them.
+    let trades_on = sub["channels"].as_array().is_some_and(|c| c.iter().any(|c| c == "trades"));
+    let mut trade_seq = 500u64;
     let mut tick = tokio::time::interval(opts.tick);
     let mut n = 0u64;
     loop {
@@ -628,6 +721,16 @@ async fn serve_ws(
                     quote(s, *seq, now_us())
                 }).collect();
                 ws.send(wrap(json!({"type":"quotes","quotes":quotes}))).await?;
+                if trades_on && let Some(first) = symbols.first() {
+                    if n % 5 == 0 {
+                        let gap = json!({"type":"gap","channel":"trades","symbol":first,"from_seq":trade_seq + 1,"to_seq":trade_seq + 3});
+                        ws.send(wrap(gap)).await?;
+                        trade_seq += 3;
+                    }
+                    let trades = [trade(first, trade_seq + 1), trade(first, trade_seq + 2)];
+                    trade_seq += 2;
+                    ws.send(wrap(json!({"type":"trades","trades":trades}))).await?;
+                }
             }
             msg = ws.next() => match msg {
                 Some(Ok(Message::Close(_))) => {
@@ -828,6 +931,41 @@ async fn end_to_end_against_mock() {
     for key in ["ok", "clients", "measured", "latency_ms", "probe", "messages", "loadgen", "server_rss_mib"] {
         assert!(json.get(key).is_some(), "JSON lacks {key}");
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn trades_channel_end_to_end_against_mock() {
+    let mock = start_mock(MockOpts::default()).await;
+    let pid = std::process::id().to_string();
+    let r = crate::run::run(&args_for(&mock, &["--clients", "4", "--symbols", "3", "--throttle-ms", "0", "--channels", "quotes,trades", "--server-pid", &pid])).await.unwrap();
+    let table = r.table();
+    eprintln!("{table}");
+    assert!(r.ok, "failures: {:?}", r.failures);
+    assert_eq!(r.config.channels.as_deref(), Some(&["quotes".to_string(), "trades".to_string()][..]));
+    let m = &r.measured;
+    assert!(m.trades > 100 && m.trade_frames > 50, "trades: {m:?}");
+    assert!((m.trades_per_frame - 2.0).abs() < 1e-9, "{m:?}");
+    assert!(m.trades_lost > 0 && m.gap_msgs > 0 && m.trades_lost <= 3 * m.gap_msgs + 3, "{m:?}");
+    assert!(m.trades_per_s > 0.0 && m.trades_per_server_cpu_s.is_some_and(|t| t > 0.0), "{m:?}");
+    assert_eq!((r.messages.trade_order_errors, r.messages.ordering_errors, r.messages.parse_errors), (0, 0, 0));
+    assert!(m.quotes_live > 100, "quotes still flow beside the trades");
+    for line in ["trades/s", "trades lost (gap messages)", "trades per server CPU-s", "trade order errors"] {
+        assert!(table.contains(line), "{line} missing from the table");
+    }
+    let json = serde_json::to_value(&r).unwrap();
+    for key in ["trades", "trades_per_s", "trade_frames", "trades_lost", "trades_lost_pct", "gap_msgs", "trades_per_server_cpu_s"] {
+        assert!(json["measured"].get(key).is_some(), "measured.{key} missing");
+    }
+    assert!(json["messages"]["trade_order_errors"].is_u64());
+    // Socket.IO: the same events, named.
+    let r = crate::run::run(&args_for(&mock, &["--clients", "2", "--symbols", "3", "--throttle-ms", "0", "--channels", "quotes,trades", "--protocol", "socketio"])).await.unwrap();
+    assert!(r.ok && r.measured.trades > 50 && r.measured.trades_lost > 0, "{:?} {:?}", r.failures, r.measured);
+    assert_eq!(r.messages.trade_order_errors, 0);
+    // Without --channels nothing changes: no trades asked, none counted, nothing in the table.
+    let r = crate::run::run(&args_for(&mock, &["--clients", "2", "--symbols", "3", "--throttle-ms", "0"])).await.unwrap();
+    assert!(r.ok);
+    assert_eq!((r.measured.trades, r.measured.gap_msgs, r.measured.trades_per_server_cpu_s), (0, 0, None));
+    assert!(!r.table().contains("trades"), "{}", r.table());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
