@@ -51,6 +51,8 @@ use crate::api_error::{ApiError, ApiErrorCode};
 pub(crate) const INPUT_BUFFER_BYTES: usize = 32 * 1024;
 /// The per-thread buffer each read lands in before its bytes go to the session's input.
 const READ_BYTES: usize = 16 * 1024;
+/// Chunks a connection writes per poll at most before it lets its worker run other tasks.
+const CHUNKS_PER_POLL: usize = 4;
 
 thread_local! {
     static READ_SCRATCH: RefCell<Box<[u8]>> = RefCell::new(vec![0; READ_BYTES].into_boxed_slice());
@@ -152,7 +154,16 @@ impl<T: AsyncRead + AsyncWrite + Unpin> Connection<T> {
     /// Writes what is unsent, then what the output produces, until the socket or the output
     /// has nothing more to give.
     fn poll_output(&mut self, cx: &mut Context<'_>) {
+        let mut chunks = 0;
         while self.output.is_some() {
+            if chunks == CHUNKS_PER_POLL {
+                // A session whose output never runs dry (a `trades` backlog read as fast as a
+                // loopback client takes it) would otherwise keep its worker for as long as the
+                // socket takes data, and the worker's other sessions, accepts and handshakes
+                // would wait: it yields, and is polled again after them.
+                cx.waker().wake_by_ref();
+                return;
+            }
             if !self.unsent.is_empty() {
                 match Pin::new(&mut self.io).poll_write(cx, &self.unsent) {
                     Poll::Ready(Ok(n)) if n > 0 => {
@@ -173,7 +184,10 @@ impl<T: AsyncRead + AsyncWrite + Unpin> Connection<T> {
             let hints = [Hint::of(self, size_of::<Self>().div_ceil(64)), self.input.as_deref().map_or(Hint::default(), |pipe| Hint::of(pipe, 1))];
             let Some(output) = self.output.as_mut() else { return };
             match alarm::polling_with(hints, || Pin::new(output).poll_next(cx)) {
-                Poll::Ready(Some(Ok(chunk))) => self.write(cx, chunk),
+                Poll::Ready(Some(Ok(chunk))) => {
+                    chunks += 1;
+                    self.write(cx, chunk);
+                }
                 Poll::Ready(Some(Err(_))) => return self.fail(),
                 Poll::Ready(None) => {
                     // The close went out (or there is none): flush it, then the output is done.
