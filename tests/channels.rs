@@ -5,7 +5,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::{Client, EVENT_TIMEOUT, http, http_json, repo_path, start};
+use common::{Client, EVENT_TIMEOUT, http, repo_path, start};
 use serde_json::{Value, json};
 use tickerfeed::server::RunningServer;
 use tokio::time::Instant;
@@ -232,14 +232,7 @@ async fn bars_stream_the_same_bars_history_serves() {
         }
     }
     assert!(forming_seen > 0 && quotes_seen, "forming bars and quotes both arrive");
-    let (status, history) = http_json(&server, "GET", "/api/history/AAA?resolution=1s", None).await;
-    assert_eq!(status, 200);
-    for bar in &finals {
-        let served = history["bars"].as_array().unwrap().iter().find(|h| h["t"] == bar["t"]).unwrap_or_else(|| panic!("history has the bar {bar}"));
-        for field in ["open", "high", "low", "close", "volume", "seq"] {
-            assert_eq!(served[field], bar[field], "{field} of the bar at {}", bar["t"]);
-        }
-    }
+    common::assert_bars_match_history(&server, "AAA", &finals).await;
     server.shutdown().await;
 }
 

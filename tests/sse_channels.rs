@@ -7,7 +7,7 @@ mod common;
 use std::time::Duration;
 
 use common::sse::{Block, SseClient};
-use common::{EVENT_TIMEOUT, http_json, repo_path, start};
+use common::{EVENT_TIMEOUT, repo_path, start};
 use serde_json::{Value, json};
 use tickerfeed::server::RunningServer;
 use tokio::time::Instant;
@@ -150,14 +150,7 @@ async fn channels_bars_stream_the_bars_history_serves() {
         }
     }
     assert!(forming > 0, "forming bars come before the final one");
-    let (status, history) = http_json(&server, "GET", "/api/history/AAA?resolution=1s", None).await;
-    assert_eq!(status, 200);
-    for bar in &finals {
-        let served = history["bars"].as_array().unwrap().iter().find(|h| h["t"] == bar["t"]).unwrap_or_else(|| panic!("history has the bar {bar}"));
-        for field in ["open", "high", "low", "close", "volume", "seq"] {
-            assert_eq!(served[field], bar[field], "{field} of the bar at {}", bar["t"]);
-        }
-    }
+    common::assert_bars_match_history(&server, "AAA", &finals).await;
     server.shutdown().await;
 }
 

@@ -164,46 +164,45 @@ impl FaultSpec {
         let Value::Object(object) = value else {
             return Err(SpecError::new("spec", format!("a fault is a JSON object such as {{\"kind\":\"gap\",\"symbol\":\"AAPL\",\"count\":3}}, not {}", json_kind(value))));
         };
-        let mut kind = None;
-        let mut entries = Vec::new();
-        for (key, value) in object {
-            if LISTED_ONLY.contains(&key.as_str()) {
-                continue;
-            }
+        let entries = object.iter().filter(|(key, _)| !LISTED_ONLY.contains(&key.as_str())).map(|(key, value)| {
             let raw = match value {
                 Value::String(text) => Raw::Text(text.clone()),
                 Value::Number(number) => Raw::Number(number.clone()),
                 other => return Err(SpecError::new(key, format!("must be a string or a number, not {}", json_kind(other)))),
             };
-            if key == "kind" {
-                kind = Some(raw.text());
-            } else {
-                entries.push((key.clone(), raw));
-            }
-        }
-        let kind = kind.ok_or_else(|| SpecError::new("kind", format!("missing; one of {}", FaultKind::LABELS.join(", "))))?;
-        FaultSpec::from_entries(&kind, entries)
+            Ok((key.clone(), raw))
+        });
+        FaultSpec::from_keyed(entries)
     }
 
     /// The TOML form: a `[[faults]]` table with `kind` and the keys.
     pub fn from_toml(table: &toml::Table) -> Result<FaultSpec, SpecError> {
-        let mut kind = None;
-        let mut entries = Vec::new();
-        for (key, value) in table {
+        let entries = table.iter().map(|(key, value)| {
             let raw = match value {
                 toml::Value::String(text) => Raw::Text(text.clone()),
                 toml::Value::Integer(n) => Raw::Number((*n).into()),
                 toml::Value::Float(f) => Raw::Number(serde_json::Number::from_f64(*f).ok_or_else(|| SpecError::new(key, format!("{f} is not a finite number")))?),
                 other => return Err(SpecError::new(key, format!("must be a string or a number, not a {}", other.type_str()))),
             };
+            Ok((key.clone(), raw))
+        });
+        FaultSpec::from_keyed(entries)
+    }
+
+    /// The JSON and TOML forms once their values are read: `kind` taken out, the rest as entries.
+    fn from_keyed(entries: impl Iterator<Item = Result<(String, Raw), SpecError>>) -> Result<FaultSpec, SpecError> {
+        let mut kind = None;
+        let mut rest = Vec::new();
+        for entry in entries {
+            let (key, raw) = entry?;
             if key == "kind" {
                 kind = Some(raw.text());
             } else {
-                entries.push((key.clone(), raw));
+                rest.push((key, raw));
             }
         }
         let kind = kind.ok_or_else(|| SpecError::new("kind", format!("missing; one of {}", FaultKind::LABELS.join(", "))))?;
-        FaultSpec::from_entries(&kind, entries)
+        FaultSpec::from_entries(&kind, rest)
     }
 
     /// The one parser: a kind and its `key = value` entries, each checked, then the rules

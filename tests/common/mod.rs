@@ -231,6 +231,19 @@ pub fn metric(text: &str, series: &str) -> f64 {
         .unwrap_or_else(|| panic!("series {series} not in the scrape"))
 }
 
+/// Each of `bars` (streamed with `"final":true`) equals the bar `/api/history` serves for the
+/// same symbol and `t`: the bars channels and the backfill join without gap or duplicate.
+pub async fn assert_bars_match_history(server: &RunningServer, symbol: &str, bars: &[Value]) {
+    let (status, history) = http_json(server, "GET", &format!("/api/history/{symbol}?resolution=1s"), None).await;
+    assert_eq!(status, 200);
+    for bar in bars {
+        let served = history["bars"].as_array().unwrap().iter().find(|h| h["t"] == bar["t"]).unwrap_or_else(|| panic!("history has the bar {bar}"));
+        for field in ["open", "high", "low", "close", "volume", "seq"] {
+            assert_eq!(served[field], bar[field], "{field} of the bar at {}", bar["t"]);
+        }
+    }
+}
+
 /// Symbols of a quotes frame.
 pub fn quote_symbols(frame: &Value) -> Vec<String> {
     frame["quotes"].as_array().expect("quotes array").iter().map(|q| q["symbol"].as_str().unwrap().to_string()).collect()
