@@ -219,6 +219,7 @@ impl History {
     }
 
     /// The seq of the trade at `position`, if it is held.
+    #[cfg(test)]
     pub(crate) fn seq_at(&self, position: u64) -> Option<u64> {
         let ring = &self.trades;
         (position >= ring.recorded - ring.trades.len() as u64 && position < ring.recorded).then(|| ring.at(position).seq)

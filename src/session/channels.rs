@@ -110,10 +110,9 @@ fn bars_bit(resolution: Resolution) -> u8 {
 struct Backlog {
     /// The ring position at the subscription: from here on, trades are live.
     end: u64,
-    /// Whether the ring held every trade after `since`.
+    /// Whether the ring holds every trade after `since` (found false at the subscription, for
+    /// a `since` of another run, or when a read finds trades gone).
     complete: bool,
-    /// When it did not: the seqs it no longer held, told first.
-    missing: Option<(u64, u64)>,
     /// A recovered message went out already (one goes out even when the backlog is empty).
     told: bool,
 }
@@ -186,13 +185,10 @@ impl Channels {
             if after.trades() && (!before.trades() || resume.is_some()) {
                 topic.with_history(|history| match resume {
                     Some(since) => {
-                        let end = history.trades_end();
                         let (position, complete) = history.trades_after(since, now_us);
-                        let newest = history.newest_trade_seq();
-                        let missing = (!complete && since < newest).then(|| (since + 1, history.seq_at(position).map_or(newest, |seq| seq - 1)));
                         entry.trade_position = position;
                         entry.last_trade_seq = since;
-                        entry.backlog = Some(Backlog { end, complete, missing: missing.filter(|(from, to)| from <= to), told: false });
+                        entry.backlog = Some(Backlog { end: history.trades_end(), complete, told: false });
                     }
                     None => {
                         entry.trade_position = history.trades_end();
@@ -301,13 +297,18 @@ impl Channels {
             if set.trades() {
                 if let Some(backlog) = &mut entry.backlog {
                     // A resume's trades go out alone, flagged, before any live one of the symbol.
-                    if let Some((from_seq, to_seq)) = backlog.missing.take() {
-                        used += emit(&ServerMessage::Gap { channel: "trades", symbol: &symbol, from_seq, to_seq });
-                        written.trades_lost += to_seq - from_seq + 1;
-                    }
                     let mut recovered = Vec::new();
                     let max = per_frame.min(backlog.end.saturating_sub(entry.trade_position) as usize);
                     let read = entry.topic.with_history(|history| history.read_trades(entry.trade_position, now_us, max, &mut recovered));
+                    // Judged when read, not at the subscription: the ring may have moved on since.
+                    // The seqs between `since` and the first trade held are gone (a `since`
+                    // of another run is above them all: nothing to name).
+                    if (!backlog.told || read.lost > 0) && read.resume_seq > entry.last_trade_seq + 1 {
+                        let (from_seq, to_seq) = (entry.last_trade_seq + 1, read.resume_seq - 1);
+                        used += emit(&ServerMessage::Gap { channel: "trades", symbol: &symbol, from_seq, to_seq });
+                        written.trades_lost += to_seq - from_seq + 1;
+                        backlog.complete = false;
+                    }
                     entry.trade_position = read.next;
                     if let Some(last) = recovered.last() {
                         entry.last_trade_seq = last.seq;
