@@ -168,13 +168,15 @@ impl Channels {
     /// when `wildcard`). A symbol that gains `trades` reads them from now on, or, when `since`
     /// has a seq for it, from after that seq. Returns whether the session now needs this state.
     pub(crate) fn subscribe(&mut self, topics: &[Arc<Topic>], set: ChannelSet, wildcard: bool, since: &HashMap<Arc<str>, u64>, now_us: i64) -> bool {
+        // Each entry's channels before are judged by the wildcard's channels before.
+        let wildcard_before = self.wildcard;
         if wildcard {
             self.wildcard = Some(set);
         }
         for topic in topics {
             let fresh = || Entry { topic: topic.clone(), explicit: None, wildcard: false, trade_position: 0, last_trade_seq: 0, bars: [None; 2], backlog: None, pending: false };
             let entry = self.entries.entry(topic.symbol.clone()).or_insert_with(fresh);
-            let before = entry.set(self.wildcard);
+            let before = entry.set(wildcard_before);
             if wildcard {
                 entry.wildcard = true;
             } else {
@@ -511,6 +513,26 @@ mod tests {
         assert_eq!(bars.len(), 2);
         assert_eq!((bars[0]["t"].as_i64(), bars[0]["final"].as_bool(), bars[0]["close"].as_f64()), (Some(1_000), Some(true), Some(12.0)));
         assert_eq!((bars[1]["t"].as_i64(), bars[1]["final"].as_bool()), (Some(2_000), Some(false)));
+    }
+
+    #[test]
+    fn a_wildcard_that_gains_trades_reads_them_from_now_on() {
+        let (bus, topics) = bus_with(&["A"]);
+        for i in 0..50 {
+            publish(&bus, &topics[0], i, 10.0);
+        }
+        let mut channels = Channels::default();
+        // A has an entry of its own (bars), and `*` covers it with quotes; then `*` asks for trades.
+        channels.subscribe(&topics, set(&["bars:1s"]), false, &HashMap::new(), now_micros());
+        channels.subscribe(&topics, set(&["quotes"]), true, &HashMap::new(), now_micros());
+        pass(&mut channels);
+        channels.subscribe(&topics, set(&["quotes", "trades"]), true, &HashMap::new(), now_micros());
+        publish(&bus, &topics[0], 60, 11.0);
+        channels.on_due(&topics[0].symbol);
+        let messages = pass(&mut channels);
+        assert!(messages.iter().all(|m| m["type"] != "gap"), "nothing before the subscription is owed: {messages:?}");
+        let trades: Vec<_> = messages.iter().filter(|m| m["type"] == "trades").flat_map(|m| m["trades"].as_array().unwrap().clone()).collect();
+        assert_eq!(trades.iter().map(|t| t["seq"].as_u64().unwrap()).collect::<Vec<_>>(), [51]);
     }
 
     #[test]
