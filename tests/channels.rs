@@ -3,8 +3,6 @@
 
 mod common;
 
-use std::time::Duration;
-
 use common::{Client, EVENT_TIMEOUT, http, repo_path, start};
 use serde_json::{Value, json};
 use tickerfeed::server::RunningServer;
@@ -16,16 +14,6 @@ async fn server(rate: &str, extra: &[&str]) -> RunningServer {
     let mut args = vec!["--universe", &universe, "--sim-rate", rate];
     args.extend_from_slice(extra);
     start(&args).await
-}
-
-/// Waits until the symbol's seq reaches `seq` (the feed publishes on its own schedule).
-async fn published(server: &RunningServer, symbol: &str, seq: u64) {
-    let topic = server.bus.topic(symbol).unwrap();
-    let deadline = Instant::now() + EVENT_TIMEOUT;
-    while topic.seq() < seq {
-        assert!(Instant::now() < deadline, "{symbol} reaches seq {seq} in time (at {})", topic.seq());
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
 }
 
 /// The seqs of a `trades` message's trades of `symbol`, checking each trade's fields.
@@ -96,7 +84,7 @@ impl Tape {
 #[actix_web::test]
 async fn a_client_that_keeps_up_gets_every_trade_in_seq_order() {
     let server = server("400", &[]).await;
-    published(&server, "AAA", 1).await;
+    common::published(&server, "AAA", 1).await;
     let (mut client, _) = Client::connect_welcomed(&server).await;
     let before = server.bus.topic("AAA").unwrap().seq();
     client.send(json!({"op":"subscribe","symbols":["aaa"],"channels":["trades"],"throttle_ms":50,"id":1})).await;
@@ -106,7 +94,7 @@ async fn a_client_that_keeps_up_gets_every_trade_in_seq_order() {
     assert_eq!(subscribed["symbols"], json!(["AAA"]));
     // Over a window of at least 200 trades, every one published arrives, once, in order.
     let target = at_subscribe + 200;
-    published(&server, "AAA", target).await;
+    common::published(&server, "AAA", target).await;
     let mut tape = Tape::default();
     tape.read_until(&mut client, "AAA", target).await;
     assert!(tape.gaps.is_empty(), "no loss for a client that keeps up: {:?}", tape.gaps);
@@ -123,14 +111,14 @@ async fn a_client_that_keeps_up_gets_every_trade_in_seq_order() {
 async fn a_stalled_client_is_told_exactly_which_trades_it_lost() {
     // 4,000 trades a second per symbol: the ring (1,024) is overrun within a second.
     let server = server("8000", &[]).await;
-    published(&server, "AAA", 1).await;
+    common::published(&server, "AAA", 1).await;
     let mut client = Client::connect_small_buffer(&server, "/ws?symbols=AAA&channels=trades&throttle_ms=0", 4096).await;
     client.recv_type("welcome").await;
     let subscribed = client.recv_type("subscribed").await;
     assert_eq!(subscribed["channels"], json!({"trades": ["AAA"]}));
     // Not reading: the socket fills, the server stops writing, the ring moves on.
     let stalled_at = server.bus.topic("AAA").unwrap().seq();
-    published(&server, "AAA", stalled_at + 6_000).await;
+    common::published(&server, "AAA", stalled_at + 6_000).await;
     let target = server.bus.topic("AAA").unwrap().seq();
     let mut tape = Tape::default();
     tape.read_until(&mut client, "AAA", target).await;
@@ -150,7 +138,7 @@ async fn a_stalled_client_is_told_exactly_which_trades_it_lost() {
 #[actix_web::test]
 async fn resume_recovers_from_the_ring_and_says_when_it_cannot() {
     let server = server("200", &[]).await;
-    published(&server, "AAA", 1).await;
+    common::published(&server, "AAA", 1).await;
     let mut client = Client::connect_path(&server, "/ws?symbols=AAA&channels=trades&throttle_ms=0").await;
     let welcome = client.recv_type("welcome").await;
     assert!(welcome["session"].is_string(), "welcome carries the session id: {welcome}");
@@ -160,7 +148,7 @@ async fn resume_recovers_from_the_ring_and_says_when_it_cannot() {
     let last_seen = tape.last();
     drop(client);
     // Trades go on while the client is away.
-    published(&server, "AAA", last_seen + 40).await;
+    common::published(&server, "AAA", last_seen + 40).await;
     let mut client = Client::connect_path(&server, &format!("/ws?symbols=AAA&channels=trades&throttle_ms=0&since=AAA:{last_seen}")).await;
     let again = client.recv_type("welcome").await;
     assert_ne!(again["session"], welcome["session"], "a new session");
@@ -181,7 +169,7 @@ async fn resume_recovers_from_the_ring_and_says_when_it_cannot() {
 
     // Outside the ring: 1,024 trades kept, far more published since seq 1.
     let server = self::server("8000", &[]).await;
-    published(&server, "AAA", 3_000).await;
+    common::published(&server, "AAA", 3_000).await;
     let mut client = Client::connect_path(&server, "/ws?symbols=AAA&channels=trades&since=AAA:1").await;
     client.recv_type("subscribed").await;
     let gap = client.recv().await;
@@ -202,7 +190,7 @@ async fn resume_recovers_from_the_ring_and_says_when_it_cannot() {
 #[actix_web::test]
 async fn bars_stream_the_same_bars_history_serves() {
     let server = server("400", &[]).await;
-    published(&server, "AAA", 1).await;
+    common::published(&server, "AAA", 1).await;
     let (mut client, _) = Client::connect_welcomed(&server).await;
     client.send(json!({"op":"subscribe","symbols":["AAA"],"channels":["quotes","bars:1s"],"throttle_ms":100})).await;
     let subscribed = client.recv_type("subscribed").await;

@@ -4,8 +4,6 @@
 
 mod common;
 
-use std::time::Duration;
-
 use common::sse::{Block, SseClient};
 use common::{EVENT_TIMEOUT, repo_path, start};
 use serde_json::{Value, json};
@@ -17,16 +15,6 @@ use tokio::time::Instant;
 async fn server(rate: &str) -> RunningServer {
     let universe = repo_path("tests/fixtures/channels/universe.csv");
     start(&["--universe", &universe, "--sim-rate", rate]).await
-}
-
-/// Waits until the symbol's seq reaches `seq`.
-async fn published(server: &RunningServer, symbol: &str, seq: u64) {
-    let topic = server.bus.topic(symbol).unwrap();
-    let deadline = Instant::now() + EVENT_TIMEOUT;
-    while topic.seq() < seq {
-        assert!(Instant::now() < deadline, "{symbol} reaches seq {seq} in time (at {})", topic.seq());
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
 }
 
 /// The next event, its name and data (the data's `type` checked against the name).
@@ -102,7 +90,7 @@ impl Tape {
 #[actix_web::test]
 async fn channels_trades_stream_every_trade_in_order_and_no_quotes() {
     let server = server("400").await;
-    published(&server, "AAA", 1).await;
+    common::published(&server, "AAA", 1).await;
     let mut sse = SseClient::connect(server.addr, "/sse?symbols=aaa&channels=trades&throttle_ms=0").await;
     assert_eq!(sse.status, 200);
     let welcome = sse.event("welcome").await;
@@ -114,7 +102,7 @@ async fn channels_trades_stream_every_trade_in_order_and_no_quotes() {
     assert_eq!(subscribed["channels"], json!({"trades": ["AAA"]}));
     // 200 trades and more: every one, once, in order, and nothing else (no quotes, no snapshot).
     let target = at_subscribe + 200;
-    published(&server, "AAA", target).await;
+    common::published(&server, "AAA", target).await;
     let mut tape = Tape::default();
     tape.read_until(&mut sse, "AAA", target).await;
     assert!(tape.gaps.is_empty(), "no loss for a client that keeps up: {:?}", tape.gaps);
@@ -126,7 +114,7 @@ async fn channels_trades_stream_every_trade_in_order_and_no_quotes() {
 #[actix_web::test]
 async fn channels_bars_stream_the_bars_history_serves() {
     let server = server("400").await;
-    published(&server, "AAA", 1).await;
+    common::published(&server, "AAA", 1).await;
     let mut sse = SseClient::connect(server.addr, "/sse?symbols=AAA&channels=bars:1s&throttle_ms=100").await;
     let subscribed = sse.event("subscribed").await;
     assert_eq!(subscribed["channels"], json!({"bars:1s": ["AAA"]}));
@@ -157,7 +145,7 @@ async fn channels_bars_stream_the_bars_history_serves() {
 #[actix_web::test]
 async fn since_in_the_query_resumes_from_the_ring() {
     let server = server("200").await;
-    published(&server, "AAA", 1).await;
+    common::published(&server, "AAA", 1).await;
     let mut sse = SseClient::connect(server.addr, "/sse?symbols=AAA&channels=trades&throttle_ms=0").await;
     let welcome = sse.event("welcome").await;
     sse.event("subscribed").await;
@@ -168,7 +156,7 @@ async fn since_in_the_query_resumes_from_the_ring() {
     let last_seen = *tape.seqs.last().unwrap();
     drop(sse);
     // Trades go on while the client is away.
-    published(&server, "AAA", last_seen + 40).await;
+    common::published(&server, "AAA", last_seen + 40).await;
     let mut sse = SseClient::connect(server.addr, &format!("/sse?symbols=AAA&channels=trades&throttle_ms=0&since=AAA:{last_seen}")).await;
     let again = sse.event("welcome").await;
     assert_ne!(again["session"], welcome["session"], "a new session");
@@ -194,7 +182,7 @@ async fn since_in_the_query_resumes_from_the_ring() {
 async fn since_beyond_the_ring_is_a_gap_and_a_bad_one_is_named() {
     // 4,000 trades a second per symbol: seq 1 left the ring (1,024) long ago.
     let server = server("8000").await;
-    published(&server, "AAA", 3_000).await;
+    common::published(&server, "AAA", 3_000).await;
     let mut sse = SseClient::connect(server.addr, "/sse?symbols=AAA&channels=trades&since=AAA:1").await;
     sse.event("subscribed").await;
     let (name, gap) = next_event(&mut sse).await;

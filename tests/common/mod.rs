@@ -244,6 +244,16 @@ pub async fn assert_bars_match_history(server: &RunningServer, symbol: &str, bar
     }
 }
 
+/// Waits until `symbol`'s seq reaches `seq` (the feed publishes on its own schedule).
+pub async fn published(server: &RunningServer, symbol: &str, seq: u64) {
+    let topic = server.bus.topic(symbol).unwrap();
+    let deadline = tokio::time::Instant::now() + EVENT_TIMEOUT;
+    while topic.seq() < seq {
+        assert!(tokio::time::Instant::now() < deadline, "{symbol} reaches seq {seq} in time (at {})", topic.seq());
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
 /// Symbols of a quotes frame.
 pub fn quote_symbols(frame: &Value) -> Vec<String> {
     frame["quotes"].as_array().expect("quotes array").iter().map(|q| q["symbol"].as_str().unwrap().to_string()).collect()
